@@ -1,0 +1,1 @@
+//! Multi-window client-side rate limiter.

@@ -1,0 +1,2 @@
+//! dcvd binary
+fn main() {}

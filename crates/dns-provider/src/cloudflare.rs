@@ -1,0 +1,1 @@
+//! cloudflare adapter (to be written).

@@ -1,0 +1,1 @@
+//! exec adapter (to be written).

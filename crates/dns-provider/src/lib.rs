@@ -1,0 +1,268 @@
+//! The [`DnsProvider`] trait and its adapters: Route53, Cloudflare, RFC 2136, exec and memory.
+//!
+//! This crate publishes and removes DCV records (TXT values, CNAME targets) at absolute owner
+//! names, through whichever DNS provider owns the zone. It knows nothing about DigiCert, tokens,
+//! propagation checks or the daemon's state: it must not decide *what* to publish, only do it
+//! exactly, idempotently, and without touching anyone else's values.
+//!
+//! # Layout
+//! - [`DnsProvider`]: the contract every adapter meets (tested by one conformance battery).
+//! - [`Router`]: picks the provider and zone for a record name by longest zone suffix.
+//! - [`ProviderError`]: one error type whose messages start with the provider name.
+//! - adapters: [`memory`], [`exec`], [`rfc2136`], [`route53`], [`cloudflare`].
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+pub mod cloudflare;
+pub mod exec;
+pub mod memory;
+pub mod rfc2136;
+pub mod route53;
+mod router;
+
+pub use router::{RouteError, Router};
+
+/// The type of a DCV record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum RecordType {
+    /// A TXT record whose value is the DCV random value.
+    Txt,
+    /// A CNAME record whose value is the target name.
+    Cname,
+}
+
+impl RecordType {
+    /// The record type as DNS writes it: `TXT` or `CNAME`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Txt => "TXT",
+            Self::Cname => "CNAME",
+        }
+    }
+}
+
+impl fmt::Display for RecordType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for RecordType {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s.to_ascii_uppercase().as_str() {
+            "TXT" => Ok(Self::Txt),
+            "CNAME" => Ok(Self::Cname),
+            other => Err(format!("unsupported record type {other:?} (expected TXT or CNAME)")),
+        }
+    }
+}
+
+/// One record to publish or remove.
+///
+/// `name` is absolute, lower-case, without a trailing dot (`_dnsauth.example.com`). For TXT,
+/// `value` is the bare string (no quotes); for CNAME it is the target name without a trailing dot
+/// (`abc123.dcv.digicert.com`). Adapters add dots and quotes as their backend needs.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Record {
+    /// Absolute owner name, lower-case, no trailing dot.
+    pub name: String,
+    /// TXT or CNAME.
+    pub rtype: RecordType,
+    /// TXT string or CNAME target (no trailing dot).
+    pub value: String,
+    /// Time to live in seconds.
+    pub ttl: u32,
+}
+
+impl Record {
+    /// A TXT record with the default TTL of 60 s.
+    pub fn txt(name: impl Into<String>, value: impl Into<String>) -> Self {
+        Self { name: normalize_name(&name.into()), rtype: RecordType::Txt, value: value.into(), ttl: 60 }
+    }
+
+    /// A CNAME record with the default TTL of 60 s.
+    pub fn cname(name: impl Into<String>, target: impl Into<String>) -> Self {
+        Self {
+            name: normalize_name(&name.into()),
+            rtype: RecordType::Cname,
+            value: normalize_name(&target.into()),
+            ttl: 60,
+        }
+    }
+}
+
+impl fmt::Display for Record {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} {} {:?}", self.name, self.rtype, self.value)
+    }
+}
+
+/// Lower-cases a DNS name and strips one trailing dot.
+pub fn normalize_name(name: &str) -> String {
+    name.trim().trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// What a provider returns for a published record, stored by the daemon so it can remove or
+/// wait for exactly that record later.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Published {
+    /// The backend's id for the record, where it has one (Cloudflare record id).
+    pub provider_id: Option<String>,
+    /// A change to wait for with [`DnsProvider::wait_until_applied`] (Route53 change id).
+    pub change_id: Option<String>,
+}
+
+/// A DNS provider adapter.
+///
+/// # Contract
+/// - [`publish`](Self::publish) is idempotent: publishing a value that is already there succeeds
+///   and leaves exactly one copy of it.
+/// - [`remove`](Self::remove) removes exactly the given value at the given name and type, never
+///   another value of the same RRset; removing an absent value succeeds.
+/// - A CNAME is refused with [`ProviderError::Conflict`] when another record type (or another
+///   CNAME target) owns the name.
+/// - Errors start with the provider's kind and say what to do; throttling is retried inside the
+///   adapter with backoff, and what is still retryable afterwards says so through
+///   [`ProviderError::is_retryable`].
+/// - Names are absolute: the adapter never appends the zone to a name that already ends with it.
+#[async_trait]
+pub trait DnsProvider: Send + Sync + fmt::Debug {
+    /// The adapter kind, as written in the config's `type` (`cloudflare`, `route53`, ...).
+    fn kind(&self) -> &'static str;
+
+    /// The zones this instance serves (absolute, lower-case, no trailing dot).
+    fn zones(&self) -> &[String];
+
+    /// Publishes one record in `zone`. Idempotent.
+    async fn publish(&self, zone: &str, record: &Record) -> Result<Published, ProviderError>;
+
+    /// Removes exactly `record`'s value from `zone`; succeeds when it is already absent.
+    async fn remove(&self, zone: &str, record: &Record) -> Result<(), ProviderError>;
+
+    /// Publishes many records of one zone. The default loops; adapters with batch APIs (Route53)
+    /// override it. Returns one [`Published`] per record, in order.
+    async fn publish_batch(&self, zone: &str, records: &[Record]) -> Result<Vec<Published>, ProviderError> {
+        let mut out = Vec::with_capacity(records.len());
+        for record in records {
+            out.push(self.publish(zone, record).await?);
+        }
+        Ok(out)
+    }
+
+    /// Removes many records of one zone. The default loops.
+    async fn remove_batch(&self, zone: &str, records: &[Record]) -> Result<(), ProviderError> {
+        for record in records {
+            self.remove(zone, record).await?;
+        }
+        Ok(())
+    }
+
+    /// Waits until the provider says the given changes are applied on its name servers (Route53
+    /// GetChange INSYNC). The default returns at once: DNS checks are the final word anyway.
+    async fn wait_until_applied(&self, _published: &[Published], _timeout: Duration) -> Result<(), ProviderError> {
+        Ok(())
+    }
+
+    /// Checks credentials and permissions for every configured zone without changing anything.
+    async fn preflight(&self) -> Result<(), ProviderError>;
+
+    /// Reads back the values currently held by the backend at `name` and `rtype` (TXT strings
+    /// unquoted, CNAME targets without trailing dot). Used by `dcvd status`, tests and cleanup.
+    async fn list(&self, zone: &str, name: &str, rtype: RecordType) -> Result<Vec<String>, ProviderError>;
+}
+
+/// A shared provider.
+pub type SharedProvider = Arc<dyn DnsProvider>;
+
+/// What went wrong in a provider call. Every message starts with the provider kind.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    /// Credentials missing, wrong, or lacking a permission; not retryable.
+    #[error("{provider}: {message}")]
+    Auth {
+        /// Provider kind.
+        provider: &'static str,
+        /// What is wrong and what to do.
+        message: String,
+    },
+    /// The zone is not hosted by this provider account.
+    #[error("{provider}: zone {zone} not found: {message}")]
+    ZoneNotFound {
+        /// Provider kind.
+        provider: &'static str,
+        /// The zone looked up.
+        zone: String,
+        /// Details.
+        message: String,
+    },
+    /// The record conflicts with existing data (a CNAME where other records exist).
+    #[error("{provider}: {message}")]
+    Conflict {
+        /// Provider kind.
+        provider: &'static str,
+        /// What conflicts.
+        message: String,
+    },
+    /// Rate limited and still throttled after the adapter's own retries.
+    #[error("{provider}: throttled: {message}")]
+    Throttled {
+        /// Provider kind.
+        provider: &'static str,
+        /// Details.
+        message: String,
+        /// The backend's `Retry-After`, when it sent one.
+        retry_after: Option<Duration>,
+    },
+    /// A network failure, timeout or 5xx: retryable.
+    #[error("{provider}: {message}")]
+    Transient {
+        /// Provider kind.
+        provider: &'static str,
+        /// Details.
+        message: String,
+    },
+    /// The backend rejected the request; not retryable.
+    #[error("{provider}: {message}")]
+    Rejected {
+        /// Provider kind.
+        provider: &'static str,
+        /// The backend's error code, when it has one.
+        code: Option<String>,
+        /// Details.
+        message: String,
+    },
+    /// The provider's configuration is unusable (bad secret, bad command, ...).
+    #[error("{provider}: {message}")]
+    Config {
+        /// Provider kind.
+        provider: &'static str,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl ProviderError {
+    /// Whether trying again later can succeed (throttling, network, 5xx).
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Throttled { .. } | Self::Transient { .. })
+    }
+
+    /// The provider kind this error came from.
+    pub fn provider(&self) -> &'static str {
+        match self {
+            Self::Auth { provider, .. }
+            | Self::ZoneNotFound { provider, .. }
+            | Self::Conflict { provider, .. }
+            | Self::Throttled { provider, .. }
+            | Self::Transient { provider, .. }
+            | Self::Rejected { provider, .. }
+            | Self::Config { provider, .. } => provider,
+        }
+    }
+}

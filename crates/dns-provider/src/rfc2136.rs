@@ -1,0 +1,1 @@
+//! rfc2136 adapter (to be written).

@@ -1,0 +1,1 @@
+//! route53 adapter (to be written).
