@@ -1,1 +1,732 @@
 //! The CertCentral client.
+
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use reqwest::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, HeaderMap, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, Url};
+use secrecy::{ExposeSecret, SecretString};
+use serde::de::DeserializeOwned;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::Error;
+use crate::limiter::RateLimiter;
+use crate::types::{
+    ApiErrorBody, CheckDcvResponse, DcvMethod, DcvRandomValue, DcvToken, DomainInfo, OrderInfo,
+    OrderValidation, SubmitValidationRequest, SubmitValidationResponse, ValidateTokenResponse,
+};
+
+/// How much of an unexpected body an error keeps.
+const EXCERPT_CHARS: usize = 200;
+/// Upper bound for a server-sent `Retry-After`, so a garbage date cannot park a task for days.
+const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
+
+/// One client-side rate-limit window: at most `requests` per `per`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct RateWindow {
+    /// Requests allowed in any window of length `per`.
+    pub requests: u32,
+    /// The window length.
+    pub per: Duration,
+}
+
+impl RateWindow {
+    /// `requests` per `per`.
+    pub const fn new(requests: u32, per: Duration) -> Self {
+        Self { requests, per }
+    }
+
+    /// DigiCert's documented limits per API key: 100 per 5 s and 1000 per 3 minutes (a page
+    /// says 5 minutes; the stricter wins).
+    pub fn defaults() -> Vec<Self> {
+        vec![
+            Self::new(100, Duration::from_secs(5)),
+            Self::new(1000, Duration::from_secs(180)),
+        ]
+    }
+}
+
+/// How retryable failures ([`Error::is_retryable`]) are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in total, the first included (default 5; at least 1).
+    pub max_attempts: u32,
+    /// Backoff before the first retry, doubled for each further one (default 500 ms).
+    pub base_delay: Duration,
+    /// Backoff cap (default 30 s). A server's `Retry-After` wins over the backoff.
+    pub max_delay: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        Self {
+            max_attempts: 5,
+            base_delay: Duration::from_millis(500),
+            max_delay: Duration::from_secs(30),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The jittered delay after failed attempt `attempt` (1-based): uniformly drawn from
+    /// `[d/2, d]` with `d = min(max_delay, base_delay * 2^(attempt-1))`, so that many clients
+    /// failing together do not retry together.
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
+        let full = self.base_delay.saturating_mul(factor).min(self.max_delay);
+        let half = full / 2;
+        let spread = u64::try_from((full - half).as_nanos()).unwrap_or(u64::MAX);
+        half + Duration::from_nanos(rand::random_range(0..=spread))
+    }
+}
+
+/// Settings of a [`Client`].
+#[derive(Clone)]
+pub struct ClientConfig {
+    /// API root, without trailing slash; default [`ClientConfig::US_BASE_URL`].
+    pub base_url: String,
+    /// The CertCentral API key (sent as `X-DC-DEVKEY`).
+    pub api_key: SecretString,
+    /// Timeout of one HTTP request, body included (default 30 s).
+    pub timeout: Duration,
+    /// Client-side rate-limit windows, all enforced at once (default [`RateWindow::defaults`]).
+    pub rate_limits: Vec<RateWindow>,
+    /// Retry policy.
+    pub retry: RetryPolicy,
+    /// Allow a plain `http://` base URL; only accepted for loopback hosts (127.0.0.0/8, ::1,
+    /// localhost), for simulators in tests.
+    pub allow_insecure_http: bool,
+}
+
+impl ClientConfig {
+    /// The US instance (default).
+    pub const US_BASE_URL: &'static str = "https://www.digicert.com/services/v2";
+    /// The EU instance.
+    pub const EU_BASE_URL: &'static str = "https://certcentral.digicert.eu/services/v2";
+
+    /// A configuration with the defaults for everything but the URL and the key.
+    pub fn new(base_url: impl Into<String>, api_key: SecretString) -> Self {
+        Self {
+            base_url: base_url.into(),
+            api_key,
+            timeout: Duration::from_secs(30),
+            rate_limits: RateWindow::defaults(),
+            retry: RetryPolicy::default(),
+            allow_insecure_http: false,
+        }
+    }
+}
+
+impl fmt::Debug for ClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ClientConfig")
+            .field("base_url", &self.base_url)
+            .field("api_key", &"[redacted]")
+            .field("timeout", &self.timeout)
+            .field("rate_limits", &self.rate_limits)
+            .field("retry", &self.retry)
+            .field("allow_insecure_http", &self.allow_insecure_http)
+            .finish()
+    }
+}
+
+/// Which endpoint a call went to (label for metrics and logs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Endpoint {
+    /// `PUT /order/certificate/{id}/dcv-random-value`.
+    DcvRandomValue,
+    /// `PUT /order/certificate/{id}/check-dcv`.
+    CheckDcv,
+    /// `GET /order/certificate/{id}`.
+    OrderInfo,
+    /// `GET /order/certificate/{id}/validation`.
+    OrderValidation,
+    /// `PUT /order/certificate/{id}/dcv-method`.
+    ChangeDcvMethod,
+    /// `POST /domain/{id}/validation`.
+    SubmitValidation,
+    /// `POST /domain/{id}/dcv/token`.
+    GenerateDomainToken,
+    /// `PUT /domain/{id}/dcv/validate-token`.
+    ValidateDomainToken,
+    /// `GET /domain/{id}?include_dcv=true&include_validation=true`.
+    DomainInfo,
+}
+
+impl Endpoint {
+    /// Every endpoint (to pre-register metric labels).
+    pub const ALL: [Self; 9] = [
+        Self::DcvRandomValue,
+        Self::CheckDcv,
+        Self::OrderInfo,
+        Self::OrderValidation,
+        Self::ChangeDcvMethod,
+        Self::SubmitValidation,
+        Self::GenerateDomainToken,
+        Self::ValidateDomainToken,
+        Self::DomainInfo,
+    ];
+
+    /// A stable snake_case label (`check_dcv`, ...).
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Self::DcvRandomValue => "dcv_random_value",
+            Self::CheckDcv => "check_dcv",
+            Self::OrderInfo => "order_info",
+            Self::OrderValidation => "order_validation",
+            Self::ChangeDcvMethod => "change_dcv_method",
+            Self::SubmitValidation => "submit_validation",
+            Self::GenerateDomainToken => "generate_domain_token",
+            Self::ValidateDomainToken => "validate_domain_token",
+            Self::DomainInfo => "domain_info",
+        }
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One HTTP attempt, as reported to the observer.
+#[non_exhaustive]
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CallRecord {
+    /// The endpoint.
+    pub endpoint: Endpoint,
+    /// HTTP status, `None` when no answer came (timeout, connection error).
+    pub status: Option<u16>,
+    /// 1 for the first attempt, 2 for the first retry, ...
+    pub attempt: u32,
+    /// Time from sending the request to reading the whole answer.
+    pub elapsed: Duration,
+    /// Time this attempt waited for the client-side rate limiter.
+    pub rate_limit_wait: Duration,
+}
+
+/// Callback receiving a [`CallRecord`] after every HTTP attempt.
+pub type Observer = Arc<dyn Fn(&CallRecord) + Send + Sync>;
+
+struct Inner {
+    http: reqwest::Client,
+    base_url: String,
+    api_key: SecretString,
+    timeout: Duration,
+    retry: RetryPolicy,
+    limiter: RateLimiter,
+}
+
+/// A CertCentral Services API v2 client for the DCV endpoints.
+///
+/// Cheap to clone: clones share the HTTP connection pool and the rate limiter (so every task of
+/// the process stays under the configured windows together).
+#[derive(Clone)]
+pub struct Client {
+    inner: Arc<Inner>,
+    observer: Option<Observer>,
+}
+
+impl fmt::Debug for Client {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Client")
+            .field("base_url", &self.inner.base_url)
+            .field("api_key", &"[redacted]")
+            .field("timeout", &self.inner.timeout)
+            .field("retry", &self.inner.retry)
+            .field("rate_limits", &self.inner.limiter.windows())
+            .field("observer", &self.observer.is_some())
+            .finish()
+    }
+}
+
+/// Checks the base URL; returns it without trailing slash.
+fn validate_base_url(raw: &str, allow_insecure_http: bool) -> Result<String, Error> {
+    let trimmed = raw.trim().trim_end_matches('/');
+    let url = Url::parse(trimmed).map_err(|e| Error::Config {
+        message: format!(
+            "base_url {trimmed:?} is not a valid URL ({e}); expected e.g. {}",
+            ClientConfig::US_BASE_URL
+        ),
+    })?;
+    if !url.username().is_empty() || url.password().is_some() {
+        return Err(Error::Config {
+            message: "base_url must not carry credentials; the API key goes in api_key".to_string(),
+        });
+    }
+    if url.query().is_some() || url.fragment().is_some() {
+        return Err(Error::Config {
+            message: format!("base_url {trimmed:?} must not have a query or fragment"),
+        });
+    }
+    match url.scheme() {
+        "https" => {}
+        "http" => {
+            let host = url.host_str().unwrap_or_default();
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            let loopback = host.parse::<IpAddr>().map_or_else(
+                |_| host.eq_ignore_ascii_case("localhost"),
+                |ip| ip.is_loopback(),
+            );
+            if !allow_insecure_http {
+                return Err(Error::Config {
+                    message: format!(
+                        "base_url {trimmed:?} uses plain http, which would send the API key in clear; use \
+                         https (plain http is only for local simulators: set allow_insecure_http and use a \
+                         loopback host)"
+                    ),
+                });
+            }
+            if !loopback {
+                return Err(Error::Config {
+                    message: format!(
+                        "base_url {trimmed:?}: plain http is allowed only to loopback hosts (127.0.0.0/8, \
+                         ::1, localhost); use https"
+                    ),
+                });
+            }
+        }
+        other => {
+            return Err(Error::Config {
+                message: format!("base_url {trimmed:?} has scheme {other:?}; use https"),
+            });
+        }
+    }
+    Ok(trimmed.to_string())
+}
+
+/// Parses `Retry-After`: delta-seconds or an HTTP date.
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    if let Ok(secs) = value.parse::<u64>() {
+        return Some(Duration::from_secs(secs));
+    }
+    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
+    Some(
+        (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
+            .to_std()
+            .unwrap_or(Duration::ZERO),
+    )
+}
+
+/// The start of a body, whitespace collapsed.
+fn excerpt(body: &str) -> String {
+    let collapsed = body.split_whitespace().collect::<Vec<_>>().join(" ");
+    if collapsed.chars().count() > EXCERPT_CHARS {
+        let mut cut: String = collapsed.chars().take(EXCERPT_CHARS).collect();
+        cut.push('…');
+        cut
+    } else {
+        collapsed
+    }
+}
+
+/// A failed attempt: the error and the server's `Retry-After`, if any.
+struct Failure {
+    error: Error,
+    retry_after: Option<Duration>,
+}
+
+impl From<Error> for Failure {
+    fn from(error: Error) -> Self {
+        Self {
+            error,
+            retry_after: None,
+        }
+    }
+}
+
+impl Client {
+    /// Builds a client: validates the configuration and prepares the HTTP pool and limiter.
+    ///
+    /// Fails with [`Error::Config`] for a bad base URL (not https, or plain http without
+    /// `allow_insecure_http` or to a non-loopback host), an empty or malformed API key, a zero
+    /// timeout, zero attempts or an invalid rate window.
+    pub fn new(config: ClientConfig) -> Result<Self, Error> {
+        let base_url = validate_base_url(&config.base_url, config.allow_insecure_http)?;
+        let key = config.api_key.expose_secret().trim();
+        if key.is_empty() {
+            return Err(Error::Config {
+                message:
+                    "api_key is empty; create an API key in CertCentral (Automation > API keys)"
+                        .to_string(),
+            });
+        }
+        let mut key_header = HeaderValue::from_str(key).map_err(|_| Error::Config {
+            message: "api_key holds characters not allowed in an HTTP header (control characters?); check \
+                      the key file"
+                .to_string(),
+        })?;
+        key_header.set_sensitive(true);
+        if config.timeout.is_zero() {
+            return Err(Error::Config {
+                message: "timeout must be greater than zero".to_string(),
+            });
+        }
+        if config.retry.max_attempts == 0 {
+            return Err(Error::Config {
+                message: "retry.max_attempts must be at least 1 (1 = no retries)".to_string(),
+            });
+        }
+        let limiter = RateLimiter::new(&config.rate_limits)?;
+
+        let mut headers = HeaderMap::new();
+        headers.insert("X-DC-DEVKEY", key_header);
+        headers.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        headers.insert(ACCEPT, HeaderValue::from_static("application/json"));
+        let http = reqwest::Client::builder()
+            .default_headers(headers)
+            .user_agent(concat!("dcvd/", env!("CARGO_PKG_VERSION")))
+            .timeout(config.timeout)
+            .connect_timeout(config.timeout.min(Duration::from_secs(10)))
+            .build()
+            .map_err(|e| Error::Config {
+                message: format!("cannot build the HTTP client: {e}"),
+            })?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                http,
+                base_url,
+                api_key: SecretString::from(key.to_string()),
+                timeout: config.timeout,
+                retry: config.retry,
+                limiter,
+            }),
+            observer: None,
+        })
+    }
+
+    /// The API root this client talks to.
+    pub fn base_url(&self) -> &str {
+        &self.inner.base_url
+    }
+
+    /// The rate limiter shared by this client and its clones.
+    pub fn rate_limiter(&self) -> &RateLimiter {
+        &self.inner.limiter
+    }
+
+    /// Installs a callback run after every HTTP attempt (for metrics: calls per endpoint and
+    /// status, rate-limit waits). Applies to this client and clones made from it afterwards.
+    pub fn set_observer(&mut self, f: Arc<dyn Fn(&CallRecord) + Send + Sync>) {
+        self.observer = Some(f);
+    }
+
+    // ---- DV (order level) ----
+
+    /// `PUT /order/certificate/{id}/dcv-random-value`: the order's random value (the current one
+    /// while valid, a new one once expired).
+    pub async fn dcv_random_value(&self, order_id: u64) -> Result<DcvRandomValue, Error> {
+        let path = format!("/order/certificate/{order_id}/dcv-random-value");
+        self.json(Endpoint::DcvRandomValue, Method::PUT, order_id, &path, None)
+            .await
+    }
+
+    /// `PUT /order/certificate/{id}/check-dcv`: asks DigiCert to check the order's DCV now.
+    /// "Not seen yet" comes back as an error with [`Error::is_not_found_yet`].
+    pub async fn check_dcv(&self, order_id: u64) -> Result<CheckDcvResponse, Error> {
+        let path = format!("/order/certificate/{order_id}/check-dcv");
+        self.json(Endpoint::CheckDcv, Method::PUT, order_id, &path, None)
+            .await
+    }
+
+    /// `GET /order/certificate/{id}`: order status, DCV method and names.
+    pub async fn order_info(&self, order_id: u64) -> Result<OrderInfo, Error> {
+        let path = format!("/order/certificate/{order_id}");
+        self.json(Endpoint::OrderInfo, Method::GET, order_id, &path, None)
+            .await
+    }
+
+    /// `GET /order/certificate/{id}/validation`: per-name DCV status.
+    pub async fn order_validation(&self, order_id: u64) -> Result<OrderValidation, Error> {
+        let path = format!("/order/certificate/{order_id}/validation");
+        self.json(
+            Endpoint::OrderValidation,
+            Method::GET,
+            order_id,
+            &path,
+            None,
+        )
+        .await
+    }
+
+    /// `PUT /order/certificate/{id}/dcv-method` with `{"dcv_method": ...}`.
+    pub async fn change_order_dcv_method(
+        &self,
+        order_id: u64,
+        method: &DcvMethod,
+    ) -> Result<(), Error> {
+        let path = format!("/order/certificate/{order_id}/dcv-method");
+        let body = serde_json::json!({ "dcv_method": method.as_str() });
+        self.execute(
+            Endpoint::ChangeDcvMethod,
+            Method::PUT,
+            order_id,
+            &path,
+            Some(body),
+        )
+        .await?;
+        Ok(())
+    }
+
+    // ---- OV/EV (domain level) ----
+
+    /// `POST /domain/{id}/validation`: submits the domain for validation types; an empty answer
+    /// (204) gives the default (empty) response.
+    pub async fn submit_domain_validation(
+        &self,
+        domain_id: u64,
+        req: &SubmitValidationRequest,
+    ) -> Result<SubmitValidationResponse, Error> {
+        let endpoint = Endpoint::SubmitValidation;
+        let path = format!("/domain/{domain_id}/validation");
+        let body = serde_json::to_value(req).map_err(|e| Error::Decode {
+            endpoint: endpoint.as_str(),
+            message: format!("cannot encode the request: {e}"),
+        })?;
+        let text = self
+            .execute(endpoint, Method::POST, domain_id, &path, Some(body))
+            .await?;
+        if text.trim().is_empty() {
+            return Ok(SubmitValidationResponse::default());
+        }
+        self.decode(endpoint, &text)
+    }
+
+    /// `POST /domain/{id}/dcv/token`: a new domain token (invalidates the previous one).
+    pub async fn generate_domain_token(&self, domain_id: u64) -> Result<DcvToken, Error> {
+        let path = format!("/domain/{domain_id}/dcv/token");
+        self.json(
+            Endpoint::GenerateDomainToken,
+            Method::POST,
+            domain_id,
+            &path,
+            None,
+        )
+        .await
+    }
+
+    /// `PUT /domain/{id}/dcv/validate-token`: asks DigiCert to check the domain's DCV now.
+    pub async fn validate_domain_token(
+        &self,
+        domain_id: u64,
+    ) -> Result<ValidateTokenResponse, Error> {
+        let path = format!("/domain/{domain_id}/dcv/validate-token");
+        self.json(
+            Endpoint::ValidateDomainToken,
+            Method::PUT,
+            domain_id,
+            &path,
+            None,
+        )
+        .await
+    }
+
+    /// `GET /domain/{id}?include_dcv=true&include_validation=true`.
+    pub async fn domain_info(&self, domain_id: u64) -> Result<DomainInfo, Error> {
+        let path = format!("/domain/{domain_id}?include_dcv=true&include_validation=true");
+        self.json(Endpoint::DomainInfo, Method::GET, domain_id, &path, None)
+            .await
+    }
+
+    // ---- plumbing ----
+
+    async fn json<T: DeserializeOwned>(
+        &self,
+        endpoint: Endpoint,
+        method: Method,
+        id: u64,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<T, Error> {
+        let text = self.execute(endpoint, method, id, path, body).await?;
+        self.decode(endpoint, &text)
+    }
+
+    fn decode<T: DeserializeOwned>(&self, endpoint: Endpoint, text: &str) -> Result<T, Error> {
+        if text.trim().is_empty() {
+            return Err(Error::Decode {
+                endpoint: endpoint.as_str(),
+                message: "empty body where JSON was expected".to_string(),
+            });
+        }
+        serde_json::from_str(text).map_err(|e| Error::Decode {
+            endpoint: endpoint.as_str(),
+            message: self.redact(&e.to_string()),
+        })
+    }
+
+    /// Replaces the API key, should a server echo it, so it cannot reach an error or a log.
+    fn redact(&self, text: &str) -> String {
+        let key = self.inner.api_key.expose_secret();
+        if key.is_empty() {
+            text.to_string()
+        } else {
+            text.replace(key, "[redacted]")
+        }
+    }
+
+    /// Sends the request with rate limiting and retries; returns the body of a 2xx answer.
+    async fn execute(
+        &self,
+        endpoint: Endpoint,
+        method: Method,
+        id: u64,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> Result<String, Error> {
+        let url = format!("{}{path}", self.inner.base_url);
+        let body = body.map(|b| b.to_string());
+        let policy = self.inner.retry;
+        let mut attempt = 1;
+        loop {
+            let rate_limit_wait = self.inner.limiter.acquire().await;
+            let started = Instant::now();
+            let result = self
+                .attempt(endpoint, method.clone(), &url, body.as_deref())
+                .await;
+            let elapsed = started.elapsed();
+            let status = match &result {
+                Ok((status, _)) => Some(*status),
+                Err(failure) => failure.error.status(),
+            };
+            debug!(
+                endpoint = endpoint.as_str(),
+                id,
+                status,
+                attempt,
+                elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                rate_limit_wait_ms = u64::try_from(rate_limit_wait.as_millis()).unwrap_or(u64::MAX),
+                "certcentral call"
+            );
+            if let Some(observer) = &self.observer {
+                observer(&CallRecord {
+                    endpoint,
+                    status,
+                    attempt,
+                    elapsed,
+                    rate_limit_wait,
+                });
+            }
+            let failure = match result {
+                Ok((_, text)) => return Ok(text),
+                Err(failure) => failure,
+            };
+            if !failure.error.is_retryable() || attempt >= policy.max_attempts {
+                return Err(failure.error);
+            }
+            let delay = failure
+                .retry_after
+                .map_or_else(|| policy.backoff(attempt), |d| d.min(RETRY_AFTER_CAP));
+            warn!(
+                endpoint = endpoint.as_str(),
+                id,
+                status,
+                code = failure.error.code(),
+                attempt,
+                max_attempts = policy.max_attempts,
+                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
+                error = %failure.error,
+                "certcentral call failed, retrying"
+            );
+            tokio::time::sleep(delay).await;
+            attempt += 1;
+        }
+    }
+
+    /// One HTTP exchange, classified.
+    async fn attempt(
+        &self,
+        endpoint: Endpoint,
+        method: Method,
+        url: &str,
+        body: Option<&str>,
+    ) -> Result<(u16, String), Failure> {
+        let mut request = self.inner.http.request(method.clone(), url);
+        if let Some(body) = body {
+            request = request.body(body.to_string());
+        } else if method != Method::GET {
+            // hyper sends no length for an empty body; proxies may answer 411 to a PUT/POST
+            // without one (DigiCert's examples send none, so this is only for the path there).
+            request = request.header(CONTENT_LENGTH, "0").body("");
+        }
+        let response = request
+            .send()
+            .await
+            .map_err(|e| self.transport_error(endpoint, e))?;
+        let status = response.status().as_u16();
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_retry_after);
+        let text = response
+            .text()
+            .await
+            .map_err(|e| self.transport_error(endpoint, e))?;
+
+        if (200..300).contains(&status) {
+            // A success answer that is not JSON at all comes from something in between
+            // (captive proxy, maintenance page): treat it like an HTTP failure, it may pass.
+            if !text.trim().is_empty()
+                && serde_json::from_str::<serde::de::IgnoredAny>(&text).is_err()
+            {
+                return Err(Failure {
+                    error: Error::Http {
+                        status,
+                        body_excerpt: self.redact(&excerpt(&text)),
+                    },
+                    retry_after,
+                });
+            }
+            return Ok((status, text));
+        }
+        let error = match serde_json::from_str::<ApiErrorBody>(&text) {
+            Ok(body) if !body.errors.is_empty() => {
+                let entries = body
+                    .errors
+                    .into_iter()
+                    .map(|mut e| {
+                        e.message = self.redact(&e.message);
+                        e
+                    })
+                    .collect();
+                Error::api(status, entries)
+            }
+            _ => Error::Http {
+                status,
+                body_excerpt: self.redact(&excerpt(&text)),
+            },
+        };
+        Err(Failure { error, retry_after })
+    }
+
+    fn transport_error(&self, endpoint: Endpoint, e: reqwest::Error) -> Failure {
+        if e.is_timeout() {
+            return Error::Timeout {
+                endpoint: endpoint.as_str(),
+            }
+            .into();
+        }
+        let e = e.without_url();
+        let mut message = e.to_string();
+        // reqwest's own message is generic ("error sending request"); the causes say what
+        // happened (connection refused, reset, certificate).
+        let mut source = std::error::Error::source(&e);
+        while let Some(cause) = source {
+            let text = cause.to_string();
+            if !message.contains(&text) {
+                message.push_str(": ");
+                message.push_str(&text);
+            }
+            source = cause.source();
+        }
+        Error::Connect {
+            message: self.redact(&message),
+        }
+        .into()
+    }
+}

@@ -9,7 +9,16 @@
 //! - [`Client`], [`ClientConfig`]: the client and its settings.
 //! - [`types`]: request and response bodies.
 //! - [`Error`]: one error type with predicates (`is_not_found_yet`, `is_retryable`, ...).
-//! - [`RateWindow`]: one rate-limit window (`100 per 5 s`).
+//! - [`RateWindow`]: one rate-limit window (`100 per 5 s`); [`RateLimiter`] enforces several at
+//!   once on tokio's clock.
+//! - [`RetryPolicy`]: bounded attempts with jittered exponential backoff, `Retry-After` honoured.
+//! - [`Endpoint`], [`CallRecord`]: labels and per-attempt records for metrics (see
+//!   [`Client::set_observer`]).
+//!
+//! # Secrets
+//! The API key lives in a [`SecretString`]; it is sent only as the (sensitive) `X-DC-DEVKEY`
+//! header and never appears in `Debug` output, error messages or logs. Plain `http://` base URLs
+//! are refused unless explicitly allowed, and then only to loopback hosts.
 #![warn(missing_docs)]
 
 mod client;
@@ -17,6 +26,7 @@ mod error;
 mod limiter;
 pub mod types;
 
-pub use client::{Client, ClientConfig, Endpoint, RateWindow, RetryPolicy};
+pub use client::{CallRecord, Client, ClientConfig, Endpoint, Observer, RateWindow, RetryPolicy};
 pub use error::Error;
+pub use limiter::RateLimiter;
 pub use secrecy::SecretString;

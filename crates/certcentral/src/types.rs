@@ -43,7 +43,11 @@ pub struct DcvRandomValue {
     #[serde(deserialize_with = "string_or_number")]
     pub dcv_random_value: String,
     /// When it expires.
-    #[serde(default, deserialize_with = "opt_timestamp", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "opt_timestamp",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expiration_date: Option<DateTime<Utc>>,
 }
 
@@ -56,7 +60,11 @@ pub struct DnsNameValidation {
     #[serde(default)]
     pub status: Option<String>,
     /// Validation date, when present.
-    #[serde(default, deserialize_with = "opt_timestamp", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "opt_timestamp",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub validated_on: Option<DateTime<Utc>>,
 }
 
@@ -126,7 +134,12 @@ impl OrderInfo {
             .filter(|n| !n.is_empty())
             .collect();
         if names.is_empty()
-            && let Some(cn) = self.certificate.common_name.as_deref().map(str::trim).filter(|c| !c.is_empty())
+            && let Some(cn) = self
+                .certificate
+                .common_name
+                .as_deref()
+                .map(str::trim)
+                .filter(|c| !c.is_empty())
         {
             names.push(cn.to_string());
         }
@@ -136,7 +149,10 @@ impl OrderInfo {
 
 /// Whether an order status is terminal (no validation will ever be needed again).
 pub fn is_terminal_order_status(status: &str) -> bool {
-    matches!(status, "issued" | "canceled" | "rejected" | "revoked" | "expired")
+    matches!(
+        status,
+        "issued" | "canceled" | "rejected" | "revoked" | "expired"
+    )
 }
 
 /// `GET /order/certificate/{id}/validation`.
@@ -192,7 +208,11 @@ pub struct DcvToken {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     /// When it expires.
-    #[serde(default, deserialize_with = "opt_timestamp", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "opt_timestamp",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub expiration_date: Option<DateTime<Utc>>,
     /// CNAME method: the target suffix (`dcv.digicert.com`); http method: the file URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -265,7 +285,11 @@ pub struct DomainValidation {
     #[serde(default)]
     pub status: Option<String>,
     /// When this validation expires.
-    #[serde(default, deserialize_with = "opt_timestamp", skip_serializing_if = "Option::is_none")]
+    #[serde(
+        default,
+        deserialize_with = "opt_timestamp",
+        skip_serializing_if = "Option::is_none"
+    )]
     pub validated_until: Option<DateTime<Utc>>,
 }
 

@@ -6,17 +6,38 @@
 //! addresses, and polls each address directly (RD=0, UDP with TCP fallback) until every one
 //! serves the expected value. It must not publish records or talk to DigiCert.
 //!
+//! # Assumptions
+//! - A server that served the value keeps serving it until the record is removed, so a wait
+//!   stops querying it once it has (saves queries on large batches).
+//! - Every address of every NS must serve the value: DigiCert may ask any of them.
+//! - IPv6 addresses are required only when this host can reach IPv6 at all.
+//!
 //! # Layout
 //! - [`Checker`]: the shared, cloneable entry point (zone cache + global query-rate cap).
+//!   Discovery lives in `discovery`, polling and backoff in `poll`, the query cap in `pacer`,
+//!   answer parsing in `dns`.
+//! - [`transport`]: the one step that sends a query to an address, behind the [`Transport`]
+//!   trait so tests can script it.
 //! - [`CheckerConfig`], [`Mode`], [`ResolverSpec`]: how to find and query servers.
 //! - [`Expected`]: what must be served; [`Target`]: where it must be served (after CNAMEs).
 //! - [`Progress`], [`ServerStatus`]: per-name-server view of a wait.
 //! - [`Error`]: what went wrong, naming the servers that lag.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
+
+mod discovery;
+mod dns;
+mod pacer;
+mod poll;
+pub mod transport;
+
+pub use transport::{NetTransport, Protocol, Transport};
 
 /// Where to find zones and name servers (and, in `resolvers` mode, what to query).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -207,38 +228,120 @@ pub enum Error {
         /// Details.
         message: String,
     },
+    /// The settings cannot work.
+    #[error("invalid propagation settings: {message}")]
+    Config {
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl Error {
+    /// Whether trying again later may succeed (resolver or network trouble), as opposed to a
+    /// problem with the name or the settings.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, Self::Resolve { .. } | Self::NoNameServers { .. } | Self::Timeout { .. })
+    }
 }
 
 /// The shared propagation checker. Cheap to clone; clones share the zone cache and the
 /// query-rate cap.
 #[derive(Debug, Clone)]
 pub struct Checker {
-    #[allow(dead_code)]
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
     config: CheckerConfig,
+    /// The configured resolvers, `System` expanded from resolv.conf.
+    resolvers: Vec<SocketAddr>,
+    transport: Arc<dyn Transport>,
+    pacer: pacer::Pacer,
+    /// Every DNS query sent, discovery included.
+    queries: AtomicU64,
+    /// `(name, follow_cnames)` -> where it lives, until the instant.
+    targets: Mutex<HashMap<(String, bool), (Target, tokio::time::Instant)>>,
+    /// Zone -> its name servers; one async lock per zone so 10,000 names of one zone trigger one
+    /// NS lookup.
+    zones: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<discovery::ZoneInfo>>>>>,
 }
 
 impl Checker {
-    /// A checker with these settings.
+    /// A checker with these settings, on the host's network.
     pub fn new(config: CheckerConfig) -> Result<Self, Error> {
-        Ok(Self { config })
+        Self::with_transport(config, Arc::new(NetTransport::new()))
+    }
+
+    /// A checker sending its queries through `transport` (tests script one).
+    pub fn with_transport(config: CheckerConfig, transport: Arc<dyn Transport>) -> Result<Self, Error> {
+        let bad = |message: &str| Err(Error::Config { message: message.to_string() });
+        if config.resolvers.is_empty() {
+            return bad("no resolvers: give at least one (\"system\" or \"ip:port\")");
+        }
+        if config.poll_min.is_zero() || config.poll_min > config.poll_max {
+            return bad("poll_min must be above zero and at most poll_max");
+        }
+        if config.query_timeout.is_zero() {
+            return bad("the query timeout must be above zero");
+        }
+        if config.max_queries_per_second == 0 {
+            return bad("max_queries_per_second must be at least 1");
+        }
+        if config.nameserver_port == 0 {
+            return bad("nameserver_port must not be 0");
+        }
+        let mut resolvers = Vec::new();
+        for spec in &config.resolvers {
+            match spec {
+                ResolverSpec::Addr(a) => resolvers.push(*a),
+                ResolverSpec::System => resolvers.extend(system_resolvers()?),
+            }
+        }
+        resolvers.dedup();
+        Ok(Self {
+            inner: Arc::new(Inner {
+                pacer: pacer::Pacer::new(config.max_queries_per_second),
+                config,
+                resolvers,
+                transport,
+                queries: AtomicU64::new(0),
+                targets: Mutex::new(HashMap::new()),
+                zones: Mutex::new(HashMap::new()),
+            }),
+        })
+    }
+
+    /// The settings.
+    pub fn config(&self) -> &CheckerConfig {
+        &self.inner.config
+    }
+
+    /// DNS queries this checker (and its clones) sent so far, discovery included.
+    pub fn queries_sent(&self) -> u64 {
+        self.inner.queries.load(Ordering::Relaxed)
     }
 
     /// Finds where `name` lives: follows CNAMEs when `follow_cnames`, finds the zone and its name
     /// servers (cached for their TTLs).
     pub async fn target(&self, name: &str, follow_cnames: bool) -> Result<Target, Error> {
-        let _ = (name, follow_cnames);
-        todo!("propagation::Checker::target")
+        discovery::target(&self.inner, name, follow_cnames).await
     }
 
     /// Asks every required server once.
     pub async fn check_once(&self, name: &str, expected: &Expected) -> Result<Progress, Error> {
-        let _ = (name, expected);
-        todo!("propagation::Checker::check_once")
+        poll::check_once(&self.inner, name, expected).await
     }
 
     /// Polls until every required server serves `expected` at `name`, the `deadline` passes
     /// ([`Error::Timeout`] naming the lagging servers) or `cancel` fires. `on_progress` sees
     /// every poll's result.
+    ///
+    /// Polls start `poll_min` apart; each poll that changes nothing stretches the interval by
+    /// half, up to `poll_max`; any change (a server starts serving or failing) resets it to
+    /// `poll_min`, since the others usually follow soon. Servers that served the value are not
+    /// asked again. Discovery failures that may pass (resolver trouble) are retried until the
+    /// deadline.
     pub async fn wait_visible(
         &self,
         name: &str,
@@ -247,7 +350,25 @@ impl Checker {
         cancel: &CancellationToken,
         on_progress: &mut (dyn FnMut(&Progress) + Send),
     ) -> Result<Progress, Error> {
-        let _ = (name, expected, deadline, cancel, on_progress);
-        todo!("propagation::Checker::wait_visible")
+        poll::wait_visible(&self.inner, name, expected, deadline, cancel, on_progress).await
     }
+}
+
+/// The name servers of `/etc/resolv.conf`, through hickory-resolver's parser.
+fn system_resolvers() -> Result<Vec<SocketAddr>, Error> {
+    let (conf, _) = hickory_resolver::system_conf::read_system_conf().map_err(|e| Error::Config {
+        message: format!("cannot read the system resolver configuration (/etc/resolv.conf): {e}; list resolvers as \"ip:port\" instead"),
+    })?;
+    let mut out = Vec::new();
+    for ns in conf.name_servers() {
+        let port = ns.connections.first().map_or(53, |c| c.port);
+        let addr = SocketAddr::new(ns.ip, port);
+        if !out.contains(&addr) {
+            out.push(addr);
+        }
+    }
+    if out.is_empty() {
+        return Err(Error::Config { message: "/etc/resolv.conf lists no name server; list resolvers as \"ip:port\"".into() });
+    }
+    Ok(out)
 }

@@ -8,6 +8,12 @@
 //! # Layout
 //! - [`bind`]: BIND 9 primary (and optional lagging secondary on 127.0.0.2) with TSIG updates.
 //! - [`ports`]: free-port helpers.
+//! - [`moto`]: moto (Route53) behind a proxy that enforces Route53's change-batch rules, counts
+//!   change requests and injects throttling.
+//! - [`cloudflare_fake`]: a stateful fake of Cloudflare's v4 DNS API (zones, records, pagination,
+//!   token scopes, 429 with `Retry-After`).
 
 pub mod bind;
+pub mod cloudflare_fake;
+pub mod moto;
 pub mod ports;

@@ -1,0 +1,219 @@
+//! `certcentral-sim`: serve the CertCentral simulator over HTTP (a test double; it never talks to
+//! the real DigiCert).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use certcentral_sim::{FaultConfig, Fixtures, Sim, SimConfig, parse_rate_limit};
+use clap::Parser;
+use std::io::Write;
+
+const AFTER_HELP: &str = "\
+OUTPUT
+  The FIRST line on stdout is exactly
+    listening on http://ADDR/services/v2
+  (ADDR = the bound ip:port); everything after the last space is the CertCentral base URL. Logs go
+  to stderr (filter with RUST_LOG, default info).
+
+API (base URL http://ADDR/services/v2, header X-DC-DEVKEY required)
+  PUT  /order/certificate/{id}/dcv-random-value   PUT /order/certificate/{id}/check-dcv
+  GET  /order/certificate/{id}                    GET /order/certificate/{id}/validation
+  PUT  /order/certificate/{id}/dcv-method         POST /domain/{id}/validation
+  POST /domain/{id}/dcv/token                     PUT /domain/{id}/dcv/validate-token
+  GET  /domain/{id}?include_dcv=true&include_validation=true
+
+ADMIN (http://ADDR/_sim, no key)
+  POST /_sim/orders   (NewOrder or array: {id, dns_names, dcv_method?, status?, common_name?,
+                       certificate_id?, dcv_random_value?})
+  POST /_sim/domains  (NewDomain or array: {id, name, dcv_method?, validations?, token?, status?})
+  GET  /_sim/orders/{id}   GET /_sim/domains/{id}   GET /_sim/stats   POST /_sim/reset
+  POST /_sim/clock/advance {\"seconds\": N}          GET|PUT /_sim/faults (FaultConfig JSON)
+
+FAULTS
+  --fault [ENDPOINT.]FIELD=VALUE, FIELD one of error_500, error_503, html_502, drop, burst_429
+  (probabilities 0..1, summing to at most 1), burst_len, latency (probability), latency_min_ms,
+  latency_max_ms. An ENDPOINT rule starts as a copy of the global one and replaces it for that
+  endpoint. Endpoints: dcv_random_value, check_dcv, order_info, order_validation,
+  order_dcv_method, domain_submit_validation, domain_dcv_token, domain_validate_token,
+  domain_info. A dropped connection is closed without any response.
+
+ORDERS FILE
+  TOML ([[order]] / [[domain]] tables) or JSON ({\"orders\": [...], \"domains\": [...]}) with the
+  fields of POST /_sim/orders and /_sim/domains. They are restored by POST /_sim/reset.";
+
+/// A CertCentral (DigiCert Services API v2) simulator that checks DCV records over real DNS.
+#[derive(Debug, Parser)]
+#[command(name = "certcentral-sim", version, after_help = AFTER_HELP)]
+struct Args {
+    /// Address to listen on; port 0 picks a free port (printed on stdout's first line).
+    #[arg(long, default_value = "127.0.0.1:8787")]
+    listen: SocketAddr,
+
+    /// Name server (ip:port) the DCV checks query; repeatable. Each lookup asks one of them,
+    /// round-robin. Without any, every DCV check fails.
+    #[arg(long = "dns", value_name = "IP:PORT")]
+    dns: Vec<SocketAddr>,
+
+    /// Expected X-DC-DEVKEY.
+    #[arg(long, env = "CERTCENTRAL_SIM_API_KEY", default_value = "sim-devkey", hide_env_values = true)]
+    api_key: String,
+
+    /// Lifetime of DV random values and OV/EV tokens.
+    #[arg(long, default_value = "30days", value_parser = humantime::parse_duration)]
+    token_validity: Duration,
+
+    /// Fixed negative-cache TTL (default: from the SOA of each negative answer).
+    #[arg(long, value_parser = humantime::parse_duration)]
+    negative_ttl: Option<Duration>,
+
+    /// Upper bound of the negative-cache TTL.
+    #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+    negative_ttl_cap: Duration,
+
+    /// Sliding rate-limit window REQUESTS/DURATION, repeatable; replaces the defaults
+    /// (100/5s and 1000/5m).
+    #[arg(long = "rate-limit", value_name = "N/DURATION", value_parser = parse_rate_limit)]
+    rate_limits: Vec<(u32, Duration)>,
+
+    /// Disable rate limiting.
+    #[arg(long, conflicts_with = "rate_limits")]
+    no_rate_limit: bool,
+
+    /// Fault setting [ENDPOINT.]FIELD=VALUE, repeatable (see FAULTS below).
+    #[arg(long = "fault", value_name = "[ENDPOINT.]FIELD=VALUE")]
+    faults: Vec<String>,
+
+    /// Fault configuration file (JSON or TOML FaultConfig: {global: {...}, endpoints: {...}});
+    /// --fault settings apply on top.
+    #[arg(long, value_name = "FILE")]
+    faults_file: Option<PathBuf>,
+
+    /// Seed of the random generator (faults, random values).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+
+    /// Leave a DV order `pending` (dcv_status valid) instead of `issued` once its DCV is valid.
+    #[arg(long)]
+    keep_pending: bool,
+
+    /// Timeout of one DNS query.
+    #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
+    dns_timeout: Duration,
+
+    /// Orders and domains to load at start (TOML or JSON, see ORDERS FILE below).
+    #[arg(long, value_name = "FILE")]
+    orders: Option<PathBuf>,
+}
+
+fn build(args: &Args) -> anyhow::Result<(SimConfig, Fixtures)> {
+    let mut faults = match &args.faults_file {
+        None => FaultConfig::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the faults file {}", path.display()))?;
+            let parsed = if text.trim_start().starts_with('{') {
+                serde_json::from_str(&text).map_err(|e| e.to_string())
+            } else {
+                toml::from_str(&text).map_err(|e| e.to_string())
+            };
+            parsed.map_err(|e| anyhow::anyhow!("faults file {}: {e}", path.display()))?
+        }
+    };
+    for spec in &args.faults {
+        faults.apply_setting(spec).map_err(anyhow::Error::msg)?;
+    }
+    faults
+        .validate()
+        .map_err(|e| anyhow::anyhow!("invalid fault configuration: {e}"))?;
+    let fixtures = match &args.orders {
+        None => Fixtures::default(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("cannot read the orders file {}", path.display()))?;
+            Fixtures::parse(&text).map_err(|e| anyhow::anyhow!("orders file {}: {e}", path.display()))?
+        }
+    };
+    if args.api_key.is_empty() {
+        bail!("--api-key must not be empty");
+    }
+    let defaults = SimConfig::default();
+    let rate_limits = if args.no_rate_limit {
+        Vec::new()
+    } else if args.rate_limits.is_empty() {
+        defaults.rate_limits
+    } else {
+        args.rate_limits.clone()
+    };
+    let config = SimConfig {
+        api_key: args.api_key.clone(),
+        dns_servers: args.dns.clone(),
+        token_validity: args.token_validity,
+        negative_ttl: args.negative_ttl,
+        negative_ttl_cap: args.negative_ttl_cap,
+        rate_limits,
+        faults,
+        seed: args.seed,
+        issue_on_valid: !args.keep_pending,
+        dns_timeout: args.dns_timeout,
+    };
+    Ok((config, fixtures))
+}
+
+#[tokio::main]
+async fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    let (config, fixtures) = build(&args)?;
+    if config.dns_servers.is_empty() {
+        tracing::warn!("no --dns servers: every dcv check will fail");
+    }
+    let sim = Sim::new(config);
+    let (orders, domains) = (fixtures.orders.len(), fixtures.domains.len());
+    sim.preload(fixtures);
+    let running = sim
+        .spawn(args.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    {
+        // the first stdout line is the contract with tests and scripts: write and flush it now
+        let mut stdout = std::io::stdout().lock();
+        writeln!(stdout, "listening on {}", running.base_url)?;
+        stdout.flush()?;
+    }
+    tracing::info!(addr = %running.addr, orders, domains, "certcentral simulator ready");
+
+    shutdown_signal().await;
+    tracing::info!("stopping");
+    running.shutdown().await;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(_) => {
+                let _ = ctrl_c.await;
+                return;
+            }
+        };
+        tokio::select! {
+            _ = ctrl_c => {}
+            _ = term.recv() => {}
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}

@@ -1,0 +1,364 @@
+//! The simulator's world: DV orders, OV/EV domains, the statistics, and what the admin API shows.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+
+/// A DCV method, spelled as DigiCert spells it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DcvMethod {
+    /// `dns-txt-token`
+    #[serde(rename = "dns-txt-token")]
+    DnsTxtToken,
+    /// `dns-cname-token`
+    #[serde(rename = "dns-cname-token")]
+    DnsCnameToken,
+    /// `http-token` (never validates here: the simulator does no HTTP checks)
+    #[serde(rename = "http-token")]
+    HttpToken,
+    /// `email` (never validates here)
+    #[serde(rename = "email")]
+    Email,
+}
+
+impl DcvMethod {
+    /// DigiCert's spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::DnsTxtToken => "dns-txt-token",
+            Self::DnsCnameToken => "dns-cname-token",
+            Self::HttpToken => "http-token",
+            Self::Email => "email",
+        }
+    }
+
+    /// Parses DigiCert's spelling.
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "dns-txt-token" => Some(Self::DnsTxtToken),
+            "dns-cname-token" => Some(Self::DnsCnameToken),
+            "http-token" => Some(Self::HttpToken),
+            "email" => Some(Self::Email),
+            _ => None,
+        }
+    }
+
+    pub(crate) fn uses_token(self) -> bool {
+        !matches!(self, Self::Email)
+    }
+}
+
+fn default_method() -> DcvMethod {
+    DcvMethod::DnsTxtToken
+}
+
+/// A DV order to create (admin API, `--orders` file, [`crate::Sim::add_order`]).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewOrder {
+    /// Order id.
+    pub id: u64,
+    /// Names on the certificate (`*.` wildcards allowed).
+    pub dns_names: Vec<String>,
+    /// DCV method (default `dns-txt-token`).
+    #[serde(default = "default_method")]
+    pub dcv_method: DcvMethod,
+    /// Order status (default `pending`).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Common name (default: the first DNS name).
+    #[serde(default)]
+    pub common_name: Option<String>,
+    /// Certificate id (default: the order id + 1_000_000).
+    #[serde(default)]
+    pub certificate_id: Option<u64>,
+    /// A fixed initial random value (default: a generated one).
+    #[serde(default)]
+    pub dcv_random_value: Option<String>,
+}
+
+impl NewOrder {
+    /// A pending `dns-txt-token` order for `dns_names`.
+    pub fn new(id: u64, dns_names: &[&str]) -> Self {
+        Self {
+            id,
+            dns_names: dns_names.iter().map(|s| (*s).to_string()).collect(),
+            dcv_method: DcvMethod::DnsTxtToken,
+            status: None,
+            common_name: None,
+            certificate_id: None,
+            dcv_random_value: None,
+        }
+    }
+
+    /// Sets the DCV method.
+    pub fn with_method(mut self, method: DcvMethod) -> Self {
+        self.dcv_method = method;
+        self
+    }
+}
+
+/// An OV/EV domain to create.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDomain {
+    /// Domain id.
+    pub id: u64,
+    /// Domain name.
+    pub name: String,
+    /// DCV method (default `dns-txt-token`).
+    #[serde(default = "default_method")]
+    pub dcv_method: DcvMethod,
+    /// Validation types already submitted (`ov`, `ev`), pending.
+    #[serde(default)]
+    pub validations: Vec<String>,
+    /// A current token (default: none until one is requested).
+    #[serde(default)]
+    pub token: Option<String>,
+    /// Domain status (default `active`).
+    #[serde(default)]
+    pub status: Option<String>,
+}
+
+impl NewDomain {
+    /// An active `dns-txt-token` domain without validations or token.
+    pub fn new(id: u64, name: &str) -> Self {
+        Self {
+            id,
+            name: name.to_string(),
+            dcv_method: DcvMethod::DnsTxtToken,
+            validations: Vec::new(),
+            token: None,
+            status: None,
+        }
+    }
+
+    /// Sets the DCV method.
+    pub fn with_method(mut self, method: DcvMethod) -> Self {
+        self.dcv_method = method;
+        self
+    }
+}
+
+/// Orders and domains to load at start (`--orders FILE`, TOML `[[order]]`/`[[domain]]` or JSON
+/// `{"orders": [...], "domains": [...]}`).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Fixtures {
+    /// DV orders.
+    #[serde(default, alias = "order")]
+    pub orders: Vec<NewOrder>,
+    /// OV/EV domains.
+    #[serde(default, alias = "domain")]
+    pub domains: Vec<NewDomain>,
+}
+
+impl Fixtures {
+    /// Parses a fixtures file: JSON when the text starts with `{`, TOML otherwise.
+    pub fn parse(text: &str) -> Result<Self, String> {
+        if text.trim_start().starts_with('{') {
+            serde_json::from_str(text).map_err(|e| format!("invalid JSON fixtures: {e}"))
+        } else {
+            toml::from_str(text).map_err(|e| format!("invalid TOML fixtures: {e}"))
+        }
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Order {
+    pub(crate) id: u64,
+    pub(crate) dns_names: Vec<String>,
+    pub(crate) common_name: String,
+    pub(crate) dcv_method: DcvMethod,
+    pub(crate) status: String,
+    pub(crate) certificate_id: u64,
+    pub(crate) random_value: String,
+    pub(crate) random_value_expires: DateTime<Utc>,
+    /// When each name was found valid (names never found are absent).
+    pub(crate) validated: BTreeMap<String, DateTime<Utc>>,
+    pub(crate) dcv_valid: bool,
+}
+
+impl Order {
+    pub(crate) fn name_validations(&self) -> Vec<NameValidation> {
+        self.dns_names
+            .iter()
+            .map(|n| NameValidation {
+                dns_name: n.clone(),
+                status: if self.validated.contains_key(n) { "valid" } else { "pending" }.to_string(),
+            })
+            .collect()
+    }
+}
+
+#[derive(Clone, Debug)]
+pub(crate) struct Domain {
+    pub(crate) id: u64,
+    pub(crate) name: String,
+    pub(crate) dcv_method: DcvMethod,
+    pub(crate) status: String,
+    pub(crate) token: Option<(String, DateTime<Utc>)>,
+    /// Validation type -> validated until (None: pending).
+    pub(crate) validations: BTreeMap<String, Option<DateTime<Utc>>>,
+    pub(crate) validated_at: Option<DateTime<Utc>>,
+}
+
+/// Per-name DCV status of a DV order.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameValidation {
+    /// The name as ordered.
+    pub dns_name: String,
+    /// `valid` or `pending`.
+    pub status: String,
+}
+
+/// What the admin API shows of a DV order.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct OrderView {
+    /// Order id.
+    pub id: u64,
+    /// Names on the certificate.
+    pub dns_names: Vec<String>,
+    /// DCV method.
+    pub dcv_method: DcvMethod,
+    /// `pending`, `issued`, ...
+    pub status: String,
+    /// `valid` once every name validated, else `pending`.
+    pub dcv_status: String,
+    /// Certificate id.
+    pub certificate_id: u64,
+    /// The current random value.
+    pub dcv_random_value: String,
+    /// Its expiry.
+    pub expiration_date: DateTime<Utc>,
+    /// Whether the random value is still valid at the simulator's clock.
+    pub random_value_valid: bool,
+    /// Per-name status.
+    pub dns_name_validations: Vec<NameValidation>,
+}
+
+/// What the admin API shows of an OV/EV domain.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct DomainView {
+    /// Domain id.
+    pub id: u64,
+    /// Domain name.
+    pub name: String,
+    /// DCV method.
+    pub dcv_method: DcvMethod,
+    /// Domain status (`active`, ...).
+    pub status: String,
+    /// The current token, if any.
+    pub token: Option<String>,
+    /// Its expiry.
+    pub token_expiration_date: Option<DateTime<Utc>>,
+    /// Whether the token is still valid at the simulator's clock.
+    pub token_valid: bool,
+    /// Whether DCV completed.
+    pub dcv_valid: bool,
+    /// Validation type -> `active` or `pending`.
+    pub validations: BTreeMap<String, String>,
+}
+
+/// A unit a check is about.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum UnitKind {
+    /// A DV order.
+    Order,
+    /// An OV/EV domain.
+    Domain,
+}
+
+/// The outcome of one DCV check call.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum CheckOutcome {
+    /// Every name validated by this check.
+    Valid,
+    /// Already valid before; no DNS lookups made.
+    AlreadyValid,
+    /// Some name not found (a premature check).
+    NotFound,
+    /// The random value / token expired (or none was issued): nothing can validate.
+    Expired,
+    /// The unit's method cannot be checked (email, http-token).
+    WrongMethod,
+}
+
+/// One DCV check call, for benchmarks that measure detection latency.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct CheckEvent {
+    /// Order or domain.
+    pub kind: UnitKind,
+    /// Its id.
+    pub id: u64,
+    /// The simulator's clock at the check (real time plus the admin offset).
+    pub at: DateTime<Utc>,
+    /// Real wall-clock time of the check, milliseconds since the Unix epoch.
+    pub unix_ms: i64,
+    /// What the check answered.
+    pub outcome: CheckOutcome,
+    /// Names valid after the check.
+    pub names_valid: usize,
+    /// Names of the unit.
+    pub names_total: usize,
+    /// Lookups answered from the negative cache during this check.
+    pub negative_cache_hits: u64,
+}
+
+/// Faults injected, by kind.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FaultStats {
+    /// 500 answers.
+    pub error_500: u64,
+    /// 503 answers.
+    pub error_503: u64,
+    /// HTML 502 answers.
+    pub html_502: u64,
+    /// Connections dropped.
+    pub dropped: u64,
+    /// 429 answers from injected bursts.
+    pub burst_429: u64,
+    /// Requests delayed.
+    pub latency: u64,
+}
+
+/// Everything counted since start (or the last reset).
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+pub struct Stats {
+    /// Requests by endpoint name (every request, whatever its answer).
+    pub calls: BTreeMap<String, u64>,
+    /// Requests by order id, then endpoint.
+    pub order_calls: BTreeMap<u64, BTreeMap<String, u64>>,
+    /// Requests by domain id, then endpoint.
+    pub domain_calls: BTreeMap<u64, BTreeMap<String, u64>>,
+    /// 401 answers.
+    pub unauthorized: u64,
+    /// 429 answers from the rate-limit windows.
+    pub rate_limited: u64,
+    /// DCV checks that did not find the record on every name (negative-cache hits included).
+    pub premature_checks: u64,
+    /// DCV checks that completed a validation.
+    pub successful_validations: u64,
+    /// Random values / tokens generated (DV renewals and OV/EV token requests).
+    pub tokens_issued: u64,
+    /// DNS queries sent.
+    pub dns_queries: u64,
+    /// Lookups answered from the negative cache.
+    pub negative_cache_hits: u64,
+    /// DNS lookups that failed (timeout, SERVFAIL, ...).
+    pub dns_errors: u64,
+    /// Injected faults.
+    pub faults: FaultStats,
+    /// Every DCV check call, in order.
+    pub checks: Vec<CheckEvent>,
+}
+
+impl Stats {
+    /// Total 429 answers (windows and injected bursts).
+    pub fn too_many_requests(&self) -> u64 {
+        self.rate_limited + self.faults.burst_429
+    }
+}

@@ -1,0 +1,379 @@
+//! The command line (clap): `run`, `once`, `check-config`, `status`, `cleanup`, `demo`.
+//!
+//! Exit codes: 0 success, 1 failure, 2 usage, 78 configuration error (EX_CONFIG).
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand};
+use tokio::sync::mpsc;
+use tracing::{error, info, warn};
+
+use crate::config::{Config, LogFormat};
+use crate::engine::{self, Control, Mode, Observer};
+use crate::metrics::Metrics;
+use crate::store::{Store, UnitRow};
+
+/// Exit code of a configuration error (sysexits EX_CONFIG).
+pub const EXIT_CONFIG: u8 = 78;
+
+/// Unattended DigiCert domain control validation by DNS.
+#[derive(Debug, Parser)]
+#[command(name = "dcvd", version, about, long_about = None)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Args)]
+struct ConfigArg {
+    /// Configuration file.
+    #[arg(long, short = 'c', value_name = "PATH", default_value = "/etc/dcvd/dcvd.toml")]
+    config: PathBuf,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground (systemd Type=notify; SIGHUP reloads, SIGTERM stops).
+    Run(ConfigArg),
+    /// Process every configured unit until each is terminal, then exit (0 when all are valid).
+    Once(ConfigArg),
+    /// Validate the configuration, order files and secrets; exit 0 or 78.
+    CheckConfig {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Also run each provider's preflight and one authenticated CertCentral call.
+        #[arg(long)]
+        online: bool,
+    },
+    /// Show every unit: id, domains, method, state, token expiry, attempts, last error.
+    Status {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove every record dcvd still has published.
+    Cleanup(ConfigArg),
+    /// A self-contained run on an embedded default: CertCentral simulator, DNS server and the
+    /// in-memory provider, all in this process.
+    Demo {
+        /// Print the configuration the demo uses, then exit.
+        #[arg(long)]
+        config: bool,
+    },
+}
+
+/// Parses arguments and runs the command.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dcvd: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    runtime.block_on(dispatch(cli.command))
+}
+
+async fn dispatch(command: Command) -> ExitCode {
+    match command {
+        Command::Run(c) => run(&c.config, Mode::Daemon).await,
+        Command::Once(c) => run(&c.config, Mode::Once).await,
+        Command::CheckConfig { config, online } => check_config(&config.config, online).await,
+        Command::Status { config, json } => status(&config.config, json),
+        Command::Cleanup(c) => cleanup(&c.config).await,
+        Command::Demo { config } => crate::demo::main(config).await,
+    }
+}
+
+fn load(path: &Path) -> Result<Config, ExitCode> {
+    match Config::load(path) {
+        Ok(cfg) => {
+            for w in &cfg.warnings {
+                eprintln!("dcvd: warning: {w}");
+            }
+            Ok(cfg)
+        }
+        Err(e) => {
+            eprintln!("dcvd: {e}");
+            Err(ExitCode::from(EXIT_CONFIG))
+        }
+    }
+}
+
+async fn check_config(path: &Path, online: bool) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let orders = cfg.units.iter().filter(|u| matches!(u.key, crate::config::UnitKey::Order(_))).count();
+    println!(
+        "{}: ok ({} orders, {} domains, {} providers, {} files)",
+        path.display(),
+        orders,
+        cfg.units.len() - orders,
+        cfg.providers.len(),
+        cfg.files.len()
+    );
+    if !online {
+        return ExitCode::SUCCESS;
+    }
+    crate::logging::init(LogFormat::Text);
+    let metrics = Arc::new(Metrics::new());
+    let client = match engine::build_client(&cfg.certcentral, &metrics) {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("dcvd: certcentral: {e:#}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let mut ok = true;
+    for (name, p) in &cfg.providers {
+        let result = match crate::providers::build(name, p).await {
+            Ok(provider) => provider.preflight().await.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("{e:#}")),
+        };
+        match result {
+            Ok(()) => println!("provider {name} ({}): ok", p.kind()),
+            Err(e) => {
+                ok = false;
+                println!("provider {name} ({}): FAILED: {e}", p.kind());
+            }
+        }
+    }
+    let probe = match cfg.units.first().map(|u| u.key) {
+        Some(crate::config::UnitKey::Order(id)) => client.order_info(id).await.map(|_| ()),
+        Some(crate::config::UnitKey::Domain(id)) => client.domain_info(id).await.map(|_| ()),
+        None => Ok(()),
+    };
+    match probe {
+        Ok(()) => println!("certcentral {}: ok", cfg.certcentral.base_url),
+        Err(e) => {
+            ok = false;
+            println!("certcentral {}: FAILED: {e}", cfg.certcentral.base_url);
+        }
+    }
+    if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
+}
+
+/// systemd notifications (no-ops when not started by systemd).
+struct Systemd;
+
+impl Observer for Systemd {
+    fn ready(&self) {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+    }
+    fn status(&self, line: &str) {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(line)]);
+    }
+    fn stopping(&self) {
+        let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    }
+}
+
+async fn run(path: &Path, mode: Mode) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    crate::logging::init(cfg.daemon.log_format);
+    let store = match Store::open(&cfg.daemon.state_dir) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            error!(error = %e, "cannot open the state store");
+            eprintln!("dcvd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let metrics = Arc::new(Metrics::new());
+    let stop_metrics = tokio_util::sync::CancellationToken::new();
+    if let Some(listen) = cfg.daemon.metrics_listen {
+        match crate::metrics::serve(listen, metrics.clone(), stop_metrics.clone()).await {
+            Ok(addr) => info!(%addr, "metrics listening"),
+            Err(e) => warn!(%listen, error = %e, "cannot serve metrics"),
+        }
+    }
+    if let Some(interval) = sd_notify::watchdog_enabled() {
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(interval / 2);
+            loop {
+                tick.tick().await;
+                let _ = sd_notify::notify(&[sd_notify::NotifyState::Watchdog]);
+            }
+        });
+    }
+    let (tx, rx) = mpsc::channel(4);
+    spawn_signal_handlers(path.to_path_buf(), tx.clone());
+    let _rescan = crate::scheduler::start_rescan(cfg.daemon.rescan.as_deref(), path.to_path_buf(), tx.clone()).await;
+    let result = engine::run(cfg, store, metrics, mode, rx, Arc::new(Systemd), std::future::pending()).await;
+    stop_metrics.cancel();
+    match result {
+        Ok(summary) => {
+            info!(units = summary.units.len(), all_valid = summary.all_valid(), "stopped");
+            if mode == Mode::Once && !summary.all_valid() { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+        }
+        Err(e) => {
+            error!(error = %format!("{e:#}"), "dcvd stopped on an error");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// Loads the configuration again for a reload; an invalid one is logged with its position.
+pub fn reload_config(path: &Path) -> Option<Config> {
+    match Config::load(path) {
+        Ok(cfg) => {
+            for w in &cfg.warnings {
+                warn!("{w}");
+            }
+            Some(cfg)
+        }
+        Err(e) => {
+            error!(error = %e, "new configuration is invalid; keeping the running one");
+            None
+        }
+    }
+}
+
+fn spawn_signal_handlers(path: PathBuf, tx: mpsc::Sender<Control>) {
+    use tokio::signal::unix::{SignalKind, signal};
+    tokio::spawn(async move {
+        let (Ok(mut hup), Ok(mut term), Ok(mut int)) =
+            (signal(SignalKind::hangup()), signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+        else {
+            error!("cannot install signal handlers");
+            return;
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    info!(config = %path.display(), "SIGHUP: reloading configuration");
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
+                    if let Some(cfg) = reload_config(&path) {
+                        let _ = tx.send(Control::Reload { config: Box::new(cfg), retry_failed: true }).await;
+                    }
+                    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+                }
+                _ = term.recv() => {
+                    info!("SIGTERM: stopping");
+                    let _ = tx.send(Control::Stop).await;
+                }
+                _ = int.recv() => {
+                    info!("SIGINT: stopping");
+                    let _ = tx.send(Control::Stop).await;
+                }
+            }
+        }
+    });
+}
+
+fn status(path: &Path, json: bool) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    let store = match Store::open_read_only(&cfg.daemon.state_dir) {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("dcvd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let units = match store.units() {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("dcvd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if json {
+        let rows: Vec<serde_json::Value> = units.iter().map(unit_json).collect();
+        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+    } else {
+        print!("{}", status_table(&units));
+    }
+    ExitCode::SUCCESS
+}
+
+fn unit_json(u: &UnitRow) -> serde_json::Value {
+    serde_json::json!({
+        "kind": match u.unit.kind { crate::store::UnitKind::Order => "order", crate::store::UnitKind::Domain => "domain" },
+        "id": u.unit.id,
+        "domains": u.domains,
+        "method": u.method,
+        "state": u.state.as_str(),
+        "token_expires_at": u.token_expires_at.and_then(|t| chrono::DateTime::from_timestamp(t, 0)).map(|t| t.to_rfc3339()),
+        "attempts": u.attempts,
+        "renewals": u.renewals,
+        "in_config": u.in_config,
+        "last_error": u.last_error,
+    })
+}
+
+/// A plain-text table of units (used by `status` and the demo's summary).
+pub fn status_table(units: &[UnitRow]) -> String {
+    let mut rows = vec![[
+        "UNIT".to_string(),
+        "DOMAINS".into(),
+        "METHOD".into(),
+        "STATE".into(),
+        "TOKEN EXPIRES".into(),
+        "CHECKS".into(),
+        "LAST ERROR".into(),
+    ]];
+    for u in units {
+        rows.push([
+            u.unit.to_string(),
+            u.domains.join(","),
+            u.method.clone(),
+            u.state.as_str().to_string(),
+            u.token_expires_at
+                .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
+                .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
+                .unwrap_or_else(|| "-".into()),
+            u.attempts.to_string(),
+            u.last_error.clone().unwrap_or_else(|| "-".into()),
+        ]);
+    }
+    let widths: Vec<usize> = (0..7).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let mut out = String::new();
+    for r in rows {
+        let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
+}
+
+async fn cleanup(path: &Path) -> ExitCode {
+    let cfg = match load(path) {
+        Ok(c) => c,
+        Err(code) => return code,
+    };
+    crate::logging::init(cfg.daemon.log_format);
+    let store = match Store::open(&cfg.daemon.state_dir) {
+        Ok(s) => Arc::new(s),
+        Err(e) => {
+            eprintln!("dcvd: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match engine::cleanup_all(cfg, store, Arc::new(Metrics::new())).await {
+        Ok(n) => {
+            println!("removed {n} records");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dcvd: cleanup: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// How long `dcvd run` waits for in-flight steps on SIGTERM (documented bound).
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);

@@ -1,0 +1,274 @@
+//! The process environment the configuration reads (secrets, systemd directories), and secret
+//! resolution from `*_file` / `*_env` keys.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use secrecy::SecretString;
+use toml::Spanned;
+
+use super::error::{ConfigError, Source};
+
+/// Where the configuration reads environment variables from: `*_env` secrets,
+/// `$CREDENTIALS_DIRECTORY` (systemd `LoadCredential=`) and `$STATE_DIRECTORY`.
+///
+/// [`Environment::process`] reads the real process environment; tests and embedders build an
+/// isolated one with [`Environment::isolated`] + [`Environment::with_var`], so parallel tests
+/// need not mutate the process environment. `Debug` shows variable names, never values.
+#[derive(Clone)]
+pub struct Environment {
+    overrides: BTreeMap<String, String>,
+    inherit: bool,
+}
+
+impl Environment {
+    /// The process environment (plus any [`with_var`](Self::with_var) overrides).
+    pub fn process() -> Self {
+        Self {
+            overrides: BTreeMap::new(),
+            inherit: true,
+        }
+    }
+
+    /// An empty environment: only variables added with [`with_var`](Self::with_var) exist.
+    pub fn isolated() -> Self {
+        Self {
+            overrides: BTreeMap::new(),
+            inherit: false,
+        }
+    }
+
+    /// Sets a variable (overriding the process environment, if inherited).
+    #[must_use]
+    pub fn with_var(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+        self.overrides.insert(name.into(), value.into());
+        self
+    }
+
+    /// Sets `$CREDENTIALS_DIRECTORY`, the directory relative `*_file` secrets are read from.
+    #[must_use]
+    pub fn with_credentials_dir(self, dir: impl AsRef<Path>) -> Self {
+        let dir = dir.as_ref().to_string_lossy().into_owned();
+        self.with_var("CREDENTIALS_DIRECTORY", dir)
+    }
+
+    /// The value of a variable; `None` when unset or not valid UTF-8.
+    pub fn var(&self, name: &str) -> Option<String> {
+        match self.overrides.get(name) {
+            Some(value) => Some(value.clone()),
+            None if self.inherit => std::env::var(name).ok(),
+            None => None,
+        }
+    }
+
+    /// A non-empty `$CREDENTIALS_DIRECTORY`.
+    pub fn credentials_dir(&self) -> Option<PathBuf> {
+        self.var("CREDENTIALS_DIRECTORY")
+            .filter(|d| !d.is_empty())
+            .map(PathBuf::from)
+    }
+
+    /// The first entry of a non-empty `$STATE_DIRECTORY` (systemd may list several, `:`-separated).
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        let value = self.var("STATE_DIRECTORY")?;
+        let first = value.split(':').next().unwrap_or_default();
+        (!first.is_empty()).then(|| PathBuf::from(first))
+    }
+}
+
+impl fmt::Debug for Environment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Values may be secrets (`*_env`): show names only.
+        f.debug_struct("Environment")
+            .field("overrides", &self.overrides.keys().collect::<Vec<_>>())
+            .field("inherit", &self.inherit)
+            .finish()
+    }
+}
+
+/// The `*_file` / `*_env` pair of one secret, as written in a section.
+pub(super) struct SecretKeys<'a> {
+    /// Key names, e.g. `api_key_file` and `api_key_env`.
+    pub(super) file_key: &'static str,
+    pub(super) env_key: &'static str,
+    pub(super) file: Option<&'a Spanned<String>>,
+    pub(super) env: Option<&'a Spanned<String>>,
+    /// The section, for "missing" errors.
+    pub(super) section: &'a Range<usize>,
+    pub(super) section_name: &'a str,
+}
+
+/// Where a secret came from, for checks that must name it without showing it.
+pub(super) struct ResolvedSecret {
+    pub(super) value: SecretString,
+    /// The key that held it (`*_file` or `*_env`) and its span.
+    pub(super) key: &'static str,
+    pub(super) span: Range<usize>,
+    /// `file "/path"` or `environment variable NAME`.
+    pub(super) origin: String,
+}
+
+/// Context shared by everything that resolves paths and secrets of one main file.
+pub(super) struct Context<'a> {
+    pub(super) env: &'a Environment,
+    /// Relative paths without a better anchor are relative to this directory (the main
+    /// configuration file's directory; empty = the current directory).
+    pub(super) base_dir: &'a Path,
+}
+
+impl Context<'_> {
+    pub(super) fn relative_path(&self, path: &str) -> PathBuf {
+        let path = Path::new(path);
+        if path.is_absolute() {
+            path.to_path_buf()
+        } else {
+            self.base_dir.join(path)
+        }
+    }
+
+    /// Reads a secret from `*_file` or `*_env` (exactly one must be given).
+    pub(super) fn secret(
+        &self,
+        src: &Source<'_>,
+        keys: &SecretKeys<'_>,
+        warnings: &mut Vec<String>,
+    ) -> Result<ResolvedSecret, ConfigError> {
+        let (file_key, env_key) = (keys.file_key, keys.env_key);
+        match (keys.file, keys.env) {
+            (Some(_), Some(env)) => Err(src.error(
+                &env.span(),
+                format!("give either `{file_key}` or `{env_key}`, not both"),
+            )),
+            (None, None) => Err(src.error(
+                keys.section,
+                format!(
+                    "{} needs a secret: set `{file_key}` (a file; relative paths are read from \
+                     $CREDENTIALS_DIRECTORY) or `{env_key}` (an environment variable)",
+                    keys.section_name
+                ),
+            )),
+            (Some(file), None) => self.secret_file(src, file_key, file, warnings),
+            (None, Some(env)) => self.secret_env(src, env_key, env),
+        }
+    }
+
+    fn secret_file(
+        &self,
+        src: &Source<'_>,
+        key: &'static str,
+        file: &Spanned<String>,
+        warnings: &mut Vec<String>,
+    ) -> Result<ResolvedSecret, ConfigError> {
+        let span = file.span();
+        let written = file.get_ref();
+        if written.trim().is_empty() {
+            return Err(src.error(&span, format!("`{key}` must name a file")));
+        }
+        let relative = Path::new(written);
+        let path = if relative.is_absolute() {
+            relative.to_path_buf()
+        } else if let Some(dir) = self.env.credentials_dir() {
+            dir.join(relative)
+        } else {
+            self.base_dir.join(relative)
+        };
+        let origin = format!("file {:?}", path.display().to_string());
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| src.error(&span, format!("cannot read `{key}` {origin}: {e}")))?;
+        check_secret_file_mode(&path, |mode| {
+            warnings.push(src.warning(
+                &span,
+                format_args!(
+                    "secret {origin} is readable by group or others (mode {mode:04o}): \
+                     restrict it with `chmod 600` or use systemd LoadCredential="
+                ),
+            ));
+        });
+        let value = text.trim();
+        if value.is_empty() {
+            return Err(src.error(&span, format!("`{key}` {origin} is empty")));
+        }
+        Ok(ResolvedSecret {
+            value: SecretString::from(value),
+            key,
+            span,
+            origin,
+        })
+    }
+
+    fn secret_env(
+        &self,
+        src: &Source<'_>,
+        key: &'static str,
+        env: &Spanned<String>,
+    ) -> Result<ResolvedSecret, ConfigError> {
+        let span = env.span();
+        let name = env.get_ref().trim();
+        if name.is_empty() {
+            return Err(src.error(
+                &span,
+                format!("`{key}` must name an environment variable"),
+            ));
+        }
+        let origin = format!("environment variable {name}");
+        let value = self
+            .env
+            .var(name)
+            .ok_or_else(|| src.error(&span, format!("{origin} (from `{key}`) is not set")))?;
+        let value = value.trim();
+        if value.is_empty() {
+            return Err(src.error(&span, format!("{origin} (from `{key}`) is empty")));
+        }
+        Ok(ResolvedSecret {
+            value: SecretString::from(value),
+            key,
+            span,
+            origin,
+        })
+    }
+}
+
+/// Calls `warn` with the permission bits when a secret file is readable by group or others.
+#[cfg(unix)]
+fn check_secret_file_mode(path: &Path, warn: impl FnOnce(u32)) {
+    use std::os::unix::fs::PermissionsExt;
+    if let Ok(meta) = std::fs::metadata(path) {
+        let mode = meta.permissions().mode() & 0o7777;
+        if mode & 0o044 != 0 {
+            warn(mode);
+        }
+    }
+}
+
+#[cfg(not(unix))]
+fn check_secret_file_mode(_path: &Path, _warn: impl FnOnce(u32)) {}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn isolated_environment_sees_only_its_variables() {
+        let env = Environment::isolated().with_var("A", "1");
+        assert_eq!(env.var("A").as_deref(), Some("1"));
+        assert_eq!(env.var("PATH"), None);
+    }
+
+    #[test]
+    fn state_directory_takes_the_first_entry() {
+        let env = Environment::isolated().with_var("STATE_DIRECTORY", "/var/lib/a:/var/lib/b");
+        assert_eq!(env.state_dir(), Some(PathBuf::from("/var/lib/a")));
+        let empty = Environment::isolated().with_var("STATE_DIRECTORY", "");
+        assert_eq!(empty.state_dir(), None);
+    }
+
+    #[test]
+    fn debug_shows_names_not_values() {
+        let env = Environment::isolated().with_var("DIGICERT_API_KEY", "s3cr3t-value");
+        let debug = format!("{env:?}");
+        assert!(debug.contains("DIGICERT_API_KEY"), "{debug}");
+        assert!(!debug.contains("s3cr3t"), "{debug}");
+    }
+}

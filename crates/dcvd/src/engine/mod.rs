@@ -1,0 +1,233 @@
+//! The orchestrator: one task per unit (DV order or OV/EV domain) driving the state machine of
+//! [`unit`], supervised by [`run`], which also applies reloads and stops gracefully.
+//!
+//! Concurrency: every unit has its own task, so thousands of units wait for DNS or for their
+//! next DigiCert check without blocking each other; `max_concurrent` bounds the external
+//! operations in flight (API and provider calls), not the waits.
+
+mod env;
+mod unit;
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+pub use env::{Env, build_client, checker_config};
+pub(crate) use unit::backoff;
+
+use crate::config::{Config, Unit, UnitKey};
+use crate::metrics::Metrics;
+use crate::store::{Store, UnitId, UnitKind, UnitRow, UnitState};
+
+/// Messages to a running engine (signals, the cron rescan, tests).
+#[derive(Debug)]
+pub enum Control {
+    /// Apply this new configuration (already validated). `retry_failed` (SIGHUP, not the cron
+    /// rescan) also restarts units that failed.
+    Reload {
+        /// The new configuration.
+        config: Box<Config>,
+        /// Whether failed units start over.
+        retry_failed: bool,
+    },
+    /// Stop gracefully.
+    Stop,
+}
+
+/// How [`run`] behaves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Mode {
+    /// Run until stopped (`dcvd run`).
+    Daemon,
+    /// Return once every unit is terminal (`dcvd once`, `dcvd demo`).
+    Once,
+}
+
+/// What a run leaves behind.
+#[derive(Debug)]
+pub struct Summary {
+    /// Every unit of the store at the end.
+    pub units: Vec<UnitRow>,
+}
+
+impl Summary {
+    /// Whether every unit that is still configured ended valid (or was already done).
+    pub fn all_valid(&self) -> bool {
+        self.units
+            .iter()
+            .filter(|u| u.in_config)
+            .all(|u| matches!(u.state, UnitState::Valid | UnitState::CleanedUp))
+    }
+}
+
+/// Hooks for the supervisor's surroundings (systemd notifications).
+pub trait Observer: Send + Sync {
+    /// The store is open and units are being driven.
+    fn ready(&self) {}
+    /// Periodic status line (counts per state).
+    fn status(&self, _line: &str) {}
+    /// Shutdown started.
+    fn stopping(&self) {}
+}
+
+/// No-op observer.
+#[derive(Debug, Default)]
+pub struct NoObserver;
+impl Observer for NoObserver {}
+
+/// Converts a config unit key to the store's id.
+pub fn unit_id(key: UnitKey) -> UnitId {
+    match key {
+        UnitKey::Order(id) => UnitId { kind: UnitKind::Order, id },
+        UnitKey::Domain(id) => UnitId { kind: UnitKind::Domain, id },
+    }
+}
+
+/// Records every configured unit in the store; marks units gone from the config. With
+/// `retry_failed`, units that failed or expired in an earlier run start over (an operator who
+/// restarts or reloads dcvd after fixing something expects that).
+pub fn sync_units(store: &Store, config: &Config, retry_failed: bool) -> anyhow::Result<()> {
+    let mut present = Vec::with_capacity(config.units.len());
+    for u in &config.units {
+        let id = unit_id(u.key);
+        present.push(id);
+        let row = store.sync_unit(id, u.method.as_str(), &u.domains, u.provider.as_deref())?;
+        if retry_failed && matches!(row.state, UnitState::Failed | UnitState::Expired) {
+            info!(unit = %id, state = row.state.as_str(), "retrying a unit that failed in an earlier run");
+            store.transition(id, UnitState::Pending, |r| {
+                r.token = None;
+                r.token_expires_at = None;
+                r.renewals = 0;
+                r.attempts = 0;
+                r.last_error = None;
+                r.next_action_at = None;
+            })?;
+        }
+    }
+    for gone in store.mark_missing_from_config(&present)? {
+        info!(unit = %gone, "unit is no longer configured; it will be cleaned up");
+    }
+    Ok(())
+}
+
+/// Runs the engine until `shutdown` resolves, a [`Control::Stop`] arrives, or (in
+/// [`Mode::Once`]) every unit is terminal.
+pub async fn run(
+    config: Config,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    mode: Mode,
+    mut control: mpsc::Receiver<Control>,
+    observer: Arc<dyn Observer>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<Summary> {
+    sync_units(&store, &config, true)?;
+    let mut env = Arc::new(Env::build(Arc::new(config), store.clone(), metrics.clone()).await?);
+    observer.ready();
+    let stop = CancellationToken::new();
+    let mut tasks: JoinSet<UnitId> = JoinSet::new();
+    let mut running: HashMap<UnitId, CancellationToken> = HashMap::new();
+    spawn_pending(&env, &stop, &mut tasks, &mut running)?;
+    let mut status_tick = tokio::time::interval(Duration::from_secs(5));
+    tokio::pin!(shutdown);
+    loop {
+        if mode == Mode::Once && tasks.is_empty() {
+            break;
+        }
+        tokio::select! {
+            () = &mut shutdown => break,
+            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+                match joined {
+                    Ok(id) => { running.remove(&id); }
+                    Err(e) => error!(error = %e, "unit task panicked"),
+                }
+            }
+            msg = control.recv() => match msg {
+                None | Some(Control::Stop) => break,
+                Some(Control::Reload { config: new, retry_failed }) => {
+                    match reload(&env, *new, retry_failed).await {
+                        Ok(new_env) => {
+                            env = new_env;
+                            // Units keep their running task (they read their row at every step);
+                            // new ones and ones to clean up get a task.
+                            spawn_pending(&env, &stop, &mut tasks, &mut running)?;
+                            info!(units = env.config.units.len(), "configuration reloaded");
+                        }
+                        Err(e) => error!(error = %format!("{e:#}"), "reload failed; the previous configuration keeps running"),
+                    }
+                }
+            },
+            _ = status_tick.tick() => {
+                if let Ok(counts) = store.counts_by_state() {
+                    metrics.set_unit_counts(&counts);
+                    let line = counts.iter().map(|(s, n)| format!("{}={n}", s.as_str())).collect::<Vec<_>>().join(" ");
+                    observer.status(&line);
+                }
+            }
+        }
+    }
+    observer.stopping();
+    stop.cancel();
+    // Steps are atomic store transactions around idempotent side effects, so cancelling at an
+    // await point leaves a state the next start resumes exactly.
+    let drained = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        warn!("some unit tasks did not stop within 10 s; aborting them");
+        tasks.abort_all();
+    }
+    if let Ok(counts) = store.counts_by_state() {
+        metrics.set_unit_counts(&counts);
+    }
+    Ok(Summary { units: store.units()? })
+}
+
+async fn reload(env: &Arc<Env>, config: Config, retry_failed: bool) -> anyhow::Result<Arc<Env>> {
+    sync_units(&env.store, &config, retry_failed)?;
+    Ok(Arc::new(Env::build(Arc::new(config), env.store.clone(), env.metrics.clone()).await?))
+}
+
+fn spawn_pending(
+    env: &Arc<Env>,
+    stop: &CancellationToken,
+    tasks: &mut JoinSet<UnitId>,
+    running: &mut HashMap<UnitId, CancellationToken>,
+) -> anyhow::Result<()> {
+    for row in env.store.units()? {
+        if row.state.is_terminal() || running.contains_key(&row.unit) {
+            continue;
+        }
+        if row.state == UnitState::Valid && !env.config.daemon.cleanup {
+            continue;
+        }
+        let cancel = stop.child_token();
+        running.insert(row.unit, cancel.clone());
+        let env = env.clone();
+        let id = row.unit;
+        tasks.spawn(async move {
+            unit::drive(env, id, cancel).await;
+            id
+        });
+    }
+    Ok(())
+}
+
+/// Removes every record the store still lists as published (`dcvd cleanup`).
+pub async fn cleanup_all(config: Config, store: Arc<Store>, metrics: Arc<Metrics>) -> anyhow::Result<usize> {
+    let env = Env::build(Arc::new(config), store, metrics).await?;
+    unit::remove_all(&env).await
+}
+
+/// The configured unit for a store id.
+pub fn config_unit(config: &Config, id: UnitId) -> Option<&Unit> {
+    let key = match id.kind {
+        UnitKind::Order => UnitKey::Order(id.id),
+        UnitKind::Domain => UnitKey::Domain(id.id),
+    };
+    config.unit(key)
+}

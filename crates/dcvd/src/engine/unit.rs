@@ -1,0 +1,614 @@
+//! One unit's state machine: token -> publish -> propagation -> check -> cleanup.
+//!
+//! Every step reads the unit's row, does at most one kind of external side effect, and writes
+//! the outcome in one store transaction. Intent is written before a record is published or
+//! removed, so a crash between any two steps is repaired by running the step again: publishing
+//! and removing are idempotent at every provider.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use certcentral::types::{DcvMethod, SubmitValidationRequest, ValidationType, is_terminal_order_status};
+use dns_provider::{ProviderError, Record, RecordType};
+use propagation::Expected;
+use tokio_util::sync::CancellationToken;
+use tracing::{error, info, warn};
+
+use super::env::Env;
+use crate::config::{Method, OnExpiry, Unit};
+use crate::records;
+use crate::store::{NewRecord, RecordRow, RecordStatus, UnitId, UnitKind, UnitRow, UnitState, now_millis};
+
+/// What the loop does after a step.
+#[derive(Debug)]
+enum Flow {
+    /// Run the next step at once.
+    Continue,
+    /// Sleep until this unix-millis time, then run the step again.
+    SleepUntil(i64),
+    /// The unit needs nothing more from this task.
+    Done,
+}
+
+/// Why a step did not complete.
+#[derive(Debug)]
+enum StepError {
+    /// Worth trying again later (network, 5xx, throttling, DNS discovery hiccup).
+    Retry(String),
+    /// Permanent for this unit: it fails (records are cleaned up).
+    Fatal(String),
+}
+
+impl From<certcentral::Error> for StepError {
+    fn from(e: certcentral::Error) -> Self {
+        if e.is_retryable() { Self::Retry(e.to_string()) } else { Self::Fatal(e.to_string()) }
+    }
+}
+
+impl From<ProviderError> for StepError {
+    fn from(e: ProviderError) -> Self {
+        if e.is_retryable() { Self::Retry(e.to_string()) } else { Self::Fatal(e.to_string()) }
+    }
+}
+
+impl From<crate::store::StoreError> for StepError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::Retry(format!("state store: {e}"))
+    }
+}
+
+/// Drives one unit until it is terminal or `cancel` fires.
+pub(super) async fn drive(env: Arc<Env>, unit: UnitId, cancel: CancellationToken) {
+    let mut task = UnitTask { env, unit, transient_failures: 0, negative_ttl: None, method_changed: false };
+    loop {
+        let row = match task.env.store.unit(unit) {
+            Ok(Some(row)) => row,
+            Ok(None) => return,
+            Err(e) => {
+                error!(unit = %unit, error = %e, "cannot read unit state");
+                return;
+            }
+        };
+        let flow = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return,
+            flow = task.step(row) => flow,
+        };
+        match flow {
+            Flow::Continue => {}
+            Flow::Done => return,
+            Flow::SleepUntil(at) => {
+                let wait = Duration::from_millis(u64::try_from(at - now_millis()).unwrap_or(0));
+                tokio::select! {
+                    biased;
+                    () = cancel.cancelled() => return,
+                    () = tokio::time::sleep(wait) => {}
+                }
+            }
+        }
+    }
+}
+
+struct UnitTask {
+    env: Arc<Env>,
+    unit: UnitId,
+    /// Consecutive retryable failures, for the backoff of transient errors.
+    transient_failures: u32,
+    /// The zones' negative TTL learned during propagation: a "not found" from DigiCert means its
+    /// resolver cached the absence for about that long, so checking sooner is wasted.
+    negative_ttl: Option<Duration>,
+    /// Whether this task already asked DigiCert to switch the order to the configured method.
+    method_changed: bool,
+}
+
+impl UnitTask {
+    fn config_unit(&self) -> Option<Unit> {
+        let key = match self.unit.kind {
+            UnitKind::Order => crate::config::UnitKey::Order(self.unit.id),
+            UnitKind::Domain => crate::config::UnitKey::Domain(self.unit.id),
+        };
+        self.env.config.unit(key).cloned()
+    }
+
+    async fn step(&mut self, row: UnitRow) -> Flow {
+        if row.state.is_terminal() {
+            return Flow::Done;
+        }
+        if let Some(at) = row.next_action_at.filter(|at| *at > now_millis()) {
+            return Flow::SleepUntil(at);
+        }
+        let result = if !row.in_config {
+            self.retire(&row).await
+        } else if let Some(spec) = self.config_unit() {
+            self.advance(row.clone(), &spec).await
+        } else {
+            self.retire(&row).await
+        };
+        match result {
+            Ok(flow) => {
+                self.transient_failures = 0;
+                flow
+            }
+            Err(StepError::Retry(msg)) => {
+                self.transient_failures += 1;
+                let delay = backoff(
+                    self.env.config.check.min_interval.min(Duration::from_secs(2)),
+                    self.env.config.check.max_interval,
+                    self.transient_failures,
+                );
+                warn!(unit = %self.unit, state = row.state.as_str(), error = %msg, attempt = self.transient_failures,
+                    retry_in_ms = delay.as_millis() as u64, "step failed, will retry");
+                let at = now_millis() + delay.as_millis() as i64;
+                let _ = self.env.store.transition(self.unit, row.state, |r| {
+                    r.last_error = Some(msg.clone());
+                    r.next_action_at = Some(at);
+                });
+                Flow::SleepUntil(at)
+            }
+            Err(StepError::Fatal(msg)) => self.fail(&row, msg).await,
+        }
+    }
+
+    /// One step of the state machine for a unit that is in the configuration.
+    async fn advance(&mut self, row: UnitRow, spec: &Unit) -> Result<Flow, StepError> {
+        if matches!(row.state, UnitState::TokenIssued | UnitState::Published | UnitState::Propagated | UnitState::Checking)
+            && token_expired(&row)
+        {
+            return self.expire(&row).await;
+        }
+        match row.state {
+            UnitState::Pending => self.fetch_token(&row, spec).await,
+            UnitState::TokenIssued => self.publish(&row, spec).await,
+            UnitState::Published => self.wait_propagated(&row).await,
+            UnitState::Propagated | UnitState::Checking => self.check(&row, spec).await,
+            UnitState::Valid => self.finish_valid(&row).await,
+            UnitState::CleanedUp | UnitState::Expired | UnitState::Failed | UnitState::Removed => Ok(Flow::Done),
+        }
+    }
+
+    async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.env.permits.acquire().await.expect("semaphore never closed")
+    }
+
+    fn transition(&self, row: &UnitRow, to: UnitState, edit: impl FnOnce(&mut UnitRow)) -> Result<UnitRow, StepError> {
+        let elapsed_ms = u64::try_from(now_millis() - row.state_since).unwrap_or(0);
+        let new = self.env.store.transition(self.unit, to, |r| {
+            r.next_action_at = None;
+            r.last_error = None;
+            edit(r);
+        })?;
+        if new.state != row.state {
+            let _ = self.env.store.append_event(self.unit, new.state.as_str(), new.last_error.as_deref().unwrap_or(""));
+            log_transition(&new, row.state, elapsed_ms);
+        }
+        Ok(new)
+    }
+
+    // ---- Pending -> TokenIssued ------------------------------------------------------------
+
+    async fn fetch_token(&mut self, row: &UnitRow, spec: &Unit) -> Result<Flow, StepError> {
+        let _permit = self.permit().await;
+        match self.unit.kind {
+            UnitKind::Order => {
+                let mut domains = spec.domains.clone();
+                if domains.is_empty() {
+                    // Only ask for the order when the config leaves its names out: every call
+                    // counts against DigiCert's rate limit.
+                    let info = self.env.client.order_info(self.unit.id).await?;
+                    if is_terminal_order_status(&info.status) {
+                        return self.order_terminal(row, &info.status);
+                    }
+                    domains = info.dns_names();
+                    if domains.is_empty() {
+                        return Err(StepError::Fatal("DigiCert returned no dns_names for the order".into()));
+                    }
+                }
+                let value = self.env.client.dcv_random_value(self.unit.id).await?;
+                let expires = value.expiration_date.map(|t| t.timestamp());
+                self.transition(row, UnitState::TokenIssued, |r| {
+                    r.domains = domains;
+                    r.token = Some(value.dcv_random_value.clone());
+                    r.token_expires_at = expires;
+                    r.verification_value = None;
+                    r.attempts = 0;
+                })?;
+            }
+            UnitKind::Domain => {
+                let mut token = None;
+                if !spec.submit.is_empty() && row.renewals == 0 {
+                    let req = SubmitValidationRequest {
+                        validations: spec.submit.iter().map(|t| ValidationType { kind: t.clone() }).collect(),
+                        dcv_method: Some(dcv_method(spec.method)),
+                        email_array: None,
+                    };
+                    token = self.env.client.submit_domain_validation(self.unit.id, &req).await?.dcv_token;
+                }
+                let token = match token {
+                    Some(t) => t,
+                    None => self.env.client.generate_domain_token(self.unit.id).await?,
+                };
+                self.transition(row, UnitState::TokenIssued, |r| {
+                    r.domains = spec.domains.clone();
+                    r.token = Some(token.token.clone());
+                    r.token_expires_at = token.expiration_date.map(|t| t.timestamp());
+                    r.verification_value = token.verification_value.clone();
+                    r.attempts = 0;
+                })?;
+            }
+        }
+        Ok(Flow::Continue)
+    }
+
+    fn order_terminal(&self, row: &UnitRow, status: &str) -> Result<Flow, StepError> {
+        if status == "issued" {
+            info!(unit = %self.unit, status, "order already issued at DigiCert, nothing to validate");
+            self.transition(row, UnitState::Valid, |_| {})?;
+            Ok(Flow::Continue)
+        } else {
+            Err(StepError::Fatal(format!("order is {status} at DigiCert")))
+        }
+    }
+
+    // ---- TokenIssued -> Published ----------------------------------------------------------
+
+    async fn publish(&mut self, row: &UnitRow, spec: &Unit) -> Result<Flow, StepError> {
+        let token = row.token.clone().ok_or_else(|| StepError::Retry("no token stored".into()))?;
+        let wanted = records::records_for(
+            spec.method,
+            spec.txt_name,
+            spec.cname_name,
+            &row.domains,
+            &token,
+            row.verification_value.as_deref(),
+        );
+        let mut intents = Vec::with_capacity(wanted.len());
+        for mut record in wanted {
+            if record.rtype == RecordType::Txt && record.name.starts_with("_dnsauth.") {
+                // Delegated validation: `_dnsauth.<domain>` may be a CNAME into a zone with
+                // narrower credentials; the TXT goes where the CNAME points.
+                let target = self.env.checker.target(&record.name, true).await.map_err(|e| StepError::Retry(e.to_string()))?;
+                if target.is_delegated() {
+                    info!(unit = %self.unit, record = %record.name, target = %target.owner, "following CNAME delegation");
+                    record.name = target.owner.clone();
+                }
+            }
+            let routed = match spec.provider.as_deref() {
+                Some(p) => self.env.router.route_via(p, &record.name),
+                None => self.env.router.route(&record.name),
+            };
+            let (provider, _, zone) = routed.map_err(|e| StepError::Fatal(e.to_string()))?;
+            intents.push(NewRecord {
+                provider: provider.to_string(),
+                zone: zone.to_string(),
+                name: record.name.clone(),
+                rtype: record.rtype.as_str().to_string(),
+                value: record.value.clone(),
+                ttl: record.ttl,
+            });
+        }
+        // Intent first: if we crash after the provider call, the restart knows what may exist.
+        let rows = self.env.store.record_publish_intent(self.unit, &intents)?;
+        let _permit = self.permit().await;
+        for ((provider, zone), group) in group_by_zone(rows.iter().filter(|r| r.status != RecordStatus::Removed)) {
+            let p = self
+                .env
+                .router
+                .provider(&provider)
+                .ok_or_else(|| StepError::Fatal(format!("provider {provider} is no longer configured")))?
+                .clone();
+            let recs: Vec<Record> = group.iter().map(|r| to_record(r)).collect();
+            let started = Instant::now();
+            let result = p.publish_batch(&zone, &recs).await;
+            self.env.metrics.observe_provider(&provider, "publish", result.is_ok(), started.elapsed());
+            let published = result?;
+            for (r, pubd) in group.iter().zip(published) {
+                self.env.store.mark_published(r.id, pubd.provider_id.as_deref(), pubd.change_id.as_deref())?;
+                info!(unit = %self.unit, record = %r.name, rtype = %r.rtype, provider = %provider, "record published");
+            }
+        }
+        self.transition(row, UnitState::Published, |_| {})?;
+        Ok(Flow::Continue)
+    }
+
+    // ---- Published -> Propagated -----------------------------------------------------------
+
+    async fn wait_propagated(&mut self, row: &UnitRow) -> Result<Flow, StepError> {
+        let recs: Vec<RecordRow> =
+            self.env.store.records(self.unit)?.into_iter().filter(|r| r.status == RecordStatus::Published).collect();
+        if recs.is_empty() {
+            // Nothing live (e.g. the intents were cleaned): publish again.
+            self.transition(row, UnitState::TokenIssued, |_| {})?;
+            return Ok(Flow::Continue);
+        }
+        let timeout = self.env.config.propagation.timeout;
+        let waited = Duration::from_millis(u64::try_from(now_millis() - row.state_since).unwrap_or(0));
+        let remaining = timeout.saturating_sub(waited);
+        // Provider signals first (Route53 INSYNC); DNS stays the final word.
+        for ((provider, _zone), group) in group_by_zone(recs.iter()) {
+            let published: Vec<dns_provider::Published> = group
+                .iter()
+                .filter(|r| r.change_id.is_some())
+                .map(|r| dns_provider::Published { provider_id: r.provider_id.clone(), change_id: r.change_id.clone() })
+                .collect();
+            if let (false, Some(p)) = (published.is_empty(), self.env.router.provider(&provider)) {
+                p.wait_until_applied(&published, remaining).await?;
+            }
+        }
+        let deadline = tokio::time::Instant::now() + remaining;
+        let started = Instant::now();
+        let mut waits = tokio::task::JoinSet::new();
+        let cancel = CancellationToken::new();
+        let _guard = cancel.clone().drop_guard();
+        for r in &recs {
+            let checker = self.env.checker.clone();
+            let expected = match r.rtype.as_str() {
+                "CNAME" => Expected::Cname(r.value.clone()),
+                _ => Expected::Txt(r.value.clone()),
+            };
+            let name = r.name.clone();
+            let cancel = cancel.clone();
+            let unit = self.unit;
+            waits.spawn(async move {
+                let mut last_lagging = usize::MAX;
+                let mut on_progress = |p: &propagation::Progress| {
+                    let lagging = p.lagging();
+                    if lagging.len() != last_lagging {
+                        last_lagging = lagging.len();
+                        tracing::debug!(unit = %unit, record = %name, lagging = ?lagging, "propagation progress");
+                    }
+                };
+                checker.wait_visible(&name, &expected, deadline, &cancel, &mut on_progress).await
+            });
+        }
+        let mut negative_ttl = Duration::ZERO;
+        while let Some(joined) = waits.join_next().await {
+            match joined {
+                Ok(Ok(progress)) => negative_ttl = negative_ttl.max(progress.target.negative_ttl),
+                Ok(Err(propagation::Error::Timeout { name, waited, lagging })) => {
+                    return Err(StepError::Fatal(format!(
+                        "{name}: not served by every name server after {}; lagging: {}",
+                        humantime::format_duration(Duration::from_secs(waited.as_secs())),
+                        lagging.join(", ")
+                    )));
+                }
+                Ok(Err(e)) => return Err(StepError::Retry(e.to_string())),
+                Err(e) => return Err(StepError::Retry(format!("propagation task: {e}"))),
+            }
+        }
+        self.negative_ttl = Some(negative_ttl);
+        self.env.metrics.observe_propagation(started.elapsed());
+        self.transition(row, UnitState::Propagated, |_| {})?;
+        Ok(Flow::Continue)
+    }
+
+    // ---- Propagated/Checking -> Valid ------------------------------------------------------
+
+    async fn check(&mut self, row: &UnitRow, spec: &Unit) -> Result<Flow, StepError> {
+        let permit = self.permit().await;
+        let outcome = match self.unit.kind {
+            UnitKind::Order => self.env.client.check_dcv(self.unit.id).await.map(|r| {
+                if let Some(v) = &r.dns_name_validations {
+                    for n in v {
+                        info!(unit = %self.unit, domain = %n.dns_name, status = n.status.as_deref().unwrap_or("?"), "digicert name status");
+                    }
+                }
+                let terminal = r.order_status.as_deref().filter(|s| is_terminal_order_status(s) && *s != "issued");
+                (r.is_valid() || r.order_status.as_deref() == Some("issued"), terminal.map(str::to_string))
+            }),
+            UnitKind::Domain => self.env.client.validate_domain_token(self.unit.id).await.map(|r| (r.is_active(), None)),
+        };
+        drop(permit);
+        match outcome {
+            Ok((true, _)) => {
+                let validated_in = Duration::from_millis(u64::try_from(now_millis() - row.created_at).unwrap_or(0));
+                self.env.metrics.observe_validation(validated_in);
+                self.transition(row, UnitState::Valid, |r| r.attempts += 1)?;
+                Ok(Flow::Continue)
+            }
+            Ok((false, Some(status))) => Err(StepError::Fatal(format!("order is {status} at DigiCert"))),
+            Ok((false, None)) => self.schedule_recheck(row, "dcv status not valid yet".into()),
+            Err(e) if e.is_not_found_yet() => self.schedule_recheck(row, e.to_string()),
+            Err(e) if e.is_wrong_method() && self.unit.kind == UnitKind::Order && !self.method_changed => {
+                // The order was placed with another DCV method: switch it once, then check again.
+                self.method_changed = true;
+                warn!(unit = %self.unit, code = e.code().unwrap_or(""), method = spec.method.as_str(), "switching the order's DCV method");
+                let _permit = self.permit().await;
+                self.env.client.change_order_dcv_method(self.unit.id, &dcv_method(spec.method)).await?;
+                Ok(Flow::Continue)
+            }
+            Err(e) if e.is_wrong_method() => Err(StepError::Fatal(e.to_string())),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn schedule_recheck(&mut self, row: &UnitRow, why: String) -> Result<Flow, StepError> {
+        let attempts = row.attempts + 1;
+        let check = &self.env.config.check;
+        let mut delay = backoff(check.min_interval, check.max_interval, attempts);
+        if attempts == 1
+            && let Some(nttl) = self.negative_ttl
+        {
+            delay = delay.max(nttl.min(check.max_interval));
+        }
+        let at = now_millis() + delay.as_millis() as i64;
+        warn!(unit = %self.unit, attempt = attempts, error = %why, retry_in_ms = delay.as_millis() as u64, "digicert has not seen the record yet");
+        self.transition(row, UnitState::Checking, |r| {
+            r.attempts = attempts;
+            r.next_action_at = Some(at);
+            r.last_error = Some(why.clone());
+        })?;
+        Ok(Flow::SleepUntil(at))
+    }
+
+    // ---- Valid -> CleanedUp ----------------------------------------------------------------
+
+    async fn finish_valid(&mut self, row: &UnitRow) -> Result<Flow, StepError> {
+        if !self.env.config.daemon.cleanup {
+            return Ok(Flow::Done);
+        }
+        self.remove_records().await?;
+        self.transition(row, UnitState::CleanedUp, |_| {})?;
+        Ok(Flow::Done)
+    }
+
+    // ---- expiry, failure, retirement -------------------------------------------------------
+
+    async fn expire(&mut self, row: &UnitRow) -> Result<Flow, StepError> {
+        self.remove_records().await?;
+        let daemon = &self.env.config.daemon;
+        if daemon.on_expiry == OnExpiry::Renew && row.renewals < daemon.max_renewals {
+            warn!(unit = %self.unit, renewal = row.renewals + 1, max = daemon.max_renewals, "token expired, fetching a new one");
+            self.transition(row, UnitState::Pending, |r| {
+                r.renewals += 1;
+                r.token = None;
+                r.token_expires_at = None;
+                r.attempts = 0;
+            })?;
+            return Ok(Flow::Continue);
+        }
+        let msg = format!("token expired before DigiCert validated it ({} renewals)", row.renewals);
+        error!(unit = %self.unit, error = %msg, "unit expired");
+        self.transition(row, UnitState::Expired, |r| r.last_error = Some(msg.clone()))?;
+        Ok(Flow::Done)
+    }
+
+    async fn fail(&mut self, row: &UnitRow, msg: String) -> Flow {
+        error!(unit = %self.unit, state = row.state.as_str(), error = %msg, "unit failed");
+        if let Err(e) = self.remove_records().await {
+            // The records stay in the store as live; `dcvd cleanup` or the next start removes them.
+            let e = match e {
+                StepError::Retry(m) | StepError::Fatal(m) => m,
+            };
+            error!(unit = %self.unit, error = %e, "cleanup after failure failed; records remain listed in the state store");
+        }
+        let _ = self.transition(row, UnitState::Failed, |r| r.last_error = Some(msg.clone()));
+        Flow::Done
+    }
+
+    async fn retire(&mut self, row: &UnitRow) -> Result<Flow, StepError> {
+        self.remove_records().await?;
+        info!(unit = %self.unit, "unit left the configuration; its records are removed");
+        self.transition(row, UnitState::Removed, |_| {})?;
+        Ok(Flow::Done)
+    }
+
+    /// Removes every record of this unit that may be live, intent first.
+    async fn remove_records(&mut self) -> Result<(), StepError> {
+        let live: Vec<RecordRow> =
+            self.env.store.records(self.unit)?.into_iter().filter(|r| r.status != RecordStatus::Removed).collect();
+        remove_rows(&self.env, self.unit, &live).await
+    }
+}
+
+/// Removes `rows` (records of one unit), writing the intent first.
+pub(super) async fn remove_rows(env: &Env, unit: UnitId, rows: &[RecordRow]) -> Result<(), StepError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    env.store.record_remove_intent(&rows.iter().map(|r| r.id).collect::<Vec<_>>())?;
+    let _permit = env.permits.acquire().await.expect("semaphore never closed");
+    for ((provider, zone), group) in group_by_zone(rows.iter()) {
+        let p = env.router.provider(&provider).ok_or_else(|| {
+            StepError::Retry(format!("provider {provider} is no longer configured; cannot remove {}", group[0].name))
+        })?;
+        let recs: Vec<Record> = group.iter().map(|r| to_record(r)).collect();
+        let started = Instant::now();
+        let result = p.remove_batch(&zone, &recs).await;
+        env.metrics.observe_provider(&provider, "remove", result.is_ok(), started.elapsed());
+        result?;
+        env.store.mark_removed(&group.iter().map(|r| r.id).collect::<Vec<_>>())?;
+        for r in &group {
+            info!(unit = %unit, record = %r.name, rtype = %r.rtype, provider = %provider, "record removed");
+        }
+    }
+    Ok(())
+}
+
+/// Removes every live record in the store (used by `dcvd cleanup`); returns how many.
+pub(super) async fn remove_all(env: &Env) -> anyhow::Result<usize> {
+    let live = env.store.live_records()?;
+    let mut by_unit: BTreeMap<UnitId, Vec<RecordRow>> = BTreeMap::new();
+    for r in live {
+        by_unit.entry(r.unit).or_default().push(r);
+    }
+    let mut n = 0;
+    for (unit, rows) in by_unit {
+        remove_rows(env, unit, &rows).await.map_err(|e| match e {
+            StepError::Retry(m) | StepError::Fatal(m) => anyhow::anyhow!("{unit}: {m}"),
+        })?;
+        n += rows.len();
+    }
+    Ok(n)
+}
+
+fn group_by_zone<'a>(rows: impl Iterator<Item = &'a RecordRow>) -> BTreeMap<(String, String), Vec<&'a RecordRow>> {
+    let mut groups: BTreeMap<(String, String), Vec<&RecordRow>> = BTreeMap::new();
+    for r in rows {
+        groups.entry((r.provider.clone(), r.zone.clone())).or_default().push(r);
+    }
+    groups
+}
+
+fn to_record(r: &RecordRow) -> Record {
+    let mut rec = match r.rtype.as_str() {
+        "CNAME" => Record::cname(&r.name, &r.value),
+        _ => Record::txt(&r.name, &r.value),
+    };
+    rec.ttl = r.ttl;
+    rec
+}
+
+fn dcv_method(m: Method) -> DcvMethod {
+    match m {
+        Method::DnsTxtToken => DcvMethod::DnsTxtToken,
+        Method::DnsCnameToken => DcvMethod::DnsCnameToken,
+    }
+}
+
+fn token_expired(row: &UnitRow) -> bool {
+    row.token_expires_at.is_some_and(|exp| exp * 1000 <= now_millis())
+}
+
+/// `min * 2^(attempt-1)`, capped at `max`, with up to 10% jitter subtracted so that many units
+/// do not check in lockstep.
+pub(crate) fn backoff(min: Duration, max: Duration, attempt: u32) -> Duration {
+    let exp = attempt.saturating_sub(1).min(20);
+    let base = min.saturating_mul(1u32 << exp).min(max);
+    let jitter = base.mul_f64(rand::random::<f64>() * 0.1);
+    (base - jitter).max(min.min(max))
+}
+
+fn log_transition(row: &UnitRow, from: UnitState, elapsed_ms: u64) {
+    let domain = row.domains.join(",");
+    let state = row.state.as_str();
+    let from = from.as_str();
+    let attempts = row.attempts;
+    match (row.unit.kind, row.state) {
+        (UnitKind::Order, UnitState::Failed | UnitState::Expired) => {
+            error!(order_id = row.unit.id, domain, state, from, elapsed_ms, attempts, error = row.last_error.as_deref().unwrap_or(""), "state changed")
+        }
+        (UnitKind::Domain, UnitState::Failed | UnitState::Expired) => {
+            error!(domain_id = row.unit.id, domain, state, from, elapsed_ms, attempts, error = row.last_error.as_deref().unwrap_or(""), "state changed")
+        }
+        (UnitKind::Order, _) => info!(order_id = row.unit.id, domain, state, from, elapsed_ms, attempts, "state changed"),
+        (UnitKind::Domain, _) => info!(domain_id = row.unit.id, domain, state, from, elapsed_ms, attempts, "state changed"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_doubles_and_caps() {
+        let min = Duration::from_secs(5);
+        let max = Duration::from_secs(600);
+        let b1 = backoff(min, max, 1);
+        assert!(b1 >= Duration::from_millis(4500) && b1 <= min, "{b1:?}");
+        let b3 = backoff(min, max, 3);
+        assert!(b3 >= Duration::from_secs(18) && b3 <= Duration::from_secs(20), "{b3:?}");
+        let b20 = backoff(min, max, 20);
+        assert!(b20 >= Duration::from_secs(540) && b20 <= max, "{b20:?}");
+    }
+}

@@ -1,0 +1,90 @@
+//! Builds provider adapters from `[providers.NAME]` sections: one `match`, no registry.
+//!
+//! The `memory` provider keeps its records in this process and serves them over DNS on its
+//! `listen` addresses; its store and server live for the whole process so that a reload does
+//! not lose records or re-bind ports.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use dns_provider::SharedProvider;
+use dns_provider::memory::{MemoryDnsServer, MemoryProvider, MemoryStore};
+
+use crate::config::Provider;
+
+type MemoryEntry = (MemoryStore, Option<Arc<MemoryDnsServer>>);
+
+fn memory_registry() -> &'static Mutex<HashMap<String, MemoryEntry>> {
+    static REG: OnceLock<Mutex<HashMap<String, MemoryEntry>>> = OnceLock::new();
+    REG.get_or_init(Default::default)
+}
+
+/// The store (and DNS server) of the memory provider called `name`, once built.
+pub fn memory_store(name: &str) -> Option<(MemoryStore, Option<Arc<MemoryDnsServer>>)> {
+    memory_registry().lock().expect("memory registry").get(name).cloned()
+}
+
+/// Builds the adapter for one provider section.
+pub async fn build(name: &str, provider: &Provider) -> anyhow::Result<SharedProvider> {
+    Ok(match provider {
+        Provider::Memory { zones, listen, lag } => {
+            let existing = memory_store(name);
+            let (store, server) = match existing {
+                Some(entry) => entry,
+                None => {
+                    let store = MemoryStore::default();
+                    let server = if listen.is_empty() {
+                        None
+                    } else {
+                        let cfg = dns_provider::memory::ServerConfig {
+                            zones: zones.clone(),
+                            addrs: listen.clone(),
+                            lag: dns_provider::memory::LagModel {
+                                per_server: listen
+                                    .iter()
+                                    .enumerate()
+                                    .map(|(i, _)| if i + 1 == listen.len() { *lag } else { std::time::Duration::ZERO })
+                                    .collect(),
+                                ..Default::default()
+                            },
+                            soa_minimum: 5,
+                        };
+                        Some(Arc::new(dns_provider::memory::serve(store.clone(), cfg).await?))
+                    };
+                    memory_registry().lock().expect("memory registry").insert(name.to_string(), (store.clone(), server.clone()));
+                    (store, server)
+                }
+            };
+            let _ = server;
+            Arc::new(MemoryProvider::new(zones.clone(), store))
+        }
+        Provider::Exec { zones, command, timeout } => {
+            Arc::new(dns_provider::exec::ExecProvider::new(zones.clone(), command.clone(), *timeout))
+        }
+        Provider::Rfc2136 { zones, server, tsig_key_name, tsig_algorithm, tsig_secret, timeout } => {
+            Arc::new(dns_provider::rfc2136::Rfc2136Provider::new(dns_provider::rfc2136::Rfc2136Settings {
+                server: *server,
+                zones: zones.clone(),
+                tsig_key_name: tsig_key_name.clone(),
+                tsig_algorithm: tsig_algorithm.as_str().to_string(),
+                tsig_secret: tsig_secret.clone(),
+                timeout: *timeout,
+            })?)
+        }
+        Provider::Cloudflare { zones, api_token, base_url, zone_ids } => {
+            let mut settings = dns_provider::cloudflare::CloudflareSettings::new(zones.clone(), api_token.clone());
+            if let Some(url) = base_url {
+                settings.base_url = url.clone();
+            }
+            settings.zone_ids = zone_ids.clone();
+            Arc::new(dns_provider::cloudflare::CloudflareProvider::new(settings)?)
+        }
+        Provider::Route53 { zones, hosted_zone_id, region, endpoint_url } => {
+            let mut settings = dns_provider::route53::Route53Settings::new(zones.clone());
+            settings.hosted_zone_id = hosted_zone_id.clone();
+            settings.region = region.clone();
+            settings.endpoint_url = endpoint_url.clone();
+            Arc::new(dns_provider::route53::Route53Provider::new(settings).await?)
+        }
+    })
+}

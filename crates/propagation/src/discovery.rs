@@ -1,0 +1,300 @@
+//! Zone discovery: CNAME chain, zone (SOA walk), name servers and their addresses, with caches.
+//!
+//! Every query goes through the configured resolvers with RD=1; an authoritative-only server
+//! works too, since the zone is read from the SOA of the answer (apex) or of the authority
+//! section (NXDOMAIN/NODATA), usually in one query.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use hickory_proto::op::{Message, ResponseCode};
+use hickory_proto::rr::{Name, RecordType};
+use tokio::time::Instant;
+
+use crate::dns::{self, Probe};
+use crate::transport::Protocol;
+use crate::{Error, Inner, Mode, NameServer, Target};
+
+/// Longest CNAME chain followed (resolvers stop around 8-16 too).
+const MAX_CNAMES: usize = 8;
+
+/// A zone's authoritative servers, cached until `expires`.
+#[derive(Debug, Clone)]
+pub(crate) struct ZoneInfo {
+    nameservers: Vec<NameServer>,
+    negative_ttl: Duration,
+    expires: Instant,
+}
+
+/// One query and its outcome: the response or why there is none, and how many messages went out
+/// (a truncated UDP answer costs a second, TCP, query).
+pub(crate) struct Sent {
+    pub(crate) result: Result<Message, String>,
+    pub(crate) count: u64,
+}
+
+impl Inner {
+    /// Sends one message through the global cap, bounded by the query timeout.
+    async fn send(&self, server: SocketAddr, query: &Message, protocol: Protocol) -> Result<Message, String> {
+        self.pacer.acquire().await;
+        self.queries.fetch_add(1, Ordering::Relaxed);
+        let proto = match protocol {
+            Protocol::Udp => "udp",
+            Protocol::Tcp => "tcp",
+        };
+        match tokio::time::timeout(self.config.query_timeout, self.transport.exchange(server, query, protocol)).await {
+            Ok(Ok(msg)) => Ok(msg),
+            Ok(Err(e)) => Err(format!("{proto}: {e}")),
+            Err(_) => Err(format!("{proto}: no answer within {:?}", self.config.query_timeout)),
+        }
+    }
+
+    /// Asks `server` for `name`/`rtype`: UDP with EDNS, again over TCP when truncated, again
+    /// without EDNS when the server does not understand it.
+    pub(crate) async fn query(&self, server: SocketAddr, name: &Name, rtype: RecordType, recursion: bool) -> Sent {
+        let mut count = 1;
+        let q = dns::build_query(name, rtype, recursion, true);
+        let mut result = self.send(server, &q, Protocol::Udp).await;
+        let mut q_used = q;
+        if matches!(&result, Ok(m) if m.metadata.response_code == ResponseCode::FormErr) {
+            let plain = dns::build_query(name, rtype, recursion, false);
+            count += 1;
+            result = self.send(server, &plain, Protocol::Udp).await;
+            q_used = plain;
+        }
+        if matches!(&result, Ok(m) if m.metadata.truncation) {
+            count += 1;
+            result = self.send(server, &q_used, Protocol::Tcp).await;
+        }
+        Sent { result, count }
+    }
+
+    /// Asks the resolvers in turn until one gives a usable answer (NOERROR or NXDOMAIN). `Ok(Err)`
+    /// is an answer nobody could use (e.g. every one REFUSED); `Err` means no resolver answered.
+    async fn resolve(&self, name: &Name, rtype: RecordType) -> Result<Result<Message, String>, String> {
+        let mut refused = None;
+        let mut errors = Vec::new();
+        for &r in &self.resolvers {
+            match self.query(r, name, rtype, true).await.result {
+                Ok(m) => match m.metadata.response_code {
+                    ResponseCode::NoError | ResponseCode::NXDomain => return Ok(Ok(m)),
+                    ResponseCode::Refused | ResponseCode::NotAuth => {
+                        refused = Some(format!("{r} answered {}", dns::rcode_name(m.metadata.response_code)));
+                    }
+                    code => errors.push(format!("{r} answered {}", dns::rcode_name(code))),
+                },
+                Err(e) => errors.push(format!("{r}: {e}")),
+            }
+        }
+        match refused {
+            Some(why) => Ok(Err(why)),
+            None => Err(errors.join("; ")),
+        }
+    }
+
+    async fn probe(&self, name: &Name) -> Result<Probe, Error> {
+        match self.resolve(name, RecordType::SOA).await {
+            Ok(Ok(m)) => Ok(dns::read_probe(name, &m)),
+            Ok(Err(why)) => Ok(Probe::Nothing(why)),
+            Err(message) => Err(Error::Resolve { name: dns::show(name), message: format!("SOA query failed: {message}") }),
+        }
+    }
+}
+
+/// See [`crate::Checker::target`].
+pub(crate) async fn target(inner: &Arc<Inner>, name: &str, follow: bool) -> Result<Target, Error> {
+    let start = dns::parse_name(name).map_err(|message| Error::Resolve { name: name.to_string(), message })?;
+    let key = (dns::show(&start), follow);
+    if let Some((t, until)) = inner.targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key)
+        && *until > Instant::now()
+    {
+        return Ok(t.clone());
+    }
+
+    let mut chain: Vec<String> = Vec::new();
+    let mut seen = HashSet::from([dns::show(&start)]);
+    let mut ttl = u32::MAX;
+    let mut owner = start.clone();
+    let mut probe = inner.probe(&owner).await?;
+    while let (true, Probe::Alias { target, ttl: t }) = (follow, &probe) {
+        let target = target.clone();
+        chain.push(dns::show(&target));
+        if !seen.insert(dns::show(&target)) || chain.len() > MAX_CNAMES {
+            return Err(Error::CnameLoop { name: dns::show(&start), chain });
+        }
+        ttl = ttl.min(*t);
+        owner = target;
+        probe = inner.probe(&owner).await?;
+    }
+
+    // Walk up from the owner until an answer names the zone.
+    let mut candidate = owner.clone();
+    let (zone, soa) = loop {
+        let note = match probe {
+            Probe::Apex { negative_ttl, ttl: t } => {
+                ttl = ttl.min(t);
+                break (candidate, Some(negative_ttl));
+            }
+            Probe::Negative { zone, negative_ttl, ttl: t } => {
+                ttl = ttl.min(t);
+                break (zone, Some(negative_ttl));
+            }
+            Probe::Referral { zone } => break (zone, None),
+            Probe::Alias { target, .. } => format!("{} is a CNAME to {}", dns::show(&candidate), dns::show(&target)),
+            Probe::Nothing(why) => format!("{}: {why}", dns::show(&candidate)),
+        };
+        if candidate.is_root() {
+            return Err(Error::NoZone { name: dns::show(&owner), message: format!("no SOA found up to the root; last: {note}") });
+        }
+        candidate = candidate.base_name();
+        probe = inner.probe(&candidate).await?;
+    };
+
+    let (nameservers, negative_ttl, zone_expires) = match inner.config.mode {
+        Mode::Resolvers if soa.is_some() => {
+            let servers = inner.resolvers.iter().map(|a| NameServer { name: "resolver".into(), addrs: vec![*a] }).collect();
+            (servers, Duration::from_secs(u64::from(soa.unwrap_or(0))), None)
+        }
+        _ => {
+            let info = zone_info(inner, &zone, soa).await?;
+            let servers = if inner.config.mode == Mode::Resolvers {
+                inner.resolvers.iter().map(|a| NameServer { name: "resolver".into(), addrs: vec![*a] }).collect()
+            } else {
+                info.nameservers
+            };
+            (servers, info.negative_ttl, Some(info.expires))
+        }
+    };
+
+    let target = Target {
+        name: dns::show(&start),
+        owner: dns::show(&owner),
+        cname_chain: chain,
+        zone: dns::show(&zone),
+        nameservers,
+        negative_ttl,
+    };
+    let mut until = Instant::now() + dns::cache_for(ttl);
+    if let Some(z) = zone_expires {
+        until = until.min(z);
+    }
+    inner
+        .targets
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert(key, (target.clone(), until));
+    tracing::debug!(name = %target.name, owner = %target.owner, zone = %target.zone, servers = target.nameservers.len(), "zone found");
+    Ok(target)
+}
+
+/// The zone's name servers (cached; one lookup at a time per zone).
+async fn zone_info(inner: &Arc<Inner>, zone: &Name, soa: Option<u32>) -> Result<ZoneInfo, Error> {
+    let cell = inner
+        .zones
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(dns::show(zone))
+        .or_default()
+        .clone();
+    let mut slot = cell.lock().await;
+    if let Some(info) = slot.as_ref()
+        && info.expires > Instant::now()
+    {
+        return Ok(info.clone());
+    }
+    let info = load_zone(inner, zone, soa).await?;
+    *slot = Some(info.clone());
+    Ok(info)
+}
+
+async fn load_zone(inner: &Arc<Inner>, zone: &Name, soa: Option<u32>) -> Result<ZoneInfo, Error> {
+    let no_ns = |message: String| Error::NoNameServers { zone: dns::show(zone), message };
+    let resp = match inner.resolve(zone, RecordType::NS).await {
+        Ok(Ok(m)) => m,
+        Ok(Err(why)) | Err(why) => return Err(no_ns(format!("NS query failed: {why}"))),
+    };
+    let (names, ns_ttl) = dns::read_ns(zone, &resp);
+    if names.is_empty() {
+        return Err(no_ns("the NS query returned no NS records".into()));
+    }
+    let mut ttl = ns_ttl;
+
+    // Every NS name's A and AAAA, concurrently.
+    let mut tasks = tokio::task::JoinSet::new();
+    for (i, ns) in names.iter().enumerate() {
+        for rtype in [RecordType::A, RecordType::AAAA] {
+            let (inner, ns) = (Arc::clone(inner), ns.clone());
+            tasks.spawn(async move { (i, rtype, inner.resolve(&ns, rtype).await) });
+        }
+    }
+    let mut found: Vec<(Vec<std::net::IpAddr>, Vec<String>)> = vec![(Vec::new(), Vec::new()); names.len()];
+    while let Some(joined) = tasks.join_next().await {
+        let (i, rtype, res) = joined.map_err(|e| no_ns(format!("address lookup task failed: {e}")))?;
+        match res {
+            Ok(Ok(m)) => {
+                let (ips, t) = dns::read_addrs(&m);
+                if !ips.is_empty() {
+                    ttl = ttl.min(t);
+                }
+                found[i].0.extend(ips);
+            }
+            Ok(Err(why)) | Err(why) => found[i].1.push(format!("{rtype}: {why}")),
+        }
+    }
+    let port = inner.config.nameserver_port;
+    let v6 = inner.transport.ipv6_usable();
+    let mut nameservers = Vec::new();
+    for (ns, (mut ips, errors)) in names.iter().zip(found) {
+        if !errors.is_empty() {
+            // A lookup that failed (not one that found nothing) may hide an address that
+            // DigiCert will query: do not guess, fail and let the caller retry.
+            return Err(no_ns(format!("addresses of {}: {}", dns::show(ns), errors.join("; "))));
+        }
+        ips.sort();
+        ips.dedup();
+        if !v6 && ips.iter().any(std::net::IpAddr::is_ipv6) {
+            tracing::warn!(nameserver = %dns::show(ns), "no ipv6 route on this host: checking its ipv4 addresses only");
+            ips.retain(std::net::IpAddr::is_ipv4);
+        }
+        if ips.is_empty() {
+            tracing::warn!(zone = %dns::show(zone), nameserver = %dns::show(ns), "name server has no usable address, skipped");
+            continue;
+        }
+        nameservers.push(NameServer { name: dns::show(ns), addrs: ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect() });
+    }
+    if nameservers.is_empty() {
+        return Err(no_ns(format!("none of {} has an address", names.iter().map(dns::show).collect::<Vec<_>>().join(", "))));
+    }
+    nameservers.sort_by(|a, b| a.name.cmp(&b.name));
+
+    // Reached by a referral: the SOA comes from the zone's own servers.
+    let negative_ttl = match soa {
+        Some(n) => n,
+        None => {
+            let mut last = String::from("no address");
+            let mut got = None;
+            for addr in nameservers.iter().flat_map(|n| n.addrs.iter().copied()) {
+                match inner.query(addr, zone, RecordType::SOA, false).await.result {
+                    Ok(m) => match dns::read_soa(zone, &m) {
+                        Some((neg, t)) => {
+                            ttl = ttl.min(t);
+                            got = Some(neg);
+                            break;
+                        }
+                        None => last = format!("{addr} answered {} without SOA", dns::rcode_name(m.metadata.response_code)),
+                    },
+                    Err(e) => last = format!("{addr}: {e}"),
+                }
+            }
+            got.ok_or_else(|| Error::Resolve { name: dns::show(zone), message: format!("SOA of the zone: {last}") })?
+        }
+    };
+    Ok(ZoneInfo {
+        nameservers,
+        negative_ttl: Duration::from_secs(u64::from(negative_ttl)),
+        expires: Instant::now() + dns::cache_for(ttl),
+    })
+}
