@@ -32,23 +32,23 @@ fn bad_request(message: String) -> Response {
 }
 
 /// One item or an array of them.
-fn one_or_many<T: DeserializeOwned>(body: &Bytes) -> Result<Vec<T>, Response> {
-    let v: Value = serde_json::from_slice(body)
-        .map_err(|e| bad_request(format!("the body is not valid JSON: {e}")))?;
+fn one_or_many<T: DeserializeOwned>(body: &Bytes) -> Result<Vec<T>, String> {
+    let v: Value =
+        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
     let items = match v {
         Value::Array(items) => items,
         other => vec![other],
     };
     items
         .into_iter()
-        .map(|i| serde_json::from_value(i).map_err(|e| bad_request(format!("invalid item: {e}"))))
+        .map(|i| serde_json::from_value(i).map_err(|e| format!("invalid item: {e}")))
         .collect()
 }
 
 async fn create_orders(State(sim): State<Sim>, body: Bytes) -> Response {
     let orders: Vec<NewOrder> = match one_or_many(&body) {
         Ok(o) => o,
-        Err(resp) => return resp,
+        Err(msg) => return bad_request(msg),
     };
     let ids: Vec<u64> = orders.iter().map(|o| o.id).collect();
     for o in orders {
@@ -61,7 +61,7 @@ async fn create_orders(State(sim): State<Sim>, body: Bytes) -> Response {
 async fn create_domains(State(sim): State<Sim>, body: Bytes) -> Response {
     let domains: Vec<NewDomain> = match one_or_many(&body) {
         Ok(d) => d,
-        Err(resp) => return resp,
+        Err(msg) => return bad_request(msg),
     };
     let ids: Vec<u64> = domains.iter().map(|d| d.id).collect();
     for d in domains {
@@ -72,7 +72,11 @@ async fn create_domains(State(sim): State<Sim>, body: Bytes) -> Response {
 }
 
 fn unknown(kind: &str, id: &str) -> Response {
-    error(StatusCode::NOT_FOUND, "not_found", &format!("no {kind} with id {id}"))
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        &format!("no {kind} with id {id}"),
+    )
 }
 
 async fn get_order(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
@@ -94,7 +98,10 @@ async fn advance_clock(State(sim): State<Sim>, body: Bytes) -> Response {
         Ok(v) => v,
         Err(e) => return bad_request(format!("expected {{\"seconds\": N}}: {e}")),
     };
-    let Some(seconds) = v.get("seconds").and_then(Value::as_f64).filter(|s| *s >= 0.0 && s.is_finite())
+    let Some(seconds) = v
+        .get("seconds")
+        .and_then(Value::as_f64)
+        .filter(|s| *s >= 0.0 && s.is_finite())
     else {
         return bad_request("expected {\"seconds\": N} with N >= 0".to_string());
     };

@@ -28,17 +28,27 @@ const PREFIX: &str = "/services/v2";
 pub(crate) fn routes(sim: Sim) -> Router {
     let api = Router::new()
         .route("/order/certificate/{id}", get(order_info))
-        .route("/order/certificate/{id}/dcv-random-value", put(dcv_random_value))
+        .route(
+            "/order/certificate/{id}/dcv-random-value",
+            put(dcv_random_value),
+        )
         .route("/order/certificate/{id}/check-dcv", put(check_dcv))
         .route("/order/certificate/{id}/validation", get(order_validation))
         .route("/order/certificate/{id}/dcv-method", put(order_dcv_method))
         .route("/domain/{id}", get(domain_info))
         .route("/domain/{id}/validation", post(domain_submit_validation))
         .route("/domain/{id}/dcv/token", post(domain_dcv_token))
-        .route("/domain/{id}/dcv/validate-token", put(domain_validate_token))
+        .route(
+            "/domain/{id}/dcv/validate-token",
+            put(domain_validate_token),
+        )
         .route_layer(middleware::from_fn_with_state(sim.clone(), pipeline))
         .fallback(|| async {
-            error(StatusCode::NOT_FOUND, "not_found", "The requested resource could not be found.")
+            error(
+                StatusCode::NOT_FOUND,
+                "not_found",
+                "The requested resource could not be found.",
+            )
         })
         .with_state(sim);
     Router::new().nest(PREFIX, api)
@@ -46,11 +56,19 @@ pub(crate) fn routes(sim: Sim) -> Router {
 
 /// `{"errors":[{"code","message"}]}` with `status`.
 pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (status, axum::Json(json!({"errors": [{"code": code, "message": message}]}))).into_response()
+    (
+        status,
+        axum::Json(json!({"errors": [{"code": code, "message": message}]})),
+    )
+        .into_response()
 }
 
 fn not_found() -> Response {
-    error(StatusCode::NOT_FOUND, "not_found", "The requested resource could not be found.")
+    error(
+        StatusCode::NOT_FOUND,
+        "not_found",
+        "The requested resource could not be found.",
+    )
 }
 
 fn endpoint_name(matched: &str) -> &'static str {
@@ -71,12 +89,12 @@ fn endpoint_name(matched: &str) -> &'static str {
 
 /// The unit a request path is about, from `/order/certificate/{id}` or `/domain/{id}`.
 fn unit_of(path: &str) -> Option<(UnitKind, u64)> {
+    // inside the nested router the prefix is already stripped
+    let path = path.strip_prefix(PREFIX).unwrap_or(path);
     let segs: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
     match segs.as_slice() {
-        ["services", "v2", "order", "certificate", id, ..] => {
-            id.parse().ok().map(|id| (UnitKind::Order, id))
-        }
-        ["services", "v2", "domain", id, ..] => id.parse().ok().map(|id| (UnitKind::Domain, id)),
+        ["order", "certificate", id, ..] => id.parse().ok().map(|id| (UnitKind::Order, id)),
+        ["domain", id, ..] => id.parse().ok().map(|id| (UnitKind::Domain, id)),
         _ => None,
     }
 }
@@ -96,7 +114,8 @@ fn draw_fault(w: &mut World, endpoint: &str) -> (Option<Fault>, Option<Duration>
     let r_latency: f64 = w.rng.random();
     let latency = if r_latency < rule.latency {
         Some(Duration::from_millis(
-            w.rng.random_range(rule.latency_min_ms..=rule.latency_max_ms),
+            w.rng
+                .random_range(rule.latency_min_ms..=rule.latency_max_ms),
         ))
     } else {
         None
@@ -142,7 +161,11 @@ async fn pipeline(State(sim): State<Sim>, req: Request, next: Next) -> Response 
         .get::<MatchedPath>()
         .map_or("unknown", |m| endpoint_name(m.as_str()));
     let unit = unit_of(req.uri().path());
-    let key = req.headers().get("x-dc-devkey").map(HeaderValue::as_bytes).map(<[u8]>::to_vec);
+    let key = req
+        .headers()
+        .get("x-dc-devkey")
+        .map(HeaderValue::as_bytes)
+        .map(<[u8]>::to_vec);
     let now = sim.mono_now();
 
     let (fault, latency) = {
@@ -150,10 +173,20 @@ async fn pipeline(State(sim): State<Sim>, req: Request, next: Next) -> Response 
         *w.stats.calls.entry(endpoint.to_string()).or_default() += 1;
         match unit {
             Some((UnitKind::Order, id)) => {
-                *w.stats.order_calls.entry(id).or_default().entry(endpoint.to_string()).or_default() += 1;
+                *w.stats
+                    .order_calls
+                    .entry(id)
+                    .or_default()
+                    .entry(endpoint.to_string())
+                    .or_default() += 1;
             }
             Some((UnitKind::Domain, id)) => {
-                *w.stats.domain_calls.entry(id).or_default().entry(endpoint.to_string()).or_default() += 1;
+                *w.stats
+                    .domain_calls
+                    .entry(id)
+                    .or_default()
+                    .entry(endpoint.to_string())
+                    .or_default() += 1;
             }
             None => {}
         }
@@ -168,13 +201,21 @@ async fn pipeline(State(sim): State<Sim>, req: Request, next: Next) -> Response 
             }
             Some(k) if k != sim.inner.config.api_key.as_bytes() => {
                 w.stats.unauthorized += 1;
-                return error(StatusCode::UNAUTHORIZED, "unauthorized", "The specified API key is invalid.");
+                return error(
+                    StatusCode::UNAUTHORIZED,
+                    "unauthorized",
+                    "The specified API key is invalid.",
+                );
             }
             Some(_) => {}
         }
         let limits = &sim.inner.config.rate_limits;
         let longest = limits.iter().map(|(_, d)| *d).max().unwrap_or_default();
-        while w.accepted.front().is_some_and(|t| now.saturating_duration_since(*t) >= longest) {
+        while w
+            .accepted
+            .front()
+            .is_some_and(|t| now.saturating_duration_since(*t) >= longest)
+        {
             w.accepted.pop_front();
         }
         let breached = limits.iter().any(|(n, per)| {
@@ -210,7 +251,11 @@ async fn pipeline(State(sim): State<Sim>, req: Request, next: Next) -> Response 
     };
 
     if let Some(delay) = latency {
-        tracing::debug!(endpoint, delay_ms = delay.as_millis() as u64, "injecting latency");
+        tracing::debug!(
+            endpoint,
+            delay_ms = delay.as_millis() as u64,
+            "injecting latency"
+        );
         tokio::time::sleep(delay).await;
     }
     match fault {
@@ -273,7 +318,10 @@ async fn dcv_random_value(State(sim): State<Sim>, Path(id): Path<String>) -> Res
         order.random_value = random_token(&mut w.rng);
         order.random_value_expires = expiry;
         w.stats.tokens_issued += 1;
-        tracing::info!(order_id = order.id, "new dcv random value (the old one expired)");
+        tracing::info!(
+            order_id = order.id,
+            "new dcv random value (the old one expired)"
+        );
     }
     axum::Json(json!({
         "dcv_random_value": order.random_value,
@@ -282,7 +330,14 @@ async fn dcv_random_value(State(sim): State<Sim>, Path(id): Path<String>) -> Res
     .into_response()
 }
 
-fn record_check(sim: &Sim, w: &mut World, kind: UnitKind, id: u64, outcome: CheckOutcome, valid: usize, total: usize, counters: LookupCounters) {
+fn record_check(
+    sim: &Sim,
+    w: &mut World,
+    (kind, id): (UnitKind, u64),
+    outcome: CheckOutcome,
+    (valid, total): (usize, usize),
+    counters: LookupCounters,
+) {
     w.stats.dns_queries += counters.queries;
     w.stats.negative_cache_hits += counters.negative_cache_hits;
     w.stats.dns_errors += counters.errors;
@@ -304,12 +359,28 @@ fn record_check(sim: &Sim, w: &mut World, kind: UnitKind, id: u64, outcome: Chec
 }
 
 /// Looks every candidate of `name` up by `method`'s rule; the first hit validates.
-async fn validate_name(sim: &Sim, method: DcvMethod, name: &str, value: &str, counters: &mut LookupCounters) -> bool {
+async fn validate_name(
+    sim: &Sim,
+    method: DcvMethod,
+    name: &str,
+    value: &str,
+    counters: &mut LookupCounters,
+) -> bool {
     let now = sim.mono_now();
     for candidate in candidate_names(name) {
         let found = match method {
-            DcvMethod::DnsTxtToken => sim.inner.dns.find_txt(&candidate, value, now, counters).await,
-            DcvMethod::DnsCnameToken => sim.inner.dns.find_cname(&candidate, value, now, counters).await,
+            DcvMethod::DnsTxtToken => {
+                sim.inner
+                    .dns
+                    .find_txt(&candidate, value, now, counters)
+                    .await
+            }
+            DcvMethod::DnsCnameToken => {
+                sim.inner
+                    .dns
+                    .find_cname(&candidate, value, now, counters)
+                    .await
+            }
             DcvMethod::HttpToken | DcvMethod::Email => None,
         };
         if let Some(owner) = found {
@@ -341,7 +412,10 @@ fn dv_not_found(method: DcvMethod, expired: bool) -> Response {
             "invalid_dns_cname",
             "Could not find a valid CNAME record for one or more domains.".to_string(),
         ),
-        _ => ("invalid_dns_txt", "Could not find a valid TXT record for one or more domains.".to_string()),
+        _ => (
+            "invalid_dns_txt",
+            "Could not find a valid TXT record for one or more domains.".to_string(),
+        ),
     };
     if expired {
         message.push_str(" The random value has expired: request a new one.");
@@ -370,17 +444,38 @@ async fn check_dcv(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
         let (oid, method, total) = (order.id, order.dcv_method, order.dns_names.len());
         if matches!(method, DcvMethod::Email | DcvMethod::HttpToken) {
             let valid = order.validated.len();
-            record_check(&sim, w, UnitKind::Order, oid, CheckOutcome::WrongMethod, valid, total, LookupCounters::default());
+            record_check(
+                &sim,
+                w,
+                (UnitKind::Order, oid),
+                CheckOutcome::WrongMethod,
+                (valid, total),
+                LookupCounters::default(),
+            );
             return wrong_method(method);
         }
         if order.dcv_valid {
             let resp = check_dcv_ok(order);
-            record_check(&sim, w, UnitKind::Order, oid, CheckOutcome::AlreadyValid, total, total, LookupCounters::default());
+            record_check(
+                &sim,
+                w,
+                (UnitKind::Order, oid),
+                CheckOutcome::AlreadyValid,
+                (total, total),
+                LookupCounters::default(),
+            );
             return resp;
         }
         if order.random_value_expires <= now {
             let valid = order.validated.len();
-            record_check(&sim, w, UnitKind::Order, oid, CheckOutcome::Expired, valid, total, LookupCounters::default());
+            record_check(
+                &sim,
+                w,
+                (UnitKind::Order, oid),
+                CheckOutcome::Expired,
+                (valid, total),
+                LookupCounters::default(),
+            );
             return dv_not_found(method, true);
         }
         let pending: Vec<String> = order
@@ -423,12 +518,31 @@ async fn check_dcv(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
         }
         tracing::info!(order_id = oid, "order dcv valid");
         let resp = check_dcv_ok(order);
-        record_check(&sim, w, UnitKind::Order, oid, CheckOutcome::Valid, valid, total, counters);
+        record_check(
+            &sim,
+            w,
+            (UnitKind::Order, oid),
+            CheckOutcome::Valid,
+            (valid, total),
+            counters,
+        );
         resp
     } else {
-        tracing::info!(order_id = oid, valid, total, negative_cache_hits = counters.negative_cache_hits,
-            "order dcv check found no record for some names");
-        record_check(&sim, w, UnitKind::Order, oid, CheckOutcome::NotFound, valid, total, counters);
+        tracing::info!(
+            order_id = oid,
+            valid,
+            total,
+            negative_cache_hits = counters.negative_cache_hits,
+            "order dcv check found no record for some names"
+        );
+        record_check(
+            &sim,
+            w,
+            (UnitKind::Order, oid),
+            CheckOutcome::NotFound,
+            (valid, total),
+            counters,
+        );
         dv_not_found(method, false)
     }
 }
@@ -459,13 +573,11 @@ async fn order_validation(State(sim): State<Sim>, Path(id): Path<String>) -> Res
     axum::Json(json!({ "dns_name_validations": order.name_validations() })).into_response()
 }
 
-fn parse_json(body: &Bytes) -> Result<Value, Response> {
+fn parse_json(body: &Bytes) -> Result<Value, String> {
     if body.is_empty() {
         return Ok(Value::Object(serde_json::Map::new()));
     }
-    serde_json::from_slice(body).map_err(|e| {
-        error(StatusCode::BAD_REQUEST, "invalid_json", &format!("The request body is not valid JSON: {e}"))
-    })
+    serde_json::from_slice(body).map_err(|e| format!("The request body is not valid JSON: {e}"))
 }
 
 fn invalid_dcv_method() -> Response {
@@ -479,13 +591,17 @@ fn invalid_dcv_method() -> Response {
 async fn order_dcv_method(State(sim): State<Sim>, Path(id): Path<String>, body: Bytes) -> Response {
     let body = match parse_json(&body) {
         Ok(b) => b,
-        Err(resp) => return resp,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, "invalid_json", &msg),
     };
     let mut w = sim.world();
     let Some(order) = parse_id(&id).and_then(|id| w.orders.get_mut(&id)) else {
         return not_found();
     };
-    let Some(method) = body.get("dcv_method").and_then(Value::as_str).and_then(DcvMethod::parse) else {
+    let Some(method) = body
+        .get("dcv_method")
+        .and_then(Value::as_str)
+        .and_then(DcvMethod::parse)
+    else {
         return invalid_dcv_method();
     };
     order.dcv_method = method;
@@ -497,7 +613,9 @@ fn dcv_token_json(method: DcvMethod, name: &str, token: &str, expires: DateTime<
     match method {
         DcvMethod::DnsCnameToken => v["verification_value"] = json!(DCV_CNAME_TARGET),
         DcvMethod::HttpToken => {
-            v["http_token_url"] = json!(format!("http://{name}/.well-known/pki-validation/fileauth.txt"));
+            v["http_token_url"] = json!(format!(
+                "http://{name}/.well-known/pki-validation/fileauth.txt"
+            ));
         }
         _ => {}
     }
@@ -505,16 +623,26 @@ fn dcv_token_json(method: DcvMethod, name: &str, token: &str, expires: DateTime<
 }
 
 fn base_emails(name: &str) -> Vec<String> {
-    ["administrator", "postmaster", "admin", "webmaster", "hostmaster"]
-        .iter()
-        .map(|u| format!("{u}@{name}"))
-        .collect()
+    [
+        "administrator",
+        "postmaster",
+        "admin",
+        "webmaster",
+        "hostmaster",
+    ]
+    .iter()
+    .map(|u| format!("{u}@{name}"))
+    .collect()
 }
 
-async fn domain_submit_validation(State(sim): State<Sim>, Path(id): Path<String>, body: Bytes) -> Response {
+async fn domain_submit_validation(
+    State(sim): State<Sim>,
+    Path(id): Path<String>,
+    body: Bytes,
+) -> Response {
     let body = match parse_json(&body) {
         Ok(b) => b,
-        Err(resp) => return resp,
+        Err(msg) => return error(StatusCode::BAD_REQUEST, "invalid_json", &msg),
     };
     let now = sim.now();
     let expiry = token_expiry(&sim);
@@ -525,7 +653,11 @@ async fn domain_submit_validation(State(sim): State<Sim>, Path(id): Path<String>
     };
     let types: Option<Vec<String>> = body.get("validations").and_then(Value::as_array).map(|a| {
         a.iter()
-            .filter_map(|v| v.get("type").and_then(Value::as_str).map(str::to_ascii_lowercase))
+            .filter_map(|v| {
+                v.get("type")
+                    .and_then(Value::as_str)
+                    .map(str::to_ascii_lowercase)
+            })
             .collect()
     });
     let Some(types) = types.filter(|t| !t.is_empty()) else {
@@ -587,7 +719,10 @@ async fn domain_dcv_token(State(sim): State<Sim>, Path(id): Path<String>) -> Res
     let token = random_token(&mut w.rng);
     domain.token = Some((token.clone(), expiry));
     w.stats.tokens_issued += 1;
-    tracing::info!(domain_id = domain.id, "new domain dcv token (the old one no longer validates)");
+    tracing::info!(
+        domain_id = domain.id,
+        "new domain dcv token (the old one no longer validates)"
+    );
     let mut v = dcv_token_json(domain.dcv_method, &domain.name, &token, expiry);
     if domain.dcv_method == DcvMethod::HttpToken {
         v["verification_value"] = v["http_token_url"].clone();
@@ -610,7 +745,10 @@ fn domain_not_found(method: DcvMethod, expired: bool) -> Response {
         ),
     };
     if expired {
-        resp.headers_mut().insert("x-sim-note", HeaderValue::from_static("token expired or never issued"));
+        resp.headers_mut().insert(
+            "x-sim-note",
+            HeaderValue::from_static("token expired or never issued"),
+        );
     }
     resp
 }
@@ -626,18 +764,43 @@ async fn domain_validate_token(State(sim): State<Sim>, Path(id): Path<String>) -
         let (did, method) = (domain.id, domain.dcv_method);
         if matches!(method, DcvMethod::Email | DcvMethod::HttpToken) {
             let valid = usize::from(domain.validated_at.is_some());
-            record_check(&sim, w, UnitKind::Domain, did, CheckOutcome::WrongMethod, valid, 1, LookupCounters::default());
+            record_check(
+                &sim,
+                w,
+                (UnitKind::Domain, did),
+                CheckOutcome::WrongMethod,
+                (valid, 1),
+                LookupCounters::default(),
+            );
             return wrong_method(method);
         }
         if domain.validated_at.is_some() {
-            let token = domain.token.as_ref().map(|(t, _)| t.clone()).unwrap_or_default();
-            record_check(&sim, w, UnitKind::Domain, did, CheckOutcome::AlreadyValid, 1, 1, LookupCounters::default());
+            let token = domain
+                .token
+                .as_ref()
+                .map(|(t, _)| t.clone())
+                .unwrap_or_default();
+            record_check(
+                &sim,
+                w,
+                (UnitKind::Domain, did),
+                CheckOutcome::AlreadyValid,
+                (1, 1),
+                LookupCounters::default(),
+            );
             return axum::Json(json!({"token": token, "status": "active"})).into_response();
         }
         match domain.token.clone() {
             Some((token, expires)) if expires > now => (did, method, domain.name.clone(), token),
             _ => {
-                record_check(&sim, w, UnitKind::Domain, did, CheckOutcome::Expired, 0, 1, LookupCounters::default());
+                record_check(
+                    &sim,
+                    w,
+                    (UnitKind::Domain, did),
+                    CheckOutcome::Expired,
+                    (0, 1),
+                    LookupCounters::default(),
+                );
                 return domain_not_found(method, true);
             }
         }
@@ -651,7 +814,8 @@ async fn domain_validate_token(State(sim): State<Sim>, Path(id): Path<String>) -
     let Some(domain) = w.domains.get_mut(&did) else {
         return not_found();
     };
-    let current = domain.token.as_ref().is_some_and(|(t, _)| *t == token) && domain.dcv_method == method;
+    let current =
+        domain.token.as_ref().is_some_and(|(t, _)| *t == token) && domain.dcv_method == method;
     if found && current {
         let at = sim.now();
         domain.validated_at = Some(at);
@@ -659,12 +823,29 @@ async fn domain_validate_token(State(sim): State<Sim>, Path(id): Path<String>) -
             *until = Some(at + chrono::Duration::days(397));
         }
         tracing::info!(domain_id = did, "domain dcv valid");
-        record_check(&sim, w, UnitKind::Domain, did, CheckOutcome::Valid, 1, 1, counters);
+        record_check(
+            &sim,
+            w,
+            (UnitKind::Domain, did),
+            CheckOutcome::Valid,
+            (1, 1),
+            counters,
+        );
         axum::Json(json!({"token": token, "status": "active"})).into_response()
     } else {
-        tracing::info!(domain_id = did, negative_cache_hits = counters.negative_cache_hits,
-            "domain dcv check found no record");
-        record_check(&sim, w, UnitKind::Domain, did, CheckOutcome::NotFound, 0, 1, counters);
+        tracing::info!(
+            domain_id = did,
+            negative_cache_hits = counters.negative_cache_hits,
+            "domain dcv check found no record"
+        );
+        record_check(
+            &sim,
+            w,
+            (UnitKind::Domain, did),
+            CheckOutcome::NotFound,
+            (0, 1),
+            counters,
+        );
         domain_not_found(method, false)
     }
 }
@@ -705,7 +886,9 @@ async fn domain_info(
             .validations
             .iter()
             .map(|(kind, until)| match until {
-                Some(until) => json!({"type": kind, "status": "active", "validated_until": timestamp(*until)}),
+                Some(until) => {
+                    json!({"type": kind, "status": "active", "validated_until": timestamp(*until)})
+                }
                 None => json!({"type": kind, "status": "pending"}),
             })
             .collect();

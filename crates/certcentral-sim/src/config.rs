@@ -202,7 +202,8 @@ impl FaultRule {
                 return Err(format!("{name} = {p}: a probability must be within 0..=1"));
             }
         }
-        let exclusive = self.error_500 + self.error_503 + self.html_502 + self.drop + self.burst_429;
+        let exclusive =
+            self.error_500 + self.error_503 + self.html_502 + self.drop + self.burst_429;
         if exclusive > 1.0 + 1e-9 {
             return Err(format!(
                 "error_500 + error_503 + html_502 + drop + burst_429 = {exclusive}: must not exceed 1"
@@ -261,7 +262,9 @@ pub fn parse_rate_limit(s: &str) -> Result<(u32, Duration), String> {
     let per = humantime::parse_duration(per.trim())
         .map_err(|e| format!("rate limit {s:?}: duration {per:?}: {e}"))?;
     if n == 0 || per.is_zero() {
-        return Err(format!("rate limit {s:?}: requests and duration must be positive"));
+        return Err(format!(
+            "rate limit {s:?}: requests and duration must be positive"
+        ));
     }
     Ok((n, per))
 }
@@ -272,8 +275,14 @@ mod tests {
 
     #[test]
     fn rate_limit_parses() {
-        assert_eq!(parse_rate_limit("100/5s"), Ok((100, Duration::from_secs(5))));
-        assert_eq!(parse_rate_limit("1000/5m"), Ok((1000, Duration::from_secs(300))));
+        assert_eq!(
+            parse_rate_limit("100/5s"),
+            Ok((100, Duration::from_secs(5)))
+        );
+        assert_eq!(
+            parse_rate_limit("1000/5m"),
+            Ok((1000, Duration::from_secs(300)))
+        );
         assert!(parse_rate_limit("100").is_err());
         assert!(parse_rate_limit("0/5s").is_err());
     }

@@ -152,11 +152,16 @@ impl DnsChecker {
         counters: &mut LookupCounters,
     ) -> Option<String> {
         for owner in [format!("_dnsauth.{name}"), name.to_string()] {
-            if let Answer::Records(records) = self.lookup(&owner, RecordType::TXT, now, counters).await
+            if let Answer::Records(records) =
+                self.lookup(&owner, RecordType::TXT, now, counters).await
             {
                 let hit = records.iter().any(|r| match r {
                     RData::TXT(txt) => {
-                        let text: Vec<u8> = txt.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
+                        let text: Vec<u8> = txt
+                            .txt_data
+                            .iter()
+                            .flat_map(|s| s.iter().copied())
+                            .collect();
                         String::from_utf8_lossy(&text).contains(value)
                     }
                     _ => false,
@@ -180,7 +185,10 @@ impl DnsChecker {
     ) -> Option<String> {
         let value = value.to_ascii_lowercase();
         let forms = [
-            (format!("_dnsauth.{name}"), format!("{value}.{DCV_CNAME_TARGET}")),
+            (
+                format!("_dnsauth.{name}"),
+                format!("{value}.{DCV_CNAME_TARGET}"),
+            ),
             (format!("{value}.{name}"), DCV_CNAME_TARGET.to_string()),
         ];
         for (owner, target) in forms {
@@ -189,7 +197,9 @@ impl DnsChecker {
             {
                 let hit = records.iter().any(|r| match r {
                     RData::CNAME(c) => {
-                        c.0.to_ascii().trim_end_matches('.').eq_ignore_ascii_case(&target)
+                        c.0.to_ascii()
+                            .trim_end_matches('.')
+                            .eq_ignore_ascii_case(&target)
                     }
                     _ => false,
                 });
@@ -211,7 +221,11 @@ pub(crate) fn candidate_names(name: &str) -> Vec<String> {
         .trim_end_matches('.')
         .to_ascii_lowercase();
     let labels: Vec<&str> = base.split('.').filter(|l| !l.is_empty()).collect();
-    let stop = if labels.len() >= 2 { labels.len() - 1 } else { labels.len() };
+    let stop = if labels.len() >= 2 {
+        labels.len() - 1
+    } else {
+        labels.len()
+    };
     (0..stop.max(1))
         .map(|i| labels[i..].join("."))
         .filter(|n| !n.is_empty())
@@ -237,6 +251,8 @@ fn build_resolver(addr: SocketAddr, timeout: Duration) -> TokioResolver {
     opts.attempts = 1;
     opts.use_hosts_file = ResolveHosts::Never;
     opts.try_tcp_on_error = true;
+    // benchmarks check thousands of units at once: never fail a lookup for a busy connection
+    opts.max_active_requests = 4096;
     builder
         .build()
         .expect("a resolver with one explicit name server and no system config always builds")

@@ -297,12 +297,18 @@ impl Sim {
             validations: d
                 .validations
                 .iter()
-                .map(|(k, v)| (k.clone(), if v.is_some() { "active" } else { "pending" }.to_string()))
+                .map(|(k, v)| {
+                    (
+                        k.clone(),
+                        if v.is_some() { "active" } else { "pending" }.to_string(),
+                    )
+                })
                 .collect(),
         })
     }
 
-    /// Replaces the fault configuration (already validated by the caller or rejected here).
+    /// Replaces the fault configuration. Check it with [`FaultConfig::validate`] first (the
+    /// admin API does): probabilities outside 0..=1 act as "never" or "always".
     pub fn set_faults(&self, faults: FaultConfig) {
         self.world().faults = faults;
     }
@@ -313,7 +319,10 @@ impl Sim {
     }
 
     fn world(&self) -> MutexGuard<'_, World> {
-        self.inner.world.lock().unwrap_or_else(PoisonError::into_inner)
+        self.inner
+            .world
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
     }
 
     fn mono_now(&self) -> Instant {

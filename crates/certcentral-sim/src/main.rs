@@ -31,6 +31,17 @@ ADMIN (http://ADDR/_sim, no key)
   GET  /_sim/orders/{id}   GET /_sim/domains/{id}   GET /_sim/stats   POST /_sim/reset
   POST /_sim/clock/advance {\"seconds\": N}          GET|PUT /_sim/faults (FaultConfig JSON)
 
+DCV CHECKS
+  TXT at _dnsauth.<name> then <name> (a record that contains the value counts); CNAME
+  _dnsauth.<name> -> <value>.dcv.digicert.com, or <value>.<name> -> dcv.digicert.com; \"*.\" is
+  stripped and a validated parent domain covers its subdomains. Each lookup asks ONE --dns server,
+  round-robin. Negative answers are cached like a CA's resolver does (--negative-ttl, default the
+  SOA's, capped by --negative-ttl-cap), so a check made too early keeps failing for that time. A
+  DV order becomes \"issued\" once every name is valid (--keep-pending: stays \"pending\" with
+  dcv_status valid). The clock (token expiry, negative cache, rate windows) is real time plus the
+  offset of POST /_sim/clock/advance. A rate-limit breach answers 429 request_limit_exceeded
+  without Retry-After.
+
 FAULTS
   --fault [ENDPOINT.]FIELD=VALUE, FIELD one of error_500, error_503, html_502, drop, burst_429
   (probabilities 0..1, summing to at most 1), burst_len, latency (probability), latency_min_ms,
@@ -57,7 +68,12 @@ struct Args {
     dns: Vec<SocketAddr>,
 
     /// Expected X-DC-DEVKEY.
-    #[arg(long, env = "CERTCENTRAL_SIM_API_KEY", default_value = "sim-devkey", hide_env_values = true)]
+    #[arg(
+        long,
+        env = "CERTCENTRAL_SIM_API_KEY",
+        default_value = "sim-devkey",
+        hide_env_values = true
+    )]
     api_key: String,
 
     /// Lifetime of DV random values and OV/EV tokens.
@@ -132,7 +148,8 @@ fn build(args: &Args) -> anyhow::Result<(SimConfig, Fixtures)> {
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the orders file {}", path.display()))?;
-            Fixtures::parse(&text).map_err(|e| anyhow::anyhow!("orders file {}: {e}", path.display()))?
+            Fixtures::parse(&text)
+                .map_err(|e| anyhow::anyhow!("orders file {}: {e}", path.display()))?
         }
     };
     if args.api_key.is_empty() {
@@ -200,12 +217,11 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(_) => {
-                let _ = ctrl_c.await;
-                return;
-            }
+        let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        else {
+            let _ = ctrl_c.await;
+            return;
         };
         tokio::select! {
             _ = ctrl_c => {}

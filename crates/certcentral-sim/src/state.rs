@@ -186,7 +186,12 @@ impl Order {
             .iter()
             .map(|n| NameValidation {
                 dns_name: n.clone(),
-                status: if self.validated.contains_key(n) { "valid" } else { "pending" }.to_string(),
+                status: if self.validated.contains_key(n) {
+                    "valid"
+                } else {
+                    "pending"
+                }
+                .to_string(),
             })
             .collect()
     }
@@ -360,5 +365,31 @@ impl Stats {
     /// Total 429 answers (windows and injected bursts).
     pub fn too_many_requests(&self) -> u64 {
         self.rate_limited + self.faults.burst_429
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fixtures_parse_from_toml_and_json() {
+        let toml = Fixtures::parse(
+            "[[order]]\nid = 1\ndns_names = [\"example.com\"]\n\n[[domain]]\nid = 2\nname = \"example.org\"\ndcv_method = \"dns-cname-token\"\n",
+        )
+        .unwrap();
+        let json = Fixtures::parse(
+            r#"{"orders": [{"id": 1, "dns_names": ["example.com"]}],
+                "domains": [{"id": 2, "name": "example.org", "dcv_method": "dns-cname-token"}]}"#,
+        )
+        .unwrap();
+        assert_eq!(toml, json);
+        assert_eq!(json.orders[0].dcv_method, DcvMethod::DnsTxtToken);
+        assert_eq!(json.domains[0].dcv_method, DcvMethod::DnsCnameToken);
+        let err = Fixtures::parse("[[order]]\nid = 1\n").unwrap_err();
+        assert!(err.contains("dns_names"), "{err}");
+        assert!(
+            Fixtures::parse(r#"{"orders": [{"id": 1, "dns_names": [], "bogus": 1}]}"#).is_err()
+        );
     }
 }

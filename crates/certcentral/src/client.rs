@@ -497,6 +497,9 @@ impl Client {
     }
 
     /// `POST /domain/{id}/dcv/token`: a new domain token (invalidates the previous one).
+    ///
+    /// Like every call it is retried after 429/5xx/timeouts; should an earlier attempt have
+    /// generated a token after all, the one returned is still the newest, hence the valid one.
     pub async fn generate_domain_token(&self, domain_id: u64) -> Result<DcvToken, Error> {
         let path = format!("/domain/{domain_id}/dcv/token");
         self.json(
@@ -728,5 +731,36 @@ impl Client {
             message: self.redact(&message),
         }
         .into()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_after_forms() {
+        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
+        assert_eq!(
+            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
+            Some(Duration::ZERO)
+        );
+        let soon = (chrono::Utc::now() + chrono::TimeDelta::seconds(120)).to_rfc2822();
+        let soon = soon.replace("+0000", "GMT");
+        let wait = parse_retry_after(&soon).expect("HTTP date parses");
+        assert!(
+            wait > Duration::from_secs(100) && wait <= Duration::from_secs(120),
+            "{wait:?}"
+        );
+        assert_eq!(parse_retry_after("soon"), None);
+    }
+
+    #[test]
+    fn excerpt_is_short_and_flat() {
+        let body = format!("<html>\n  <body>{}</body>\n</html>", "x".repeat(500));
+        let cut = excerpt(&body);
+        assert_eq!(cut.chars().count(), EXCERPT_CHARS + 1);
+        assert!(!cut.contains('\n') && cut.ends_with('…'));
+        assert_eq!(excerpt("  a \r\n b "), "a b");
     }
 }

@@ -195,7 +195,8 @@ impl RateLimiter {
 
     /// Waits until one request may be sent under every window and admits it.
     ///
-    /// Returns how long the caller waited (lock and sleeps), for metrics.
+    /// Returns how long the caller waited (queueing and sleeps; zero when admitted at once), for
+    /// metrics. Dropping the future while it waits takes no cell.
     pub async fn acquire(&self) -> Duration {
         let started = Instant::now();
         if self.windows.is_empty() {

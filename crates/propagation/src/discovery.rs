@@ -38,23 +38,42 @@ pub(crate) struct Sent {
 
 impl Inner {
     /// Sends one message through the global cap, bounded by the query timeout.
-    async fn send(&self, server: SocketAddr, query: &Message, protocol: Protocol) -> Result<Message, String> {
+    async fn send(
+        &self,
+        server: SocketAddr,
+        query: &Message,
+        protocol: Protocol,
+    ) -> Result<Message, String> {
         self.pacer.acquire().await;
         self.queries.fetch_add(1, Ordering::Relaxed);
         let proto = match protocol {
             Protocol::Udp => "udp",
             Protocol::Tcp => "tcp",
         };
-        match tokio::time::timeout(self.config.query_timeout, self.transport.exchange(server, query, protocol)).await {
+        match tokio::time::timeout(
+            self.config.query_timeout,
+            self.transport.exchange(server, query, protocol),
+        )
+        .await
+        {
             Ok(Ok(msg)) => Ok(msg),
             Ok(Err(e)) => Err(format!("{proto}: {e}")),
-            Err(_) => Err(format!("{proto}: no answer within {:?}", self.config.query_timeout)),
+            Err(_) => Err(format!(
+                "{proto}: no answer within {:?}",
+                self.config.query_timeout
+            )),
         }
     }
 
     /// Asks `server` for `name`/`rtype`: UDP with EDNS, again over TCP when truncated, again
     /// without EDNS when the server does not understand it.
-    pub(crate) async fn query(&self, server: SocketAddr, name: &Name, rtype: RecordType, recursion: bool) -> Sent {
+    pub(crate) async fn query(
+        &self,
+        server: SocketAddr,
+        name: &Name,
+        rtype: RecordType,
+        recursion: bool,
+    ) -> Sent {
         let mut count = 1;
         let q = dns::build_query(name, rtype, recursion, true);
         let mut result = self.send(server, &q, Protocol::Udp).await;
@@ -74,7 +93,11 @@ impl Inner {
 
     /// Asks the resolvers in turn until one gives a usable answer (NOERROR or NXDOMAIN). `Ok(Err)`
     /// is an answer nobody could use (e.g. every one REFUSED); `Err` means no resolver answered.
-    async fn resolve(&self, name: &Name, rtype: RecordType) -> Result<Result<Message, String>, String> {
+    async fn resolve(
+        &self,
+        name: &Name,
+        rtype: RecordType,
+    ) -> Result<Result<Message, String>, String> {
         let mut refused = None;
         let mut errors = Vec::new();
         for &r in &self.resolvers {
@@ -82,7 +105,10 @@ impl Inner {
                 Ok(m) => match m.metadata.response_code {
                     ResponseCode::NoError | ResponseCode::NXDomain => return Ok(Ok(m)),
                     ResponseCode::Refused | ResponseCode::NotAuth => {
-                        refused = Some(format!("{r} answered {}", dns::rcode_name(m.metadata.response_code)));
+                        refused = Some(format!(
+                            "{r} answered {}",
+                            dns::rcode_name(m.metadata.response_code)
+                        ));
                     }
                     code => errors.push(format!("{r} answered {}", dns::rcode_name(code))),
                 },
@@ -99,16 +125,35 @@ impl Inner {
         match self.resolve(name, RecordType::SOA).await {
             Ok(Ok(m)) => Ok(dns::read_probe(name, &m)),
             Ok(Err(why)) => Ok(Probe::Nothing(why)),
-            Err(message) => Err(Error::Resolve { name: dns::show(name), message: format!("SOA query failed: {message}") }),
+            Err(message) => {
+                // Servers that chase CNAMEs answer SERVFAIL for a loop or a broken chain; the
+                // CNAME itself still tells where to go (and lets us see the loop).
+                if let Ok(Ok(m)) = self.resolve(name, RecordType::CNAME).await
+                    && let probe @ Probe::Alias { .. } = dns::read_probe(name, &m)
+                {
+                    return Ok(probe);
+                }
+                Err(Error::Resolve {
+                    name: dns::show(name),
+                    message: format!("SOA query failed: {message}"),
+                })
+            }
         }
     }
 }
 
 /// See [`crate::Checker::target`].
 pub(crate) async fn target(inner: &Arc<Inner>, name: &str, follow: bool) -> Result<Target, Error> {
-    let start = dns::parse_name(name).map_err(|message| Error::Resolve { name: name.to_string(), message })?;
+    let start = dns::parse_name(name).map_err(|message| Error::Resolve {
+        name: name.to_string(),
+        message,
+    })?;
     let key = (dns::show(&start), follow);
-    if let Some((t, until)) = inner.targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key)
+    if let Some((t, until)) = inner
+        .targets
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .get(&key)
         && *until > Instant::now()
     {
         return Ok(t.clone());
@@ -123,7 +168,10 @@ pub(crate) async fn target(inner: &Arc<Inner>, name: &str, follow: bool) -> Resu
         let target = target.clone();
         chain.push(dns::show(&target));
         if !seen.insert(dns::show(&target)) || chain.len() > MAX_CNAMES {
-            return Err(Error::CnameLoop { name: dns::show(&start), chain });
+            return Err(Error::CnameLoop {
+                name: dns::show(&start),
+                chain,
+            });
         }
         ttl = ttl.min(*t);
         owner = target;
@@ -134,53 +182,48 @@ pub(crate) async fn target(inner: &Arc<Inner>, name: &str, follow: bool) -> Resu
     let mut candidate = owner.clone();
     let (zone, soa) = loop {
         let note = match probe {
-            Probe::Apex { negative_ttl, ttl: t } => {
-                ttl = ttl.min(t);
-                break (candidate, Some(negative_ttl));
-            }
-            Probe::Negative { zone, negative_ttl, ttl: t } => {
-                ttl = ttl.min(t);
-                break (zone, Some(negative_ttl));
-            }
-            Probe::Referral { zone } => break (zone, None),
-            Probe::Alias { target, .. } => format!("{} is a CNAME to {}", dns::show(&candidate), dns::show(&target)),
+            Probe::Apex { negative_ttl } => break (candidate, Some(negative_ttl)),
+            Probe::Negative { zone } | Probe::Referral { zone } => break (zone, None),
+            Probe::Alias { target, .. } => format!(
+                "{} is a CNAME to {}",
+                dns::show(&candidate),
+                dns::show(&target)
+            ),
             Probe::Nothing(why) => format!("{}: {why}", dns::show(&candidate)),
         };
         if candidate.is_root() {
-            return Err(Error::NoZone { name: dns::show(&owner), message: format!("no SOA found up to the root; last: {note}") });
+            return Err(Error::NoZone {
+                name: dns::show(&owner),
+                message: format!("no SOA found up to the root; last: {note}"),
+            });
         }
         candidate = candidate.base_name();
         probe = inner.probe(&candidate).await?;
     };
 
-    let (nameservers, negative_ttl, zone_expires) = match inner.config.mode {
-        Mode::Resolvers if soa.is_some() => {
-            let servers = inner.resolvers.iter().map(|a| NameServer { name: "resolver".into(), addrs: vec![*a] }).collect();
-            (servers, Duration::from_secs(u64::from(soa.unwrap_or(0))), None)
-        }
-        _ => {
-            let info = zone_info(inner, &zone, soa).await?;
-            let servers = if inner.config.mode == Mode::Resolvers {
-                inner.resolvers.iter().map(|a| NameServer { name: "resolver".into(), addrs: vec![*a] }).collect()
-            } else {
-                info.nameservers
-            };
-            (servers, info.negative_ttl, Some(info.expires))
-        }
+    let info = zone_info(inner, &zone, soa).await?;
+    let nameservers = if inner.config.mode == Mode::Resolvers {
+        inner
+            .resolvers
+            .iter()
+            .map(|a| NameServer {
+                name: "resolver".into(),
+                addrs: vec![*a],
+            })
+            .collect()
+    } else {
+        info.nameservers
     };
-
     let target = Target {
         name: dns::show(&start),
         owner: dns::show(&owner),
         cname_chain: chain,
         zone: dns::show(&zone),
         nameservers,
-        negative_ttl,
+        negative_ttl: info.negative_ttl,
     };
-    let mut until = Instant::now() + dns::cache_for(ttl);
-    if let Some(z) = zone_expires {
-        until = until.min(z);
-    }
+    // The name stays in its zone as long as the zone's data and the CNAMEs on the way hold.
+    let until = info.expires.min(Instant::now() + dns::cache_for(ttl));
     inner
         .targets
         .lock()
@@ -211,7 +254,27 @@ async fn zone_info(inner: &Arc<Inner>, zone: &Name, soa: Option<u32>) -> Result<
 }
 
 async fn load_zone(inner: &Arc<Inner>, zone: &Name, soa: Option<u32>) -> Result<ZoneInfo, Error> {
-    let no_ns = |message: String| Error::NoNameServers { zone: dns::show(zone), message };
+    let mut soa = soa.map(|neg| (neg, u32::MAX));
+    if soa.is_none()
+        && let Ok(Ok(m)) = inner.resolve(zone, RecordType::SOA).await
+    {
+        soa = dns::read_soa(zone, &m);
+    }
+    if inner.config.mode == Mode::Resolvers {
+        let (negative_ttl, ttl) = soa.ok_or_else(|| Error::Resolve {
+            name: dns::show(zone),
+            message: "the resolvers gave no SOA for the zone".into(),
+        })?;
+        return Ok(ZoneInfo {
+            nameservers: Vec::new(),
+            negative_ttl: Duration::from_secs(u64::from(negative_ttl)),
+            expires: Instant::now() + dns::cache_for(ttl),
+        });
+    }
+    let no_ns = |message: String| Error::NoNameServers {
+        zone: dns::show(zone),
+        message,
+    };
     let resp = match inner.resolve(zone, RecordType::NS).await {
         Ok(Ok(m)) => m,
         Ok(Err(why)) | Err(why) => return Err(no_ns(format!("NS query failed: {why}"))),
@@ -230,9 +293,11 @@ async fn load_zone(inner: &Arc<Inner>, zone: &Name, soa: Option<u32>) -> Result<
             tasks.spawn(async move { (i, rtype, inner.resolve(&ns, rtype).await) });
         }
     }
-    let mut found: Vec<(Vec<std::net::IpAddr>, Vec<String>)> = vec![(Vec::new(), Vec::new()); names.len()];
+    let mut found: Vec<(Vec<std::net::IpAddr>, Vec<String>)> =
+        vec![(Vec::new(), Vec::new()); names.len()];
     while let Some(joined) = tasks.join_next().await {
-        let (i, rtype, res) = joined.map_err(|e| no_ns(format!("address lookup task failed: {e}")))?;
+        let (i, rtype, res) =
+            joined.map_err(|e| no_ns(format!("address lookup task failed: {e}")))?;
         match res {
             Ok(Ok(m)) => {
                 let (ips, t) = dns::read_addrs(&m);
@@ -251,7 +316,11 @@ async fn load_zone(inner: &Arc<Inner>, zone: &Name, soa: Option<u32>) -> Result<
         if !errors.is_empty() {
             // A lookup that failed (not one that found nothing) may hide an address that
             // DigiCert will query: do not guess, fail and let the caller retry.
-            return Err(no_ns(format!("addresses of {}: {}", dns::show(ns), errors.join("; "))));
+            return Err(no_ns(format!(
+                "addresses of {}: {}",
+                dns::show(ns),
+                errors.join("; ")
+            )));
         }
         ips.sort();
         ips.dedup();
@@ -263,16 +332,28 @@ async fn load_zone(inner: &Arc<Inner>, zone: &Name, soa: Option<u32>) -> Result<
             tracing::warn!(zone = %dns::show(zone), nameserver = %dns::show(ns), "name server has no usable address, skipped");
             continue;
         }
-        nameservers.push(NameServer { name: dns::show(ns), addrs: ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect() });
+        nameservers.push(NameServer {
+            name: dns::show(ns),
+            addrs: ips
+                .into_iter()
+                .map(|ip| SocketAddr::new(ip, port))
+                .collect(),
+        });
     }
     if nameservers.is_empty() {
-        return Err(no_ns(format!("none of {} has an address", names.iter().map(dns::show).collect::<Vec<_>>().join(", "))));
+        return Err(no_ns(format!(
+            "none of {} has an address",
+            names.iter().map(dns::show).collect::<Vec<_>>().join(", ")
+        )));
     }
     nameservers.sort_by(|a, b| a.name.cmp(&b.name));
 
     // Reached by a referral: the SOA comes from the zone's own servers.
     let negative_ttl = match soa {
-        Some(n) => n,
+        Some((neg, t)) => {
+            ttl = ttl.min(t);
+            neg
+        }
         None => {
             let mut last = String::from("no address");
             let mut got = None;
@@ -284,12 +365,20 @@ async fn load_zone(inner: &Arc<Inner>, zone: &Name, soa: Option<u32>) -> Result<
                             got = Some(neg);
                             break;
                         }
-                        None => last = format!("{addr} answered {} without SOA", dns::rcode_name(m.metadata.response_code)),
+                        None => {
+                            last = format!(
+                                "{addr} answered {} without SOA",
+                                dns::rcode_name(m.metadata.response_code)
+                            )
+                        }
                     },
                     Err(e) => last = format!("{addr}: {e}"),
                 }
             }
-            got.ok_or_else(|| Error::Resolve { name: dns::show(zone), message: format!("SOA of the zone: {last}") })?
+            got.ok_or_else(|| Error::Resolve {
+                name: dns::show(zone),
+                message: format!("SOA of the zone: {last}"),
+            })?
         }
     };
     Ok(ZoneInfo {

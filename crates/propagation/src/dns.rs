@@ -25,7 +25,10 @@ pub(crate) fn show(name: &Name) -> String {
     if name.is_root() {
         return ".".into();
     }
-    name.to_lowercase().to_ascii().trim_end_matches('.').to_string()
+    name.to_lowercase()
+        .to_ascii()
+        .trim_end_matches('.')
+        .to_string()
 }
 
 pub(crate) fn same(a: &Name, b: &Name) -> bool {
@@ -37,7 +40,12 @@ pub(crate) fn within(name: &Name, zone: &Name) -> bool {
     zone.to_lowercase().zone_of(&name.to_lowercase())
 }
 
-pub(crate) fn build_query(name: &Name, rtype: RecordType, recursion_desired: bool, edns: bool) -> Message {
+pub(crate) fn build_query(
+    name: &Name,
+    rtype: RecordType,
+    recursion_desired: bool,
+    edns: bool,
+) -> Message {
     let mut msg = Message::query();
     msg.metadata.recursion_desired = recursion_desired;
     msg.add_query(Query::query(name.clone(), rtype));
@@ -68,10 +76,12 @@ pub(crate) fn rcode_name(code: ResponseCode) -> String {
 pub(crate) enum Probe {
     /// The name is a CNAME to `target`.
     Alias { target: Name, ttl: u32 },
-    /// The name is a zone apex.
-    Apex { negative_ttl: u32, ttl: u32 },
-    /// NXDOMAIN/NODATA whose authority section names the zone by its SOA.
-    Negative { zone: Name, negative_ttl: u32, ttl: u32 },
+    /// The name is a zone apex; RFC 2308 section 5: the negative TTL is the lesser of the
+    /// SOA's minimum and its own TTL.
+    Apex { negative_ttl: u32 },
+    /// NXDOMAIN/NODATA whose authority section names the zone by its SOA. (Its TTL says
+    /// nothing: BIND sends 0 there in answers to SOA queries.)
+    Negative { zone: Name },
     /// An authoritative-only server delegating `zone` elsewhere.
     Referral { zone: Name },
     /// Nothing usable here (REFUSED, an answer without SOA): try the parent.
@@ -89,25 +99,34 @@ pub(crate) fn read_probe(name: &Name, resp: &Message) -> Probe {
             continue;
         }
         match &r.data {
-            RData::CNAME(c) => return Probe::Alias { target: c.0.clone(), ttl: r.ttl },
-            RData::SOA(soa) => return Probe::Apex { negative_ttl: soa.minimum.min(r.ttl), ttl: r.ttl },
+            RData::CNAME(c) => {
+                return Probe::Alias {
+                    target: c.0.clone(),
+                    ttl: r.ttl,
+                };
+            }
+            RData::SOA(soa) => {
+                return Probe::Apex {
+                    negative_ttl: soa.minimum.min(r.ttl),
+                };
+            }
             _ => {}
         }
     }
     if resp.answers.is_empty() {
         for r in &resp.authorities {
-            if let RData::SOA(soa) = &r.data
-                && within(name, &r.name)
-            {
-                // RFC 2308 section 5: the negative TTL is the lesser of the SOA's TTL and
-                // its minimum; authoritative servers already send the lesser one here.
-                return Probe::Negative { zone: r.name.clone(), negative_ttl: soa.minimum.min(r.ttl), ttl: r.ttl };
+            if matches!(r.data, RData::SOA(_)) && within(name, &r.name) {
+                return Probe::Negative {
+                    zone: r.name.clone(),
+                };
             }
         }
         if !resp.metadata.authoritative {
             for r in &resp.authorities {
                 if matches!(r.data, RData::NS(_)) && within(name, &r.name) {
-                    return Probe::Referral { zone: r.name.clone() };
+                    return Probe::Referral {
+                        zone: r.name.clone(),
+                    };
                 }
             }
         }
@@ -157,26 +176,41 @@ pub(crate) fn read_soa(zone: &Name, resp: &Message) -> Option<(u32, u32)> {
 
 /// Whether `resp` (to a query for `owner`) serves `expected`. `authoritative` checks demand the
 /// AA bit: a referral or a lame server does not count as "not yet" but as failing.
-pub(crate) fn judge(owner: &Name, expected: &Expected, resp: &Message, authoritative: bool) -> ServerStatus {
+pub(crate) fn judge(
+    owner: &Name,
+    expected: &Expected,
+    resp: &Message,
+    authoritative: bool,
+) -> ServerStatus {
     let rcode = resp.metadata.response_code;
     if rcode != ResponseCode::NoError && rcode != ResponseCode::NXDomain {
         return ServerStatus::Failing(format!("answered {}", rcode_name(rcode)));
     }
-    let found = resp.answers.iter().filter(|r| same(&r.name, owner)).any(|r| match (&r.data, expected) {
-        (RData::TXT(txt), Expected::Txt(value)) => {
-            let joined: Vec<u8> = txt.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
-            joined == value.as_bytes()
-        }
-        (RData::CNAME(c), Expected::Cname(target)) => {
-            show(&c.0) == target.trim_end_matches('.').to_ascii_lowercase()
-        }
-        _ => false,
-    });
+    let found = resp
+        .answers
+        .iter()
+        .filter(|r| same(&r.name, owner))
+        .any(|r| match (&r.data, expected) {
+            (RData::TXT(txt), Expected::Txt(value)) => {
+                let joined: Vec<u8> = txt
+                    .txt_data
+                    .iter()
+                    .flat_map(|s| s.iter().copied())
+                    .collect();
+                joined == value.as_bytes()
+            }
+            (RData::CNAME(c), Expected::Cname(target)) => {
+                show(&c.0) == target.trim_end_matches('.').to_ascii_lowercase()
+            }
+            _ => false,
+        });
     if found {
         return ServerStatus::Serving;
     }
     if authoritative && !resp.metadata.authoritative {
-        return ServerStatus::Failing("not authoritative for the zone (referral or lame delegation)".into());
+        return ServerStatus::Failing(
+            "not authoritative for the zone (referral or lame delegation)".into(),
+        );
     }
     ServerStatus::NotYet
 }
@@ -184,4 +218,119 @@ pub(crate) fn judge(owner: &Name, expected: &Expected, resp: &Message, authorita
 /// Clamps a cache lifetime taken from TTLs: at least 5 s (no thrashing on TTL 0), at most an hour.
 pub(crate) fn cache_for(ttl: u32) -> Duration {
     Duration::from_secs(u64::from(ttl.clamp(5, 3600)))
+}
+
+#[cfg(test)]
+mod tests {
+    use hickory_proto::op::OpCode;
+    use hickory_proto::rr::rdata::{CNAME, NS, TXT};
+    use hickory_proto::rr::{RData, Record};
+
+    use super::*;
+
+    fn answer(records: Vec<Record>, aa: bool) -> Message {
+        let mut m = Message::response(1, OpCode::Query);
+        m.metadata.authoritative = aa;
+        for r in records {
+            m.add_answer(r);
+        }
+        m
+    }
+
+    fn n(s: &str) -> Name {
+        parse_name(s).expect("name")
+    }
+
+    /// A TXT record split into several strings matches the joined value; a record that only
+    /// contains the value does not.
+    #[test]
+    fn txt_strings_are_joined() {
+        let owner = n("_dnsauth.example.com");
+        let split = Record::from_rdata(
+            owner.clone(),
+            60,
+            RData::TXT(TXT::new(vec!["abc".into(), "def".into()])),
+        );
+        let m = answer(vec![split], true);
+        assert_eq!(
+            judge(&owner, &Expected::Txt("abcdef".into()), &m, true),
+            ServerStatus::Serving
+        );
+        assert_eq!(
+            judge(&owner, &Expected::Txt("abc".into()), &m, true),
+            ServerStatus::NotYet
+        );
+        // The same value at another owner does not count.
+        assert_eq!(
+            judge(
+                &n("other.example.com"),
+                &Expected::Txt("abcdef".into()),
+                &m,
+                true
+            ),
+            ServerStatus::NotYet
+        );
+    }
+
+    /// CNAME targets compare without case and trailing dot.
+    #[test]
+    fn cname_target_comparison() {
+        let owner = n("_dnsauth.Example.com.");
+        let r = Record::from_rdata(
+            owner.clone(),
+            60,
+            RData::CNAME(CNAME(n("ABC.dcv.digicert.com"))),
+        );
+        let m = answer(vec![r], true);
+        assert_eq!(
+            judge(
+                &owner,
+                &Expected::Cname("abc.dcv.digicert.com.".into()),
+                &m,
+                true
+            ),
+            ServerStatus::Serving
+        );
+        assert_eq!(
+            judge(
+                &owner,
+                &Expected::Cname("abd.dcv.digicert.com".into()),
+                &m,
+                true
+            ),
+            ServerStatus::NotYet
+        );
+    }
+
+    /// A non-authoritative empty answer from a name server (referral, lame) is a failure.
+    #[test]
+    fn referral_is_failing_for_authoritative_checks() {
+        let owner = n("_dnsauth.sub.example.com");
+        let mut m = answer(vec![], false);
+        m.add_authority(Record::from_rdata(
+            n("sub.example.com"),
+            60,
+            RData::NS(NS(n("ns.elsewhere.net"))),
+        ));
+        assert!(matches!(
+            judge(&owner, &Expected::Txt("v".into()), &m, true),
+            ServerStatus::Failing(_)
+        ));
+        assert_eq!(
+            judge(&owner, &Expected::Txt("v".into()), &m, false),
+            ServerStatus::NotYet
+        );
+        assert!(
+            matches!(read_probe(&owner, &m), Probe::Referral { zone } if show(&zone) == "sub.example.com")
+        );
+    }
+
+    #[test]
+    fn names() {
+        assert_eq!(show(&n("WWW.Example.COM.")), "www.example.com");
+        assert_eq!(show(&n("bücher.example")), "xn--bcher-kva.example");
+        assert!(parse_name("").is_err());
+        assert!(within(&n("a.b.example.com"), &n("Example.com")));
+        assert!(!within(&n("example.com"), &n("a.example.com")));
+    }
 }

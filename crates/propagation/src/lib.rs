@@ -156,14 +156,19 @@ pub struct Progress {
     pub target: Target,
     /// `(server name, address, status)` for every address checked.
     pub servers: Vec<(String, SocketAddr, ServerStatus)>,
-    /// DNS queries sent for this wait so far.
+    /// DNS queries sent to the checked servers for this wait so far (UDP and TCP each count;
+    /// discovery is shared between waits and counted by [`Checker::queries_sent`]).
     pub queries: u64,
 }
 
 impl Progress {
     /// Whether every checked address serves the value.
     pub fn all_serving(&self) -> bool {
-        !self.servers.is_empty() && self.servers.iter().all(|(_, _, s)| *s == ServerStatus::Serving)
+        !self.servers.is_empty()
+            && self
+                .servers
+                .iter()
+                .all(|(_, _, s)| *s == ServerStatus::Serving)
     }
 
     /// `name (addr)` of every address that does not serve the value yet.
@@ -240,7 +245,10 @@ impl Error {
     /// Whether trying again later may succeed (resolver or network trouble), as opposed to a
     /// problem with the name or the settings.
     pub fn is_transient(&self) -> bool {
-        matches!(self, Self::Resolve { .. } | Self::NoNameServers { .. } | Self::Timeout { .. })
+        matches!(
+            self,
+            Self::Resolve { .. } | Self::NoNameServers { .. } | Self::Timeout { .. }
+        )
     }
 }
 
@@ -274,8 +282,15 @@ impl Checker {
     }
 
     /// A checker sending its queries through `transport` (tests script one).
-    pub fn with_transport(config: CheckerConfig, transport: Arc<dyn Transport>) -> Result<Self, Error> {
-        let bad = |message: &str| Err(Error::Config { message: message.to_string() });
+    pub fn with_transport(
+        config: CheckerConfig,
+        transport: Arc<dyn Transport>,
+    ) -> Result<Self, Error> {
+        let bad = |message: &str| {
+            Err(Error::Config {
+                message: message.to_string(),
+            })
+        };
         if config.resolvers.is_empty() {
             return bad("no resolvers: give at least one (\"system\" or \"ip:port\")");
         }
@@ -368,7 +383,9 @@ fn system_resolvers() -> Result<Vec<SocketAddr>, Error> {
         }
     }
     if out.is_empty() {
-        return Err(Error::Config { message: "/etc/resolv.conf lists no name server; list resolvers as \"ip:port\"".into() });
+        return Err(Error::Config {
+            message: "/etc/resolv.conf lists no name server; list resolvers as \"ip:port\"".into(),
+        });
     }
     Ok(out)
 }

@@ -29,7 +29,12 @@ pub enum Protocol {
 #[async_trait]
 pub trait Transport: Send + Sync + std::fmt::Debug {
     /// Sends `query` to `server` over `protocol` and returns the response with the same id.
-    async fn exchange(&self, server: SocketAddr, query: &Message, protocol: Protocol) -> io::Result<Message>;
+    async fn exchange(
+        &self,
+        server: SocketAddr,
+        query: &Message,
+        protocol: Protocol,
+    ) -> io::Result<Message>;
 
     /// Whether IPv6 name server addresses can be reached from this host. When not, only IPv4
     /// addresses are required to serve the record (they cannot be checked from here).
@@ -51,8 +56,11 @@ impl NetTransport {
     }
 
     async fn udp(server: SocketAddr, bytes: &[u8], query: &Message) -> io::Result<Message> {
-        let local: SocketAddr =
-            if server.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
+        let local: SocketAddr = if server.is_ipv4() {
+            (Ipv4Addr::UNSPECIFIED, 0).into()
+        } else {
+            (Ipv6Addr::UNSPECIFIED, 0).into()
+        };
         let socket = UdpSocket::bind(local).await?;
         // A connected socket only accepts datagrams from `server` and reports ICMP errors
         // (port unreachable -> "connection refused") on the next receive.
@@ -73,7 +81,8 @@ impl NetTransport {
 
     async fn tcp(server: SocketAddr, bytes: &[u8], query: &Message) -> io::Result<Message> {
         let mut stream = TcpStream::connect(server).await?;
-        let len = u16::try_from(bytes.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "query too long"))?;
+        let len = u16::try_from(bytes.len())
+            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "query too long"))?;
         let mut out = Vec::with_capacity(bytes.len() + 2);
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(bytes);
@@ -83,7 +92,8 @@ impl NetTransport {
             stream.read_exact(&mut len).await?;
             let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
             stream.read_exact(&mut buf).await?;
-            let msg = Message::from_vec(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            let msg = Message::from_vec(&buf)
+                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
             if answers(query, &msg) {
                 return Ok(msg);
             }
@@ -93,8 +103,15 @@ impl NetTransport {
 
 #[async_trait]
 impl Transport for NetTransport {
-    async fn exchange(&self, server: SocketAddr, query: &Message, protocol: Protocol) -> io::Result<Message> {
-        let bytes = query.to_vec().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    async fn exchange(
+        &self,
+        server: SocketAddr,
+        query: &Message,
+        protocol: Protocol,
+    ) -> io::Result<Message> {
+        let bytes = query
+            .to_vec()
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         match protocol {
             Protocol::Udp => Self::udp(server, &bytes, query).await,
             Protocol::Tcp => Self::tcp(server, &bytes, query).await,

@@ -146,7 +146,7 @@ mod tests {
         assert_eq!(src.line_col(6), (2, 1));
         // "é" is two bytes but one column.
         assert_eq!(src.line_col(10), (2, 4));
-        assert_eq!(src.line_col(18), (4, 1));
+        assert_eq!(src.line_col(17), (4, 1));
         // Offsets past the end clamp to the end.
         assert_eq!(src.line_col(1000), (4, 2));
     }

@@ -1,0 +1,271 @@
+//! `[providers.NAME]` sections: dispatched on `type`, then deserialized into the type's own
+//! schema (so unknown-key errors list that type's keys, with their positions).
+
+use std::collections::BTreeMap;
+use std::ops::Range;
+use std::time::Duration;
+
+use base64::Engine as _;
+use serde::Deserialize;
+use toml::Spanned;
+use toml::de::{DeTable, DeValue};
+
+use super::env::{Context, SecretKeys};
+use super::error::{ConfigError, Source};
+use super::names;
+use super::raw::{P, RawCloudflare, RawExec, RawMemory, RawRfc2136, RawRoute53, Zone};
+use super::{Provider, TsigAlgorithm};
+
+const TYPES: &str = "`route53`, `cloudflare`, `rfc2136`, `exec` or `memory`";
+
+/// Default timeout of an RFC 2136 update exchange.
+const RFC2136_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default timeout of one exec hook run.
+const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Parses the `providers` value of the main file (absent = no providers).
+pub(super) fn parse(
+    src: &Source<'_>,
+    ctx: &Context<'_>,
+    value: Option<Spanned<DeValue<'_>>>,
+    warnings: &mut Vec<String>,
+) -> Result<BTreeMap<String, Provider>, ConfigError> {
+    let Some(value) = value else {
+        return Ok(BTreeMap::new());
+    };
+    let span = value.span();
+    let DeValue::Table(table) = value.into_inner() else {
+        return Err(src.error(
+            &span,
+            "`providers` must be a table: write one [providers.NAME] section per provider",
+        ));
+    };
+    // Document order, so "already served" errors point at the later occurrence.
+    let mut entries: Vec<_> = table.into_iter().collect();
+    entries.sort_by_key(|(key, value)| (value.span().start, key.span().start));
+
+    let mut providers = BTreeMap::new();
+    // zone -> (provider name) of the providers parsed so far.
+    let mut owners: BTreeMap<String, String> = BTreeMap::new();
+    for (key, value) in entries {
+        let name = key.get_ref().to_string();
+        if name.trim().is_empty() {
+            return Err(src.error(&key.span(), "a provider name cannot be empty"));
+        }
+        let (provider, zone_spans) = parse_one(src, ctx, &name, value, warnings)?;
+        for (zone, span) in zone_spans {
+            if let Some(owner) = owners.get(&zone) {
+                return Err(src.error(
+                    &span,
+                    if *owner == name {
+                        format!("zone {zone} is listed twice in provider `{name}`")
+                    } else {
+                        format!(
+                            "zone {zone} is already served by provider `{owner}`: a zone \
+                             belongs to exactly one provider"
+                        )
+                    },
+                ));
+            }
+            owners.insert(zone, name.clone());
+        }
+        providers.insert(name, provider);
+    }
+    Ok(providers)
+}
+
+type ZoneSpans = Vec<(String, Range<usize>)>;
+
+fn parse_one(
+    src: &Source<'_>,
+    ctx: &Context<'_>,
+    name: &str,
+    value: Spanned<DeValue<'_>>,
+    warnings: &mut Vec<String>,
+) -> Result<(Provider, ZoneSpans), ConfigError> {
+    let span = value.span();
+    let DeValue::Table(table) = value.into_inner() else {
+        return Err(src.error(
+            &span,
+            format!("provider `{name}` must be a table: write [providers.{name}] with a `type` key"),
+        ));
+    };
+    let kind = match table.get("type") {
+        None => {
+            return Err(src.error(
+                &span,
+                format!("provider `{name}` has no `type`: set it to one of {TYPES}"),
+            ));
+        }
+        Some(t) => match t.get_ref().as_str() {
+            Some(kind) => (kind.to_owned(), t.span()),
+            None => {
+                return Err(src.error(
+                    &t.span(),
+                    format!("the `type` of provider `{name}` must be a string: one of {TYPES}"),
+                ));
+            }
+        },
+    };
+    let table = Spanned::new(span.clone(), table);
+    let section = format!("provider `{name}`");
+    match kind.0.as_str() {
+        "route53" => {
+            let raw: RawRoute53 = de(src, table)?;
+            let zones = zones(src, name, &raw.zones)?;
+            let provider = Provider::Route53 {
+                zones: zones.iter().map(|(z, _)| z.clone()).collect(),
+                hosted_zone_id: raw.hosted_zone_id.filter(|s| !s.is_empty()),
+                region: raw.region.filter(|s| !s.is_empty()),
+                endpoint_url: raw.endpoint_url.map(|u| u.0.0),
+            };
+            Ok((provider, zones))
+        }
+        "cloudflare" => {
+            let raw: RawCloudflare = de(src, table)?;
+            let zones = zones(src, name, &raw.zones)?;
+            let token = ctx.secret(
+                src,
+                &SecretKeys {
+                    file_key: "api_token_file",
+                    env_key: "api_token_env",
+                    file: raw.api_token_file.as_ref(),
+                    env: raw.api_token_env.as_ref(),
+                    section: &span,
+                    section_name: &section,
+                },
+                warnings,
+            )?;
+            let mut zone_ids = BTreeMap::new();
+            if let Some(ids) = &raw.zone_ids {
+                for (zone, id) in ids.get_ref() {
+                    let zone = names::normalize(zone, false)
+                        .map_err(|e| src.error(&ids.span(), format!("in `zone_ids`: {e}")))?;
+                    if !zones.iter().any(|(z, _)| *z == zone) {
+                        return Err(src.error(
+                            &ids.span(),
+                            format!(
+                                "`zone_ids` names zone {zone}, which is not in the `zones` of \
+                                 provider `{name}`"
+                            ),
+                        ));
+                    }
+                    if id.trim().is_empty() {
+                        return Err(src.error(
+                            &ids.span(),
+                            format!("`zone_ids` gives an empty id for zone {zone}"),
+                        ));
+                    }
+                    zone_ids.insert(zone, id.trim().to_owned());
+                }
+            }
+            let provider = Provider::Cloudflare {
+                zones: zones.iter().map(|(z, _)| z.clone()).collect(),
+                api_token: token.value,
+                base_url: raw.base_url.map(|u| u.0.0),
+                zone_ids,
+            };
+            Ok((provider, zones))
+        }
+        "rfc2136" => {
+            let raw: RawRfc2136 = de(src, table)?;
+            let zones = zones(src, name, &raw.zones)?;
+            let secret = ctx.secret(
+                src,
+                &SecretKeys {
+                    file_key: "tsig_secret_file",
+                    env_key: "tsig_secret_env",
+                    file: raw.tsig_secret_file.as_ref(),
+                    env: raw.tsig_secret_env.as_ref(),
+                    section: &span,
+                    section_name: &section,
+                },
+                warnings,
+            )?;
+            {
+                use secrecy::ExposeSecret as _;
+                let decoded = base64::engine::general_purpose::STANDARD
+                    .decode(secret.value.expose_secret().as_bytes());
+                // Never echo the secret or the decoder's message (it quotes a byte of it).
+                if !decoded.is_ok_and(|key| !key.is_empty()) {
+                    return Err(src.error(
+                        &secret.span,
+                        format!(
+                            "the TSIG secret from {} (`{}`) is not valid base64: give the \
+                             `secret` of the key as `tsig-keygen` prints it",
+                            secret.origin, secret.key
+                        ),
+                    ));
+                }
+            }
+            let provider = Provider::Rfc2136 {
+                zones: zones.iter().map(|(z, _)| z.clone()).collect(),
+                server: raw.server.0.0,
+                tsig_key_name: raw.tsig_key_name.0.0,
+                tsig_algorithm: raw.tsig_algorithm.unwrap_or(TsigAlgorithm::HmacSha256),
+                tsig_secret: secret.value,
+                timeout: raw.timeout.map_or(RFC2136_TIMEOUT, |t| t.0),
+            };
+            Ok((provider, zones))
+        }
+        "exec" => {
+            let raw: RawExec = de(src, table)?;
+            let zones = zones(src, name, &raw.zones)?;
+            if raw.command.get_ref().first().is_none_or(|p| p.trim().is_empty()) {
+                return Err(src.error(
+                    &raw.command.span(),
+                    format!(
+                        "provider `{name}`: `command` must list the program and its \
+                         arguments, such as [\"/usr/local/libexec/dns-hook\"]"
+                    ),
+                ));
+            }
+            let provider = Provider::Exec {
+                zones: zones.iter().map(|(z, _)| z.clone()).collect(),
+                command: raw.command.into_inner(),
+                timeout: raw.timeout.map_or(EXEC_TIMEOUT, |t| t.0),
+            };
+            Ok((provider, zones))
+        }
+        "memory" => {
+            let raw: RawMemory = de(src, table)?;
+            let zones = zones(src, name, &raw.zones)?;
+            let provider = Provider::Memory {
+                zones: zones.iter().map(|(z, _)| z.clone()).collect(),
+            };
+            Ok((provider, zones))
+        }
+        other => Err(src.error(
+            &kind.1,
+            format!("unknown provider type {other:?} for provider `{name}`: expected {TYPES}"),
+        )),
+    }
+}
+
+fn de<'i, T: Deserialize<'i>>(
+    src: &Source<'_>,
+    table: Spanned<DeTable<'i>>,
+) -> Result<T, ConfigError> {
+    T::deserialize(toml::de::Deserializer::from(table)).map_err(|e| src.toml_error(&e))
+}
+
+fn zones(
+    src: &Source<'_>,
+    name: &str,
+    zones: &Spanned<Vec<Spanned<P<Zone>>>>,
+) -> Result<ZoneSpans, ConfigError> {
+    if zones.get_ref().is_empty() {
+        return Err(src.error(
+            &zones.span(),
+            format!(
+                "provider `{name}` has an empty `zones` list: list the zones it serves, such as \
+                 [\"example.com\"]"
+            ),
+        ));
+    }
+    Ok(zones
+        .get_ref()
+        .iter()
+        .map(|z| (z.get_ref().0.0.clone(), z.span()))
+        .collect())
+}

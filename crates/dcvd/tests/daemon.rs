@@ -1,0 +1,166 @@
+//! The real `dcvd` binary against the CertCentral simulator: the memory provider's own name
+//! servers (inside dcvd) or BIND (RFC 2136) serve the records, the simulator checks them over DNS.
+
+mod common;
+
+use std::time::Duration;
+
+use certcentral_sim::{DcvMethod, NewDomain, NewOrder};
+use common::{Harness, eventually, signal, text, wait_output};
+use test_support::bind::{Bind, ZoneSpec};
+
+fn order_calls(h: &Harness, id: u64) -> u64 {
+    h.sim().stats().order_calls.get(&id).map(|m| m.values().sum()).unwrap_or(0)
+}
+
+/// One DV order with three names (two share a record through the parent rule) ends valid with
+/// two CertCentral calls, no premature check, and the records gone afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_validates_a_dv_order_with_three_names() {
+    let h = Harness::start(None).await;
+    h.sim().add_order(NewOrder::new(101, &["example.test", "www.example.test", "*.api.example.test"]));
+    let cfg = h.config(
+        h.dns_port,
+        &format!(
+            "{}\n[[order]]\nid = 101\nmethod = \"dns-txt-token\"\ndomains = [\"example.test\", \"www.example.test\", \"*.api.example.test\"]\n",
+            h.memory_provider(&["example.test"], 300)
+        ),
+    );
+    let out = h.once(&h.write_config(&cfg));
+    let log = text(&out);
+    assert!(out.status.success(), "dcvd once failed:\n{log}");
+    let order = h.sim().order(101).expect("order");
+    assert_eq!(order.dcv_status, "valid", "{log}");
+    assert_eq!(order_calls(&h, 101), 2, "token + one check: {:?}", h.sim().stats().order_calls);
+    assert_eq!(h.sim().stats().premature_checks, 0);
+    for state in ["token_issued", "published", "propagated", "valid", "cleaned_up"] {
+        assert!(log.contains(&format!("state=\"{state}\"")) || log.contains(&format!("state={state}")), "no {state} transition in:\n{log}");
+    }
+    assert!(log.contains("order_id=101"), "{log}");
+    assert!(!log.contains(&h.api_key), "the API key leaked into the log");
+}
+
+/// An OV/EV domain submitted for validation uses the token the submission returns (no extra
+/// token request, which would invalidate it).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_validates_an_ovev_domain_with_submit() {
+    let h = Harness::start(None).await;
+    h.sim().add_domain(NewDomain::new(201, "corp.example.test"));
+    let cfg = h.config(
+        h.dns_port,
+        &format!(
+            "{}\n[[domain]]\nid = 201\nname = \"corp.example.test\"\nmethod = \"dns-txt-token\"\nsubmit = [\"ov\", \"ev\"]\n",
+            h.memory_provider(&["example.test"], 200)
+        ),
+    );
+    let out = h.once(&h.write_config(&cfg));
+    assert!(out.status.success(), "dcvd once failed:\n{}", text(&out));
+    let d = h.sim().domain(201).expect("domain");
+    assert!(d.dcv_valid, "{d:?}");
+    assert_eq!(d.validations.len(), 2, "{d:?}");
+    let calls = h.sim().stats().domain_calls.get(&201).cloned().unwrap_or_default();
+    assert_eq!(calls.values().sum::<u64>(), 2, "submit + one check: {calls:?}");
+    assert_eq!(h.sim().stats().tokens_issued, 1);
+}
+
+/// A DV order validated by CNAME.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_validates_a_cname_order() {
+    let h = Harness::start(None).await;
+    h.sim().add_order(NewOrder::new(301, &["shop.example.test"]).with_method(DcvMethod::DnsCnameToken));
+    let cfg = h.config(
+        h.dns_port,
+        &format!(
+            "{}\n[[order]]\nid = 301\nmethod = \"dns-cname-token\"\ndomains = [\"shop.example.test\"]\n",
+            h.memory_provider(&["example.test"], 0)
+        ),
+    );
+    let out = h.once(&h.write_config(&cfg));
+    assert!(out.status.success(), "dcvd once failed:\n{}", text(&out));
+    assert_eq!(h.sim().order(301).expect("order").dcv_status, "valid");
+    assert_eq!(h.sim().stats().premature_checks, 0);
+}
+
+/// SIGHUP with an invalid file keeps the old configuration running (error with line:col);
+/// SIGHUP with a valid one picks up a new order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reload_bad_then_good() {
+    let h = Harness::start(None).await;
+    h.sim().add_order(NewOrder::new(401, &["a.example.test"]));
+    h.sim().add_order(NewOrder::new(402, &["b.example.test"]));
+    let provider = h.memory_provider(&["example.test"], 0);
+    let first = format!("{provider}\n[[order]]\nid = 401\nmethod = \"dns-txt-token\"\ndomains = [\"a.example.test\"]\n");
+    let path = h.write_config(&h.config(h.dns_port, &first));
+    let mut child = h.spawn_run(&path);
+    eventually(Duration::from_secs(30), "order 401 valid", || h.sim().order(401).is_some_and(|o| o.dcv_status == "valid")).await;
+
+    std::fs::write(&path, "[certcentral]\nbase_url = 42\n").unwrap();
+    signal(&child, "HUP");
+    eventually(Duration::from_secs(10), "reload error in the log", || h.log().contains("keeping the running one")).await;
+    assert!(h.log().contains("dcvd.toml:2:12"), "the reload error must carry line:col:\n{}", h.log());
+    assert!(child.try_wait().unwrap().is_none(), "dcvd must keep running after a bad reload");
+
+    let second = format!("{first}\n[[order]]\nid = 402\nmethod = \"dns-txt-token\"\ndomains = [\"b.example.test\"]\n");
+    std::fs::write(&path, h.config(h.dns_port, &second)).unwrap();
+    signal(&child, "HUP");
+    eventually(Duration::from_secs(30), "order 402 valid", || h.sim().order(402).is_some_and(|o| o.dcv_status == "valid")).await;
+
+    signal(&child, "TERM");
+    let status = wait_output(std::mem::replace(&mut child, h.command(&["--version"]).spawn().unwrap()), Duration::from_secs(15)).status;
+    assert!(status.success(), "dcvd run must exit 0 on SIGTERM:\n{}", h.log());
+    assert!(!h.log().contains(&h.api_key));
+}
+
+/// SIGTERM while dcvd waits for a lagging name server, then a restart: the unit resumes, the
+/// token is not fetched again, the value is published once, and nothing is left in BIND.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_mid_flight_then_restart_resumes() {
+    let bind = Bind::builder().zone(ZoneSpec::new("resume.test")).with_lagging_secondary().start();
+    let h = Harness::start(Some(vec![bind.primary_addr(), bind.secondary_addr().unwrap()])).await;
+    h.sim().add_order(NewOrder::new(501, &["resume.test"]));
+    let tsig = std::fs::read_to_string(bind.tsig_secret_file()).unwrap();
+    let rest = format!(
+        "[providers.bind]\ntype = \"rfc2136\"\nserver = \"{}\"\nzones = [\"resume.test\"]\ntsig_key_name = \"{}\"\ntsig_algorithm = \"hmac-sha256\"\ntsig_secret_file = \"{}\"\n\n[[order]]\nid = 501\nmethod = \"dns-txt-token\"\ndomains = [\"resume.test\"]\n",
+        bind.primary_addr(),
+        bind.tsig().name,
+        bind.tsig_secret_file().display()
+    );
+    let path = h.write_config(&h.config(bind.port(), &rest));
+    let mut child = h.spawn_run(&path);
+    // Published on the primary; the secondary lags, so dcvd is waiting for propagation.
+    eventually(Duration::from_secs(30), "record on the primary", || {
+        !bind.query(bind.primary_addr(), "_dnsauth.resume.test", "TXT").is_empty()
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    signal(&child, "TERM");
+    let status = wait_output(std::mem::replace(&mut child, h.command(&["--version"]).spawn().unwrap()), Duration::from_secs(15)).status;
+    assert!(status.success(), "SIGTERM must stop dcvd cleanly:\n{}", h.log());
+    assert_eq!(h.sim().order(501).unwrap().dcv_status, "pending", "no check may happen before the secondary serves");
+    assert_eq!(h.sim().stats().premature_checks, 0);
+
+    bind.refresh_secondary("resume.test");
+    let out = h.once(&path);
+    let log = format!("{}{}", h.log(), text(&out));
+    assert!(out.status.success(), "restart did not finish the order:\n{log}");
+    assert_eq!(h.sim().order(501).unwrap().dcv_status, "valid");
+    assert_eq!(h.sim().stats().tokens_issued, 1, "the stored token must be reused");
+    assert!(bind.query(bind.primary_addr(), "_dnsauth.resume.test", "TXT").is_empty(), "record left behind");
+    assert!(!log.contains(&h.api_key), "API key leaked");
+    assert!(!log.contains(tsig.trim()), "TSIG secret leaked");
+}
+
+/// `check-config` exits 78 on a broken file and names its position.
+#[tokio::test]
+async fn check_config_exit_codes() {
+    let h = Harness::start(None).await;
+    let bad = h.write_config("[daemon]\nmax_concurrent = \"many\"\n");
+    let out = h.command(&["check-config", "--config", bad.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    assert!(text(&out).contains("dcvd.toml:2:"), "{}", text(&out));
+    let good = h.write_config(&h.config(h.dns_port, &h.memory_provider(&["example.test"], 0)));
+    let out = h.command(&["check-config", "--config", good.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let out = h.command(&["no-such-command"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}

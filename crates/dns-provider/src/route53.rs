@@ -1,1 +1,0 @@
-//! route53 adapter (to be written).
