@@ -125,7 +125,10 @@ impl ExecProvider {
         let output = match tokio::time::timeout(self.timeout, child.wait_with_output()).await {
             Ok(Ok(output)) => output,
             Ok(Err(e)) => {
-                return Err(ProviderError::Transient { provider: KIND, message: format!("{what}: waiting for it failed: {e}") });
+                return Err(ProviderError::Transient {
+                    provider: KIND,
+                    message: format!("{what}: waiting for it failed: {e}"),
+                });
             }
             Err(_) => {
                 // The dropped future killed the child (kill_on_drop); this gets its descendants.
@@ -259,7 +262,10 @@ mod tests {
         let e = exit_error("hook present", st(2), "boom");
         assert_eq!(e.to_string(), "exec: hook present failed with exit status 2: boom");
         assert!(!e.is_retryable());
-        assert_eq!(exit_error("x", ExitStatus::from_raw(9), "").to_string(), "exec: x failed with a signal (no output)");
+        assert_eq!(
+            exit_error("x", ExitStatus::from_raw(9), "").to_string(),
+            "exec: x failed with a signal (no output)"
+        );
     }
 
     /// An empty command is a Config error, at preflight and at use.

@@ -90,7 +90,9 @@ impl Inner {
 
     fn delete(&mut self, name: &str, rtype: RecordType, value: &str) -> bool {
         let key = (name.to_string(), rtype);
-        let Some(values) = self.rrsets.get_mut(&key) else { return false };
+        let Some(values) = self.rrsets.get_mut(&key) else {
+            return false;
+        };
         let before = values.len();
         values.retain(|v| v.value != value);
         if values.len() == before {
@@ -273,7 +275,10 @@ impl MemoryProvider {
 }
 
 fn injected_failure(op: &str) -> ProviderError {
-    ProviderError::Transient { provider: KIND, message: format!("{op} failed: injected failure (MemoryStore::fail_next)") }
+    ProviderError::Transient {
+        provider: KIND,
+        message: format!("{op} failed: injected failure (MemoryStore::fail_next)"),
+    }
 }
 
 #[async_trait]

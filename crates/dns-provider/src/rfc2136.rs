@@ -33,6 +33,13 @@ use crate::{DnsProvider, ProviderError, Published, Record, RecordType, normalize
 
 const KIND: &str = "rfc2136";
 
+/// Largest request sent over UDP (the EDNS default of 1232 bytes, less room for the TSIG RR):
+/// larger ones (batches) go over TCP rather than as fragmented datagrams.
+const MAX_UDP_MESSAGE: usize = 1100;
+
+/// Records per UPDATE message in batches.
+const BATCH_CHUNK: usize = 100;
+
 /// Allowed clock difference between us and the server for TSIG (RFC 8945 recommends 300 s).
 const TSIG_FUDGE: u16 = 300;
 
@@ -94,7 +101,8 @@ fn transient(message: impl Into<String>) -> ProviderError {
 }
 
 fn fqdn(name: &str) -> Result<Name, ProviderError> {
-    Name::from_ascii(format!("{}.", normalize_name(name))).map_err(|e| rejected(format!("invalid DNS name {name:?}: {e}")))
+    Name::from_ascii(format!("{}.", normalize_name(name)))
+        .map_err(|e| rejected(format!("invalid DNS name {name:?}: {e}")))
 }
 
 fn txt_rdata(value: &str) -> RData {
@@ -140,16 +148,17 @@ impl Rfc2136Provider {
         if zones.is_empty() {
             return Err(config_err("no zones configured: set `zones` to the zones this server updates"));
         }
-        let (algorithm, tsig_algorithm) = match settings.tsig_algorithm.trim().trim_end_matches('.').to_ascii_lowercase().as_str() {
-            "hmac-sha256" => ("hmac-sha256", TsigAlgorithm::HmacSha256),
-            "hmac-sha384" => ("hmac-sha384", TsigAlgorithm::HmacSha384),
-            "hmac-sha512" => ("hmac-sha512", TsigAlgorithm::HmacSha512),
-            other => {
-                return Err(config_err(format!(
-                    "unsupported tsig_algorithm {other:?}: use hmac-sha256, hmac-sha384 or hmac-sha512"
-                )));
-            }
-        };
+        let (algorithm, tsig_algorithm) =
+            match settings.tsig_algorithm.trim().trim_end_matches('.').to_ascii_lowercase().as_str() {
+                "hmac-sha256" => ("hmac-sha256", TsigAlgorithm::HmacSha256),
+                "hmac-sha384" => ("hmac-sha384", TsigAlgorithm::HmacSha384),
+                "hmac-sha512" => ("hmac-sha512", TsigAlgorithm::HmacSha512),
+                other => {
+                    return Err(config_err(format!(
+                        "unsupported tsig_algorithm {other:?}: use hmac-sha256, hmac-sha384 or hmac-sha512"
+                    )));
+                }
+            };
         let key_name = normalize_name(&settings.tsig_key_name);
         let key_dns_name = Name::from_ascii(format!("{key_name}."))
             .map_err(|e| config_err(format!("tsig_key_name {key_name:?} is not a DNS name: {e}")))?;
@@ -207,41 +216,47 @@ impl Rfc2136Provider {
         }
     }
 
-    /// Sends `message` (signed when it is an update) over UDP, then over TCP when the answer is
-    /// truncated or UDP got none.
+    /// Sends `message` (signed when it is an update) over UDP, or over TCP when it is too large
+    /// for one unfragmented UDP datagram, when the UDP answer is truncated or when UDP got none.
     async fn exchange(&self, message: Message, what: &str) -> Result<DnsResponse, ProviderError> {
         let signed = message.metadata.op_code == OpCode::Update;
-        let provider = TokioRuntimeProvider::default();
-        let udp = UdpClientStream::builder(self.server, provider.clone())
+        let size = message.to_vec().map_or(usize::MAX, |b| b.len());
+        if size <= MAX_UDP_MESSAGE {
+            match self.send_udp(message.clone(), signed).await {
+                Ok(resp) if !resp.metadata.truncation => return Ok(resp),
+                Ok(_) => tracing::debug!(server = %self.server, "rfc2136 answer truncated, retrying over tcp"),
+                Err(NetError::Timeout) => tracing::debug!(server = %self.server, "rfc2136 no udp answer, trying tcp"),
+                Err(e) => return Err(self.net_error(e, what, signed)),
+            }
+        }
+        self.send_tcp(message, signed).await.map_err(|e| self.net_error(e, what, signed))
+    }
+
+    async fn send_udp(&self, message: Message, signed: bool) -> Result<DnsResponse, NetError> {
+        let udp = UdpClientStream::builder(self.server, TokioRuntimeProvider::default())
             .with_timeout(Some(self.timeout))
             .with_signer(signed.then(|| self.signer.clone()))
             .build();
         let (client, bg) = Client::<TokioRuntimeProvider>::from_sender(udp);
         let bg = tokio::spawn(bg);
-        let udp_result = client.send(DnsRequest::from(message.clone())).first_answer().await;
+        let result = client.send(DnsRequest::from(message)).first_answer().await;
         bg.abort();
-        match udp_result {
-            Ok(resp) if !resp.metadata.truncation => return Ok(resp),
-            Ok(_) => tracing::debug!(server = %self.server, "rfc2136 answer truncated, retrying over tcp"),
-            Err(NetError::Timeout) => tracing::debug!(server = %self.server, "rfc2136 no udp answer, trying tcp"),
-            Err(e) => return Err(self.net_error(e, what, signed)),
-        }
+        result
+    }
 
-        let (connect, handle) = TcpClientStream::new(self.server, None, Some(self.timeout), provider);
-        let stream = match tokio::time::timeout(self.timeout, connect).await {
-            Ok(Ok(stream)) => stream,
-            Ok(Err(e)) => return Err(self.net_error(e, what, signed)),
-            Err(_) => return Err(self.net_error(NetError::Timeout, what, signed)),
-        };
+    async fn send_tcp(&self, message: Message, signed: bool) -> Result<DnsResponse, NetError> {
+        let (connect, handle) =
+            TcpClientStream::new(self.server, None, Some(self.timeout), TokioRuntimeProvider::default());
+        let stream = tokio::time::timeout(self.timeout, connect).await.map_err(|_| NetError::Timeout)??;
         let mut multiplexer = DnsMultiplexer::new(stream, handle).with_timeout(self.timeout);
         if signed {
             multiplexer = multiplexer.with_signer(self.signer.clone());
         }
         let (client, bg) = Client::<TokioRuntimeProvider>::from_sender(multiplexer);
         let bg = tokio::spawn(bg);
-        let tcp_result = client.send(DnsRequest::from(message)).first_answer().await;
+        let result = client.send(DnsRequest::from(message)).first_answer().await;
         bg.abort();
-        tcp_result.map_err(|e| self.net_error(e, what, signed))
+        result
     }
 
     fn net_error(&self, e: NetError, what: &str, signed: bool) -> ProviderError {
@@ -267,9 +282,10 @@ impl Rfc2136Provider {
         let zone = zone.trim_end_matches('.');
         match resp.response_code {
             ResponseCode::NoError => Ok(()),
-            ResponseCode::YXRRSet | ResponseCode::YXDomain | ResponseCode::NXRRSet => {
-                Err(conflict(format!("{what}: the server refused it because of existing records ({})", resp.response_code)))
-            }
+            ResponseCode::YXRRSet | ResponseCode::YXDomain | ResponseCode::NXRRSet => Err(conflict(format!(
+                "{what}: the server refused it because of existing records ({})",
+                resp.response_code
+            ))),
             ResponseCode::BADSIG | ResponseCode::BADKEY | ResponseCode::BADTIME => Err(self.auth_refused()),
             ResponseCode::Refused => Err(ProviderError::Auth {
                 provider: KIND,
@@ -285,7 +301,9 @@ impl Rfc2136Provider {
                 message: format!("server {} is not authoritative (primary) for it (NOTAUTH)", self.server),
             }),
             ResponseCode::NotZone => Err(rejected(format!("{what}: the name is not inside zone {zone} (NOTZONE)"))),
-            ResponseCode::ServFail => Err(transient(format!("{what}: server {} failed (SERVFAIL); will retry", self.server))),
+            ResponseCode::ServFail => {
+                Err(transient(format!("{what}: server {} failed (SERVFAIL); will retry", self.server)))
+            }
             other => Err(ProviderError::Rejected {
                 provider: KIND,
                 code: Some(other.to_string()),
@@ -303,7 +321,9 @@ impl Rfc2136Provider {
         let resp = self.exchange(message, &what).await?;
         match resp.response_code {
             ResponseCode::NoError | ResponseCode::NXDomain => {}
-            ResponseCode::ServFail => return Err(transient(format!("{what}: server {} failed (SERVFAIL)", self.server))),
+            ResponseCode::ServFail => {
+                return Err(transient(format!("{what}: server {} failed (SERVFAIL)", self.server)));
+            }
             other => {
                 return Err(rejected(format!(
                     "{what}: server {} answered {other}: is it authoritative for the zone?",
@@ -370,6 +390,60 @@ impl DnsProvider for Rfc2136Provider {
             ))),
             _ => self.check_update(&resp, &what, &zone_name).map(|()| Published::default()),
         }
+    }
+
+    /// TXT records go in UPDATE messages of up to 100 records (atomic on the server, over TCP
+    /// when large); a batch holding a CNAME, or a chunk refused because one of its names is a
+    /// CNAME, is published record by record (for the per-record checks and a precise error).
+    async fn publish_batch(&self, zone: &str, records: &[Record]) -> Result<Vec<Published>, ProviderError> {
+        if records.len() < 2 || records.iter().any(|r| r.rtype == RecordType::Cname) {
+            let mut out = Vec::with_capacity(records.len());
+            for record in records {
+                out.push(self.publish(zone, record).await?);
+            }
+            return Ok(out);
+        }
+        for chunk in records.chunks(BATCH_CHUNK) {
+            let mut message = Self::update(&fqdn(zone)?);
+            let mut zone_name = None;
+            for record in chunk {
+                let (z, name) = self.check_zone(zone, &record.name)?;
+                message.add_pre_requisite(empty_rr(name.clone(), DnsType::CNAME, DNSClass::NONE));
+                message.add_update(DnsRecord::from_rdata(name, record.ttl, rdata_of(record)?));
+                zone_name = Some(z);
+            }
+            let Some(zone_name) = zone_name else { continue };
+            let what = format!("publishing {} TXT records in zone {}", chunk.len(), normalize_name(zone));
+            let resp = self.exchange(message, &what).await?;
+            if resp.response_code == ResponseCode::YXRRSet {
+                for record in chunk {
+                    self.publish(zone, record).await?;
+                }
+                continue;
+            }
+            self.check_update(&resp, &what, &zone_name)?;
+        }
+        Ok(vec![Published::default(); records.len()])
+    }
+
+    /// Deletes by value in UPDATE messages of up to 100 records.
+    async fn remove_batch(&self, zone: &str, records: &[Record]) -> Result<(), ProviderError> {
+        for chunk in records.chunks(BATCH_CHUNK) {
+            let mut message = Self::update(&fqdn(zone)?);
+            let mut zone_name = None;
+            for record in chunk {
+                let (z, name) = self.check_zone(zone, &record.name)?;
+                let mut rr = DnsRecord::from_rdata(name, 0, rdata_of(record)?);
+                rr.dns_class = DNSClass::NONE;
+                message.add_update(rr);
+                zone_name = Some(z);
+            }
+            let Some(zone_name) = zone_name else { continue };
+            let what = format!("removing {} records in zone {}", chunk.len(), normalize_name(zone));
+            let resp = self.exchange(message, &what).await?;
+            self.check_update(&resp, &what, &zone_name)?;
+        }
+        Ok(())
     }
 
     async fn remove(&self, zone: &str, record: &Record) -> Result<(), ProviderError> {
@@ -447,12 +521,40 @@ mod tests {
     fn debug_and_zone_checks() {
         let p = Rfc2136Provider::new(settings("c2VjcmV0LWtleQ==", "hmac-sha256")).unwrap();
         let debug = format!("{p:?}");
-        assert!(debug.contains("[redacted]") && !debug.contains("c2VjcmV0") && !debug.contains("secret-key"), "{debug}");
+        assert!(
+            debug.contains("[redacted]") && !debug.contains("c2VjcmV0") && !debug.contains("secret-key"),
+            "{debug}"
+        );
         assert_eq!(p.zones(), ["example.net"]);
         assert!(p.check_zone("example.net", "_dnsauth.example.net").is_ok());
         let err = p.check_zone("example.net", "_dnsauth.example.com").unwrap_err();
         assert_eq!(err.to_string(), "rfc2136: _dnsauth.example.com is not inside zone example.net");
         assert!(matches!(p.check_zone("example.org", "x.example.org"), Err(ProviderError::ZoneNotFound { .. })));
+    }
+
+    /// Update response codes map to the documented error kinds.
+    #[test]
+    fn response_codes() {
+        let p = Rfc2136Provider::new(settings("c2VjcmV0LWtleQ==", "hmac-sha256")).unwrap();
+        let zone = fqdn("example.net").unwrap();
+        let check = |code| {
+            let mut m = Message::response(1, OpCode::Update);
+            m.metadata.response_code = code;
+            p.check_update(&DnsResponse::from_message(m).unwrap(), "publishing x", &zone)
+        };
+        assert!(check(ResponseCode::NoError).is_ok());
+        assert!(matches!(check(ResponseCode::YXRRSet), Err(ProviderError::Conflict { .. })));
+        assert!(matches!(check(ResponseCode::YXDomain), Err(ProviderError::Conflict { .. })));
+        let refused = check(ResponseCode::Refused).unwrap_err();
+        assert!(matches!(refused, ProviderError::Auth { .. }), "{refused:?}");
+        assert!(refused.to_string().contains("allow key \"dcvd\" to update it"), "{refused}");
+        for code in [ResponseCode::BADSIG, ResponseCode::BADKEY] {
+            let err = check(code).unwrap_err();
+            assert!(err.to_string().contains("refused the TSIG key \"dcvd\""), "{err}");
+        }
+        assert!(matches!(check(ResponseCode::NotAuth), Err(ProviderError::ZoneNotFound { .. })));
+        assert!(check(ResponseCode::ServFail).unwrap_err().is_retryable());
+        assert!(matches!(check(ResponseCode::FormErr), Err(ProviderError::Rejected { code: Some(_), .. })));
     }
 
     /// Values longer than 255 bytes become several strings and read back joined.

@@ -108,7 +108,8 @@ impl Harness for ExecHarness {
 
     async fn add_foreign(&self, record: &Record) {
         let bind = self.bind.clone();
-        let cmd = format!("zone {ZONE}\nupdate add {}. {} {} \"{}\"", record.name, record.ttl, record.rtype, record.value);
+        let cmd =
+            format!("zone {ZONE}\nupdate add {}. {} {} \"{}\"", record.name, record.ttl, record.rtype, record.value);
         tokio::task::spawn_blocking(move || bind.nsupdate(&cmd)).await.expect("nsupdate");
     }
 
@@ -135,11 +136,7 @@ conformance_battery!(setup);
 async fn hook_environment() {
     let dir = tempfile::tempdir().expect("tempdir");
     let out = dir.path().join("env.txt");
-    let hook = script(
-        dir.path(),
-        "dump.sh",
-        &format!("#!/bin/sh\nenv | grep '^DCVD_' | sort > '{}'\n", out.display()),
-    );
+    let hook = script(dir.path(), "dump.sh", &format!("#!/bin/sh\nenv | grep '^DCVD_' | sort > '{}'\n", out.display()));
     let p = exec(vec![hook.display().to_string()], Duration::from_secs(20));
     let mut rec = Record::cname(format!("_dnsauth.www.{ZONE}."), "Rnd123.dcv.digicert.com.");
     rec.ttl = 120;
@@ -175,7 +172,13 @@ async fn failure_carries_stderr_tail() {
     let err = exec(vec![hook.display().to_string()], Duration::from_secs(20)).publish(ZONE, &rec).await.unwrap_err();
     let text = err.to_string();
     assert!(matches!(err, ProviderError::Rejected { .. }) && !err.is_retryable(), "{err:?}");
-    assert!(text.starts_with(&format!("exec: {} present _dnsauth.exec.test TXT \"tok\" failed with exit status 3:", hook.display())), "{text}");
+    assert!(
+        text.starts_with(&format!(
+            "exec: {} present _dnsauth.exec.test TXT \"tok\" failed with exit status 3:",
+            hook.display()
+        )),
+        "{text}"
+    );
     assert!(text.ends_with("problem line 100") && text.contains("problem line 81 |"), "{text}");
     assert!(!text.contains("problem line 80 "), "only the tail is kept: {text}");
 
@@ -191,11 +194,8 @@ async fn failure_carries_stderr_tail() {
 async fn timeout_kills_the_process_group() {
     let dir = tempfile::tempdir().expect("tempdir");
     let pids = dir.path().join("pids");
-    let hook = script(
-        dir.path(),
-        "hang.sh",
-        &format!("#!/bin/sh\nsleep 300 &\necho $$ $! > '{}'\nwait\n", pids.display()),
-    );
+    let hook =
+        script(dir.path(), "hang.sh", &format!("#!/bin/sh\nsleep 300 &\necho $$ $! > '{}'\nwait\n", pids.display()));
     let p = exec(vec![hook.display().to_string()], Duration::from_millis(1500));
     let err = p.publish(ZONE, &Record::txt(format!("_dnsauth.{ZONE}"), "tok")).await.unwrap_err();
     assert!(err.is_retryable(), "{err:?}");

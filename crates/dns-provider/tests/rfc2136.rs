@@ -54,7 +54,9 @@ impl BindHarness {
 
     async fn nsupdate(&self, commands: String) {
         let bind = self.bind.clone();
-        tokio::task::spawn_blocking(move || bind.nsupdate(&format!("zone {ZONE}\n{commands}"))).await.expect("nsupdate");
+        tokio::task::spawn_blocking(move || bind.nsupdate(&format!("zone {ZONE}\n{commands}")))
+            .await
+            .expect("nsupdate");
     }
 }
 
@@ -152,7 +154,8 @@ async fn foreign_zone_and_dead_server() {
     let mut s = settings(&h.bind, &h.bind.tsig().secret_b64);
     s.zones = vec!["not-served.test".into()];
     let p = Rfc2136Provider::new(s).expect("settings");
-    let err = p.publish("not-served.test", &Record::txt("_dnsauth.not-served.test", "v")).await.expect_err("foreign zone");
+    let err =
+        p.publish("not-served.test", &Record::txt("_dnsauth.not-served.test", "v")).await.expect_err("foreign zone");
     assert!(matches!(err, ProviderError::ZoneNotFound { .. }), "{err:?}");
     assert!(err.to_string().contains("is not authoritative (primary) for it"), "{err}");
 
@@ -167,4 +170,27 @@ async fn foreign_zone_and_dead_server() {
         .expect_err("nothing listens");
     assert!(err.is_retryable(), "an unreachable server is transient: {err:?}");
     assert!(err.to_string().contains(&format!("127.0.0.1:{dead}")), "{err}");
+}
+
+/// A large TXT batch goes in a few UPDATE messages (over TCP: too large for UDP) and is
+/// removed the same way; a batch touching a CNAME-owned name reports the conflict.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn large_batches() {
+    let h = setup().await;
+    let recs: Vec<Record> =
+        (0..250).map(|i| Record::txt(format!("_dnsauth.b{i}.{ZONE}"), format!("tok-{i}-{}", "x".repeat(40)))).collect();
+    h.provider.publish_batch(ZONE, &recs).await.expect("publish batch");
+    for r in [&recs[0], &recs[99], &recs[100], &recs[249]] {
+        assert_eq!(h.dig(&r.name, "TXT").await, std::slice::from_ref(&r.value), "{}", r.name);
+    }
+    h.provider.remove_batch(ZONE, &recs).await.expect("remove batch");
+    for r in [&recs[0], &recs[249]] {
+        assert!(h.dig(&r.name, "TXT").await.is_empty(), "{}", r.name);
+    }
+
+    let cname_owned = format!("_dnsauth.owned.{ZONE}");
+    h.add_foreign(&Record::cname(&cname_owned, "target.example")).await;
+    let batch = [Record::txt(format!("_dnsauth.free.{ZONE}"), "tok-free"), Record::txt(&cname_owned, "tok")];
+    let err = h.provider.publish_batch(ZONE, &batch).await.expect_err("a name of the batch is a CNAME");
+    assert!(matches!(err, ProviderError::Conflict { .. }) && err.to_string().contains(&cname_owned), "{err}");
 }

@@ -11,6 +11,7 @@
 //!   stops querying it once it has (saves queries on large batches).
 //! - Every address of every NS must serve the value: DigiCert may ask any of them.
 //! - IPv6 addresses are required only when this host can reach IPv6 at all.
+//! - The query cap belongs to a [`Checker`] and its clones: build one per process.
 //!
 //! # Layout
 //! - [`Checker`]: the shared, cloneable entry point (zone cache + global query-rate cap).
@@ -75,7 +76,8 @@ pub struct CheckerConfig {
     pub poll_max: Duration,
     /// Timeout of one DNS query.
     pub query_timeout: Duration,
-    /// Process-wide cap on DNS queries per second, shared by every wait.
+    /// Process-wide cap on DNS queries per second (discovery included), shared by every wait
+    /// and every clone of the [`Checker`]; a fifth of a second's worth may go at once.
     pub max_queries_per_second: u32,
 }
 

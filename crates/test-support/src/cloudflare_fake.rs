@@ -434,17 +434,13 @@ struct Paging {
 }
 
 /// `(page, per_page)` after Cloudflare's validation, or an error response.
-fn paging(p: &Paging, default_per_page: u32, max: u32) -> Result<(u32, u32), Response> {
+fn paging(p: &Paging, default_per_page: u32, max: u32) -> Result<(u32, u32), &'static str> {
     let page = match &p.page {
         None => 1,
         Some(s) => match s.parse::<u32>() {
             Ok(n) if n >= 1 => n,
             _ => {
-                return Err(cf_error(
-                    StatusCode::BAD_REQUEST,
-                    1004,
-                    "page must be a positive integer",
-                ));
+                return Err("page must be a positive integer");
             }
         },
     };
@@ -453,11 +449,7 @@ fn paging(p: &Paging, default_per_page: u32, max: u32) -> Result<(u32, u32), Res
         Some(s) => match s.parse::<u32>() {
             Ok(n) if n >= 1 => n,
             _ => {
-                return Err(cf_error(
-                    StatusCode::BAD_REQUEST,
-                    1004,
-                    "per_page must be a positive integer",
-                ));
+                return Err("per_page must be a positive integer");
             }
         },
     };
@@ -487,7 +479,7 @@ async fn list_zones(State(state): State<Shared>, Query(q): Query<ZoneQuery>) -> 
     let st = state.lock().expect("fake state lock");
     let (page, per_page) = match paging(&q.paging, 20, 50) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(m) => return cf_error(StatusCode::BAD_REQUEST, 1004, m),
     };
     let want = q.name.map(|n| n.trim_end_matches('.').to_ascii_lowercase());
     let zones: Vec<Value> = st
@@ -550,7 +542,7 @@ async fn list_records(
     };
     let (page, per_page) = match paging(&q.paging, 100, st.max_per_page) {
         Ok(p) => p,
-        Err(r) => return r,
+        Err(m) => return cf_error(StatusCode::BAD_REQUEST, 1004, m),
     };
     let name = q
         .name_exact

@@ -12,8 +12,11 @@
 //!   change requests and injects throttling.
 //! - [`cloudflare_fake`]: a stateful fake of Cloudflare's v4 DNS API (zones, records, pagination,
 //!   token scopes, 429 with `Retry-After`).
+//! - [`frontend`]: DNS front-ends serving what moto's Route53 or the Cloudflare fake holds, over
+//!   real DNS on two name servers (one optionally lagging).
 
 pub mod bind;
 pub mod cloudflare_fake;
+pub mod frontend;
 pub mod moto;
 pub mod ports;

@@ -207,10 +207,7 @@ impl Context<'_> {
         let span = env.span();
         let name = env.get_ref().trim();
         if name.is_empty() {
-            return Err(src.error(
-                &span,
-                format!("`{key}` must name an environment variable"),
-            ));
+            return Err(src.error(&span, format!("`{key}` must name an environment variable")));
         }
         let origin = format!("environment variable {name}");
         let value = self

@@ -17,8 +17,8 @@ use super::raw::{
 };
 use super::{
     CertCentral, Check, CnameName, Config, DEFAULT_BASE_URL, DEFAULT_STATE_DIR, Daemon, Method,
-    Propagation, Provider, ProviderMatch, RateLimit, TxtName, Unit, UnitKey,
-    default_rate_limits, names, provider,
+    Propagation, Provider, ProviderMatch, RateLimit, TxtName, Unit, UnitKey, default_rate_limits,
+    names, provider,
 };
 
 pub(super) fn build(text: &str, file: &Path, env: &Environment) -> Result<Config, ConfigError> {
@@ -32,8 +32,8 @@ pub(super) fn build(text: &str, file: &Path, env: &Environment) -> Result<Config
     let mut root = DeTable::parse(text).map_err(|e| src.toml_error(&e))?;
     // Providers are dispatched on `type` with their own schema (see provider.rs).
     let providers_value = root.get_mut().remove("providers");
-    let raw = RawMain::deserialize(toml::de::Deserializer::from(root))
-        .map_err(|e| src.toml_error(&e))?;
+    let raw =
+        RawMain::deserialize(toml::de::Deserializer::from(root)).map_err(|e| src.toml_error(&e))?;
 
     let certcentral = certcentral(&src, &ctx, raw.certcentral, &mut warnings)?;
     let (daemon, order_globs) = daemon(&src, &ctx, raw.daemon)?;
@@ -174,10 +174,7 @@ fn daemon(
     Ok((daemon, order_globs))
 }
 
-fn propagation(
-    src: &Source<'_>,
-    raw: Option<RawPropagation>,
-) -> Result<Propagation, ConfigError> {
+fn propagation(src: &Source<'_>, raw: Option<RawPropagation>) -> Result<Propagation, ConfigError> {
     let defaults = Propagation::default();
     let Some(raw) = raw else {
         return Ok(defaults);
@@ -194,7 +191,10 @@ fn propagation(
     };
     let nameserver_port = match raw.nameserver_port {
         Some(port) if *port.get_ref() == 0 => {
-            return Err(src.error(&port.span(), "`nameserver_port` must be between 1 and 65535"));
+            return Err(src.error(
+                &port.span(),
+                "`nameserver_port` must be between 1 and 65535",
+            ));
         }
         Some(port) => port.into_inner(),
         None => defaults.nameserver_port,
@@ -282,14 +282,21 @@ fn order_files(
             format!("{}/{written}", dir.trim_end_matches('/'))
         };
         let paths = glob::glob(&pattern).map_err(|e| {
-            src.error(&span, format!("invalid glob {written:?} in `order_files`: {e}"))
+            src.error(
+                &span,
+                format!("invalid glob {written:?} in `order_files`: {e}"),
+            )
         })?;
         let mut matched = false;
         for path in paths {
             let path = path.map_err(|e| {
                 src.error(
                     &span,
-                    format!("cannot read {:?} (matched by {written:?}): {}", e.path(), e.error()),
+                    format!(
+                        "cannot read {:?} (matched by {written:?}): {}",
+                        e.path(),
+                        e.error()
+                    ),
                 )
             })?;
             if !path.is_file() {

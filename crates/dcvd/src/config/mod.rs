@@ -356,6 +356,11 @@ pub enum Provider {
     Memory {
         /// Zones served.
         zones: Vec<String>,
+        /// Addresses of the in-process authoritative servers for the zones (none = no server).
+        listen: Vec<SocketAddr>,
+        /// How late the last of the `listen` servers serves new records (models a lagging
+        /// secondary; default zero).
+        lag: Duration,
     },
 }
 
@@ -378,7 +383,7 @@ impl Provider {
             | Self::Cloudflare { zones, .. }
             | Self::Rfc2136 { zones, .. }
             | Self::Exec { zones, .. }
-            | Self::Memory { zones } => zones,
+            | Self::Memory { zones, .. } => zones,
         }
     }
 }

@@ -73,9 +73,15 @@ mod tests {
 
     #[test]
     fn normalizes_case_and_trailing_dot() {
-        assert_eq!(normalize("WWW.Example.COM.", true).unwrap(), "www.example.com");
+        assert_eq!(
+            normalize("WWW.Example.COM.", true).unwrap(),
+            "www.example.com"
+        );
         assert_eq!(normalize("*.Example.com", true).unwrap(), "*.example.com");
-        assert_eq!(normalize("_dnsauth.example.com", false).unwrap(), "_dnsauth.example.com");
+        assert_eq!(
+            normalize("_dnsauth.example.com", false).unwrap(),
+            "_dnsauth.example.com"
+        );
     }
 
     #[test]

@@ -87,7 +87,9 @@ fn parse_one(
     let DeValue::Table(table) = value.into_inner() else {
         return Err(src.error(
             &span,
-            format!("provider `{name}` must be a table: write [providers.{name}] with a `type` key"),
+            format!(
+                "provider `{name}` must be a table: write [providers.{name}] with a `type` key"
+            ),
         ));
     };
     let kind = match table.get("type") {
@@ -211,7 +213,12 @@ fn parse_one(
         "exec" => {
             let raw: RawExec = de(src, table)?;
             let zones = zones(src, name, &raw.zones)?;
-            if raw.command.get_ref().first().is_none_or(|p| p.trim().is_empty()) {
+            if raw
+                .command
+                .get_ref()
+                .first()
+                .is_none_or(|p| p.trim().is_empty())
+            {
                 return Err(src.error(
                     &raw.command.span(),
                     format!(
@@ -232,6 +239,13 @@ fn parse_one(
             let zones = zones(src, name, &raw.zones)?;
             let provider = Provider::Memory {
                 zones: zones.iter().map(|(z, _)| z.clone()).collect(),
+                listen: raw
+                    .listen
+                    .unwrap_or_default()
+                    .into_iter()
+                    .map(|a| a.0.0)
+                    .collect(),
+                lag: raw.lag.map_or(Duration::ZERO, |l| l.0.0),
             };
             Ok((provider, zones))
         }

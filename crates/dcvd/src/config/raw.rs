@@ -96,13 +96,28 @@ fn parse_addr(s: &str, default_port: u16) -> Option<SocketAddr> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Some(addr);
     }
-    let ip = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(s);
+    let ip = s
+        .strip_prefix('[')
+        .and_then(|r| r.strip_suffix(']'))
+        .unwrap_or(s);
     ip.parse::<IpAddr>()
         .ok()
         .map(|ip| SocketAddr::new(ip, default_port))
 }
 
-/// `metrics_listen`: an IP address and a port.
+/// A duration that may be zero (`lag`).
+pub(super) struct Lag(pub(super) Duration);
+
+impl FromConfigStr for Lag {
+    const EXPECTING: &'static str = "a duration such as \"1500ms\"";
+    fn from_config_str(s: &str) -> Result<Self, String> {
+        humantime::parse_duration(s).map(Self).map_err(|e| {
+            format!("invalid duration {s:?}: {e}; write it like \"500ms\", \"2s\" or \"1m\"")
+        })
+    }
+}
+
+/// `metrics_listen`, memory `listen`: an IP address and a port.
 pub(super) struct ListenAddr(pub(super) SocketAddr);
 
 impl FromConfigStr for ListenAddr {
@@ -139,9 +154,9 @@ impl FromConfigStr for ServerAddr {
         if host.is_empty() || names::normalize(host, false).is_err() {
             return Err(bad());
         }
-        let mut addrs = (host, port).to_socket_addrs().map_err(|e| {
-            format!("cannot resolve server {s:?}: {e}; give an IP address instead")
-        })?;
+        let mut addrs = (host, port)
+            .to_socket_addrs()
+            .map_err(|e| format!("cannot resolve server {s:?}: {e}; give an IP address instead"))?;
         addrs
             .next()
             .map(Self)
@@ -270,8 +285,8 @@ pub(super) struct RawMain {
     pub(super) propagation: Option<RawPropagation>,
     pub(super) check: Option<RawCheck>,
     /// Parsed separately (see `provider.rs`); declared so unknown-key errors list it.
-    #[allow(dead_code)]
-    pub(super) providers: Option<IgnoredAny>,
+    #[serde(rename = "providers")]
+    pub(super) _providers: Option<IgnoredAny>,
     #[serde(default)]
     pub(super) order: Vec<Spanned<RawOrder>>,
     #[serde(default)]
@@ -415,6 +430,8 @@ pub(super) struct RawMemory {
     #[serde(rename = "type")]
     pub(super) _type: IgnoredAny,
     pub(super) zones: Spanned<Vec<Spanned<P<Zone>>>>,
+    pub(super) listen: Option<Vec<P<ListenAddr>>>,
+    pub(super) lag: Option<P<Lag>>,
 }
 
 #[cfg(test)]
@@ -431,10 +448,15 @@ mod tests {
         ] {
             assert!(BaseUrl::from_config_str(ok).unwrap().insecure_http, "{ok}");
         }
-        for bad in ["http://example.com", "http://10.0.0.1:80", "http://127.0.0.1.nip.io"] {
+        for bad in [
+            "http://example.com",
+            "http://10.0.0.1:80",
+            "http://127.0.0.1.nip.io",
+        ] {
             assert!(BaseUrl::from_config_str(bad).is_err(), "{bad}");
         }
-        let https = BaseUrl::from_config_str("https://certcentral.digicert.eu/services/v2/").unwrap();
+        let https =
+            BaseUrl::from_config_str("https://certcentral.digicert.eu/services/v2/").unwrap();
         assert!(!https.insecure_http);
         assert_eq!(https.url, "https://certcentral.digicert.eu/services/v2");
     }
@@ -454,7 +476,10 @@ mod tests {
 
     #[test]
     fn cron_accepts_six_fields_and_off() {
-        assert_eq!(Cron::from_config_str("0 */5 * * * *").unwrap().0.as_deref(), Some("0 */5 * * * *"));
+        assert_eq!(
+            Cron::from_config_str("0 */5 * * * *").unwrap().0.as_deref(),
+            Some("0 */5 * * * *")
+        );
         assert!(Cron::from_config_str("off").unwrap().0.is_none());
         assert!(Cron::from_config_str("*/5 * * * *").is_err());
         assert!(Cron::from_config_str("0 61 * * * *").is_err());

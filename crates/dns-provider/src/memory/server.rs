@@ -252,7 +252,11 @@ struct Answer {
 
 #[async_trait]
 impl RequestHandler for Handler {
-    async fn handle_request<R: ResponseHandler, T: Time>(&self, request: &Request, mut response_handle: R) -> ResponseInfo {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        mut response_handle: R,
+    ) -> ResponseInfo {
         self.shared.queries[self.index].fetch_add(1, Ordering::Relaxed);
         let resp_edns = request.edns.as_ref().map(|req| {
             let mut e = Edns::new();
@@ -351,7 +355,8 @@ impl Shared {
                 exists |= !cnames.is_empty() || !txts.is_empty() || inner.has_descendants(&name);
             }
             if any || qtype == DnsType::TXT {
-                out.answers.extend(txts.iter().map(|v| DnsRecord::from_rdata(dns_name(&name), v.ttl, txt_rdata(&v.value))));
+                out.answers
+                    .extend(txts.iter().map(|v| DnsRecord::from_rdata(dns_name(&name), v.ttl, txt_rdata(&v.value))));
             }
             let Some(cname) = cnames.first() else { break };
             out.answers.push(DnsRecord::from_rdata(
@@ -418,7 +423,9 @@ mod tests {
         a.answers
             .iter()
             .filter_map(|r| match &r.data {
-                RData::TXT(t) => Some(t.txt_data.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect::<String>()),
+                RData::TXT(t) => {
+                    Some(t.txt_data.iter().map(|s| String::from_utf8_lossy(s).into_owned()).collect::<String>())
+                }
                 _ => None,
             })
             .collect()

@@ -1,0 +1,452 @@
+//! Shared harness of the end-to-end suites (`e2e`, `crash`, `faults`): the real `dcvd` binary
+//! and the real `certcentral-sim` binary as processes, talking to real DNS servers (BIND, or the
+//! DNS front-ends of `test_support::frontend` in front of moto and the Cloudflare fake).
+//!
+//! Every dcvd run appends its whole output to one log, which the tests scan for secrets.
+
+#![allow(dead_code, unreachable_pub)]
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::{Duration, Instant, SystemTime};
+
+use certcentral_sim::{DomainView, Fixtures, NewDomain, NewOrder, OrderView, Stats};
+
+/// Log filter of every dcvd run: our crates at debug, so secret hygiene is checked on the
+/// chattiest level an operator would use.
+pub const RUST_LOG: &str = "info,dcvd=debug,certcentral=debug,dns_provider=debug,propagation=debug";
+
+/// The `certcentral-sim` binary next to the `dcvd` binary under test. `cargo test --workspace`
+/// builds every binary of the workspace; a run limited to `-p dcvd` does not, hence the checks.
+pub fn sim_binary() -> PathBuf {
+    let dcvd = Path::new(env!("CARGO_BIN_EXE_dcvd"));
+    let sim = dcvd.with_file_name("certcentral-sim");
+    let hint = "build it with `cargo build -p certcentral-sim --bin certcentral-sim` (same CARGO_TARGET_DIR), \
+                or run the whole workspace's tests (`scripts/test`)";
+    let built = std::fs::metadata(&sim)
+        .and_then(|m| m.modified())
+        .unwrap_or_else(|e| panic!("the simulator binary {} is missing ({e}): {hint}", sim.display()));
+    let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("../certcentral-sim");
+    if let Some(newest) = newest_mtime(&src)
+        && newest > built
+    {
+        panic!("the simulator binary {} is older than its sources in {}: {hint}", sim.display(), src.display());
+    }
+    sim
+}
+
+fn newest_mtime(dir: &Path) -> Option<SystemTime> {
+    let mut newest = None;
+    let mut stack = vec![dir.join("src"), dir.join("Cargo.toml")];
+    while let Some(p) = stack.pop() {
+        let Ok(meta) = std::fs::metadata(&p) else { continue };
+        if meta.is_dir() {
+            if let Ok(rd) = std::fs::read_dir(&p) {
+                stack.extend(rd.flatten().map(|e| e.path()));
+            }
+        } else if let Ok(m) = meta.modified() {
+            newest = newest.max(Some(m));
+        }
+    }
+    newest
+}
+
+/// How to start the simulator process.
+#[derive(Debug, Clone, Default)]
+pub struct SimOpts {
+    /// Name servers the DCV checks query.
+    pub dns: Vec<SocketAddr>,
+    /// DV orders to preload.
+    pub orders: Vec<NewOrder>,
+    /// OV/EV domains to preload.
+    pub domains: Vec<NewDomain>,
+    /// `--fault` settings.
+    pub faults: Vec<String>,
+    /// `--seed`.
+    pub seed: u64,
+    /// Other arguments (`--no-rate-limit`, `--negative-ttl 5s`, ...).
+    pub extra: Vec<String>,
+}
+
+/// A running `certcentral-sim` process, killed on drop.
+pub struct SimProc {
+    child: Child,
+    /// `http://ADDR/services/v2`.
+    pub base_url: String,
+    /// `http://ADDR`.
+    pub root: String,
+    /// The API key it expects.
+    pub api_key: String,
+    http: reqwest::Client,
+    _dir: tempfile::TempDir,
+}
+
+impl Drop for SimProc {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl SimProc {
+    /// Starts the simulator on a free port and waits for its `listening on` line.
+    pub fn start(opts: SimOpts) -> Self {
+        let dir = tempfile::Builder::new().prefix("dcvd-e2e-sim-").tempdir().expect("tempdir");
+        let api_key = format!("dc-devkey-{:032x}", rand::random::<u128>());
+        let fixtures = Fixtures { orders: opts.orders.clone(), domains: opts.domains.clone() };
+        let orders = dir.path().join("orders.json");
+        std::fs::write(&orders, serde_json::to_string(&fixtures).expect("fixtures json")).expect("write orders");
+        let mut cmd = Command::new(sim_binary());
+        cmd.args(["--listen", "127.0.0.1:0", "--seed", &opts.seed.to_string()])
+            .arg("--orders")
+            .arg(&orders)
+            // the key through the environment: it would show in `ps` as an argument
+            .env("CERTCENTRAL_SIM_API_KEY", &api_key)
+            .env("RUST_LOG", "warn")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(dir.path().join("sim.log")).expect("sim log"));
+        for d in &opts.dns {
+            cmd.arg("--dns").arg(d.to_string());
+        }
+        for f in &opts.faults {
+            cmd.arg("--fault").arg(f);
+        }
+        cmd.args(&opts.extra);
+        let mut child = cmd.spawn().unwrap_or_else(|e| panic!("cannot start the simulator binary: {e}"));
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            for _ in lines {}
+        });
+        let Ok(first) = rx.recv_timeout(Duration::from_secs(20)) else {
+            let _ = child.kill();
+            let log = std::fs::read_to_string(dir.path().join("sim.log")).unwrap_or_default();
+            panic!("the simulator printed no `listening on` line within 20 s; its log:\n{log}");
+        };
+        let base_url = first
+            .strip_prefix("listening on ")
+            .unwrap_or_else(|| panic!("unexpected first line from the simulator: {first:?}"))
+            .trim()
+            .to_string();
+        let root = base_url.trim_end_matches("/services/v2").to_string();
+        let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(10)).build().expect("client");
+        Self { child, base_url, root, api_key, http, _dir: dir }
+    }
+
+    async fn get<T: serde::de::DeserializeOwned>(&self, path: &str) -> T {
+        let url = format!("{}{path}", self.root);
+        let resp = self.http.get(&url).send().await.unwrap_or_else(|e| panic!("GET {url}: {e}"));
+        let status = resp.status();
+        let text = resp.text().await.unwrap_or_default();
+        assert!(status.is_success(), "GET {url} answered {status}: {text}");
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("GET {url}: {e}: {text}"))
+    }
+
+    /// `GET /_sim/orders/{id}`.
+    pub async fn order(&self, id: u64) -> OrderView {
+        self.get(&format!("/_sim/orders/{id}")).await
+    }
+
+    /// `GET /_sim/domains/{id}`.
+    pub async fn domain(&self, id: u64) -> DomainView {
+        self.get(&format!("/_sim/domains/{id}")).await
+    }
+
+    /// `GET /_sim/stats`.
+    pub async fn stats(&self) -> Stats {
+        self.get("/_sim/stats").await
+    }
+
+    /// Calls made for order `id` (every endpoint, whatever the answer).
+    pub async fn order_calls(&self, id: u64) -> u64 {
+        self.stats().await.order_calls.get(&id).map(|m| m.values().sum()).unwrap_or(0)
+    }
+
+    /// Calls made for domain `id`.
+    pub async fn domain_calls(&self, id: u64) -> u64 {
+        self.stats().await.domain_calls.get(&id).map(|m| m.values().sum()).unwrap_or(0)
+    }
+}
+
+/// A dcvd working directory: config, API key file, state dir and the collected log.
+pub struct Dcvd {
+    pub dir: tempfile::TempDir,
+    pub api_key: String,
+    env: Vec<(String, String)>,
+}
+
+impl Dcvd {
+    /// A directory with the API key file (mode 0600) of `sim`.
+    pub fn new(sim: &SimProc) -> Self {
+        let dir = tempfile::Builder::new().prefix("dcvd-e2e-").tempdir().expect("tempdir");
+        let key = dir.path().join("certcentral-api-key");
+        std::fs::write(&key, &sim.api_key).expect("write key");
+        set_mode(&key, 0o600);
+        Self { dir, api_key: sim.api_key.clone(), env: Vec::new() }
+    }
+
+    /// Adds an environment variable to every dcvd run (AWS credentials).
+    pub fn env(&mut self, key: &str, value: &str) {
+        self.env.push((key.to_string(), value.to_string()));
+    }
+
+    /// Writes a secret file (mode 0600) and returns its path.
+    pub fn secret_file(&self, name: &str, content: &str) -> PathBuf {
+        let path = self.dir.path().join(name);
+        std::fs::write(&path, content).expect("write secret");
+        set_mode(&path, 0o600);
+        path
+    }
+
+    /// The full configuration: CertCentral at `sim`, propagation through the name servers on
+    /// `dns_port` (127.0.0.1 answers the SOA walk), fast polls, then `rest` (providers, units).
+    pub fn config(&self, sim: &SimProc, dns_port: u16, rest: &str) -> String {
+        format!(
+            r#"[certcentral]
+base_url = "{base}"
+api_key_file = "{key}"
+
+[daemon]
+state_dir = "{state}"
+log_format = "text"
+
+[propagation]
+resolvers = ["127.0.0.1:{dns_port}"]
+nameserver_port = {dns_port}
+poll_min = "50ms"
+poll_max = "500ms"
+timeout = "120s"
+
+[check]
+min_interval = "200ms"
+max_interval = "2s"
+
+{rest}
+"#,
+            base = sim.base_url,
+            key = self.dir.path().join("certcentral-api-key").display(),
+            state = self.dir.path().join("state").display(),
+        )
+    }
+
+    /// Writes `dcvd.toml`.
+    pub fn write_config(&self, text: &str) -> PathBuf {
+        let path = self.config_path();
+        std::fs::write(&path, text).expect("write config");
+        path
+    }
+
+    pub fn config_path(&self) -> PathBuf {
+        self.dir.path().join("dcvd.toml")
+    }
+
+    pub fn log_path(&self) -> PathBuf {
+        self.dir.path().join("dcvd.log")
+    }
+
+    /// Everything every dcvd run printed so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.log_path()).unwrap_or_default()
+    }
+
+    fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_dcvd"));
+        cmd.args(args)
+            .arg("--config")
+            .arg(self.config_path())
+            .env("RUST_LOG", RUST_LOG)
+            .env_remove("JOURNAL_STREAM")
+            .env_remove("CREDENTIALS_DIRECTORY")
+            .env_remove("NOTIFY_SOCKET")
+            // never let the AWS chain find a real profile or instance metadata
+            .env("AWS_CONFIG_FILE", "/nonexistent/aws-config")
+            .env("AWS_SHARED_CREDENTIALS_FILE", "/nonexistent/aws-credentials")
+            .env("AWS_EC2_METADATA_DISABLED", "true")
+            .stdin(Stdio::null());
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    fn log_file(&self) -> std::fs::File {
+        std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).expect("open log")
+    }
+
+    /// Starts `dcvd <args>` with stdout and stderr appended to the log.
+    pub fn spawn(&self, args: &[&str]) -> Child {
+        let log = self.log_file();
+        self.command(args)
+            .stdout(log.try_clone().expect("dup log"))
+            .stderr(log)
+            .spawn()
+            .expect("spawn dcvd")
+    }
+
+    /// Runs `dcvd once` to the end (at most `limit`) and returns its exit status.
+    pub fn once(&self, limit: Duration) -> ExitStatus {
+        let child = self.spawn(&["once"]);
+        self.wait(child, limit, "dcvd once")
+    }
+
+    /// Waits for `child` at most `limit`; kills it and fails with the log on timeout.
+    pub fn wait(&self, mut child: Child, limit: Duration, what: &str) -> ExitStatus {
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("try_wait") {
+                return status;
+            }
+            if start.elapsed() > limit {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!("{what} did not finish within {limit:?}; log:\n{}", tail(&self.log(), 150));
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// `dcvd status --json`, parsed.
+    pub fn status_json(&self) -> Vec<serde_json::Value> {
+        let out = self.command(&["status", "--json"]).output().expect("run dcvd status");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        self.append_log(&format!("--- dcvd status --json\n{stdout}{stderr}"));
+        assert!(out.status.success(), "dcvd status --json failed: {stderr}");
+        serde_json::from_str(&stdout).unwrap_or_else(|e| panic!("dcvd status --json is not JSON ({e}):\n{stdout}"))
+    }
+
+    pub fn append_log(&self, text: &str) {
+        use std::io::Write;
+        let _ = self.log_file().write_all(text.as_bytes());
+    }
+
+    /// Fails when any secret appears anywhere in everything dcvd printed.
+    pub fn assert_no_secrets(&self, secrets: &[(&str, &str)]) {
+        let log = self.log();
+        assert!(!log.is_empty(), "dcvd printed nothing at all: the secret check would be vacuous");
+        let mut all = vec![("CertCentral API key", self.api_key.as_str())];
+        all.extend_from_slice(secrets);
+        for (what, secret) in all {
+            let secret = secret.trim();
+            assert!(secret.len() >= 8, "{what}: too short to search for");
+            assert!(!log.contains(secret), "the {what} appears in dcvd's log");
+        }
+    }
+
+    /// Asserts the log shows a successful end and returns it (for more checks).
+    pub fn assert_success(&self, status: ExitStatus, what: &str) -> String {
+        let log = self.log();
+        assert!(status.success(), "{what} failed ({status}); log:\n{}", tail(&log, 200));
+        log
+    }
+}
+
+/// The last `n` lines of `text`.
+pub fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
+}
+
+pub fn set_mode(path: &Path, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+}
+
+/// `kill -SIG pid`.
+pub fn signal(child: &Child, sig: &str) {
+    let ok = Command::new("kill").args([&format!("-{sig}"), &child.id().to_string()]).status().expect("kill").success();
+    assert!(ok, "kill -{sig} {} failed", child.id());
+}
+
+/// Polls `cond` every 50 ms until it holds or `limit` passes.
+pub async fn eventually<F, Fut>(limit: Duration, what: &str, mut cond: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !cond().await {
+        assert!(start.elapsed() < limit, "timed out after {limit:?} waiting for: {what}");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// Every TXT and CNAME of `zone` on `server`, by zone transfer (BIND allows AXFR from loopback):
+/// `(owner, type, data)` with TXT data unquoted, names without trailing dot.
+pub fn axfr(server: SocketAddr, zone: &str) -> Vec<(String, String, String)> {
+    let out = Command::new("dig")
+        .args([&format!("@{}", server.ip()), "-p", &server.port().to_string(), "+nocmd", "+nostats", "+time=2", "+tries=1", zone, "AXFR"])
+        .output()
+        .expect("run dig (install bind9-dnsutils)");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(!text.contains("Transfer failed"), "AXFR of {zone} from {server} failed: {text}");
+    text.lines()
+        .filter(|l| !l.starts_with(';') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let mut parts = l.split_whitespace();
+            let name = parts.next()?.trim_end_matches('.').to_ascii_lowercase();
+            let _ttl = parts.next()?;
+            let _class = parts.next()?;
+            let rtype = parts.next()?.to_string();
+            let rest: Vec<&str> = parts.collect();
+            let data = rest.join(" ");
+            match rtype.as_str() {
+                "TXT" => Some((name, rtype, unquote(&data))),
+                "CNAME" => Some((name, rtype, data.trim_end_matches('.').to_ascii_lowercase())),
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+fn unquote(data: &str) -> String {
+    let mut out = String::new();
+    let (mut inq, mut esc) = (false, false);
+    for c in data.chars() {
+        match (inq, esc, c) {
+            (true, true, c) => {
+                out.push(c);
+                esc = false;
+            }
+            (true, false, '\\') => esc = true,
+            (_, false, '"') => inq = !inq,
+            (true, false, c) => out.push(c),
+            _ => {}
+        }
+    }
+    out
+}
+
+/// The `_dnsauth` / DCV records of `zone` on `server` (what must be gone after cleanup).
+pub fn dcv_records(server: SocketAddr, zone: &str) -> Vec<(String, String, String)> {
+    axfr(server, zone).into_iter().filter(|(n, _, _)| n.starts_with("_dnsauth.") || n.contains("dcv")).collect()
+}
+
+/// The `[providers.NAME]` section of an RFC 2136 provider against `bind`'s primary.
+pub fn rfc2136_provider(name: &str, bind: &test_support::bind::Bind, zones: &[&str]) -> String {
+    format!(
+        "[providers.{name}]\ntype = \"rfc2136\"\nserver = \"{}\"\nzones = {zones:?}\ntsig_key_name = \"{}\"\ntsig_algorithm = \"hmac-sha256\"\ntsig_secret_file = \"{}\"\n",
+        bind.primary_addr(),
+        bind.tsig().name,
+        bind.tsig_secret_file().display()
+    )
+}
+
+/// A `[[order]]` table.
+pub fn order_toml(id: u64, method: &str, domains: &[&str]) -> String {
+    format!("[[order]]\nid = {id}\nmethod = \"{method}\"\ndomains = {domains:?}\n")
+}
+
+/// The states of `status --json` rows by id.
+pub fn states(rows: &[serde_json::Value]) -> std::collections::BTreeMap<u64, String> {
+    rows.iter()
+        .map(|r| (r["id"].as_u64().expect("id"), r["state"].as_str().unwrap_or_default().to_string()))
+        .collect()
+}

@@ -1,1 +1,0 @@
-//! cloudflare adapter (to be written).

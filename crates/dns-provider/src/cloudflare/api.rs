@@ -1,0 +1,246 @@
+//! A small typed client for the parts of Cloudflare's v4 API that DCV needs: the
+//! `{success, errors, messages, result, result_info}` envelope, Bearer auth, and retries of 429
+//! (honouring `Retry-After`) and 5xx with bounded, jittered backoff. It knows nothing of DCV.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use serde::de::DeserializeOwned;
+use tracing::warn;
+
+/// Attempts per request, the first included.
+const MAX_ATTEMPTS: u32 = 5;
+/// First backoff delay without `Retry-After`; doubles per attempt.
+const BASE_DELAY: Duration = Duration::from_millis(250);
+/// Longest single wait; a longer `Retry-After` is returned to the caller instead of slept.
+const MAX_DELAY: Duration = Duration::from_secs(60);
+
+/// One entry of `errors` / `messages`.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct ApiMessage {
+    /// Cloudflare's numeric code.
+    #[serde(default)]
+    pub(crate) code: i64,
+    /// Its text.
+    #[serde(default)]
+    pub(crate) message: String,
+}
+
+/// Pagination info of list answers.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct ResultInfo {
+    #[serde(default)]
+    pub(crate) page: u32,
+    #[serde(default)]
+    pub(crate) total_pages: Option<u32>,
+}
+
+#[derive(Debug, Deserialize)]
+struct Envelope<T> {
+    #[serde(default)]
+    success: bool,
+    #[serde(default)]
+    errors: Vec<ApiMessage>,
+    result: Option<T>,
+    result_info: Option<ResultInfo>,
+}
+
+/// A zone as `GET /zones` returns it.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct ZoneInfo {
+    pub(crate) id: String,
+    pub(crate) name: String,
+}
+
+/// A DNS record as Cloudflare returns it.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct DnsRecord {
+    pub(crate) id: String,
+    #[serde(rename = "type")]
+    pub(crate) rtype: String,
+    pub(crate) name: String,
+    #[serde(default)]
+    pub(crate) content: String,
+}
+
+/// Result of token verification.
+#[derive(Debug, Clone, Deserialize)]
+pub(crate) struct TokenStatus {
+    #[serde(default)]
+    pub(crate) status: String,
+}
+
+/// What went wrong at the HTTP/API level; the adapter adds the DCV context.
+#[derive(Debug)]
+pub(crate) enum ApiError {
+    /// A non-success answer with Cloudflare's errors.
+    Api {
+        status: StatusCode,
+        errors: Vec<ApiMessage>,
+    },
+    /// Still 429 after the retries (or `Retry-After` too long to wait).
+    Throttled { retry_after: Option<Duration> },
+    /// Network error, timeout or 5xx after the retries; or an unreadable answer.
+    Transient(String),
+}
+
+impl ApiError {
+    /// Whether any error carries one of `codes`.
+    pub(crate) fn has_code(&self, codes: &[i64]) -> bool {
+        matches!(self, Self::Api { errors, .. } if errors.iter().any(|e| codes.contains(&e.code)))
+    }
+
+    /// `code message; code message` for error texts.
+    pub(crate) fn describe(&self) -> String {
+        match self {
+            Self::Api { status, errors } if errors.is_empty() => format!("HTTP {status}"),
+            Self::Api { errors, .. } => errors
+                .iter()
+                .map(|e| format!("{} {}", e.code, e.message))
+                .collect::<Vec<_>>()
+                .join("; "),
+            Self::Throttled { retry_after } => {
+                format!("rate limited (Retry-After {retry_after:?})")
+            }
+            Self::Transient(m) => m.clone(),
+        }
+    }
+}
+
+/// The client. Its `Debug` never shows the token.
+pub(crate) struct Api {
+    http: reqwest::Client,
+    base_url: String,
+    token: SecretString,
+}
+
+impl std::fmt::Debug for Api {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Api")
+            .field("base_url", &self.base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+fn backoff(attempt: u32) -> Duration {
+    let exp = BASE_DELAY
+        .saturating_mul(1 << attempt.min(10))
+        .min(MAX_DELAY);
+    exp / 2 + (exp / 2).mul_f64(rand::random::<f64>())
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+impl Api {
+    /// `loopback`: the API is a local test server, reached without any configured HTTP proxy.
+    pub(crate) fn new(base_url: &str, token: SecretString, loopback: bool) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder();
+        if loopback {
+            builder = builder.no_proxy();
+        }
+        let http = builder
+            .user_agent(concat!("dcvd/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
+            .timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            token,
+        })
+    }
+
+    /// Sends one request, retrying 429/5xx/network failures; returns `result` and `result_info`.
+    pub(crate) async fn request<T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        query: &[(&str, String)],
+        body: Option<&serde_json::Value>,
+    ) -> Result<(T, Option<ResultInfo>), ApiError> {
+        let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base_url), query)
+            .map_err(|e| ApiError::Transient(format!("{method} {path}: bad URL: {e}")))?;
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let mut req = self
+                .http
+                .request(method.clone(), url.clone())
+                .bearer_auth(self.token.expose_secret());
+            if let Some(b) = body {
+                req = req.json(b);
+            }
+            let (wait, failure) = match req.send().await {
+                Err(e) => {
+                    // reqwest errors carry the URL (never the token); drop it to keep messages short
+                    let e = e.without_url();
+                    (
+                        backoff(attempt),
+                        ApiError::Transient(format!("{method} {path}: {e}")),
+                    )
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let after = retry_after(resp.headers());
+                    let bytes = resp.bytes().await.unwrap_or_default();
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        match after {
+                            Some(d) if d > MAX_DELAY => {
+                                return Err(ApiError::Throttled {
+                                    retry_after: Some(d),
+                                });
+                            }
+                            _ => (
+                                after.unwrap_or_else(|| backoff(attempt)),
+                                ApiError::Throttled { retry_after: after },
+                            ),
+                        }
+                    } else if status.is_server_error() {
+                        (
+                            backoff(attempt),
+                            ApiError::Transient(format!("{method} {path}: HTTP {status}")),
+                        )
+                    } else {
+                        let env: Envelope<T> = match serde_json::from_slice(&bytes) {
+                            Ok(env) => env,
+                            Err(e) if status.is_success() => {
+                                return Err(ApiError::Transient(format!(
+                                    "{method} {path}: unreadable answer: {e}"
+                                )));
+                            }
+                            Err(_) => {
+                                return Err(ApiError::Api {
+                                    status,
+                                    errors: Vec::new(),
+                                });
+                            }
+                        };
+                        if !status.is_success() || !env.success {
+                            return Err(ApiError::Api {
+                                status,
+                                errors: env.errors,
+                            });
+                        }
+                        let Some(result) = env.result else {
+                            return Err(ApiError::Transient(format!(
+                                "{method} {path}: answer without result"
+                            )));
+                        };
+                        return Ok((result, env.result_info));
+                    }
+                }
+            };
+            if attempt >= MAX_ATTEMPTS {
+                return Err(failure);
+            }
+            warn!(%method, path, attempt, delay_ms = wait.as_millis() as u64, error = %failure.describe(), "cloudflare request failed, retrying");
+            tokio::time::sleep(wait).await;
+        }
+    }
+}
