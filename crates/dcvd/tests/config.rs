@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dcvd::config::{
-    CnameName, Config, ConfigError, Environment, LogFormat, Method, OnExpiry, PropagationMode,
-    Provider, RateLimit, Resolver, TsigAlgorithm, TxtName, UnitKey,
+    CnameName, Config, ConfigError, Environment, LogFormat, Method, OnExpiry, PropagationMode, Provider, RateLimit,
+    Resolver, TsigAlgorithm, TxtName, UnitKey,
 };
 use secrecy::ExposeSecret;
 use tempfile::TempDir;
@@ -502,21 +502,13 @@ fn malformed_configurations_report_message_and_position() {
             Err(e) => {
                 let at = (e.line.unwrap_or(0), e.col.unwrap_or(0));
                 if e.message != want_message || at != case.at || e.to_string() != want_display {
-                    failures.push(format!(
-                        "{}:\n   got: {e}\n  want: {want_display}",
-                        case.name
-                    ));
+                    failures.push(format!("{}:\n   got: {e}\n  want: {want_display}", case.name));
                 }
                 assert_eq!(e.file, Path::new("dcvd.toml"), "{}", case.name);
             }
         }
     }
-    assert!(
-        failures.is_empty(),
-        "{} case(s) failed:\n{}",
-        failures.len(),
-        failures.join("\n")
-    );
+    assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
 }
 
 /// No error message, whatever the case, contains a secret value.
@@ -527,13 +519,7 @@ fn errors_never_contain_secret_values() {
     for case in CASES {
         if let Err(e) = parse(case.toml, &env) {
             let text = e.to_string();
-            for secret in [
-                "env-api-key",
-                "file-api-key",
-                "cf-token",
-                "c2VjcmV0",
-                "sup3r",
-            ] {
+            for secret in ["env-api-key", "file-api-key", "cf-token", "c2VjcmV0", "sup3r"] {
                 assert!(!text.contains(secret), "{}: {text}", case.name);
             }
         }
@@ -550,12 +536,7 @@ fn example_path() -> PathBuf {
 fn example_configuration_parses() {
     let creds = tempfile::tempdir().unwrap();
     write_secret(creds.path(), "certcentral-api-key", "example-key\n", 0o400);
-    write_secret(
-        creds.path(),
-        "cloudflare-token",
-        "example-cf-token\n",
-        0o600,
-    );
+    write_secret(creds.path(), "cloudflare-token", "example-cf-token\n", 0o600);
     write_secret(creds.path(), "tsig", "c2VjcmV0LXRzaWcta2V5\n", 0o600);
     let env = Environment::isolated().with_credentials_dir(creds.path());
     let path = example_path();
@@ -564,55 +545,22 @@ fn example_configuration_parses() {
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
     assert_eq!(config.files, vec![path.clone()]);
     assert_eq!(config.certcentral.api_key.expose_secret(), "example-key");
-    assert_eq!(
-        config.certcentral.base_url,
-        "https://www.digicert.com/services/v2"
-    );
+    assert_eq!(config.certcentral.base_url, "https://www.digicert.com/services/v2");
     assert!(!config.certcentral.allow_insecure_http);
     assert_eq!(config.daemon.state_dir, Path::new("/var/lib/dcvd"));
-    assert_eq!(
-        config.daemon.order_files,
-        vec!["orders.d/*.toml".to_owned()]
-    );
-    assert_eq!(
-        config.daemon.metrics_listen,
-        Some("127.0.0.1:9465".parse().unwrap())
-    );
+    assert_eq!(config.daemon.order_files, vec!["orders.d/*.toml".to_owned()]);
+    assert_eq!(config.daemon.metrics_listen, Some("127.0.0.1:9465".parse().unwrap()));
 
-    let kinds: Vec<_> = config
-        .providers
-        .iter()
-        .map(|(n, p)| (n.as_str(), p.kind()))
-        .collect();
-    assert_eq!(
-        kinds,
-        [
-            ("aws", "route53"),
-            ("bind", "rfc2136"),
-            ("cf", "cloudflare"),
-            ("hook", "exec")
-        ]
-    );
-    let Provider::Cloudflare {
-        api_token,
-        zone_ids,
-        base_url,
-        ..
-    } = &config.providers["cf"]
-    else {
+    let kinds: Vec<_> = config.providers.iter().map(|(n, p)| (n.as_str(), p.kind())).collect();
+    assert_eq!(kinds, [("aws", "route53"), ("bind", "rfc2136"), ("cf", "cloudflare"), ("hook", "exec")]);
+    let Provider::Cloudflare { api_token, zone_ids, base_url, .. } = &config.providers["cf"] else {
         panic!("cf is not cloudflare");
     };
     assert_eq!(api_token.expose_secret(), "example-cf-token");
     assert_eq!(zone_ids["example.com"], "023e105f4ecef8ad9ca31a8372d0c353");
     assert_eq!(*base_url, None);
-    let Provider::Rfc2136 {
-        server,
-        tsig_key_name,
-        tsig_algorithm,
-        tsig_secret,
-        timeout,
-        ..
-    } = &config.providers["bind"]
+    let Provider::Rfc2136 { server, tsig_key_name, tsig_algorithm, tsig_secret, timeout, .. } =
+        &config.providers["bind"]
     else {
         panic!("bind is not rfc2136");
     };
@@ -625,12 +573,7 @@ fn example_configuration_parses() {
     let keys: Vec<_> = config.units.iter().map(|u| u.key).collect();
     assert_eq!(
         keys,
-        [
-            UnitKey::Order(12345678),
-            UnitKey::Order(12345679),
-            UnitKey::Domain(112233),
-            UnitKey::Domain(112234)
-        ]
+        [UnitKey::Order(12345678), UnitKey::Order(12345679), UnitKey::Domain(112233), UnitKey::Domain(112234)]
     );
     let first = config.unit(UnitKey::Order(12345678)).unwrap();
     assert_eq!(first.domains, ["example.com", "*.example.com"]);
@@ -698,10 +641,7 @@ fn example_configuration_parses() {
             let l = l.trim_start().trim_start_matches("# ");
             l.starts_with(&format!("{key} ="))
         });
-        assert!(
-            documented,
-            "key `{key}` is not in the example configuration"
-        );
+        assert!(documented, "key `{key}` is not in the example configuration");
     }
 }
 
@@ -715,14 +655,8 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(
         cc.rate_limits,
         [
-            RateLimit {
-                requests: 100,
-                per: Duration::from_secs(5)
-            },
-            RateLimit {
-                requests: 1000,
-                per: Duration::from_secs(180)
-            }
+            RateLimit { requests: 100, per: Duration::from_secs(5) },
+            RateLimit { requests: 1000, per: Duration::from_secs(180) }
         ]
     );
     assert_eq!(cc.timeout, Duration::from_secs(30));
@@ -752,21 +686,14 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(config.check.max_interval, Duration::from_secs(600));
     assert!(config.providers.is_empty());
     assert!(config.units.is_empty());
-    assert_eq!(
-        config.warnings,
-        ["dcvd.toml: no [[order]] or [[domain]] is configured: dcvd has nothing to validate"]
-    );
+    assert_eq!(config.warnings, ["dcvd.toml: no [[order]] or [[domain]] is configured: dcvd has nothing to validate"]);
     assert_eq!(config.files, [PathBuf::from("dcvd.toml")]);
 
     // $STATE_DIRECTORY (systemd StateDirectory=) replaces the built-in default, not the key.
     let env = env.with_var("STATE_DIRECTORY", "/var/lib/dcvd-test");
     let config = parse("[certcentral]\napi_key_env = \"KEY\"\n", &env).unwrap();
     assert_eq!(config.daemon.state_dir, Path::new("/var/lib/dcvd-test"));
-    let config = parse(
-        "[certcentral]\napi_key_env = \"KEY\"\n[daemon]\nstate_dir = \"/srv/dcvd\"\n",
-        &env,
-    )
-    .unwrap();
+    let config = parse("[certcentral]\napi_key_env = \"KEY\"\n[daemon]\nstate_dir = \"/srv/dcvd\"\n", &env).unwrap();
     assert_eq!(config.daemon.state_dir, Path::new("/srv/dcvd"));
 }
 
@@ -774,9 +701,7 @@ fn defaults_are_the_documented_ones() {
 /// longest zone suffix, and unit-level options are kept.
 #[test]
 fn units_and_providers_are_normalized() {
-    let env = Environment::isolated()
-        .with_var("KEY", "k")
-        .with_var("CF", "t");
+    let env = Environment::isolated().with_var("KEY", "k").with_var("CF", "t");
     let text = r#"
 [certcentral]
 api_key_env = "KEY"
@@ -821,10 +746,7 @@ provider = "parent"
 submit = ["OV"]
 "#;
     let config = parse(text, &env).unwrap_or_else(|e| panic!("{e}"));
-    assert_eq!(
-        config.certcentral.base_url,
-        "http://127.0.0.1:8443/services/v2"
-    );
+    assert_eq!(config.certcentral.base_url, "http://127.0.0.1:8443/services/v2");
     assert!(config.certcentral.allow_insecure_http);
     assert!(config.certcentral.rate_limits.is_empty());
     assert_eq!(config.daemon.rescan, None);
@@ -848,10 +770,7 @@ submit = ["OV"]
     assert_eq!(order.txt_name, TxtName::Dnsauth);
     assert_eq!(order.origin.to_string(), "dcvd.toml:26:1");
     let empty = config.unit(UnitKey::Order(11)).unwrap();
-    assert!(
-        empty.domains.is_empty(),
-        "no domains = the order's dns_names"
-    );
+    assert!(empty.domains.is_empty(), "no domains = the order's dns_names");
     assert_eq!(empty.txt_name, TxtName::Apex);
     let domain = config.unit(UnitKey::Domain(10)).unwrap();
     assert_eq!(domain.domains, ["example.com"]);
@@ -864,9 +783,7 @@ submit = ["OV"]
     assert_eq!((m.name, m.zone), ("child", "sub.example.com"));
     let m = config.provider_for("*.www.example.com", None).unwrap();
     assert_eq!((m.name, m.zone), ("parent", "example.com"));
-    let m = config
-        .provider_for("a.sub.example.com", Some("parent"))
-        .unwrap();
+    let m = config.provider_for("a.sub.example.com", Some("parent")).unwrap();
     assert_eq!((m.name, m.zone), ("parent", "example.com"));
     assert!(config.provider_for("example.org", None).is_none());
     assert!(config.provider_for("example.com", Some("child")).is_none());
@@ -898,21 +815,11 @@ tsig_secret_file = "tsig"
 "#;
     let config = parse(text, &env).unwrap();
     let debug = format!("{config:?} {env:?}");
-    for secret in [
-        "debug-api-key-value",
-        "debug-cf-token-value",
-        "ZGVidWctdHNpZy1zZWNyZXQ",
-    ] {
+    for secret in ["debug-api-key-value", "debug-cf-token-value", "ZGVidWctdHNpZy1zZWNyZXQ"] {
         assert!(!debug.contains(secret), "secret {secret} in Debug: {debug}");
     }
     assert!(debug.contains("REDACTED"), "{debug}");
-    let Provider::Rfc2136 {
-        tsig_key_name,
-        tsig_algorithm,
-        tsig_secret,
-        ..
-    } = &config.providers["bind"]
-    else {
+    let Provider::Rfc2136 { tsig_key_name, tsig_algorithm, tsig_secret, .. } = &config.providers["bind"] else {
         panic!("not rfc2136")
     };
     assert_eq!(tsig_key_name, "dcvd");
@@ -930,11 +837,7 @@ fn group_or_world_readable_secret_file_warns() {
     let env = Environment::isolated().with_credentials_dir(creds.path());
     let body = "\n[[order]]\nid = 1\nmethod = \"dns-txt-token\"\n";
 
-    let config = parse(
-        &format!("[certcentral]\napi_key_file = \"loose\"\n{body}"),
-        &env,
-    )
-    .unwrap();
+    let config = parse(&format!("[certcentral]\napi_key_file = \"loose\"\n{body}"), &env).unwrap();
     assert_eq!(config.certcentral.api_key.expose_secret(), "k1");
     assert_eq!(
         config.warnings,
@@ -945,11 +848,7 @@ fn group_or_world_readable_secret_file_warns() {
         )]
     );
 
-    let config = parse(
-        &format!("[certcentral]\napi_key_file = \"tight\"\n{body}"),
-        &env,
-    )
-    .unwrap();
+    let config = parse(&format!("[certcentral]\napi_key_file = \"tight\"\n{body}"), &env).unwrap();
     assert_eq!(config.certcentral.api_key.expose_secret(), "k2");
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
 }
@@ -967,37 +866,20 @@ fn credentials_directory_resolution() {
 
     let with_creds = Environment::isolated().with_credentials_dir(creds.path());
     let config = Config::load_with(&main, &with_creds).unwrap();
-    assert_eq!(
-        config.certcentral.api_key.expose_secret(),
-        "from-credentials-dir"
-    );
+    assert_eq!(config.certcentral.api_key.expose_secret(), "from-credentials-dir");
 
     let without = Environment::isolated();
     let config = Config::load_with(&main, &without).unwrap();
-    assert_eq!(
-        config.certcentral.api_key.expose_secret(),
-        "from-config-dir"
-    );
+    assert_eq!(config.certcentral.api_key.expose_secret(), "from-config-dir");
 
     let absolute = etc.path().join("api-key");
-    let text = format!(
-        "[certcentral]\napi_key_file = {:?}\n",
-        absolute.display().to_string()
-    );
+    let text = format!("[certcentral]\napi_key_file = {:?}\n", absolute.display().to_string());
     let config = Config::from_toml_with(&text, &main, &with_creds).unwrap();
-    assert_eq!(
-        config.certcentral.api_key.expose_secret(),
-        "from-config-dir"
-    );
+    assert_eq!(config.certcentral.api_key.expose_secret(), "from-config-dir");
 
     // A directory is not a secret file: the error names the path and the OS error.
     fs::create_dir(creds.path().join("dir")).unwrap();
-    let err = Config::from_toml_with(
-        "[certcentral]\napi_key_file = \"dir\"\n",
-        &main,
-        &with_creds,
-    )
-    .unwrap_err();
+    let err = Config::from_toml_with("[certcentral]\napi_key_file = \"dir\"\n", &main, &with_creds).unwrap_err();
     assert_eq!(
         err.to_string(),
         format!(
@@ -1030,26 +912,15 @@ fn order_files_are_merged() {
     fs::create_dir(dir.path().join("orders.d")).unwrap();
     let a = dir.path().join("orders.d/a.toml");
     let b = dir.path().join("orders.d/b.toml");
-    fs::write(
-        &b,
-        "[[domain]]\nid = 3\nname = \"b.example.com\"\nmethod = \"dns-txt-token\"\n",
-    )
-    .unwrap();
-    fs::write(
-        &a,
-        "\n[[order]]\nid = 2\nmethod = \"dns-cname-token\"\ndomains = [\"a.example.com\"]\n",
-    )
-    .unwrap();
+    fs::write(&b, "[[domain]]\nid = 3\nname = \"b.example.com\"\nmethod = \"dns-txt-token\"\n").unwrap();
+    fs::write(&a, "\n[[order]]\nid = 2\nmethod = \"dns-cname-token\"\ndomains = [\"a.example.com\"]\n").unwrap();
     fs::write(dir.path().join("orders.d/ignored.txt"), "not toml").unwrap();
     let main = main_with_order_files(dir.path(), r#"["orders.d/*.toml", "orders.d/a.toml"]"#);
 
     let config = Config::load_with(&main, &env).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(config.files, [main.clone(), a.clone(), b.clone()]);
     let keys: Vec<_> = config.units.iter().map(|u| u.key).collect();
-    assert_eq!(
-        keys,
-        [UnitKey::Order(1), UnitKey::Order(2), UnitKey::Domain(3)]
-    );
+    assert_eq!(keys, [UnitKey::Order(1), UnitKey::Order(2), UnitKey::Domain(3)]);
     let order = config.unit(UnitKey::Order(2)).unwrap();
     assert_eq!(order.origin.file, a);
     assert_eq!((order.origin.line, order.origin.col), (2, 1));
@@ -1062,23 +933,13 @@ fn duplicate_id_across_order_files_names_both_files() {
     let env = Environment::isolated().with_var("KEY", "k");
     fs::create_dir(dir.path().join("orders.d")).unwrap();
     let extra = dir.path().join("orders.d/extra.toml");
-    fs::write(
-        &extra,
-        "# more\n[[order]]\nmethod = \"dns-txt-token\"\nid = 1\n",
-    )
-    .unwrap();
+    fs::write(&extra, "# more\n[[order]]\nmethod = \"dns-txt-token\"\nid = 1\n").unwrap();
     let main = main_with_order_files(dir.path(), r#"["orders.d/*.toml"]"#);
 
     let err = Config::load_with(&main, &env).unwrap_err();
     assert_eq!(err.file, extra);
     assert_eq!((err.line, err.col), (Some(4), Some(6)));
-    assert_eq!(
-        err.message,
-        format!(
-            "duplicate order id 1: already defined at {}:8:1",
-            main.display()
-        )
-    );
+    assert_eq!(err.message, format!("duplicate order id 1: already defined at {}:8:1", main.display()));
 }
 
 /// Order files hold only [[order]] and [[domain]]; errors in them carry their own position.
@@ -1087,26 +948,15 @@ fn order_file_errors_point_into_the_order_file() {
     let dir = tempfile::tempdir().unwrap();
     let env = Environment::isolated().with_var("KEY", "k");
     let extra = dir.path().join("extra.toml");
-    fs::write(
-        &extra,
-        "[[order]]\nid = 9\nmethod = \"dns-txt-token\"\n\n[daemon]\ncleanup = false\n",
-    )
-    .unwrap();
+    fs::write(&extra, "[[order]]\nid = 9\nmethod = \"dns-txt-token\"\n\n[daemon]\ncleanup = false\n").unwrap();
     let main = main_with_order_files(dir.path(), r#"["extra.toml"]"#);
     let err = Config::load_with(&main, &env).unwrap_err();
     assert_eq!(
         err.to_string(),
-        format!(
-            "{}:5:2: unknown field `daemon`, expected `order` or `domain`",
-            extra.display()
-        )
+        format!("{}:5:2: unknown field `daemon`, expected `order` or `domain`", extra.display())
     );
 
-    fs::write(
-        &extra,
-        "[[order]]\nid = 9\nmethod = \"dns-txt-token\"\ndomains = [\"example.org\"]\n",
-    )
-    .unwrap();
+    fs::write(&extra, "[[order]]\nid = 9\nmethod = \"dns-txt-token\"\ndomains = [\"example.org\"]\n").unwrap();
     let err = Config::load_with(&main, &env).unwrap_err();
     assert_eq!(
         err.to_string(),
@@ -1136,11 +986,7 @@ fn order_file_errors_point_into_the_order_file() {
 /// `load` of a missing file and `from_toml` name their file; `from_toml` uses `<string>`.
 #[test]
 fn file_names_in_errors() {
-    let err = Config::load_with(
-        Path::new("/nonexistent/dcvd.toml"),
-        &Environment::isolated(),
-    )
-    .unwrap_err();
+    let err = Config::load_with(Path::new("/nonexistent/dcvd.toml"), &Environment::isolated()).unwrap_err();
     assert_eq!(
         err.to_string(),
         "/nonexistent/dcvd.toml: cannot read configuration: No such file or directory (os error 2)"
@@ -1160,21 +1006,11 @@ fn memory_provider_and_demo_configuration() {
                 zones = [\"example.test\"]\nlisten = [\"127.0.0.1:5300\", \"[::1]:5300\"]\n\
                 lag = \"1500ms\"\n[providers.bare]\ntype = \"memory\"\nzones = [\"b.test\"]\n";
     let config = parse(text, &env).unwrap();
-    let Provider::Memory { zones, listen, lag } = &config.providers["mem"] else {
-        panic!("not memory")
-    };
+    let Provider::Memory { zones, listen, lag } = &config.providers["mem"] else { panic!("not memory") };
     assert_eq!(zones, &["example.test"]);
-    assert_eq!(
-        listen,
-        &[
-            "127.0.0.1:5300".parse().unwrap(),
-            "[::1]:5300".parse().unwrap()
-        ]
-    );
+    assert_eq!(listen, &["127.0.0.1:5300".parse().unwrap(), "[::1]:5300".parse().unwrap()]);
     assert_eq!(*lag, Duration::from_millis(1500));
-    let Provider::Memory { listen, lag, .. } = &config.providers["bare"] else {
-        panic!("not memory")
-    };
+    let Provider::Memory { listen, lag, .. } = &config.providers["bare"] else { panic!("not memory") };
     assert!(listen.is_empty());
     assert_eq!(*lag, Duration::ZERO);
 
@@ -1189,12 +1025,9 @@ fn memory_provider_and_demo_configuration() {
     let dir = tempfile::tempdir().unwrap();
     let key = write_secret(dir.path(), "key", "demo-key", 0o600);
     let demo = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../config/demo.toml");
-    let text = fs::read_to_string(&demo).unwrap().replace(
-        "/tmp/dcvd-demo/certcentral-api-key",
-        &key.display().to_string(),
-    );
-    let config = Config::from_toml_with(&text, &demo, &Environment::isolated())
-        .unwrap_or_else(|e| panic!("{e}"));
+    let text =
+        fs::read_to_string(&demo).unwrap().replace("/tmp/dcvd-demo/certcentral-api-key", &key.display().to_string());
+    let config = Config::from_toml_with(&text, &demo, &Environment::isolated()).unwrap_or_else(|e| panic!("{e}"));
     assert!(config.certcentral.allow_insecure_http);
     assert!(!config.units.is_empty());
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);

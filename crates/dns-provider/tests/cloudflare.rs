@@ -55,13 +55,7 @@ impl Harness for Cf {
 
     async fn add_foreign(&self, record: &Record) {
         // other tools often store TXT content unquoted
-        self.fake.insert_record(
-            ZONE,
-            record.rtype.as_str(),
-            &record.name,
-            &record.value,
-            300,
-        );
+        self.fake.insert_record(ZONE, record.rtype.as_str(), &record.name, &record.value, 300);
     }
 
     fn with_wrong_credentials(&self) -> Option<SharedProvider> {
@@ -81,64 +75,33 @@ conformance_battery!(setup);
 async fn txt_content_is_quoted_and_id_returned() {
     let h = setup().await;
     let name = format!("_dnsauth.q.{ZONE}");
-    let published = h
-        .provider
-        .publish(ZONE, &Record::txt(&name, "tok-q"))
-        .await
-        .expect("publish");
+    let published = h.provider.publish(ZONE, &Record::txt(&name, "tok-q")).await.expect("publish");
     let records = h.fake.records(ZONE);
     assert_eq!(records.len(), 1);
     assert_eq!(records[0].name, name);
     assert_eq!(records[0].content, "\"tok-q\"");
     assert_eq!(records[0].ttl, 60);
-    assert_eq!(
-        published.provider_id.as_deref(),
-        Some(records[0].id.as_str())
-    );
+    assert_eq!(published.provider_id.as_deref(), Some(records[0].id.as_str()));
 }
 
 /// Lists follow `result_info` across pages, with a small page cap and with Cloudflare's default
 /// page size; removal keeps every foreign record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn pagination_is_followed() {
-    let h = setup_with(
-        CloudflareFake::builder()
-            .zone(ZONE)
-            .max_per_page(5)
-            .start()
-            .await,
-    )
-    .await;
+    let h = setup_with(CloudflareFake::builder().zone(ZONE).max_per_page(5).start().await).await;
     let name = format!("_dnsauth.paged.{ZONE}");
     for i in 0..12 {
-        h.fake
-            .insert_record(ZONE, "TXT", &name, &format!("\"foreign-{i}\""), 300);
+        h.fake.insert_record(ZONE, "TXT", &name, &format!("\"foreign-{i}\""), 300);
     }
-    h.provider
-        .publish(ZONE, &Record::txt(&name, "ours"))
-        .await
-        .expect("publish");
-    let listed = h
-        .provider
-        .list(ZONE, &name, RecordType::Txt)
-        .await
-        .expect("list");
+    h.provider.publish(ZONE, &Record::txt(&name, "ours")).await.expect("publish");
+    let listed = h.provider.list(ZONE, &name, RecordType::Txt).await.expect("list");
     assert_eq!(listed.len(), 13);
     assert!(listed.contains(&"ours".to_string()));
-    assert!(
-        h.fake.requests().iter().any(|(_, p)| p.contains("page=3")),
-        "the third page was fetched"
-    );
+    assert!(h.fake.requests().iter().any(|(_, p)| p.contains("page=3")), "the third page was fetched");
     // publishing again finds ours even though it sits on the last page
-    h.provider
-        .publish(ZONE, &Record::txt(&name, "ours"))
-        .await
-        .expect("publish again");
+    h.provider.publish(ZONE, &Record::txt(&name, "ours")).await.expect("publish again");
     assert_eq!(h.fake.txt_values(&name).len(), 13);
-    h.provider
-        .remove(ZONE, &Record::txt(&name, "ours"))
-        .await
-        .expect("remove");
+    h.provider.remove(ZONE, &Record::txt(&name, "ours")).await.expect("remove");
     let left = h.fake.txt_values(&name);
     assert_eq!(left.len(), 12);
     assert!(!left.contains(&"ours".to_string()));
@@ -146,23 +109,10 @@ async fn pagination_is_followed() {
     let big = setup().await;
     let name = format!("_dnsauth.big.{ZONE}");
     for i in 0..130 {
-        big.fake
-            .insert_record(ZONE, "TXT", &name, &format!("v{i}"), 300);
+        big.fake.insert_record(ZONE, "TXT", &name, &format!("v{i}"), 300);
     }
-    assert_eq!(
-        big.provider
-            .list(ZONE, &name, RecordType::Txt)
-            .await
-            .expect("list")
-            .len(),
-        130
-    );
-    assert!(
-        big.fake
-            .requests()
-            .iter()
-            .any(|(_, p)| p.contains("page=2"))
-    );
+    assert_eq!(big.provider.list(ZONE, &name, RecordType::Txt).await.expect("list").len(), 130);
+    assert!(big.fake.requests().iter().any(|(_, p)| p.contains("page=2")));
 }
 
 /// A 429 with `Retry-After: 2` makes the adapter wait at least two seconds, then succeed.
@@ -170,22 +120,12 @@ async fn pagination_is_followed() {
 async fn retry_after_is_honoured() {
     let h = setup().await;
     let name = format!("_dnsauth.ra.{ZONE}");
-    h.provider
-        .list(ZONE, &name, RecordType::Txt)
-        .await
-        .expect("warm the zone cache");
+    h.provider.list(ZONE, &name, RecordType::Txt).await.expect("warm the zone cache");
     h.fake.rate_limit_next(1, 2);
     let started = Instant::now();
-    h.provider
-        .publish(ZONE, &Record::txt(&name, "after-wait"))
-        .await
-        .expect("publish after 429");
+    h.provider.publish(ZONE, &Record::txt(&name, "after-wait")).await.expect("publish after 429");
     // a lower bound only: the adapter slept for what the server asked, not its own shorter backoff
-    assert!(
-        started.elapsed() >= Duration::from_secs(2),
-        "waited {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_secs(2), "waited {:?}", started.elapsed());
     assert_eq!(h.fake.pending_faults(), 0);
     assert_eq!(h.fake.txt_values(&name), vec!["after-wait"]);
 }
@@ -196,11 +136,8 @@ async fn retry_after_is_honoured() {
 async fn long_retry_after_is_returned_to_the_caller() {
     let h = setup().await;
     h.fake.rate_limit_next(1, 3600);
-    let err = h
-        .provider
-        .publish(ZONE, &Record::txt(format!("_dnsauth.long.{ZONE}"), "v"))
-        .await
-        .expect_err("throttled");
+    let err =
+        h.provider.publish(ZONE, &Record::txt(format!("_dnsauth.long.{ZONE}"), "v")).await.expect_err("throttled");
     match &err {
         ProviderError::Throttled { retry_after, .. } => {
             assert_eq!(*retry_after, Some(Duration::from_secs(3600)))
@@ -217,10 +154,7 @@ async fn server_errors_are_retried() {
     let h = setup().await;
     h.fake.inject(CfFault::ServerError(502), 2);
     let name = format!("_dnsauth.5xx.{ZONE}");
-    h.provider
-        .publish(ZONE, &Record::txt(&name, "v"))
-        .await
-        .expect("publish through 502s");
+    h.provider.publish(ZONE, &Record::txt(&name, "v")).await.expect("publish through 502s");
     assert_eq!(h.fake.pending_faults(), 0);
     assert_eq!(h.fake.txt_values(&name), vec!["v"]);
 }
@@ -231,23 +165,12 @@ async fn server_errors_are_retried() {
 async fn auth_errors_name_the_permission_and_hide_the_token() {
     let h = setup().await;
     let ro = make_provider(&h.fake, &h.fake.read_only_token);
-    ro.preflight()
-        .await
-        .expect("a read-only token passes the read-only preflight");
-    let err = ro
-        .publish(ZONE, &Record::txt(format!("_dnsauth.ro.{ZONE}"), "v"))
-        .await
-        .expect_err("read-only");
+    ro.preflight().await.expect("a read-only token passes the read-only preflight");
+    let err = ro.publish(ZONE, &Record::txt(format!("_dnsauth.ro.{ZONE}"), "v")).await.expect_err("read-only");
     assert!(matches!(err, ProviderError::Auth { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(
-        msg.starts_with("cloudflare: token lacks Zone:DNS:Edit on example.com"),
-        "{msg}"
-    );
-    assert!(
-        !msg.contains(&h.fake.read_only_token),
-        "token leaked into {msg}"
-    );
+    assert!(msg.starts_with("cloudflare: token lacks Zone:DNS:Edit on example.com"), "{msg}");
+    assert!(!msg.contains(&h.fake.read_only_token), "token leaked into {msg}");
     assert!(!format!("{err:?}").contains(&h.fake.read_only_token));
     assert!(!format!("{ro:?}").contains(&h.fake.read_only_token));
 
@@ -259,10 +182,7 @@ async fn auth_errors_name_the_permission_and_hide_the_token() {
     assert!(err.to_string().contains("rejected as invalid"), "{err}");
     assert!(!err.to_string().contains(secret) && !format!("{err:?}").contains(secret));
     assert!(!format!("{bad:?}").contains(secret));
-    let err = bad
-        .publish(ZONE, &Record::txt(format!("_dnsauth.bad.{ZONE}"), "v"))
-        .await
-        .expect_err("invalid token");
+    let err = bad.publish(ZONE, &Record::txt(format!("_dnsauth.bad.{ZONE}"), "v")).await.expect_err("invalid token");
     assert!(!err.to_string().contains(secret));
 }
 
@@ -276,11 +196,7 @@ async fn concurrent_identical_publishes_are_idempotent() {
         let rec = Record::txt(format!("_dnsauth.same{round}.{ZONE}"), "same-value");
         let (a, b) = tokio::join!(h.provider.publish(ZONE, &rec), other.publish(ZONE, &rec));
         let (a, b) = (a.expect("a"), b.expect("b"));
-        assert_eq!(
-            h.fake.txt_values(&rec.name),
-            vec!["same-value"],
-            "round {round}"
-        );
+        assert_eq!(h.fake.txt_values(&rec.name), vec!["same-value"], "round {round}");
         assert_eq!(a.provider_id, b.provider_id, "round {round}");
     }
 }
@@ -288,11 +204,7 @@ async fn concurrent_identical_publishes_are_idempotent() {
 /// Zone lookup: configured ids skip `GET /zones`; an unknown zone is ZoneNotFound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn zone_lookup() {
-    let fake = CloudflareFake::builder()
-        .zone(ZONE)
-        .zone("example.net")
-        .start()
-        .await;
+    let fake = CloudflareFake::builder().zone(ZONE).zone("example.net").start().await;
     let pinned = CloudflareProvider::new(CloudflareSettings {
         zones: vec![ZONE.to_string()],
         api_token: fake.token.clone().into(),
@@ -300,15 +212,8 @@ async fn zone_lookup() {
         zone_ids: BTreeMap::from([(ZONE.to_string(), fake.zone_id(ZONE))]),
     })
     .expect("provider");
-    pinned
-        .publish(ZONE, &Record::txt(format!("_dnsauth.p.{ZONE}"), "v"))
-        .await
-        .expect("publish");
-    assert_eq!(
-        fake.count(Method::GET, "/zones"),
-        0,
-        "configured zone id must skip the lookup"
-    );
+    pinned.publish(ZONE, &Record::txt(format!("_dnsauth.p.{ZONE}"), "v")).await.expect("publish");
+    assert_eq!(fake.count(Method::GET, "/zones"), 0, "configured zone id must skip the lookup");
 
     let missing = CloudflareProvider::new(CloudflareSettings {
         zones: vec!["not-in-account.example".to_string()],
@@ -319,11 +224,7 @@ async fn zone_lookup() {
     .expect("provider");
     let err = missing.preflight().await.expect_err("zone not in account");
     assert!(matches!(err, ProviderError::ZoneNotFound { .. }), "{err:?}");
-    assert!(
-        err.to_string()
-            .starts_with("cloudflare: zone not-in-account.example not found"),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("cloudflare: zone not-in-account.example not found"), "{err}");
 }
 
 /// Settings are validated without network: https only (loopback excepted), a non-empty token.
@@ -335,10 +236,7 @@ fn settings_are_validated() {
     };
     assert!(CloudflareProvider::new(base("http://api.example.net/client/v4")).is_err());
     assert!(CloudflareProvider::new(base("https://api.cloudflare.com/client/v4")).is_ok());
-    let err = CloudflareProvider::new(CloudflareSettings::new(
-        vec![ZONE.into()],
-        String::new().into(),
-    ))
-    .expect_err("empty token");
+    let err = CloudflareProvider::new(CloudflareSettings::new(vec![ZONE.into()], String::new().into()))
+        .expect_err("empty token");
     assert!(matches!(err, ProviderError::Config { .. }));
 }

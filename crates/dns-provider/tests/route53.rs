@@ -36,9 +36,7 @@ fn settings(moto: &Moto, access_key: &str) -> Route53Settings {
 }
 
 async fn make_provider(moto: &Moto, access_key: &str) -> Route53Provider {
-    Route53Provider::new(settings(moto, access_key))
-        .await
-        .expect("route53 provider")
+    Route53Provider::new(settings(moto, access_key)).await.expect("route53 provider")
 }
 
 async fn setup() -> R53 {
@@ -47,12 +45,7 @@ async fn setup() -> R53 {
     moto.reject_access_key("AKIDWRONG", KeyRejection::InvalidClientTokenId);
     let provider: SharedProvider = Arc::new(make_provider(&moto, moto::ACCESS_KEY_ID).await);
     let bad: SharedProvider = Arc::new(make_provider(&moto, "AKIDWRONG").await);
-    R53 {
-        moto,
-        zone_id,
-        provider,
-        bad,
-    }
+    R53 { moto, zone_id, provider, bad }
 }
 
 #[async_trait]
@@ -69,10 +62,7 @@ impl Harness for R53 {
         let raw = self.moto.values(&self.zone_id, name, rtype.as_str()).await;
         match rtype {
             RecordType::Txt => raw.iter().map(|v| moto::unquote_txt(v)).collect(),
-            RecordType::Cname => raw
-                .iter()
-                .map(|v| v.trim_end_matches('.').to_string())
-                .collect(),
+            RecordType::Cname => raw.iter().map(|v| v.trim_end_matches('.').to_string()).collect(),
         }
     }
 
@@ -81,15 +71,7 @@ impl Harness for R53 {
             RecordType::Txt => format!("\"{}\"", record.value),
             RecordType::Cname => record.value.clone(),
         };
-        self.moto
-            .add_value(
-                &self.zone_id,
-                &record.name,
-                record.rtype.as_str(),
-                &raw,
-                300,
-            )
-            .await;
+        self.moto.add_value(&self.zone_id, &record.name, record.rtype.as_str(), &raw, 300).await;
     }
 
     fn with_wrong_credentials(&self) -> Option<SharedProvider> {
@@ -110,49 +92,22 @@ conformance_battery!(setup);
 async fn hundred_records_in_few_change_requests() {
     let h = setup().await;
     let records: Vec<Record> = (0..100)
-        .map(|i| {
-            Record::txt(
-                format!("_dnsauth.host{i:03}.{ZONE}"),
-                format!("tok-{i:03}-{}", "x".repeat(32)),
-            )
-        })
+        .map(|i| Record::txt(format!("_dnsauth.host{i:03}.{ZONE}"), format!("tok-{i:03}-{}", "x".repeat(32))))
         .collect();
-    let published = h
-        .provider
-        .publish_batch(ZONE, &records)
-        .await
-        .expect("publish 100");
+    let published = h.provider.publish_batch(ZONE, &records).await.expect("publish 100");
     let publish_requests = h.moto.change_requests();
     eprintln!("route53: 100 records published with {publish_requests} change request(s)");
-    assert!(
-        publish_requests <= 3,
-        "100 records took {publish_requests} change requests"
-    );
+    assert!(publish_requests <= 3, "100 records took {publish_requests} change requests");
     assert_eq!(published.len(), 100);
-    assert!(
-        published.iter().all(|p| p.change_id.is_some()),
-        "every record carries its change id"
-    );
-    h.provider
-        .wait_until_applied(&published, Duration::from_secs(30))
-        .await
-        .expect("moto is INSYNC at once");
+    assert!(published.iter().all(|p| p.change_id.is_some()), "every record carries its change id");
+    h.provider.wait_until_applied(&published, Duration::from_secs(30)).await.expect("moto is INSYNC at once");
     for r in records.iter().step_by(7) {
-        assert_eq!(
-            h.read_back(&r.name, RecordType::Txt).await,
-            vec![r.value.clone()]
-        );
+        assert_eq!(h.read_back(&r.name, RecordType::Txt).await, vec![r.value.clone()]);
     }
-    h.provider
-        .remove_batch(ZONE, &records)
-        .await
-        .expect("remove 100");
+    h.provider.remove_batch(ZONE, &records).await.expect("remove 100");
     let remove_requests = h.moto.change_requests() - publish_requests;
     eprintln!("route53: 100 records removed with {remove_requests} change request(s)");
-    assert!(
-        remove_requests <= 3,
-        "removing 100 records took {remove_requests} change requests"
-    );
+    assert!(remove_requests <= 3, "removing 100 records took {remove_requests} change requests");
     for r in records.iter().step_by(7) {
         assert!(h.read_back(&r.name, RecordType::Txt).await.is_empty());
     }
@@ -165,28 +120,16 @@ async fn lost_update_is_detected_and_retried() {
     let h = setup().await;
     let name = format!("_dnsauth.race.{ZONE}");
     h.add_foreign(&Record::txt(&name, "first-foreign")).await;
-    h.moto
-        .interfere_next_change(&h.zone_id, &name, "TXT", "\"sneaky-foreign\"");
-    h.provider
-        .publish(ZONE, &Record::txt(&name, "ours"))
-        .await
-        .expect("publish despite the race");
-    assert_eq!(
-        h.moto.rejected_changes(),
-        1,
-        "the first batch must have lost the race"
-    );
+    h.moto.interfere_next_change(&h.zone_id, &name, "TXT", "\"sneaky-foreign\"");
+    h.provider.publish(ZONE, &Record::txt(&name, "ours")).await.expect("publish despite the race");
+    assert_eq!(h.moto.rejected_changes(), 1, "the first batch must have lost the race");
     let mut got = h.read_back(&name, RecordType::Txt).await;
     got.sort();
     assert_eq!(got, vec!["first-foreign", "ours", "sneaky-foreign"]);
 
     // the same on removal: the value added meanwhile stays
-    h.moto
-        .interfere_next_change(&h.zone_id, &name, "TXT", "\"late-foreign\"");
-    h.provider
-        .remove(ZONE, &Record::txt(&name, "ours"))
-        .await
-        .expect("remove despite the race");
+    h.moto.interfere_next_change(&h.zone_id, &name, "TXT", "\"late-foreign\"");
+    h.provider.remove(ZONE, &Record::txt(&name, "ours")).await.expect("remove despite the race");
     assert_eq!(h.moto.rejected_changes(), 2);
     let mut got = h.read_back(&name, RecordType::Txt).await;
     got.sort();
@@ -221,20 +164,9 @@ async fn concurrent_writers_both_survive() {
         ra.expect("remove a");
         rb.expect("remove b");
         let left = h.read_back(&name, RecordType::Txt).await;
-        assert_eq!(
-            left,
-            if round % 2 == 0 {
-                vec!["foreign".to_string()]
-            } else {
-                vec![]
-            },
-            "round {round}"
-        );
+        assert_eq!(left, if round % 2 == 0 { vec!["foreign".to_string()] } else { vec![] }, "round {round}");
     }
-    eprintln!(
-        "route53: {} change batches lost a race and were retried",
-        h.moto.rejected_changes()
-    );
+    eprintln!("route53: {} change batches lost a race and were retried", h.moto.rejected_changes());
 }
 
 /// Throttling, PriorRequestNotComplete and 503 are all retried: every injected fault is served
@@ -247,15 +179,9 @@ async fn throttling_and_server_errors_are_retried() {
     h.moto.inject(Fault::ServiceUnavailable, 1);
     let before = h.moto.requests();
     let name = format!("_dnsauth.faults.{ZONE}");
-    h.provider
-        .publish(ZONE, &Record::txt(&name, "v"))
-        .await
-        .expect("publish through faults");
+    h.provider.publish(ZONE, &Record::txt(&name, "v")).await.expect("publish through faults");
     assert_eq!(h.moto.pending_faults(), 0);
-    assert!(
-        h.moto.requests() - before >= 6,
-        "3 faults + lookup + read + change"
-    );
+    assert!(h.moto.requests() - before >= 6, "3 faults + lookup + read + change");
     assert_eq!(h.read_back(&name, RecordType::Txt).await, vec!["v"]);
 }
 
@@ -264,11 +190,8 @@ async fn throttling_and_server_errors_are_retried() {
 async fn endless_throttling_gives_up_with_a_retryable_error() {
     let h = setup().await;
     h.moto.throttle_next(100);
-    let err = h
-        .provider
-        .publish(ZONE, &Record::txt(format!("_dnsauth.t.{ZONE}"), "v"))
-        .await
-        .expect_err("must give up");
+    let err =
+        h.provider.publish(ZONE, &Record::txt(format!("_dnsauth.t.{ZONE}"), "v")).await.expect_err("must give up");
     assert!(matches!(err, ProviderError::Throttled { .. }), "{err:?}");
     assert!(err.is_retryable());
     assert!(err.to_string().starts_with("route53: "), "{err}");
@@ -278,26 +201,23 @@ async fn endless_throttling_gives_up_with_a_retryable_error() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn access_denied_names_the_permission() {
     let h = setup().await;
-    h.moto
-        .reject_access_key("AKIDREADONLY", KeyRejection::DenyChanges);
+    h.moto.reject_access_key("AKIDREADONLY", KeyRejection::DenyChanges);
     let ro = make_provider(&h.moto, "AKIDREADONLY").await;
     ro.preflight().await.expect("preflight only reads");
-    let err = ro
-        .publish(ZONE, &Record::txt(format!("_dnsauth.ro.{ZONE}"), "v"))
-        .await
-        .expect_err("denied");
+    let err = ro.publish(ZONE, &Record::txt(format!("_dnsauth.ro.{ZONE}"), "v")).await.expect_err("denied");
     assert!(matches!(err, ProviderError::Auth { .. }), "{err:?}");
     let msg = err.to_string();
     assert!(
-        msg.starts_with(&format!(
-            "route53: credentials lack route53:ChangeResourceRecordSets on zone {}",
-            h.zone_id
-        )),
+        msg.starts_with(&format!("route53: credentials lack route53:ChangeResourceRecordSets on zone {}", h.zone_id)),
         "{msg}"
     );
+    let mut with_secret = settings(&h.moto, "AKIDREADONLY");
+    with_secret.credentials.as_mut().expect("creds").secret_access_key = "ro-secret-4711".to_string().into();
+    let ro2 = Route53Provider::new(with_secret).await.expect("provider");
+    let err = ro2.publish(ZONE, &Record::txt(format!("_dnsauth.ro2.{ZONE}"), "v")).await.expect_err("denied");
     assert!(
-        !msg.contains(moto::SECRET_ACCESS_KEY) || moto::SECRET_ACCESS_KEY == "testing",
-        "secret in error"
+        !err.to_string().contains("ro-secret-4711") && !format!("{err:?}").contains("ro-secret-4711"),
+        "secret in {err:?}"
     );
 
     let bad = make_provider(&h.moto, "AKIDWRONG").await;
@@ -313,14 +233,8 @@ async fn hosted_zone_discovery() {
     let h = setup().await;
     h.moto.create_private_hosted_zone(ZONE).await;
     let name = format!("_dnsauth.pub.{ZONE}");
-    h.provider
-        .publish(ZONE, &Record::txt(&name, "public-one"))
-        .await
-        .expect("the public zone is chosen");
-    assert_eq!(
-        h.read_back(&name, RecordType::Txt).await,
-        vec!["public-one"]
-    );
+    h.provider.publish(ZONE, &Record::txt(&name, "public-one")).await.expect("the public zone is chosen");
+    assert_eq!(h.read_back(&name, RecordType::Txt).await, vec!["public-one"]);
 
     h.moto.create_hosted_zone(ZONE).await;
     let fresh = make_provider(&h.moto, moto::ACCESS_KEY_ID).await;
@@ -336,13 +250,7 @@ async fn hosted_zone_discovery() {
     .await
     .expect("pinned provider");
     pinned.preflight().await.expect("pinned preflight");
-    assert_eq!(
-        pinned
-            .list(ZONE, &name, RecordType::Txt)
-            .await
-            .expect("list"),
-        vec!["public-one"]
-    );
+    assert_eq!(pinned.list(ZONE, &name, RecordType::Txt).await.expect("list"), vec!["public-one"]);
 
     let wrong = Route53Provider::new(Route53Settings {
         hosted_zone_id: Some("ZNOSUCHZONE".into()),
@@ -351,13 +259,8 @@ async fn hosted_zone_discovery() {
     .await
     .expect("provider");
     let err = wrong.preflight().await.expect_err("unknown id");
-    assert!(
-        matches!(
-            err,
-            ProviderError::ZoneNotFound { .. } | ProviderError::Rejected { .. }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, ProviderError::ZoneNotFound { .. }), "{err:?}");
+    assert!(err.to_string().contains("fix hosted_zone_id"), "{err}");
 
     let other = Route53Provider::new(Route53Settings {
         zones: vec!["not-hosted.example".into()],
@@ -367,11 +270,7 @@ async fn hosted_zone_discovery() {
     .expect("provider");
     let err = other.preflight().await.expect_err("no such zone");
     assert!(matches!(err, ProviderError::ZoneNotFound { .. }), "{err:?}");
-    assert!(
-        err.to_string()
-            .starts_with("route53: zone not-hosted.example not found"),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("route53: zone not-hosted.example not found"), "{err}");
 }
 
 /// A TXT value longer than 255 bytes is stored as several strings and read back whole.
@@ -380,26 +279,11 @@ async fn long_txt_values_are_split() {
     let h = setup().await;
     let name = format!("_dnsauth.long.{ZONE}");
     let value = "v".repeat(300);
-    h.provider
-        .publish(ZONE, &Record::txt(&name, &value))
-        .await
-        .expect("publish");
+    h.provider.publish(ZONE, &Record::txt(&name, &value)).await.expect("publish");
     let raw = h.moto.values(&h.zone_id, &name, "TXT").await;
-    assert_eq!(
-        raw,
-        vec![format!("\"{}\" \"{}\"", "v".repeat(255), "v".repeat(45))]
-    );
-    assert_eq!(
-        h.provider
-            .list(ZONE, &name, RecordType::Txt)
-            .await
-            .expect("list"),
-        vec![value.clone()]
-    );
-    h.provider
-        .remove(ZONE, &Record::txt(&name, &value))
-        .await
-        .expect("remove");
+    assert_eq!(raw, vec![format!("\"{}\" \"{}\"", "v".repeat(255), "v".repeat(45))]);
+    assert_eq!(h.provider.list(ZONE, &name, RecordType::Txt).await.expect("list"), vec![value.clone()]);
+    h.provider.remove(ZONE, &Record::txt(&name, &value)).await.expect("remove");
     assert!(h.read_back(&name, RecordType::Txt).await.is_empty());
 }
 
@@ -408,8 +292,7 @@ async fn long_txt_values_are_split() {
 async fn debug_output_has_no_secret() {
     let moto = Moto::start().await;
     let mut s = settings(&moto, "AKIDSHOWN");
-    s.credentials.as_mut().expect("creds").secret_access_key =
-        "very-secret-key-123".to_string().into();
+    s.credentials.as_mut().expect("creds").secret_access_key = "very-secret-key-123".to_string().into();
     assert!(!format!("{s:?}").contains("very-secret-key-123"));
     let p = Route53Provider::new(s).await.expect("provider");
     assert!(!format!("{p:?}").contains("very-secret-key-123"));

@@ -101,18 +101,14 @@ pub struct CloudflareFakeBuilder {
 
 impl Default for CloudflareFakeBuilder {
     fn default() -> Self {
-        Self {
-            zones: Vec::new(),
-            max_per_page: 5_000_000,
-        }
+        Self { zones: Vec::new(), max_per_page: 5_000_000 }
     }
 }
 
 impl CloudflareFakeBuilder {
     /// Adds a zone (active, in the token's account).
     pub fn zone(mut self, name: &str) -> Self {
-        self.zones
-            .push(name.trim_end_matches('.').to_ascii_lowercase());
+        self.zones.push(name.trim_end_matches('.').to_ascii_lowercase());
         self
     }
 
@@ -124,59 +120,34 @@ impl CloudflareFakeBuilder {
 
     /// Starts the server on `127.0.0.1` (a free port).
     pub async fn start(self) -> CloudflareFake {
-        let zones = if self.zones.is_empty() {
-            vec!["example.com".to_string()]
-        } else {
-            self.zones
-        };
+        let zones = if self.zones.is_empty() { vec!["example.com".to_string()] } else { self.zones };
         let token = format!("cf-edit-{}", hex_id());
         let read_only_token = format!("cf-read-{}", hex_id());
-        let mut state = FakeState {
-            max_per_page: self.max_per_page,
-            ..FakeState::default()
-        };
+        let mut state = FakeState { max_per_page: self.max_per_page, ..FakeState::default() };
         for name in &zones {
-            state.zones.push(Zone {
-                id: hex_id(),
-                name: name.clone(),
-            });
+            state.zones.push(Zone { id: hex_id(), name: name.clone() });
         }
         state.tokens.insert(token.clone(), TokenScope::Edit);
-        state
-            .tokens
-            .insert(read_only_token.clone(), TokenScope::ReadOnly);
+        state.tokens.insert(read_only_token.clone(), TokenScope::ReadOnly);
         let shared: Shared = Arc::new(Mutex::new(state));
 
         let api = axum::Router::new()
             .route("/user/tokens/verify", get(verify))
             .route("/zones", get(list_zones))
             .route("/zones/{zone_id}", get(get_zone))
-            .route(
-                "/zones/{zone_id}/dns_records",
-                get(list_records).post(create_record),
-            )
-            .route(
-                "/zones/{zone_id}/dns_records/{record_id}",
-                get(get_record).delete(delete_record),
-            )
+            .route("/zones/{zone_id}/dns_records", get(list_records).post(create_record))
+            .route("/zones/{zone_id}/dns_records/{record_id}", get(get_record).delete(delete_record))
             .fallback(|| async { cf_error(StatusCode::NOT_FOUND, 7000, "No route for that URI") })
             .layer(middleware::from_fn_with_state(shared.clone(), gate))
             .with_state(shared.clone());
         let app = axum::Router::new().nest("/client/v4", api);
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind the Cloudflare fake on 127.0.0.1");
+        let listener =
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the Cloudflare fake on 127.0.0.1");
         let addr = listener.local_addr().expect("fake address");
         let task = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        CloudflareFake {
-            base_url: format!("http://{addr}/client/v4"),
-            token,
-            read_only_token,
-            state: shared,
-            task,
-        }
+        CloudflareFake { base_url: format!("http://{addr}/client/v4"), token, read_only_token, state: shared, task }
     }
 }
 
@@ -232,9 +203,7 @@ impl CloudflareFake {
 
     /// Serves `fault` for the next `n` requests.
     pub fn inject(&self, fault: CfFault, n: u32) {
-        self.lock()
-            .faults
-            .extend(std::iter::repeat_n(fault, n as usize));
+        self.lock().faults.extend(std::iter::repeat_n(fault, n as usize));
     }
 
     /// Faults not served yet.
@@ -257,21 +226,12 @@ impl CloudflareFake {
         self.lock()
             .requests
             .iter()
-            .filter(|(m, p)| {
-                *m == method && p.split('?').next().unwrap_or_default().ends_with(suffix)
-            })
+            .filter(|(m, p)| *m == method && p.split('?').next().unwrap_or_default().ends_with(suffix))
             .count()
     }
 
     /// Adds a record directly (another tool's record); returns its id. `content` is stored as is.
-    pub fn insert_record(
-        &self,
-        zone: &str,
-        rtype: &str,
-        name: &str,
-        content: &str,
-        ttl: u32,
-    ) -> String {
+    pub fn insert_record(&self, zone: &str, rtype: &str, name: &str, content: &str, ttl: u32) -> String {
         let zone_id = self.zone_id(zone);
         let id = hex_id();
         self.lock().records.push(FakeRecord {
@@ -289,12 +249,7 @@ impl CloudflareFake {
     /// Every record of `zone`.
     pub fn records(&self, zone: &str) -> Vec<FakeRecord> {
         let zone_id = self.zone_id(zone);
-        self.lock()
-            .records
-            .iter()
-            .filter(|r| r.zone_id == zone_id)
-            .cloned()
-            .collect()
+        self.lock().records.iter().filter(|r| r.zone_id == zone_id).cloned().collect()
     }
 
     /// The contents at `name`/`rtype` as DNS would serve them: TXT unquoted (strings joined),
@@ -337,7 +292,10 @@ fn envelope(result: Value, result_info: Option<Value>) -> Value {
 }
 
 fn cf_error(status: StatusCode, code: u32, message: &str) -> Response {
-    (status, Json(json!({"success": false, "errors": [{"code": code, "message": message}], "messages": [], "result": null})))
+    (
+        status,
+        Json(json!({"success": false, "errors": [{"code": code, "message": message}], "messages": [], "result": null})),
+    )
         .into_response()
 }
 
@@ -364,11 +322,7 @@ fn record_json(r: &FakeRecord, zone_name: &str) -> Value {
 /// Faults, request log and Bearer authentication, before any route.
 async fn gate(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let method = req.method().clone();
-    let path = req
-        .uri()
-        .path_and_query()
-        .map(|p| p.as_str().to_string())
-        .unwrap_or_default();
+    let path = req.uri().path_and_query().map(|p| p.as_str().to_string()).unwrap_or_default();
     let token = bearer(req.headers());
     let (fault, scope) = {
         let mut st = state.lock().expect("fake state lock");
@@ -379,15 +333,9 @@ async fn gate(State(state): State<Shared>, req: Request, next: Next) -> Response
     };
     match fault {
         Some(CfFault::RateLimited { retry_after_secs }) => {
-            let mut resp = cf_error(
-                StatusCode::TOO_MANY_REQUESTS,
-                971,
-                "Please wait and consider throttling your request speed",
-            );
-            resp.headers_mut().insert(
-                "retry-after",
-                retry_after_secs.to_string().parse().expect("header value"),
-            );
+            let mut resp =
+                cf_error(StatusCode::TOO_MANY_REQUESTS, 971, "Please wait and consider throttling your request speed");
+            resp.headers_mut().insert("retry-after", retry_after_secs.to_string().parse().expect("header value"));
             return resp;
         }
         Some(CfFault::ServerError(status)) => {
@@ -418,12 +366,7 @@ fn bearer(headers: &HeaderMap) -> Option<String> {
 }
 
 async fn verify(headers: HeaderMap) -> Response {
-    let id = format!(
-        "{:032x}",
-        bearer(&headers)
-            .map(|t| t.len() as u128)
-            .unwrap_or_default()
-    );
+    let id = format!("{:032x}", bearer(&headers).map(|t| t.len() as u128).unwrap_or_default());
     Json(envelope(json!({"id": id, "status": "active"}), None)).into_response()
 }
 
@@ -459,9 +402,7 @@ fn paging(p: &Paging, default_per_page: u32, max: u32) -> Result<(u32, u32), &'s
 fn paginate<T: Clone>(items: &[T], page: u32, per_page: u32) -> (Vec<T>, Value) {
     let total = items.len();
     let total_pages = total.div_ceil(per_page as usize);
-    let start = ((page - 1) as usize)
-        .saturating_mul(per_page as usize)
-        .min(total);
+    let start = ((page - 1) as usize).saturating_mul(per_page as usize).min(total);
     let end = (start + per_page as usize).min(total);
     let slice = items[start..end].to_vec();
     let info = json!({"page": page, "per_page": per_page, "count": slice.len(), "total_count": total, "total_pages": total_pages});
@@ -493,28 +434,17 @@ async fn list_zones(State(state): State<Shared>, Query(q): Query<ZoneQuery>) -> 
 }
 
 fn zone_name(st: &FakeState, zone_id: &str) -> Option<String> {
-    st.zones
-        .iter()
-        .find(|z| z.id == zone_id)
-        .map(|z| z.name.clone())
+    st.zones.iter().find(|z| z.id == zone_id).map(|z| z.name.clone())
 }
 
 fn no_zone() -> Response {
-    cf_error(
-        StatusCode::NOT_FOUND,
-        7003,
-        "Could not route to /zones, perhaps your object identifier is invalid?",
-    )
+    cf_error(StatusCode::NOT_FOUND, 7003, "Could not route to /zones, perhaps your object identifier is invalid?")
 }
 
 async fn get_zone(State(state): State<Shared>, Path(zone_id): Path<String>) -> Response {
     let st = state.lock().expect("fake state lock");
     match zone_name(&st, &zone_id) {
-        Some(name) => Json(envelope(
-            json!({"id": zone_id, "name": name, "status": "active"}),
-            None,
-        ))
-        .into_response(),
+        Some(name) => Json(envelope(json!({"id": zone_id, "name": name, "status": "active"}), None)).into_response(),
         None => no_zone(),
     }
 }
@@ -544,10 +474,7 @@ async fn list_records(
         Ok(p) => p,
         Err(m) => return cf_error(StatusCode::BAD_REQUEST, 1004, m),
     };
-    let name = q
-        .name_exact
-        .or(q.name)
-        .map(|n| n.trim_end_matches('.').to_ascii_lowercase());
+    let name = q.name_exact.or(q.name).map(|n| n.trim_end_matches('.').to_ascii_lowercase());
     let rtype = q.rtype.map(|t| t.to_ascii_uppercase());
     let records: Vec<&FakeRecord> = st
         .records
@@ -574,11 +501,7 @@ struct NewRecord {
     proxied: Option<bool>,
 }
 
-async fn create_record(
-    State(state): State<Shared>,
-    Path(zone_id): Path<String>,
-    body: axum::body::Bytes,
-) -> Response {
+async fn create_record(State(state): State<Shared>, Path(zone_id): Path<String>, body: axum::body::Bytes) -> Response {
     let Ok(new) = serde_json::from_slice::<NewRecord>(&body) else {
         return cf_error(StatusCode::BAD_REQUEST, 9207, "Request body is invalid.");
     };
@@ -587,11 +510,7 @@ async fn create_record(
         return no_zone();
     };
     let (Some(rtype), Some(name), Some(content)) = (new.rtype, new.name, new.content) else {
-        return cf_error(
-            StatusCode::BAD_REQUEST,
-            9000,
-            "DNS name, type and content are required.",
-        );
+        return cf_error(StatusCode::BAD_REQUEST, 9000, "DNS name, type and content are required.");
     };
     let rtype = rtype.to_ascii_uppercase();
     let mut name = name.trim_end_matches('.').to_ascii_lowercase();
@@ -610,52 +529,25 @@ async fn create_record(
         );
     }
     if content.is_empty() {
-        return cf_error(
-            StatusCode::BAD_REQUEST,
-            9005,
-            "Content for the record is invalid.",
-        );
+        return cf_error(StatusCode::BAD_REQUEST, 9005, "Content for the record is invalid.");
     }
-    let at_name: Vec<&FakeRecord> = st
-        .records
-        .iter()
-        .filter(|r| r.zone_id == zone_id && r.name == name)
-        .collect();
+    let at_name: Vec<&FakeRecord> = st.records.iter().filter(|r| r.zone_id == zone_id && r.name == name).collect();
     let wanted = canonical(&rtype, &content);
-    if at_name
-        .iter()
-        .any(|r| r.rtype == rtype && canonical(&r.rtype, &r.content) == wanted)
-    {
-        return cf_error(
-            StatusCode::BAD_REQUEST,
-            81058,
-            "An identical record already exists.",
-        );
+    if at_name.iter().any(|r| r.rtype == rtype && canonical(&r.rtype, &r.content) == wanted) {
+        return cf_error(StatusCode::BAD_REQUEST, 81058, "An identical record already exists.");
     }
     if rtype == "CNAME" && !at_name.is_empty() {
-        return cf_error(
-            StatusCode::BAD_REQUEST,
-            81053,
-            "An A, AAAA, or CNAME record with that host already exists.",
-        );
+        return cf_error(StatusCode::BAD_REQUEST, 81053, "An A, AAAA, or CNAME record with that host already exists.");
     }
     if rtype != "CNAME" && at_name.iter().any(|r| r.rtype == "CNAME") {
-        return cf_error(
-            StatusCode::BAD_REQUEST,
-            81054,
-            "A CNAME record with that host already exists.",
-        );
+        return cf_error(StatusCode::BAD_REQUEST, 81054, "A CNAME record with that host already exists.");
     }
     let record = FakeRecord {
         id: hex_id(),
         zone_id,
         name,
         rtype: rtype.clone(),
-        content: if rtype == "CNAME" {
-            content.trim_end_matches('.').to_string()
-        } else {
-            content
-        },
+        content: if rtype == "CNAME" { content.trim_end_matches('.').to_string() } else { content },
         ttl,
         comment: new.comment,
     };
@@ -664,35 +556,24 @@ async fn create_record(
     Json(envelope(out, None)).into_response()
 }
 
-async fn get_record(
-    State(state): State<Shared>,
-    Path((zone_id, record_id)): Path<(String, String)>,
-) -> Response {
+async fn get_record(State(state): State<Shared>, Path((zone_id, record_id)): Path<(String, String)>) -> Response {
     let st = state.lock().expect("fake state lock");
     let Some(zname) = zone_name(&st, &zone_id) else {
         return no_zone();
     };
-    match st
-        .records
-        .iter()
-        .find(|r| r.zone_id == zone_id && r.id == record_id)
-    {
+    match st.records.iter().find(|r| r.zone_id == zone_id && r.id == record_id) {
         Some(r) => Json(envelope(record_json(r, &zname), None)).into_response(),
         None => cf_error(StatusCode::NOT_FOUND, 81044, "Record does not exist."),
     }
 }
 
-async fn delete_record(
-    State(state): State<Shared>,
-    Path((zone_id, record_id)): Path<(String, String)>,
-) -> Response {
+async fn delete_record(State(state): State<Shared>, Path((zone_id, record_id)): Path<(String, String)>) -> Response {
     let mut st = state.lock().expect("fake state lock");
     if zone_name(&st, &zone_id).is_none() {
         return no_zone();
     }
     let before = st.records.len();
-    st.records
-        .retain(|r| !(r.zone_id == zone_id && r.id == record_id));
+    st.records.retain(|r| !(r.zone_id == zone_id && r.id == record_id));
     if st.records.len() == before {
         return cf_error(StatusCode::NOT_FOUND, 81044, "Record does not exist.");
     }
@@ -703,20 +584,9 @@ async fn delete_record(
 mod tests {
     use super::*;
 
-    async fn call(
-        fake: &CloudflareFake,
-        method: Method,
-        path: &str,
-        token: &str,
-        body: Option<Value>,
-    ) -> (u16, Value) {
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        let mut req = client
-            .request(method, format!("{}{path}", fake.base_url))
-            .bearer_auth(token);
+    async fn call(fake: &CloudflareFake, method: Method, path: &str, token: &str, body: Option<Value>) -> (u16, Value) {
+        let client = reqwest::Client::builder().no_proxy().build().expect("client");
+        let mut req = client.request(method, format!("{}{path}", fake.base_url)).bearer_auth(token);
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -728,58 +598,25 @@ mod tests {
     /// Zones by name, create, duplicate rejection, pagination and delete follow Cloudflare's shapes.
     #[tokio::test]
     async fn documented_shapes() {
-        let fake = CloudflareFake::builder()
-            .zone("example.com")
-            .max_per_page(5)
-            .start()
-            .await;
-        let (s, v) = call(
-            &fake,
-            Method::GET,
-            "/zones?name=example.com",
-            &fake.token,
-            None,
-        )
-        .await;
+        let fake = CloudflareFake::builder().zone("example.com").max_per_page(5).start().await;
+        let (s, v) = call(&fake, Method::GET, "/zones?name=example.com", &fake.token, None).await;
         assert_eq!(s, 200);
         assert_eq!(v["success"], true);
         let zid = v["result"][0]["id"].as_str().expect("zone id").to_string();
         assert_eq!(v["result_info"]["total_count"], 1);
 
-        let body =
-            json!({"type": "TXT", "name": "_dnsauth.example.com", "content": "\"tok\"", "ttl": 60});
-        let (s, v) = call(
-            &fake,
-            Method::POST,
-            &format!("/zones/{zid}/dns_records"),
-            &fake.token,
-            Some(body),
-        )
-        .await;
+        let body = json!({"type": "TXT", "name": "_dnsauth.example.com", "content": "\"tok\"", "ttl": 60});
+        let (s, v) = call(&fake, Method::POST, &format!("/zones/{zid}/dns_records"), &fake.token, Some(body)).await;
         assert_eq!(s, 200, "{v}");
         assert_eq!(v["result"]["name"], "_dnsauth.example.com");
         // identical content, unquoted this time: still a duplicate
-        let body =
-            json!({"type": "TXT", "name": "_dnsauth.example.com", "content": "tok", "ttl": 60});
-        let (s, v) = call(
-            &fake,
-            Method::POST,
-            &format!("/zones/{zid}/dns_records"),
-            &fake.token,
-            Some(body),
-        )
-        .await;
+        let body = json!({"type": "TXT", "name": "_dnsauth.example.com", "content": "tok", "ttl": 60});
+        let (s, v) = call(&fake, Method::POST, &format!("/zones/{zid}/dns_records"), &fake.token, Some(body)).await;
         assert_eq!(s, 400);
         assert_eq!(v["errors"][0]["code"], 81058);
 
         for i in 0..7 {
-            fake.insert_record(
-                "example.com",
-                "TXT",
-                "many.example.com",
-                &format!("v{i}"),
-                60,
-            );
+            fake.insert_record("example.com", "TXT", "many.example.com", &format!("v{i}"), 60);
         }
         let (_, v) = call(
             &fake,
@@ -789,29 +626,12 @@ mod tests {
             None,
         )
         .await;
-        assert_eq!(
-            v["result_info"],
-            json!({"page": 2, "per_page": 5, "count": 2, "total_count": 7, "total_pages": 2})
-        );
+        assert_eq!(v["result_info"], json!({"page": 2, "per_page": 5, "count": 2, "total_count": 7, "total_pages": 2}));
 
         let id = fake.records("example.com")[0].id.clone();
-        let (s, _) = call(
-            &fake,
-            Method::DELETE,
-            &format!("/zones/{zid}/dns_records/{id}"),
-            &fake.token,
-            None,
-        )
-        .await;
+        let (s, _) = call(&fake, Method::DELETE, &format!("/zones/{zid}/dns_records/{id}"), &fake.token, None).await;
         assert_eq!(s, 200);
-        let (s, v) = call(
-            &fake,
-            Method::DELETE,
-            &format!("/zones/{zid}/dns_records/{id}"),
-            &fake.token,
-            None,
-        )
-        .await;
+        let (s, v) = call(&fake, Method::DELETE, &format!("/zones/{zid}/dns_records/{id}"), &fake.token, None).await;
         assert_eq!((s, v["errors"][0]["code"].clone()), (404, json!(81044)));
     }
 
@@ -825,27 +645,14 @@ mod tests {
         let (s, v) = call(&fake, Method::GET, "/user/tokens/verify", "nope", None).await;
         assert_eq!((s, v["errors"][0]["code"].clone()), (401, json!(1000)));
         let body = json!({"type": "TXT", "name": "x.example.com", "content": "\"v\"", "ttl": 60});
-        let (s, v) = call(
-            &fake,
-            Method::POST,
-            &format!("/zones/{zid}/dns_records"),
-            &fake.read_only_token,
-            Some(body),
-        )
-        .await;
+        let (s, v) =
+            call(&fake, Method::POST, &format!("/zones/{zid}/dns_records"), &fake.read_only_token, Some(body)).await;
         assert_eq!((s, v["errors"][0]["code"].clone()), (403, json!(10000)));
 
         fake.rate_limit_next(1, 7);
-        let client = reqwest::Client::builder()
-            .no_proxy()
-            .build()
-            .expect("client");
-        let resp = client
-            .get(format!("{}/zones", fake.base_url))
-            .bearer_auth(&fake.token)
-            .send()
-            .await
-            .expect("request");
+        let client = reqwest::Client::builder().no_proxy().build().expect("client");
+        let resp =
+            client.get(format!("{}/zones", fake.base_url)).bearer_auth(&fake.token).send().await.expect("request");
         assert_eq!(resp.status().as_u16(), 429);
         assert_eq!(resp.headers()["retry-after"], "7");
         assert_eq!(fake.pending_faults(), 0);

@@ -27,8 +27,7 @@ use std::time::{Duration, Instant};
 use aws_sdk_route53::Client;
 use aws_sdk_route53::config::{BehaviorVersion, Credentials, Region};
 use aws_sdk_route53::types::{
-    Change, ChangeAction, ChangeBatch, HostedZoneConfig, ResourceRecord, ResourceRecordSet, RrType,
-    Vpc, VpcRegion,
+    Change, ChangeAction, ChangeBatch, HostedZoneConfig, ResourceRecord, ResourceRecordSet, RrType, Vpc, VpcRegion,
 };
 use aws_smithy_xml::decode::{Document, ScopedDecoder, try_data};
 use axum::body::Body;
@@ -128,13 +127,7 @@ pub fn client_for(endpoint_url: &str) -> Client {
         .behavior_version(BehaviorVersion::latest())
         .region(Region::new(REGION))
         .endpoint_url(endpoint_url)
-        .credentials_provider(Credentials::new(
-            ACCESS_KEY_ID,
-            SECRET_ACCESS_KEY,
-            None,
-            None,
-            "moto-test",
-        ))
+        .credentials_provider(Credentials::new(ACCESS_KEY_ID, SECRET_ACCESS_KEY, None, None, "moto-test"))
         .retry_config(aws_sdk_route53::config::retry::RetryConfig::disabled())
         .build();
     Client::from_conf(conf)
@@ -163,10 +156,7 @@ impl Moto {
         let shared = Arc::new(Shared {
             direct: client_for(&moto_url),
             moto_url,
-            http: reqwest::Client::builder()
-                .no_proxy()
-                .build()
-                .expect("reqwest client"),
+            http: reqwest::Client::builder().no_proxy().build().expect("reqwest client"),
             requests: AtomicU64::new(0),
             change_requests: AtomicU64::new(0),
             rejected_changes: AtomicU64::new(0),
@@ -175,23 +165,13 @@ impl Moto {
             rejected_keys: std::sync::Mutex::new(HashMap::new()),
             change_lock: tokio::sync::Mutex::new(()),
         });
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind moto proxy on 127.0.0.1");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind moto proxy on 127.0.0.1");
         let addr = listener.local_addr().expect("proxy address");
-        let app = axum::Router::new()
-            .fallback(proxy)
-            .with_state(shared.clone());
+        let app = axum::Router::new().fallback(proxy).with_state(shared.clone());
         let proxy = tokio::spawn(async move {
             let _ = axum::serve(listener, app).await;
         });
-        Self {
-            child,
-            endpoint_url: format!("http://{addr}"),
-            shared,
-            proxy,
-            _stderr: stderr,
-        }
+        Self { child, endpoint_url: format!("http://{addr}"), shared, proxy, _stderr: stderr }
     }
 
     /// The URL adapters should use as `endpoint_url` (the proxy in front of moto).
@@ -219,16 +199,9 @@ impl Moto {
             .send()
             .await
             .unwrap_or_else(|e| {
-                panic!(
-                    "moto: create hosted zone {name}: {}",
-                    aws_sdk_route53::error::DisplayErrorContext(e)
-                )
+                panic!("moto: create hosted zone {name}: {}", aws_sdk_route53::error::DisplayErrorContext(e))
             });
-        strip_zone_prefix(
-            out.hosted_zone()
-                .map(|z| z.id())
-                .expect("hosted zone in response"),
-        )
+        strip_zone_prefix(out.hosted_zone().map(|z| z.id()).expect("hosted zone in response"))
     }
 
     /// Creates a private hosted zone (attached to a made-up VPC) and returns its id.
@@ -239,25 +212,13 @@ impl Moto {
             .name(name)
             .caller_reference(format!("ref-{}", rand::random::<u64>()))
             .hosted_zone_config(HostedZoneConfig::builder().private_zone(true).build())
-            .vpc(
-                Vpc::builder()
-                    .vpc_id("vpc-12345678")
-                    .vpc_region(VpcRegion::UsEast1)
-                    .build(),
-            )
+            .vpc(Vpc::builder().vpc_id("vpc-12345678").vpc_region(VpcRegion::UsEast1).build())
             .send()
             .await
             .unwrap_or_else(|e| {
-                panic!(
-                    "moto: create private zone {name}: {}",
-                    aws_sdk_route53::error::DisplayErrorContext(e)
-                )
+                panic!("moto: create private zone {name}: {}", aws_sdk_route53::error::DisplayErrorContext(e))
             });
-        strip_zone_prefix(
-            out.hosted_zone()
-                .map(|z| z.id())
-                .expect("hosted zone in response"),
-        )
+        strip_zone_prefix(out.hosted_zone().map(|z| z.id()).expect("hosted zone in response"))
     }
 
     /// Clears moto's state (`POST /moto-api/reset`), the counters and pending faults.
@@ -269,19 +230,11 @@ impl Moto {
             .send()
             .await
             .expect("moto reset request");
-        assert!(
-            resp.status().is_success(),
-            "moto reset answered {}",
-            resp.status()
-        );
+        assert!(resp.status().is_success(), "moto reset answered {}", resp.status());
         self.shared.requests.store(0, Ordering::SeqCst);
         self.shared.change_requests.store(0, Ordering::SeqCst);
         self.shared.rejected_changes.store(0, Ordering::SeqCst);
-        self.shared
-            .interference
-            .lock()
-            .expect("interference lock")
-            .clear();
+        self.shared.interference.lock().expect("interference lock").clear();
         self.shared.faults.lock().expect("faults lock").clear();
     }
 
@@ -298,16 +251,12 @@ impl Moto {
     /// Just before the next change batch is checked, adds `raw_value` to `name`/`rtype` in
     /// moto, as another writer would between the adapter's read and its write.
     pub fn interfere_next_change(&self, zone_id: &str, name: &str, rtype: &str, raw_value: &str) {
-        self.shared
-            .interference
-            .lock()
-            .expect("interference lock")
-            .push((
-                zone_id.to_string(),
-                name.to_string(),
-                rtype.to_string(),
-                raw_value.to_string(),
-            ));
+        self.shared.interference.lock().expect("interference lock").push((
+            zone_id.to_string(),
+            name.to_string(),
+            rtype.to_string(),
+            raw_value.to_string(),
+        ));
     }
 
     /// Every request received by the proxy.
@@ -333,18 +282,12 @@ impl Moto {
 
     /// Rejects requests signed with `access_key_id` as `how`.
     pub fn reject_access_key(&self, access_key_id: &str, how: KeyRejection) {
-        self.shared
-            .rejected_keys
-            .lock()
-            .expect("keys lock")
-            .insert(access_key_id.to_string(), how);
+        self.shared.rejected_keys.lock().expect("keys lock").insert(access_key_id.to_string(), how);
     }
 
     /// Every RRset at `name` (any type), read from moto directly.
     pub async fn rrsets_at(&self, zone_id: &str, name: &str) -> Vec<RrSet> {
-        rrsets_at(&self.shared.direct, zone_id, name)
-            .await
-            .unwrap_or_else(|e| panic!("moto: list {name}: {e}"))
+        rrsets_at(&self.shared.direct, zone_id, name).await.unwrap_or_else(|e| panic!("moto: list {name}: {e}"))
     }
 
     /// The raw values at `name`/`rtype` (TXT quoted), empty when there is no such RRset.
@@ -359,11 +302,7 @@ impl Moto {
 
     /// The TXT values at `name`, each unquoted and its strings joined (`"a" "b"` -> `ab`).
     pub async fn txt_values(&self, zone_id: &str, name: &str) -> Vec<String> {
-        self.values(zone_id, name, "TXT")
-            .await
-            .iter()
-            .map(|v| unquote_txt(v))
-            .collect()
+        self.values(zone_id, name, "TXT").await.iter().map(|v| unquote_txt(v)).collect()
     }
 
     /// Adds `value` (raw: quote TXT yourself) to the RRset at `name`/`rtype`, keeping the values
@@ -374,12 +313,8 @@ impl Moto {
 }
 
 async fn add_value(client: &Client, zone_id: &str, name: &str, rtype: &str, value: &str, ttl: i64) {
-    let current = rrsets_at(client, zone_id, name)
-        .await
-        .unwrap_or_else(|e| panic!("moto: list {name}: {e}"));
-    let existing = current
-        .into_iter()
-        .find(|s| s.rtype.eq_ignore_ascii_case(rtype));
+    let current = rrsets_at(client, zone_id, name).await.unwrap_or_else(|e| panic!("moto: list {name}: {e}"));
+    let existing = current.into_iter().find(|s| s.rtype.eq_ignore_ascii_case(rtype));
     // keep the TTL of an existing RRset, as a tool adding one value would
     let ttl = existing.as_ref().map_or(ttl, |s| s.ttl);
     let mut values = existing.map(|s| s.values).unwrap_or_default();
@@ -391,35 +326,18 @@ async fn add_value(client: &Client, zone_id: &str, name: &str, rtype: &str, valu
         .r#type(RrType::from(rtype))
         .ttl(ttl)
         .set_resource_records(Some(
-            values
-                .iter()
-                .map(|v| ResourceRecord::builder().value(v).build().expect("record"))
-                .collect(),
+            values.iter().map(|v| ResourceRecord::builder().value(v).build().expect("record")).collect(),
         ))
         .build()
         .expect("rrset");
-    let change = Change::builder()
-        .action(ChangeAction::Upsert)
-        .resource_record_set(set)
-        .build()
-        .expect("change");
+    let change = Change::builder().action(ChangeAction::Upsert).resource_record_set(set).build().expect("change");
     client
         .change_resource_record_sets()
         .hosted_zone_id(zone_id)
-        .change_batch(
-            ChangeBatch::builder()
-                .changes(change)
-                .build()
-                .expect("batch"),
-        )
+        .change_batch(ChangeBatch::builder().changes(change).build().expect("batch"))
         .send()
         .await
-        .unwrap_or_else(|e| {
-            panic!(
-                "moto: upsert {name}: {}",
-                aws_sdk_route53::error::DisplayErrorContext(e)
-            )
-        });
+        .unwrap_or_else(|e| panic!("moto: upsert {name}: {}", aws_sdk_route53::error::DisplayErrorContext(e)));
 }
 
 enum SpawnError {
@@ -430,8 +348,7 @@ enum SpawnError {
 /// Starts moto on `port` (`moto_server`, else `python3 -m moto.server`) and waits until it answers.
 async fn spawn_moto(port: u16) -> Result<(Child, tempfile::NamedTempFile), SpawnError> {
     let port_s = port.to_string();
-    let candidates: [(&str, &[&str]); 2] =
-        [("moto_server", &[]), ("python3", &["-m", "moto.server"])];
+    let candidates: [(&str, &[&str]); 2] = [("moto_server", &[]), ("python3", &["-m", "moto.server"])];
     let mut missing = Vec::new();
     for (prog, pre) in candidates {
         let stderr = tempfile::NamedTempFile::new().expect("temp file for moto's stderr");
@@ -456,15 +373,8 @@ async fn spawn_moto(port: u16) -> Result<(Child, tempfile::NamedTempFile), Spawn
                 let _ = child.wait();
                 let mut text = String::new();
                 let _ = File::open(stderr.path()).and_then(|mut f| f.read_to_string(&mut text));
-                let tail: String = text
-                    .lines()
-                    .rev()
-                    .take(5)
-                    .collect::<Vec<_>>()
-                    .into_iter()
-                    .rev()
-                    .collect::<Vec<_>>()
-                    .join(" | ");
+                let tail: String =
+                    text.lines().rev().take(5).collect::<Vec<_>>().into_iter().rev().collect::<Vec<_>>().join(" | ");
                 if exited
                     && (text.contains("No module named")
                         || text.contains("command not found")
@@ -485,22 +395,13 @@ async fn spawn_moto(port: u16) -> Result<(Child, tempfile::NamedTempFile), Spawn
 
 /// Ok when moto answers HTTP; Err(true) when the process exited, Err(false) on timeout.
 async fn wait_ready(child: &mut Child, port: u16) -> Result<(), bool> {
-    let http = reqwest::Client::builder()
-        .no_proxy()
-        .timeout(Duration::from_secs(2))
-        .build()
-        .expect("client");
+    let http = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build().expect("client");
     let deadline = Instant::now() + Duration::from_secs(60);
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             return Err(true);
         }
-        if http
-            .get(format!("http://127.0.0.1:{port}/moto-api/"))
-            .send()
-            .await
-            .is_ok()
-        {
+        if http.get(format!("http://127.0.0.1:{port}/moto-api/")).send().await.is_ok() {
             return Ok(());
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
@@ -534,11 +435,7 @@ async fn rrsets_at(client: &Client, zone_id: &str, name: &str) -> Result<Vec<RrS
             name: want.clone(),
             rtype: s.r#type().as_str().to_string(),
             ttl: s.ttl().unwrap_or_default(),
-            values: s
-                .resource_records()
-                .iter()
-                .map(|r| r.value().to_string())
-                .collect(),
+            values: s.resource_records().iter().map(|r| r.value().to_string()).collect(),
         })
         .collect())
 }
@@ -586,22 +483,14 @@ pub fn unquote_txt(raw: &str) -> String {
 // ---- the proxy ----
 
 fn aws_error(status: StatusCode, code: &str, message: &str) -> Response {
-    let kind = if status.is_server_error() {
-        "Receiver"
-    } else {
-        "Sender"
-    };
-    let message = message
-        .replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;");
+    let kind = if status.is_server_error() { "Receiver" } else { "Sender" };
+    let message = message.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
     let body = format!(
         "<?xml version=\"1.0\"?>\n<ErrorResponse xmlns=\"https://route53.amazonaws.com/doc/2013-04-01/\"><Error><Type>{kind}</Type><Code>{code}</Code><Message>{message}</Message></Error><RequestId>{:032x}</RequestId></ErrorResponse>",
         rand::random::<u128>()
     );
     let mut resp = (status, body).into_response();
-    resp.headers_mut()
-        .insert("content-type", HeaderValue::from_static("text/xml"));
+    resp.headers_mut().insert("content-type", HeaderValue::from_static("text/xml"));
     resp
 }
 
@@ -645,12 +534,7 @@ async fn proxy(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         None => {}
     }
     if let Some(key) = access_key(&parts.headers) {
-        let rejection = shared
-            .rejected_keys
-            .lock()
-            .expect("keys lock")
-            .get(&key)
-            .copied();
+        let rejection = shared.rejected_keys.lock().expect("keys lock").get(&key).copied();
         match rejection {
             Some(KeyRejection::InvalidClientTokenId) => {
                 return aws_error(
@@ -675,19 +559,14 @@ async fn proxy(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     let body = match axum::body::to_bytes(body, 16 * 1024 * 1024).await {
         Ok(b) => b,
         Err(e) => {
-            return aws_error(
-                StatusCode::BAD_REQUEST,
-                "InvalidInput",
-                &format!("unreadable body: {e}"),
-            );
+            return aws_error(StatusCode::BAD_REQUEST, "InvalidInput", &format!("unreadable body: {e}"));
         }
     };
     let _guard;
     if is_change {
         _guard = shared.change_lock.lock().await;
         let zone_id = path.split('/').nth(3).unwrap_or_default().to_string();
-        let interference: Vec<_> =
-            std::mem::take(&mut *shared.interference.lock().expect("interference lock"));
+        let interference: Vec<_> = std::mem::take(&mut *shared.interference.lock().expect("interference lock"));
         for (zone, name, rtype, value) in interference {
             add_value(&shared.direct, &zone, &name, &rtype, &value, 60).await;
         }
@@ -699,20 +578,8 @@ async fn proxy(State(shared): State<Arc<Shared>>, req: Request) -> Response {
     forward(&shared, parts, body).await
 }
 
-async fn forward(
-    shared: &Shared,
-    parts: axum::http::request::Parts,
-    body: axum::body::Bytes,
-) -> Response {
-    let url = format!(
-        "{}{}",
-        shared.moto_url,
-        parts
-            .uri
-            .path_and_query()
-            .map(|p| p.as_str())
-            .unwrap_or("/")
-    );
+async fn forward(shared: &Shared, parts: axum::http::request::Parts, body: axum::body::Bytes) -> Response {
+    let url = format!("{}{}", shared.moto_url, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
     let mut req = shared.http.request(parts.method.clone(), url).body(body);
     for (name, value) in &parts.headers {
         if name != "host" && name != "content-length" {
@@ -722,11 +589,7 @@ async fn forward(
     let resp = match req.send().await {
         Ok(r) => r,
         Err(e) => {
-            return aws_error(
-                StatusCode::BAD_GATEWAY,
-                "InternalFailure",
-                &format!("moto unreachable: {e}"),
-            );
+            return aws_error(StatusCode::BAD_GATEWAY, "InternalFailure", &format!("moto unreachable: {e}"));
         }
     };
     let status = resp.status();
@@ -753,9 +616,7 @@ struct ParsedChange {
 
 fn parse_change_batch(body: &[u8]) -> Result<Vec<ParsedChange>, String> {
     fn text(tag: &mut ScopedDecoder<'_, '_>) -> Result<String, String> {
-        try_data(tag)
-            .map(|s| s.into_owned())
-            .map_err(|e| e.to_string())
+        try_data(tag).map(|s| s.into_owned()).map_err(|e| e.to_string())
     }
     let body = std::str::from_utf8(body).map_err(|e| e.to_string())?;
     let mut doc = Document::new(body);
@@ -805,17 +666,10 @@ fn parse_change_batch(body: &[u8]) -> Result<Vec<ParsedChange>, String> {
 
 /// Route53's documented `ChangeBatch` rules, checked against moto's current state.
 async fn check_change_batch(direct: &Client, zone_id: &str, body: &[u8]) -> Result<(), String> {
-    let changes =
-        parse_change_batch(body).map_err(|e| format!("could not parse the change batch: {e}"))?;
-    let chars: usize = changes
-        .iter()
-        .flat_map(|c| c.values.iter())
-        .map(String::len)
-        .sum();
+    let changes = parse_change_batch(body).map_err(|e| format!("could not parse the change batch: {e}"))?;
+    let chars: usize = changes.iter().flat_map(|c| c.values.iter()).map(String::len).sum();
     if chars > 32_000 {
-        return Err(format!(
-            "Number of characters in all Value elements ({chars}) exceeds 32000"
-        ));
+        return Err(format!("Number of characters in all Value elements ({chars}) exceeds 32000"));
     }
     // (name, type) -> (ttl, values), for every name the batch touches
     let mut working: HashMap<(String, String), (i64, Vec<String>)> = HashMap::new();
@@ -833,22 +687,14 @@ async fn check_change_batch(direct: &Client, zone_id: &str, body: &[u8]) -> Resu
         match c.action.as_str() {
             "CREATE" | "UPSERT" => {
                 if c.action == "CREATE" && working.contains_key(&key) {
-                    return Err(format!(
-                        "Tried to create resource record set {shown} but it already exists"
-                    ));
+                    return Err(format!("Tried to create resource record set {shown} but it already exists"));
                 }
-                let others: Vec<&String> = working
-                    .keys()
-                    .filter(|(n, t)| *n == c.name && *t != c.rtype)
-                    .map(|(_, t)| t)
-                    .collect();
+                let others: Vec<&String> =
+                    working.keys().filter(|(n, t)| *n == c.name && *t != c.rtype).map(|(_, t)| t).collect();
                 let conflict = if c.rtype == "CNAME" {
                     others.first().copied().cloned()
                 } else {
-                    others
-                        .iter()
-                        .find(|t| t.as_str() == "CNAME")
-                        .map(|t| (*t).clone())
+                    others.iter().find(|t| t.as_str() == "CNAME").map(|t| (*t).clone())
                 };
                 if let Some(other) = conflict {
                     return Err(format!(
@@ -860,9 +706,7 @@ async fn check_change_batch(direct: &Client, zone_id: &str, body: &[u8]) -> Resu
             }
             "DELETE" => {
                 let Some((ttl, values)) = working.get(&key) else {
-                    return Err(format!(
-                        "Tried to delete resource record set {shown} but it was not found"
-                    ));
+                    return Err(format!("Tried to delete resource record set {shown} but it was not found"));
                 };
                 let mut a = values.clone();
                 let mut b = c.values.clone();
@@ -891,10 +735,7 @@ mod tests {
             .r#type(RrType::Txt)
             .ttl(60)
             .set_resource_records(Some(
-                values
-                    .iter()
-                    .map(|v| ResourceRecord::builder().value(*v).build().expect("rr"))
-                    .collect(),
+                values.iter().map(|v| ResourceRecord::builder().value(*v).build().expect("rr")).collect(),
             ))
             .build()
             .expect("rrset")
@@ -907,13 +748,7 @@ mod tests {
     ) -> Result<(), String> {
         let mut batch = ChangeBatch::builder();
         for (action, set) in changes {
-            batch = batch.changes(
-                Change::builder()
-                    .action(action)
-                    .resource_record_set(set)
-                    .build()
-                    .expect("change"),
-            );
+            batch = batch.changes(Change::builder().action(action).resource_record_set(set).build().expect("change"));
         }
         client
             .change_resource_record_sets()
@@ -933,24 +768,11 @@ mod tests {
         let zone = moto.create_hosted_zone("rules.example").await;
         let via_proxy = client_for(moto.endpoint_url());
         let name = "_dnsauth.rules.example";
-        change(
-            &via_proxy,
-            &zone,
-            vec![(ChangeAction::Create, txt_set(name, &["\"a\""]))],
-        )
-        .await
-        .expect("create");
-        let dup = change(
-            &via_proxy,
-            &zone,
-            vec![(ChangeAction::Create, txt_set(name, &["\"b\""]))],
-        )
-        .await
-        .expect_err("duplicate create");
-        assert!(
-            dup.contains("InvalidChangeBatch") && dup.contains("already exists"),
-            "{dup}"
-        );
+        change(&via_proxy, &zone, vec![(ChangeAction::Create, txt_set(name, &["\"a\""]))]).await.expect("create");
+        let dup = change(&via_proxy, &zone, vec![(ChangeAction::Create, txt_set(name, &["\"b\""]))])
+            .await
+            .expect_err("duplicate create");
+        assert!(dup.contains("InvalidChangeBatch") && dup.contains("already exists"), "{dup}");
         let stale = change(
             &via_proxy,
             &zone,
@@ -978,37 +800,21 @@ mod tests {
         assert_eq!(moto.change_requests(), 4);
 
         moto.throttle_next(1);
-        let throttled = change(
-            &via_proxy,
-            &zone,
-            vec![(ChangeAction::Upsert, txt_set(name, &["\"c\""]))],
-        )
-        .await
-        .expect_err("throttled");
+        let throttled = change(&via_proxy, &zone, vec![(ChangeAction::Upsert, txt_set(name, &["\"c\""]))])
+            .await
+            .expect_err("throttled");
         assert!(throttled.contains("Throttling"), "{throttled}");
         assert_eq!(moto.pending_faults(), 0);
 
         moto.reject_access_key(ACCESS_KEY_ID, KeyRejection::DenyChanges);
-        let denied = change(
-            &via_proxy,
-            &zone,
-            vec![(ChangeAction::Upsert, txt_set(name, &["\"c\""]))],
-        )
-        .await
-        .expect_err("denied");
+        let denied = change(&via_proxy, &zone, vec![(ChangeAction::Upsert, txt_set(name, &["\"c\""]))])
+            .await
+            .expect_err("denied");
         assert!(denied.contains("AccessDenied"), "{denied}");
 
         moto.reset().await;
         assert_eq!(moto.change_requests(), 0);
-        assert!(
-            moto.client()
-                .list_hosted_zones()
-                .send()
-                .await
-                .expect("list zones")
-                .hosted_zones()
-                .is_empty()
-        );
+        assert!(moto.client().list_hosted_zones().send().await.expect("list zones").hosted_zones().is_empty());
     }
 
     #[test]
@@ -1027,10 +833,7 @@ mod tests {
         assert_eq!(changes.len(), 2);
         assert_eq!(changes[0].action, "DELETE");
         assert_eq!(changes[0].name, "_a.example.com");
-        assert_eq!(
-            changes[1].values,
-            vec!["\"x\"".to_string(), "\"y\"".to_string()]
-        );
+        assert_eq!(changes[1].values, vec!["\"x\"".to_string(), "\"y\"".to_string()]);
         assert_eq!(changes[1].ttl, Some(60));
     }
 

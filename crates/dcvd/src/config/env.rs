@@ -26,18 +26,12 @@ pub struct Environment {
 impl Environment {
     /// The process environment (plus any [`with_var`](Self::with_var) overrides).
     pub fn process() -> Self {
-        Self {
-            overrides: BTreeMap::new(),
-            inherit: true,
-        }
+        Self { overrides: BTreeMap::new(), inherit: true }
     }
 
     /// An empty environment: only variables added with [`with_var`](Self::with_var) exist.
     pub fn isolated() -> Self {
-        Self {
-            overrides: BTreeMap::new(),
-            inherit: false,
-        }
+        Self { overrides: BTreeMap::new(), inherit: false }
     }
 
     /// Sets a variable (overriding the process environment, if inherited).
@@ -65,9 +59,7 @@ impl Environment {
 
     /// A non-empty `$CREDENTIALS_DIRECTORY`.
     pub fn credentials_dir(&self) -> Option<PathBuf> {
-        self.var("CREDENTIALS_DIRECTORY")
-            .filter(|d| !d.is_empty())
-            .map(PathBuf::from)
+        self.var("CREDENTIALS_DIRECTORY").filter(|d| !d.is_empty()).map(PathBuf::from)
     }
 
     /// The first entry of a non-empty `$STATE_DIRECTORY` (systemd may list several, `:`-separated).
@@ -121,11 +113,7 @@ pub(super) struct Context<'a> {
 impl Context<'_> {
     pub(super) fn relative_path(&self, path: &str) -> PathBuf {
         let path = Path::new(path);
-        if path.is_absolute() {
-            path.to_path_buf()
-        } else {
-            self.base_dir.join(path)
-        }
+        if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
     }
 
     /// Reads a secret from `*_file` or `*_env` (exactly one must be given).
@@ -137,10 +125,9 @@ impl Context<'_> {
     ) -> Result<ResolvedSecret, ConfigError> {
         let (file_key, env_key) = (keys.file_key, keys.env_key);
         match (keys.file, keys.env) {
-            (Some(_), Some(env)) => Err(src.error(
-                &env.span(),
-                format!("give either `{file_key}` or `{env_key}`, not both"),
-            )),
+            (Some(_), Some(env)) => {
+                Err(src.error(&env.span(), format!("give either `{file_key}` or `{env_key}`, not both")))
+            }
             (None, None) => Err(src.error(
                 keys.section,
                 format!(
@@ -190,12 +177,7 @@ impl Context<'_> {
         if value.is_empty() {
             return Err(src.error(&span, format!("`{key}` {origin} is empty")));
         }
-        Ok(ResolvedSecret {
-            value: SecretString::from(value),
-            key,
-            span,
-            origin,
-        })
+        Ok(ResolvedSecret { value: SecretString::from(value), key, span, origin })
     }
 
     fn secret_env(
@@ -210,20 +192,13 @@ impl Context<'_> {
             return Err(src.error(&span, format!("`{key}` must name an environment variable")));
         }
         let origin = format!("environment variable {name}");
-        let value = self
-            .env
-            .var(name)
-            .ok_or_else(|| src.error(&span, format!("{origin} (from `{key}`) is not set")))?;
+        let value =
+            self.env.var(name).ok_or_else(|| src.error(&span, format!("{origin} (from `{key}`) is not set")))?;
         let value = value.trim();
         if value.is_empty() {
             return Err(src.error(&span, format!("{origin} (from `{key}`) is empty")));
         }
-        Ok(ResolvedSecret {
-            value: SecretString::from(value),
-            key,
-            span,
-            origin,
-        })
+        Ok(ResolvedSecret { value: SecretString::from(value), key, span, origin })
     }
 }
 

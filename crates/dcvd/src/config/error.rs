@@ -25,21 +25,12 @@ pub struct ConfigError {
 impl ConfigError {
     /// An error without a position in `file`.
     pub fn new(file: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Self {
-            file: file.into(),
-            line: None,
-            col: None,
-            message: message.into(),
-        }
+        Self { file: file.into(), line: None, col: None, message: message.into() }
     }
 
     /// The position as a [`Location`], when the error has one.
     pub fn location(&self) -> Option<Location> {
-        Some(Location {
-            file: self.file.clone(),
-            line: self.line?,
-            col: self.col?,
-        })
+        Some(Location { file: self.file.clone(), line: self.line?, col: self.col? })
     }
 
     fn render(&self) -> String {
@@ -96,22 +87,13 @@ impl<'a> Source<'a> {
 
     pub(super) fn location(&self, span: &Range<usize>) -> Location {
         let (line, col) = self.line_col(span.start);
-        Location {
-            file: self.path.to_path_buf(),
-            line,
-            col,
-        }
+        Location { file: self.path.to_path_buf(), line, col }
     }
 
     /// An error at the start of `span`.
     pub(super) fn error(&self, span: &Range<usize>, message: impl Into<String>) -> ConfigError {
         let (line, col) = self.line_col(span.start);
-        ConfigError {
-            file: self.path.to_path_buf(),
-            line: Some(line),
-            col: Some(col),
-            message: message.into(),
-        }
+        ConfigError { file: self.path.to_path_buf(), line: Some(line), col: Some(col), message: message.into() }
     }
 
     /// An error without a position in this file.
@@ -154,10 +136,7 @@ mod tests {
     #[test]
     fn display_with_and_without_position() {
         let src = Source::new(Path::new("/etc/dcvd/dcvd.toml"), "x\ny = 1");
-        assert_eq!(
-            src.error(&(4..5), "bad").to_string(),
-            "/etc/dcvd/dcvd.toml:2:3: bad"
-        );
+        assert_eq!(src.error(&(4..5), "bad").to_string(), "/etc/dcvd/dcvd.toml:2:3: bad");
         assert_eq!(
             ConfigError::new("/etc/dcvd/dcvd.toml", "cannot read").to_string(),
             "/etc/dcvd/dcvd.toml: cannot read"

@@ -11,29 +11,21 @@ use toml::de::DeTable;
 
 use super::env::{Context, Environment, SecretKeys};
 use super::error::{ConfigError, Location, Source};
-use super::raw::{
-    P, RawCertCentral, RawCheck, RawDaemon, RawDomain, RawMain, RawOrder, RawOrderFile,
-    RawPropagation,
-};
+use super::raw::{P, RawCertCentral, RawCheck, RawDaemon, RawDomain, RawMain, RawOrder, RawOrderFile, RawPropagation};
 use super::{
-    CertCentral, Check, CnameName, Config, DEFAULT_BASE_URL, DEFAULT_STATE_DIR, Daemon, Method,
-    Propagation, Provider, ProviderMatch, RateLimit, TxtName, Unit, UnitKey, default_rate_limits,
-    names, provider,
+    CertCentral, Check, CnameName, Config, DEFAULT_BASE_URL, DEFAULT_STATE_DIR, Daemon, Method, Propagation, Provider,
+    ProviderMatch, RateLimit, TxtName, Unit, UnitKey, default_rate_limits, names, provider,
 };
 
 pub(super) fn build(text: &str, file: &Path, env: &Environment) -> Result<Config, ConfigError> {
     let src = Source::new(file, text);
-    let ctx = Context {
-        env,
-        base_dir: file.parent().unwrap_or(Path::new("")),
-    };
+    let ctx = Context { env, base_dir: file.parent().unwrap_or(Path::new("")) };
     let mut warnings = Vec::new();
 
     let mut root = DeTable::parse(text).map_err(|e| src.toml_error(&e))?;
     // Providers are dispatched on `type` with their own schema (see provider.rs).
     let providers_value = root.get_mut().remove("providers");
-    let raw =
-        RawMain::deserialize(toml::de::Deserializer::from(root)).map_err(|e| src.toml_error(&e))?;
+    let raw = RawMain::deserialize(toml::de::Deserializer::from(root)).map_err(|e| src.toml_error(&e))?;
 
     let certcentral = certcentral(&src, &ctx, raw.certcentral, &mut warnings)?;
     let (daemon, order_globs) = daemon(&src, &ctx, raw.daemon)?;
@@ -59,16 +51,7 @@ pub(super) fn build(text: &str, file: &Path, env: &Environment) -> Result<Config
             file.display()
         ));
     }
-    Ok(Config {
-        certcentral,
-        daemon,
-        propagation,
-        check,
-        providers,
-        units,
-        warnings,
-        files,
-    })
+    Ok(Config { certcentral, daemon, propagation, check, providers, units, warnings, files })
 }
 
 fn certcentral(
@@ -78,9 +61,7 @@ fn certcentral(
     warnings: &mut Vec<String>,
 ) -> Result<CertCentral, ConfigError> {
     let Some(raw) = raw else {
-        return Err(src.error_here(
-            "missing [certcentral] section: it needs at least `api_key_file` or `api_key_env`",
-        ));
+        return Err(src.error_here("missing [certcentral] section: it needs at least `api_key_file` or `api_key_env`"));
     };
     let span = raw.span();
     let raw = raw.into_inner();
@@ -112,10 +93,7 @@ fn certcentral(
                          lift the limit)",
                     ));
                 }
-                out.push(RateLimit {
-                    requests: limit.requests.into_inner(),
-                    per: limit.per.0,
-                });
+                out.push(RateLimit { requests: limit.requests.into_inner(), per: limit.per.0 });
             }
             out
         }
@@ -147,10 +125,7 @@ fn daemon(
             return Err(src.error(&dir.span(), "`state_dir` must not be empty"));
         }
         Some(dir) => ctx.relative_path(dir.get_ref()),
-        None => ctx
-            .env
-            .state_dir()
-            .unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
+        None => ctx.env.state_dir().unwrap_or_else(|| PathBuf::from(DEFAULT_STATE_DIR)),
     };
     let max_concurrent = match raw.max_concurrent {
         Some(n) if *n.get_ref() == 0 => {
@@ -181,20 +156,16 @@ fn propagation(src: &Source<'_>, raw: Option<RawPropagation>) -> Result<Propagat
     };
     let resolvers = match raw.resolvers {
         Some(list) if list.get_ref().is_empty() => {
-            return Err(src.error(
-                &list.span(),
-                "`resolvers` must list at least one resolver: \"system\" or \"IP:PORT\"",
-            ));
+            return Err(
+                src.error(&list.span(), "`resolvers` must list at least one resolver: \"system\" or \"IP:PORT\"")
+            );
         }
         Some(list) => list.into_inner().into_iter().map(|r| r.0).collect(),
         None => defaults.resolvers,
     };
     let nameserver_port = match raw.nameserver_port {
         Some(port) if *port.get_ref() == 0 => {
-            return Err(src.error(
-                &port.span(),
-                "`nameserver_port` must be between 1 and 65535",
-            ));
+            return Err(src.error(&port.span(), "`nameserver_port` must be between 1 and 65535"));
         }
         Some(port) => port.into_inner(),
         None => defaults.nameserver_port,
@@ -232,10 +203,7 @@ fn check(src: &Source<'_>, raw: Option<RawCheck>) -> Result<Check, ConfigError> 
         ("min_interval", raw.min_interval, defaults.min_interval),
         ("max_interval", raw.max_interval, defaults.max_interval),
     )?;
-    Ok(Check {
-        min_interval,
-        max_interval,
-    })
+    Ok(Check { min_interval, max_interval })
 }
 
 type DurationKey = (&'static str, Option<Spanned<P<Duration>>>, Duration);
@@ -281,23 +249,12 @@ fn order_files(
             let dir = glob::Pattern::escape(&ctx.base_dir.to_string_lossy());
             format!("{}/{written}", dir.trim_end_matches('/'))
         };
-        let paths = glob::glob(&pattern).map_err(|e| {
-            src.error(
-                &span,
-                format!("invalid glob {written:?} in `order_files`: {e}"),
-            )
-        })?;
+        let paths = glob::glob(&pattern)
+            .map_err(|e| src.error(&span, format!("invalid glob {written:?} in `order_files`: {e}")))?;
         let mut matched = false;
         for path in paths {
             let path = path.map_err(|e| {
-                src.error(
-                    &span,
-                    format!(
-                        "cannot read {:?} (matched by {written:?}): {}",
-                        e.path(),
-                        e.error()
-                    ),
-                )
+                src.error(&span, format!("cannot read {:?} (matched by {written:?}): {}", e.path(), e.error()))
             })?;
             if !path.is_file() {
                 continue;
@@ -311,10 +268,7 @@ fn order_files(
         }
         let literal = !written.contains(['*', '?', '[']);
         if literal && !matched {
-            return Err(src.error(
-                &span,
-                format!("order file {pattern:?} does not exist (listed in `order_files`)"),
-            ));
+            return Err(src.error(&span, format!("order file {pattern:?} does not exist (listed in `order_files`)")));
         }
     }
     Ok(files)
@@ -331,11 +285,7 @@ pub(super) fn find_provider<'a>(
             .flat_map(|(pname, p)| p.zones().iter().map(move |z| (pname, p, z)))
             .filter(|(_, _, zone)| names::in_zone(name, zone))
             .max_by_key(|(_, _, zone)| zone.len())
-            .map(|(pname, provider, zone)| ProviderMatch {
-                name: pname,
-                provider,
-                zone,
-            })
+            .map(|(pname, provider, zone)| ProviderMatch { name: pname, provider, zone })
     };
     match explicit {
         Some(wanted) => {
@@ -364,10 +314,7 @@ fn unknown_provider(providers: &BTreeMap<String, Provider>, wanted: &str) -> Str
         format!("unknown provider `{wanted}`: no [providers.NAME] section is configured")
     } else {
         let names: Vec<_> = providers.keys().map(|k| format!("`{k}`")).collect();
-        format!(
-            "unknown provider `{wanted}`: configured providers are {}",
-            names.join(", ")
-        )
+        format!("unknown provider `{wanted}`: configured providers are {}", names.join(", "))
     }
 }
 
@@ -389,11 +336,7 @@ struct Common {
 
 impl<'p> Units<'p> {
     fn new(providers: &'p BTreeMap<String, Provider>) -> Self {
-        Self {
-            providers,
-            units: Vec::new(),
-            origins: HashMap::new(),
-        }
+        Self { providers, units: Vec::new(), origins: HashMap::new() }
     }
 
     fn add(
@@ -409,11 +352,7 @@ impl<'p> Units<'p> {
         let mut all: Vec<(Range<usize>, Raw)> = orders
             .into_iter()
             .map(|o| (o.span(), Raw::Order(o.into_inner())))
-            .chain(
-                domains
-                    .into_iter()
-                    .map(|d| (d.span(), Raw::Domain(d.into_inner()))),
-            )
+            .chain(domains.into_iter().map(|d| (d.span(), Raw::Domain(d.into_inner()))))
             .collect();
         // Document order, so duplicates are reported at the later table.
         all.sort_by_key(|(span, _)| span.start);
@@ -465,21 +404,13 @@ impl<'p> Units<'p> {
         let kind = if is_order { "order" } else { "domain" };
         let id = *c.id.get_ref();
         if id == 0 {
-            return Err(src.error(
-                &c.id.span(),
-                format!("{kind} id must be a positive integer (the id CertCentral shows)"),
-            ));
+            return Err(
+                src.error(&c.id.span(), format!("{kind} id must be a positive integer (the id CertCentral shows)"))
+            );
         }
-        let key = if is_order {
-            UnitKey::Order(id)
-        } else {
-            UnitKey::Domain(id)
-        };
+        let key = if is_order { UnitKey::Order(id) } else { UnitKey::Domain(id) };
         if let Some(first) = self.origins.get(&key) {
-            return Err(src.error(
-                &c.id.span(),
-                format!("duplicate {kind} id {id}: already defined at {first}"),
-            ));
+            return Err(src.error(&c.id.span(), format!("duplicate {kind} id {id}: already defined at {first}")));
         }
         if let Some(t) = &c.txt_name
             && c.method != Method::DnsTxtToken
@@ -513,13 +444,9 @@ impl<'p> Units<'p> {
         let mut listed: BTreeSet<&str> = BTreeSet::new();
         for (domain, span) in &domains {
             if !listed.insert(domain) {
-                return Err(src.error(
-                    span,
-                    format!("domain {domain} is listed twice in {kind} {id}"),
-                ));
+                return Err(src.error(span, format!("domain {domain} is listed twice in {kind} {id}")));
             }
-            find_provider(self.providers, names::base(domain), explicit)
-                .map_err(|message| src.error(span, message))?;
+            find_provider(self.providers, names::base(domain), explicit).map_err(|message| src.error(span, message))?;
         }
         self.origins.insert(key, origin.clone());
         self.units.push(Unit {

@@ -155,14 +155,8 @@ pub struct RateLimit {
 /// page: 3) minutes per API key; the stricter one wins.
 pub fn default_rate_limits() -> Vec<RateLimit> {
     vec![
-        RateLimit {
-            requests: 100,
-            per: Duration::from_secs(5),
-        },
-        RateLimit {
-            requests: 1000,
-            per: Duration::from_secs(180),
-        },
+        RateLimit { requests: 100, per: Duration::from_secs(5) },
+        RateLimit { requests: 1000, per: Duration::from_secs(180) },
     ]
 }
 
@@ -296,10 +290,7 @@ pub struct Check {
 
 impl Default for Check {
     fn default() -> Self {
-        Self {
-            min_interval: Duration::from_secs(5),
-            max_interval: Duration::from_secs(600),
-        }
+        Self { min_interval: Duration::from_secs(5), max_interval: Duration::from_secs(600) }
     }
 }
 

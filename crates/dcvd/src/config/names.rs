@@ -9,14 +9,10 @@ pub(super) fn normalize(name: &str, wildcard: bool) -> Result<String, String> {
         return Err("empty domain name".to_owned());
     }
     if !trimmed.is_ascii() {
-        return Err(format!(
-            "domain name {name:?} is not ASCII: write its punycode (xn--) form"
-        ));
+        return Err(format!("domain name {name:?} is not ASCII: write its punycode (xn--) form"));
     }
     if trimmed.len() > 253 {
-        return Err(format!(
-            "domain name {name:?} is longer than 253 characters"
-        ));
+        return Err(format!("domain name {name:?} is longer than 253 characters"));
     }
     let body = match trimmed.strip_prefix("*.") {
         Some(rest) if wildcard => rest,
@@ -27,9 +23,7 @@ pub(super) fn normalize(name: &str, wildcard: bool) -> Result<String, String> {
             return Err(format!("invalid domain name {name:?}: empty label"));
         }
         if label.len() > 63 {
-            return Err(format!(
-                "invalid domain name {name:?}: label {label:?} is longer than 63 characters"
-            ));
+            return Err(format!("invalid domain name {name:?}: label {label:?} is longer than 63 characters"));
         }
         if label == "*" {
             return Err(if wildcard {
@@ -41,10 +35,7 @@ pub(super) fn normalize(name: &str, wildcard: bool) -> Result<String, String> {
                 format!("invalid zone name {name:?}: a zone cannot be a wildcard")
             });
         }
-        if let Some(c) = label
-            .chars()
-            .find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_'))
-        {
+        if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
             return Err(format!(
                 "invalid domain name {name:?}: character {c:?} is not allowed (letters, digits, \
                  '-' and '_' only)"
@@ -62,9 +53,7 @@ pub(super) fn base(domain: &str) -> &str {
 /// Whether `zone` contains `name` (both normalized).
 pub(super) fn in_zone(name: &str, zone: &str) -> bool {
     name == zone
-        || (name.len() > zone.len()
-            && name.ends_with(zone)
-            && name.as_bytes()[name.len() - zone.len() - 1] == b'.')
+        || (name.len() > zone.len() && name.ends_with(zone) && name.as_bytes()[name.len() - zone.len() - 1] == b'.')
 }
 
 #[cfg(test)]
@@ -73,15 +62,9 @@ mod tests {
 
     #[test]
     fn normalizes_case_and_trailing_dot() {
-        assert_eq!(
-            normalize("WWW.Example.COM.", true).unwrap(),
-            "www.example.com"
-        );
+        assert_eq!(normalize("WWW.Example.COM.", true).unwrap(), "www.example.com");
         assert_eq!(normalize("*.Example.com", true).unwrap(), "*.example.com");
-        assert_eq!(
-            normalize("_dnsauth.example.com", false).unwrap(),
-            "_dnsauth.example.com"
-        );
+        assert_eq!(normalize("_dnsauth.example.com", false).unwrap(), "_dnsauth.example.com");
     }
 
     #[test]

@@ -35,10 +35,7 @@ pub(super) fn parse(
     };
     let span = value.span();
     let DeValue::Table(table) = value.into_inner() else {
-        return Err(src.error(
-            &span,
-            "`providers` must be a table: write one [providers.NAME] section per provider",
-        ));
+        return Err(src.error(&span, "`providers` must be a table: write one [providers.NAME] section per provider"));
     };
     // Document order, so "already served" errors point at the later occurrence.
     let mut entries: Vec<_> = table.into_iter().collect();
@@ -85,27 +82,20 @@ fn parse_one(
 ) -> Result<(Provider, ZoneSpans), ConfigError> {
     let span = value.span();
     let DeValue::Table(table) = value.into_inner() else {
-        return Err(src.error(
-            &span,
-            format!(
-                "provider `{name}` must be a table: write [providers.{name}] with a `type` key"
-            ),
-        ));
+        return Err(
+            src.error(&span, format!("provider `{name}` must be a table: write [providers.{name}] with a `type` key"))
+        );
     };
     let kind = match table.get("type") {
         None => {
-            return Err(src.error(
-                &span,
-                format!("provider `{name}` has no `type`: set it to one of {TYPES}"),
-            ));
+            return Err(src.error(&span, format!("provider `{name}` has no `type`: set it to one of {TYPES}")));
         }
         Some(t) => match t.get_ref().as_str() {
             Some(kind) => (kind.to_owned(), t.span()),
             None => {
-                return Err(src.error(
-                    &t.span(),
-                    format!("the `type` of provider `{name}` must be a string: one of {TYPES}"),
-                ));
+                return Err(
+                    src.error(&t.span(), format!("the `type` of provider `{name}` must be a string: one of {TYPES}"))
+                );
             }
         },
     };
@@ -153,10 +143,7 @@ fn parse_one(
                         ));
                     }
                     if id.trim().is_empty() {
-                        return Err(src.error(
-                            &ids.span(),
-                            format!("`zone_ids` gives an empty id for zone {zone}"),
-                        ));
+                        return Err(src.error(&ids.span(), format!("`zone_ids` gives an empty id for zone {zone}")));
                     }
                     zone_ids.insert(zone, id.trim().to_owned());
                 }
@@ -186,8 +173,7 @@ fn parse_one(
             )?;
             {
                 use secrecy::ExposeSecret as _;
-                let decoded = base64::engine::general_purpose::STANDARD
-                    .decode(secret.value.expose_secret().as_bytes());
+                let decoded = base64::engine::general_purpose::STANDARD.decode(secret.value.expose_secret().as_bytes());
                 // Never echo the secret or the decoder's message (it quotes a byte of it).
                 if !decoded.is_ok_and(|key| !key.is_empty()) {
                     return Err(src.error(
@@ -213,12 +199,7 @@ fn parse_one(
         "exec" => {
             let raw: RawExec = de(src, table)?;
             let zones = zones(src, name, &raw.zones)?;
-            if raw
-                .command
-                .get_ref()
-                .first()
-                .is_none_or(|p| p.trim().is_empty())
-            {
+            if raw.command.get_ref().first().is_none_or(|p| p.trim().is_empty()) {
                 return Err(src.error(
                     &raw.command.span(),
                     format!(
@@ -239,35 +220,22 @@ fn parse_one(
             let zones = zones(src, name, &raw.zones)?;
             let provider = Provider::Memory {
                 zones: zones.iter().map(|(z, _)| z.clone()).collect(),
-                listen: raw
-                    .listen
-                    .unwrap_or_default()
-                    .into_iter()
-                    .map(|a| a.0.0)
-                    .collect(),
+                listen: raw.listen.unwrap_or_default().into_iter().map(|a| a.0.0).collect(),
                 lag: raw.lag.map_or(Duration::ZERO, |l| l.0.0),
             };
             Ok((provider, zones))
         }
-        other => Err(src.error(
-            &kind.1,
-            format!("unknown provider type {other:?} for provider `{name}`: expected {TYPES}"),
-        )),
+        other => {
+            Err(src.error(&kind.1, format!("unknown provider type {other:?} for provider `{name}`: expected {TYPES}")))
+        }
     }
 }
 
-fn de<'i, T: Deserialize<'i>>(
-    src: &Source<'_>,
-    table: Spanned<DeTable<'i>>,
-) -> Result<T, ConfigError> {
+fn de<'i, T: Deserialize<'i>>(src: &Source<'_>, table: Spanned<DeTable<'i>>) -> Result<T, ConfigError> {
     T::deserialize(toml::de::Deserializer::from(table)).map_err(|e| src.toml_error(&e))
 }
 
-fn zones(
-    src: &Source<'_>,
-    name: &str,
-    zones: &Spanned<Vec<Spanned<P<Zone>>>>,
-) -> Result<ZoneSpans, ConfigError> {
+fn zones(src: &Source<'_>, name: &str, zones: &Spanned<Vec<Spanned<P<Zone>>>>) -> Result<ZoneSpans, ConfigError> {
     if zones.get_ref().is_empty() {
         return Err(src.error(
             &zones.span(),
@@ -277,9 +245,5 @@ fn zones(
             ),
         ));
     }
-    Ok(zones
-        .get_ref()
-        .iter()
-        .map(|z| (z.get_ref().0.0.clone(), z.span()))
-        .collect())
+    Ok(zones.get_ref().iter().map(|z| (z.get_ref().0.0.clone(), z.span())).collect())
 }

@@ -14,9 +14,7 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use super::names;
-use super::{
-    CnameName, LogFormat, Method, OnExpiry, PropagationMode, Resolver, TsigAlgorithm, TxtName,
-};
+use super::{CnameName, LogFormat, Method, OnExpiry, PropagationMode, Resolver, TsigAlgorithm, TxtName};
 
 /// A value parsed from a TOML string, with an error message that says what is expected.
 pub(super) trait FromConfigStr: Sized {
@@ -48,9 +46,8 @@ impl<'de, T: FromConfigStr> Deserialize<'de> for P<T> {
 impl FromConfigStr for Duration {
     const EXPECTING: &'static str = "a duration such as \"90s\" or \"5m\"";
     fn from_config_str(s: &str) -> Result<Self, String> {
-        let d = humantime::parse_duration(s).map_err(|e| {
-            format!("invalid duration {s:?}: {e}; write it like \"90s\", \"5m\" or \"1h 30m\"")
-        })?;
+        let d = humantime::parse_duration(s)
+            .map_err(|e| format!("invalid duration {s:?}: {e}; write it like \"90s\", \"5m\" or \"1h 30m\""))?;
         if d.is_zero() {
             return Err(format!("duration {s:?} must be greater than zero"));
         }
@@ -96,13 +93,8 @@ fn parse_addr(s: &str, default_port: u16) -> Option<SocketAddr> {
     if let Ok(addr) = s.parse::<SocketAddr>() {
         return Some(addr);
     }
-    let ip = s
-        .strip_prefix('[')
-        .and_then(|r| r.strip_suffix(']'))
-        .unwrap_or(s);
-    ip.parse::<IpAddr>()
-        .ok()
-        .map(|ip| SocketAddr::new(ip, default_port))
+    let ip = s.strip_prefix('[').and_then(|r| r.strip_suffix(']')).unwrap_or(s);
+    ip.parse::<IpAddr>().ok().map(|ip| SocketAddr::new(ip, default_port))
 }
 
 /// A duration that may be zero (`lag`).
@@ -111,9 +103,9 @@ pub(super) struct Lag(pub(super) Duration);
 impl FromConfigStr for Lag {
     const EXPECTING: &'static str = "a duration such as \"1500ms\"";
     fn from_config_str(s: &str) -> Result<Self, String> {
-        humantime::parse_duration(s).map(Self).map_err(|e| {
-            format!("invalid duration {s:?}: {e}; write it like \"500ms\", \"2s\" or \"1m\"")
-        })
+        humantime::parse_duration(s)
+            .map(Self)
+            .map_err(|e| format!("invalid duration {s:?}: {e}; write it like \"500ms\", \"2s\" or \"1m\""))
     }
 }
 
@@ -157,10 +149,7 @@ impl FromConfigStr for ServerAddr {
         let mut addrs = (host, port)
             .to_socket_addrs()
             .map_err(|e| format!("cannot resolve server {s:?}: {e}; give an IP address instead"))?;
-        addrs
-            .next()
-            .map(Self)
-            .ok_or_else(|| format!("server {s:?} resolves to no address; give an IP address"))
+        addrs.next().map(Self).ok_or_else(|| format!("server {s:?} resolves to no address; give an IP address"))
     }
 }
 
@@ -237,10 +226,7 @@ impl FromConfigStr for BaseUrl {
                  localhost)"
             ));
         }
-        Ok(Self {
-            url: s.trim_end_matches('/').to_owned(),
-            insecure_http,
-        })
+        Ok(Self { url: s.trim_end_matches('/').to_owned(), insecure_http })
     }
 }
 
@@ -248,17 +234,13 @@ impl FromConfigStr for BaseUrl {
 fn url_host(rest: &str) -> Option<&str> {
     let authority = rest.split(['/', '?', '#']).next()?;
     let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
-    let host = if let Some(v6) = authority.strip_prefix('[') {
-        v6.split_once(']')?.0
-    } else {
-        authority.split(':').next()?
-    };
+    let host =
+        if let Some(v6) = authority.strip_prefix('[') { v6.split_once(']')?.0 } else { authority.split(':').next()? };
     (!host.is_empty()).then_some(host)
 }
 
 fn is_loopback(host: &str) -> bool {
-    host.eq_ignore_ascii_case("localhost")
-        || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+    host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A plain http(s) URL (provider endpoints, for tests against fakes).
@@ -376,7 +358,9 @@ pub(super) struct RawDomain {
     pub(super) cname_name: Option<Spanned<CnameName>>,
 }
 
-/// Fields shared by every provider type.
+// One schema per provider type; each names `type` (already dispatched on) so that unknown-key
+// errors list it among the expected keys.
+
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 pub(super) struct RawRoute53 {
@@ -440,46 +424,31 @@ mod tests {
 
     #[test]
     fn base_url_allows_http_only_to_loopback() {
-        for ok in [
-            "http://127.0.0.1:8080/services/v2",
-            "http://localhost/x",
-            "http://[::1]:9/",
-            "http://user@127.0.0.2",
-        ] {
+        for ok in
+            ["http://127.0.0.1:8080/services/v2", "http://localhost/x", "http://[::1]:9/", "http://user@127.0.0.2"]
+        {
             assert!(BaseUrl::from_config_str(ok).unwrap().insecure_http, "{ok}");
         }
-        for bad in [
-            "http://example.com",
-            "http://10.0.0.1:80",
-            "http://127.0.0.1.nip.io",
-        ] {
+        for bad in ["http://example.com", "http://10.0.0.1:80", "http://127.0.0.1.nip.io"] {
             assert!(BaseUrl::from_config_str(bad).is_err(), "{bad}");
         }
-        let https =
-            BaseUrl::from_config_str("https://certcentral.digicert.eu/services/v2/").unwrap();
+        let https = BaseUrl::from_config_str("https://certcentral.digicert.eu/services/v2/").unwrap();
         assert!(!https.insecure_http);
         assert_eq!(https.url, "https://certcentral.digicert.eu/services/v2");
     }
 
     #[test]
     fn resolver_port_defaults_to_53() {
-        let Resolver::Addr(a) = Resolver::from_config_str("192.0.2.1").unwrap() else {
-            panic!("not an address")
-        };
+        let Resolver::Addr(a) = Resolver::from_config_str("192.0.2.1").unwrap() else { panic!("not an address") };
         assert_eq!(a, "192.0.2.1:53".parse().unwrap());
-        let Resolver::Addr(a) = Resolver::from_config_str("2001:db8::1").unwrap() else {
-            panic!("not an address")
-        };
+        let Resolver::Addr(a) = Resolver::from_config_str("2001:db8::1").unwrap() else { panic!("not an address") };
         assert_eq!(a, "[2001:db8::1]:53".parse().unwrap());
         assert!(Resolver::from_config_str("dns.example").is_err());
     }
 
     #[test]
     fn cron_accepts_six_fields_and_off() {
-        assert_eq!(
-            Cron::from_config_str("0 */5 * * * *").unwrap().0.as_deref(),
-            Some("0 */5 * * * *")
-        );
+        assert_eq!(Cron::from_config_str("0 */5 * * * *").unwrap().0.as_deref(), Some("0 */5 * * * *"));
         assert!(Cron::from_config_str("off").unwrap().0.is_none());
         assert!(Cron::from_config_str("*/5 * * * *").is_err());
         assert!(Cron::from_config_str("0 61 * * * *").is_err());
@@ -487,10 +456,7 @@ mod tests {
 
     #[test]
     fn server_resolves_localhost_and_defaults_port() {
-        assert_eq!(
-            ServerAddr::from_config_str("192.0.2.53").unwrap().0,
-            "192.0.2.53:53".parse().unwrap()
-        );
+        assert_eq!(ServerAddr::from_config_str("192.0.2.53").unwrap().0, "192.0.2.53:53".parse().unwrap());
         let local = ServerAddr::from_config_str("localhost:5353").unwrap().0;
         assert!(local.ip().is_loopback() && local.port() == 5353, "{local}");
         assert!(ServerAddr::from_config_str("a b:53").is_err());

@@ -5,7 +5,7 @@
 #![allow(dead_code, unreachable_pub)]
 
 use std::net::SocketAddr;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
@@ -90,7 +90,7 @@ max_interval = "2s"
     }
 
     /// Runs `dcvd once` to the end (bounded) and returns its output.
-    pub fn once(&self, config: &PathBuf) -> Output {
+    pub fn once(&self, config: &Path) -> Output {
         let child = self
             .command(&["once", "--config", config.to_str().unwrap()])
             .stdout(Stdio::piped())
@@ -101,7 +101,7 @@ max_interval = "2s"
     }
 
     /// Starts `dcvd run` with stderr to a log file (read with [`Harness::log`]).
-    pub fn spawn_run(&self, config: &PathBuf) -> Child {
+    pub fn spawn_run(&self, config: &Path) -> Child {
         let log = std::fs::OpenOptions::new().create(true).append(true).open(self.log_path()).unwrap();
         self.command(&["run", "--config", config.to_str().unwrap()])
             .stdout(Stdio::null())

@@ -291,13 +291,14 @@ max_interval = "2s"
     }
 
     /// Runs `dcvd once` to the end (at most `limit`) and returns its exit status.
-    pub fn once(&self, limit: Duration) -> ExitStatus {
+    pub async fn once(&self, limit: Duration) -> ExitStatus {
         let child = self.spawn(&["once"]);
-        self.wait(child, limit, "dcvd once")
+        self.wait(child, limit, "dcvd once").await
     }
 
-    /// Waits for `child` at most `limit`; kills it and fails with the log on timeout.
-    pub fn wait(&self, mut child: Child, limit: Duration, what: &str) -> ExitStatus {
+    /// Waits for `child` at most `limit` without blocking the runtime (in-process servers run
+    /// on it); kills it and fails with the log on timeout.
+    pub async fn wait(&self, mut child: Child, limit: Duration, what: &str) -> ExitStatus {
         let start = Instant::now();
         loop {
             if let Some(status) = child.try_wait().expect("try_wait") {
@@ -308,7 +309,7 @@ max_interval = "2s"
                 let _ = child.wait();
                 panic!("{what} did not finish within {limit:?}; log:\n{}", tail(&self.log(), 150));
             }
-            std::thread::sleep(Duration::from_millis(50));
+            tokio::time::sleep(Duration::from_millis(50)).await;
         }
     }
 
@@ -424,9 +425,10 @@ fn unquote(data: &str) -> String {
     out
 }
 
-/// The `_dnsauth` / DCV records of `zone` on `server` (what must be gone after cleanup).
-pub fn dcv_records(server: SocketAddr, zone: &str) -> Vec<(String, String, String)> {
-    axfr(server, zone).into_iter().filter(|(n, _, _)| n.starts_with("_dnsauth.") || n.contains("dcv")).collect()
+/// The TXT and CNAME records of `zone` on `server` except those owned by a name in `keep` (the
+/// zone's own data): what must be gone after cleanup.
+pub fn dcv_records(server: SocketAddr, zone: &str, keep: &[&str]) -> Vec<(String, String, String)> {
+    axfr(server, zone).into_iter().filter(|(n, _, _)| !keep.contains(&n.as_str())).collect()
 }
 
 /// The `[providers.NAME]` section of an RFC 2136 provider against `bind`'s primary.

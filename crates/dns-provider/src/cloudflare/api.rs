@@ -76,10 +76,7 @@ pub(crate) struct TokenStatus {
 #[derive(Debug)]
 pub(crate) enum ApiError {
     /// A non-success answer with Cloudflare's errors.
-    Api {
-        status: StatusCode,
-        errors: Vec<ApiMessage>,
-    },
+    Api { status: StatusCode, errors: Vec<ApiMessage> },
     /// Still 429 after the retries (or `Retry-After` too long to wait).
     Throttled { retry_after: Option<Duration> },
     /// Network error, timeout or 5xx after the retries; or an unreadable answer.
@@ -96,11 +93,9 @@ impl ApiError {
     pub(crate) fn describe(&self) -> String {
         match self {
             Self::Api { status, errors } if errors.is_empty() => format!("HTTP {status}"),
-            Self::Api { errors, .. } => errors
-                .iter()
-                .map(|e| format!("{} {}", e.code, e.message))
-                .collect::<Vec<_>>()
-                .join("; "),
+            Self::Api { errors, .. } => {
+                errors.iter().map(|e| format!("{} {}", e.code, e.message)).collect::<Vec<_>>().join("; ")
+            }
             Self::Throttled { retry_after } => {
                 format!("rate limited (Retry-After {retry_after:?})")
             }
@@ -118,16 +113,12 @@ pub(crate) struct Api {
 
 impl std::fmt::Debug for Api {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Api")
-            .field("base_url", &self.base_url)
-            .finish_non_exhaustive()
+        f.debug_struct("Api").field("base_url", &self.base_url).finish_non_exhaustive()
     }
 }
 
 fn backoff(attempt: u32) -> Duration {
-    let exp = BASE_DELAY
-        .saturating_mul(1 << attempt.min(10))
-        .min(MAX_DELAY);
+    let exp = BASE_DELAY.saturating_mul(1 << attempt.min(10)).min(MAX_DELAY);
     exp / 2 + (exp / 2).mul_f64(rand::random::<f64>())
 }
 
@@ -149,11 +140,7 @@ impl Api {
             .timeout(Duration::from_secs(30))
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Self {
-            http,
-            base_url: base_url.trim_end_matches('/').to_string(),
-            token,
-        })
+        Ok(Self { http, base_url: base_url.trim_end_matches('/').to_string(), token })
     }
 
     /// Sends one request, retrying 429/5xx/network failures; returns `result` and `result_info`.
@@ -169,10 +156,7 @@ impl Api {
         let mut attempt = 0;
         loop {
             attempt += 1;
-            let mut req = self
-                .http
-                .request(method.clone(), url.clone())
-                .bearer_auth(self.token.expose_secret());
+            let mut req = self.http.request(method.clone(), url.clone()).bearer_auth(self.token.expose_secret());
             if let Some(b) = body {
                 req = req.json(b);
             }
@@ -180,10 +164,7 @@ impl Api {
                 Err(e) => {
                     // reqwest errors carry the URL (never the token); drop it to keep messages short
                     let e = e.without_url();
-                    (
-                        backoff(attempt),
-                        ApiError::Transient(format!("{method} {path}: {e}")),
-                    )
+                    (backoff(attempt), ApiError::Transient(format!("{method} {path}: {e}")))
                 }
                 Ok(resp) => {
                     let status = resp.status();
@@ -192,45 +173,29 @@ impl Api {
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         match after {
                             Some(d) if d > MAX_DELAY => {
-                                return Err(ApiError::Throttled {
-                                    retry_after: Some(d),
-                                });
+                                return Err(ApiError::Throttled { retry_after: Some(d) });
                             }
-                            _ => (
-                                after.unwrap_or_else(|| backoff(attempt)),
-                                ApiError::Throttled { retry_after: after },
-                            ),
+                            _ => {
+                                (after.unwrap_or_else(|| backoff(attempt)), ApiError::Throttled { retry_after: after })
+                            }
                         }
                     } else if status.is_server_error() {
-                        (
-                            backoff(attempt),
-                            ApiError::Transient(format!("{method} {path}: HTTP {status}")),
-                        )
+                        (backoff(attempt), ApiError::Transient(format!("{method} {path}: HTTP {status}")))
                     } else {
                         let env: Envelope<T> = match serde_json::from_slice(&bytes) {
                             Ok(env) => env,
                             Err(e) if status.is_success() => {
-                                return Err(ApiError::Transient(format!(
-                                    "{method} {path}: unreadable answer: {e}"
-                                )));
+                                return Err(ApiError::Transient(format!("{method} {path}: unreadable answer: {e}")));
                             }
                             Err(_) => {
-                                return Err(ApiError::Api {
-                                    status,
-                                    errors: Vec::new(),
-                                });
+                                return Err(ApiError::Api { status, errors: Vec::new() });
                             }
                         };
                         if !status.is_success() || !env.success {
-                            return Err(ApiError::Api {
-                                status,
-                                errors: env.errors,
-                            });
+                            return Err(ApiError::Api { status, errors: env.errors });
                         }
                         let Some(result) = env.result else {
-                            return Err(ApiError::Transient(format!(
-                                "{method} {path}: answer without result"
-                            )));
+                            return Err(ApiError::Transient(format!("{method} {path}: answer without result")));
                         };
                         return Ok((result, env.result_info));
                     }

@@ -48,12 +48,7 @@ pub struct CloudflareSettings {
 impl CloudflareSettings {
     /// Settings for `zones` with the default API root and zone lookup by name.
     pub fn new(zones: Vec<String>, api_token: SecretString) -> Self {
-        Self {
-            zones,
-            api_token,
-            base_url: DEFAULT_BASE_URL.to_string(),
-            zone_ids: BTreeMap::new(),
-        }
+        Self { zones, api_token, base_url: DEFAULT_BASE_URL.to_string(), zone_ids: BTreeMap::new() }
     }
 }
 
@@ -87,16 +82,12 @@ fn map_err(err: ApiError, zone: &str, need: Need, what: &str) -> ProviderError {
     match &err {
         ApiError::Throttled { retry_after } => ProviderError::Throttled {
             provider: KIND,
-            message: format!(
-                "{what} in zone {zone}: still rate limited after retries ({})",
-                err.describe()
-            ),
+            message: format!("{what} in zone {zone}: still rate limited after retries ({})", err.describe()),
             retry_after: *retry_after,
         },
-        ApiError::Transient(m) => ProviderError::Transient {
-            provider: KIND,
-            message: format!("{what} in zone {zone}: {m}"),
-        },
+        ApiError::Transient(m) => {
+            ProviderError::Transient { provider: KIND, message: format!("{what} in zone {zone}: {m}") }
+        }
         ApiError::Api { status, errors } => {
             if err.has_code(INVALID_TOKEN_CODES) || *status == StatusCode::UNAUTHORIZED {
                 ProviderError::Auth {
@@ -145,10 +136,7 @@ impl fmt::Debug for CloudflareProvider {
 }
 
 fn err_config(message: impl Into<String>) -> ProviderError {
-    ProviderError::Config {
-        provider: KIND,
-        message: message.into(),
-    }
+    ProviderError::Config { provider: KIND, message: message.into() }
 }
 
 /// Whether stored content means `value` (TXT quoted or not; CNAME with or without dot).
@@ -166,13 +154,10 @@ fn decode(rtype: RecordType, content: &str) -> String {
 
 /// Checks the scheme; returns whether the host is loopback.
 fn check_base_url(base_url: &str) -> Result<bool, ProviderError> {
-    let url = reqwest::Url::parse(base_url)
-        .map_err(|e| err_config(format!("base_url {base_url:?} is not a URL: {e}")))?;
+    let url =
+        reqwest::Url::parse(base_url).map_err(|e| err_config(format!("base_url {base_url:?} is not a URL: {e}")))?;
     let host = url.host_str().unwrap_or_default().trim_matches(['[', ']']);
-    let loopback = host == "localhost"
-        || host
-            .parse::<std::net::IpAddr>()
-            .is_ok_and(|ip| ip.is_loopback());
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
     match url.scheme() {
         "https" => Ok(loopback),
         "http" if loopback => Ok(true),
@@ -188,15 +173,11 @@ impl CloudflareProvider {
         use secrecy::ExposeSecret;
         let zones: Vec<String> = settings.zones.iter().map(|z| normalize_name(z)).collect();
         if zones.is_empty() {
-            return Err(err_config(
-                "no zones configured: list the zones this token manages in `zones`",
-            ));
+            return Err(err_config("no zones configured: list the zones this token manages in `zones`"));
         }
         let token = settings.api_token.expose_secret();
         if token.trim().is_empty() {
-            return Err(err_config(
-                "the API token is empty: put the token in the file named by api_token_file",
-            ));
+            return Err(err_config("the API token is empty: put the token in the file named by api_token_file"));
         }
         if token.trim() != token || token.chars().any(char::is_control) {
             return Err(err_config(
@@ -204,13 +185,8 @@ impl CloudflareProvider {
             ));
         }
         let loopback = check_base_url(&settings.base_url)?;
-        let api = Api::new(&settings.base_url, settings.api_token.clone(), loopback)
-            .map_err(err_config)?;
-        let zone_ids = settings
-            .zone_ids
-            .iter()
-            .map(|(z, id)| (normalize_name(z), id.trim().to_string()))
-            .collect();
+        let api = Api::new(&settings.base_url, settings.api_token.clone(), loopback).map_err(err_config)?;
+        let zone_ids = settings.zone_ids.iter().map(|(z, id)| (normalize_name(z), id.trim().to_string())).collect();
         Ok(Self {
             api,
             zones,
@@ -244,10 +220,7 @@ impl CloudflareProvider {
                 message: "the token sees no zone of this name: add the zone to the token's Zone Resources (Zone:Zone:Read), or fix `zones`".into(),
             });
         };
-        self.zone_ids
-            .lock()
-            .expect("zone cache lock")
-            .insert(zone, z.id.clone());
+        self.zone_ids.lock().expect("zone cache lock").insert(zone, z.id.clone());
         Ok(z.id)
     }
 
@@ -263,11 +236,8 @@ impl CloudflareProvider {
         let mut out = Vec::new();
         let mut page = 1;
         loop {
-            let mut query = vec![
-                ("name", name.to_string()),
-                ("page", page.to_string()),
-                ("per_page", PER_PAGE.to_string()),
-            ];
+            let mut query =
+                vec![("name", name.to_string()), ("page", page.to_string()), ("per_page", PER_PAGE.to_string())];
             if let Some(t) = rtype {
                 query.push(("type", t.as_str().to_string()));
             }
@@ -277,11 +247,7 @@ impl CloudflareProvider {
                 .await
                 .map_err(|e| map_err(e, zone, Need::DnsRead, "listing records"))?;
             let got = records.len();
-            out.extend(
-                records
-                    .into_iter()
-                    .filter(|r| normalize_name(&r.name) == name),
-            );
+            out.extend(records.into_iter().filter(|r| normalize_name(&r.name) == name));
             let more = match info.and_then(|i| i.total_pages.map(|t| (i.page.max(page), t))) {
                 Some((current, total)) => current < total,
                 None => got as u32 >= PER_PAGE,
@@ -299,18 +265,11 @@ impl CloudflareProvider {
         locks.entry(key.to_string()).or_default().clone()
     }
 
-    fn check_conflicts(
-        zone: &str,
-        record: &Record,
-        existing: &[DnsRecord],
-    ) -> Result<(), ProviderError> {
+    fn check_conflicts(zone: &str, record: &Record, existing: &[DnsRecord]) -> Result<(), ProviderError> {
         let name = &record.name;
         match record.rtype {
             RecordType::Cname => {
-                if let Some(other) = existing
-                    .iter()
-                    .find(|r| !r.rtype.eq_ignore_ascii_case("CNAME"))
-                {
+                if let Some(other) = existing.iter().find(|r| !r.rtype.eq_ignore_ascii_case("CNAME")) {
                     return Err(ProviderError::Conflict {
                         provider: KIND,
                         message: format!(
@@ -319,9 +278,7 @@ impl CloudflareProvider {
                         ),
                     });
                 }
-                if let Some(cname) = existing
-                    .iter()
-                    .find(|r| !same_value(RecordType::Cname, &r.content, &record.value))
+                if let Some(cname) = existing.iter().find(|r| !same_value(RecordType::Cname, &r.content, &record.value))
                 {
                     return Err(ProviderError::Conflict {
                         provider: KIND,
@@ -334,10 +291,7 @@ impl CloudflareProvider {
                 }
             }
             RecordType::Txt => {
-                if existing
-                    .iter()
-                    .any(|r| r.rtype.eq_ignore_ascii_case("CNAME"))
-                {
+                if existing.iter().any(|r| r.rtype.eq_ignore_ascii_case("CNAME")) {
                     return Err(ProviderError::Conflict {
                         provider: KIND,
                         message: format!(
@@ -371,14 +325,10 @@ impl DnsProvider for CloudflareProvider {
         let existing = self.records_at(&zone, &zone_id, &name, None).await?;
         Self::check_conflicts(&zone, record, &existing)?;
         if let Some(r) = existing.iter().find(|r| {
-            r.rtype.eq_ignore_ascii_case(record.rtype.as_str())
-                && same_value(record.rtype, &r.content, &record.value)
+            r.rtype.eq_ignore_ascii_case(record.rtype.as_str()) && same_value(record.rtype, &r.content, &record.value)
         }) {
             debug!(zone = %zone, record = %record, id = %r.id, "cloudflare record already present");
-            return Ok(Published {
-                provider_id: Some(r.id.clone()),
-                change_id: None,
-            });
+            return Ok(Published { provider_id: Some(r.id.clone()), change_id: None });
         }
         let content = match record.rtype {
             RecordType::Txt => txt::quote(&record.value),
@@ -396,32 +346,17 @@ impl DnsProvider for CloudflareProvider {
             body["proxied"] = json!(false);
         }
         let path = format!("/zones/{zone_id}/dns_records");
-        match self
-            .api
-            .request::<DnsRecord>(Method::POST, &path, &[], Some(&body))
-            .await
-        {
+        match self.api.request::<DnsRecord>(Method::POST, &path, &[], Some(&body)).await {
             Ok((created, _)) => {
                 info!(zone = %zone, record = %record, id = %created.id, "cloudflare record created");
-                Ok(Published {
-                    provider_id: Some(created.id),
-                    change_id: None,
-                })
+                Ok(Published { provider_id: Some(created.id), change_id: None })
             }
             Err(e) if e.has_code(ALREADY_EXISTS) => {
                 // another instance created it meanwhile: find its id
-                let again = self
-                    .records_at(&zone, &zone_id, &name, Some(record.rtype))
-                    .await?;
-                let id = again
-                    .into_iter()
-                    .find(|r| same_value(record.rtype, &r.content, &record.value))
-                    .map(|r| r.id);
+                let again = self.records_at(&zone, &zone_id, &name, Some(record.rtype)).await?;
+                let id = again.into_iter().find(|r| same_value(record.rtype, &r.content, &record.value)).map(|r| r.id);
                 debug!(zone = %zone, record = %record, "cloudflare record already existed");
-                Ok(Published {
-                    provider_id: id,
-                    change_id: None,
-                })
+                Ok(Published { provider_id: id, change_id: None })
             }
             Err(e) if e.has_code(CNAME_CONFLICT) => Err(ProviderError::Conflict {
                 provider: KIND,
@@ -441,31 +376,16 @@ impl DnsProvider for CloudflareProvider {
         let lock = self.lock_for(&format!("{zone}|{name}|{}", record.rtype));
         let _guard = lock.lock().await;
 
-        let existing = self
-            .records_at(&zone, &zone_id, &name, Some(record.rtype))
-            .await?;
-        for r in existing
-            .iter()
-            .filter(|r| same_value(record.rtype, &r.content, &record.value))
-        {
+        let existing = self.records_at(&zone, &zone_id, &name, Some(record.rtype)).await?;
+        for r in existing.iter().filter(|r| same_value(record.rtype, &r.content, &record.value)) {
             let path = format!("/zones/{zone_id}/dns_records/{}", r.id);
-            match self
-                .api
-                .request::<serde_json::Value>(Method::DELETE, &path, &[], None)
-                .await
-            {
+            match self.api.request::<serde_json::Value>(Method::DELETE, &path, &[], None).await {
                 Ok(_) => {
                     info!(zone = %zone, record = %record, id = %r.id, "cloudflare record deleted")
                 }
                 Err(e)
                     if e.has_code(RECORD_MISSING)
-                        || matches!(
-                            e,
-                            ApiError::Api {
-                                status: StatusCode::NOT_FOUND,
-                                ..
-                            }
-                        ) =>
+                        || matches!(e, ApiError::Api { status: StatusCode::NOT_FOUND, .. }) =>
                 {
                     debug!(zone = %zone, id = %r.id, "cloudflare record already gone");
                 }
@@ -493,18 +413,10 @@ impl DnsProvider for CloudflareProvider {
         }
         for zone in &self.zones {
             let zone_id = self.zone_id(zone).await?;
-            let query = [
-                ("type", "TXT".to_string()),
-                ("name", format!("_dnsauth.{zone}")),
-                ("per_page", "5".to_string()),
-            ];
+            let query =
+                [("type", "TXT".to_string()), ("name", format!("_dnsauth.{zone}")), ("per_page", "5".to_string())];
             self.api
-                .request::<Vec<DnsRecord>>(
-                    Method::GET,
-                    &format!("/zones/{zone_id}/dns_records"),
-                    &query,
-                    None,
-                )
+                .request::<Vec<DnsRecord>>(Method::GET, &format!("/zones/{zone_id}/dns_records"), &query, None)
                 .await
                 .map_err(|e| map_err(e, zone, Need::DnsRead, "listing records"))?;
             debug!(zone = %zone, zone_id = %zone_id, "cloudflare preflight ok");
@@ -512,17 +424,10 @@ impl DnsProvider for CloudflareProvider {
         Ok(())
     }
 
-    async fn list(
-        &self,
-        zone: &str,
-        name: &str,
-        rtype: RecordType,
-    ) -> Result<Vec<String>, ProviderError> {
+    async fn list(&self, zone: &str, name: &str, rtype: RecordType) -> Result<Vec<String>, ProviderError> {
         let zone = normalize_name(zone);
         let zone_id = self.zone_id(&zone).await?;
-        let records = self
-            .records_at(&zone, &zone_id, &normalize_name(name), Some(rtype))
-            .await?;
+        let records = self.records_at(&zone, &zone_id, &normalize_name(name), Some(rtype)).await?;
         Ok(records.iter().map(|r| decode(rtype, &r.content)).collect())
     }
 }
@@ -536,11 +441,7 @@ mod tests {
         assert!(same_value(RecordType::Txt, "\"tok\"", "tok"));
         assert!(same_value(RecordType::Txt, "tok", "tok"));
         assert!(!same_value(RecordType::Txt, "\"tok2\"", "tok"));
-        assert!(same_value(
-            RecordType::Cname,
-            "a.dcv.digicert.com.",
-            "a.dcv.digicert.com"
-        ));
+        assert!(same_value(RecordType::Cname, "a.dcv.digicert.com.", "a.dcv.digicert.com"));
     }
 
     #[test]
@@ -552,10 +453,7 @@ mod tests {
 
     #[test]
     fn settings_debug_hides_the_token() {
-        let s = CloudflareSettings::new(
-            vec!["example.com".into()],
-            "tok-secret-123".to_string().into(),
-        );
+        let s = CloudflareSettings::new(vec!["example.com".into()], "tok-secret-123".to_string().into());
         assert!(!format!("{s:?}").contains("tok-secret-123"));
         let p = CloudflareProvider::new(s).expect("provider");
         assert!(!format!("{p:?}").contains("tok-secret-123"));

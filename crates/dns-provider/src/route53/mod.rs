@@ -76,20 +76,13 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self {
-            max_attempts: 6,
-            base_delay: Duration::from_millis(200),
-            max_delay: Duration::from_secs(10),
-        }
+        Self { max_attempts: 6, base_delay: Duration::from_millis(200), max_delay: Duration::from_secs(10) }
     }
 }
 
 impl RetryPolicy {
     fn delay(&self, attempt: u32) -> Duration {
-        let exp = self
-            .base_delay
-            .saturating_mul(1u32 << attempt.min(16))
-            .min(self.max_delay);
+        let exp = self.base_delay.saturating_mul(1u32 << attempt.min(16)).min(self.max_delay);
         // "equal jitter": at least half the exponential delay, so backoff really grows
         let half = exp / 2;
         half + exp.saturating_sub(half).mul_f64(rand::random::<f64>())
@@ -141,11 +134,7 @@ enum Op {
 /// What a failed SDK call means for us.
 enum Failure {
     /// Throttling, 5xx, network: retry after a delay.
-    Retry {
-        throttled: bool,
-        code: String,
-        message: String,
-    },
+    Retry { throttled: bool, code: String, message: String },
     /// The change batch no longer matches the RRsets: read again and rebuild it.
     Race(String),
     /// Give up with this error.
@@ -174,10 +163,7 @@ impl fmt::Debug for Route53Provider {
 }
 
 fn err_config(message: impl Into<String>) -> ProviderError {
-    ProviderError::Config {
-        provider: KIND,
-        message: message.into(),
-    }
+    ProviderError::Config { provider: KIND, message: message.into() }
 }
 
 /// Names as Route53 returns them: trailing dot, lower case, `\ooo` octal escapes (`\052` = `*`).
@@ -242,11 +228,7 @@ where
     let details = DisplayErrorContext(err).to_string();
     match err {
         SdkError::TimeoutError(_) | SdkError::ResponseError(_) => {
-            return Failure::Retry {
-                throttled: false,
-                code: "network".into(),
-                message: details,
-            };
+            return Failure::Retry { throttled: false, code: "network".into(), message: details };
         }
         SdkError::DispatchFailure(_) | SdkError::ConstructionFailure(_) => {
             let lower = details.to_ascii_lowercase();
@@ -258,34 +240,20 @@ where
                     ),
                 });
             }
-            return Failure::Retry {
-                throttled: false,
-                code: "network".into(),
-                message: details,
-            };
+            return Failure::Retry { throttled: false, code: "network".into(), message: details };
         }
         _ => {}
     }
-    let status = err
-        .raw_response()
-        .map(|r| r.status().as_u16())
-        .unwrap_or_default();
+    let status = err.raw_response().map(|r| r.status().as_u16()).unwrap_or_default();
     let code = err.code().unwrap_or_default().to_string();
-    let message = err
-        .message()
-        .map(str::to_string)
-        .unwrap_or_else(|| details.clone());
+    let message = err.message().map(str::to_string).unwrap_or_else(|| details.clone());
     match code.as_str() {
         "Throttling"
         | "ThrottlingException"
         | "PriorRequestNotComplete"
         | "RequestLimitExceeded"
         | "TooManyRequestsException"
-        | "SlowDown" => Failure::Retry {
-            throttled: true,
-            code,
-            message,
-        },
+        | "SlowDown" => Failure::Retry { throttled: true, code, message },
         "AccessDenied" | "AccessDeniedException" => Failure::Fatal(ProviderError::Auth {
             provider: KIND,
             message: format!(
@@ -313,19 +281,9 @@ where
                 "hosted zone {zone_id} does not exist: fix hosted_zone_id or remove it to look the zone up by name"
             ),
         }),
-        "InvalidChangeBatch" | "InvalidInput" if is_race_message(&message) => {
-            Failure::Race(message)
-        }
+        "InvalidChangeBatch" | "InvalidInput" if is_race_message(&message) => Failure::Race(message),
         _ if status >= 500 || code == "InternalFailure" || code == "ServiceUnavailable" => {
-            Failure::Retry {
-                throttled: false,
-                code: if code.is_empty() {
-                    status.to_string()
-                } else {
-                    code
-                },
-                message,
-            }
+            Failure::Retry { throttled: false, code: if code.is_empty() { status.to_string() } else { code }, message }
         }
         _ => Failure::Fatal(ProviderError::Rejected {
             provider: KIND,
@@ -353,12 +311,7 @@ impl Plan {
                 .set_resource_records(Some(
                     s.values
                         .iter()
-                        .map(|v| {
-                            ResourceRecord::builder()
-                                .value(v)
-                                .build()
-                                .expect("value is set")
-                        })
+                        .map(|v| ResourceRecord::builder().value(v).build().expect("value is set"))
                         .collect(),
                 ))
                 .build()
@@ -367,20 +320,12 @@ impl Plan {
         let mut out = Vec::new();
         if let Some(old) = &self.old {
             out.push(
-                Change::builder()
-                    .action(ChangeAction::Delete)
-                    .resource_record_set(set(old))
-                    .build()
-                    .expect("complete"),
+                Change::builder().action(ChangeAction::Delete).resource_record_set(set(old)).build().expect("complete"),
             );
         }
         if let Some(new) = &self.new {
             out.push(
-                Change::builder()
-                    .action(ChangeAction::Create)
-                    .resource_record_set(set(new))
-                    .build()
-                    .expect("complete"),
+                Change::builder().action(ChangeAction::Create).resource_record_set(set(new)).build().expect("complete"),
             );
         }
         out
@@ -391,12 +336,7 @@ impl Plan {
         [&self.old, &self.new]
             .into_iter()
             .flatten()
-            .fold((0, 0), |(n, c), s| {
-                (
-                    n + s.values.len(),
-                    c + s.values.iter().map(String::len).sum::<usize>(),
-                )
-            })
+            .fold((0, 0), |(n, c), s| (n + s.values.len(), c + s.values.iter().map(String::len).sum::<usize>()))
     }
 }
 
@@ -406,9 +346,7 @@ impl Route53Provider {
     pub async fn new(settings: Route53Settings) -> Result<Self, ProviderError> {
         let zones: Vec<String> = settings.zones.iter().map(|z| normalize_name(z)).collect();
         if zones.is_empty() {
-            return Err(err_config(
-                "no zones configured: list the hosted zones this provider serves in `zones`",
-            ));
+            return Err(err_config("no zones configured: list the hosted zones this provider serves in `zones`"));
         }
         let mut zone_ids = HashMap::new();
         if let Some(id) = &settings.hosted_zone_id {
@@ -447,10 +385,7 @@ impl Route53Provider {
             loader = loader.credentials_provider(Credentials::new(
                 creds.access_key_id.clone(),
                 creds.secret_access_key.expose_secret().to_string(),
-                creds
-                    .session_token
-                    .as_ref()
-                    .map(|t| t.expose_secret().to_string()),
+                creds.session_token.as_ref().map(|t| t.expose_secret().to_string()),
                 None,
                 "dcvd-config",
             ));
@@ -468,13 +403,7 @@ impl Route53Provider {
     }
 
     /// Runs `f` until it succeeds, retrying throttling and transient failures per the policy.
-    async fn call<T, E, F, Fut>(
-        &self,
-        op: &str,
-        zone: &str,
-        zone_id: &str,
-        mut f: F,
-    ) -> Result<T, Failure>
+    async fn call<T, E, F, Fut>(&self, op: &str, zone: &str, zone_id: &str, mut f: F) -> Result<T, Failure>
     where
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
@@ -488,26 +417,14 @@ impl Route53Provider {
                 Err(e) => e,
             };
             match classify(&err, op, zone, zone_id) {
-                Failure::Retry {
-                    throttled,
-                    code,
-                    message,
-                } => {
+                Failure::Retry { throttled, code, message } => {
                     if attempt >= self.retry.max_attempts {
-                        let message = format!(
-                            "{op} on zone {zone} still failing after {attempt} attempts: {code}: {message}"
-                        );
+                        let message =
+                            format!("{op} on zone {zone} still failing after {attempt} attempts: {code}: {message}");
                         return Err(Failure::Fatal(if throttled {
-                            ProviderError::Throttled {
-                                provider: KIND,
-                                message,
-                                retry_after: None,
-                            }
+                            ProviderError::Throttled { provider: KIND, message, retry_after: None }
                         } else {
-                            ProviderError::Transient {
-                                provider: KIND,
-                                message,
-                            }
+                            ProviderError::Transient { provider: KIND, message }
                         }));
                     }
                     let delay = self.retry.delay(attempt);
@@ -527,10 +444,9 @@ impl Route53Provider {
                 code: Some("InvalidChangeBatch".into()),
                 message: format!("{what}: {m}"),
             },
-            Failure::Retry { code, message, .. } => ProviderError::Transient {
-                provider: KIND,
-                message: format!("{what}: {code}: {message}"),
-            },
+            Failure::Retry { code, message, .. } => {
+                ProviderError::Transient { provider: KIND, message: format!("{what}: {code}: {message}") }
+            }
         }
     }
 
@@ -544,18 +460,11 @@ impl Route53Provider {
             )));
         }
         if let Some(id) = self.zone_ids.lock().expect("zone cache lock").get(&name) {
-            return Ok(ZoneRef {
-                name,
-                id: id.clone(),
-            });
+            return Ok(ZoneRef { name, id: id.clone() });
         }
         let out = self
             .call("ListHostedZonesByName", &name, "-", || {
-                self.client
-                    .list_hosted_zones_by_name()
-                    .dns_name(name.as_str())
-                    .max_items(100)
-                    .send()
+                self.client.list_hosted_zones_by_name().dns_name(name.as_str()).max_items(100).send()
             })
             .await
             .map_err(|f| Self::fatal(f, "looking up the hosted zone"))?;
@@ -564,14 +473,10 @@ impl Route53Provider {
             .iter()
             .filter(|z| route53_name(z.name()) == name)
             .map(|z| {
-                (
-                    z.id().trim_start_matches("/hostedzone/").to_string(),
-                    z.config().is_some_and(|c| c.private_zone()),
-                )
+                (z.id().trim_start_matches("/hostedzone/").to_string(), z.config().is_some_and(|c| c.private_zone()))
             })
             .collect();
-        let public: Vec<&(String, bool)> =
-            matching.iter().filter(|(_, private)| !private).collect();
+        let public: Vec<&(String, bool)> = matching.iter().filter(|(_, private)| !private).collect();
         let id = match (matching.len(), public.len()) {
             (0, _) => {
                 return Err(ProviderError::ZoneNotFound {
@@ -585,9 +490,7 @@ impl Route53Provider {
             _ => {
                 let list: Vec<String> = matching
                     .iter()
-                    .map(|(id, private)| {
-                        format!("{id} ({})", if *private { "private" } else { "public" })
-                    })
+                    .map(|(id, private)| format!("{id} ({})", if *private { "private" } else { "public" }))
                     .collect();
                 return Err(err_config(format!(
                     "zone {name} is ambiguous: hosted zones {} share the name and {} of them are public; set hosted_zone_id to the public zone DigiCert queries",
@@ -599,10 +502,7 @@ impl Route53Provider {
         if matching.len() > 1 {
             debug!(zone = %name, hosted_zone_id = %id, "route53 using the public zone, ignoring private zones of the same name");
         }
-        self.zone_ids
-            .lock()
-            .expect("zone cache lock")
-            .insert(name.clone(), id.clone());
+        self.zone_ids.lock().expect("zone cache lock").insert(name.clone(), id.clone());
         Ok(ZoneRef { name, id })
     }
 
@@ -638,11 +538,7 @@ impl Route53Provider {
                     s.r#type().as_str().to_string(),
                     RrSet {
                         ttl: s.ttl().unwrap_or(300),
-                        values: s
-                            .resource_records()
-                            .iter()
-                            .map(|r| r.value().to_string())
-                            .collect(),
+                        values: s.resource_records().iter().map(|r| r.value().to_string()).collect(),
                     },
                 );
             }
@@ -665,16 +561,12 @@ impl Route53Provider {
         let mut out: HashMap<String, NameState> = HashMap::new();
         if names.len() > 3 {
             let count = self
-                .call("GetHostedZone", &zone.name, &zone.id, || {
-                    self.client.get_hosted_zone().id(&zone.id).send()
-                })
+                .call("GetHostedZone", &zone.name, &zone.id, || self.client.get_hosted_zone().id(&zone.id).send())
                 .await?
                 .hosted_zone()
                 .and_then(|z| z.resource_record_set_count())
                 .unwrap_or(i64::MAX);
-            let pages = usize::try_from(count)
-                .unwrap_or(usize::MAX)
-                .div_ceil(LIST_PAGE);
+            let pages = usize::try_from(count).unwrap_or(usize::MAX).div_ceil(LIST_PAGE);
             if pages < names.len() {
                 let mut next: Option<(String, Option<RrType>)> = None;
                 loop {
@@ -698,19 +590,13 @@ impl Route53Provider {
                                 s.r#type().as_str().to_string(),
                                 RrSet {
                                     ttl: s.ttl().unwrap_or(300),
-                                    values: s
-                                        .resource_records()
-                                        .iter()
-                                        .map(|r| r.value().to_string())
-                                        .collect(),
+                                    values: s.resource_records().iter().map(|r| r.value().to_string()).collect(),
                                 },
                             );
                         }
                     }
                     match (out_page.is_truncated(), out_page.next_record_name()) {
-                        (true, Some(n)) => {
-                            next = Some((n.to_string(), out_page.next_record_type().cloned()))
-                        }
+                        (true, Some(n)) => next = Some((n.to_string(), out_page.next_record_type().cloned())),
                         _ => break,
                     }
                 }
@@ -737,11 +623,7 @@ impl Route53Provider {
     ) -> Result<Option<Plan>, ProviderError> {
         let type_key = rtype.as_str();
         let old = state.get(type_key).cloned();
-        let adds: Vec<&Record> = ops
-            .iter()
-            .filter(|(op, _)| *op == Op::Add)
-            .map(|(_, r)| *r)
-            .collect();
+        let adds: Vec<&Record> = ops.iter().filter(|(op, _)| *op == Op::Add).map(|(_, r)| *r).collect();
         if !adds.is_empty() {
             let others: Vec<&String> = state.keys().filter(|t| t.as_str() != type_key).collect();
             match rtype {
@@ -757,24 +639,14 @@ impl Route53Provider {
                     }
                     if let Some(existing) = &old {
                         let target = &adds[0].value;
-                        if adds
-                            .iter()
-                            .any(|r| !same_value(rtype, &raw_value(r), target))
-                            || existing
-                                .values
-                                .iter()
-                                .any(|v| !same_value(rtype, v, target))
+                        if adds.iter().any(|r| !same_value(rtype, &raw_value(r), target))
+                            || existing.values.iter().any(|v| !same_value(rtype, v, target))
                         {
                             return Err(ProviderError::Conflict {
                                 provider: KIND,
                                 message: format!(
                                     "cannot publish CNAME {name} -> {target}: it already points to {} (zone {}); remove that CNAME first",
-                                    existing
-                                        .values
-                                        .iter()
-                                        .map(|v| normalize_name(v))
-                                        .collect::<Vec<_>>()
-                                        .join(", "),
+                                    existing.values.iter().map(|v| normalize_name(v)).collect::<Vec<_>>().join(", "),
                                     zone.name
                                 ),
                             });
@@ -808,19 +680,11 @@ impl Route53Provider {
                 Op::Remove => values.retain(|v| !same_value(rtype, v, &record.value)),
             }
         }
-        let new = (!values.is_empty()).then(|| RrSet {
-            ttl: ttl.unwrap_or(60),
-            values,
-        });
+        let new = (!values.is_empty()).then(|| RrSet { ttl: ttl.unwrap_or(60), values });
         if new == old {
             return Ok(None);
         }
-        Ok(Some(Plan {
-            name: name.to_string(),
-            rtype,
-            old,
-            new,
-        }))
+        Ok(Some(Plan { name: name.to_string(), rtype, old, new }))
     }
 
     /// Adds and removes values, merging with whatever else the RRsets hold. Returns the change
@@ -844,10 +708,7 @@ impl Route53Provider {
                     ),
                 });
             }
-            by_key
-                .entry((name, record.rtype))
-                .or_default()
-                .push((*op, *record));
+            by_key.entry((name, record.rtype)).or_default().push((*op, *record));
         }
         // in-process locks, taken in key order so two batches cannot deadlock
         let mut guards = Vec::with_capacity(by_key.len());
@@ -862,10 +723,7 @@ impl Route53Provider {
         while !pending.is_empty() {
             race_attempt += 1;
             let names: BTreeSet<String> = pending.iter().map(|(n, _)| n.clone()).collect();
-            let states = self
-                .read_names(&zone, &names)
-                .await
-                .map_err(|f| Self::fatal(f, "reading record sets"))?;
+            let states = self.read_names(&zone, &names).await.map_err(|f| Self::fatal(f, "reading record sets"))?;
             let mut plans = Vec::new();
             for key in &pending {
                 let empty = NameState::new();
@@ -879,10 +737,7 @@ impl Route53Provider {
             let (mut n, mut c) = (0, 0);
             for plan in plans {
                 let (pn, pc) = plan.weight();
-                if chunks.is_empty()
-                    || n + pn > MAX_RECORDS_PER_BATCH
-                    || c + pc > MAX_CHARS_PER_BATCH
-                {
+                if chunks.is_empty() || n + pn > MAX_RECORDS_PER_BATCH || c + pc > MAX_CHARS_PER_BATCH {
                     chunks.push(Vec::new());
                     (n, c) = (0, 0);
                 }
@@ -948,19 +803,12 @@ impl Route53Provider {
         Ok(done)
     }
 
-    async fn publish_many(
-        &self,
-        zone: &str,
-        records: &[Record],
-    ) -> Result<Vec<Published>, ProviderError> {
+    async fn publish_many(&self, zone: &str, records: &[Record]) -> Result<Vec<Published>, ProviderError> {
         let ops: Vec<(Op, &Record)> = records.iter().map(|r| (Op::Add, r)).collect();
         let done = self.apply(zone, &ops).await?;
         Ok(records
             .iter()
-            .map(|r| Published {
-                provider_id: None,
-                change_id: done.get(&(normalize_name(&r.name), r.rtype)).cloned(),
-            })
+            .map(|r| Published { provider_id: None, change_id: done.get(&(normalize_name(&r.name), r.rtype)).cloned() })
             .collect())
     }
 }
@@ -976,9 +824,7 @@ impl DnsProvider for Route53Provider {
     }
 
     async fn publish(&self, zone: &str, record: &Record) -> Result<Published, ProviderError> {
-        let mut out = self
-            .publish_many(zone, std::slice::from_ref(record))
-            .await?;
+        let mut out = self.publish_many(zone, std::slice::from_ref(record)).await?;
         Ok(out.pop().unwrap_or_default())
     }
 
@@ -986,11 +832,7 @@ impl DnsProvider for Route53Provider {
         self.apply(zone, &[(Op::Remove, record)]).await.map(|_| ())
     }
 
-    async fn publish_batch(
-        &self,
-        zone: &str,
-        records: &[Record],
-    ) -> Result<Vec<Published>, ProviderError> {
+    async fn publish_batch(&self, zone: &str, records: &[Record]) -> Result<Vec<Published>, ProviderError> {
         self.publish_many(zone, records).await
     }
 
@@ -999,24 +841,15 @@ impl DnsProvider for Route53Provider {
         self.apply(zone, &ops).await.map(|_| ())
     }
 
-    async fn wait_until_applied(
-        &self,
-        published: &[Published],
-        timeout: Duration,
-    ) -> Result<(), ProviderError> {
-        let ids: BTreeSet<&str> = published
-            .iter()
-            .filter_map(|p| p.change_id.as_deref())
-            .filter(|id| !id.is_empty())
-            .collect();
+    async fn wait_until_applied(&self, published: &[Published], timeout: Duration) -> Result<(), ProviderError> {
+        let ids: BTreeSet<&str> =
+            published.iter().filter_map(|p| p.change_id.as_deref()).filter(|id| !id.is_empty()).collect();
         let deadline = Instant::now() + timeout;
         for id in ids {
             let mut delay = Duration::from_millis(500);
             loop {
                 let out = self
-                    .call("GetChange", "-", "-", || {
-                        self.client.get_change().id(id).send()
-                    })
+                    .call("GetChange", "-", "-", || self.client.get_change().id(id).send())
                     .await
                     .map_err(|f| Self::fatal(f, "waiting for a change"))?;
                 let status = out.change_info().map(|c| c.status().clone());
@@ -1043,11 +876,7 @@ impl DnsProvider for Route53Provider {
         for zone in &self.zones {
             let z = self.zone(zone).await?;
             self.call("ListResourceRecordSets", &z.name, &z.id, || {
-                self.client
-                    .list_resource_record_sets()
-                    .hosted_zone_id(&z.id)
-                    .max_items(1)
-                    .send()
+                self.client.list_resource_record_sets().hosted_zone_id(&z.id).max_items(1).send()
             })
             .await
             .map_err(|f| Self::fatal(f, "reading record sets"))?;
@@ -1056,18 +885,10 @@ impl DnsProvider for Route53Provider {
         Ok(())
     }
 
-    async fn list(
-        &self,
-        zone: &str,
-        name: &str,
-        rtype: RecordType,
-    ) -> Result<Vec<String>, ProviderError> {
+    async fn list(&self, zone: &str, name: &str, rtype: RecordType) -> Result<Vec<String>, ProviderError> {
         let zone = self.zone(zone).await?;
         let name = normalize_name(name);
-        let state = self
-            .read_name(&zone, &name)
-            .await
-            .map_err(|f| Self::fatal(f, "reading record sets"))?;
+        let state = self.read_name(&zone, &name).await.map_err(|f| Self::fatal(f, "reading record sets"))?;
         Ok(state
             .get(rtype.as_str())
             .map(|s| s.values.iter().map(|v| decode_value(rtype, v)).collect())
@@ -1082,10 +903,7 @@ mod tests {
     #[test]
     fn route53_names_are_unescaped_and_normalized() {
         assert_eq!(route53_name("\\052.Example.COM."), "*.example.com");
-        assert_eq!(
-            route53_name("_dnsauth.example.com."),
-            "_dnsauth.example.com"
-        );
+        assert_eq!(route53_name("_dnsauth.example.com."), "_dnsauth.example.com");
     }
 
     #[test]
@@ -1093,85 +911,37 @@ mod tests {
         assert!(is_race_message(
             "Tried to delete resource record set [name='a.', type='TXT'] but the values provided do not match the current values"
         ));
-        assert!(is_race_message(
-            "Tried to create resource record set [name='a.', type='TXT'] but it already exists"
-        ));
-        assert!(!is_race_message(
-            "RRSet with DNS name a. is not permitted in zone b."
-        ));
+        assert!(is_race_message("Tried to create resource record set [name='a.', type='TXT'] but it already exists"));
+        assert!(!is_race_message("RRSet with DNS name a. is not permitted in zone b."));
     }
 
     fn zone() -> ZoneRef {
-        ZoneRef {
-            name: "example.com".into(),
-            id: "Z1".into(),
-        }
+        ZoneRef { name: "example.com".into(), id: "Z1".into() }
     }
 
     #[test]
     fn merge_keeps_foreign_values_and_deletes_exactly_what_was_read() {
         let ours = Record::txt("_dnsauth.example.com", "tok");
         let mut state = NameState::new();
-        state.insert(
-            "TXT".into(),
-            RrSet {
-                ttl: 300,
-                values: vec!["\"foreign\"".into()],
-            },
-        );
-        let plan = Route53Provider::plan(
-            &zone(),
-            "_dnsauth.example.com",
-            RecordType::Txt,
-            &[(Op::Add, &ours)],
-            &state,
-        )
-        .expect("no conflict")
-        .expect("a change");
-        assert_eq!(
-            plan.old,
-            Some(RrSet {
-                ttl: 300,
-                values: vec!["\"foreign\"".into()]
-            })
-        );
-        assert_eq!(
-            plan.new,
-            Some(RrSet {
-                ttl: 60,
-                values: vec!["\"foreign\"".into(), "\"tok\"".into()]
-            })
-        );
+        state.insert("TXT".into(), RrSet { ttl: 300, values: vec!["\"foreign\"".into()] });
+        let plan = Route53Provider::plan(&zone(), "_dnsauth.example.com", RecordType::Txt, &[(Op::Add, &ours)], &state)
+            .expect("no conflict")
+            .expect("a change");
+        assert_eq!(plan.old, Some(RrSet { ttl: 300, values: vec!["\"foreign\"".into()] }));
+        assert_eq!(plan.new, Some(RrSet { ttl: 60, values: vec!["\"foreign\"".into(), "\"tok\"".into()] }));
 
         let mut state = NameState::new();
         state.insert("TXT".into(), plan.new.clone().expect("new"));
-        let removal = Route53Provider::plan(
-            &zone(),
-            "_dnsauth.example.com",
-            RecordType::Txt,
-            &[(Op::Remove, &ours)],
-            &state,
-        )
-        .expect("no conflict")
-        .expect("a change");
-        assert_eq!(
-            removal.new,
-            Some(RrSet {
-                ttl: 60,
-                values: vec!["\"foreign\"".into()]
-            })
-        );
+        let removal =
+            Route53Provider::plan(&zone(), "_dnsauth.example.com", RecordType::Txt, &[(Op::Remove, &ours)], &state)
+                .expect("no conflict")
+                .expect("a change");
+        assert_eq!(removal.new, Some(RrSet { ttl: 60, values: vec!["\"foreign\"".into()] }));
         // publishing again is a no-op
         assert!(
-            Route53Provider::plan(
-                &zone(),
-                "_dnsauth.example.com",
-                RecordType::Txt,
-                &[(Op::Add, &ours)],
-                &state
-            )
-            .expect("ok")
-            .is_none()
+            Route53Provider::plan(&zone(), "_dnsauth.example.com", RecordType::Txt, &[(Op::Add, &ours)], &state)
+                .expect("ok")
+                .is_none()
         );
     }
 
@@ -1179,22 +949,11 @@ mod tests {
     fn cname_next_to_txt_is_a_conflict() {
         let cname = Record::cname("_dnsauth.example.com", "x.dcv.digicert.com");
         let mut state = NameState::new();
-        state.insert(
-            "TXT".into(),
-            RrSet {
-                ttl: 60,
-                values: vec!["\"v\"".into()],
-            },
-        );
-        let err = Route53Provider::plan(
-            &zone(),
-            "_dnsauth.example.com",
-            RecordType::Cname,
-            &[(Op::Add, &cname)],
-            &state,
-        )
-        .err()
-        .expect("conflict");
+        state.insert("TXT".into(), RrSet { ttl: 60, values: vec!["\"v\"".into()] });
+        let err =
+            Route53Provider::plan(&zone(), "_dnsauth.example.com", RecordType::Cname, &[(Op::Add, &cname)], &state)
+                .err()
+                .expect("conflict");
         assert!(matches!(err, ProviderError::Conflict { .. }), "{err:?}");
         assert!(err.to_string().starts_with("route53: "));
     }
@@ -1205,10 +964,7 @@ mod tests {
         for attempt in 1..20 {
             let d = p.delay(attempt);
             assert!(d <= p.max_delay, "{d:?}");
-            assert!(
-                d >= (p.base_delay * (1 << attempt.min(16))).min(p.max_delay) / 2,
-                "{d:?}"
-            );
+            assert!(d >= (p.base_delay * (1 << attempt.min(16))).min(p.max_delay) / 2, "{d:?}");
         }
     }
 }

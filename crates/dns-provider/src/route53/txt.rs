@@ -23,11 +23,7 @@ pub(crate) fn quote(value: &str) -> String {
         len += ch.len_utf8();
     }
     parts.push(current);
-    parts
-        .iter()
-        .map(|p| format!("\"{p}\""))
-        .collect::<Vec<_>>()
-        .join(" ")
+    parts.iter().map(|p| format!("\"{p}\"")).collect::<Vec<_>>().join(" ")
 }
 
 /// Undoes [`quote`]: joins the character strings and unescapes `\"`, `\\` and `\DDD` (decimal).
@@ -50,15 +46,9 @@ pub(crate) fn unquote(raw: &str) -> String {
         }
         match c {
             b'"' => inside = false,
-            b'\\'
-                if bytes
-                    .get(i + 1..i + 4)
-                    .is_some_and(|d| d.iter().all(u8::is_ascii_digit)) =>
-            {
+            b'\\' if bytes.get(i + 1..i + 4).is_some_and(|d| d.iter().all(u8::is_ascii_digit)) => {
                 let d = &bytes[i + 1..i + 4];
-                let n = u32::from(d[0] - b'0') * 100
-                    + u32::from(d[1] - b'0') * 10
-                    + u32::from(d[2] - b'0');
+                let n = u32::from(d[0] - b'0') * 100 + u32::from(d[1] - b'0') * 10 + u32::from(d[2] - b'0');
                 out.push(u8::try_from(n).unwrap_or(b'?'));
                 i += 3;
             }
@@ -87,10 +77,7 @@ mod tests {
     fn long_values_are_split_at_255_bytes_and_joined_back() {
         let value = "x".repeat(300);
         let quoted = quote(&value);
-        assert_eq!(
-            quoted,
-            format!("\"{}\" \"{}\"", "x".repeat(255), "x".repeat(45))
-        );
+        assert_eq!(quoted, format!("\"{}\" \"{}\"", "x".repeat(255), "x".repeat(45)));
         assert_eq!(unquote(&quoted), value);
     }
 
@@ -112,11 +99,7 @@ mod tests {
     fn multibyte_characters_are_not_cut() {
         let value = "é".repeat(200); // 400 bytes
         let quoted = quote(&value);
-        assert!(
-            quoted
-                .split("\" \"")
-                .all(|s| s.trim_matches('"').len() <= 255)
-        );
+        assert!(quoted.split("\" \"").all(|s| s.trim_matches('"').len() <= 255));
         assert_eq!(unquote(&quoted), value);
     }
 }

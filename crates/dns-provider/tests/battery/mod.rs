@@ -137,7 +137,8 @@ pub async fn wrong_credentials_clear_error(h: &dyn Harness) {
 
 /// Batch publish/remove of several records of one zone.
 pub async fn batch_roundtrip(h: &dyn Harness) {
-    let recs: Vec<Record> = (0..5).map(|i| Record::txt(unique(h, &format!("batch{i}")), format!("tok-batch-{i}"))).collect();
+    let recs: Vec<Record> =
+        (0..5).map(|i| Record::txt(unique(h, &format!("batch{i}")), format!("tok-batch-{i}"))).collect();
     h.provider().publish_batch(&h.zone(), &recs).await.expect("publish batch");
     for r in &recs {
         assert_eq!(h.read_back(&r.name, RecordType::Txt).await, vec![r.value.clone()]);

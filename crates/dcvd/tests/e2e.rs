@@ -1,0 +1,365 @@
+//! End to end: the real `dcvd` binary and the real `certcentral-sim` binary, one test per DNS
+//! provider, against real servers: moto (Route53) and the Cloudflare fake behind DNS front-ends,
+//! BIND for RFC 2136, and an exec hook calling `nsupdate` against BIND.
+//!
+//! Each test asserts what an operator cares about: the unit ends valid at the simulator, with the
+//! minimum CertCentral calls (2 per DV order: token + one check; 2 per OV/EV domain: submit + one
+//! check) and no premature check; the exact records were published (owner name and value); none
+//! is left behind; and no secret appears anywhere in dcvd's output.
+
+mod e2e_common;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use certcentral_sim::{DcvMethod, NewDomain, NewOrder};
+use e2e_common::{Dcvd, SimOpts, SimProc, dcv_records, eventually, order_toml, rfc2136_provider, states};
+use test_support::bind::{Bind, ZoneSpec};
+use test_support::cloudflare_fake::CloudflareFake;
+use test_support::frontend::Frontend;
+use test_support::moto::Moto;
+
+const ONCE_LIMIT: Duration = Duration::from_secs(120);
+/// Lag of the second name server of every front-end: dcvd must wait for it.
+const LAG: Duration = Duration::from_millis(400);
+
+/// AWS credentials for dcvd's Route53 adapter (moto accepts any); the secret is searched for in
+/// the log afterwards.
+fn aws_env(dcvd: &mut Dcvd) -> String {
+    let secret = format!("awsSecret{:032x}", rand::random::<u128>());
+    dcvd.env("AWS_ACCESS_KEY_ID", "AKIAE2ETESTKEY000001");
+    dcvd.env("AWS_SECRET_ACCESS_KEY", &secret);
+    dcvd.env("AWS_REGION", test_support::moto::REGION);
+    secret
+}
+
+fn route53_provider(name: &str, moto: &Moto, zones: &[&str]) -> String {
+    format!(
+        "[providers.{name}]\ntype = \"route53\"\nzones = {zones:?}\nregion = \"{}\"\nendpoint_url = \"{}\"\n",
+        test_support::moto::REGION,
+        moto.endpoint_url()
+    )
+}
+
+fn cloudflare_provider(name: &str, dcvd: &Dcvd, fake: &CloudflareFake, zones: &[&str]) -> String {
+    let token = dcvd.secret_file(&format!("{name}-token"), &fake.token);
+    format!(
+        "[providers.{name}]\ntype = \"cloudflare\"\nzones = {zones:?}\napi_token_file = \"{}\"\nbase_url = \"{}\"\n",
+        token.display(),
+        fake.base_url
+    )
+}
+
+/// Asserts the unit list of `dcvd status --json`: exactly `ids`, every one cleaned up.
+fn assert_all_cleaned_up(dcvd: &Dcvd, ids: &[u64]) {
+    let rows = dcvd.status_json();
+    let got = states(&rows);
+    let want: std::collections::BTreeMap<u64, String> = ids.iter().map(|id| (*id, "cleaned_up".to_string())).collect();
+    assert_eq!(got, want, "dcvd status --json: {rows:#?}");
+}
+
+/// Route53 (moto) with a DV TXT order of two names: both `_dnsauth` records carry the order's
+/// random value, the lagging second name server is waited for, the RRsets are gone afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn route53_dv_txt_order() {
+    let moto = Moto::start().await;
+    let zone_id = moto.create_hosted_zone("r53.test").await;
+    let fe = Frontend::builder().route53(&moto, &zone_id, "r53.test").lag(LAG).start().await;
+    let sim = SimProc::start(SimOpts {
+        dns: fe.addrs(),
+        orders: vec![NewOrder::new(1001, &["r53.test", "www.r53.test"])],
+        seed: 11,
+        ..SimOpts::default()
+    });
+    let mut dcvd = Dcvd::new(&sim);
+    let aws_secret = aws_env(&mut dcvd);
+    let rest = format!(
+        "{}\n{}",
+        route53_provider("aws", &moto, &["r53.test"]),
+        order_toml(1001, "dns-txt-token", &["r53.test", "www.r53.test"])
+    );
+    dcvd.write_config(&dcvd.config(&sim, fe.port(), &rest));
+    let status = dcvd.once(ONCE_LIMIT).await;
+    let log = dcvd.assert_success(status, "dcvd once");
+
+    let order = sim.order(1001).await;
+    assert_eq!(order.dcv_status, "valid", "{log}");
+    let stats = sim.stats().await;
+    assert_eq!(sim.order_calls(1001).await, 2, "token + one check: {:?}", stats.order_calls);
+    assert_eq!(stats.premature_checks, 0, "a check before every name server served the record");
+    for name in ["_dnsauth.r53.test", "_dnsauth.www.r53.test"] {
+        assert_eq!(fe.store().additions(name, &order.dcv_random_value), 1, "{name} must have held the random value once");
+    }
+    fe.wait_synced().await;
+    assert!(fe.store().is_empty(), "records left in Route53: {:?}", fe.store().snapshot());
+    assert_eq!(moto.rejected_changes(), 0, "dcvd raced itself");
+    assert!(moto.change_requests() <= 4, "publish + remove of two records: {} change requests", moto.change_requests());
+    assert_all_cleaned_up(&dcvd, &[1001]);
+    dcvd.assert_no_secrets(&[("AWS secret key", &aws_secret)]);
+}
+
+/// Cloudflare (the fake) with a DV CNAME order: `_dnsauth.<name>` CNAME
+/// `<random value>.dcv.digicert.com` for each name, then removed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cloudflare_dv_cname_order() {
+    let fake = Arc::new(CloudflareFake::builder().zone("cf.test").start().await);
+    let fe = Frontend::builder().cloudflare(fake.clone(), "cf.test").lag(LAG).start().await;
+    let sim = SimProc::start(SimOpts {
+        dns: fe.addrs(),
+        orders: vec![NewOrder::new(2001, &["cf.test", "shop.cf.test"]).with_method(DcvMethod::DnsCnameToken)],
+        seed: 12,
+        ..SimOpts::default()
+    });
+    let dcvd = Dcvd::new(&sim);
+    let rest = format!(
+        "{}\n{}",
+        cloudflare_provider("cf", &dcvd, &fake, &["cf.test"]),
+        order_toml(2001, "dns-cname-token", &["cf.test", "shop.cf.test"])
+    );
+    dcvd.write_config(&dcvd.config(&sim, fe.port(), &rest));
+    let status = dcvd.once(ONCE_LIMIT).await;
+    let log = dcvd.assert_success(status, "dcvd once");
+
+    let order = sim.order(2001).await;
+    assert_eq!(order.dcv_status, "valid", "{log}");
+    let stats = sim.stats().await;
+    assert_eq!(sim.order_calls(2001).await, 2, "token + one check: {:?}", stats.order_calls);
+    assert_eq!(stats.premature_checks, 0);
+    let target = format!("{}.dcv.digicert.com", order.dcv_random_value.to_ascii_lowercase());
+    for name in ["_dnsauth.cf.test", "_dnsauth.shop.cf.test"] {
+        assert_eq!(fe.store().additions(name, &target), 1, "{name} must have been a CNAME to {target}");
+    }
+    let left: Vec<_> = fake.records("cf.test").into_iter().filter(|r| r.rtype == "TXT" || r.rtype == "CNAME").collect();
+    assert!(left.is_empty(), "records left in Cloudflare: {left:?}");
+    assert_all_cleaned_up(&dcvd, &[2001]);
+    dcvd.assert_no_secrets(&[("Cloudflare token", &fake.token)]);
+}
+
+/// RFC 2136 against BIND with a lagging secondary: dcvd publishes on the primary, makes no
+/// DigiCert check while the secondary lags, and finishes once the test releases it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rfc2136_dv_txt_with_lagging_secondary() {
+    let bind = Bind::builder().zone(ZoneSpec::new("bind.test")).with_lagging_secondary().start();
+    let secondary = bind.secondary_addr().expect("secondary");
+    let sim = SimProc::start(SimOpts {
+        dns: vec![bind.primary_addr(), secondary],
+        orders: vec![NewOrder::new(3001, &["bind.test", "*.app.bind.test"])],
+        seed: 13,
+        ..SimOpts::default()
+    });
+    let dcvd = Dcvd::new(&sim);
+    let rest = format!(
+        "{}\n{}",
+        rfc2136_provider("bind", &bind, &["bind.test"]),
+        order_toml(3001, "dns-txt-token", &["bind.test", "*.app.bind.test"])
+    );
+    dcvd.write_config(&dcvd.config(&sim, bind.port(), &rest));
+    let child = dcvd.spawn(&["once"]);
+    let value = sim.order(3001).await.dcv_random_value;
+    eventually(Duration::from_secs(60), "both records on the primary", || async {
+        let recs = dcv_records(bind.primary_addr(), "bind.test", &[]);
+        recs.len() == 2
+    })
+    .await;
+    let mut recs = dcv_records(bind.primary_addr(), "bind.test", &[]);
+    recs.sort();
+    assert_eq!(
+        recs,
+        vec![
+            ("_dnsauth.app.bind.test".to_string(), "TXT".to_string(), value.clone()),
+            ("_dnsauth.bind.test".to_string(), "TXT".to_string(), value.clone()),
+        ],
+        "exact owner names (wildcard under its base name) and value"
+    );
+    // A moment with the secondary lagging: no check may happen.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let stats = sim.stats().await;
+    assert!(stats.checks.is_empty(), "dcvd checked while the secondary lagged: {:?}", stats.checks);
+    bind.refresh_secondary("bind.test");
+    let status = dcvd.wait(child, ONCE_LIMIT, "dcvd once").await;
+    let log = dcvd.assert_success(status, "dcvd once");
+
+    assert_eq!(sim.order(3001).await.dcv_status, "valid", "{log}");
+    let stats = sim.stats().await;
+    assert_eq!(sim.order_calls(3001).await, 2, "{:?}", stats.order_calls);
+    assert_eq!(stats.premature_checks, 0);
+    assert!(dcv_records(bind.primary_addr(), "bind.test", &[]).is_empty(), "records left on the primary");
+    bind.refresh_secondary("bind.test");
+    bind.wait_secondary_synced("bind.test", Duration::from_secs(10));
+    assert!(dcv_records(secondary, "bind.test", &[]).is_empty(), "records left on the secondary");
+    assert_all_cleaned_up(&dcvd, &[3001]);
+    let tsig = std::fs::read_to_string(bind.tsig_secret_file()).unwrap();
+    dcvd.assert_no_secrets(&[("TSIG secret", &tsig)]);
+}
+
+/// The hook the exec provider runs: one `nsupdate` per record, TSIG key from a file.
+const HOOK: &str = r#"#!/bin/sh
+# dcvd exec hook for the e2e test: present or clean up one record with nsupdate.
+# args: SERVER PORT KEYFILE
+set -eu
+server="$1"; port="$2"; keyfile="$3"
+case "$DCVD_TYPE" in
+  TXT) data="\"$DCVD_VALUE\"" ;;
+  CNAME) data="$DCVD_VALUE." ;;
+  *) echo "hook: unsupported type $DCVD_TYPE" >&2; exit 1 ;;
+esac
+case "$DCVD_ACTION" in
+  present) op="update add $DCVD_NAME. $DCVD_TTL $DCVD_TYPE $data" ;;
+  cleanup) op="update delete $DCVD_NAME. $DCVD_TYPE $data" ;;
+  *) echo "hook: unknown action $DCVD_ACTION" >&2; exit 1 ;;
+esac
+printf 'server %s %s\nzone %s.\n%s\nsend\n' "$server" "$port" "$DCVD_ZONE" "$op" | nsupdate -k "$keyfile" || exit 75
+echo "hook: $DCVD_ACTION $DCVD_NAME $DCVD_TYPE" >&2
+"#;
+
+/// OV/EV domains submitted for validation, through the exec provider (a hook running
+/// `nsupdate`): the token the submission returns is used (no extra token request), TXT and
+/// CNAME forms both validate, and the hook's cleanup leaves nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exec_hook_ovev_domains_with_submit() {
+    let bind = Bind::start(&["hook.test"]);
+    let sim = SimProc::start(SimOpts {
+        dns: vec![bind.primary_addr()],
+        domains: vec![
+            NewDomain::new(4001, "corp.hook.test"),
+            NewDomain::new(4002, "shop.hook.test").with_method(DcvMethod::DnsCnameToken),
+        ],
+        seed: 14,
+        ..SimOpts::default()
+    });
+    let dcvd = Dcvd::new(&sim);
+    let hook = dcvd.dir.path().join("dns-hook.sh");
+    std::fs::write(&hook, HOOK).unwrap();
+    e2e_common::set_mode(&hook, 0o755);
+    let rest = format!(
+        "[providers.hook]\ntype = \"exec\"\ncommand = [\"{}\", \"127.0.0.1\", \"{}\", \"{}\"]\nzones = [\"hook.test\"]\ntimeout = \"20s\"\n\n\
+         [[domain]]\nid = 4001\nname = \"corp.hook.test\"\nmethod = \"dns-txt-token\"\nsubmit = [\"ov\", \"ev\"]\n\n\
+         [[domain]]\nid = 4002\nname = \"shop.hook.test\"\nmethod = \"dns-cname-token\"\nsubmit = [\"ov\"]\n",
+        hook.display(),
+        bind.port(),
+        bind.tsig_key_file().display()
+    );
+    dcvd.write_config(&dcvd.config(&sim, bind.port(), &rest));
+    let status = dcvd.once(ONCE_LIMIT).await;
+    let log = dcvd.assert_success(status, "dcvd once");
+
+    let d1 = sim.domain(4001).await;
+    let d2 = sim.domain(4002).await;
+    assert!(d1.dcv_valid && d2.dcv_valid, "{d1:?}\n{d2:?}\n{log}");
+    assert_eq!(d1.validations.keys().collect::<Vec<_>>(), ["ev", "ov"], "{d1:?}");
+    assert_eq!(d2.validations.keys().collect::<Vec<_>>(), ["ov"], "{d2:?}");
+    let stats = sim.stats().await;
+    for id in [4001, 4002] {
+        assert_eq!(sim.domain_calls(id).await, 2, "submit + one check for {id}: {:?}", stats.domain_calls);
+    }
+    assert_eq!(stats.tokens_issued, 2, "a token request after the submission would invalidate its token");
+    assert_eq!(stats.premature_checks, 0);
+    assert!(log.contains("hook: present _dnsauth.corp.hook.test TXT"), "the hook did not run for the TXT:\n{log}");
+    assert!(log.contains("hook: present _dnsauth.shop.hook.test CNAME"), "the hook did not run for the CNAME:\n{log}");
+    assert!(dcv_records(bind.primary_addr(), "hook.test", &[]).is_empty(), "records left in BIND");
+    assert_all_cleaned_up(&dcvd, &[4001, 4002]);
+    let tsig = std::fs::read_to_string(bind.tsig_secret_file()).unwrap();
+    dcvd.assert_no_secrets(&[("TSIG secret", &tsig)]);
+}
+
+/// One DV order whose names live in two zones served by two providers (Route53 and
+/// Cloudflare): each record goes through the provider owning its zone, one check validates all.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn multi_provider_order_across_two_zones() {
+    let moto = Moto::start().await;
+    let zone_id = moto.create_hosted_zone("multi-r53.test").await;
+    let fake = Arc::new(CloudflareFake::builder().zone("multi-cf.test").start().await);
+    let fe = Frontend::builder()
+        .route53(&moto, &zone_id, "multi-r53.test")
+        .cloudflare(fake.clone(), "multi-cf.test")
+        .lag(LAG)
+        .start()
+        .await;
+    let names = ["multi-r53.test", "www.multi-cf.test"];
+    let sim = SimProc::start(SimOpts {
+        dns: fe.addrs(),
+        orders: vec![NewOrder::new(5001, &names)],
+        seed: 15,
+        ..SimOpts::default()
+    });
+    let mut dcvd = Dcvd::new(&sim);
+    let aws_secret = aws_env(&mut dcvd);
+    let rest = format!(
+        "{}\n{}\n{}",
+        route53_provider("aws", &moto, &["multi-r53.test"]),
+        cloudflare_provider("cf", &dcvd, &fake, &["multi-cf.test"]),
+        order_toml(5001, "dns-txt-token", &names)
+    );
+    dcvd.write_config(&dcvd.config(&sim, fe.port(), &rest));
+    let status = dcvd.once(ONCE_LIMIT).await;
+    let log = dcvd.assert_success(status, "dcvd once");
+
+    let order = sim.order(5001).await;
+    assert_eq!(order.dcv_status, "valid", "{log}");
+    let stats = sim.stats().await;
+    assert_eq!(sim.order_calls(5001).await, 2, "{:?}", stats.order_calls);
+    assert_eq!(stats.premature_checks, 0);
+    for name in ["_dnsauth.multi-r53.test", "_dnsauth.www.multi-cf.test"] {
+        assert_eq!(fe.store().additions(name, &order.dcv_random_value), 1, "{name}");
+    }
+    assert!(moto.change_requests() >= 2, "the Route53 record must go through Route53");
+    assert!(fake.count(reqwest::Method::POST, "/dns_records") >= 1, "the Cloudflare record must go through Cloudflare");
+    fe.wait_synced().await;
+    assert!(fe.store().is_empty(), "records left: {:?}", fe.store().snapshot());
+    assert_all_cleaned_up(&dcvd, &[5001]);
+    dcvd.assert_no_secrets(&[("AWS secret key", &aws_secret), ("Cloudflare token", &fake.token)]);
+}
+
+/// Delegated validation: `_dnsauth.example.test` is a CNAME to `_dnsauth.delegated.test`, and
+/// dcvd only has credentials for `delegated.test`: the TXT goes to the CNAME's target, the
+/// operator's CNAME stays untouched.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegated_validation_follows_the_cname() {
+    let bind = Bind::builder()
+        .zone(ZoneSpec::new("example.test").with_line("_dnsauth 60 IN CNAME _dnsauth.delegated.test."))
+        .zone(ZoneSpec::new("delegated.test"))
+        .start();
+    let sim = SimProc::start(SimOpts {
+        dns: vec![bind.primary_addr()],
+        orders: vec![NewOrder::new(6001, &["example.test"])],
+        seed: 16,
+        ..SimOpts::default()
+    });
+    let dcvd = Dcvd::new(&sim);
+    let rest =
+        format!("{}\n{}", rfc2136_provider("bind", &bind, &["delegated.test"]), order_toml(6001, "dns-txt-token", &["example.test"]));
+    dcvd.write_config(&dcvd.config(&sim, bind.port(), &rest));
+    let value = sim.order(6001).await.dcv_random_value;
+    let child = dcvd.spawn(&["once"]);
+    let mut seen = false;
+    let start = std::time::Instant::now();
+    while start.elapsed() < ONCE_LIMIT {
+        let recs = dcv_records(bind.primary_addr(), "delegated.test", &[]);
+        if recs == [("_dnsauth.delegated.test".to_string(), "TXT".to_string(), value.clone())] {
+            seen = true;
+            break;
+        }
+        assert!(recs.is_empty(), "unexpected records in delegated.test: {recs:?}");
+        if sim.order(6001).await.dcv_status == "valid" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    let status = dcvd.wait(child, ONCE_LIMIT, "dcvd once").await;
+    let log = dcvd.assert_success(status, "dcvd once");
+    assert!(seen, "the TXT never appeared at _dnsauth.delegated.test:\n{log}");
+
+    assert_eq!(sim.order(6001).await.dcv_status, "valid", "{log}");
+    let stats = sim.stats().await;
+    assert_eq!(sim.order_calls(6001).await, 2, "{:?}", stats.order_calls);
+    assert_eq!(stats.premature_checks, 0);
+    assert!(dcv_records(bind.primary_addr(), "delegated.test", &[]).is_empty(), "TXT left at the delegation target");
+    assert_eq!(
+        dcv_records(bind.primary_addr(), "example.test", &[]),
+        [("_dnsauth.example.test".to_string(), "CNAME".to_string(), "_dnsauth.delegated.test".to_string())],
+        "the operator's delegation CNAME must stay, and nothing else may be added"
+    );
+    assert_all_cleaned_up(&dcvd, &[6001]);
+    let tsig = std::fs::read_to_string(bind.tsig_secret_file()).unwrap();
+    dcvd.assert_no_secrets(&[("TSIG secret", &tsig)]);
+}
