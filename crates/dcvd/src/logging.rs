@@ -7,8 +7,11 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 
 use crate::config::LogFormat;
 
+/// `info`, without the per-query chatter of the DNS libraries (the demo serves DNS in-process).
+const DEFAULT_FILTER: &str = "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn,hickory_resolver=warn";
+
 fn filter() -> EnvFilter {
-    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"))
+    EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
 }
 
 /// Installs the global subscriber; a second call is a no-op (tests, demo).
@@ -19,7 +22,8 @@ pub fn init(format: LogFormat) {
         return;
     }
     let json = matches!(format, LogFormat::Json);
-    let base = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false);
+    let ansi = !json && std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let base = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(ansi);
     if json {
         let _ = tracing_subscriber::registry()
             .with(base.json().flatten_event(true).with_current_span(false).with_filter(filter()))

@@ -80,10 +80,13 @@ pub async fn build(name: &str, provider: &Provider) -> anyhow::Result<SharedProv
             Arc::new(dns_provider::cloudflare::CloudflareProvider::new(settings)?)
         }
         Provider::Route53 { zones, hosted_zone_id, region, endpoint_url } => {
-            let mut settings = dns_provider::route53::Route53Settings::new(zones.clone());
-            settings.hosted_zone_id = hosted_zone_id.clone();
-            settings.region = region.clone();
-            settings.endpoint_url = endpoint_url.clone();
+            let settings = dns_provider::route53::Route53Settings {
+                zones: zones.clone(),
+                hosted_zone_id: hosted_zone_id.clone(),
+                region: region.clone(),
+                endpoint_url: endpoint_url.clone(),
+                ..Default::default()
+            };
             Arc::new(dns_provider::route53::Route53Provider::new(settings).await?)
         }
     })

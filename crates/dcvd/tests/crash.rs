@@ -38,7 +38,9 @@ enum UnitSpec {
 impl UnitSpec {
     fn toml(&self) -> String {
         match self {
-            Self::Order { id, names } => e2e_common::order_toml(*id, "dns-txt-token", &names.iter().map(String::as_str).collect::<Vec<_>>()),
+            Self::Order { id, names } => {
+                e2e_common::order_toml(*id, "dns-txt-token", &names.iter().map(String::as_str).collect::<Vec<_>>())
+            }
             Self::Domain { id, name, submit } => format!(
                 "[[domain]]\nid = {id}\nname = \"{name}\"\nmethod = \"dns-txt-token\"\n{}",
                 if *submit { "submit = [\"ov\"]\n" } else { "" }
@@ -74,12 +76,17 @@ impl Monitor {
         }
         for (name, values) in per_name {
             if values.len() > 1 {
-                self.violations.push(format!("snapshot {}: {name} holds {} values at once: {values:?}", self.snapshots, values.len()));
+                self.violations.push(format!(
+                    "snapshot {}: {name} holds {} values at once: {values:?}",
+                    self.snapshots,
+                    values.len()
+                ));
             }
         }
         for rv in &now {
             if self.gone.contains(rv) {
-                self.violations.push(format!("snapshot {}: {rv:?} was published again after its removal", self.snapshots));
+                self.violations
+                    .push(format!("snapshot {}: {rv:?} was published again after its removal", self.snapshots));
             }
         }
         for rv in self.seen.difference(&now) {
@@ -182,7 +189,8 @@ async fn kill_9_at_random_moments_loses_nothing() {
         // a unit joins with every restart; the last restarts run the complete set
         write_config(4 + k);
         let mut child = dcvd.spawn(&["run"]);
-        let wait_ms = if rng.random_range(0..5) == 0 { rng.random_range(1000..=2000) } else { rng.random_range(20..=900) };
+        let wait_ms =
+            if rng.random_range(0..5) == 0 { rng.random_range(1000..=2000) } else { rng.random_range(20..=900) };
         tokio::time::sleep(Duration::from_millis(wait_ms)).await;
         if child.try_wait().expect("try_wait").is_none() {
             kills_while_running += 1;
@@ -250,7 +258,10 @@ async fn kill_9_at_random_moments_loses_nothing() {
         monitor.snapshots,
         published.len()
     );
-    assert!(kills_while_running >= KILLS / 2, "dcvd kept exiting before the kill: {kills_while_running} of {KILLS}\n{log}");
+    assert!(
+        kills_while_running >= KILLS / 2,
+        "dcvd kept exiting before the kill: {kills_while_running} of {KILLS}\n{log}"
+    );
     let tsig = std::fs::read_to_string(bind.tsig_secret_file()).unwrap();
     dcvd.assert_no_secrets(&[("TSIG secret", &tsig)]);
 }

@@ -88,7 +88,11 @@ async fn route53_dv_txt_order() {
     assert_eq!(sim.order_calls(1001).await, 2, "token + one check: {:?}", stats.order_calls);
     assert_eq!(stats.premature_checks, 0, "a check before every name server served the record");
     for name in ["_dnsauth.r53.test", "_dnsauth.www.r53.test"] {
-        assert_eq!(fe.store().additions(name, &order.dcv_random_value), 1, "{name} must have held the random value once");
+        assert_eq!(
+            fe.store().additions(name, &order.dcv_random_value),
+            1,
+            "{name} must have held the random value once"
+        );
     }
     fe.wait_synced().await;
     assert!(fe.store().is_empty(), "records left in Route53: {:?}", fe.store().snapshot());
@@ -326,8 +330,11 @@ async fn delegated_validation_follows_the_cname() {
         ..SimOpts::default()
     });
     let dcvd = Dcvd::new(&sim);
-    let rest =
-        format!("{}\n{}", rfc2136_provider("bind", &bind, &["delegated.test"]), order_toml(6001, "dns-txt-token", &["example.test"]));
+    let rest = format!(
+        "{}\n{}",
+        rfc2136_provider("bind", &bind, &["delegated.test"]),
+        order_toml(6001, "dns-txt-token", &["example.test"])
+    );
     dcvd.write_config(&dcvd.config(&sim, bind.port(), &rest));
     let value = sim.order(6001).await.dcv_random_value;
     let child = dcvd.spawn(&["once"]);

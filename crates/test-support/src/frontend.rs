@@ -91,11 +91,8 @@ impl FrontendBuilder {
             zone: zone_n,
             label: "cloudflare fake".into(),
             read: Arc::new(move || {
-                let entries = fake
-                    .records(&z)
-                    .into_iter()
-                    .filter_map(|r| entry(&r.name, &r.rtype, &r.content, &z))
-                    .collect();
+                let entries =
+                    fake.records(&z).into_iter().filter_map(|r| entry(&r.name, &r.rtype, &r.content, &z)).collect();
                 Box::pin(async move { Ok(entries) })
             }),
         });
@@ -258,16 +255,14 @@ impl Mirror {
         for (i, source) in self.sources.iter().enumerate() {
             match (source.read)().await {
                 Ok(entries) => self.last[i] = Some(entries),
-                Err(error) => tracing::debug!(source = %source.label, %error, "front-end read failed; keeping the last view"),
+                Err(error) => {
+                    tracing::debug!(source = %source.label, %error, "front-end read failed; keeping the last view")
+                }
             }
         }
         let wanted: BTreeSet<Entry> = self.last.iter().flatten().flatten().cloned().collect();
-        let held: BTreeSet<Entry> = self
-            .store
-            .snapshot()
-            .into_iter()
-            .map(|s| (s.record.name, s.record.rtype, s.record.value))
-            .collect();
+        let held: BTreeSet<Entry> =
+            self.store.snapshot().into_iter().map(|s| (s.record.name, s.record.rtype, s.record.value)).collect();
         for (name, rtype, value) in held.difference(&wanted) {
             self.store.delete(&record(name, *rtype, value));
         }

@@ -8,7 +8,7 @@
 mod env;
 mod unit;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -19,7 +19,6 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 pub use env::{Env, build_client, checker_config};
-pub(crate) use unit::backoff;
 
 use crate::config::{Config, Unit, UnitKey};
 use crate::metrics::Metrics;
@@ -133,6 +132,7 @@ pub async fn run(
     let stop = CancellationToken::new();
     let mut tasks: JoinSet<UnitId> = JoinSet::new();
     let mut running: HashMap<UnitId, CancellationToken> = HashMap::new();
+    let mut respawn: HashSet<UnitId> = HashSet::new();
     spawn_pending(&env, &stop, &mut tasks, &mut running)?;
     let mut status_tick = tokio::time::interval(Duration::from_secs(5));
     tokio::pin!(shutdown);
@@ -144,7 +144,12 @@ pub async fn run(
             () = &mut shutdown => break,
             Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
                 match joined {
-                    Ok(id) => { running.remove(&id); }
+                    Ok(id) => {
+                        running.remove(&id);
+                        if respawn.remove(&id) {
+                            spawn_pending(&env, &stop, &mut tasks, &mut running)?;
+                        }
+                    }
                     Err(e) => error!(error = %e, "unit task panicked"),
                 }
             }
@@ -154,6 +159,16 @@ pub async fn run(
                     match reload(&env, *new, retry_failed).await {
                         Ok(new_env) => {
                             env = new_env;
+                            // A unit that left the configuration may be deep in a wait: stop its
+                            // task now; the replacement cleans it up.
+                            for row in store.units()? {
+                                if !row.in_config && !row.state.is_terminal()
+                                    && let Some(cancel) = running.get(&row.unit)
+                                {
+                                    cancel.cancel();
+                                    respawn.insert(row.unit);
+                                }
+                            }
                             // Units keep their running task (they read their row at every step);
                             // new ones and ones to clean up get a task.
                             spawn_pending(&env, &stop, &mut tasks, &mut running)?;

@@ -502,7 +502,7 @@ impl UnitTask {
 }
 
 /// Removes `rows` (records of one unit), writing the intent first.
-pub(super) async fn remove_rows(env: &Env, unit: UnitId, rows: &[RecordRow]) -> Result<(), StepError> {
+async fn remove_rows(env: &Env, unit: UnitId, rows: &[RecordRow]) -> Result<(), StepError> {
     if rows.is_empty() {
         return Ok(());
     }

@@ -283,11 +283,7 @@ max_interval = "2s"
     /// Starts `dcvd <args>` with stdout and stderr appended to the log.
     pub fn spawn(&self, args: &[&str]) -> Child {
         let log = self.log_file();
-        self.command(args)
-            .stdout(log.try_clone().expect("dup log"))
-            .stderr(log)
-            .spawn()
-            .expect("spawn dcvd")
+        self.command(args).stdout(log.try_clone().expect("dup log")).stderr(log).spawn().expect("spawn dcvd")
     }
 
     /// Runs `dcvd once` to the end (at most `limit`) and returns its exit status.
@@ -383,7 +379,17 @@ where
 /// `(owner, type, data)` with TXT data unquoted, names without trailing dot.
 pub fn axfr(server: SocketAddr, zone: &str) -> Vec<(String, String, String)> {
     let out = Command::new("dig")
-        .args([&format!("@{}", server.ip()), "-p", &server.port().to_string(), "+nocmd", "+nostats", "+time=2", "+tries=1", zone, "AXFR"])
+        .args([
+            &format!("@{}", server.ip()),
+            "-p",
+            &server.port().to_string(),
+            "+nocmd",
+            "+nostats",
+            "+time=2",
+            "+tries=1",
+            zone,
+            "AXFR",
+        ])
         .output()
         .expect("run dig (install bind9-dnsutils)");
     let text = String::from_utf8_lossy(&out.stdout);
@@ -448,7 +454,5 @@ pub fn order_toml(id: u64, method: &str, domains: &[&str]) -> String {
 
 /// The states of `status --json` rows by id.
 pub fn states(rows: &[serde_json::Value]) -> std::collections::BTreeMap<u64, String> {
-    rows.iter()
-        .map(|r| (r["id"].as_u64().expect("id"), r["state"].as_str().unwrap_or_default().to_string()))
-        .collect()
+    rows.iter().map(|r| (r["id"].as_u64().expect("id"), r["state"].as_str().unwrap_or_default().to_string())).collect()
 }
