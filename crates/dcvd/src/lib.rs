@@ -18,5 +18,13 @@
 //! - [`scheduler`]: the `rescan` cron job.
 //! - [`metrics`], [`logging`]: observability.
 //! - [`demo`]: the self-contained demo.
+pub mod cli;
 pub mod config;
+pub mod demo;
+pub mod engine;
+pub mod logging;
+pub mod metrics;
+pub mod providers;
+pub mod records;
+pub mod scheduler;
 pub mod store;

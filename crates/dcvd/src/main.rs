@@ -1,2 +1,5 @@
-//! The `dcvd` binary (being assembled).
-fn main() {}
+//! The `dcvd` binary: everything lives in the library ([`dcvd::cli`]).
+
+fn main() -> std::process::ExitCode {
+    dcvd::cli::main()
+}

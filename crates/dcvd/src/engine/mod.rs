@@ -22,7 +22,7 @@ pub use env::{Env, build_client, checker_config};
 
 use crate::config::{Config, Unit, UnitKey};
 use crate::metrics::Metrics;
-use crate::store::{Store, UnitId, UnitKind, UnitRow, UnitState};
+use crate::store::{Store, UnitId, UnitKind, UnitRow, UnitSpec, UnitState};
 
 /// Messages to a running engine (signals, the cron rescan, tests).
 #[derive(Debug)]
@@ -92,14 +92,24 @@ pub fn unit_id(key: UnitKey) -> UnitId {
 /// `retry_failed`, units that failed or expired in an earlier run start over (an operator who
 /// restarts or reloads dcvd after fixing something expects that).
 pub fn sync_units(store: &Store, config: &Config, retry_failed: bool) -> anyhow::Result<()> {
-    let mut present = Vec::with_capacity(config.units.len());
-    for u in &config.units {
-        let id = unit_id(u.key);
-        present.push(id);
-        let row = store.sync_unit(id, u.method.as_str(), &u.domains, u.provider.as_deref())?;
-        if retry_failed && matches!(row.state, UnitState::Failed | UnitState::Expired) {
-            info!(unit = %id, state = row.state.as_str(), "retrying a unit that failed in an earlier run");
-            store.transition(id, UnitState::Pending, |r| {
+    let ids: Vec<UnitId> = config.units.iter().map(|u| unit_id(u.key)).collect();
+    let specs: Vec<UnitSpec<'_>> = config
+        .units
+        .iter()
+        .zip(&ids)
+        .map(|(u, id)| UnitSpec { unit: *id, method: u.method.as_str(), domains: &u.domains, provider: u.provider.as_deref() })
+        .collect();
+    // One transaction (one fsync) for the whole configuration.
+    for row in store.sync_units(&specs)? {
+        let restart = match row.state {
+            UnitState::Failed | UnitState::Expired => retry_failed,
+            // Back in the configuration after it was removed: validate it again.
+            UnitState::Removed => true,
+            _ => false,
+        };
+        if restart {
+            info!(unit = %row.unit, state = row.state.as_str(), "starting over a unit that ended in an earlier run");
+            store.transition(row.unit, UnitState::Pending, |r| {
                 r.token = None;
                 r.token_expires_at = None;
                 r.renewals = 0;
@@ -109,6 +119,7 @@ pub fn sync_units(store: &Store, config: &Config, retry_failed: bool) -> anyhow:
             })?;
         }
     }
+    let present = ids;
     for gone in store.mark_missing_from_config(&present)? {
         info!(unit = %gone, "unit is no longer configured; it will be cleaned up");
     }

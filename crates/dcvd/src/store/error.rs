@@ -1,0 +1,115 @@
+//! The store's error type.
+
+use std::path::PathBuf;
+
+/// Why a store operation failed. Every message says what was wrong and what to do.
+#[derive(thiserror::Error, Debug)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// Another process holds the state directory's lock file.
+    #[error(
+        "another dcvd is running with state_dir {} (lock held on {}); stop it or use a different state_dir",
+        dir.display(),
+        lock.display()
+    )]
+    Locked {
+        /// The state directory.
+        dir: PathBuf,
+        /// The lock file inside it.
+        lock: PathBuf,
+    },
+
+    /// A file-system operation on the state directory failed.
+    #[error("state store: {}: {source}", path.display())]
+    Io {
+        /// The file or directory involved.
+        path: PathBuf,
+        /// What the operating system said.
+        #[source]
+        source: std::io::Error,
+    },
+
+    /// SQLite reported an error.
+    #[error("state store: sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+
+    /// The database file is not a dcvd state database, or its contents are inconsistent.
+    #[error("state store: {message}")]
+    Corrupt {
+        /// What is wrong and what to do (includes the path).
+        message: String,
+    },
+
+    /// The database was written by a newer dcvd whose schema this one does not know.
+    #[error(
+        "state database {} has schema version {found}, but this dcvd supports at most {supported}; \
+         it was written by a newer dcvd: run that version, or move the file aside to start afresh \
+         (records it tracks would then have to be removed by hand)",
+        path.display()
+    )]
+    TooNew {
+        /// The database's `user_version`.
+        found: u32,
+        /// The newest version this build knows.
+        supported: u32,
+        /// The database file.
+        path: PathBuf,
+    },
+
+    /// A read-only open found a database the daemon has not yet migrated to this version.
+    #[error(
+        "state database {} has schema version {found}, older than this dcvd's {supported}; \
+         start the daemon (dcvd run) once to upgrade it, then retry",
+        path.display()
+    )]
+    TooOld {
+        /// The database's `user_version`.
+        found: u32,
+        /// The version this build needs.
+        supported: u32,
+        /// The database file.
+        path: PathBuf,
+    },
+
+    /// A read-only open found no database in the state directory.
+    #[error(
+        "no state database at {}; has dcvd run with this state_dir? (check daemon.state_dir)",
+        path.display()
+    )]
+    Missing {
+        /// The database file that does not exist.
+        path: PathBuf,
+    },
+
+    /// The unit is not in the store (call [`sync_unit`](super::Store::sync_unit) first).
+    #[error("state store: {unit} is not in the store; sync it from the config first")]
+    UnknownUnit {
+        /// The unit asked for.
+        unit: super::UnitId,
+    },
+
+    /// A record id is not in the store.
+    #[error("state store: no record with id {id}")]
+    UnknownRecord {
+        /// The id asked for.
+        id: i64,
+    },
+
+    /// The caller asked for something the store refuses (a bug in the caller).
+    #[error("state store: {message}")]
+    Invalid {
+        /// What was refused and why.
+        message: String,
+    },
+
+    /// A write on a store opened with [`open_read_only`](super::Store::open_read_only).
+    #[error("state store: opened read-only (for dcvd status); writes go through the daemon")]
+    ReadOnly,
+}
+
+impl StoreError {
+    /// True when another process holds the state directory.
+    pub fn is_locked(&self) -> bool {
+        matches!(self, Self::Locked { .. })
+    }
+}

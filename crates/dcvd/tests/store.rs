@@ -1,0 +1,718 @@
+//! Tests of the state store against real SQLite files in temporary directories, including real
+//! crashes (a child process killed with SIGKILL after writing an intent).
+
+use std::io::{BufRead, BufReader};
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+
+use dcvd::store::{
+    DB_FILE, EVENT_DETAIL_MAX, EVENTS_PER_UNIT, LOCK_FILE, NewRecord, RecordStatus, Store, StoreError, UnitId,
+    UnitSpec, UnitState, schema_version,
+};
+
+fn txt(name: &str, value: &str) -> NewRecord {
+    NewRecord {
+        provider: "bind".to_owned(),
+        zone: "example.net".to_owned(),
+        name: name.to_owned(),
+        rtype: "TXT".to_owned(),
+        value: value.to_owned(),
+        ttl: 60,
+    }
+}
+
+fn domains(names: &[&str]) -> Vec<String> {
+    names.iter().map(|s| (*s).to_owned()).collect()
+}
+
+/// A store with one DV order already synced.
+fn store_with_order(dir: &Path, id: u64) -> (Store, UnitId) {
+    let store = Store::open(dir).unwrap();
+    let unit = UnitId::order(id);
+    store.sync_unit(unit, "dns-txt-token", &domains(&["example.net"]), Some("bind")).unwrap();
+    (store, unit)
+}
+
+/// A second connection to the database file, to inspect or tamper with it behind the store.
+fn raw(dir: &Path) -> rusqlite::Connection {
+    rusqlite::Connection::open(dir.join(DB_FILE)).unwrap()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Child process: the same test binary, re-run with `--ignored --exact child_process` and an
+// environment variable saying what to do. It prints a marker line once the work is committed and
+// then blocks until the parent kills it (SIGKILL: a real crash, no destructor runs).
+
+const CHILD_DIR: &str = "DCVD_STORE_TEST_CHILD_DIR";
+const CHILD_ACTION: &str = "DCVD_STORE_TEST_CHILD_ACTION";
+const CHILD_READY: &str = "dcvd-store-child-ready";
+
+/// Not a test of its own: the body of the child process used by the crash and lock tests.
+#[test]
+#[ignore = "helper process started by the crash and lock tests"]
+fn child_process() {
+    let Ok(dir) = std::env::var(CHILD_DIR) else {
+        return;
+    };
+    let dir = Path::new(&dir);
+    let action = std::env::var(CHILD_ACTION).unwrap();
+    let store = Store::open(dir).unwrap();
+    let unit = UnitId::order(7);
+    match action.as_str() {
+        "hold" => {}
+        "publish" => {
+            store.sync_unit(unit, "dns-txt-token", &domains(&["example.net"]), None).unwrap();
+            store.record_publish_intent(unit, &[txt("_dnsauth.example.net", "tok-7")]).unwrap();
+        }
+        "remove" => {
+            let recs = store.records(unit).unwrap();
+            store.record_remove_intent(&[recs[0].id]).unwrap();
+        }
+        other => panic!("unknown child action {other}"),
+    }
+    println!("{CHILD_READY}");
+    // Block until killed (or until the parent closes stdin, if it dies first).
+    let mut line = String::new();
+    while std::io::stdin().read_line(&mut line).map(|n| n > 0).unwrap_or(false) {}
+    drop(store);
+}
+
+/// Starts the child with `action` on `dir` and waits until it has done its work.
+fn spawn_child(dir: &Path, action: &str) -> Child {
+    let exe = std::env::current_exe().unwrap();
+    let mut child = Command::new(exe)
+        .args(["--ignored", "--exact", "child_process", "--nocapture", "--test-threads=1"])
+        .env(CHILD_DIR, dir)
+        .env(CHILD_ACTION, action)
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    // libtest may print "test child_process ... " on the same line as the marker.
+    let ready = BufReader::new(stdout).lines().any(|line| line.unwrap().contains(CHILD_READY));
+    if !ready {
+        let status = child.wait().unwrap();
+        panic!("child process ({action}) exited ({status}) before it was ready; see its stderr above");
+    }
+    child
+}
+
+/// SIGKILL: the kernel drops the child's lock and file handles; no destructor runs.
+fn crash(mut child: Child) {
+    child.kill().unwrap();
+    child.wait().unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Lock
+
+/// A second open of the same state_dir fails with Locked and a message naming the directory, the
+/// lock file and what to do; it succeeds once the first store is dropped.
+#[test]
+fn second_open_is_locked_until_first_is_dropped() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Store::open(dir.path()).unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(err.is_locked(), "{err:?}");
+    let d = dir.path().display();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "another dcvd is running with state_dir {d} (lock held on {d}/{LOCK_FILE}); stop it or \
+             use a different state_dir"
+        )
+    );
+    drop(first);
+    Store::open(dir.path()).unwrap();
+}
+
+/// The lock holds against another process, and is released when that process dies without
+/// cleaning up (the stale lock file does not block a restart).
+#[test]
+fn lock_is_exclusive_across_processes_and_released_by_a_crash() {
+    let dir = tempfile::tempdir().unwrap();
+    let child = spawn_child(dir.path(), "hold");
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(err.is_locked(), "{err:?}");
+    crash(child);
+    assert!(dir.path().join(LOCK_FILE).exists());
+    Store::open(dir.path()).unwrap();
+}
+
+// ---------------------------------------------------------------------------------------------
+// Opening, settings, migrations
+
+/// The writer runs in WAL mode with synchronous=FULL and foreign keys on; the mode is persistent
+/// in the file (another connection sees it).
+#[test]
+fn pragmas_are_wal_full_with_foreign_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let info = store.info().unwrap();
+    assert_eq!(info.journal_mode, "wal");
+    assert_eq!(info.synchronous, 2, "synchronous must be FULL (2)");
+    assert!(info.foreign_keys);
+    assert_eq!(info.schema_version, schema_version());
+    assert!(!info.read_only);
+    assert_eq!(info.path, dir.path().join(DB_FILE));
+    let mode: String = raw(dir.path()).pragma_query_value(None, "journal_mode", |r| r.get(0)).unwrap();
+    assert_eq!(mode, "wal");
+}
+
+/// open creates a missing state_dir (nested) with mode 0700 and a private database file.
+#[test]
+fn creates_private_state_dir_and_files() {
+    let base = tempfile::tempdir().unwrap();
+    let dir = base.path().join("var/lib/dcvd");
+    let _store = Store::open(&dir).unwrap();
+    let mode = |p: &Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join(DB_FILE)), 0o600);
+    assert_eq!(mode(&dir.join(LOCK_FILE)), 0o600);
+}
+
+/// A fresh database (also an empty 0-byte file) is migrated to the current schema version, and
+/// reopening does not migrate again or lose anything.
+#[test]
+fn fresh_and_empty_databases_get_the_current_schema() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join(DB_FILE), b"").unwrap();
+    let (store, unit) = store_with_order(dir.path(), 1);
+    drop(store);
+    let version: u32 = raw(dir.path()).pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, schema_version());
+    let store = Store::open(dir.path()).unwrap();
+    assert!(store.unit(unit).unwrap().is_some());
+}
+
+/// A database written by a newer dcvd is refused by both opens with a message naming both
+/// versions, and is left untouched.
+#[test]
+fn database_from_a_newer_version_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(Store::open(dir.path()).unwrap());
+    let newer = schema_version() + 1;
+    raw(dir.path()).pragma_update(None, "user_version", newer).unwrap();
+
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(
+        matches!(err, StoreError::TooNew { found, supported, .. } if found == newer && supported == schema_version()),
+        "{err:?}"
+    );
+    let msg = err.to_string();
+    assert!(msg.contains(&format!("schema version {newer}")), "{msg}");
+    assert!(msg.contains("newer dcvd"), "{msg}");
+    assert!(msg.contains(&dir.path().join(DB_FILE).display().to_string()), "{msg}");
+
+    let err = Store::open_read_only(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::TooNew { .. }), "{err:?}");
+    let version: u32 = raw(dir.path()).pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+    assert_eq!(version, newer);
+}
+
+/// A file of garbage at state.sqlite3 gives a Corrupt error naming the file and the way out, and
+/// the file is left as it was (evidence for the operator).
+#[test]
+fn garbage_database_file_gives_a_clear_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let garbage = b"this is not a database, it is a text file that happens to be long enough \
+                    to fill the sqlite header and then some more bytes .........."
+        .repeat(40);
+    std::fs::write(dir.path().join(DB_FILE), &garbage).unwrap();
+
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    let msg = err.to_string();
+    assert!(msg.contains(&dir.path().join(DB_FILE).display().to_string()), "{msg}");
+    assert!(msg.contains("not a usable SQLite database"), "{msg}");
+    assert!(msg.contains("move it aside"), "{msg}");
+
+    let err = Store::open_read_only(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Corrupt { .. }), "{err:?}");
+    assert_eq!(std::fs::read(dir.path().join(DB_FILE)).unwrap(), garbage);
+    // The failed open released the lock: after fixing the file, dcvd starts.
+    std::fs::remove_file(dir.path().join(DB_FILE)).unwrap();
+    Store::open(dir.path()).unwrap();
+}
+
+/// Someone else's SQLite database in the state directory is refused, not "migrated".
+#[test]
+fn foreign_sqlite_database_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    raw(dir.path()).execute_batch("CREATE TABLE certs (pem TEXT)").unwrap();
+    let err = Store::open(dir.path()).unwrap_err();
+    assert!(err.to_string().contains("not a dcvd state database"), "{err}");
+    let tables: i64 =
+        raw(dir.path()).query_row("SELECT count(*) FROM sqlite_schema WHERE type = 'table'", [], |r| r.get(0)).unwrap();
+    assert_eq!(tables, 1, "the foreign database must not be modified");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Read-only access
+
+/// `dcvd status` can open the store read-only while the daemon holds the lock, sees committed
+/// data (also data committed after it opened), and cannot write.
+#[test]
+fn read_only_open_works_while_the_daemon_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, unit) = store_with_order(dir.path(), 11);
+    let ro = Store::open_read_only(dir.path()).unwrap();
+    assert!(ro.info().unwrap().read_only);
+    assert_eq!(ro.unit(unit).unwrap().unwrap().state, UnitState::Pending);
+
+    store.transition(unit, UnitState::TokenIssued, |_| {}).unwrap();
+    assert_eq!(ro.unit(unit).unwrap().unwrap().state, UnitState::TokenIssued);
+    assert_eq!(ro.units().unwrap().len(), 1);
+    assert_eq!(ro.counts_by_state().unwrap()[&UnitState::TokenIssued], 1);
+
+    let err = ro.transition(unit, UnitState::Failed, |_| {}).unwrap_err();
+    assert!(matches!(err, StoreError::ReadOnly), "{err:?}");
+    let err = ro.append_event(unit, "x", "y").unwrap_err();
+    assert!(matches!(err, StoreError::ReadOnly), "{err:?}");
+    // The daemon's store still works with the reader open.
+    store.append_event(unit, "token", "issued").unwrap();
+    assert_eq!(ro.events(unit).unwrap().len(), 1);
+}
+
+/// A read-only open of a directory without a database says so instead of creating one.
+#[test]
+fn read_only_open_of_a_missing_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let err = Store::open_read_only(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::Missing { .. }), "{err:?}");
+    assert!(err.to_string().contains("state_dir"), "{err}");
+    assert!(!dir.path().join(DB_FILE).exists());
+
+    // A database the daemon has not migrated yet (here: empty) cannot be read by this version.
+    std::fs::write(dir.path().join(DB_FILE), b"").unwrap();
+    let err = Store::open_read_only(dir.path()).unwrap_err();
+    assert!(matches!(err, StoreError::TooOld { found: 0, .. }), "{err:?}");
+    assert!(err.to_string().contains("dcvd run"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Records and intents
+
+/// Publish intent, then a drop without mark_published: on reopen the record is Publishing, so
+/// recovery republishes or cleans it up.
+#[test]
+fn publish_intent_survives_a_drop_as_publishing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, unit) = store_with_order(dir.path(), 21);
+    let rows = store
+        .record_publish_intent(unit, &[txt("_dnsauth.example.net", "v1"), txt("_dnsauth.www.example.net", "v1")])
+        .unwrap();
+    assert_eq!(rows.len(), 2);
+    assert!(rows.iter().all(|r| r.status == RecordStatus::Publishing && r.unit == unit));
+    drop(store);
+
+    let store = Store::open(dir.path()).unwrap();
+    let live = store.live_records().unwrap();
+    assert_eq!(live, rows);
+    assert_eq!(live[0].name, "_dnsauth.example.net");
+    assert_eq!(live[1].name, "_dnsauth.www.example.net");
+}
+
+/// A real crash (SIGKILL) right after the publish intent leaves a Publishing record; a crash
+/// right after a remove intent leaves a Removing one.
+#[test]
+fn intents_survive_a_killed_process() {
+    let dir = tempfile::tempdir().unwrap();
+    crash(spawn_child(dir.path(), "publish"));
+    let unit = UnitId::order(7);
+    {
+        let store = Store::open(dir.path()).unwrap();
+        let recs = store.records(unit).unwrap();
+        assert_eq!(recs.len(), 1);
+        assert_eq!(recs[0].status, RecordStatus::Publishing);
+        assert_eq!((recs[0].name.as_str(), recs[0].value.as_str()), ("_dnsauth.example.net", "tok-7"));
+        store.mark_published(recs[0].id, Some("rec-1"), None).unwrap();
+    }
+
+    crash(spawn_child(dir.path(), "remove"));
+    let store = Store::open(dir.path()).unwrap();
+    let live = store.live_records().unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].status, RecordStatus::Removing);
+    assert_eq!(live[0].provider_id.as_deref(), Some("rec-1"), "the provider id is kept for the removal");
+}
+
+/// Remove intent, then a drop without mark_removed: on reopen the record is Removing and still
+/// live; mark_removed then takes it out of the live set but keeps it in the unit's history.
+#[test]
+fn remove_intent_survives_a_drop_as_removing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, unit) = store_with_order(dir.path(), 22);
+    let rec = store.record_publish_intent(unit, &[txt("_dnsauth.example.net", "v")]).unwrap().remove(0);
+    store.mark_published(rec.id, Some("cf-123"), Some("C1")).unwrap();
+    store.record_remove_intent(&[rec.id]).unwrap();
+    drop(store);
+
+    let store = Store::open(dir.path()).unwrap();
+    let live = store.live_records().unwrap();
+    assert_eq!(live.len(), 1);
+    assert_eq!(live[0].status, RecordStatus::Removing);
+    assert_eq!(live[0].provider_id.as_deref(), Some("cf-123"));
+    assert_eq!(live[0].change_id.as_deref(), Some("C1"));
+
+    store.mark_removed(&[rec.id]).unwrap();
+    assert!(store.live_records().unwrap().is_empty());
+    let all = store.records(unit).unwrap();
+    assert_eq!(all.len(), 1);
+    assert_eq!(all[0].status, RecordStatus::Removed);
+}
+
+/// Publish intents are idempotent: the same record is returned as is (with its status and
+/// provider id), duplicates in one call collapse; a removed or removing record is revived to
+/// Publishing with its provider ids cleared.
+#[test]
+fn publish_intents_are_idempotent_and_revive_removed_records() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, unit) = store_with_order(dir.path(), 23);
+    let a = txt("_dnsauth.example.net", "v");
+    let b = txt("_dnsauth.example.net", "w"); // same name, other value: another record
+    let first = store.record_publish_intent(unit, &[a.clone(), b.clone(), a.clone()]).unwrap();
+    assert_eq!(first.len(), 3);
+    assert_eq!(first[0], first[2]);
+    assert_ne!(first[0].id, first[1].id);
+    assert_eq!(store.records(unit).unwrap().len(), 2);
+
+    store.mark_published(first[0].id, Some("id-a"), None).unwrap();
+    let again = store.record_publish_intent(unit, std::slice::from_ref(&a)).unwrap();
+    assert_eq!(again[0].id, first[0].id);
+    assert_eq!(again[0].status, RecordStatus::Published);
+    assert_eq!(again[0].provider_id.as_deref(), Some("id-a"));
+
+    store.record_remove_intent(&[first[0].id, first[1].id]).unwrap();
+    store.mark_removed(&[first[0].id]).unwrap();
+    let mut a2 = a.clone();
+    a2.ttl = 120;
+    let revived = store.record_publish_intent(unit, &[a2, b]).unwrap();
+    assert_eq!(revived[0].id, first[0].id, "a removed record is revived, not duplicated");
+    assert_eq!(revived[0].status, RecordStatus::Publishing);
+    assert_eq!(revived[0].ttl, 120);
+    assert_eq!(revived[0].provider_id, None);
+    assert_eq!(revived[1].id, first[1].id);
+    assert_eq!(revived[1].status, RecordStatus::Publishing, "a removing record is revived too");
+    assert_eq!(store.records(unit).unwrap().len(), 2);
+}
+
+/// Remove intents and mark_removed are idempotent; an unknown id fails the whole batch without
+/// writing any of it; a publish cannot be confirmed after a remove intent.
+#[test]
+fn record_status_changes_are_checked_and_atomic() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, unit) = store_with_order(dir.path(), 24);
+    let rec = store.record_publish_intent(unit, &[txt("_dnsauth.example.net", "v")]).unwrap().remove(0);
+
+    let err = store.record_remove_intent(&[rec.id, 9999]).unwrap_err();
+    assert!(matches!(err, StoreError::UnknownRecord { id: 9999 }), "{err:?}");
+    assert_eq!(store.records(unit).unwrap()[0].status, RecordStatus::Publishing, "batch rolled back");
+    let err = store.mark_published(9999, None, None).unwrap_err();
+    assert!(matches!(err, StoreError::UnknownRecord { id: 9999 }), "{err:?}");
+
+    store.record_remove_intent(&[rec.id]).unwrap();
+    store.record_remove_intent(&[rec.id]).unwrap();
+    assert_eq!(store.records(unit).unwrap()[0].status, RecordStatus::Removing);
+    let err = store.mark_published(rec.id, Some("x"), None).unwrap_err();
+    assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+    assert!(err.to_string().contains("removing"), "{err}");
+
+    store.mark_removed(&[rec.id]).unwrap();
+    store.mark_removed(&[rec.id]).unwrap();
+    store.record_remove_intent(&[rec.id]).unwrap();
+    assert_eq!(store.records(unit).unwrap()[0].status, RecordStatus::Removed, "removed stays removed");
+    let err = store.mark_removed(&[rec.id, -1]).unwrap_err();
+    assert!(matches!(err, StoreError::UnknownRecord { id: -1 }), "{err:?}");
+}
+
+/// Intents for a unit the store does not know, or of a type dcvd never publishes, are refused.
+#[test]
+fn publish_intent_validates_its_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, unit) = store_with_order(dir.path(), 25);
+    let err = store.record_publish_intent(UnitId::domain(25), &[txt("a.example.net", "v")]).unwrap_err();
+    assert!(matches!(err, StoreError::UnknownUnit { .. }), "{err:?}");
+    assert!(err.to_string().contains("domain 25"), "{err}");
+    let mut bad = txt("a.example.net", "v");
+    bad.rtype = "A".to_owned();
+    let err = store.record_publish_intent(unit, &[txt("b.example.net", "v"), bad]).unwrap_err();
+    assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
+    assert!(store.records(unit).unwrap().is_empty(), "nothing of a refused batch is written");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Units
+
+/// transition applies the edit and the new state in one write and moves state_since only when
+/// the state changes.
+#[test]
+fn transition_sets_state_since_only_on_change() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, unit) = store_with_order(dir.path(), 31);
+    // Backdate state_since behind the store's back so a change is visible without sleeping.
+    raw(dir.path()).execute("UPDATE units SET state_since = 1, updated_at = 1", []).unwrap();
+
+    let row = store
+        .transition(unit, UnitState::Pending, |r| {
+            r.attempts = 3;
+            r.state = UnitState::Failed; // overridden by `to`
+            r.state_since = 99; // overridden by the store
+        })
+        .unwrap();
+    assert_eq!(row.state, UnitState::Pending);
+    assert_eq!(row.state_since, 1, "same state: state_since kept");
+    assert_eq!(row.attempts, 3);
+    assert!(row.updated_at > 1);
+    assert_eq!(store.unit(unit).unwrap().unwrap(), row, "returned row is what was stored");
+
+    let before = dcvd::store::now_millis();
+    let row = store
+        .transition(unit, UnitState::TokenIssued, |r| {
+            r.token = Some("rv-1".to_owned());
+            r.token_expires_at = Some(1_900_000_000);
+            r.attempts = 0;
+        })
+        .unwrap();
+    assert_eq!(row.state, UnitState::TokenIssued);
+    assert!(row.state_since >= before, "state changed: state_since is now");
+    assert_eq!(row.token.as_deref(), Some("rv-1"));
+    assert_eq!(store.unit(unit).unwrap().unwrap(), row);
+}
+
+/// transition on an unknown unit fails and writes nothing; a panic in the edit rolls back and
+/// leaves the store usable.
+#[test]
+fn transition_failures_write_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, unit) = store_with_order(dir.path(), 32);
+    let err = store.transition(UnitId::order(404), UnitState::Valid, |_| {}).unwrap_err();
+    assert!(matches!(err, StoreError::UnknownUnit { unit } if unit == UnitId::order(404)), "{err:?}");
+    assert!(store.unit(UnitId::order(404)).unwrap().is_none());
+
+    let before = store.unit(unit).unwrap().unwrap();
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        store.transition(unit, UnitState::Valid, |_| panic!("edit failed")).unwrap();
+    }));
+    assert!(panicked.is_err());
+    assert_eq!(store.unit(unit).unwrap().unwrap(), before);
+    store.transition(unit, UnitState::TokenIssued, |_| {}).unwrap();
+}
+
+/// save_unit writes every mutable field, keeps created_at, and maintains state_since itself.
+#[test]
+fn save_unit_round_trips_every_field() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, unit) = store_with_order(dir.path(), 33);
+    raw(dir.path()).execute("UPDATE units SET state_since = 5", []).unwrap();
+    let mut row = store.unit(unit).unwrap().unwrap();
+    let created = row.created_at;
+    row.method = "dns-cname-token".to_owned();
+    row.domains = domains(&["a.example.net", "*.b.example.net"]);
+    row.provider = None;
+    row.token = Some("tok".to_owned());
+    row.token_expires_at = Some(1_800_000_000);
+    row.verification_value = Some("dcv.digicert.com".to_owned());
+    row.renewals = 2;
+    row.attempts = 17;
+    row.next_action_at = Some(1_800_000_000_123);
+    row.last_error = Some("invalid_dns_txt: not found yet".to_owned());
+    row.in_config = false;
+    row.created_at = 0;
+    row.state_since = 0;
+    store.save_unit(&row).unwrap();
+
+    let stored = store.unit(unit).unwrap().unwrap();
+    assert_eq!(stored.created_at, created);
+    assert_eq!(stored.state_since, 5, "same state: state_since kept");
+    let expected =
+        dcvd::store::UnitRow { created_at: created, state_since: 5, updated_at: stored.updated_at, ..row.clone() };
+    assert_eq!(stored, expected);
+
+    row.state = UnitState::Checking;
+    store.save_unit(&row).unwrap();
+    assert!(store.unit(unit).unwrap().unwrap().state_since > 5, "state changed: state_since is now");
+
+    row.unit = UnitId::domain(33);
+    let err = store.save_unit(&row).unwrap_err();
+    assert!(matches!(err, StoreError::UnknownUnit { .. }), "{err:?}");
+}
+
+/// sync_unit inserts new units as Pending, updates changed config fields, leaves an unchanged
+/// unit untouched (no write), and never changes the state.
+#[test]
+fn sync_unit_inserts_and_updates() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let unit = UnitId::domain(41);
+    let row = store.sync_unit(unit, "dns-txt-token", &domains(&["example.org"]), None).unwrap();
+    assert_eq!(row.state, UnitState::Pending);
+    assert!(row.in_config);
+    assert_eq!((row.renewals, row.attempts, row.token.as_ref()), (0, 0, None));
+    assert_eq!(store.unit(unit).unwrap().unwrap(), row);
+
+    store.transition(unit, UnitState::Published, |_| {}).unwrap();
+    raw(dir.path()).execute("UPDATE units SET updated_at = 1", []).unwrap();
+    let same = store.sync_unit(unit, "dns-txt-token", &domains(&["example.org"]), None).unwrap();
+    assert_eq!(same.updated_at, 1, "unchanged config: nothing written");
+    assert_eq!(same.state, UnitState::Published);
+
+    let changed =
+        store.sync_unit(unit, "dns-cname-token", &domains(&["example.org", "www.example.org"]), Some("aws")).unwrap();
+    assert_eq!(changed.method, "dns-cname-token");
+    assert_eq!(changed.domains, domains(&["example.org", "www.example.org"]));
+    assert_eq!(changed.provider.as_deref(), Some("aws"));
+    assert_eq!(changed.state, UnitState::Published, "sync never changes the state");
+    assert!(changed.updated_at > 1);
+    assert_eq!(store.unit(unit).unwrap().unwrap(), changed);
+}
+
+/// sync_units applies many units in one call with the same rules as sync_unit, returning rows in
+/// the order given.
+#[test]
+fn sync_units_in_one_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let d1 = domains(&["example.com"]);
+    let d2 = domains(&["example.org"]);
+    store.sync_unit(UnitId::order(2), "dns-txt-token", &d1, None).unwrap();
+    store.transition(UnitId::order(2), UnitState::Checking, |_| {}).unwrap();
+    let specs = [
+        UnitSpec { unit: UnitId::domain(9), method: "dns-cname-token", domains: &d2, provider: Some("aws") },
+        UnitSpec { unit: UnitId::order(2), method: "dns-txt-token", domains: &d2, provider: None },
+        UnitSpec { unit: UnitId::order(1), method: "dns-txt-token", domains: &d1, provider: None },
+    ];
+    let rows = store.sync_units(&specs).unwrap();
+    let got: Vec<_> = rows.iter().map(|r| (r.unit, r.state, r.domains.clone())).collect();
+    assert_eq!(
+        got,
+        vec![
+            (UnitId::domain(9), UnitState::Pending, d2.clone()),
+            (UnitId::order(2), UnitState::Checking, d2.clone()),
+            (UnitId::order(1), UnitState::Pending, d1.clone()),
+        ]
+    );
+    let mut stored = store.units().unwrap();
+    stored.sort_by_key(|r| specs.iter().position(|s| s.unit == r.unit));
+    assert_eq!(stored, rows);
+}
+
+/// Units missing from the config are flagged (terminal ones are left alone), reported again on
+/// the next scan until terminal, and a unit back in the config is flagged present again.
+#[test]
+fn mark_missing_from_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let d = domains(&["example.com"]);
+    let (a, b, c, e) = (UnitId::order(1), UnitId::order(2), UnitId::domain(1), UnitId::domain(2));
+    for unit in [a, b, c, e] {
+        store.sync_unit(unit, "dns-txt-token", &d, None).unwrap();
+    }
+    store.transition(c, UnitState::CleanedUp, |_| {}).unwrap();
+    store.transition(e, UnitState::Valid, |_| {}).unwrap();
+
+    assert_eq!(store.mark_missing_from_config(&[a]).unwrap(), vec![b, e]);
+    let flags: Vec<(UnitId, bool)> = store.units().unwrap().iter().map(|r| (r.unit, r.in_config)).collect();
+    assert_eq!(flags, vec![(a, true), (b, false), (c, true), (e, false)]);
+    assert_eq!(store.mark_missing_from_config(&[a]).unwrap(), vec![b, e], "reported until terminal");
+
+    store.transition(e, UnitState::Removed, |_| {}).unwrap();
+    store.sync_unit(b, "dns-txt-token", &d, None).unwrap();
+    assert!(store.unit(b).unwrap().unwrap().in_config);
+    assert_eq!(store.mark_missing_from_config(&[a, b]).unwrap(), vec![]);
+}
+
+/// Every state appears in the counts, with the right numbers.
+#[test]
+fn counts_by_state() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    for id in 0..5 {
+        store.sync_unit(UnitId::order(id), "dns-txt-token", &domains(&["example.com"]), None).unwrap();
+    }
+    store.transition(UnitId::order(0), UnitState::Checking, |_| {}).unwrap();
+    store.transition(UnitId::order(1), UnitState::Checking, |_| {}).unwrap();
+    store.transition(UnitId::order(2), UnitState::Failed, |_| {}).unwrap();
+    let counts = store.counts_by_state().unwrap();
+    assert_eq!(counts.len(), UnitState::ALL.len());
+    assert_eq!(counts[&UnitState::Pending], 2);
+    assert_eq!(counts[&UnitState::Checking], 2);
+    assert_eq!(counts[&UnitState::Failed], 1);
+    assert_eq!(counts.values().sum::<u64>(), 5);
+}
+
+/// The event log keeps the last EVENTS_PER_UNIT events of each unit, oldest first, and cuts long
+/// details.
+#[test]
+fn events_are_capped_per_unit() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let (u, other) = (UnitId::order(51), UnitId::domain(51));
+    store.append_event(other, "kept", "other unit").unwrap();
+    let total = EVENTS_PER_UNIT + 5;
+    for i in 0..total {
+        store.append_event(u, "tick", &format!("n={i}")).unwrap();
+    }
+    let events = store.events(u).unwrap();
+    assert_eq!(events.len(), EVENTS_PER_UNIT as usize);
+    assert_eq!(events[0].2, "n=5");
+    assert_eq!(events.last().unwrap().2, format!("n={}", total - 1));
+    assert!(events.windows(2).all(|w| w[0].0 <= w[1].0));
+    assert_eq!(store.events(other).unwrap().len(), 1);
+
+    store.append_event(other, "long", &"x".repeat(EVENT_DETAIL_MAX * 2)).unwrap();
+    assert_eq!(store.events(other).unwrap()[1].2.len(), EVENT_DETAIL_MAX);
+}
+
+/// Everything written survives closing and reopening the store.
+#[test]
+fn data_survives_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, unit) = store_with_order(dir.path(), 61);
+    let row = store
+        .transition(unit, UnitState::Published, |r| {
+            r.token = Some("abc".to_owned());
+            r.token_expires_at = Some(1_900_000_000);
+            r.next_action_at = Some(42);
+        })
+        .unwrap();
+    let rec = store.record_publish_intent(unit, &[txt("_dnsauth.example.net", "abc")]).unwrap().remove(0);
+    store.mark_published(rec.id, Some("p1"), Some("c1")).unwrap();
+    store.append_event(unit, "published", "_dnsauth.example.net").unwrap();
+    let records = store.records(unit).unwrap();
+    drop(store);
+
+    let store = Store::open(dir.path()).unwrap();
+    assert_eq!(store.units().unwrap(), vec![row]);
+    assert_eq!(store.records(unit).unwrap(), records);
+    assert_eq!(records[0].status, RecordStatus::Published);
+    assert_eq!(store.events(unit).unwrap()[0].1, "published");
+}
+
+/// The store is shared between threads; concurrent writers each see their own writes.
+#[test]
+fn concurrent_writers_from_threads() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+    let handles: Vec<_> = (0..4u64)
+        .map(|t| {
+            let store = store.clone();
+            std::thread::spawn(move || {
+                let unit = UnitId::order(100 + t);
+                store.sync_unit(unit, "dns-txt-token", &domains(&["example.com"]), None).unwrap();
+                for i in 0..25u32 {
+                    store.transition(unit, UnitState::Checking, |r| r.attempts = i + 1).unwrap();
+                }
+            })
+        })
+        .collect();
+    for h in handles {
+        h.join().unwrap();
+    }
+    let units = store.units().unwrap();
+    assert_eq!(units.len(), 4);
+    assert!(units.iter().all(|r| r.attempts == 25 && r.state == UnitState::Checking));
+}
