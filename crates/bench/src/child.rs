@@ -161,9 +161,9 @@ pub async fn start_dns(store: MemoryStore, spec: &ChildSpec) -> anyhow::Result<M
         },
         soa_minimum: s.negative_ttl_s,
     };
-    dns_provider::memory::serve(store, cfg).await.map_err(|e| {
-        anyhow::anyhow!("cannot start the benchmark's name servers on {:?}: {e}", spec.dns_addrs)
-    })
+    dns_provider::memory::serve(store, cfg)
+        .await
+        .map_err(|e| anyhow::anyhow!("cannot start the benchmark's name servers on {:?}: {e}", spec.dns_addrs))
 }
 
 /// Watches a store and notes, for every record that appears, when the last name server serves

@@ -123,14 +123,20 @@ fn scenarios(cli: &Cli) -> anyhow::Result<Vec<Scenario>> {
         .lag
         .as_deref()
         .map(|s| {
-            let (a, b) = s.split_once("..").ok_or_else(|| anyhow::anyhow!("--lag {s:?}: expected MIN..MAX such as 0s..30s"))?;
+            let (a, b) =
+                s.split_once("..").ok_or_else(|| anyhow::anyhow!("--lag {s:?}: expected MIN..MAX such as 0s..30s"))?;
             let a = humantime::parse_duration(a.trim()).map_err(|e| anyhow::anyhow!("--lag {s:?}: {e}"))?;
             let b = humantime::parse_duration(b.trim()).map_err(|e| anyhow::anyhow!("--lag {s:?}: {e}"))?;
             anyhow::ensure!(a <= b, "--lag {s:?}: MIN must not exceed MAX");
             Ok((a, b))
         })
         .transpose()?;
-    let windows = cli.rate_limits.as_deref().map(Window::parse_list).transpose().map_err(|e| anyhow::anyhow!("--rate-limits: {e}"))?;
+    let windows = cli
+        .rate_limits
+        .as_deref()
+        .map(Window::parse_list)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("--rate-limits: {e}"))?;
     for s in &mut list {
         anyhow::ensure!(s.orders > 0, "--scenarios: an order count must be at least 1");
         if let Some((a, b)) = lag {

@@ -91,6 +91,11 @@ async fn run_one(scenario: &Scenario, strategy: Strategy, opts: &Options) -> any
     let result = spawn_child(&spec, &log_path, opts.deadline + Duration::from_secs(120)).await;
     let stats = sim.stats();
     running.shutdown().await;
+    if let Some(dir) = std::env::var_os("DCVD_BENCH_DUMP_CHECKS") {
+        // Debugging aid: every check the simulator saw, per run.
+        let path = PathBuf::from(dir).join(format!("checks-{}-{strategy}.json", scenario.orders));
+        let _ = std::fs::write(&path, serde_json::to_string(&stats.checks)?);
+    }
     let child = result.with_context(|| format!("child log: {}", log_path.display()))?;
     // Keep the log of a run that left orders invalid; the state store and key are not needed.
     let _ = std::fs::remove_dir_all(run_dir.join("work"));
@@ -129,10 +134,7 @@ async fn spawn_child(spec: &ChildSpec, log_path: &std::path::Path, limit: Durati
     if !status.success() {
         anyhow::bail!("the child exited with {status}");
     }
-    let line = text
-        .lines()
-        .find_map(|l| l.strip_prefix(RESULT_PREFIX))
-        .context("the child printed no result line")?;
+    let line = text.lines().find_map(|l| l.strip_prefix(RESULT_PREFIX)).context("the child printed no result line")?;
     serde_json::from_str(line).context("the child's result line")
 }
 

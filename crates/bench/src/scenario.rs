@@ -80,15 +80,7 @@ impl Scenario {
         } else {
             vec![Window::new(100, Duration::from_secs(1)), Window::new(5000, Duration::from_secs(60))]
         };
-        Self {
-            orders,
-            windows,
-            lag_min_ms: 0,
-            lag_max_ms: 30_000,
-            server_lag_ms: 3_000,
-            negative_ttl_s: 30,
-            seed: 1,
-        }
+        Self { orders, windows, lag_min_ms: 0, lag_max_ms: 30_000, server_lag_ms: 3_000, negative_ttl_s: 30, seed: 1 }
     }
 
     /// The `--quick` scenario: a few orders, lag 0-1 s, a short negative TTL.

@@ -4,7 +4,8 @@
 use std::process::Command;
 
 fn run_quick(strategies: &str) -> serde_json::Value {
-    let dir = std::env::temp_dir().join(format!("dcvd-bench-it-{}-{}", std::process::id(), strategies.replace(',', "_")));
+    let dir =
+        std::env::temp_dir().join(format!("dcvd-bench-it-{}-{}", std::process::id(), strategies.replace(',', "_")));
     std::fs::create_dir_all(&dir).unwrap();
     let json = dir.join("out.json");
     let out = Command::new(env!("CARGO_BIN_EXE_dcvd-bench"))

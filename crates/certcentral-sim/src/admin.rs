@@ -33,16 +33,12 @@ fn bad_request(message: String) -> Response {
 
 /// One item or an array of them.
 fn one_or_many<T: DeserializeOwned>(body: &Bytes) -> Result<Vec<T>, String> {
-    let v: Value =
-        serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
+    let v: Value = serde_json::from_slice(body).map_err(|e| format!("the body is not valid JSON: {e}"))?;
     let items = match v {
         Value::Array(items) => items,
         other => vec![other],
     };
-    items
-        .into_iter()
-        .map(|i| serde_json::from_value(i).map_err(|e| format!("invalid item: {e}")))
-        .collect()
+    items.into_iter().map(|i| serde_json::from_value(i).map_err(|e| format!("invalid item: {e}"))).collect()
 }
 
 async fn create_orders(State(sim): State<Sim>, body: Bytes) -> Response {
@@ -72,11 +68,7 @@ async fn create_domains(State(sim): State<Sim>, body: Bytes) -> Response {
 }
 
 fn unknown(kind: &str, id: &str) -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        &format!("no {kind} with id {id}"),
-    )
+    error(StatusCode::NOT_FOUND, "not_found", &format!("no {kind} with id {id}"))
 }
 
 async fn get_order(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
@@ -98,11 +90,7 @@ async fn advance_clock(State(sim): State<Sim>, body: Bytes) -> Response {
         Ok(v) => v,
         Err(e) => return bad_request(format!("expected {{\"seconds\": N}}: {e}")),
     };
-    let Some(seconds) = v
-        .get("seconds")
-        .and_then(Value::as_f64)
-        .filter(|s| *s >= 0.0 && s.is_finite())
-    else {
+    let Some(seconds) = v.get("seconds").and_then(Value::as_f64).filter(|s| *s >= 0.0 && s.is_finite()) else {
         return bad_request("expected {\"seconds\": N} with N >= 0".to_string());
     };
     sim.advance_clock(Duration::from_secs_f64(seconds));

@@ -28,47 +28,27 @@ const PREFIX: &str = "/services/v2";
 pub(crate) fn routes(sim: Sim) -> Router {
     let api = Router::new()
         .route("/order/certificate/{id}", get(order_info))
-        .route(
-            "/order/certificate/{id}/dcv-random-value",
-            put(dcv_random_value),
-        )
+        .route("/order/certificate/{id}/dcv-random-value", put(dcv_random_value))
         .route("/order/certificate/{id}/check-dcv", put(check_dcv))
         .route("/order/certificate/{id}/validation", get(order_validation))
         .route("/order/certificate/{id}/dcv-method", put(order_dcv_method))
         .route("/domain/{id}", get(domain_info))
         .route("/domain/{id}/validation", post(domain_submit_validation))
         .route("/domain/{id}/dcv/token", post(domain_dcv_token))
-        .route(
-            "/domain/{id}/dcv/validate-token",
-            put(domain_validate_token),
-        )
+        .route("/domain/{id}/dcv/validate-token", put(domain_validate_token))
         .route_layer(middleware::from_fn_with_state(sim.clone(), pipeline))
-        .fallback(|| async {
-            error(
-                StatusCode::NOT_FOUND,
-                "not_found",
-                "The requested resource could not be found.",
-            )
-        })
+        .fallback(|| async { error(StatusCode::NOT_FOUND, "not_found", "The requested resource could not be found.") })
         .with_state(sim);
     Router::new().nest(PREFIX, api)
 }
 
 /// `{"errors":[{"code","message"}]}` with `status`.
 pub(crate) fn error(status: StatusCode, code: &str, message: &str) -> Response {
-    (
-        status,
-        axum::Json(json!({"errors": [{"code": code, "message": message}]})),
-    )
-        .into_response()
+    (status, axum::Json(json!({"errors": [{"code": code, "message": message}]}))).into_response()
 }
 
 fn not_found() -> Response {
-    error(
-        StatusCode::NOT_FOUND,
-        "not_found",
-        "The requested resource could not be found.",
-    )
+    error(StatusCode::NOT_FOUND, "not_found", "The requested resource could not be found.")
 }
 
 fn endpoint_name(matched: &str) -> &'static str {
@@ -113,10 +93,7 @@ fn draw_fault(w: &mut World, endpoint: &str) -> (Option<Fault>, Option<Duration>
     let r: f64 = w.rng.random();
     let r_latency: f64 = w.rng.random();
     let latency = if r_latency < rule.latency {
-        Some(Duration::from_millis(
-            w.rng
-                .random_range(rule.latency_min_ms..=rule.latency_max_ms),
-        ))
+        Some(Duration::from_millis(w.rng.random_range(rule.latency_min_ms..=rule.latency_max_ms)))
     } else {
         None
     };
@@ -156,16 +133,9 @@ fn too_many_requests() -> Response {
 
 /// Counting, authentication, rate limits and faults, in that order.
 async fn pipeline(State(sim): State<Sim>, req: Request, next: Next) -> Response {
-    let endpoint = req
-        .extensions()
-        .get::<MatchedPath>()
-        .map_or("unknown", |m| endpoint_name(m.as_str()));
+    let endpoint = req.extensions().get::<MatchedPath>().map_or("unknown", |m| endpoint_name(m.as_str()));
     let unit = unit_of(req.uri().path());
-    let key = req
-        .headers()
-        .get("x-dc-devkey")
-        .map(HeaderValue::as_bytes)
-        .map(<[u8]>::to_vec);
+    let key = req.headers().get("x-dc-devkey").map(HeaderValue::as_bytes).map(<[u8]>::to_vec);
     let now = sim.mono_now();
 
     let (fault, latency) = {
@@ -173,20 +143,10 @@ async fn pipeline(State(sim): State<Sim>, req: Request, next: Next) -> Response 
         *w.stats.calls.entry(endpoint.to_string()).or_default() += 1;
         match unit {
             Some((UnitKind::Order, id)) => {
-                *w.stats
-                    .order_calls
-                    .entry(id)
-                    .or_default()
-                    .entry(endpoint.to_string())
-                    .or_default() += 1;
+                *w.stats.order_calls.entry(id).or_default().entry(endpoint.to_string()).or_default() += 1;
             }
             Some((UnitKind::Domain, id)) => {
-                *w.stats
-                    .domain_calls
-                    .entry(id)
-                    .or_default()
-                    .entry(endpoint.to_string())
-                    .or_default() += 1;
+                *w.stats.domain_calls.entry(id).or_default().entry(endpoint.to_string()).or_default() += 1;
             }
             None => {}
         }
@@ -201,30 +161,17 @@ async fn pipeline(State(sim): State<Sim>, req: Request, next: Next) -> Response 
             }
             Some(k) if k != sim.inner.config.api_key.as_bytes() => {
                 w.stats.unauthorized += 1;
-                return error(
-                    StatusCode::UNAUTHORIZED,
-                    "unauthorized",
-                    "The specified API key is invalid.",
-                );
+                return error(StatusCode::UNAUTHORIZED, "unauthorized", "The specified API key is invalid.");
             }
             Some(_) => {}
         }
         let limits = &sim.inner.config.rate_limits;
         let longest = limits.iter().map(|(_, d)| *d).max().unwrap_or_default();
-        while w
-            .accepted
-            .front()
-            .is_some_and(|t| now.saturating_duration_since(*t) >= longest)
-        {
+        while w.accepted.front().is_some_and(|t| now.saturating_duration_since(*t) >= longest) {
             w.accepted.pop_front();
         }
         let breached = limits.iter().any(|(n, per)| {
-            let in_window = w
-                .accepted
-                .iter()
-                .rev()
-                .take_while(|t| now.saturating_duration_since(**t) < *per)
-                .count();
+            let in_window = w.accepted.iter().rev().take_while(|t| now.saturating_duration_since(**t) < *per).count();
             in_window >= *n as usize
         });
         if breached {
@@ -251,11 +198,7 @@ async fn pipeline(State(sim): State<Sim>, req: Request, next: Next) -> Response 
     };
 
     if let Some(delay) = latency {
-        tracing::debug!(
-            endpoint,
-            delay_ms = delay.as_millis() as u64,
-            "injecting latency"
-        );
+        tracing::debug!(endpoint, delay_ms = delay.as_millis() as u64, "injecting latency");
         tokio::time::sleep(delay).await;
     }
     match fault {
@@ -318,10 +261,7 @@ async fn dcv_random_value(State(sim): State<Sim>, Path(id): Path<String>) -> Res
         order.random_value = random_token(&mut w.rng);
         order.random_value_expires = expiry;
         w.stats.tokens_issued += 1;
-        tracing::info!(
-            order_id = order.id,
-            "new dcv random value (the old one expired)"
-        );
+        tracing::info!(order_id = order.id, "new dcv random value (the old one expired)");
     }
     axum::Json(json!({
         "dcv_random_value": order.random_value,
@@ -359,28 +299,12 @@ fn record_check(
 }
 
 /// Looks every candidate of `name` up by `method`'s rule; the first hit validates.
-async fn validate_name(
-    sim: &Sim,
-    method: DcvMethod,
-    name: &str,
-    value: &str,
-    counters: &mut LookupCounters,
-) -> bool {
+async fn validate_name(sim: &Sim, method: DcvMethod, name: &str, value: &str, counters: &mut LookupCounters) -> bool {
     let now = sim.mono_now();
     for candidate in candidate_names(name) {
         let found = match method {
-            DcvMethod::DnsTxtToken => {
-                sim.inner
-                    .dns
-                    .find_txt(&candidate, value, now, counters)
-                    .await
-            }
-            DcvMethod::DnsCnameToken => {
-                sim.inner
-                    .dns
-                    .find_cname(&candidate, value, now, counters)
-                    .await
-            }
+            DcvMethod::DnsTxtToken => sim.inner.dns.find_txt(&candidate, value, now, counters).await,
+            DcvMethod::DnsCnameToken => sim.inner.dns.find_cname(&candidate, value, now, counters).await,
             DcvMethod::HttpToken | DcvMethod::Email => None,
         };
         if let Some(owner) = found {
@@ -398,24 +322,16 @@ fn wrong_method(method: DcvMethod) -> Response {
             "file_random_value_not_found",
             "Could not find the random value at the expected file location for one or more domains.",
         ),
-        _ => error(
-            StatusCode::BAD_REQUEST,
-            "invalid_dns_method",
-            "An error occurred while processing your request.",
-        ),
+        _ => error(StatusCode::BAD_REQUEST, "invalid_dns_method", "An error occurred while processing your request."),
     }
 }
 
 fn dv_not_found(method: DcvMethod, expired: bool) -> Response {
     let (code, mut message) = match method {
-        DcvMethod::DnsCnameToken => (
-            "invalid_dns_cname",
-            "Could not find a valid CNAME record for one or more domains.".to_string(),
-        ),
-        _ => (
-            "invalid_dns_txt",
-            "Could not find a valid TXT record for one or more domains.".to_string(),
-        ),
+        DcvMethod::DnsCnameToken => {
+            ("invalid_dns_cname", "Could not find a valid CNAME record for one or more domains.".to_string())
+        }
+        _ => ("invalid_dns_txt", "Could not find a valid TXT record for one or more domains.".to_string()),
     };
     if expired {
         message.push_str(" The random value has expired: request a new one.");
@@ -478,12 +394,8 @@ async fn check_dcv(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
             );
             return dv_not_found(method, true);
         }
-        let pending: Vec<String> = order
-            .dns_names
-            .iter()
-            .filter(|n| !order.validated.contains_key(*n))
-            .cloned()
-            .collect();
+        let pending: Vec<String> =
+            order.dns_names.iter().filter(|n| !order.validated.contains_key(*n)).cloned().collect();
         (oid, method, order.random_value.clone(), pending)
     };
     let (oid, method, value, pending) = snapshot;
@@ -518,14 +430,7 @@ async fn check_dcv(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
         }
         tracing::info!(order_id = oid, "order dcv valid");
         let resp = check_dcv_ok(order);
-        record_check(
-            &sim,
-            w,
-            (UnitKind::Order, oid),
-            CheckOutcome::Valid,
-            (valid, total),
-            counters,
-        );
+        record_check(&sim, w, (UnitKind::Order, oid), CheckOutcome::Valid, (valid, total), counters);
         resp
     } else {
         tracing::info!(
@@ -535,14 +440,7 @@ async fn check_dcv(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
             negative_cache_hits = counters.negative_cache_hits,
             "order dcv check found no record for some names"
         );
-        record_check(
-            &sim,
-            w,
-            (UnitKind::Order, oid),
-            CheckOutcome::NotFound,
-            (valid, total),
-            counters,
-        );
+        record_check(&sim, w, (UnitKind::Order, oid), CheckOutcome::NotFound, (valid, total), counters);
         dv_not_found(method, false)
     }
 }
@@ -597,11 +495,7 @@ async fn order_dcv_method(State(sim): State<Sim>, Path(id): Path<String>, body: 
     let Some(order) = parse_id(&id).and_then(|id| w.orders.get_mut(&id)) else {
         return not_found();
     };
-    let Some(method) = body
-        .get("dcv_method")
-        .and_then(Value::as_str)
-        .and_then(DcvMethod::parse)
-    else {
+    let Some(method) = body.get("dcv_method").and_then(Value::as_str).and_then(DcvMethod::parse) else {
         return invalid_dcv_method();
     };
     order.dcv_method = method;
@@ -613,9 +507,7 @@ fn dcv_token_json(method: DcvMethod, name: &str, token: &str, expires: DateTime<
     match method {
         DcvMethod::DnsCnameToken => v["verification_value"] = json!(DCV_CNAME_TARGET),
         DcvMethod::HttpToken => {
-            v["http_token_url"] = json!(format!(
-                "http://{name}/.well-known/pki-validation/fileauth.txt"
-            ));
+            v["http_token_url"] = json!(format!("http://{name}/.well-known/pki-validation/fileauth.txt"));
         }
         _ => {}
     }
@@ -623,23 +515,10 @@ fn dcv_token_json(method: DcvMethod, name: &str, token: &str, expires: DateTime<
 }
 
 fn base_emails(name: &str) -> Vec<String> {
-    [
-        "administrator",
-        "postmaster",
-        "admin",
-        "webmaster",
-        "hostmaster",
-    ]
-    .iter()
-    .map(|u| format!("{u}@{name}"))
-    .collect()
+    ["administrator", "postmaster", "admin", "webmaster", "hostmaster"].iter().map(|u| format!("{u}@{name}")).collect()
 }
 
-async fn domain_submit_validation(
-    State(sim): State<Sim>,
-    Path(id): Path<String>,
-    body: Bytes,
-) -> Response {
+async fn domain_submit_validation(State(sim): State<Sim>, Path(id): Path<String>, body: Bytes) -> Response {
     let body = match parse_json(&body) {
         Ok(b) => b,
         Err(msg) => return error(StatusCode::BAD_REQUEST, "invalid_json", &msg),
@@ -651,15 +530,10 @@ async fn domain_submit_validation(
     let Some(domain) = parse_id(&id).and_then(|id| w.domains.get_mut(&id)) else {
         return not_found();
     };
-    let types: Option<Vec<String>> = body.get("validations").and_then(Value::as_array).map(|a| {
-        a.iter()
-            .filter_map(|v| {
-                v.get("type")
-                    .and_then(Value::as_str)
-                    .map(str::to_ascii_lowercase)
-            })
-            .collect()
-    });
+    let types: Option<Vec<String>> = body
+        .get("validations")
+        .and_then(Value::as_array)
+        .map(|a| a.iter().filter_map(|v| v.get("type").and_then(Value::as_str).map(str::to_ascii_lowercase)).collect());
     let Some(types) = types.filter(|t| !t.is_empty()) else {
         return error(
             StatusCode::BAD_REQUEST,
@@ -719,10 +593,7 @@ async fn domain_dcv_token(State(sim): State<Sim>, Path(id): Path<String>) -> Res
     let token = random_token(&mut w.rng);
     domain.token = Some((token.clone(), expiry));
     w.stats.tokens_issued += 1;
-    tracing::info!(
-        domain_id = domain.id,
-        "new domain dcv token (the old one no longer validates)"
-    );
+    tracing::info!(domain_id = domain.id, "new domain dcv token (the old one no longer validates)");
     let mut v = dcv_token_json(domain.dcv_method, &domain.name, &token, expiry);
     if domain.dcv_method == DcvMethod::HttpToken {
         v["verification_value"] = v["http_token_url"].clone();
@@ -733,11 +604,9 @@ async fn domain_dcv_token(State(sim): State<Sim>, Path(id): Path<String>) -> Res
 fn domain_not_found(method: DcvMethod, expired: bool) -> Response {
     let mut resp = match method {
         // DigiCert documents this code with a leading space; keep it so clients learn to trim
-        DcvMethod::DnsCnameToken => error(
-            StatusCode::BAD_REQUEST,
-            " invalid_dns_cname",
-            "Requested domain does not have a valid cname.",
-        ),
+        DcvMethod::DnsCnameToken => {
+            error(StatusCode::BAD_REQUEST, " invalid_dns_cname", "Requested domain does not have a valid cname.")
+        }
         _ => error(
             StatusCode::BAD_REQUEST,
             "invalid_dns_txt",
@@ -745,10 +614,7 @@ fn domain_not_found(method: DcvMethod, expired: bool) -> Response {
         ),
     };
     if expired {
-        resp.headers_mut().insert(
-            "x-sim-note",
-            HeaderValue::from_static("token expired or never issued"),
-        );
+        resp.headers_mut().insert("x-sim-note", HeaderValue::from_static("token expired or never issued"));
     }
     resp
 }
@@ -775,11 +641,7 @@ async fn domain_validate_token(State(sim): State<Sim>, Path(id): Path<String>) -
             return wrong_method(method);
         }
         if domain.validated_at.is_some() {
-            let token = domain
-                .token
-                .as_ref()
-                .map(|(t, _)| t.clone())
-                .unwrap_or_default();
+            let token = domain.token.as_ref().map(|(t, _)| t.clone()).unwrap_or_default();
             record_check(
                 &sim,
                 w,
@@ -814,8 +676,7 @@ async fn domain_validate_token(State(sim): State<Sim>, Path(id): Path<String>) -
     let Some(domain) = w.domains.get_mut(&did) else {
         return not_found();
     };
-    let current =
-        domain.token.as_ref().is_some_and(|(t, _)| *t == token) && domain.dcv_method == method;
+    let current = domain.token.as_ref().is_some_and(|(t, _)| *t == token) && domain.dcv_method == method;
     if found && current {
         let at = sim.now();
         domain.validated_at = Some(at);
@@ -823,14 +684,7 @@ async fn domain_validate_token(State(sim): State<Sim>, Path(id): Path<String>) -
             *until = Some(at + chrono::Duration::days(397));
         }
         tracing::info!(domain_id = did, "domain dcv valid");
-        record_check(
-            &sim,
-            w,
-            (UnitKind::Domain, did),
-            CheckOutcome::Valid,
-            (1, 1),
-            counters,
-        );
+        record_check(&sim, w, (UnitKind::Domain, did), CheckOutcome::Valid, (1, 1), counters);
         axum::Json(json!({"token": token, "status": "active"})).into_response()
     } else {
         tracing::info!(
@@ -838,14 +692,7 @@ async fn domain_validate_token(State(sim): State<Sim>, Path(id): Path<String>) -
             negative_cache_hits = counters.negative_cache_hits,
             "domain dcv check found no record"
         );
-        record_check(
-            &sim,
-            w,
-            (UnitKind::Domain, did),
-            CheckOutcome::NotFound,
-            (0, 1),
-            counters,
-        );
+        record_check(&sim, w, (UnitKind::Domain, did), CheckOutcome::NotFound, (0, 1), counters);
         domain_not_found(method, false)
     }
 }

@@ -56,10 +56,7 @@ impl Default for SimConfig {
             token_validity: Duration::from_secs(30 * 24 * 3600),
             negative_ttl: None,
             negative_ttl_cap: Duration::from_secs(60),
-            rate_limits: vec![
-                (100, Duration::from_secs(5)),
-                (1000, Duration::from_secs(300)),
-            ],
+            rate_limits: vec![(100, Duration::from_secs(5)), (1000, Duration::from_secs(300))],
             faults: FaultConfig::default(),
             seed: 0,
             issue_on_valid: true,
@@ -103,10 +100,7 @@ impl FaultConfig {
         self.global.validate().map_err(|e| format!("global: {e}"))?;
         for (name, rule) in &self.endpoints {
             if !ENDPOINTS.contains(&name.as_str()) {
-                return Err(format!(
-                    "unknown endpoint {name:?}: expected one of {}",
-                    ENDPOINTS.join(", ")
-                ));
+                return Err(format!("unknown endpoint {name:?}: expected one of {}", ENDPOINTS.join(", ")));
             }
             rule.validate().map_err(|e| format!("{name}: {e}"))?;
         }
@@ -120,9 +114,8 @@ impl FaultConfig {
 
     /// Applies one `[ENDPOINT.]FIELD=VALUE` setting (the binary's `--fault`).
     pub fn apply_setting(&mut self, spec: &str) -> Result<(), String> {
-        let (key, value) = spec
-            .split_once('=')
-            .ok_or_else(|| format!("fault {spec:?}: expected [ENDPOINT.]FIELD=VALUE"))?;
+        let (key, value) =
+            spec.split_once('=').ok_or_else(|| format!("fault {spec:?}: expected [ENDPOINT.]FIELD=VALUE"))?;
         let (endpoint, field) = match key.split_once('.') {
             Some((e, f)) => (Some(e), f),
             None => (None, key),
@@ -140,8 +133,7 @@ impl FaultConfig {
                 self.endpoints.entry(e.to_string()).or_insert(global)
             }
         };
-        rule.set(field, value)
-            .map_err(|e| format!("fault {spec:?}: {e}"))?;
+        rule.set(field, value).map_err(|e| format!("fault {spec:?}: {e}"))?;
         self.validate()
     }
 }
@@ -202,8 +194,7 @@ impl FaultRule {
                 return Err(format!("{name} = {p}: a probability must be within 0..=1"));
             }
         }
-        let exclusive =
-            self.error_500 + self.error_503 + self.html_502 + self.drop + self.burst_429;
+        let exclusive = self.error_500 + self.error_503 + self.html_502 + self.drop + self.burst_429;
         if exclusive > 1.0 + 1e-9 {
             return Err(format!(
                 "error_500 + error_503 + html_502 + drop + burst_429 = {exclusive}: must not exceed 1"
@@ -220,12 +211,10 @@ impl FaultRule {
 
     fn set(&mut self, field: &str, value: &str) -> Result<(), String> {
         fn prob(v: &str) -> Result<f64, String> {
-            v.parse::<f64>()
-                .map_err(|_| format!("{v:?} is not a number"))
+            v.parse::<f64>().map_err(|_| format!("{v:?} is not a number"))
         }
         fn int(v: &str) -> Result<u64, String> {
-            v.parse::<u64>()
-                .map_err(|_| format!("{v:?} is not a non-negative integer"))
+            v.parse::<u64>().map_err(|_| format!("{v:?} is not a non-negative integer"))
         }
         match field {
             "error_500" => self.error_500 = prob(value)?,
@@ -252,19 +241,12 @@ impl FaultRule {
 
 /// Parses `REQUESTS/DURATION`, e.g. `100/5s` or `1000/5m`.
 pub fn parse_rate_limit(s: &str) -> Result<(u32, Duration), String> {
-    let (n, per) = s
-        .split_once('/')
-        .ok_or_else(|| format!("rate limit {s:?}: expected REQUESTS/DURATION such as 100/5s"))?;
-    let n: u32 = n
-        .trim()
-        .parse()
-        .map_err(|_| format!("rate limit {s:?}: {n:?} is not a request count"))?;
-    let per = humantime::parse_duration(per.trim())
-        .map_err(|e| format!("rate limit {s:?}: duration {per:?}: {e}"))?;
+    let (n, per) =
+        s.split_once('/').ok_or_else(|| format!("rate limit {s:?}: expected REQUESTS/DURATION such as 100/5s"))?;
+    let n: u32 = n.trim().parse().map_err(|_| format!("rate limit {s:?}: {n:?} is not a request count"))?;
+    let per = humantime::parse_duration(per.trim()).map_err(|e| format!("rate limit {s:?}: duration {per:?}: {e}"))?;
     if n == 0 || per.is_zero() {
-        return Err(format!(
-            "rate limit {s:?}: requests and duration must be positive"
-        ));
+        return Err(format!("rate limit {s:?}: requests and duration must be positive"));
     }
     Ok((n, per))
 }
@@ -275,14 +257,8 @@ mod tests {
 
     #[test]
     fn rate_limit_parses() {
-        assert_eq!(
-            parse_rate_limit("100/5s"),
-            Ok((100, Duration::from_secs(5)))
-        );
-        assert_eq!(
-            parse_rate_limit("1000/5m"),
-            Ok((1000, Duration::from_secs(300)))
-        );
+        assert_eq!(parse_rate_limit("100/5s"), Ok((100, Duration::from_secs(5))));
+        assert_eq!(parse_rate_limit("1000/5m"), Ok((1000, Duration::from_secs(300))));
         assert!(parse_rate_limit("100").is_err());
         assert!(parse_rate_limit("0/5s").is_err());
     }

@@ -48,11 +48,8 @@ pub(crate) struct DnsChecker {
 
 impl DnsChecker {
     pub(crate) fn new(config: &SimConfig) -> Self {
-        let resolvers = config
-            .dns_servers
-            .iter()
-            .map(|addr| (*addr, build_resolver(*addr, config.dns_timeout)))
-            .collect();
+        let resolvers =
+            config.dns_servers.iter().map(|addr| (*addr, build_resolver(*addr, config.dns_timeout))).collect();
         Self {
             resolvers,
             next: AtomicUsize::new(0),
@@ -104,12 +101,8 @@ impl DnsChecker {
         counters.queries += 1;
         match resolver.lookup(fqdn, rtype).await {
             Ok(lookup) => {
-                let records: Vec<RData> = lookup
-                    .answers()
-                    .iter()
-                    .filter(|r| r.record_type() == rtype)
-                    .map(|r| r.data.clone())
-                    .collect();
+                let records: Vec<RData> =
+                    lookup.answers().iter().filter(|r| r.record_type() == rtype).map(|r| r.data.clone()).collect();
                 tracing::debug!(name = %key.0, ?rtype, %server, found = records.len(), "dns answer");
                 if records.is_empty() {
                     // a CNAME chain that ends nowhere: not cacheable without an SOA
@@ -121,10 +114,7 @@ impl DnsChecker {
             Err(NetError::Dns(DnsError::NoRecordsFound(no))) => {
                 let ttl = match self.negative_ttl {
                     Some(fixed) => fixed,
-                    None => no
-                        .negative_ttl
-                        .map(|s| Duration::from_secs(u64::from(s)))
-                        .unwrap_or_default(),
+                    None => no.negative_ttl.map(|s| Duration::from_secs(u64::from(s))).unwrap_or_default(),
                 }
                 .min(self.negative_ttl_cap);
                 tracing::debug!(name = %key.0, ?rtype, %server, code = ?no.response_code,
@@ -152,16 +142,10 @@ impl DnsChecker {
         counters: &mut LookupCounters,
     ) -> Option<String> {
         for owner in [format!("_dnsauth.{name}"), name.to_string()] {
-            if let Answer::Records(records) =
-                self.lookup(&owner, RecordType::TXT, now, counters).await
-            {
+            if let Answer::Records(records) = self.lookup(&owner, RecordType::TXT, now, counters).await {
                 let hit = records.iter().any(|r| match r {
                     RData::TXT(txt) => {
-                        let text: Vec<u8> = txt
-                            .txt_data
-                            .iter()
-                            .flat_map(|s| s.iter().copied())
-                            .collect();
+                        let text: Vec<u8> = txt.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
                         String::from_utf8_lossy(&text).contains(value)
                     }
                     _ => false,
@@ -185,22 +169,13 @@ impl DnsChecker {
     ) -> Option<String> {
         let value = value.to_ascii_lowercase();
         let forms = [
-            (
-                format!("_dnsauth.{name}"),
-                format!("{value}.{DCV_CNAME_TARGET}"),
-            ),
+            (format!("_dnsauth.{name}"), format!("{value}.{DCV_CNAME_TARGET}")),
             (format!("{value}.{name}"), DCV_CNAME_TARGET.to_string()),
         ];
         for (owner, target) in forms {
-            if let Answer::Records(records) =
-                self.lookup(&owner, RecordType::CNAME, now, counters).await
-            {
+            if let Answer::Records(records) = self.lookup(&owner, RecordType::CNAME, now, counters).await {
                 let hit = records.iter().any(|r| match r {
-                    RData::CNAME(c) => {
-                        c.0.to_ascii()
-                            .trim_end_matches('.')
-                            .eq_ignore_ascii_case(&target)
-                    }
+                    RData::CNAME(c) => c.0.to_ascii().trim_end_matches('.').eq_ignore_ascii_case(&target),
                     _ => false,
                 });
                 if hit {
@@ -215,21 +190,10 @@ impl DnsChecker {
 /// The names DigiCert tries for `name`: the name without `*.`, then each parent down to two
 /// labels (a validated parent domain covers its subdomains).
 pub(crate) fn candidate_names(name: &str) -> Vec<String> {
-    let base = name
-        .trim()
-        .trim_start_matches("*.")
-        .trim_end_matches('.')
-        .to_ascii_lowercase();
+    let base = name.trim().trim_start_matches("*.").trim_end_matches('.').to_ascii_lowercase();
     let labels: Vec<&str> = base.split('.').filter(|l| !l.is_empty()).collect();
-    let stop = if labels.len() >= 2 {
-        labels.len() - 1
-    } else {
-        labels.len()
-    };
-    (0..stop.max(1))
-        .map(|i| labels[i..].join("."))
-        .filter(|n| !n.is_empty())
-        .collect()
+    let stop = if labels.len() >= 2 { labels.len() - 1 } else { labels.len() };
+    (0..stop.max(1)).map(|i| labels[i..].join(".")).filter(|n| !n.is_empty()).collect()
 }
 
 fn build_resolver(addr: SocketAddr, timeout: Duration) -> TokioResolver {
@@ -237,10 +201,8 @@ fn build_resolver(addr: SocketAddr, timeout: Duration) -> TokioResolver {
     for conn in &mut ns.connections {
         conn.port = addr.port();
     }
-    let mut builder = Resolver::builder_with_config(
-        ResolverConfig::from_name_servers(vec![ns]),
-        TokioRuntimeProvider::default(),
-    );
+    let mut builder =
+        Resolver::builder_with_config(ResolverConfig::from_name_servers(vec![ns]), TokioRuntimeProvider::default());
     let opts = builder.options_mut();
     // hickory's cache would hide what the name server serves now: make every entry expire at
     // once; our own negative cache decides what a CA's resolver would remember
@@ -253,9 +215,7 @@ fn build_resolver(addr: SocketAddr, timeout: Duration) -> TokioResolver {
     opts.try_tcp_on_error = true;
     // benchmarks check thousands of units at once: never fail a lookup for a busy connection
     opts.max_active_requests = 4096;
-    builder
-        .build()
-        .expect("a resolver with one explicit name server and no system config always builds")
+    builder.build().expect("a resolver with one explicit name server and no system config always builds")
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -268,10 +228,7 @@ mod tests {
 
     #[test]
     fn candidates_strip_wildcard_and_walk_parents() {
-        assert_eq!(
-            candidate_names("*.www.Example.com."),
-            vec!["www.example.com", "example.com"]
-        );
+        assert_eq!(candidate_names("*.www.Example.com."), vec!["www.example.com", "example.com"]);
         assert_eq!(candidate_names("example.com"), vec!["example.com"]);
         assert_eq!(candidate_names("localhost"), vec!["localhost"]);
     }

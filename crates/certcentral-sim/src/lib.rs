@@ -95,8 +95,8 @@ use rand::{RngExt, SeedableRng};
 pub use config::{ENDPOINTS, FaultConfig, FaultRule, SimConfig, parse_rate_limit};
 pub use server::RunningSim;
 pub use state::{
-    CheckEvent, CheckOutcome, DcvMethod, DomainView, FaultStats, Fixtures, NameValidation,
-    NewDomain, NewOrder, OrderView, Stats, UnitKind,
+    CheckEvent, CheckOutcome, DcvMethod, DomainView, FaultStats, Fixtures, NameValidation, NewDomain, NewOrder,
+    OrderView, Stats, UnitKind,
 };
 
 use dns::DnsChecker;
@@ -140,14 +140,7 @@ impl Sim {
             burst_remaining: 0,
             fixtures: Fixtures::default(),
         };
-        Self {
-            inner: Arc::new(Inner {
-                config,
-                dns,
-                clock_offset_ms: AtomicU64::new(0),
-                world: Mutex::new(world),
-            }),
-        }
+        Self { inner: Arc::new(Inner { config, dns, clock_offset_ms: AtomicU64::new(0), world: Mutex::new(world) }) }
     }
 
     /// The configuration it was built with.
@@ -170,15 +163,8 @@ impl Sim {
     pub fn add_order(&self, order: NewOrder) {
         let now = self.now();
         let mut w = self.world();
-        let random_value = order
-            .dcv_random_value
-            .clone()
-            .unwrap_or_else(|| random_token(&mut w.rng));
-        let common_name = order
-            .common_name
-            .clone()
-            .or_else(|| order.dns_names.first().cloned())
-            .unwrap_or_default();
+        let random_value = order.dcv_random_value.clone().unwrap_or_else(|| random_token(&mut w.rng));
+        let common_name = order.common_name.clone().or_else(|| order.dns_names.first().cloned()).unwrap_or_default();
         let o = Order {
             id: order.id,
             dns_names: order.dns_names,
@@ -297,12 +283,7 @@ impl Sim {
             validations: d
                 .validations
                 .iter()
-                .map(|(k, v)| {
-                    (
-                        k.clone(),
-                        if v.is_some() { "active" } else { "pending" }.to_string(),
-                    )
-                })
+                .map(|(k, v)| (k.clone(), if v.is_some() { "active" } else { "pending" }.to_string()))
                 .collect(),
         })
     }
@@ -319,10 +300,7 @@ impl Sim {
     }
 
     fn world(&self) -> MutexGuard<'_, World> {
-        self.inner
-            .world
-            .lock()
-            .unwrap_or_else(PoisonError::into_inner)
+        self.inner.world.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
     fn mono_now(&self) -> Instant {
@@ -330,17 +308,14 @@ impl Sim {
     }
 
     fn validity(&self) -> chrono::Duration {
-        chrono::Duration::from_std(self.inner.config.token_validity)
-            .unwrap_or_else(|_| chrono::Duration::days(30))
+        chrono::Duration::from_std(self.inner.config.token_validity).unwrap_or_else(|_| chrono::Duration::days(30))
     }
 }
 
 /// A 32-character lowercase alphanumeric value, like DigiCert's random values and tokens.
 fn random_token(rng: &mut StdRng) -> String {
     const ALPHABET: &[u8] = b"abcdefghijklmnopqrstuvwxyz0123456789";
-    (0..32)
-        .map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())]))
-        .collect()
+    (0..32).map(|_| char::from(ALPHABET[rng.random_range(0..ALPHABET.len())])).collect()
 }
 
 /// DigiCert's timestamp format: `2023-02-24T16:25:52+00:00`.

@@ -68,12 +68,7 @@ struct Args {
     dns: Vec<SocketAddr>,
 
     /// Expected X-DC-DEVKEY.
-    #[arg(
-        long,
-        env = "CERTCENTRAL_SIM_API_KEY",
-        default_value = "sim-devkey",
-        hide_env_values = true
-    )]
+    #[arg(long, env = "CERTCENTRAL_SIM_API_KEY", default_value = "sim-devkey", hide_env_values = true)]
     api_key: String,
 
     /// Lifetime of DV random values and OV/EV tokens.
@@ -140,16 +135,13 @@ fn build(args: &Args) -> anyhow::Result<(SimConfig, Fixtures)> {
     for spec in &args.faults {
         faults.apply_setting(spec).map_err(anyhow::Error::msg)?;
     }
-    faults
-        .validate()
-        .map_err(|e| anyhow::anyhow!("invalid fault configuration: {e}"))?;
+    faults.validate().map_err(|e| anyhow::anyhow!("invalid fault configuration: {e}"))?;
     let fixtures = match &args.orders {
         None => Fixtures::default(),
         Some(path) => {
             let text = std::fs::read_to_string(path)
                 .with_context(|| format!("cannot read the orders file {}", path.display()))?;
-            Fixtures::parse(&text)
-                .map_err(|e| anyhow::anyhow!("orders file {}: {e}", path.display()))?
+            Fixtures::parse(&text).map_err(|e| anyhow::anyhow!("orders file {}: {e}", path.display()))?
         }
     };
     if args.api_key.is_empty() {
@@ -195,10 +187,7 @@ async fn main() -> anyhow::Result<()> {
     let sim = Sim::new(config);
     let (orders, domains) = (fixtures.orders.len(), fixtures.domains.len());
     sim.preload(fixtures);
-    let running = sim
-        .spawn(args.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", args.listen))?;
+    let running = sim.spawn(args.listen).await.with_context(|| format!("cannot listen on {}", args.listen))?;
     {
         // the first stdout line is the contract with tests and scripts: write and flush it now
         let mut stdout = std::io::stdout().lock();
@@ -217,9 +206,7 @@ async fn shutdown_signal() {
     let ctrl_c = tokio::signal::ctrl_c();
     #[cfg(unix)]
     {
-        let Ok(mut term) =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
-        else {
+        let Ok(mut term) = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) else {
             let _ = ctrl_c.await;
             return;
         };

@@ -186,12 +186,7 @@ impl Order {
             .iter()
             .map(|n| NameValidation {
                 dns_name: n.clone(),
-                status: if self.validated.contains_key(n) {
-                    "valid"
-                } else {
-                    "pending"
-                }
-                .to_string(),
+                status: if self.validated.contains_key(n) { "valid" } else { "pending" }.to_string(),
             })
             .collect()
     }
@@ -388,8 +383,6 @@ mod tests {
         assert_eq!(json.domains[0].dcv_method, DcvMethod::DnsCnameToken);
         let err = Fixtures::parse("[[order]]\nid = 1\n").unwrap_err();
         assert!(err.contains("dns_names"), "{err}");
-        assert!(
-            Fixtures::parse(r#"{"orders": [{"id": 1, "dns_names": [], "bogus": 1}]}"#).is_err()
-        );
+        assert!(Fixtures::parse(r#"{"orders": [{"id": 1, "dns_names": [], "bogus": 1}]}"#).is_err());
     }
 }

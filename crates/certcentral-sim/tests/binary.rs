@@ -21,8 +21,7 @@ impl Drop for Guard {
 /// Starts the binary on a free port with a TOML orders file and calls it over HTTP.
 #[tokio::test]
 async fn binary_prints_its_address_and_serves_loaded_orders() {
-    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .join(format!("sim-bin-{}", std::process::id()));
+    let dir = std::path::Path::new(env!("CARGO_TARGET_TMPDIR")).join(format!("sim-bin-{}", std::process::id()));
     std::fs::create_dir_all(&dir).expect("create a temp dir under CARGO_TARGET_TMPDIR");
     let orders = dir.join("orders.toml");
     std::fs::write(
@@ -42,14 +41,7 @@ validations = ["ov"]
     .expect("write the orders file");
 
     let mut child = Command::new(BIN)
-        .args([
-            "--listen",
-            "127.0.0.1:0",
-            "--api-key",
-            "bin-key",
-            "--seed",
-            "3",
-        ])
+        .args(["--listen", "127.0.0.1:0", "--api-key", "bin-key", "--seed", "3"])
         .args(["--rate-limit", "100/5s", "--rate-limit", "1000/5m"])
         .args(["--fault", "check_dcv.latency=0"])
         .arg("--orders")
@@ -75,10 +67,7 @@ validations = ["ov"]
         .strip_prefix("listening on ")
         .unwrap_or_else(|| panic!("unexpected first line {line:?}"))
         .to_string();
-    assert!(
-        base.starts_with("http://127.0.0.1:") && base.ends_with("/services/v2"),
-        "{base}"
-    );
+    assert!(base.starts_with("http://127.0.0.1:") && base.ends_with("/services/v2"), "{base}");
 
     let http = reqwest::Client::new();
     let info: serde_json::Value = http
@@ -91,37 +80,21 @@ validations = ["ov"]
         .await
         .expect("json");
     assert_eq!(info["dcv_method"], "dns-cname-token");
-    assert_eq!(
-        info["certificate"]["dns_names"],
-        serde_json::json!(["example.com", "www.example.com"])
-    );
+    assert_eq!(info["certificate"]["dns_names"], serde_json::json!(["example.com", "www.example.com"]));
 
-    let denied = http
-        .get(format!("{base}/domain/77"))
-        .send()
-        .await
-        .expect("call");
+    let denied = http.get(format!("{base}/domain/77")).send().await.expect("call");
     assert_eq!(denied.status().as_u16(), 401);
 
     let admin = base.replace("/services/v2", "/_sim");
-    let domain: serde_json::Value = http
-        .get(format!("{admin}/domains/77"))
-        .send()
-        .await
-        .expect("admin call")
-        .json()
-        .await
-        .expect("json");
+    let domain: serde_json::Value =
+        http.get(format!("{admin}/domains/77")).send().await.expect("admin call").json().await.expect("json");
     assert_eq!(domain["validations"]["ov"], "pending");
 }
 
 /// `--help` names every option and the output contract.
 #[test]
 fn help_documents_every_option() {
-    let out = Command::new(BIN)
-        .arg("--help")
-        .output()
-        .expect("run --help");
+    let out = Command::new(BIN).arg("--help").output().expect("run --help");
     assert!(out.status.success());
     let help = String::from_utf8_lossy(&out.stdout);
     for opt in [
@@ -149,20 +122,10 @@ fn help_documents_every_option() {
 /// Bad options exit with status 2 (usage) or a clear error, never start.
 #[test]
 fn bad_options_are_rejected() {
-    let out = Command::new(BIN)
-        .args(["--rate-limit", "lots"])
-        .output()
-        .expect("run");
+    let out = Command::new(BIN).args(["--rate-limit", "lots"]).output().expect("run");
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("REQUESTS/DURATION"));
-    let out = Command::new(BIN)
-        .args(["--listen", "127.0.0.1:0", "--fault", "drop=3"])
-        .output()
-        .expect("run");
+    let out = Command::new(BIN).args(["--listen", "127.0.0.1:0", "--fault", "drop=3"]).output().expect("run");
     assert!(!out.status.success());
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("probability"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains("probability"), "{}", String::from_utf8_lossy(&out.stderr));
 }

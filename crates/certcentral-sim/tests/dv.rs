@@ -11,23 +11,13 @@ use hickory_server::proto::rr::RecordType;
 use serde_json::json;
 
 async fn random_value(h: &Harness, id: u64) -> String {
-    let a = h
-        .api(
-            "PUT",
-            &format!("/order/certificate/{id}/dcv-random-value"),
-            None,
-        )
-        .await;
+    let a = h.api("PUT", &format!("/order/certificate/{id}/dcv-random-value"), None).await;
     assert_eq!(a.status, 200, "{}", a.text);
-    a.json["dcv_random_value"]
-        .as_str()
-        .expect("dcv_random_value")
-        .to_string()
+    a.json["dcv_random_value"].as_str().expect("dcv_random_value").to_string()
 }
 
 async fn check(h: &Harness, id: u64) -> common::Answer {
-    h.api("PUT", &format!("/order/certificate/{id}/check-dcv"), None)
-        .await
+    h.api("PUT", &format!("/order/certificate/{id}/check-dcv"), None).await
 }
 
 /// TXT at `_dnsauth.<name>`: a check before publication answers 400 invalid_dns_txt, after it
@@ -43,10 +33,7 @@ async fn txt_at_dnsauth_validates_and_issues_the_order() {
     assert_eq!(a.status, 400);
     assert_eq!(
         error_of(&a),
-        (
-            "invalid_dns_txt".into(),
-            "Could not find a valid TXT record for one or more domains.".into()
-        )
+        ("invalid_dns_txt".into(), "Could not find a valid TXT record for one or more domains.".into())
     );
 
     dns.add_txt("_dnsauth.example.com", &value).await;
@@ -55,19 +42,13 @@ async fn txt_at_dnsauth_validates_and_issues_the_order() {
     assert_eq!(a.json["dcv_status"], "valid");
     assert_eq!(a.json["order_status"], "issued");
     assert_eq!(a.json["certificate_id"], 1_000_101);
-    assert_eq!(
-        a.json["dns_name_validations"],
-        json!([{"dns_name": "example.com", "status": "valid"}])
-    );
+    assert_eq!(a.json["dns_name_validations"], json!([{"dns_name": "example.com", "status": "valid"}]));
 
     let info = h.api("GET", "/order/certificate/101", None).await;
     assert_eq!(info.status, 200);
     assert_eq!(info.json["status"], "issued");
     assert_eq!(info.json["dcv_method"], "dns-txt-token");
-    assert_eq!(
-        info.json["certificate"]["dns_names"],
-        json!(["example.com"])
-    );
+    assert_eq!(info.json["certificate"]["dns_names"], json!(["example.com"]));
     assert_eq!(info.json["certificate"]["common_name"], "example.com");
 
     let stats = h.sim().stats();
@@ -78,10 +59,7 @@ async fn txt_at_dnsauth_validates_and_issues_the_order() {
     // a check after validation answers valid again without DNS work
     let a = check(&h, 101).await;
     assert_eq!(a.status, 200);
-    assert_eq!(
-        h.sim().stats().checks.last().unwrap().outcome,
-        CheckOutcome::AlreadyValid
-    );
+    assert_eq!(h.sim().stats().checks.last().unwrap().outcome, CheckOutcome::AlreadyValid);
 }
 
 /// TXT at the name itself counts, and a record that merely *contains* the value (even split over
@@ -95,13 +73,11 @@ async fn txt_at_the_name_itself_and_contains_match() {
     let v1 = random_value(&h, 1).await;
     let v2 = random_value(&h, 2).await;
 
-    dns.add_txt("example.com", &format!("v=spf1 -all {v1} trailing"))
-        .await;
+    dns.add_txt("example.com", &format!("v=spf1 -all {v1} trailing")).await;
     assert_eq!(check(&h, 1).await.status, 200);
 
     let (head, tail) = v2.split_at(10);
-    dns.add_txt_strings("_dnsauth.example.org", &["prefix-", head, tail])
-        .await;
+    dns.add_txt_strings("_dnsauth.example.org", &["prefix-", head, tail]).await;
     assert_eq!(check(&h, 2).await.status, 200);
 }
 
@@ -112,8 +88,7 @@ async fn txt_with_another_value_does_not_validate() {
     let h = Harness::start(config(&[&dns])).await;
     h.sim().add_order(NewOrder::new(1, &["example.com"]));
     let _ = random_value(&h, 1).await;
-    dns.add_txt("_dnsauth.example.com", "someone-elses-value")
-        .await;
+    dns.add_txt("_dnsauth.example.com", "someone-elses-value").await;
     assert_eq!(check(&h, 1).await.status, 400);
 }
 
@@ -122,15 +97,7 @@ async fn txt_with_another_value_does_not_validate() {
 async fn wildcard_and_parent_domain_are_covered_by_the_base_record() {
     let dns = TestDns::start(&["example.com"], 0).await;
     let h = Harness::start(config(&[&dns])).await;
-    h.sim().add_order(NewOrder::new(
-        7,
-        &[
-            "*.example.com",
-            "www.example.com",
-            "a.b.example.com",
-            "example.com",
-        ],
-    ));
+    h.sim().add_order(NewOrder::new(7, &["*.example.com", "www.example.com", "a.b.example.com", "example.com"]));
     let value = random_value(&h, 7).await;
     dns.add_txt("_dnsauth.example.com", &value).await;
     let a = check(&h, 7).await;
@@ -149,8 +116,7 @@ async fn wildcard_and_parent_domain_are_covered_by_the_base_record() {
 async fn subdomain_record_does_not_cover_the_parent() {
     let dns = TestDns::start(&["example.com"], 0).await;
     let h = Harness::start(config(&[&dns])).await;
-    h.sim()
-        .add_order(NewOrder::new(8, &["example.com", "www.example.com"]));
+    h.sim().add_order(NewOrder::new(8, &["example.com", "www.example.com"]));
     let value = random_value(&h, 8).await;
     dns.add_txt("_dnsauth.www.example.com", &value).await;
     let a = check(&h, 8).await;
@@ -171,8 +137,7 @@ async fn subdomain_record_does_not_cover_the_parent() {
 async fn multi_name_order_partially_valid_then_complete() {
     let dns = TestDns::start(&["example.com", "example.net"], 0).await;
     let h = Harness::start(config(&[&dns])).await;
-    h.sim()
-        .add_order(NewOrder::new(9, &["example.com", "shop.example.net"]));
+    h.sim().add_order(NewOrder::new(9, &["example.com", "shop.example.net"]));
     let value = random_value(&h, 9).await;
     dns.add_txt("_dnsauth.example.com", &value).await;
 
@@ -206,25 +171,19 @@ async fn multi_name_order_partially_valid_then_complete() {
 async fn cname_preferred_form() {
     let dns = TestDns::start(&["example.com"], 0).await;
     let h = Harness::start(config(&[&dns])).await;
-    h.sim()
-        .add_order(NewOrder::new(20, &["example.com"]).with_method(DcvMethod::DnsCnameToken));
+    h.sim().add_order(NewOrder::new(20, &["example.com"]).with_method(DcvMethod::DnsCnameToken));
     let value = random_value(&h, 20).await;
 
     let a = check(&h, 20).await;
     assert_eq!(a.status, 400);
     assert_eq!(
         error_of(&a),
-        (
-            "invalid_dns_cname".into(),
-            "Could not find a valid CNAME record for one or more domains.".into()
-        )
+        ("invalid_dns_cname".into(), "Could not find a valid CNAME record for one or more domains.".into())
     );
     // a CNAME to the wrong target does not count
-    dns.add_cname("_dnsauth.example.com", "elsewhere.example.net")
-        .await;
+    dns.add_cname("_dnsauth.example.com", "elsewhere.example.net").await;
     assert_eq!(check(&h, 20).await.status, 400);
-    dns.add_cname("_dnsauth.example.com", &format!("{value}.dcv.digicert.com"))
-        .await;
+    dns.add_cname("_dnsauth.example.com", &format!("{value}.dcv.digicert.com")).await;
     let a = check(&h, 20).await;
     assert_eq!(a.status, 200, "{}", a.text);
 }
@@ -234,11 +193,9 @@ async fn cname_preferred_form() {
 async fn cname_older_form() {
     let dns = TestDns::start(&["example.com"], 0).await;
     let h = Harness::start(config(&[&dns])).await;
-    h.sim()
-        .add_order(NewOrder::new(21, &["shop.example.com"]).with_method(DcvMethod::DnsCnameToken));
+    h.sim().add_order(NewOrder::new(21, &["shop.example.com"]).with_method(DcvMethod::DnsCnameToken));
     let value = random_value(&h, 21).await;
-    dns.add_cname(&format!("{value}.shop.example.com"), "dcv.digicert.com")
-        .await;
+    dns.add_cname(&format!("{value}.shop.example.com"), "dcv.digicert.com").await;
     let a = check(&h, 21).await;
     assert_eq!(a.status, 200, "{}", a.text);
 }
@@ -248,8 +205,7 @@ async fn cname_older_form() {
 async fn txt_does_not_satisfy_the_cname_method() {
     let dns = TestDns::start(&["example.com"], 0).await;
     let h = Harness::start(config(&[&dns])).await;
-    h.sim()
-        .add_order(NewOrder::new(22, &["example.com"]).with_method(DcvMethod::DnsCnameToken));
+    h.sim().add_order(NewOrder::new(22, &["example.com"]).with_method(DcvMethod::DnsCnameToken));
     let value = random_value(&h, 22).await;
     dns.add_txt("_dnsauth.example.com", &value).await;
     assert_eq!(check(&h, 22).await.status, 400);
@@ -261,54 +217,29 @@ async fn txt_does_not_satisfy_the_cname_method() {
 #[tokio::test]
 async fn random_value_expiry_and_renewal() {
     let dns = TestDns::start(&["example.com"], 0).await;
-    let h = Harness::start(SimConfig {
-        token_validity: Duration::from_secs(3600),
-        ..config(&[&dns])
-    })
-    .await;
+    let h = Harness::start(SimConfig { token_validity: Duration::from_secs(3600), ..config(&[&dns]) }).await;
     h.sim().add_order(NewOrder::new(30, &["example.com"]));
-    let first = h
-        .api("PUT", "/order/certificate/30/dcv-random-value", None)
-        .await;
-    let again = h
-        .api("PUT", "/order/certificate/30/dcv-random-value", None)
-        .await;
-    assert_eq!(
-        first.json, again.json,
-        "a valid random value must be returned unchanged"
-    );
+    let first = h.api("PUT", "/order/certificate/30/dcv-random-value", None).await;
+    let again = h.api("PUT", "/order/certificate/30/dcv-random-value", None).await;
+    assert_eq!(first.json, again.json, "a valid random value must be returned unchanged");
     let old = first.json["dcv_random_value"].as_str().unwrap().to_string();
     let old_expiry = first.json["expiration_date"].as_str().unwrap().to_string();
     assert!(old_expiry.ends_with("+00:00"), "{old_expiry}");
     assert!(h.sim().order(30).unwrap().random_value_valid);
 
-    let a = h
-        .admin("POST", "/clock/advance", Some(json!({"seconds": 3601})))
-        .await;
+    let a = h.admin("POST", "/clock/advance", Some(json!({"seconds": 3601}))).await;
     assert_eq!(a.status, 200);
     assert!(!h.sim().order(30).unwrap().random_value_valid);
     dns.add_txt("_dnsauth.example.com", &old).await;
     let a = check(&h, 30).await;
     assert_eq!(a.status, 400, "an expired value must not validate");
-    assert_eq!(
-        h.sim().stats().checks.last().unwrap().outcome,
-        CheckOutcome::Expired
-    );
+    assert_eq!(h.sim().stats().checks.last().unwrap().outcome, CheckOutcome::Expired);
 
-    let renewed = h
-        .api("PUT", "/order/certificate/30/dcv-random-value", None)
-        .await;
-    let new = renewed.json["dcv_random_value"]
-        .as_str()
-        .unwrap()
-        .to_string();
+    let renewed = h.api("PUT", "/order/certificate/30/dcv-random-value", None).await;
+    let new = renewed.json["dcv_random_value"].as_str().unwrap().to_string();
     assert_ne!(new, old);
     assert!(renewed.json["expiration_date"].as_str().unwrap() > old_expiry.as_str());
-    assert_eq!(
-        check(&h, 30).await.status,
-        400,
-        "the old value must not validate the new one"
-    );
+    assert_eq!(check(&h, 30).await.status, 400, "the old value must not validate the new one");
     dns.add_txt("_dnsauth.example.com", &new).await;
     assert_eq!(check(&h, 30).await.status, 200);
     assert_eq!(h.sim().stats().tokens_issued, 1);
@@ -318,11 +249,7 @@ async fn random_value_expiry_and_renewal() {
 #[tokio::test]
 async fn keep_pending_option() {
     let dns = TestDns::start(&["example.com"], 0).await;
-    let h = Harness::start(SimConfig {
-        issue_on_valid: false,
-        ..config(&[&dns])
-    })
-    .await;
+    let h = Harness::start(SimConfig { issue_on_valid: false, ..config(&[&dns]) }).await;
     h.sim().add_order(NewOrder::new(40, &["example.com"]));
     let value = random_value(&h, 40).await;
     dns.add_txt("_dnsauth.example.com", &value).await;
@@ -339,23 +266,11 @@ async fn keep_pending_option() {
 async fn change_dcv_method() {
     let h = Harness::start(config(&[])).await;
     h.sim().add_order(NewOrder::new(50, &["example.com"]));
-    let a = h
-        .api(
-            "PUT",
-            "/order/certificate/50/dcv-method",
-            Some(json!({"dcv_method": "dns-cname-token"})),
-        )
-        .await;
+    let a = h.api("PUT", "/order/certificate/50/dcv-method", Some(json!({"dcv_method": "dns-cname-token"}))).await;
     assert_eq!(a.status, 204, "{}", a.text);
     let info = h.api("GET", "/order/certificate/50", None).await;
     assert_eq!(info.json["dcv_method"], "dns-cname-token");
-    let a = h
-        .api(
-            "PUT",
-            "/order/certificate/50/dcv-method",
-            Some(json!({"dcv_method": "carrier-pigeon"})),
-        )
-        .await;
+    let a = h.api("PUT", "/order/certificate/50/dcv-method", Some(json!({"dcv_method": "carrier-pigeon"}))).await;
     assert_eq!(a.status, 400);
     assert_eq!(error_of(&a).0, "invalid_dcv_method");
 }
@@ -364,25 +279,15 @@ async fn change_dcv_method() {
 #[tokio::test]
 async fn email_and_http_orders_answer_documented_errors() {
     let h = Harness::start(config(&[])).await;
-    h.sim()
-        .add_order(NewOrder::new(60, &["example.com"]).with_method(DcvMethod::Email));
-    h.sim()
-        .add_order(NewOrder::new(61, &["example.com"]).with_method(DcvMethod::HttpToken));
+    h.sim().add_order(NewOrder::new(60, &["example.com"]).with_method(DcvMethod::Email));
+    h.sim().add_order(NewOrder::new(61, &["example.com"]).with_method(DcvMethod::HttpToken));
     let a = check(&h, 60).await;
     assert_eq!(a.status, 400);
-    assert_eq!(
-        error_of(&a),
-        (
-            "invalid_dns_method".into(),
-            "An error occurred while processing your request.".into()
-        )
-    );
+    assert_eq!(error_of(&a), ("invalid_dns_method".into(), "An error occurred while processing your request.".into()));
     let a = check(&h, 61).await;
     assert_eq!(a.status, 400);
     assert_eq!(error_of(&a).0, "file_random_value_not_found");
-    let a = h
-        .api("PUT", "/order/certificate/60/dcv-random-value", None)
-        .await;
+    let a = h.api("PUT", "/order/certificate/60/dcv-random-value", None).await;
     assert_eq!(error_of(&a).0, "invalid_dcv_method");
 }
 

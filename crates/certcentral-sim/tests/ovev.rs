@@ -29,32 +29,19 @@ async fn submit_txt_then_validate() {
     let token = a.json["dcv_token"]["token"].as_str().unwrap().to_string();
     assert!(a.json["dcv_token"].get("verification_value").is_none());
 
-    let v = h
-        .api("PUT", "/domain/112233/dcv/validate-token", None)
-        .await;
+    let v = h.api("PUT", "/domain/112233/dcv/validate-token", None).await;
     assert_eq!(v.status, 400);
     assert_eq!(
         error_of(&v),
-        (
-            "invalid_dns_txt".into(),
-            "Could not find a valid TXT record for one or more domains.".into()
-        )
+        ("invalid_dns_txt".into(), "Could not find a valid TXT record for one or more domains.".into())
     );
 
     dns.add_txt("_dnsauth.example.org", &token).await;
-    let v = h
-        .api("PUT", "/domain/112233/dcv/validate-token", None)
-        .await;
+    let v = h.api("PUT", "/domain/112233/dcv/validate-token", None).await;
     assert_eq!(v.status, 200, "{}", v.text);
     assert_eq!(v.json, json!({"token": token, "status": "active"}));
 
-    let info = h
-        .api(
-            "GET",
-            "/domain/112233?include_dcv=true&include_validation=true",
-            None,
-        )
-        .await;
+    let info = h.api("GET", "/domain/112233?include_dcv=true&include_validation=true", None).await;
     assert_eq!(info.status, 200);
     assert_eq!(info.json["name"], "example.org");
     assert_eq!(info.json["dcv_method"], "dns-txt-token");
@@ -62,10 +49,7 @@ async fn submit_txt_then_validate() {
     assert_eq!(info.json["dcv_token"]["status"], "active");
     let validations = info.json["validations"].as_array().unwrap();
     assert_eq!(validations.len(), 2);
-    assert!(
-        validations.iter().all(|v| v["status"] == "active"),
-        "{validations:?}"
-    );
+    assert!(validations.iter().all(|v| v["status"] == "active"), "{validations:?}");
     assert!(h.sim().domain(112233).unwrap().dcv_valid);
 }
 
@@ -83,23 +67,13 @@ async fn cname_method_with_leading_space_error_code() {
             Some(json!({"validations": [{"type": "ov"}], "dcv_method": "dns-cname-token"})),
         )
         .await;
-    assert_eq!(
-        a.json["dcv_token"]["verification_value"],
-        "dcv.digicert.com"
-    );
+    assert_eq!(a.json["dcv_token"]["verification_value"], "dcv.digicert.com");
     let token = a.json["dcv_token"]["token"].as_str().unwrap().to_string();
 
     let v = h.api("PUT", "/domain/5/dcv/validate-token", None).await;
     assert_eq!(v.status, 400);
-    assert_eq!(
-        error_of(&v),
-        (
-            " invalid_dns_cname".into(),
-            "Requested domain does not have a valid cname.".into()
-        )
-    );
-    dns.add_cname("_dnsauth.example.org", &format!("{token}.dcv.digicert.com"))
-        .await;
+    assert_eq!(error_of(&v), (" invalid_dns_cname".into(), "Requested domain does not have a valid cname.".into()));
+    dns.add_cname("_dnsauth.example.org", &format!("{token}.dcv.digicert.com")).await;
     let v = h.api("PUT", "/domain/5/dcv/validate-token", None).await;
     assert_eq!(v.status, 200, "{}", v.text);
     assert_eq!(v.json["status"], "active");
@@ -110,13 +84,11 @@ async fn cname_method_with_leading_space_error_code() {
 async fn cname_older_form_for_a_wildcard_domain() {
     let dns = TestDns::start(&["example.org"], 0).await;
     let h = Harness::start(config(&[&dns])).await;
-    h.sim()
-        .add_domain(NewDomain::new(6, "*.example.org").with_method(DcvMethod::DnsCnameToken));
+    h.sim().add_domain(NewDomain::new(6, "*.example.org").with_method(DcvMethod::DnsCnameToken));
     let t = h.api("POST", "/domain/6/dcv/token", None).await;
     assert_eq!(t.status, 200);
     let token = t.json["token"].as_str().unwrap().to_string();
-    dns.add_cname(&format!("{token}.example.org"), "dcv.digicert.com")
-        .await;
+    dns.add_cname(&format!("{token}.example.org"), "dcv.digicert.com").await;
     let v = h.api("PUT", "/domain/6/dcv/validate-token", None).await;
     assert_eq!(v.status, 200, "{}", v.text);
 }
@@ -135,12 +107,7 @@ async fn new_token_replaces_the_old_one() {
     assert_ne!(t1, t2);
 
     dns.add_txt("_dnsauth.example.org", &t1).await;
-    assert_eq!(
-        h.api("PUT", "/domain/7/dcv/validate-token", None)
-            .await
-            .status,
-        400
-    );
+    assert_eq!(h.api("PUT", "/domain/7/dcv/validate-token", None).await.status, 400);
     dns.add_txt("_dnsauth.example.org", &t2).await;
     let v = h.api("PUT", "/domain/7/dcv/validate-token", None).await;
     assert_eq!(v.status, 200);
@@ -154,9 +121,7 @@ async fn submit_reuses_a_valid_token() {
     let h = Harness::start(config(&[])).await;
     h.sim().add_domain(NewDomain::new(8, "example.org"));
     let body = json!({"validations": [{"type": "ov"}], "dcv_method": "dns-txt-token"});
-    let a = h
-        .api("POST", "/domain/8/validation", Some(body.clone()))
-        .await;
+    let a = h.api("POST", "/domain/8/validation", Some(body.clone())).await;
     let b = h.api("POST", "/domain/8/validation", Some(body)).await;
     assert_eq!(a.json["dcv_token"], b.json["dcv_token"]);
 }
@@ -165,32 +130,18 @@ async fn submit_reuses_a_valid_token() {
 #[tokio::test]
 async fn expired_token_fails_until_renewed() {
     let dns = TestDns::start(&["example.org"], 0).await;
-    let h = Harness::start(SimConfig {
-        token_validity: Duration::from_secs(600),
-        ..config(&[&dns])
-    })
-    .await;
+    let h = Harness::start(SimConfig { token_validity: Duration::from_secs(600), ..config(&[&dns]) }).await;
     h.sim().add_domain(NewDomain::new(9, "example.org"));
     let t = h.api("POST", "/domain/9/dcv/token", None).await;
     let t = t.json["token"].as_str().unwrap().to_string();
     dns.add_txt("_dnsauth.example.org", &t).await;
     h.sim().advance_clock(Duration::from_secs(601));
     assert!(!h.sim().domain(9).unwrap().token_valid);
-    assert_eq!(
-        h.api("PUT", "/domain/9/dcv/validate-token", None)
-            .await
-            .status,
-        400
-    );
+    assert_eq!(h.api("PUT", "/domain/9/dcv/validate-token", None).await.status, 400);
     let t2 = h.api("POST", "/domain/9/dcv/token", None).await;
     let t2 = t2.json["token"].as_str().unwrap().to_string();
     dns.add_txt("_dnsauth.example.org", &t2).await;
-    assert_eq!(
-        h.api("PUT", "/domain/9/dcv/validate-token", None)
-            .await
-            .status,
-        200
-    );
+    assert_eq!(h.api("PUT", "/domain/9/dcv/validate-token", None).await.status, 200);
 }
 
 /// Email method: submit returns validation_emails; token requests answer invalid_dcv_method;
@@ -208,22 +159,13 @@ async fn email_method() {
         .await;
     assert_eq!(a.status, 200, "{}", a.text);
     assert_eq!(a.json["validation_emails"]["name_scope"], "example.com");
-    assert_eq!(
-        a.json["validation_emails"]["base_emails"]
-            .as_array()
-            .unwrap()
-            .len(),
-        5
-    );
+    assert_eq!(a.json["validation_emails"]["base_emails"].as_array().unwrap().len(), 5);
 
     let t = h.api("POST", "/domain/10/dcv/token", None).await;
     assert_eq!(t.status, 400);
     assert_eq!(
         error_of(&t),
-        (
-            "invalid_dcv_method".into(),
-            "This domain's DCV method is set incorrectly for this action.".into()
-        )
+        ("invalid_dcv_method".into(), "This domain's DCV method is set incorrectly for this action.".into())
     );
     let v = h.api("PUT", "/domain/10/dcv/validate-token", None).await;
     assert_eq!(error_of(&v).0, "invalid_dns_method");
@@ -235,36 +177,17 @@ async fn email_method() {
 async fn submit_without_method_and_domain_info_flags() {
     let h = Harness::start(config(&[])).await;
     h.sim().add_domain(NewDomain::new(11, "example.com"));
-    let a = h
-        .api(
-            "POST",
-            "/domain/11/validation",
-            Some(json!({"validations": [{"type": "ev"}]})),
-        )
-        .await;
+    let a = h.api("POST", "/domain/11/validation", Some(json!({"validations": [{"type": "ev"}]}))).await;
     assert_eq!(a.status, 204, "{}", a.text);
     assert!(a.text.is_empty());
     let _ = h.api("POST", "/domain/11/dcv/token", None).await;
 
     let bare = h.api("GET", "/domain/11", None).await;
     assert_eq!(bare.status, 200);
-    assert!(
-        bare.json.get("dcv_token").is_none() && bare.json.get("validations").is_none(),
-        "{}",
-        bare.text
-    );
-    let full = h
-        .api(
-            "GET",
-            "/domain/11?include_dcv=true&include_validation=true",
-            None,
-        )
-        .await;
+    assert!(bare.json.get("dcv_token").is_none() && bare.json.get("validations").is_none(), "{}", bare.text);
+    let full = h.api("GET", "/domain/11?include_dcv=true&include_validation=true", None).await;
     assert_eq!(full.json["dcv_token"]["status"], "pending");
-    assert_eq!(
-        full.json["validations"],
-        json!([{"type": "ev", "status": "pending"}])
-    );
+    assert_eq!(full.json["validations"], json!([{"type": "ev", "status": "pending"}]));
     assert_eq!(full.json["status"], "active");
 }
 
@@ -273,21 +196,11 @@ async fn submit_without_method_and_domain_info_flags() {
 async fn submit_errors_and_unknown_domains() {
     let h = Harness::start(config(&[])).await;
     h.sim().add_domain(NewDomain::new(12, "example.com"));
-    let a = h
-        .api(
-            "POST",
-            "/domain/12/validation",
-            Some(json!({"dcv_method": "dns-txt-token"})),
-        )
-        .await;
+    let a = h.api("POST", "/domain/12/validation", Some(json!({"dcv_method": "dns-txt-token"}))).await;
     assert_eq!(a.status, 400);
     assert_eq!(error_of(&a).0, "missing_param");
     let a = h
-        .api(
-            "POST",
-            "/domain/12/validation",
-            Some(json!({"validations": [{"type": "ov"}], "dcv_method": "smoke"})),
-        )
+        .api("POST", "/domain/12/validation", Some(json!({"validations": [{"type": "ov"}], "dcv_method": "smoke"})))
         .await;
     assert_eq!(error_of(&a).0, "invalid_dcv_method");
     for (method, path) in [
@@ -296,9 +209,7 @@ async fn submit_errors_and_unknown_domains() {
         ("POST", "/domain/404/dcv/token"),
         ("PUT", "/domain/404/dcv/validate-token"),
     ] {
-        let a = h
-            .api(method, path, Some(json!({"validations": [{"type": "ov"}]})))
-            .await;
+        let a = h.api(method, path, Some(json!({"validations": [{"type": "ov"}]}))).await;
         assert_eq!(a.status, 404, "{method} {path}");
         assert_eq!(error_of(&a).0, "not_found");
     }

@@ -13,11 +13,8 @@ use common::{Answer, Harness, TestDns, config};
 use serde_json::{Value, json};
 
 fn fixture(name: &str) -> Value {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "fixtures", name]
-        .iter()
-        .collect();
-    let text = std::fs::read_to_string(&path)
-        .unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
+    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "fixtures", name].iter().collect();
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()));
     serde_json::from_str(&text).unwrap_or_else(|e| panic!("{} is not JSON: {e}", path.display()))
 }
 
@@ -36,11 +33,7 @@ fn kind(v: &Value) -> &'static str {
 /// DigiCert answers carry them).
 fn same_shape(doc: &Value, sim: &Value, path: &str, extra: &[&str], problems: &mut Vec<String>) {
     if kind(doc) != kind(sim) {
-        problems.push(format!(
-            "{path}: documented {} but simulated {} ({sim})",
-            kind(doc),
-            kind(sim)
-        ));
+        problems.push(format!("{path}: documented {} but simulated {} ({sim})", kind(doc), kind(sim)));
         return;
     }
     match (doc, sim) {
@@ -63,15 +56,10 @@ fn same_shape(doc: &Value, sim: &Value, path: &str, extra: &[&str], problems: &m
             }
         }
         (Value::String(d), Value::String(s)) if path.ends_with("expiration_date") => {
-            let format = |t: &str| {
-                t.len() == 25
-                    && t.ends_with("+00:00")
-                    && chrono::DateTime::parse_from_rfc3339(t).is_ok()
-            };
+            let format =
+                |t: &str| t.len() == 25 && t.ends_with("+00:00") && chrono::DateTime::parse_from_rfc3339(t).is_ok();
             if !(format(d) && format(s)) {
-                problems.push(format!(
-                    "{path}: timestamp {s:?} not in the documented format of {d:?}"
-                ));
+                problems.push(format!("{path}: timestamp {s:?} not in the documented format of {d:?}"));
             }
         }
         _ => {}
@@ -86,17 +74,9 @@ fn assert_shape(fixture_name: &str, got: &Answer, status: u16, extra: &[&str]) {
     same_shape(&doc, &got.json, "$", extra, &mut problems);
     // error bodies: the codes and messages are part of the contract
     if doc.get("errors").is_some() {
-        assert_eq!(
-            doc["errors"], got.json["errors"],
-            "{fixture_name}: error body differs"
-        );
+        assert_eq!(doc["errors"], got.json["errors"], "{fixture_name}: error body differs");
     }
-    assert!(
-        problems.is_empty(),
-        "{fixture_name}:\n  {}\n  simulated: {}",
-        problems.join("\n  "),
-        got.text
-    );
+    assert!(problems.is_empty(), "{fixture_name}:\n  {}\n  simulated: {}", problems.join("\n  "), got.text);
 }
 
 /// Every documented DV body.
@@ -105,23 +85,15 @@ async fn dv_answers_match_the_documented_examples() {
     let dns = TestDns::start(&["example.com"], 0).await;
     let h = Harness::start(config(&[&dns])).await;
     h.sim().add_order(NewOrder::new(1, &["example.com"]));
-    h.sim()
-        .add_order(NewOrder::new(2, &["example.com"]).with_method(DcvMethod::HttpToken));
-    h.sim()
-        .add_order(NewOrder::new(3, &["example.com"]).with_method(DcvMethod::Email));
+    h.sim().add_order(NewOrder::new(2, &["example.com"]).with_method(DcvMethod::HttpToken));
+    h.sim().add_order(NewOrder::new(3, &["example.com"]).with_method(DcvMethod::Email));
 
-    let token = h
-        .api("PUT", "/order/certificate/1/dcv-random-value", None)
-        .await;
+    let token = h.api("PUT", "/order/certificate/1/dcv-random-value", None).await;
     assert_shape("dv-generate-dcv-token.200.json", &token, 200, &[]);
 
     let early = h.api("PUT", "/order/certificate/1/check-dcv", None).await;
     assert_shape("dv-check-dcv.400-dns-txt-token.json", &early, 400, &[]);
-    dns.add_txt(
-        "_dnsauth.example.com",
-        token.json["dcv_random_value"].as_str().unwrap(),
-    )
-    .await;
+    dns.add_txt("_dnsauth.example.com", token.json["dcv_random_value"].as_str().unwrap()).await;
     let ok = h.api("PUT", "/order/certificate/1/check-dcv", None).await;
     assert_shape("dv-check-dcv.200.json", &ok, 200, &["dns_name_validations"]);
 
@@ -144,8 +116,7 @@ async fn ovev_answers_match_the_documented_examples() {
         (4, DcvMethod::Email, "email"),
     ];
     for (id, method, _) in methods {
-        h.sim()
-            .add_domain(NewDomain::new(id, "example.com").with_method(method));
+        h.sim().add_domain(NewDomain::new(id, "example.com").with_method(method));
         h.sim().add_domain(NewDomain::new(id + 10, "example.com"));
     }
 
@@ -157,32 +128,18 @@ async fn ovev_answers_match_the_documented_examples() {
                 Some(json!({"validations": [{"type": "ov"}, {"type": "ev"}], "dcv_method": name})),
             )
             .await;
-        assert_shape(
-            &format!("submit-for-validation.200-{name}.json"),
-            &submit,
-            200,
-            &[],
-        );
+        assert_shape(&format!("submit-for-validation.200-{name}.json"), &submit, 200, &[]);
     }
 
     for (id, _, name) in &methods[..3] {
-        let t = h
-            .api("POST", &format!("/domain/{id}/dcv/token"), None)
-            .await;
-        assert_shape(
-            &format!("ovev-generate-dcv-token.200-{name}.json"),
-            &t,
-            200,
-            &[],
-        );
+        let t = h.api("POST", &format!("/domain/{id}/dcv/token"), None).await;
+        assert_shape(&format!("ovev-generate-dcv-token.200-{name}.json"), &t, 200, &[]);
     }
     let t = h.api("POST", "/domain/4/dcv/token", None).await;
     assert_shape("ovev-generate-dcv-token.400-email.json", &t, 400, &[]);
 
     for (id, _, name) in methods {
-        let v = h
-            .api("PUT", &format!("/domain/{id}/dcv/validate-token"), None)
-            .await;
+        let v = h.api("PUT", &format!("/domain/{id}/dcv/validate-token"), None).await;
         assert_shape(&format!("ovev-check-dcv.400-{name}.json"), &v, 400, &[]);
     }
 
@@ -197,12 +154,6 @@ async fn ovev_answers_match_the_documented_examples() {
 fn shape_comparison_catches_differences() {
     let doc = json!({"a": 1, "b": "x", "expiration_date": "2020-02-21T07:01:29+00:00"});
     let mut problems = Vec::new();
-    same_shape(
-        &doc,
-        &json!({"a": "1", "c": 2, "expiration_date": "2020-02-21T07:01:29Z"}),
-        "$",
-        &[],
-        &mut problems,
-    );
+    same_shape(&doc, &json!({"a": "1", "c": 2, "expiration_date": "2020-02-21T07:01:29Z"}), "$", &[], &mut problems);
     assert_eq!(problems.len(), 4, "{problems:?}");
 }

@@ -15,8 +15,8 @@ use tracing::{debug, warn};
 use crate::Error;
 use crate::limiter::RateLimiter;
 use crate::types::{
-    ApiErrorBody, CheckDcvResponse, DcvMethod, DcvRandomValue, DcvToken, DomainInfo, OrderInfo,
-    OrderValidation, SubmitValidationRequest, SubmitValidationResponse, ValidateTokenResponse,
+    ApiErrorBody, CheckDcvResponse, DcvMethod, DcvRandomValue, DcvToken, DomainInfo, OrderInfo, OrderValidation,
+    SubmitValidationRequest, SubmitValidationResponse, ValidateTokenResponse,
 };
 
 /// How much of an unexpected body an error keeps.
@@ -42,10 +42,7 @@ impl RateWindow {
     /// DigiCert's documented limits per API key: 100 per 5 s and 1000 per 3 minutes (a page
     /// says 5 minutes; the stricter wins).
     pub fn defaults() -> Vec<Self> {
-        vec![
-            Self::new(100, Duration::from_secs(5)),
-            Self::new(1000, Duration::from_secs(180)),
-        ]
+        vec![Self::new(100, Duration::from_secs(5)), Self::new(1000, Duration::from_secs(180))]
     }
 }
 
@@ -62,11 +59,7 @@ pub struct RetryPolicy {
 
 impl Default for RetryPolicy {
     fn default() -> Self {
-        Self {
-            max_attempts: 5,
-            base_delay: Duration::from_millis(500),
-            max_delay: Duration::from_secs(30),
-        }
+        Self { max_attempts: 5, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(30) }
     }
 }
 
@@ -247,10 +240,7 @@ impl fmt::Debug for Client {
 fn validate_base_url(raw: &str, allow_insecure_http: bool) -> Result<String, Error> {
     let trimmed = raw.trim().trim_end_matches('/');
     let url = Url::parse(trimmed).map_err(|e| Error::Config {
-        message: format!(
-            "base_url {trimmed:?} is not a valid URL ({e}); expected e.g. {}",
-            ClientConfig::US_BASE_URL
-        ),
+        message: format!("base_url {trimmed:?} is not a valid URL ({e}); expected e.g. {}", ClientConfig::US_BASE_URL),
     })?;
     if !url.username().is_empty() || url.password().is_some() {
         return Err(Error::Config {
@@ -258,19 +248,15 @@ fn validate_base_url(raw: &str, allow_insecure_http: bool) -> Result<String, Err
         });
     }
     if url.query().is_some() || url.fragment().is_some() {
-        return Err(Error::Config {
-            message: format!("base_url {trimmed:?} must not have a query or fragment"),
-        });
+        return Err(Error::Config { message: format!("base_url {trimmed:?} must not have a query or fragment") });
     }
     match url.scheme() {
         "https" => {}
         "http" => {
             let host = url.host_str().unwrap_or_default();
             let host = host.trim_start_matches('[').trim_end_matches(']');
-            let loopback = host.parse::<IpAddr>().map_or_else(
-                |_| host.eq_ignore_ascii_case("localhost"),
-                |ip| ip.is_loopback(),
-            );
+            let loopback =
+                host.parse::<IpAddr>().map_or_else(|_| host.eq_ignore_ascii_case("localhost"), |ip| ip.is_loopback());
             if !allow_insecure_http {
                 return Err(Error::Config {
                     message: format!(
@@ -290,9 +276,7 @@ fn validate_base_url(raw: &str, allow_insecure_http: bool) -> Result<String, Err
             }
         }
         other => {
-            return Err(Error::Config {
-                message: format!("base_url {trimmed:?} has scheme {other:?}; use https"),
-            });
+            return Err(Error::Config { message: format!("base_url {trimmed:?} has scheme {other:?}; use https") });
         }
     }
     Ok(trimmed.to_string())
@@ -305,11 +289,7 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
         return Some(Duration::from_secs(secs));
     }
     let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    Some(
-        (at.with_timezone(&chrono::Utc) - chrono::Utc::now())
-            .to_std()
-            .unwrap_or(Duration::ZERO),
-    )
+    Some((at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO))
 }
 
 /// The start of a body, whitespace collapsed.
@@ -332,10 +312,7 @@ struct Failure {
 
 impl From<Error> for Failure {
     fn from(error: Error) -> Self {
-        Self {
-            error,
-            retry_after: None,
-        }
+        Self { error, retry_after: None }
     }
 }
 
@@ -350,9 +327,7 @@ impl Client {
         let key = config.api_key.expose_secret().trim();
         if key.is_empty() {
             return Err(Error::Config {
-                message:
-                    "api_key is empty; create an API key in CertCentral (Automation > API keys)"
-                        .to_string(),
+                message: "api_key is empty; create an API key in CertCentral (Automation > API keys)".to_string(),
             });
         }
         let mut key_header = HeaderValue::from_str(key).map_err(|_| Error::Config {
@@ -362,9 +337,7 @@ impl Client {
         })?;
         key_header.set_sensitive(true);
         if config.timeout.is_zero() {
-            return Err(Error::Config {
-                message: "timeout must be greater than zero".to_string(),
-            });
+            return Err(Error::Config { message: "timeout must be greater than zero".to_string() });
         }
         if config.retry.max_attempts == 0 {
             return Err(Error::Config {
@@ -383,9 +356,7 @@ impl Client {
             .timeout(config.timeout)
             .connect_timeout(config.timeout.min(Duration::from_secs(10)))
             .build()
-            .map_err(|e| Error::Config {
-                message: format!("cannot build the HTTP client: {e}"),
-            })?;
+            .map_err(|e| Error::Config { message: format!("cannot build the HTTP client: {e}") })?;
         Ok(Self {
             inner: Arc::new(Inner {
                 http,
@@ -421,54 +392,33 @@ impl Client {
     /// while valid, a new one once expired).
     pub async fn dcv_random_value(&self, order_id: u64) -> Result<DcvRandomValue, Error> {
         let path = format!("/order/certificate/{order_id}/dcv-random-value");
-        self.json(Endpoint::DcvRandomValue, Method::PUT, order_id, &path, None)
-            .await
+        self.json(Endpoint::DcvRandomValue, Method::PUT, order_id, &path, None).await
     }
 
     /// `PUT /order/certificate/{id}/check-dcv`: asks DigiCert to check the order's DCV now.
     /// "Not seen yet" comes back as an error with [`Error::is_not_found_yet`].
     pub async fn check_dcv(&self, order_id: u64) -> Result<CheckDcvResponse, Error> {
         let path = format!("/order/certificate/{order_id}/check-dcv");
-        self.json(Endpoint::CheckDcv, Method::PUT, order_id, &path, None)
-            .await
+        self.json(Endpoint::CheckDcv, Method::PUT, order_id, &path, None).await
     }
 
     /// `GET /order/certificate/{id}`: order status, DCV method and names.
     pub async fn order_info(&self, order_id: u64) -> Result<OrderInfo, Error> {
         let path = format!("/order/certificate/{order_id}");
-        self.json(Endpoint::OrderInfo, Method::GET, order_id, &path, None)
-            .await
+        self.json(Endpoint::OrderInfo, Method::GET, order_id, &path, None).await
     }
 
     /// `GET /order/certificate/{id}/validation`: per-name DCV status.
     pub async fn order_validation(&self, order_id: u64) -> Result<OrderValidation, Error> {
         let path = format!("/order/certificate/{order_id}/validation");
-        self.json(
-            Endpoint::OrderValidation,
-            Method::GET,
-            order_id,
-            &path,
-            None,
-        )
-        .await
+        self.json(Endpoint::OrderValidation, Method::GET, order_id, &path, None).await
     }
 
     /// `PUT /order/certificate/{id}/dcv-method` with `{"dcv_method": ...}`.
-    pub async fn change_order_dcv_method(
-        &self,
-        order_id: u64,
-        method: &DcvMethod,
-    ) -> Result<(), Error> {
+    pub async fn change_order_dcv_method(&self, order_id: u64, method: &DcvMethod) -> Result<(), Error> {
         let path = format!("/order/certificate/{order_id}/dcv-method");
         let body = serde_json::json!({ "dcv_method": method.as_str() });
-        self.execute(
-            Endpoint::ChangeDcvMethod,
-            Method::PUT,
-            order_id,
-            &path,
-            Some(body),
-        )
-        .await?;
+        self.execute(Endpoint::ChangeDcvMethod, Method::PUT, order_id, &path, Some(body)).await?;
         Ok(())
     }
 
@@ -487,9 +437,7 @@ impl Client {
             endpoint: endpoint.as_str(),
             message: format!("cannot encode the request: {e}"),
         })?;
-        let text = self
-            .execute(endpoint, Method::POST, domain_id, &path, Some(body))
-            .await?;
+        let text = self.execute(endpoint, Method::POST, domain_id, &path, Some(body)).await?;
         if text.trim().is_empty() {
             return Ok(SubmitValidationResponse::default());
         }
@@ -502,37 +450,19 @@ impl Client {
     /// generated a token after all, the one returned is still the newest, hence the valid one.
     pub async fn generate_domain_token(&self, domain_id: u64) -> Result<DcvToken, Error> {
         let path = format!("/domain/{domain_id}/dcv/token");
-        self.json(
-            Endpoint::GenerateDomainToken,
-            Method::POST,
-            domain_id,
-            &path,
-            None,
-        )
-        .await
+        self.json(Endpoint::GenerateDomainToken, Method::POST, domain_id, &path, None).await
     }
 
     /// `PUT /domain/{id}/dcv/validate-token`: asks DigiCert to check the domain's DCV now.
-    pub async fn validate_domain_token(
-        &self,
-        domain_id: u64,
-    ) -> Result<ValidateTokenResponse, Error> {
+    pub async fn validate_domain_token(&self, domain_id: u64) -> Result<ValidateTokenResponse, Error> {
         let path = format!("/domain/{domain_id}/dcv/validate-token");
-        self.json(
-            Endpoint::ValidateDomainToken,
-            Method::PUT,
-            domain_id,
-            &path,
-            None,
-        )
-        .await
+        self.json(Endpoint::ValidateDomainToken, Method::PUT, domain_id, &path, None).await
     }
 
     /// `GET /domain/{id}?include_dcv=true&include_validation=true`.
     pub async fn domain_info(&self, domain_id: u64) -> Result<DomainInfo, Error> {
         let path = format!("/domain/{domain_id}?include_dcv=true&include_validation=true");
-        self.json(Endpoint::DomainInfo, Method::GET, domain_id, &path, None)
-            .await
+        self.json(Endpoint::DomainInfo, Method::GET, domain_id, &path, None).await
     }
 
     // ---- plumbing ----
@@ -556,20 +486,14 @@ impl Client {
                 message: "empty body where JSON was expected".to_string(),
             });
         }
-        serde_json::from_str(text).map_err(|e| Error::Decode {
-            endpoint: endpoint.as_str(),
-            message: self.redact(&e.to_string()),
-        })
+        serde_json::from_str(text)
+            .map_err(|e| Error::Decode { endpoint: endpoint.as_str(), message: self.redact(&e.to_string()) })
     }
 
     /// Replaces the API key, should a server echo it, so it cannot reach an error or a log.
     fn redact(&self, text: &str) -> String {
         let key = self.inner.api_key.expose_secret();
-        if key.is_empty() {
-            text.to_string()
-        } else {
-            text.replace(key, "[redacted]")
-        }
+        if key.is_empty() { text.to_string() } else { text.replace(key, "[redacted]") }
     }
 
     /// Sends the request with rate limiting and retries; returns the body of a 2xx answer.
@@ -588,9 +512,7 @@ impl Client {
         loop {
             let rate_limit_wait = self.inner.limiter.acquire().await;
             let started = Instant::now();
-            let result = self
-                .attempt(endpoint, method.clone(), &url, body.as_deref())
-                .await;
+            let result = self.attempt(endpoint, method.clone(), &url, body.as_deref()).await;
             let elapsed = started.elapsed();
             let status = match &result {
                 Ok((status, _)) => Some(*status),
@@ -606,13 +528,7 @@ impl Client {
                 "certcentral call"
             );
             if let Some(observer) = &self.observer {
-                observer(&CallRecord {
-                    endpoint,
-                    status,
-                    attempt,
-                    elapsed,
-                    rate_limit_wait,
-                });
+                observer(&CallRecord { endpoint, status, attempt, elapsed, rate_limit_wait });
             }
             let failure = match result {
                 Ok((_, text)) => return Ok(text),
@@ -621,9 +537,7 @@ impl Client {
             if !failure.error.is_retryable() || attempt >= policy.max_attempts {
                 return Err(failure.error);
             }
-            let delay = failure
-                .retry_after
-                .map_or_else(|| policy.backoff(attempt), |d| d.min(RETRY_AFTER_CAP));
+            let delay = failure.retry_after.map_or_else(|| policy.backoff(attempt), |d| d.min(RETRY_AFTER_CAP));
             warn!(
                 endpoint = endpoint.as_str(),
                 id,
@@ -656,32 +570,17 @@ impl Client {
             // without one (DigiCert's examples send none, so this is only for the path there).
             request = request.header(CONTENT_LENGTH, "0").body("");
         }
-        let response = request
-            .send()
-            .await
-            .map_err(|e| self.transport_error(endpoint, e))?;
+        let response = request.send().await.map_err(|e| self.transport_error(endpoint, e))?;
         let status = response.status().as_u16();
-        let retry_after = response
-            .headers()
-            .get(RETRY_AFTER)
-            .and_then(|v| v.to_str().ok())
-            .and_then(parse_retry_after);
-        let text = response
-            .text()
-            .await
-            .map_err(|e| self.transport_error(endpoint, e))?;
+        let retry_after = response.headers().get(RETRY_AFTER).and_then(|v| v.to_str().ok()).and_then(parse_retry_after);
+        let text = response.text().await.map_err(|e| self.transport_error(endpoint, e))?;
 
         if (200..300).contains(&status) {
             // A success answer that is not JSON at all comes from something in between
             // (captive proxy, maintenance page): treat it like an HTTP failure, it may pass.
-            if !text.trim().is_empty()
-                && serde_json::from_str::<serde::de::IgnoredAny>(&text).is_err()
-            {
+            if !text.trim().is_empty() && serde_json::from_str::<serde::de::IgnoredAny>(&text).is_err() {
                 return Err(Failure {
-                    error: Error::Http {
-                        status,
-                        body_excerpt: self.redact(&excerpt(&text)),
-                    },
+                    error: Error::Http { status, body_excerpt: self.redact(&excerpt(&text)) },
                     retry_after,
                 });
             }
@@ -699,20 +598,14 @@ impl Client {
                     .collect();
                 Error::api(status, entries)
             }
-            _ => Error::Http {
-                status,
-                body_excerpt: self.redact(&excerpt(&text)),
-            },
+            _ => Error::Http { status, body_excerpt: self.redact(&excerpt(&text)) },
         };
         Err(Failure { error, retry_after })
     }
 
     fn transport_error(&self, endpoint: Endpoint, e: reqwest::Error) -> Failure {
         if e.is_timeout() {
-            return Error::Timeout {
-                endpoint: endpoint.as_str(),
-            }
-            .into();
+            return Error::Timeout { endpoint: endpoint.as_str() }.into();
         }
         let e = e.without_url();
         let mut message = e.to_string();
@@ -727,10 +620,7 @@ impl Client {
             }
             source = cause.source();
         }
-        Error::Connect {
-            message: self.redact(&message),
-        }
-        .into()
+        Error::Connect { message: self.redact(&message) }.into()
     }
 }
 
@@ -741,17 +631,11 @@ mod tests {
     #[test]
     fn retry_after_forms() {
         assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
-        assert_eq!(
-            parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"),
-            Some(Duration::ZERO)
-        );
+        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
         let soon = (chrono::Utc::now() + chrono::TimeDelta::seconds(120)).to_rfc2822();
         let soon = soon.replace("+0000", "GMT");
         let wait = parse_retry_after(&soon).expect("HTTP date parses");
-        assert!(
-            wait > Duration::from_secs(100) && wait <= Duration::from_secs(120),
-            "{wait:?}"
-        );
+        assert!(wait > Duration::from_secs(100) && wait <= Duration::from_secs(120), "{wait:?}");
         assert_eq!(parse_retry_after("soon"), None);
     }
 

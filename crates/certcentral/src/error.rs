@@ -3,11 +3,7 @@
 use crate::types::ApiErrorEntry;
 
 /// DigiCert codes meaning "the record or file is not visible yet": check again later.
-const NOT_FOUND_YET: &[&str] = &[
-    "invalid_dns_txt",
-    "invalid_dns_cname",
-    "file_random_value_not_found",
-];
+const NOT_FOUND_YET: &[&str] = &["invalid_dns_txt", "invalid_dns_cname", "file_random_value_not_found"];
 /// DigiCert codes meaning "this DCV method cannot be used for this action": permanent.
 const WRONG_METHOD: &[&str] = &["invalid_dns_method", "invalid_dcv_method"];
 /// DigiCert's code for a breached rate limit (sent with HTTP 429).
@@ -92,9 +88,7 @@ impl Error {
             Self::Api { code, errors, .. } => (Some(code.as_str()), errors.as_slice()),
             _ => (None, &[]),
         };
-        first
-            .into_iter()
-            .chain(rest.iter().map(|e| e.code.as_str()))
+        first.into_iter().chain(rest.iter().map(|e| e.code.as_str()))
     }
 
     fn has_code(&self, wanted: &[&str]) -> bool {
@@ -135,9 +129,7 @@ impl Error {
         match self {
             Self::Timeout { .. } | Self::Connect { .. } => true,
             Self::Api { status, .. } => *status == 429 || *status >= 500 || self.is_rate_limited(),
-            Self::Http { status, .. } => {
-                !(400..500).contains(status) || matches!(status, 408 | 429)
-            }
+            Self::Http { status, .. } => !(400..500).contains(status) || matches!(status, 408 | 429),
             Self::Decode { .. } | Self::Config { .. } => false,
         }
     }
@@ -146,21 +138,10 @@ impl Error {
     pub(crate) fn api(status: u16, entries: Vec<ApiErrorEntry>) -> Self {
         let errors: Vec<ApiErrorEntry> = entries
             .into_iter()
-            .map(|e| ApiErrorEntry {
-                code: e.code.trim().to_string(),
-                message: e.message.trim().to_string(),
-            })
+            .map(|e| ApiErrorEntry { code: e.code.trim().to_string(), message: e.message.trim().to_string() })
             .collect();
-        let (code, message) = errors
-            .first()
-            .map(|e| (e.code.clone(), e.message.clone()))
-            .unwrap_or_default();
-        Self::Api {
-            status,
-            code,
-            message,
-            errors,
-        }
+        let (code, message) = errors.first().map(|e| (e.code.clone(), e.message.clone())).unwrap_or_default();
+        Self::Api { status, code, message, errors }
     }
 }
 
@@ -169,10 +150,7 @@ mod tests {
     use super::*;
 
     fn entry(code: &str) -> ApiErrorEntry {
-        ApiErrorEntry {
-            code: code.to_string(),
-            message: "m".to_string(),
-        }
+        ApiErrorEntry { code: code.to_string(), message: "m".to_string() }
     }
 
     #[test]
@@ -186,26 +164,8 @@ mod tests {
         assert!(Error::api(429, vec![entry("request_limit_exceeded")]).is_retryable());
         assert!(Error::api(503, vec![]).is_retryable());
         assert!(Error::api(403, vec![entry("access_denied")]).is_auth());
-        assert!(
-            Error::Http {
-                status: 502,
-                body_excerpt: String::new()
-            }
-            .is_retryable()
-        );
-        assert!(
-            !Error::Http {
-                status: 404,
-                body_excerpt: String::new()
-            }
-            .is_retryable()
-        );
-        assert_eq!(
-            Error::Timeout {
-                endpoint: "check_dcv"
-            }
-            .status(),
-            None
-        );
+        assert!(Error::Http { status: 502, body_excerpt: String::new() }.is_retryable());
+        assert!(!Error::Http { status: 404, body_excerpt: String::new() }.is_retryable());
+        assert_eq!(Error::Timeout { endpoint: "check_dcv" }.status(), None);
     }
 }

@@ -77,10 +77,7 @@ impl StateStore for WindowState {
     where
         F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
     {
-        let mut tat = self
-            .tat
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut tat = self.tat.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
         let (outcome, next) = f(*tat)?;
         if !self.dry_run.load(Ordering::Acquire) {
             *tat = Some(next);
@@ -113,10 +110,7 @@ pub struct RateLimiter {
 impl std::fmt::Debug for RateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("RateLimiter")
-            .field(
-                "windows",
-                &self.windows.iter().map(|w| w.spec).collect::<Vec<_>>(),
-            )
+            .field("windows", &self.windows.iter().map(|w| w.spec).collect::<Vec<_>>())
             .finish()
     }
 }
@@ -134,11 +128,7 @@ fn gcra_parameters(window: RateWindow) -> (NonZeroU32, Duration) {
     let n = window.requests;
     let burst = (n / 50).max(1);
     let per_ns = window.per.as_nanos();
-    let period_ns = if n > burst {
-        per_ns.div_ceil(u128::from(n - burst))
-    } else {
-        per_ns + 1
-    };
+    let period_ns = if n > burst { per_ns.div_ceil(u128::from(n - burst)) } else { per_ns + 1 };
     let period = Duration::from_nanos(u64::try_from(period_ns).unwrap_or(u64::MAX));
     (NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN), period)
 }
@@ -163,29 +153,19 @@ impl RateLimiter {
             let (burst, period) = gcra_parameters(spec);
             let quota = Quota::with_period(period)
                 .ok_or_else(|| Error::Config {
-                    message: format!(
-                        "rate limit window {} per {:?} is too fine",
-                        spec.requests, spec.per
-                    ),
+                    message: format!("rate limit window {} per {:?} is too fine", spec.requests, spec.per),
                 })?
                 .allow_burst(burst);
             built.push(Window {
                 spec,
                 gcra: Gcra::new(
                     quota,
-                    WindowState {
-                        tat: std::sync::Mutex::new(None),
-                        dry_run: dry_run.clone(),
-                    },
+                    WindowState { tat: std::sync::Mutex::new(None), dry_run: dry_run.clone() },
                     TokioClock,
                 ),
             });
         }
-        Ok(Self {
-            windows: built.into(),
-            dry_run,
-            turn: Arc::new(Mutex::new(())),
-        })
+        Ok(Self { windows: built.into(), dry_run, turn: Arc::new(Mutex::new(())) })
     }
 
     /// The windows this limiter enforces.
@@ -224,11 +204,7 @@ impl RateLimiter {
             waited = true;
             tokio::time::sleep(wait).await;
         }
-        if waited {
-            started.elapsed()
-        } else {
-            Duration::ZERO
-        }
+        if waited { started.elapsed() } else { Duration::ZERO }
     }
 
     /// How long until every window admits one request (zero: now), taking no cell.
@@ -255,39 +231,15 @@ mod tests {
     /// The GCRA parameters never admit more than N in a window of T.
     #[test]
     fn parameters_bound_every_window() {
-        for (n, secs) in [
-            (1u32, 1u64),
-            (2, 1),
-            (49, 5),
-            (50, 5),
-            (100, 5),
-            (1000, 180),
-            (7, 3),
-        ] {
+        for (n, secs) in [(1u32, 1u64), (2, 1), (49, 5), (50, 5), (100, 5), (1000, 180), (7, 3)] {
             let window = RateWindow::new(n, Duration::from_secs(secs));
             let (burst, period) = gcra_parameters(window);
             let per_ns = window.per.as_nanos();
             let admitted = u128::from(burst.get()) + per_ns / period.as_nanos();
-            assert!(
-                admitted <= u128::from(n),
-                "{n} per {secs}s admits {admitted}"
-            );
-            assert!(
-                admitted + 1 >= u128::from(n),
-                "{n} per {secs}s admits only {admitted}"
-            );
+            assert!(admitted <= u128::from(n), "{n} per {secs}s admits {admitted}");
+            assert!(admitted + 1 >= u128::from(n), "{n} per {secs}s admits only {admitted}");
         }
-        assert_eq!(
-            gcra_parameters(RateWindow::new(100, Duration::from_secs(5)))
-                .0
-                .get(),
-            2
-        );
-        assert_eq!(
-            gcra_parameters(RateWindow::new(1000, Duration::from_secs(180)))
-                .0
-                .get(),
-            20
-        );
+        assert_eq!(gcra_parameters(RateWindow::new(100, Duration::from_secs(5))).0.get(), 2);
+        assert_eq!(gcra_parameters(RateWindow::new(1000, Duration::from_secs(180))).0.get(), 20);
     }
 }

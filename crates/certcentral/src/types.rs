@@ -43,11 +43,7 @@ pub struct DcvRandomValue {
     #[serde(deserialize_with = "string_or_number")]
     pub dcv_random_value: String,
     /// When it expires.
-    #[serde(
-        default,
-        deserialize_with = "opt_timestamp",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "opt_timestamp", skip_serializing_if = "Option::is_none")]
     pub expiration_date: Option<DateTime<Utc>>,
 }
 
@@ -60,11 +56,7 @@ pub struct DnsNameValidation {
     #[serde(default)]
     pub status: Option<String>,
     /// Validation date, when present.
-    #[serde(
-        default,
-        deserialize_with = "opt_timestamp",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "opt_timestamp", skip_serializing_if = "Option::is_none")]
     pub validated_on: Option<DateTime<Utc>>,
 }
 
@@ -126,20 +118,10 @@ impl OrderInfo {
     /// The order's DNS names, without blanks (some products return `[" "]`), falling back to the
     /// common name.
     pub fn dns_names(&self) -> Vec<String> {
-        let mut names: Vec<String> = self
-            .certificate
-            .dns_names
-            .iter()
-            .map(|n| n.trim().to_string())
-            .filter(|n| !n.is_empty())
-            .collect();
+        let mut names: Vec<String> =
+            self.certificate.dns_names.iter().map(|n| n.trim().to_string()).filter(|n| !n.is_empty()).collect();
         if names.is_empty()
-            && let Some(cn) = self
-                .certificate
-                .common_name
-                .as_deref()
-                .map(str::trim)
-                .filter(|c| !c.is_empty())
+            && let Some(cn) = self.certificate.common_name.as_deref().map(str::trim).filter(|c| !c.is_empty())
         {
             names.push(cn.to_string());
         }
@@ -149,10 +131,7 @@ impl OrderInfo {
 
 /// Whether an order status is terminal (no validation will ever be needed again).
 pub fn is_terminal_order_status(status: &str) -> bool {
-    matches!(
-        status,
-        "issued" | "canceled" | "rejected" | "revoked" | "expired"
-    )
+    matches!(status, "issued" | "canceled" | "rejected" | "revoked" | "expired")
 }
 
 /// `GET /order/certificate/{id}/validation`.
@@ -208,11 +187,7 @@ pub struct DcvToken {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub status: Option<String>,
     /// When it expires.
-    #[serde(
-        default,
-        deserialize_with = "opt_timestamp",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "opt_timestamp", skip_serializing_if = "Option::is_none")]
     pub expiration_date: Option<DateTime<Utc>>,
     /// CNAME method: the target suffix (`dcv.digicert.com`); http method: the file URL.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -285,11 +260,7 @@ pub struct DomainValidation {
     #[serde(default)]
     pub status: Option<String>,
     /// When this validation expires.
-    #[serde(
-        default,
-        deserialize_with = "opt_timestamp",
-        skip_serializing_if = "Option::is_none"
-    )]
+    #[serde(default, deserialize_with = "opt_timestamp", skip_serializing_if = "Option::is_none")]
     pub validated_until: Option<DateTime<Utc>>,
 }
 
@@ -354,8 +325,8 @@ fn opt_timestamp<'de, D: Deserializer<'de>>(d: D) -> Result<Option<DateTime<Utc>
     match raw {
         None => Ok(None),
         Some(s) if s.trim().is_empty() => Ok(None),
-        Some(s) => parse_timestamp(&s)
-            .map(Some)
-            .ok_or_else(|| serde::de::Error::custom(format!("invalid timestamp {s:?}"))),
+        Some(s) => {
+            parse_timestamp(&s).map(Some).ok_or_else(|| serde::de::Error::custom(format!("invalid timestamp {s:?}")))
+        }
     }
 }

@@ -29,10 +29,7 @@ fn defaults() {
     assert_eq!(config.timeout, Duration::from_secs(30));
     assert_eq!(
         config.rate_limits,
-        vec![
-            RateWindow::new(100, Duration::from_secs(5)),
-            RateWindow::new(1000, Duration::from_secs(180))
-        ]
+        vec![RateWindow::new(100, Duration::from_secs(5)), RateWindow::new(1000, Duration::from_secs(180))]
     );
     assert_eq!(config.retry, RetryPolicy::default());
     assert_eq!(config.retry.max_attempts, 5);
@@ -52,10 +49,7 @@ fn https_urls_accepted() {
 #[test]
 fn plain_http_rules() {
     let message = config_error(config_for("http://127.0.0.1:8080/services/v2", false));
-    assert!(
-        message.contains("plain http") && message.contains("allow_insecure_http"),
-        "{message}"
-    );
+    assert!(message.contains("plain http") && message.contains("allow_insecure_http"), "{message}");
 
     for loopback in [
         "http://127.0.0.1:8080/services/v2",
@@ -79,27 +73,11 @@ fn plain_http_rules() {
 /// Other schemes, garbage, credentials in the URL and queries are refused with clear messages.
 #[test]
 fn malformed_urls_refused() {
-    assert!(
-        config_error(config_for("ftp://www.digicert.com/services/v2", true)).contains("scheme")
-    );
-    assert!(
-        config_error(config_for("www.digicert.com/services/v2", false)).contains("not a valid URL")
-    );
-    let creds = config_error(config_for(
-        "https://user:hunter2@www.digicert.com/services/v2",
-        false,
-    ));
-    assert!(
-        creds.contains("credentials") && !creds.contains("hunter2"),
-        "{creds}"
-    );
-    assert!(
-        config_error(config_for(
-            "https://www.digicert.com/services/v2?x=1",
-            false
-        ))
-        .contains("query")
-    );
+    assert!(config_error(config_for("ftp://www.digicert.com/services/v2", true)).contains("scheme"));
+    assert!(config_error(config_for("www.digicert.com/services/v2", false)).contains("not a valid URL"));
+    let creds = config_error(config_for("https://user:hunter2@www.digicert.com/services/v2", false));
+    assert!(creds.contains("credentials") && !creds.contains("hunter2"), "{creds}");
+    assert!(config_error(config_for("https://www.digicert.com/services/v2?x=1", false)).contains("query"));
 }
 
 /// Empty keys, zero timeouts, zero attempts and empty windows are refused.
@@ -110,10 +88,7 @@ fn invalid_settings_refused() {
 
     let newline = ClientConfig::new(ClientConfig::US_BASE_URL, SecretString::from("abc\ndef"));
     let message = config_error(newline);
-    assert!(
-        message.contains("api_key") && !message.contains("abc"),
-        "{message}"
-    );
+    assert!(message.contains("api_key") && !message.contains("abc"), "{message}");
 
     let mut zero_timeout = config_for(ClientConfig::US_BASE_URL, false);
     zero_timeout.timeout = Duration::ZERO;
@@ -131,11 +106,7 @@ fn invalid_settings_refused() {
 /// A key file's trailing newline is tolerated.
 #[test]
 fn key_with_trailing_newline_accepted() {
-    Client::new(ClientConfig::new(
-        ClientConfig::US_BASE_URL,
-        SecretString::from(format!("{KEY}\n")),
-    ))
-    .unwrap();
+    Client::new(ClientConfig::new(ClientConfig::US_BASE_URL, SecretString::from(format!("{KEY}\n")))).unwrap();
 }
 
 /// Debug output of the config and the client shows `[redacted]`, never the key.
@@ -154,10 +125,7 @@ fn debug_output_is_redacted() {
 /// Endpoint labels are stable snake_case strings, one per endpoint.
 #[test]
 fn endpoint_labels() {
-    let labels: Vec<&str> = certcentral::Endpoint::ALL
-        .iter()
-        .map(|e| e.as_str())
-        .collect();
+    let labels: Vec<&str> = certcentral::Endpoint::ALL.iter().map(|e| e.as_str()).collect();
     assert_eq!(
         labels,
         [

@@ -5,9 +5,7 @@
 mod common;
 
 use certcentral::Error;
-use certcentral::types::{
-    DcvMethod, SubmitValidationRequest, SubmitValidationResponse, ValidationType,
-};
+use certcentral::types::{DcvMethod, SubmitValidationRequest, SubmitValidationResponse, ValidationType};
 use chrono::{TimeZone, Utc};
 use common::{KEY, api, client, json};
 use wiremock::matchers::{body_json, body_string, header, method, path, query_param};
@@ -21,12 +19,7 @@ macro_rules! fixture {
 
 /// Mounts `status`/`body` for `verb path` and expects exactly one call.
 async fn serve(server: &MockServer, verb: &str, rest: &str, status: u16, body: &str) {
-    Mock::given(method(verb))
-        .and(path(api(rest)))
-        .respond_with(json(status, body))
-        .expect(1)
-        .mount(server)
-        .await;
+    Mock::given(method(verb)).and(path(api(rest))).respond_with(json(status, body)).expect(1).mount(server).await;
 }
 
 fn api_error(result: Result<impl std::fmt::Debug, Error>) -> Error {
@@ -42,20 +35,14 @@ async fn dcv_random_value_documented_answer() {
         .and(path(api("/order/certificate/12345678/dcv-random-value")))
         .and(header("X-DC-DEVKEY", KEY))
         .and(header("Content-Type", "application/json"))
-        .and(header(
-            "User-Agent",
-            concat!("dcvd/", env!("CARGO_PKG_VERSION")),
-        ))
+        .and(header("User-Agent", concat!("dcvd/", env!("CARGO_PKG_VERSION"))))
         .respond_with(json(200, fixture!("dv-dcv-random-value.json")))
         .expect(1)
         .mount(&server)
         .await;
     let value = client(&server).dcv_random_value(12345678).await.unwrap();
     assert_eq!(value.dcv_random_value, "fjqr7th5ds");
-    assert_eq!(
-        value.expiration_date,
-        Some(Utc.with_ymd_and_hms(2023, 2, 24, 16, 25, 52).unwrap())
-    );
+    assert_eq!(value.expiration_date, Some(Utc.with_ymd_and_hms(2023, 2, 24, 16, 25, 52).unwrap()));
 }
 
 /// A numeric random value, a `Z` timestamp and unknown fields are accepted.
@@ -64,34 +51,17 @@ async fn dcv_random_value_quirks() {
     let server = MockServer::start().await;
     let body = r#"{"dcv_random_value": 1234567890, "expiration_date": "2023-02-24T16:25:52Z",
                   "new_field": {"x": 1}, "another": [true]}"#;
-    serve(
-        &server,
-        "PUT",
-        "/order/certificate/1/dcv-random-value",
-        200,
-        body,
-    )
-    .await;
+    serve(&server, "PUT", "/order/certificate/1/dcv-random-value", 200, body).await;
     let value = client(&server).dcv_random_value(1).await.unwrap();
     assert_eq!(value.dcv_random_value, "1234567890");
-    assert_eq!(
-        value.expiration_date,
-        Some(Utc.with_ymd_and_hms(2023, 2, 24, 16, 25, 52).unwrap())
-    );
+    assert_eq!(value.expiration_date, Some(Utc.with_ymd_and_hms(2023, 2, 24, 16, 25, 52).unwrap()));
 }
 
 /// DV check-dcv success (documented body).
 #[tokio::test]
 async fn check_dcv_valid() {
     let server = MockServer::start().await;
-    serve(
-        &server,
-        "PUT",
-        "/order/certificate/42/check-dcv",
-        200,
-        fixture!("dv-check-dcv-200.json"),
-    )
-    .await;
+    serve(&server, "PUT", "/order/certificate/42/check-dcv", 200, fixture!("dv-check-dcv-200.json")).await;
     let answer = client(&server).check_dcv(42).await.unwrap();
     assert!(answer.is_valid());
     assert_eq!(answer.order_status.as_deref(), Some("pending"));
@@ -122,24 +92,9 @@ async fn check_dcv_with_dns_name_validations() {
 #[tokio::test]
 async fn check_dcv_documented_errors() {
     let cases = [
-        (
-            fixture!("dv-check-dcv-400-dns-txt.json"),
-            "invalid_dns_txt",
-            true,
-            false,
-        ),
-        (
-            fixture!("dv-check-dcv-400-http-token.json"),
-            "file_random_value_not_found",
-            true,
-            false,
-        ),
-        (
-            fixture!("dv-check-dcv-400-email.json"),
-            "invalid_dns_method",
-            false,
-            true,
-        ),
+        (fixture!("dv-check-dcv-400-dns-txt.json"), "invalid_dns_txt", true, false),
+        (fixture!("dv-check-dcv-400-http-token.json"), "file_random_value_not_found", true, false),
+        (fixture!("dv-check-dcv-400-email.json"), "invalid_dns_method", false, true),
     ];
     for (body, code, not_found_yet, wrong_method) in cases {
         let server = MockServer::start().await;
@@ -151,10 +106,7 @@ async fn check_dcv_documented_errors() {
         assert_eq!(err.is_wrong_method(), wrong_method, "{code}");
         assert!(!err.is_retryable() && !err.is_auth() && !err.is_rate_limited());
         let shown = err.to_string();
-        assert!(
-            shown.starts_with(&format!("certcentral: {code}: ")),
-            "{shown}"
-        );
+        assert!(shown.starts_with(&format!("certcentral: {code}: ")), "{shown}");
         assert!(shown.ends_with("(HTTP 400)"), "{shown}");
     }
 }
@@ -163,14 +115,7 @@ async fn check_dcv_documented_errors() {
 #[tokio::test]
 async fn order_info_documented_shape() {
     let server = MockServer::start().await;
-    serve(
-        &server,
-        "GET",
-        "/order/certificate/12345678",
-        200,
-        fixture!("order-info.json"),
-    )
-    .await;
+    serve(&server, "GET", "/order/certificate/12345678", 200, fixture!("order-info.json")).await;
     let order = client(&server).order_info(12345678).await.unwrap();
     assert_eq!(order.id, 12345678);
     assert_eq!(order.status, "pending");
@@ -183,14 +128,7 @@ async fn order_info_documented_shape() {
 #[tokio::test]
 async fn order_info_blank_dns_names() {
     let server = MockServer::start().await;
-    serve(
-        &server,
-        "GET",
-        "/order/certificate/12345679",
-        200,
-        fixture!("order-info-blank-names.json"),
-    )
-    .await;
+    serve(&server, "GET", "/order/certificate/12345679", 200, fixture!("order-info-blank-names.json")).await;
     let order = client(&server).order_info(12345679).await.unwrap();
     assert_eq!(order.certificate.dns_names, vec![" "]);
     assert_eq!(order.dns_names(), vec!["blank.example"]);
@@ -214,21 +152,11 @@ async fn order_info_not_found() {
 #[tokio::test]
 async fn order_validation_per_name() {
     let server = MockServer::start().await;
-    serve(
-        &server,
-        "GET",
-        "/order/certificate/5/validation",
-        200,
-        fixture!("order-validation.json"),
-    )
-    .await;
+    serve(&server, "GET", "/order/certificate/5/validation", 200, fixture!("order-validation.json")).await;
     let validation = client(&server).order_validation(5).await.unwrap();
     let names = validation.dns_name_validations;
     assert_eq!(names.len(), 2);
-    assert_eq!(
-        names[0].validated_on,
-        Some(Utc.with_ymd_and_hms(2023, 2, 17, 10, 0, 0).unwrap())
-    );
+    assert_eq!(names[0].validated_on, Some(Utc.with_ymd_and_hms(2023, 2, 17, 10, 0, 0).unwrap()));
     assert_eq!(names[1].dns_name, "www.example.com");
     assert_eq!(names[1].validated_on, None);
 }
@@ -240,36 +168,20 @@ async fn change_order_dcv_method_body() {
     Mock::given(method("PUT"))
         .and(path(api("/order/certificate/77/dcv-method")))
         .and(header("X-DC-DEVKEY", KEY))
-        .and(body_json(
-            serde_json::json!({"dcv_method": "dns-cname-token"}),
-        ))
+        .and(body_json(serde_json::json!({"dcv_method": "dns-cname-token"})))
         .respond_with(ResponseTemplate::new(204))
         .expect(1)
         .mount(&server)
         .await;
-    client(&server)
-        .change_order_dcv_method(77, &DcvMethod::DnsCnameToken)
-        .await
-        .unwrap();
+    client(&server).change_order_dcv_method(77, &DcvMethod::DnsCnameToken).await.unwrap();
 }
 
 /// Changing to a method the product does not allow is a permanent error.
 #[tokio::test]
 async fn change_order_dcv_method_refused() {
     let server = MockServer::start().await;
-    serve(
-        &server,
-        "PUT",
-        "/order/certificate/77/dcv-method",
-        400,
-        fixture!("ovev-token-400-dcv-method.json"),
-    )
-    .await;
-    let err = api_error(
-        client(&server)
-            .change_order_dcv_method(77, &DcvMethod::DnsTxtToken)
-            .await,
-    );
+    serve(&server, "PUT", "/order/certificate/77/dcv-method", 400, fixture!("ovev-token-400-dcv-method.json")).await;
+    let err = api_error(client(&server).change_order_dcv_method(77, &DcvMethod::DnsTxtToken).await);
     assert!(err.is_wrong_method());
     assert_eq!(err.code(), Some("invalid_dcv_method"));
 }
@@ -278,8 +190,7 @@ async fn change_order_dcv_method_refused() {
 #[tokio::test]
 async fn submit_validation_request_body_and_token_answer() {
     let server = MockServer::start().await;
-    let expected: serde_json::Value =
-        serde_json::from_str(fixture!("submit-request.json")).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(fixture!("submit-request.json")).unwrap();
     Mock::given(method("POST"))
         .and(path(api("/domain/112233/validation")))
         .and(header("X-DC-DEVKEY", KEY))
@@ -289,24 +200,15 @@ async fn submit_validation_request_body_and_token_answer() {
         .mount(&server)
         .await;
     let request = SubmitValidationRequest {
-        validations: vec![
-            ValidationType { kind: "ov".into() },
-            ValidationType { kind: "ev".into() },
-        ],
+        validations: vec![ValidationType { kind: "ov".into() }, ValidationType { kind: "ev".into() }],
         dcv_method: None,
         email_array: None,
     };
-    let answer = client(&server)
-        .submit_domain_validation(112233, &request)
-        .await
-        .unwrap();
+    let answer = client(&server).submit_domain_validation(112233, &request).await.unwrap();
     assert_eq!(answer.id, Some(112233));
     let token = answer.dcv_token.unwrap();
     assert_eq!(token.token, "{{random_value}}");
-    assert_eq!(
-        token.expiration_date,
-        Some(Utc.with_ymd_and_hms(2020, 2, 21, 6, 29, 24).unwrap())
-    );
+    assert_eq!(token.expiration_date, Some(Utc.with_ymd_and_hms(2020, 2, 21, 6, 29, 24).unwrap()));
     assert_eq!(token.verification_value, None);
 }
 
@@ -330,10 +232,7 @@ async fn submit_validation_with_method_and_emails() {
         dcv_method: Some(DcvMethod::Email),
         email_array: Some(vec!["admin@example.com".into()]),
     };
-    let answer = client(&server)
-        .submit_domain_validation(9, &request)
-        .await
-        .unwrap();
+    let answer = client(&server).submit_domain_validation(9, &request).await.unwrap();
     let emails = answer.validation_emails.unwrap();
     assert_eq!(emails.name_scope.as_deref(), Some("example.com"));
     assert_eq!(emails.base_emails.len(), 5);
@@ -344,10 +243,7 @@ async fn submit_validation_with_method_and_emails() {
 /// The documented "empty" answer (204 or an empty 200) gives the default response.
 #[tokio::test]
 async fn submit_validation_empty_answer() {
-    for template in [
-        ResponseTemplate::new(204),
-        ResponseTemplate::new(200).set_body_string(""),
-    ] {
+    for template in [ResponseTemplate::new(204), ResponseTemplate::new(200).set_body_string("")] {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
             .and(path(api("/domain/5/validation")))
@@ -360,10 +256,7 @@ async fn submit_validation_empty_answer() {
             dcv_method: Some(DcvMethod::DnsTxtToken),
             email_array: None,
         };
-        let answer = client(&server)
-            .submit_domain_validation(5, &request)
-            .await
-            .unwrap();
+        let answer = client(&server).submit_domain_validation(5, &request).await.unwrap();
         assert_eq!(answer, SubmitValidationResponse::default());
     }
 }
@@ -377,44 +270,14 @@ async fn submit_validation_cname_and_http_answers() {
         email_array: None,
     };
     let server = MockServer::start().await;
-    serve(
-        &server,
-        "POST",
-        "/domain/1/validation",
-        200,
-        fixture!("submit-dns-cname.json"),
-    )
-    .await;
-    serve(
-        &server,
-        "POST",
-        "/domain/2/validation",
-        200,
-        fixture!("submit-http.json"),
-    )
-    .await;
+    serve(&server, "POST", "/domain/1/validation", 200, fixture!("submit-dns-cname.json")).await;
+    serve(&server, "POST", "/domain/2/validation", 200, fixture!("submit-http.json")).await;
     let client = client(&server);
-    let cname = client
-        .submit_domain_validation(1, &request)
-        .await
-        .unwrap()
-        .dcv_token
-        .unwrap();
-    assert_eq!(
-        cname.verification_value.as_deref(),
-        Some("dcv.digicert.com")
-    );
+    let cname = client.submit_domain_validation(1, &request).await.unwrap().dcv_token.unwrap();
+    assert_eq!(cname.verification_value.as_deref(), Some("dcv.digicert.com"));
     assert_eq!(cname.http_token_url, None);
-    let http = client
-        .submit_domain_validation(2, &request)
-        .await
-        .unwrap()
-        .dcv_token
-        .unwrap();
-    assert_eq!(
-        http.http_token_url.as_deref(),
-        Some("http://example.com/.well-known/pki-validation/fileauth.txt")
-    );
+    let http = client.submit_domain_validation(2, &request).await.unwrap().dcv_token.unwrap();
+    assert_eq!(http.http_token_url.as_deref(), Some("http://example.com/.well-known/pki-validation/fileauth.txt"));
 }
 
 /// Generate token: POST with the key and the three documented answers.
@@ -437,66 +300,33 @@ async fn generate_domain_token_documented_answers() {
     let client = client(&server);
     let txt = client.generate_domain_token(1).await.unwrap();
     assert_eq!(txt.token, "fdy6m0wy5lq063sz4h0r6qmdt722gyfc");
-    assert_eq!(
-        txt.expiration_date,
-        Some(Utc.with_ymd_and_hms(2020, 8, 22, 20, 21, 10).unwrap())
-    );
+    assert_eq!(txt.expiration_date, Some(Utc.with_ymd_and_hms(2020, 8, 22, 20, 21, 10).unwrap()));
     assert_eq!(txt.verification_value, None);
     let http = client.generate_domain_token(2).await.unwrap();
-    assert_eq!(
-        http.verification_value.as_deref(),
-        Some("http://example.com/.well-known/pki-validation/fileauth.txt")
-    );
+    assert_eq!(http.verification_value.as_deref(), Some("http://example.com/.well-known/pki-validation/fileauth.txt"));
     assert!(http.http_token_url.is_some());
     let cname = client.generate_domain_token(3).await.unwrap();
     assert_eq!(cname.token, "vq4k16kwn69rjxgfw4hf2xn8b36ht119");
-    assert_eq!(
-        cname.verification_value.as_deref(),
-        Some("dcv.digicert.com")
-    );
+    assert_eq!(cname.verification_value.as_deref(), Some("dcv.digicert.com"));
 }
 
 /// Generate token for a domain without a token method: `invalid_dcv_method`, permanent.
 #[tokio::test]
 async fn generate_domain_token_wrong_method() {
     let server = MockServer::start().await;
-    serve(
-        &server,
-        "POST",
-        "/domain/4/dcv/token",
-        400,
-        fixture!("ovev-token-400-dcv-method.json"),
-    )
-    .await;
+    serve(&server, "POST", "/domain/4/dcv/token", 400, fixture!("ovev-token-400-dcv-method.json")).await;
     let err = api_error(client(&server).generate_domain_token(4).await);
     assert!(err.is_wrong_method());
     assert!(!err.is_not_found_yet() && !err.is_retryable());
-    assert!(
-        err.to_string()
-            .contains("This domain's DCV method is set incorrectly")
-    );
+    assert!(err.to_string().contains("This domain's DCV method is set incorrectly"));
 }
 
 /// Validate token: the documented active answer, and a token sent as a JSON number.
 #[tokio::test]
 async fn validate_domain_token_active_and_numeric_token() {
     let server = MockServer::start().await;
-    serve(
-        &server,
-        "PUT",
-        "/domain/6/dcv/validate-token",
-        200,
-        fixture!("ovev-validate-token-200.json"),
-    )
-    .await;
-    serve(
-        &server,
-        "PUT",
-        "/domain/7/dcv/validate-token",
-        200,
-        r#"{"token": 998877, "status": "inactive"}"#,
-    )
-    .await;
+    serve(&server, "PUT", "/domain/6/dcv/validate-token", 200, fixture!("ovev-validate-token-200.json")).await;
+    serve(&server, "PUT", "/domain/7/dcv/validate-token", 200, r#"{"token": 998877, "status": "inactive"}"#).await;
     let client = client(&server);
     let active = client.validate_domain_token(6).await.unwrap();
     assert!(active.is_active());
@@ -510,26 +340,10 @@ async fn validate_domain_token_active_and_numeric_token() {
 #[tokio::test]
 async fn validate_domain_token_documented_errors() {
     let cases = [
-        (
-            fixture!("ovev-validate-token-400-dns-txt.json"),
-            "invalid_dns_txt",
-            true,
-        ),
-        (
-            fixture!("ovev-validate-token-400-http-token.json"),
-            "file_random_value_not_found",
-            true,
-        ),
-        (
-            fixture!("ovev-validate-token-400-dns-cname.json"),
-            "invalid_dns_cname",
-            true,
-        ),
-        (
-            fixture!("ovev-validate-token-400-email.json"),
-            "invalid_dns_method",
-            false,
-        ),
+        (fixture!("ovev-validate-token-400-dns-txt.json"), "invalid_dns_txt", true),
+        (fixture!("ovev-validate-token-400-http-token.json"), "file_random_value_not_found", true),
+        (fixture!("ovev-validate-token-400-dns-cname.json"), "invalid_dns_cname", true),
+        (fixture!("ovev-validate-token-400-email.json"), "invalid_dns_method", false),
     ];
     for (body, code, not_found_yet) in cases {
         let server = MockServer::start().await;
@@ -565,24 +379,17 @@ async fn domain_info_query_and_shape() {
     assert_eq!(domain.dcv_method, Some(DcvMethod::DnsCnameToken));
     let token = domain.dcv_token.unwrap();
     assert_eq!(token.status.as_deref(), Some("pending"));
-    assert_eq!(
-        token.verification_value.as_deref(),
-        Some("dcv.digicert.com")
-    );
+    assert_eq!(token.verification_value.as_deref(), Some("dcv.digicert.com"));
     assert_eq!(domain.validations.len(), 2);
     assert_eq!(domain.validations[0].kind, "ov");
-    assert_eq!(
-        domain.validations[0].validated_until,
-        Some(Utc.with_ymd_and_hms(2024, 2, 10, 18, 22, 10).unwrap())
-    );
+    assert_eq!(domain.validations[0].validated_until, Some(Utc.with_ymd_and_hms(2024, 2, 10, 18, 22, 10).unwrap()));
 }
 
 /// A refused key (401) is an auth error, not retried.
 #[tokio::test]
 async fn unauthorized_is_auth_and_not_retried() {
     let server = MockServer::start().await;
-    let body =
-        r#"{"errors":[{"code":"invalid_api_key","message":"The specified API key is invalid."}]}"#;
+    let body = r#"{"errors":[{"code":"invalid_api_key","message":"The specified API key is invalid."}]}"#;
     serve(&server, "PUT", "/order/certificate/1/check-dcv", 401, body).await;
     let err = api_error(client(&server).check_dcv(1).await);
     assert!(err.is_auth());
@@ -599,14 +406,9 @@ async fn unknown_and_multiple_error_codes() {
     serve(&server, "PUT", "/order/certificate/3/check-dcv", 400, body).await;
     let err = api_error(client(&server).check_dcv(3).await);
     assert_eq!(err.code(), Some("brand_new_code"));
-    assert_eq!(
-        err.to_string(),
-        "certcentral: brand_new_code: Something new. (HTTP 400)"
-    );
+    assert_eq!(err.to_string(), "certcentral: brand_new_code: Something new. (HTTP 400)");
     assert!(err.is_not_found_yet(), "second entry is invalid_dns_txt");
-    let Error::Api { errors, .. } = err else {
-        panic!("expected Error::Api")
-    };
+    let Error::Api { errors, .. } = err else { panic!("expected Error::Api") };
     assert_eq!(errors.len(), 2);
     assert_eq!(errors[1].code, "invalid_dns_txt");
 }
@@ -615,25 +417,9 @@ async fn unknown_and_multiple_error_codes() {
 #[tokio::test]
 async fn wrong_json_shape_is_decode_error() {
     let server = MockServer::start().await;
-    serve(
-        &server,
-        "PUT",
-        "/order/certificate/3/dcv-random-value",
-        200,
-        r#"{"unexpected": true}"#,
-    )
-    .await;
+    serve(&server, "PUT", "/order/certificate/3/dcv-random-value", 200, r#"{"unexpected": true}"#).await;
     let err = api_error(client(&server).dcv_random_value(3).await);
-    assert!(
-        matches!(
-            err,
-            Error::Decode {
-                endpoint: "dcv_random_value",
-                ..
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::Decode { endpoint: "dcv_random_value", .. }), "{err:?}");
     assert!(!err.is_retryable());
     assert!(err.to_string().contains("dcv_random_value"));
 }

@@ -10,7 +10,8 @@ use common::{api, client, config, json, observed_client};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const RATE_LIMITED: &str = r#"{"errors":[{"code":"request_limit_exceeded","message":"Rate limit exceeded. Please retry later."}]}"#;
+const RATE_LIMITED: &str =
+    r#"{"errors":[{"code":"request_limit_exceeded","message":"Rate limit exceeded. Please retry later."}]}"#;
 const CHECK_OK: &str = r#"{"order_status":"pending","certificate_id":1,"dcv_status":"valid"}"#;
 const HTML_502: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad \
                         Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
@@ -32,11 +33,7 @@ async fn first_then(server: &MockServer, first: ResponseTemplate, then: Response
 }
 
 async fn received(server: &MockServer) -> usize {
-    server
-        .received_requests()
-        .await
-        .expect("recording is on")
-        .len()
+    server.received_requests().await.expect("recording is on").len()
 }
 
 /// A 429 `request_limit_exceeded` is retried and the second attempt succeeds; the observer sees
@@ -48,14 +45,8 @@ async fn rate_limited_then_success() {
     let (client, records) = observed_client(config(&server));
     assert!(client.check_dcv(1).await.unwrap().is_valid());
     let records = records.lock().unwrap();
-    let seen: Vec<_> = records
-        .iter()
-        .map(|r| (r.endpoint.as_str(), r.status, r.attempt))
-        .collect();
-    assert_eq!(
-        seen,
-        vec![("check_dcv", Some(429), 1), ("check_dcv", Some(200), 2)]
-    );
+    let seen: Vec<_> = records.iter().map(|r| (r.endpoint.as_str(), r.status, r.attempt)).collect();
+    assert_eq!(seen, vec![("check_dcv", Some(429), 1), ("check_dcv", Some(200), 2)]);
 }
 
 /// A 503 with DigiCert's error body is retried.
@@ -72,12 +63,7 @@ async fn server_error_then_success() {
 #[tokio::test]
 async fn html_bad_gateway_then_success() {
     let server = MockServer::start().await;
-    first_then(
-        &server,
-        ResponseTemplate::new(502).set_body_raw(HTML_502, "text/html"),
-        json(200, CHECK_OK),
-    )
-    .await;
+    first_then(&server, ResponseTemplate::new(502).set_body_raw(HTML_502, "text/html"), json(200, CHECK_OK)).await;
     assert!(client(&server).check_dcv(1).await.unwrap().is_valid());
 }
 
@@ -93,21 +79,12 @@ async fn retries_exhausted_html_page() {
         .await;
     let err = client(&server).check_dcv(1).await.unwrap_err();
     assert_eq!(received(&server).await, 3);
-    let Error::Http {
-        status,
-        body_excerpt,
-    } = &err
-    else {
-        panic!("expected Error::Http, got {err:?}")
-    };
+    let Error::Http { status, body_excerpt } = &err else { panic!("expected Error::Http, got {err:?}") };
     assert_eq!(*status, 502);
     assert!(body_excerpt.contains("502 Bad Gateway"), "{body_excerpt}");
     assert!(!body_excerpt.contains('\n'));
     assert!(err.is_retryable());
-    assert!(
-        err.to_string()
-            .starts_with("certcentral: unexpected HTTP 502")
-    );
+    assert!(err.to_string().starts_with("certcentral: unexpected HTTP 502"));
 }
 
 /// Retries stop at `max_attempts` for DigiCert 500s too (5 attempts configured, 5 requests).
@@ -115,11 +92,7 @@ async fn retries_exhausted_html_page() {
 async fn retries_exhausted_counts_attempts() {
     let server = MockServer::start().await;
     let body = r#"{"errors":[{"code":"internal_error","message":"Internal error."}]}"#;
-    Mock::given(method("GET"))
-        .respond_with(json(500, body))
-        .expect(5)
-        .mount(&server)
-        .await;
+    Mock::given(method("GET")).respond_with(json(500, body)).expect(5).mount(&server).await;
     let mut config = config(&server);
     config.retry.max_attempts = 5;
     let (client, records) = observed_client(config);
@@ -135,11 +108,7 @@ async fn retries_exhausted_counts_attempts() {
 #[tokio::test]
 async fn single_attempt_policy_does_not_retry() {
     let server = MockServer::start().await;
-    Mock::given(method("PUT"))
-        .respond_with(json(429, RATE_LIMITED))
-        .expect(1)
-        .mount(&server)
-        .await;
+    Mock::given(method("PUT")).respond_with(json(429, RATE_LIMITED)).expect(1).mount(&server).await;
     let mut config = config(&server);
     config.retry.max_attempts = 1;
     let err = Client::new(config).unwrap().check_dcv(1).await.unwrap_err();
@@ -151,11 +120,7 @@ async fn single_attempt_policy_does_not_retry() {
 async fn client_errors_are_not_retried() {
     let server = MockServer::start().await;
     let body = r#"{"errors":[{"code":"invalid_dns_txt","message":"Could not find a valid TXT record for one or more domains."}]}"#;
-    Mock::given(method("PUT"))
-        .respond_with(json(400, body))
-        .expect(1)
-        .mount(&server)
-        .await;
+    Mock::given(method("PUT")).respond_with(json(400, body)).expect(1).mount(&server).await;
     let err = client(&server).check_dcv(1).await.unwrap_err();
     assert!(err.is_not_found_yet());
     assert_eq!(received(&server).await, 1);
@@ -175,15 +140,7 @@ async fn slow_server_times_out() {
     config.retry.max_attempts = 2;
     let (client, records) = observed_client(config);
     let err = client.check_dcv(1).await.unwrap_err();
-    assert!(
-        matches!(
-            err,
-            Error::Timeout {
-                endpoint: "check_dcv"
-            }
-        ),
-        "{err:?}"
-    );
+    assert!(matches!(err, Error::Timeout { endpoint: "check_dcv" }), "{err:?}");
     assert!(err.is_retryable());
     assert_eq!(err.status(), None);
     assert_eq!(received(&server).await, 2);
@@ -195,19 +152,10 @@ async fn slow_server_times_out() {
 #[tokio::test]
 async fn retry_after_seconds_is_honoured() {
     let server = MockServer::start().await;
-    first_then(
-        &server,
-        json(429, RATE_LIMITED).insert_header("Retry-After", "1"),
-        json(200, CHECK_OK),
-    )
-    .await;
+    first_then(&server, json(429, RATE_LIMITED).insert_header("Retry-After", "1"), json(200, CHECK_OK)).await;
     let started = Instant::now();
     assert!(client(&server).check_dcv(1).await.unwrap().is_valid());
-    assert!(
-        started.elapsed() >= Duration::from_secs(1),
-        "retried after {:?}",
-        started.elapsed()
-    );
+    assert!(started.elapsed() >= Duration::from_secs(1), "retried after {:?}", started.elapsed());
 }
 
 /// A refused connection is a retryable `Error::Connect`, retried `max_attempts` times.
@@ -222,21 +170,14 @@ async fn refused_connection_is_connect_error() {
         certcentral::SecretString::from(common::KEY),
     );
     config.allow_insecure_http = true;
-    config.retry = RetryPolicy {
-        max_attempts: 2,
-        base_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(2),
-    };
+    config.retry =
+        RetryPolicy { max_attempts: 2, base_delay: Duration::from_millis(1), max_delay: Duration::from_millis(2) };
     let (client, records) = observed_client(config);
     let err = client.order_validation(1).await.unwrap_err();
     assert!(matches!(err, Error::Connect { .. }), "{err:?}");
     assert!(err.is_retryable());
     assert_eq!(records.lock().unwrap().len(), 2);
-    assert!(
-        err.to_string()
-            .starts_with("certcentral: cannot reach the API"),
-        "{err}"
-    );
+    assert!(err.to_string().starts_with("certcentral: cannot reach the API"), "{err}");
 }
 
 /// A 200 that is not JSON (a proxy's page) is retried like an HTTP failure.
@@ -255,26 +196,14 @@ async fn success_status_with_html_body_is_retried() {
 /// Backoff stays within `[d/2, d]` with `d` doubling up to `max_delay`.
 #[test]
 fn backoff_bounds() {
-    let policy = RetryPolicy {
-        max_attempts: 10,
-        base_delay: Duration::from_millis(100),
-        max_delay: Duration::from_secs(1),
-    };
+    let policy =
+        RetryPolicy { max_attempts: 10, base_delay: Duration::from_millis(100), max_delay: Duration::from_secs(1) };
     for _ in 0..200 {
         let first = policy.backoff(1);
-        assert!(
-            first >= Duration::from_millis(50) && first <= Duration::from_millis(100),
-            "{first:?}"
-        );
+        assert!(first >= Duration::from_millis(50) && first <= Duration::from_millis(100), "{first:?}");
         let third = policy.backoff(3);
-        assert!(
-            third >= Duration::from_millis(200) && third <= Duration::from_millis(400),
-            "{third:?}"
-        );
+        assert!(third >= Duration::from_millis(200) && third <= Duration::from_millis(400), "{third:?}");
         let capped = policy.backoff(30);
-        assert!(
-            capped >= Duration::from_millis(500) && capped <= Duration::from_secs(1),
-            "{capped:?}"
-        );
+        assert!(capped >= Duration::from_millis(500) && capped <= Duration::from_secs(1), "{capped:?}");
     }
 }

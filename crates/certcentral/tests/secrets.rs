@@ -58,25 +58,17 @@ async fn api_key_never_logged_or_shown() {
     // 503 then 429 then a 400 that echoes the key (a misbehaving proxy could do that).
     Mock::given(method("PUT"))
         .and(path(api("/order/certificate/5/check-dcv")))
-        .respond_with(json(
-            503,
-            r#"{"errors":[{"code":"server_error","message":"Try later."}]}"#,
-        ))
+        .respond_with(json(503, r#"{"errors":[{"code":"server_error","message":"Try later."}]}"#))
         .up_to_n_times(1)
         .mount(&server)
         .await;
     Mock::given(method("PUT"))
         .and(path(api("/order/certificate/5/check-dcv")))
-        .respond_with(json(
-            429,
-            r#"{"errors":[{"code":"request_limit_exceeded","message":"Slow down."}]}"#,
-        ))
+        .respond_with(json(429, r#"{"errors":[{"code":"request_limit_exceeded","message":"Slow down."}]}"#))
         .up_to_n_times(1)
         .mount(&server)
         .await;
-    let echo = format!(
-        r#"{{"errors":[{{"code":"invalid_api_key","message":"key {KEY} is not valid"}}]}}"#
-    );
+    let echo = format!(r#"{{"errors":[{{"code":"invalid_api_key","message":"key {KEY} is not valid"}}]}}"#);
     Mock::given(method("PUT"))
         .and(path(api("/order/certificate/5/check-dcv")))
         .respond_with(json(403, &echo))
@@ -84,9 +76,7 @@ async fn api_key_never_logged_or_shown() {
         .await;
     Mock::given(method("GET"))
         .and(path(api("/order/certificate/6")))
-        .respond_with(
-            ResponseTemplate::new(502).set_body_string(format!("<html>bad gateway {KEY}</html>")),
-        )
+        .respond_with(ResponseTemplate::new(502).set_body_string(format!("<html>bad gateway {KEY}</html>")))
         .mount(&server)
         .await;
 
@@ -97,10 +87,7 @@ async fn api_key_never_logged_or_shown() {
     let auth = client.check_dcv(5).await.unwrap_err();
     assert!(auth.is_auth(), "{auth:?}");
     let gateway = client.order_info(6).await.unwrap_err();
-    assert!(
-        matches!(gateway, Error::Http { status: 502, .. }),
-        "{gateway:?}"
-    );
+    assert!(matches!(gateway, Error::Http { status: 502, .. }), "{gateway:?}");
     assert_eq!(server.received_requests().await.unwrap().len(), 3 + 4);
 
     let mut shown = capture.text();
@@ -113,36 +100,14 @@ async fn api_key_never_logged_or_shown() {
 
     let logs = capture.text();
     // The retry warnings carry the structured fields an operator needs.
-    let warns: Vec<&str> = logs
-        .lines()
-        .filter(|l| l.contains("WARN") && l.contains("retrying"))
-        .collect();
+    let warns: Vec<&str> = logs.lines().filter(|l| l.contains("WARN") && l.contains("retrying")).collect();
     assert_eq!(warns.len(), 2 + 3, "{logs}");
-    assert!(
-        warns[0].contains("endpoint=\"check_dcv\"") || warns[0].contains("endpoint=check_dcv"),
-        "{}",
-        warns[0]
-    );
-    assert!(
-        warns[0].contains("status=503") && warns[0].contains("code=\"server_error\""),
-        "{}",
-        warns[0]
-    );
-    assert!(
-        warns[0].contains("attempt=1") && warns[0].contains("delay_ms="),
-        "{}",
-        warns[0]
-    );
-    assert!(
-        warns[1].contains("status=429") && warns[1].contains("attempt=2"),
-        "{}",
-        warns[1]
-    );
+    assert!(warns[0].contains("endpoint=\"check_dcv\"") || warns[0].contains("endpoint=check_dcv"), "{}", warns[0]);
+    assert!(warns[0].contains("status=503") && warns[0].contains("code=\"server_error\""), "{}", warns[0]);
+    assert!(warns[0].contains("attempt=1") && warns[0].contains("delay_ms="), "{}", warns[0]);
+    assert!(warns[1].contains("status=429") && warns[1].contains("attempt=2"), "{}", warns[1]);
     // One DEBUG line per attempt, with status and elapsed time.
-    let calls = logs
-        .lines()
-        .filter(|l| l.contains("DEBUG") && l.contains("certcentral call"))
-        .count();
+    let calls = logs.lines().filter(|l| l.contains("DEBUG") && l.contains("certcentral call")).count();
     assert_eq!(calls, 7, "{logs}");
     assert!(logs.contains("elapsed_ms="));
 }
@@ -162,28 +127,19 @@ async fn retry_after_appears_in_warning() {
     let server = MockServer::start().await;
     Mock::given(method("POST"))
         .respond_with(
-            json(
-                429,
-                r#"{"errors":[{"code":"request_limit_exceeded","message":"x"}]}"#,
-            )
-            .insert_header("Retry-After", "1"),
+            json(429, r#"{"errors":[{"code":"request_limit_exceeded","message":"x"}]}"#)
+                .insert_header("Retry-After", "1"),
         )
         .up_to_n_times(1)
         .mount(&server)
         .await;
     Mock::given(method("POST"))
-        .respond_with(json(
-            200,
-            r#"{"token":"abc","expiration_date":"2030-01-01T00:00:00Z"}"#,
-        ))
+        .respond_with(json(200, r#"{"token":"abc","expiration_date":"2030-01-01T00:00:00Z"}"#))
         .mount(&server)
         .await;
     let client = Client::new(config(&server)).unwrap();
     assert_eq!(client.generate_domain_token(3).await.unwrap().token, "abc");
     let logs = capture.text();
     assert!(logs.contains("delay_ms=1000"), "{logs}");
-    assert!(
-        logs.contains("endpoint=\"generate_domain_token\"")
-            || logs.contains("endpoint=generate_domain_token")
-    );
+    assert!(logs.contains("endpoint=\"generate_domain_token\"") || logs.contains("endpoint=generate_domain_token"));
 }

@@ -94,9 +94,10 @@ async fn run(print_config: bool) -> anyhow::Result<ExitCode> {
     let store = Arc::new(Store::open(&config.daemon.state_dir)?);
     let (_tx, rx) = mpsc::channel(1);
     let started = Instant::now();
-    let run = engine::run(config, store.clone(), Arc::new(Metrics::new()), Mode::Once, rx, Arc::new(NoObserver), async {
-        tokio::time::sleep(Duration::from_secs(120)).await;
-    });
+    let run =
+        engine::run(config, store.clone(), Arc::new(Metrics::new()), Mode::Once, rx, Arc::new(NoObserver), async {
+            tokio::time::sleep(Duration::from_secs(120)).await;
+        });
     let summary = run.await?;
     let elapsed = started.elapsed();
 

@@ -60,13 +60,29 @@ impl Metrics {
         let requests = Family::<RequestLabel, Counter>::default();
         registry.register("certcentral_requests", "CertCentral requests by endpoint and HTTP status", requests.clone());
         let provider_calls = Family::<ProviderLabel, Counter>::default();
-        registry.register("provider_calls", "DNS provider calls by provider, operation and result", provider_calls.clone());
+        registry.register(
+            "provider_calls",
+            "DNS provider calls by provider, operation and result",
+            provider_calls.clone(),
+        );
         let propagation = Histogram::new(exponential_buckets(0.25, 2.0, 14));
-        registry.register("propagation_seconds", "Time from publishing to every name server serving", propagation.clone());
+        registry.register(
+            "propagation_seconds",
+            "Time from publishing to every name server serving",
+            propagation.clone(),
+        );
         let validation = Histogram::new(exponential_buckets(1.0, 2.0, 16));
-        registry.register("validation_seconds", "Time from a unit's creation to DigiCert reporting it valid", validation.clone());
+        registry.register(
+            "validation_seconds",
+            "Time from a unit's creation to DigiCert reporting it valid",
+            validation.clone(),
+        );
         let rate_limit_wait = Counter::<f64, AtomicU64>::default();
-        registry.register("rate_limit_wait_seconds", "Time spent waiting for the client-side rate limiter", rate_limit_wait.clone());
+        registry.register(
+            "rate_limit_wait_seconds",
+            "Time spent waiting for the client-side rate limiter",
+            rate_limit_wait.clone(),
+        );
         Self { registry, units, requests, provider_calls, propagation, validation, rate_limit_wait }
     }
 
@@ -92,7 +108,11 @@ impl Metrics {
     pub fn observe_provider(&self, provider: &str, operation: &str, ok: bool, _elapsed: Duration) {
         let result = if ok { "ok" } else { "error" };
         self.provider_calls
-            .get_or_create(&ProviderLabel { provider: provider.into(), operation: operation.into(), result: result.into() })
+            .get_or_create(&ProviderLabel {
+                provider: provider.into(),
+                operation: operation.into(),
+                result: result.into(),
+            })
             .inc();
     }
 
@@ -148,7 +168,13 @@ pub async fn serve(
             get(move || {
                 let m = metrics.clone();
                 async move {
-                    ([(axum::http::header::CONTENT_TYPE, "application/openmetrics-text; version=1.0.0; charset=utf-8")], m.encode())
+                    (
+                        [(
+                            axum::http::header::CONTENT_TYPE,
+                            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+                        )],
+                        m.encode(),
+                    )
                 }
             }),
         )

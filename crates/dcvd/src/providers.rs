@@ -51,7 +51,10 @@ pub async fn build(name: &str, provider: &Provider) -> anyhow::Result<SharedProv
                         };
                         Some(Arc::new(dns_provider::memory::serve(store.clone(), cfg).await?))
                     };
-                    memory_registry().lock().expect("memory registry").insert(name.to_string(), (store.clone(), server.clone()));
+                    memory_registry()
+                        .lock()
+                        .expect("memory registry")
+                        .insert(name.to_string(), (store.clone(), server.clone()));
                     (store, server)
                 }
             };

@@ -74,7 +74,8 @@ mod tests {
 
     #[test]
     fn txt_records_have_exact_owner_names_and_values() {
-        let r = records_for(Method::DnsTxtToken, TxtName::Dnsauth, CnameName::Dnsauth, &s(&["*.example.com"]), "abc", None);
+        let r =
+            records_for(Method::DnsTxtToken, TxtName::Dnsauth, CnameName::Dnsauth, &s(&["*.example.com"]), "abc", None);
         assert_eq!(r, vec![Record::txt("_dnsauth.example.com", "abc")]);
         let r = records_for(Method::DnsTxtToken, TxtName::Apex, CnameName::Dnsauth, &s(&["example.com"]), "abc", None);
         assert_eq!(r[0].name, "example.com");
@@ -93,7 +94,8 @@ mod tests {
         assert_eq!(r[0].rtype, RecordType::Cname);
         assert_eq!(r[0].name, "_dnsauth.example.com");
         assert_eq!(r[0].value, "rnd1.dcv.digicert.com");
-        let r = records_for(Method::DnsCnameToken, TxtName::Dnsauth, CnameName::Token, &s(&["example.com"]), "rnd1", None);
+        let r =
+            records_for(Method::DnsCnameToken, TxtName::Dnsauth, CnameName::Token, &s(&["example.com"]), "rnd1", None);
         assert_eq!((r[0].name.as_str(), r[0].value.as_str()), ("rnd1.example.com", "dcv.digicert.com"));
     }
 }

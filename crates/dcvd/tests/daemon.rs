@@ -34,7 +34,10 @@ async fn once_validates_a_dv_order_with_three_names() {
     assert_eq!(order_calls(&h, 101), 2, "token + one check: {:?}", h.sim().stats().order_calls);
     assert_eq!(h.sim().stats().premature_checks, 0);
     for state in ["token_issued", "published", "propagated", "valid", "cleaned_up"] {
-        assert!(log.contains(&format!("state=\"{state}\"")) || log.contains(&format!("state={state}")), "no {state} transition in:\n{log}");
+        assert!(
+            log.contains(&format!("state=\"{state}\"")) || log.contains(&format!("state={state}")),
+            "no {state} transition in:\n{log}"
+        );
     }
     assert!(log.contains("order_id=101"), "{log}");
     assert!(!log.contains(&h.api_key), "the API key leaked into the log");
@@ -89,24 +92,34 @@ async fn sighup_reload_bad_then_good() {
     h.sim().add_order(NewOrder::new(401, &["a.example.test"]));
     h.sim().add_order(NewOrder::new(402, &["b.example.test"]));
     let provider = h.memory_provider(&["example.test"], 0);
-    let first = format!("{provider}\n[[order]]\nid = 401\nmethod = \"dns-txt-token\"\ndomains = [\"a.example.test\"]\n");
+    let first =
+        format!("{provider}\n[[order]]\nid = 401\nmethod = \"dns-txt-token\"\ndomains = [\"a.example.test\"]\n");
     let path = h.write_config(&h.config(h.dns_port, &first));
     let mut child = h.spawn_run(&path);
-    eventually(Duration::from_secs(30), "order 401 valid", || h.sim().order(401).is_some_and(|o| o.dcv_status == "valid")).await;
+    eventually(Duration::from_secs(30), "order 401 valid", || {
+        h.sim().order(401).is_some_and(|o| o.dcv_status == "valid")
+    })
+    .await;
 
     std::fs::write(&path, "[certcentral]\nbase_url = 42\n").unwrap();
     signal(&child, "HUP");
-    eventually(Duration::from_secs(10), "reload error in the log", || h.log().contains("keeping the running one")).await;
+    eventually(Duration::from_secs(10), "reload error in the log", || h.log().contains("keeping the running one"))
+        .await;
     assert!(h.log().contains("dcvd.toml:2:12"), "the reload error must carry line:col:\n{}", h.log());
     assert!(child.try_wait().unwrap().is_none(), "dcvd must keep running after a bad reload");
 
     let second = format!("{first}\n[[order]]\nid = 402\nmethod = \"dns-txt-token\"\ndomains = [\"b.example.test\"]\n");
     std::fs::write(&path, h.config(h.dns_port, &second)).unwrap();
     signal(&child, "HUP");
-    eventually(Duration::from_secs(30), "order 402 valid", || h.sim().order(402).is_some_and(|o| o.dcv_status == "valid")).await;
+    eventually(Duration::from_secs(30), "order 402 valid", || {
+        h.sim().order(402).is_some_and(|o| o.dcv_status == "valid")
+    })
+    .await;
 
     signal(&child, "TERM");
-    let status = wait_output(std::mem::replace(&mut child, h.command(&["--version"]).spawn().unwrap()), Duration::from_secs(15)).status;
+    let status =
+        wait_output(std::mem::replace(&mut child, h.command(&["--version"]).spawn().unwrap()), Duration::from_secs(15))
+            .status;
     assert!(status.success(), "dcvd run must exit 0 on SIGTERM:\n{}", h.log());
     assert!(!h.log().contains(&h.api_key));
 }
@@ -134,7 +147,9 @@ async fn sigterm_mid_flight_then_restart_resumes() {
     .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     signal(&child, "TERM");
-    let status = wait_output(std::mem::replace(&mut child, h.command(&["--version"]).spawn().unwrap()), Duration::from_secs(15)).status;
+    let status =
+        wait_output(std::mem::replace(&mut child, h.command(&["--version"]).spawn().unwrap()), Duration::from_secs(15))
+            .status;
     assert!(status.success(), "SIGTERM must stop dcvd cleanly:\n{}", h.log());
     assert_eq!(h.sim().order(501).unwrap().dcv_status, "pending", "no check may happen before the secondary serves");
     assert_eq!(h.sim().stats().premature_checks, 0);
@@ -165,4 +180,69 @@ async fn check_config_exit_codes() {
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let out = h.command(&["no-such-command"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
+}
+
+/// Under systemd: READY after the store is open, STATUS with counts per state, WATCHDOG pings when
+/// `WATCHDOG_USEC` is set, STOPPING on SIGTERM; and the Prometheus endpoint serves its metrics.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn systemd_notifications_and_metrics() {
+    let h = Harness::start(None).await;
+    h.sim().add_order(NewOrder::new(601, &["notify.example.test"]));
+    let metrics_port = test_support::ports::free_port();
+    let rest = format!(
+        "{}\n[[order]]\nid = 601\nmethod = \"dns-txt-token\"\ndomains = [\"notify.example.test\"]\n",
+        h.memory_provider(&["example.test"], 0)
+    );
+    let cfg = h
+        .config(h.dns_port, &rest)
+        .replace("log_format = \"text\"", &format!("log_format = \"json\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\""));
+    let path = h.write_config(&cfg);
+    let socket_path = h.dir.path().join("notify.sock");
+    let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
+    let log = std::fs::File::create(h.log_path()).unwrap();
+    let mut child = h
+        .command(&["run", "--config", path.to_str().unwrap()])
+        .env("NOTIFY_SOCKET", &socket_path)
+        .env("WATCHDOG_USEC", "200000")
+        .stderr(log)
+        .spawn()
+        .unwrap();
+    let mut seen = String::new();
+    let mut buf = [0u8; 4096];
+    while !(seen.contains("READY=1") && seen.contains("WATCHDOG=1")) {
+        let n = socket.recv(&mut buf).expect("a notification from dcvd");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+        seen.push('\n');
+    }
+    eventually(Duration::from_secs(30), "order 601 valid", || h.sim().order(601).is_some_and(|o| o.dcv_status == "valid")).await;
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{metrics_port}");
+    let health = client.get(format!("{base}/healthz")).send().await.unwrap();
+    assert!(health.status().is_success());
+    let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    for needle in ["dcvd_units", "dcvd_certcentral_requests_total", "endpoint=\"check_dcv\"", "dcvd_propagation_seconds"] {
+        assert!(metrics.contains(needle), "{needle} missing from /metrics:\n{metrics}");
+    }
+    while !seen.contains("STATUS=") {
+        let n = socket.recv(&mut buf).expect("a STATUS notification");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    signal(&child, "TERM");
+    while !seen.contains("STOPPING=1") {
+        let n = socket.recv(&mut buf).expect("STOPPING from dcvd");
+        seen.push_str(&String::from_utf8_lossy(&buf[..n]));
+    }
+    let status = wait_output(std::mem::replace(&mut child, h.command(&["--version"]).spawn().unwrap()), Duration::from_secs(15)).status;
+    assert!(status.success());
+    // JSON logs: one object per line with the structured transition fields.
+    let log = h.log();
+    let transition = log
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+        .find(|v| v["state"] == "valid")
+        .unwrap_or_else(|| panic!("no JSON transition line in:\n{log}"));
+    assert_eq!(transition["order_id"], 601);
+    assert!(transition["elapsed_ms"].is_u64(), "{transition}");
+    assert!(!log.contains(&h.api_key));
 }

@@ -54,7 +54,9 @@ fn parse_complete(name: &str, text: &str) -> Result<Config, String> {
                             std::fs::set_permissions(&full, std::fs::Permissions::from_mode(0o600)).unwrap();
                             text = text.replace(&format!("\"{path}\""), &format!("\"{file}\""));
                         }
-                        (toml::Value::String(var), _, true) => env = env.with_var(var, "ZHVtbXktc2VjcmV0LWZvci1kb2NzLXRlc3Q="),
+                        (toml::Value::String(var), _, true) => {
+                            env = env.with_var(var, "ZHVtbXktc2VjcmV0LWZvci1kb2NzLXRlc3Q=")
+                        }
                         _ => stack.push(v),
                     }
                 }

@@ -65,8 +65,11 @@ async fn check_backoff_doubles() {
     .unwrap();
     let h = Harness::start(Some(empty.addrs().to_vec())).await;
     h.sim().add_order(NewOrder::new(11, &["a.backoff.test"]));
-    let text = h.config(h.dns_port, &format!("{}{}", mem(&h, "b1", &["backoff.test"]), order(11, "\"a.backoff.test\"")));
-    let text = text.replace("min_interval = \"200ms\"", "min_interval = \"300ms\"").replace("max_interval = \"2s\"", "max_interval = \"1200ms\"");
+    let text =
+        h.config(h.dns_port, &format!("{}{}", mem(&h, "b1", &["backoff.test"]), order(11, "\"a.backoff.test\"")));
+    let text = text
+        .replace("min_interval = \"200ms\"", "min_interval = \"300ms\"")
+        .replace("max_interval = \"2s\"", "max_interval = \"1200ms\"");
     let (tx, store, handle) = start(parse(&h, &text), Mode::Daemon);
     eventually(Duration::from_secs(30), "six checks", || endpoint_calls(h.sim(), 11, "check_dcv") >= 6).await;
     tx.send(Control::Stop).await.unwrap();
@@ -99,8 +102,10 @@ async fn expiry_renews_then_validates() {
     sim2.sim().set_faults(broken_checks());
     let text = text.replace(&h.sim.base_url, &sim2.base_url);
     let (_tx, store, handle) = start(parse(&h, &text), Mode::Once);
-    eventually(Duration::from_secs(30), "a second random value", || endpoint_calls(sim2.sim(), 21, "dcv_random_value") >= 2)
-        .await;
+    eventually(Duration::from_secs(30), "a second random value", || {
+        endpoint_calls(sim2.sim(), 21, "dcv_random_value") >= 2
+    })
+    .await;
     sim2.sim().set_faults(FaultConfig::default());
     let summary = finish(handle).await;
     assert!(summary.all_valid(), "{:?}", summary.units);

@@ -1,6 +1,6 @@
 //! Zone routing: the longest configured zone suffix picks the provider and zone for a name.
 
-use crate::{normalize_name, SharedProvider};
+use crate::{SharedProvider, normalize_name};
 
 /// A name no configured provider serves.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

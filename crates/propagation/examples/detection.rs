@@ -24,15 +24,10 @@ struct Row {
 }
 
 async fn scenario(records: usize, delay: Duration) -> Row {
-    let bind = Bind::builder()
-        .zone(ZoneSpec::new("bench.test"))
-        .with_lagging_secondary()
-        .start();
+    let bind = Bind::builder().zone(ZoneSpec::new("bench.test")).with_lagging_secondary().start();
     let mut cmds = String::from("zone bench.test\n");
     for i in 0..records {
-        cmds.push_str(&format!(
-            "update add _dnsauth.r{i}.bench.test 60 TXT \"value-{i}\"\n"
-        ));
+        cmds.push_str(&format!("update add _dnsauth.r{i}.bench.test 60 TXT \"value-{i}\"\n"));
     }
     bind.nsupdate(cmds.trim_end());
     let checker = Checker::new(CheckerConfig {
@@ -52,15 +47,9 @@ async fn scenario(records: usize, delay: Duration) -> Row {
             tokio::time::sleep_until(begin).await;
             let deadline = tokio::time::Instant::now() + Duration::from_secs(300);
             let name = format!("_dnsauth.r{i}.bench.test");
-            c.wait_visible(
-                &name,
-                &Expected::Txt(format!("value-{i}")),
-                deadline,
-                &cancel,
-                &mut |_| {},
-            )
-            .await
-            .expect("visible");
+            c.wait_visible(&name, &Expected::Txt(format!("value-{i}")), deadline, &cancel, &mut |_| {})
+                .await
+                .expect("visible");
             Instant::now()
         }));
     }
@@ -98,9 +87,7 @@ async fn scenario(records: usize, delay: Duration) -> Row {
 
 #[tokio::main]
 async fn main() {
-    let records: usize = std::env::args()
-        .nth(1)
-        .map_or(100, |a| a.parse().expect("K: a number of records"));
+    let records: usize = std::env::args().nth(1).map_or(100, |a| a.parse().expect("K: a number of records"));
     let defaults = CheckerConfig::default();
     println!(
         "detection latency after the last name server serves the record; {records} records per row; poll_min {:?}, poll_max {:?}, cap {}/s",
@@ -108,11 +95,7 @@ async fn main() {
     );
     println!("| release after | records | p50 | p95 | max | DNS queries per record |");
     println!("|---|---|---|---|---|---|");
-    for delay in [
-        Duration::from_secs(1),
-        Duration::from_secs(5),
-        Duration::from_secs(20),
-    ] {
+    for delay in [Duration::from_secs(1), Duration::from_secs(5), Duration::from_secs(20)] {
         let r = scenario(records, delay).await;
         println!(
             "| {:?} | {} | {} ms | {} ms | {} ms | {:.1} |",

@@ -38,42 +38,23 @@ pub(crate) struct Sent {
 
 impl Inner {
     /// Sends one message through the global cap, bounded by the query timeout.
-    async fn send(
-        &self,
-        server: SocketAddr,
-        query: &Message,
-        protocol: Protocol,
-    ) -> Result<Message, String> {
+    async fn send(&self, server: SocketAddr, query: &Message, protocol: Protocol) -> Result<Message, String> {
         self.pacer.acquire().await;
         self.queries.fetch_add(1, Ordering::Relaxed);
         let proto = match protocol {
             Protocol::Udp => "udp",
             Protocol::Tcp => "tcp",
         };
-        match tokio::time::timeout(
-            self.config.query_timeout,
-            self.transport.exchange(server, query, protocol),
-        )
-        .await
-        {
+        match tokio::time::timeout(self.config.query_timeout, self.transport.exchange(server, query, protocol)).await {
             Ok(Ok(msg)) => Ok(msg),
             Ok(Err(e)) => Err(format!("{proto}: {e}")),
-            Err(_) => Err(format!(
-                "{proto}: no answer within {:?}",
-                self.config.query_timeout
-            )),
+            Err(_) => Err(format!("{proto}: no answer within {:?}", self.config.query_timeout)),
         }
     }
 
     /// Asks `server` for `name`/`rtype`: UDP with EDNS, again over TCP when truncated, again
     /// without EDNS when the server does not understand it.
-    pub(crate) async fn query(
-        &self,
-        server: SocketAddr,
-        name: &Name,
-        rtype: RecordType,
-        recursion: bool,
-    ) -> Sent {
+    pub(crate) async fn query(&self, server: SocketAddr, name: &Name, rtype: RecordType, recursion: bool) -> Sent {
         let mut count = 1;
         let q = dns::build_query(name, rtype, recursion, true);
         let mut result = self.send(server, &q, Protocol::Udp).await;
@@ -93,11 +74,7 @@ impl Inner {
 
     /// Asks the resolvers in turn until one gives a usable answer (NOERROR or NXDOMAIN). `Ok(Err)`
     /// is an answer nobody could use (e.g. every one REFUSED); `Err` means no resolver answered.
-    async fn resolve(
-        &self,
-        name: &Name,
-        rtype: RecordType,
-    ) -> Result<Result<Message, String>, String> {
+    async fn resolve(&self, name: &Name, rtype: RecordType) -> Result<Result<Message, String>, String> {
         let mut refused = None;
         let mut errors = Vec::new();
         for &r in &self.resolvers {
@@ -105,10 +82,7 @@ impl Inner {
                 Ok(m) => match m.metadata.response_code {
                     ResponseCode::NoError | ResponseCode::NXDomain => return Ok(Ok(m)),
                     ResponseCode::Refused | ResponseCode::NotAuth => {
-                        refused = Some(format!(
-                            "{r} answered {}",
-                            dns::rcode_name(m.metadata.response_code)
-                        ));
+                        refused = Some(format!("{r} answered {}", dns::rcode_name(m.metadata.response_code)));
                     }
                     code => errors.push(format!("{r} answered {}", dns::rcode_name(code))),
                 },
@@ -133,10 +107,7 @@ impl Inner {
                 {
                     return Ok(probe);
                 }
-                Err(Error::Resolve {
-                    name: dns::show(name),
-                    message: format!("SOA query failed: {message}"),
-                })
+                Err(Error::Resolve { name: dns::show(name), message: format!("SOA query failed: {message}") })
             }
         }
     }
@@ -144,16 +115,9 @@ impl Inner {
 
 /// See [`crate::Checker::target`].
 pub(crate) async fn target(inner: &Arc<Inner>, name: &str, follow: bool) -> Result<Target, Error> {
-    let start = dns::parse_name(name).map_err(|message| Error::Resolve {
-        name: name.to_string(),
-        message,
-    })?;
+    let start = dns::parse_name(name).map_err(|message| Error::Resolve { name: name.to_string(), message })?;
     let key = (dns::show(&start), follow);
-    if let Some((t, until)) = inner
-        .targets
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .get(&key)
+    if let Some((t, until)) = inner.targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key)
         && *until > Instant::now()
     {
         return Ok(t.clone());
@@ -168,10 +132,7 @@ pub(crate) async fn target(inner: &Arc<Inner>, name: &str, follow: bool) -> Resu
         let target = target.clone();
         chain.push(dns::show(&target));
         if !seen.insert(dns::show(&target)) || chain.len() > MAX_CNAMES {
-            return Err(Error::CnameLoop {
-                name: dns::show(&start),
-                chain,
-            });
+            return Err(Error::CnameLoop { name: dns::show(&start), chain });
         }
         ttl = ttl.min(*t);
         owner = target;
@@ -184,11 +145,7 @@ pub(crate) async fn target(inner: &Arc<Inner>, name: &str, follow: bool) -> Resu
         let note = match probe {
             Probe::Apex { negative_ttl } => break (candidate, Some(negative_ttl)),
             Probe::Negative { zone } | Probe::Referral { zone } => break (zone, None),
-            Probe::Alias { target, .. } => format!(
-                "{} is a CNAME to {}",
-                dns::show(&candidate),
-                dns::show(&target)
-            ),
+            Probe::Alias { target, .. } => format!("{} is a CNAME to {}", dns::show(&candidate), dns::show(&target)),
             Probe::Nothing(why) => format!("{}: {why}", dns::show(&candidate)),
         };
         if candidate.is_root() {
@@ -203,14 +160,7 @@ pub(crate) async fn target(inner: &Arc<Inner>, name: &str, follow: bool) -> Resu
 
     let info = zone_info(inner, &zone, soa).await?;
     let nameservers = if inner.config.mode == Mode::Resolvers {
-        inner
-            .resolvers
-            .iter()
-            .map(|a| NameServer {
-                name: "resolver".into(),
-                addrs: vec![*a],
-            })
-            .collect()
+        inner.resolvers.iter().map(|a| NameServer { name: "resolver".into(), addrs: vec![*a] }).collect()
     } else {
         info.nameservers
     };
@@ -224,11 +174,7 @@ pub(crate) async fn target(inner: &Arc<Inner>, name: &str, follow: bool) -> Resu
     };
     // The name stays in its zone as long as the zone's data and the CNAMEs on the way hold.
     let until = info.expires.min(Instant::now() + dns::cache_for(ttl));
-    inner
-        .targets
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert(key, (target.clone(), until));
+    inner.targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, (target.clone(), until));
     tracing::debug!(name = %target.name, owner = %target.owner, zone = %target.zone, servers = target.nameservers.len(), "zone found");
     Ok(target)
 }
@@ -271,10 +217,7 @@ async fn load_zone(inner: &Arc<Inner>, zone: &Name, soa: Option<u32>) -> Result<
             expires: Instant::now() + dns::cache_for(ttl),
         });
     }
-    let no_ns = |message: String| Error::NoNameServers {
-        zone: dns::show(zone),
-        message,
-    };
+    let no_ns = |message: String| Error::NoNameServers { zone: dns::show(zone), message };
     let resp = match inner.resolve(zone, RecordType::NS).await {
         Ok(Ok(m)) => m,
         Ok(Err(why)) | Err(why) => return Err(no_ns(format!("NS query failed: {why}"))),
@@ -293,11 +236,9 @@ async fn load_zone(inner: &Arc<Inner>, zone: &Name, soa: Option<u32>) -> Result<
             tasks.spawn(async move { (i, rtype, inner.resolve(&ns, rtype).await) });
         }
     }
-    let mut found: Vec<(Vec<std::net::IpAddr>, Vec<String>)> =
-        vec![(Vec::new(), Vec::new()); names.len()];
+    let mut found: Vec<(Vec<std::net::IpAddr>, Vec<String>)> = vec![(Vec::new(), Vec::new()); names.len()];
     while let Some(joined) = tasks.join_next().await {
-        let (i, rtype, res) =
-            joined.map_err(|e| no_ns(format!("address lookup task failed: {e}")))?;
+        let (i, rtype, res) = joined.map_err(|e| no_ns(format!("address lookup task failed: {e}")))?;
         match res {
             Ok(Ok(m)) => {
                 let (ips, t) = dns::read_addrs(&m);
@@ -316,11 +257,7 @@ async fn load_zone(inner: &Arc<Inner>, zone: &Name, soa: Option<u32>) -> Result<
         if !errors.is_empty() {
             // A lookup that failed (not one that found nothing) may hide an address that
             // DigiCert will query: do not guess, fail and let the caller retry.
-            return Err(no_ns(format!(
-                "addresses of {}: {}",
-                dns::show(ns),
-                errors.join("; ")
-            )));
+            return Err(no_ns(format!("addresses of {}: {}", dns::show(ns), errors.join("; "))));
         }
         ips.sort();
         ips.dedup();
@@ -334,10 +271,7 @@ async fn load_zone(inner: &Arc<Inner>, zone: &Name, soa: Option<u32>) -> Result<
         }
         nameservers.push(NameServer {
             name: dns::show(ns),
-            addrs: ips
-                .into_iter()
-                .map(|ip| SocketAddr::new(ip, port))
-                .collect(),
+            addrs: ips.into_iter().map(|ip| SocketAddr::new(ip, port)).collect(),
         });
     }
     if nameservers.is_empty() {
@@ -366,19 +300,13 @@ async fn load_zone(inner: &Arc<Inner>, zone: &Name, soa: Option<u32>) -> Result<
                             break;
                         }
                         None => {
-                            last = format!(
-                                "{addr} answered {} without SOA",
-                                dns::rcode_name(m.metadata.response_code)
-                            )
+                            last = format!("{addr} answered {} without SOA", dns::rcode_name(m.metadata.response_code))
                         }
                     },
                     Err(e) => last = format!("{addr}: {e}"),
                 }
             }
-            got.ok_or_else(|| Error::Resolve {
-                name: dns::show(zone),
-                message: format!("SOA of the zone: {last}"),
-            })?
+            got.ok_or_else(|| Error::Resolve { name: dns::show(zone), message: format!("SOA of the zone: {last}") })?
         }
     };
     Ok(ZoneInfo {

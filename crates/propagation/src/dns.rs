@@ -25,10 +25,7 @@ pub(crate) fn show(name: &Name) -> String {
     if name.is_root() {
         return ".".into();
     }
-    name.to_lowercase()
-        .to_ascii()
-        .trim_end_matches('.')
-        .to_string()
+    name.to_lowercase().to_ascii().trim_end_matches('.').to_string()
 }
 
 pub(crate) fn same(a: &Name, b: &Name) -> bool {
@@ -40,12 +37,7 @@ pub(crate) fn within(name: &Name, zone: &Name) -> bool {
     zone.to_lowercase().zone_of(&name.to_lowercase())
 }
 
-pub(crate) fn build_query(
-    name: &Name,
-    rtype: RecordType,
-    recursion_desired: bool,
-    edns: bool,
-) -> Message {
+pub(crate) fn build_query(name: &Name, rtype: RecordType, recursion_desired: bool, edns: bool) -> Message {
     let mut msg = Message::query();
     msg.metadata.recursion_desired = recursion_desired;
     msg.add_query(Query::query(name.clone(), rtype));
@@ -100,15 +92,10 @@ pub(crate) fn read_probe(name: &Name, resp: &Message) -> Probe {
         }
         match &r.data {
             RData::CNAME(c) => {
-                return Probe::Alias {
-                    target: c.0.clone(),
-                    ttl: r.ttl,
-                };
+                return Probe::Alias { target: c.0.clone(), ttl: r.ttl };
             }
             RData::SOA(soa) => {
-                return Probe::Apex {
-                    negative_ttl: soa.minimum.min(r.ttl),
-                };
+                return Probe::Apex { negative_ttl: soa.minimum.min(r.ttl) };
             }
             _ => {}
         }
@@ -116,17 +103,13 @@ pub(crate) fn read_probe(name: &Name, resp: &Message) -> Probe {
     if resp.answers.is_empty() {
         for r in &resp.authorities {
             if matches!(r.data, RData::SOA(_)) && within(name, &r.name) {
-                return Probe::Negative {
-                    zone: r.name.clone(),
-                };
+                return Probe::Negative { zone: r.name.clone() };
             }
         }
         if !resp.metadata.authoritative {
             for r in &resp.authorities {
                 if matches!(r.data, RData::NS(_)) && within(name, &r.name) {
-                    return Probe::Referral {
-                        zone: r.name.clone(),
-                    };
+                    return Probe::Referral { zone: r.name.clone() };
                 }
             }
         }
@@ -176,41 +159,24 @@ pub(crate) fn read_soa(zone: &Name, resp: &Message) -> Option<(u32, u32)> {
 
 /// Whether `resp` (to a query for `owner`) serves `expected`. `authoritative` checks demand the
 /// AA bit: a referral or a lame server does not count as "not yet" but as failing.
-pub(crate) fn judge(
-    owner: &Name,
-    expected: &Expected,
-    resp: &Message,
-    authoritative: bool,
-) -> ServerStatus {
+pub(crate) fn judge(owner: &Name, expected: &Expected, resp: &Message, authoritative: bool) -> ServerStatus {
     let rcode = resp.metadata.response_code;
     if rcode != ResponseCode::NoError && rcode != ResponseCode::NXDomain {
         return ServerStatus::Failing(format!("answered {}", rcode_name(rcode)));
     }
-    let found = resp
-        .answers
-        .iter()
-        .filter(|r| same(&r.name, owner))
-        .any(|r| match (&r.data, expected) {
-            (RData::TXT(txt), Expected::Txt(value)) => {
-                let joined: Vec<u8> = txt
-                    .txt_data
-                    .iter()
-                    .flat_map(|s| s.iter().copied())
-                    .collect();
-                joined == value.as_bytes()
-            }
-            (RData::CNAME(c), Expected::Cname(target)) => {
-                show(&c.0) == target.trim_end_matches('.').to_ascii_lowercase()
-            }
-            _ => false,
-        });
+    let found = resp.answers.iter().filter(|r| same(&r.name, owner)).any(|r| match (&r.data, expected) {
+        (RData::TXT(txt), Expected::Txt(value)) => {
+            let joined: Vec<u8> = txt.txt_data.iter().flat_map(|s| s.iter().copied()).collect();
+            joined == value.as_bytes()
+        }
+        (RData::CNAME(c), Expected::Cname(target)) => show(&c.0) == target.trim_end_matches('.').to_ascii_lowercase(),
+        _ => false,
+    });
     if found {
         return ServerStatus::Serving;
     }
     if authoritative && !resp.metadata.authoritative {
-        return ServerStatus::Failing(
-            "not authoritative for the zone (referral or lame delegation)".into(),
-        );
+        return ServerStatus::Failing("not authoritative for the zone (referral or lame delegation)".into());
     }
     ServerStatus::NotYet
 }
@@ -246,60 +212,22 @@ mod tests {
     #[test]
     fn txt_strings_are_joined() {
         let owner = n("_dnsauth.example.com");
-        let split = Record::from_rdata(
-            owner.clone(),
-            60,
-            RData::TXT(TXT::new(vec!["abc".into(), "def".into()])),
-        );
+        let split = Record::from_rdata(owner.clone(), 60, RData::TXT(TXT::new(vec!["abc".into(), "def".into()])));
         let m = answer(vec![split], true);
-        assert_eq!(
-            judge(&owner, &Expected::Txt("abcdef".into()), &m, true),
-            ServerStatus::Serving
-        );
-        assert_eq!(
-            judge(&owner, &Expected::Txt("abc".into()), &m, true),
-            ServerStatus::NotYet
-        );
+        assert_eq!(judge(&owner, &Expected::Txt("abcdef".into()), &m, true), ServerStatus::Serving);
+        assert_eq!(judge(&owner, &Expected::Txt("abc".into()), &m, true), ServerStatus::NotYet);
         // The same value at another owner does not count.
-        assert_eq!(
-            judge(
-                &n("other.example.com"),
-                &Expected::Txt("abcdef".into()),
-                &m,
-                true
-            ),
-            ServerStatus::NotYet
-        );
+        assert_eq!(judge(&n("other.example.com"), &Expected::Txt("abcdef".into()), &m, true), ServerStatus::NotYet);
     }
 
     /// CNAME targets compare without case and trailing dot.
     #[test]
     fn cname_target_comparison() {
         let owner = n("_dnsauth.Example.com.");
-        let r = Record::from_rdata(
-            owner.clone(),
-            60,
-            RData::CNAME(CNAME(n("ABC.dcv.digicert.com"))),
-        );
+        let r = Record::from_rdata(owner.clone(), 60, RData::CNAME(CNAME(n("ABC.dcv.digicert.com"))));
         let m = answer(vec![r], true);
-        assert_eq!(
-            judge(
-                &owner,
-                &Expected::Cname("abc.dcv.digicert.com.".into()),
-                &m,
-                true
-            ),
-            ServerStatus::Serving
-        );
-        assert_eq!(
-            judge(
-                &owner,
-                &Expected::Cname("abd.dcv.digicert.com".into()),
-                &m,
-                true
-            ),
-            ServerStatus::NotYet
-        );
+        assert_eq!(judge(&owner, &Expected::Cname("abc.dcv.digicert.com.".into()), &m, true), ServerStatus::Serving);
+        assert_eq!(judge(&owner, &Expected::Cname("abd.dcv.digicert.com".into()), &m, true), ServerStatus::NotYet);
     }
 
     /// A non-authoritative empty answer from a name server (referral, lame) is a failure.
@@ -307,22 +235,10 @@ mod tests {
     fn referral_is_failing_for_authoritative_checks() {
         let owner = n("_dnsauth.sub.example.com");
         let mut m = answer(vec![], false);
-        m.add_authority(Record::from_rdata(
-            n("sub.example.com"),
-            60,
-            RData::NS(NS(n("ns.elsewhere.net"))),
-        ));
-        assert!(matches!(
-            judge(&owner, &Expected::Txt("v".into()), &m, true),
-            ServerStatus::Failing(_)
-        ));
-        assert_eq!(
-            judge(&owner, &Expected::Txt("v".into()), &m, false),
-            ServerStatus::NotYet
-        );
-        assert!(
-            matches!(read_probe(&owner, &m), Probe::Referral { zone } if show(&zone) == "sub.example.com")
-        );
+        m.add_authority(Record::from_rdata(n("sub.example.com"), 60, RData::NS(NS(n("ns.elsewhere.net")))));
+        assert!(matches!(judge(&owner, &Expected::Txt("v".into()), &m, true), ServerStatus::Failing(_)));
+        assert_eq!(judge(&owner, &Expected::Txt("v".into()), &m, false), ServerStatus::NotYet);
+        assert!(matches!(read_probe(&owner, &m), Probe::Referral { zone } if show(&zone) == "sub.example.com"));
     }
 
     #[test]

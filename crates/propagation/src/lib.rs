@@ -166,11 +166,7 @@ pub struct Progress {
 impl Progress {
     /// Whether every checked address serves the value.
     pub fn all_serving(&self) -> bool {
-        !self.servers.is_empty()
-            && self
-                .servers
-                .iter()
-                .all(|(_, _, s)| *s == ServerStatus::Serving)
+        !self.servers.is_empty() && self.servers.iter().all(|(_, _, s)| *s == ServerStatus::Serving)
     }
 
     /// `name (addr)` of every address that does not serve the value yet.
@@ -247,10 +243,7 @@ impl Error {
     /// Whether trying again later may succeed (resolver or network trouble), as opposed to a
     /// problem with the name or the settings.
     pub fn is_transient(&self) -> bool {
-        matches!(
-            self,
-            Self::Resolve { .. } | Self::NoNameServers { .. } | Self::Timeout { .. }
-        )
+        matches!(self, Self::Resolve { .. } | Self::NoNameServers { .. } | Self::Timeout { .. })
     }
 }
 
@@ -284,15 +277,8 @@ impl Checker {
     }
 
     /// A checker sending its queries through `transport` (tests script one).
-    pub fn with_transport(
-        config: CheckerConfig,
-        transport: Arc<dyn Transport>,
-    ) -> Result<Self, Error> {
-        let bad = |message: &str| {
-            Err(Error::Config {
-                message: message.to_string(),
-            })
-        };
+    pub fn with_transport(config: CheckerConfig, transport: Arc<dyn Transport>) -> Result<Self, Error> {
+        let bad = |message: &str| Err(Error::Config { message: message.to_string() });
         if config.resolvers.is_empty() {
             return bad("no resolvers: give at least one (\"system\" or \"ip:port\")");
         }

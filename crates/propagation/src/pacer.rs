@@ -23,11 +23,7 @@ impl Pacer {
         // A fifth of a second's worth may go at once: one poll of a zone (a few name servers,
         // UDP + TCP) rarely waits, while 10,000 waits still spread out.
         let burst = (per_second / 5).max(1);
-        Self {
-            interval,
-            tolerance: interval * (burst - 1),
-            tat: Mutex::new(None),
-        }
+        Self { interval, tolerance: interval * (burst - 1), tat: Mutex::new(None) }
     }
 
     /// How many queries may go at once.
@@ -40,10 +36,7 @@ impl Pacer {
     pub(crate) async fn acquire(&self) {
         let now = Instant::now();
         let at = {
-            let mut tat = self
-                .tat
-                .lock()
-                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            let mut tat = self.tat.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
             let t = tat.map_or(now, |t| t.max(now));
             *tat = Some(t + self.interval);
             t.checked_sub(self.tolerance).map_or(now, |a| a.max(now))

@@ -21,21 +21,12 @@ struct Server {
 
 fn servers(inner: &Inner, target: &Target) -> Vec<Server> {
     let authoritative = || {
-        target.nameservers.iter().flat_map(|ns| {
-            ns.addrs.iter().map(|a| Server {
-                name: ns.name.clone(),
-                addr: *a,
-                recursive: false,
-            })
-        })
+        target
+            .nameservers
+            .iter()
+            .flat_map(|ns| ns.addrs.iter().map(|a| Server { name: ns.name.clone(), addr: *a, recursive: false }))
     };
-    let resolvers = || {
-        inner.resolvers.iter().map(|a| Server {
-            name: "resolver".into(),
-            addr: *a,
-            recursive: true,
-        })
-    };
+    let resolvers = || inner.resolvers.iter().map(|a| Server { name: "resolver".into(), addr: *a, recursive: true });
     match inner.config.mode {
         Mode::Authoritative => authoritative().collect(),
         Mode::Resolvers => resolvers().collect(),
@@ -63,9 +54,7 @@ async fn ask(
     for server in todo {
         let (inner, owner, expected) = (Arc::clone(inner), owner.clone(), expected.clone());
         tasks.spawn(async move {
-            let sent = inner
-                .query(server.addr, &owner, rtype, server.recursive)
-                .await;
+            let sent = inner.query(server.addr, &owner, rtype, server.recursive).await;
             let status = match sent.result {
                 Ok(m) => dns::judge(&owner, &expected, &m, !server.recursive),
                 Err(e) => ServerStatus::Failing(e),
@@ -84,22 +73,11 @@ async fn ask(
     (out, count)
 }
 
-fn progress(
-    target: Target,
-    all: &[Server],
-    statuses: &HashMap<Server, ServerStatus>,
-    queries: u64,
-) -> Progress {
+fn progress(target: Target, all: &[Server], statuses: &HashMap<Server, ServerStatus>, queries: u64) -> Progress {
     Progress {
         servers: all
             .iter()
-            .map(|s| {
-                (
-                    s.name.clone(),
-                    s.addr,
-                    statuses.get(s).cloned().unwrap_or(ServerStatus::Unknown),
-                )
-            })
+            .map(|s| (s.name.clone(), s.addr, statuses.get(s).cloned().unwrap_or(ServerStatus::Unknown)))
             .collect(),
         target,
         queries,
@@ -107,16 +85,10 @@ fn progress(
 }
 
 /// See [`crate::Checker::check_once`].
-pub(crate) async fn check_once(
-    inner: &Arc<Inner>,
-    name: &str,
-    expected: &Expected,
-) -> Result<Progress, Error> {
+pub(crate) async fn check_once(inner: &Arc<Inner>, name: &str, expected: &Expected) -> Result<Progress, Error> {
     let target = crate::discovery::target(inner, name, follows(expected)).await?;
-    let owner = dns::parse_name(&target.owner).map_err(|message| Error::Resolve {
-        name: target.owner.clone(),
-        message,
-    })?;
+    let owner =
+        dns::parse_name(&target.owner).map_err(|message| Error::Resolve { name: target.owner.clone(), message })?;
     let all = servers(inner, &target);
     let (statuses, queries) = ask(inner, &owner, expected, all.clone()).await;
     Ok(progress(target, &all, &statuses, queries))
@@ -144,17 +116,12 @@ pub(crate) async fn wait_visible(
         };
         let changed = match found {
             Ok(target) => {
-                let owner = dns::parse_name(&target.owner).map_err(|message| Error::Resolve {
-                    name: target.owner.clone(),
-                    message,
-                })?;
+                let owner = dns::parse_name(&target.owner)
+                    .map_err(|message| Error::Resolve { name: target.owner.clone(), message })?;
                 let all = servers(inner, &target);
                 // A server that served the value keeps serving it (see the crate docs).
-                let todo: Vec<Server> = all
-                    .iter()
-                    .filter(|s| statuses.get(*s) != Some(&ServerStatus::Serving))
-                    .cloned()
-                    .collect();
+                let todo: Vec<Server> =
+                    all.iter().filter(|s| statuses.get(*s) != Some(&ServerStatus::Serving)).cloned().collect();
                 let (fresh, n) = tokio::select! {
                     biased;
                     () = cancel.cancelled() => return Err(Error::Cancelled),
@@ -173,12 +140,7 @@ pub(crate) async fn wait_visible(
                 let p = progress(target, &all, &statuses, queries);
                 on_progress(&p);
                 if p.all_serving() {
-                    tracing::debug!(
-                        name,
-                        queries,
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "record visible"
-                    );
+                    tracing::debug!(name, queries, elapsed_ms = started.elapsed().as_millis() as u64, "record visible");
                     return Ok(p);
                 }
                 if Instant::now() >= deadline {
@@ -199,11 +161,7 @@ pub(crate) async fn wait_visible(
             }
             Err(e) => return Err(e),
         };
-        interval = if changed {
-            poll_min
-        } else {
-            interval.mul_f64(1.5).min(poll_max)
-        };
+        interval = if changed { poll_min } else { interval.mul_f64(1.5).min(poll_max) };
         let wake = (Instant::now() + interval).min(deadline);
         tokio::select! {
             biased;

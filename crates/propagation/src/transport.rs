@@ -29,12 +29,7 @@ pub enum Protocol {
 #[async_trait]
 pub trait Transport: Send + Sync + std::fmt::Debug {
     /// Sends `query` to `server` over `protocol` and returns the response with the same id.
-    async fn exchange(
-        &self,
-        server: SocketAddr,
-        query: &Message,
-        protocol: Protocol,
-    ) -> io::Result<Message>;
+    async fn exchange(&self, server: SocketAddr, query: &Message, protocol: Protocol) -> io::Result<Message>;
 
     /// Whether IPv6 name server addresses can be reached from this host. When not, only IPv4
     /// addresses are required to serve the record (they cannot be checked from here).
@@ -56,11 +51,8 @@ impl NetTransport {
     }
 
     async fn udp(server: SocketAddr, bytes: &[u8], query: &Message) -> io::Result<Message> {
-        let local: SocketAddr = if server.is_ipv4() {
-            (Ipv4Addr::UNSPECIFIED, 0).into()
-        } else {
-            (Ipv6Addr::UNSPECIFIED, 0).into()
-        };
+        let local: SocketAddr =
+            if server.is_ipv4() { (Ipv4Addr::UNSPECIFIED, 0).into() } else { (Ipv6Addr::UNSPECIFIED, 0).into() };
         let socket = UdpSocket::bind(local).await?;
         // A connected socket only accepts datagrams from `server` and reports ICMP errors
         // (port unreachable -> "connection refused") on the next receive.
@@ -81,8 +73,8 @@ impl NetTransport {
 
     async fn tcp(server: SocketAddr, bytes: &[u8], query: &Message) -> io::Result<Message> {
         let mut stream = TcpStream::connect(server).await?;
-        let len = u16::try_from(bytes.len())
-            .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "query too long"))?;
+        let len =
+            u16::try_from(bytes.len()).map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "query too long"))?;
         let mut out = Vec::with_capacity(bytes.len() + 2);
         out.extend_from_slice(&len.to_be_bytes());
         out.extend_from_slice(bytes);
@@ -92,8 +84,7 @@ impl NetTransport {
             stream.read_exact(&mut len).await?;
             let mut buf = vec![0u8; usize::from(u16::from_be_bytes(len))];
             stream.read_exact(&mut buf).await?;
-            let msg = Message::from_vec(&buf)
-                .map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
+            let msg = Message::from_vec(&buf).map_err(|e| io::Error::new(io::ErrorKind::InvalidData, e.to_string()))?;
             if answers(query, &msg) {
                 return Ok(msg);
             }
@@ -103,15 +94,8 @@ impl NetTransport {
 
 #[async_trait]
 impl Transport for NetTransport {
-    async fn exchange(
-        &self,
-        server: SocketAddr,
-        query: &Message,
-        protocol: Protocol,
-    ) -> io::Result<Message> {
-        let bytes = query
-            .to_vec()
-            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+    async fn exchange(&self, server: SocketAddr, query: &Message, protocol: Protocol) -> io::Result<Message> {
+        let bytes = query.to_vec().map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
         match protocol {
             Protocol::Udp => Self::udp(server, &bytes, query).await,
             Protocol::Tcp => Self::tcp(server, &bytes, query).await,
@@ -121,9 +105,7 @@ impl Transport for NetTransport {
     fn ipv6_usable(&self) -> bool {
         *self.ipv6.get_or_init(|| {
             // Connecting a UDP socket sends nothing but fails without an IPv6 route.
-            std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0))
-                .and_then(|s| s.connect(("2001:db8::53", 53)))
-                .is_ok()
+            std::net::UdpSocket::bind((Ipv6Addr::UNSPECIFIED, 0)).and_then(|s| s.connect(("2001:db8::53", 53))).is_ok()
         })
     }
 }

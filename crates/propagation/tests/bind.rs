@@ -3,9 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use propagation::{
-    Checker, CheckerConfig, Error, Expected, Mode, Progress, ResolverSpec, ServerStatus,
-};
+use propagation::{Checker, CheckerConfig, Error, Expected, Mode, Progress, ResolverSpec, ServerStatus};
 use test_support::bind::{Bind, ZoneSpec};
 use tokio_util::sync::CancellationToken;
 
@@ -23,11 +21,7 @@ fn checker(bind: &Bind, poll_min: Duration, poll_max: Duration) -> Checker {
 }
 
 fn status_of<'a>(p: &'a Progress, server: &str) -> &'a ServerStatus {
-    &p.servers
-        .iter()
-        .find(|(n, _, _)| n == server)
-        .unwrap_or_else(|| panic!("{server} not in {p:?}"))
-        .2
+    &p.servers.iter().find(|(n, _, _)| n == server).unwrap_or_else(|| panic!("{server} not in {p:?}")).2
 }
 
 fn deadline(d: Duration) -> tokio::time::Instant {
@@ -37,16 +31,9 @@ fn deadline(d: Duration) -> tokio::time::Instant {
 /// A lagging secondary holds the wait back; the wait ends soon after the secondary serves.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn waits_for_the_lagging_secondary() {
-    let bind = Bind::builder()
-        .zone(ZoneSpec::new("z.test"))
-        .with_lagging_secondary()
-        .start();
+    let bind = Bind::builder().zone(ZoneSpec::new("z.test")).with_lagging_secondary().start();
     bind.nsupdate("zone z.test\nupdate add _dnsauth.z.test 60 TXT \"lag-value\"");
-    let checker = checker(
-        &bind,
-        Duration::from_millis(100),
-        Duration::from_millis(400),
-    );
+    let checker = checker(&bind, Duration::from_millis(100), Duration::from_millis(400));
 
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<Progress>();
     let c = checker.clone();
@@ -68,68 +55,34 @@ async fn waits_for_the_lagging_secondary() {
 
     // The primary serves at once, the secondary does not: the wait must go on.
     let first = rx.recv().await.expect("a progress report");
-    assert_eq!(
-        *status_of(&first, "ns1.z.test"),
-        ServerStatus::Serving,
-        "{first:?}"
-    );
-    assert_eq!(
-        *status_of(&first, "ns2.z.test"),
-        ServerStatus::NotYet,
-        "{first:?}"
-    );
+    assert_eq!(*status_of(&first, "ns1.z.test"), ServerStatus::Serving, "{first:?}");
+    assert_eq!(*status_of(&first, "ns2.z.test"), ServerStatus::NotYet, "{first:?}");
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert!(
-        !wait.is_finished(),
-        "the wait ended while the secondary lagged"
-    );
+    assert!(!wait.is_finished(), "the wait ended while the secondary lagged");
 
     let released = Instant::now();
     bind.refresh_secondary("z.test");
     bind.wait_secondary_synced("z.test", Duration::from_secs(10));
-    let (result, done) = tokio::time::timeout(Duration::from_secs(20), wait)
-        .await
-        .expect("wait ended")
-        .expect("task");
+    let (result, done) = tokio::time::timeout(Duration::from_secs(20), wait).await.expect("wait ended").expect("task");
     let p = result.expect("visible");
     assert!(p.all_serving());
-    let names: Vec<_> = p
-        .servers
-        .iter()
-        .map(|(n, a, _)| format!("{n} {a}"))
-        .collect();
+    let names: Vec<_> = p.servers.iter().map(|(n, a, _)| format!("{n} {a}")).collect();
     assert_eq!(
         names,
-        vec![
-            format!("ns1.z.test 127.0.0.1:{}", bind.port()),
-            format!("ns2.z.test 127.0.0.2:{}", bind.port())
-        ]
+        vec![format!("ns1.z.test 127.0.0.1:{}", bind.port()), format!("ns2.z.test 127.0.0.2:{}", bind.port())]
     );
     let latency = done - released;
-    println!(
-        "detection latency after the secondary refresh: {latency:?} ({} queries)",
-        p.queries
-    );
-    assert!(
-        latency < Duration::from_secs(3),
-        "detected {latency:?} after the refresh (poll_max is 400 ms)"
-    );
+    println!("detection latency after the secondary refresh: {latency:?} ({} queries)", p.queries);
+    assert!(latency < Duration::from_secs(3), "detected {latency:?} after the refresh (poll_max is 400 ms)");
 }
 
 /// A stopped name server is reported failing, and the deadline error names it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn name_server_down_is_named_at_the_deadline() {
-    let mut bind = Bind::builder()
-        .zone(ZoneSpec::new("down.test"))
-        .with_lagging_secondary()
-        .start();
+    let mut bind = Bind::builder().zone(ZoneSpec::new("down.test")).with_lagging_secondary().start();
     bind.stop_secondary();
     bind.nsupdate("zone down.test\nupdate add _dnsauth.down.test 60 TXT \"v\"");
-    let checker = checker(
-        &bind,
-        Duration::from_millis(100),
-        Duration::from_millis(300),
-    );
+    let checker = checker(&bind, Duration::from_millis(100), Duration::from_millis(300));
     let mut last = None;
     let err = checker
         .wait_visible(
@@ -143,13 +96,8 @@ async fn name_server_down_is_named_at_the_deadline() {
         .expect_err("must time out");
     let last = last.expect("progress reported");
     assert_eq!(*status_of(&last, "ns1.down.test"), ServerStatus::Serving);
-    assert!(
-        matches!(status_of(&last, "ns2.down.test"), ServerStatus::Failing(_)),
-        "{last:?}"
-    );
-    let Error::Timeout { lagging, .. } = &err else {
-        panic!("expected a timeout, got {err:?}")
-    };
+    assert!(matches!(status_of(&last, "ns2.down.test"), ServerStatus::Failing(_)), "{last:?}");
+    let Error::Timeout { lagging, .. } = &err else { panic!("expected a timeout, got {err:?}") };
     assert_eq!(lagging.len(), 1, "{lagging:?}");
     let ns2 = format!("ns2.down.test (127.0.0.2:{})", bind.port());
     assert!(lagging[0].starts_with(&ns2), "{lagging:?}");
@@ -172,10 +120,7 @@ async fn follows_delegation_cname_into_another_zone() {
         .start();
     let checker = checker(&bind, Duration::from_millis(50), Duration::from_millis(200));
 
-    let t = checker
-        .target("_dnsauth.a.test.", true)
-        .await
-        .expect("target");
+    let t = checker.target("_dnsauth.a.test.", true).await.expect("target");
     assert_eq!(t.name, "_dnsauth.a.test");
     assert_eq!(t.owner, "_dnsauth.b.test");
     assert_eq!(t.cname_chain, vec!["_dnsauth.b.test".to_string()]);
@@ -198,37 +143,16 @@ async fn follows_delegation_cname_into_another_zone() {
         .expect("visible at the target");
     assert_eq!(p.target.owner, "_dnsauth.b.test");
 
-    let unfollowed = checker
-        .target("_dnsauth.a.test", false)
-        .await
-        .expect("target");
-    assert_eq!(
-        (unfollowed.owner.as_str(), unfollowed.zone.as_str()),
-        ("_dnsauth.a.test", "a.test")
-    );
+    let unfollowed = checker.target("_dnsauth.a.test", false).await.expect("target");
+    assert_eq!((unfollowed.owner.as_str(), unfollowed.zone.as_str()), ("_dnsauth.a.test", "a.test"));
     assert!(!unfollowed.is_delegated());
-    let p = checker
-        .check_once(
-            "_dnsauth.a.test",
-            &Expected::Cname("_dnsauth.B.test.".into()),
-        )
-        .await
-        .expect("check");
+    let p = checker.check_once("_dnsauth.a.test", &Expected::Cname("_dnsauth.B.test.".into())).await.expect("check");
     assert!(p.all_serving(), "{p:?}");
-    let p = checker
-        .check_once("_dnsauth.a.test", &Expected::Cname("other.b.test".into()))
-        .await
-        .expect("check");
+    let p = checker.check_once("_dnsauth.a.test", &Expected::Cname("other.b.test".into())).await.expect("check");
     assert_eq!(p.servers[0].2, ServerStatus::NotYet);
 
-    let err = checker
-        .target("loop1.a.test", true)
-        .await
-        .expect_err("loop");
-    assert!(
-        matches!(&err, Error::CnameLoop { chain, .. } if chain.len() == 2),
-        "{err:?}"
-    );
+    let err = checker.target("loop1.a.test", true).await.expect_err("loop");
+    assert!(matches!(&err, Error::CnameLoop { chain, .. } if chain.len() == 2), "{err:?}");
 }
 
 /// A TXT RRset too large for UDP is fetched over TCP and found.
@@ -237,30 +161,16 @@ async fn large_txt_rrset_over_tcp() {
     let bind = Bind::builder().zone(ZoneSpec::new("big.test")).start();
     let mut cmds = String::from("zone big.test\n");
     for i in 0..20 {
-        cmds.push_str(&format!(
-            "update add _dnsauth.big.test 60 TXT \"{i:02}{}\"\n",
-            "x".repeat(98)
-        ));
+        cmds.push_str(&format!("update add _dnsauth.big.test 60 TXT \"{i:02}{}\"\n", "x".repeat(98)));
     }
     cmds.push_str("update add _dnsauth.big.test 60 TXT \"ours\"");
     bind.nsupdate(&cmds);
     let checker = checker(&bind, Duration::from_millis(50), Duration::from_millis(200));
-    let p = checker
-        .check_once("_dnsauth.big.test", &Expected::Txt("ours".into()))
-        .await
-        .expect("check");
+    let p = checker.check_once("_dnsauth.big.test", &Expected::Txt("ours".into())).await.expect("check");
     assert!(p.all_serving(), "{p:?}");
-    assert_eq!(
-        p.queries, 2,
-        "one UDP query answered truncated, then one TCP query"
-    );
-    let p = checker
-        .check_once(
-            "_dnsauth.big.test",
-            &Expected::Txt(format!("07{}", "x".repeat(98))),
-        )
-        .await
-        .expect("check");
+    assert_eq!(p.queries, 2, "one UDP query answered truncated, then one TCP query");
+    let p =
+        checker.check_once("_dnsauth.big.test", &Expected::Txt(format!("07{}", "x".repeat(98)))).await.expect("check");
     assert!(p.all_serving(), "{p:?}");
 }
 
@@ -268,11 +178,7 @@ async fn large_txt_rrset_over_tcp() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_answers_and_server_failures() {
     let bind = Bind::builder()
-        .zone(
-            ZoneSpec::new("neg.test")
-                .with_line("www 60 IN A 192.0.2.1")
-                .with_line("_dnsauth 60 IN TXT \"other\""),
-        )
+        .zone(ZoneSpec::new("neg.test").with_line("www 60 IN A 192.0.2.1").with_line("_dnsauth 60 IN TXT \"other\""))
         .zone(ZoneSpec::new("srv.test"))
         .start();
     let checker = checker(&bind, Duration::from_millis(50), Duration::from_millis(200));
@@ -289,56 +195,27 @@ async fn negative_answers_and_server_failures() {
         .zone(ZoneSpec::new("other.test"))
         .zone(ZoneSpec::new("srv.test").with_line("this line is not a record"))
         .start();
-    assert!(
-        test_support::bind::dig(other.primary_addr(), "srv.test", "SOA").is_empty(),
-        "srv.test must be broken"
-    );
-    let cross = Checker::new(CheckerConfig {
-        nameserver_port: other.port(),
-        ..checker.config().clone()
-    })
-    .expect("checker");
-    let p = cross
-        .check_once("_dnsauth.neg.test", &v)
-        .await
-        .expect("check");
-    assert!(
-        matches!(&p.servers[0].2, ServerStatus::Failing(e) if e.contains("REFUSED")),
-        "{p:?}"
-    );
-    let p = cross
-        .check_once("_dnsauth.srv.test", &v)
-        .await
-        .expect("check");
-    assert!(
-        matches!(&p.servers[0].2, ServerStatus::Failing(e) if e.contains("SERVFAIL")),
-        "{p:?}"
-    );
+    assert!(test_support::bind::dig(other.primary_addr(), "srv.test", "SOA").is_empty(), "srv.test must be broken");
+    let cross =
+        Checker::new(CheckerConfig { nameserver_port: other.port(), ..checker.config().clone() }).expect("checker");
+    let p = cross.check_once("_dnsauth.neg.test", &v).await.expect("check");
+    assert!(matches!(&p.servers[0].2, ServerStatus::Failing(e) if e.contains("REFUSED")), "{p:?}");
+    let p = cross.check_once("_dnsauth.srv.test", &v).await.expect("check");
+    assert!(matches!(&p.servers[0].2, ServerStatus::Failing(e) if e.contains("SERVFAIL")), "{p:?}");
 }
 
 /// The negative-caching TTL is the zone's SOA minimum, found through a negative answer and at
 /// the apex.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn negative_ttl_is_the_soa_minimum() {
-    let bind = Bind::builder()
-        .zone(ZoneSpec {
-            soa_minimum: 17,
-            ..ZoneSpec::new("ttl.test")
-        })
-        .start();
+    let bind = Bind::builder().zone(ZoneSpec { soa_minimum: 17, ..ZoneSpec::new("ttl.test") }).start();
     let checker = checker(&bind, Duration::from_millis(50), Duration::from_millis(200));
-    let t = checker
-        .target("_dnsauth.ttl.test", true)
-        .await
-        .expect("target");
+    let t = checker.target("_dnsauth.ttl.test", true).await.expect("target");
     assert_eq!(t.zone, "ttl.test");
     assert_eq!(t.negative_ttl, Duration::from_secs(17));
     let apex = checker.target("ttl.test", true).await.expect("target");
     assert_eq!(apex.zone, "ttl.test");
     assert_eq!(apex.negative_ttl, Duration::from_secs(17));
-    let err = checker
-        .target("nowhere.invalid", true)
-        .await
-        .expect_err("no zone");
+    let err = checker.target("nowhere.invalid", true).await.expect_err("no zone");
     assert!(matches!(err, Error::NoZone { .. }), "{err:?}");
 }

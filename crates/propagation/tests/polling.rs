@@ -14,9 +14,7 @@ use async_trait::async_trait;
 use hickory_proto::op::{Message, OpCode, ResponseCode};
 use hickory_proto::rr::rdata::{A, NS, SOA, TXT};
 use hickory_proto::rr::{Name, RData, Record, RecordType};
-use propagation::{
-    Checker, CheckerConfig, Error, Expected, Mode, Protocol, ResolverSpec, ServerStatus, Transport,
-};
+use propagation::{Checker, CheckerConfig, Error, Expected, Mode, Protocol, ResolverSpec, ServerStatus, Transport};
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 
@@ -70,36 +68,17 @@ impl Fake {
     /// Times of the TXT queries sent to `server`.
     fn txt_queries(&self, server: &str) -> Vec<Instant> {
         let server = addr(server);
-        self.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|q| q.0 == server && q.1 == RecordType::TXT)
-            .map(|q| q.4)
-            .collect()
+        self.log.lock().unwrap().iter().filter(|q| q.0 == server && q.1 == RecordType::TXT).map(|q| q.4).collect()
     }
 
     fn soa() -> RData {
-        RData::SOA(SOA::new(
-            name("ns1.f.test."),
-            name("hostmaster.f.test."),
-            1,
-            3600,
-            600,
-            86400,
-            300,
-        ))
+        RData::SOA(SOA::new(name("ns1.f.test."), name("hostmaster.f.test."), 1, 3600, 600, 86400, 300))
     }
 }
 
 #[async_trait]
 impl Transport for Fake {
-    async fn exchange(
-        &self,
-        server: SocketAddr,
-        query: &Message,
-        protocol: Protocol,
-    ) -> io::Result<Message> {
+    async fn exchange(&self, server: SocketAddr, query: &Message, protocol: Protocol) -> io::Result<Message> {
         let q = query.queries[0].clone();
         self.log.lock().unwrap().push((
             server,
@@ -119,37 +98,17 @@ impl Transport for Fake {
                     resp.add_answer(Record::from_rdata(apex, 3600, Self::soa()));
                 }
                 RecordType::NS => {
-                    resp.add_answer(Record::from_rdata(
-                        apex.clone(),
-                        3600,
-                        RData::NS(NS(name("ns1.f.test."))),
-                    ));
-                    resp.add_answer(Record::from_rdata(
-                        apex,
-                        3600,
-                        RData::NS(NS(name("ns2.f.test."))),
-                    ));
+                    resp.add_answer(Record::from_rdata(apex.clone(), 3600, RData::NS(NS(name("ns1.f.test.")))));
+                    resp.add_answer(Record::from_rdata(apex, 3600, RData::NS(NS(name("ns2.f.test.")))));
                 }
                 RecordType::A if qname == name("ns1.f.test.") => {
-                    resp.add_answer(Record::from_rdata(
-                        qname,
-                        3600,
-                        RData::A(A::new(10, 0, 0, 11)),
-                    ));
+                    resp.add_answer(Record::from_rdata(qname, 3600, RData::A(A::new(10, 0, 0, 11))));
                 }
                 RecordType::A if qname == name("ns2.f.test.") => {
-                    resp.add_answer(Record::from_rdata(
-                        qname,
-                        3600,
-                        RData::A(A::new(10, 0, 0, 12)),
-                    ));
+                    resp.add_answer(Record::from_rdata(qname, 3600, RData::A(A::new(10, 0, 0, 12))));
                 }
                 RecordType::TXT if qname == name("_dnsauth.f.test.") => {
-                    resp.add_answer(Record::from_rdata(
-                        qname,
-                        60,
-                        RData::TXT(TXT::new(vec!["v".into()])),
-                    ));
+                    resp.add_answer(Record::from_rdata(qname, 60, RData::TXT(TXT::new(vec!["v".into()]))));
                 }
                 _ => {
                     // NODATA / NXDOMAIN: the zone's SOA in the authority section.
@@ -163,18 +122,11 @@ impl Transport for Fake {
         }
         let b = self.behaviour.lock().unwrap().get(&server).cloned();
         let Some(b) = b else {
-            return Err(io::Error::new(
-                io::ErrorKind::ConnectionRefused,
-                "connection refused",
-            ));
+            return Err(io::Error::new(io::ErrorKind::ConnectionRefused, "connection refused"));
         };
         resp.metadata.authoritative = true;
         let serve = |resp: &mut Message| {
-            resp.add_answer(Record::from_rdata(
-                qname.clone(),
-                60,
-                RData::TXT(TXT::new(vec!["v".into()])),
-            ));
+            resp.add_answer(Record::from_rdata(qname.clone(), 60, RData::TXT(TXT::new(vec!["v".into()]))));
         };
         match b {
             Behaviour::Hangs => std::future::pending().await,
@@ -224,43 +176,23 @@ async fn backoff_schedule_and_deadline() {
     let start = Instant::now();
     let mut polls = 0;
     let err = checker
-        .wait_visible(
-            "_dnsauth.f.test",
-            &v(),
-            start + Duration::from_secs(60),
-            &CancellationToken::new(),
-            &mut |_| polls += 1,
-        )
+        .wait_visible("_dnsauth.f.test", &v(), start + Duration::from_secs(60), &CancellationToken::new(), &mut |_| {
+            polls += 1
+        })
         .await
         .expect_err("ns2 never serves");
-    assert_eq!(
-        start.elapsed(),
-        Duration::from_secs(60),
-        "ends at the deadline"
-    );
-    assert_eq!(
-        fake.txt_queries(NS1).len(),
-        1,
-        "a serving server is not asked again"
-    );
+    assert_eq!(start.elapsed(), Duration::from_secs(60), "ends at the deadline");
+    assert_eq!(fake.txt_queries(NS1).len(), 1, "a serving server is not asked again");
     let ns2 = fake.txt_queries(NS2);
     assert_eq!(ns2.len(), polls);
     let ms: Vec<u128> = gaps(&ns2).iter().map(Duration::as_millis).collect();
     // x1.5 each time (tokio rounds timers to the millisecond).
     let want = [1000, 1500, 2250, 3375, 5062, 7593, 8000];
-    assert!(
-        ms.iter().zip(want).all(|(g, w)| g.abs_diff(w) <= 1) && ms.len() > want.len(),
-        "{ms:?}"
-    );
+    assert!(ms.iter().zip(want).all(|(g, w)| g.abs_diff(w) <= 1) && ms.len() > want.len(), "{ms:?}");
     // The last poll runs at the deadline itself.
     assert!(ms[7..].iter().rev().skip(1).all(|g| *g == 8000), "{ms:?}");
     assert_eq!(*ns2.last().unwrap() - start, Duration::from_secs(60));
-    let Error::Timeout {
-        lagging, waited, ..
-    } = err
-    else {
-        panic!("expected a timeout: {err:?}")
-    };
+    let Error::Timeout { lagging, waited, .. } = err else { panic!("expected a timeout: {err:?}") };
     assert_eq!(waited, Duration::from_secs(60));
     assert_eq!(lagging, vec!["ns2.f.test (10.0.0.12:53)".to_string()]);
 }
@@ -277,35 +209,22 @@ async fn detects_at_the_next_poll_and_resets_the_interval() {
     let checker = Checker::with_transport(config(1, 8), fake.clone()).expect("checker");
     let mut seen = Vec::new();
     let p = checker
-        .wait_visible(
-            "_dnsauth.f.test",
-            &v(),
-            start + Duration::from_secs(600),
-            &CancellationToken::new(),
-            &mut |p| seen.push(p.servers.iter().map(|s| s.2.clone()).collect::<Vec<_>>()),
-        )
+        .wait_visible("_dnsauth.f.test", &v(), start + Duration::from_secs(600), &CancellationToken::new(), &mut |p| {
+            seen.push(p.servers.iter().map(|s| s.2.clone()).collect::<Vec<_>>())
+        })
         .await
         .expect("visible");
     assert!(p.all_serving());
     let done = start.elapsed();
-    assert!(
-        done >= Duration::from_secs(40) && done <= Duration::from_secs(48),
-        "{done:?}"
-    );
+    assert!(done >= Duration::from_secs(40) && done <= Duration::from_secs(48), "{done:?}");
     // ns1 got it at 20 s: the poll after that one came poll_min later.
     let ns2 = fake.txt_queries(NS2);
     let ns1 = fake.txt_queries(NS1);
     let ns1_served_at = *ns1.last().unwrap();
     assert!(ns1_served_at - start >= Duration::from_secs(20));
-    let next = ns2
-        .iter()
-        .find(|t| **t > ns1_served_at)
-        .expect("a later poll");
+    let next = ns2.iter().find(|t| **t > ns1_served_at).expect("a later poll");
     assert_eq!(*next - ns1_served_at, Duration::from_secs(1));
-    assert_eq!(
-        seen.first().unwrap(),
-        &vec![ServerStatus::NotYet, ServerStatus::NotYet]
-    );
+    assert_eq!(seen.first().unwrap(), &vec![ServerStatus::NotYet, ServerStatus::NotYet]);
     assert_eq!(p.queries as usize, ns1.len() + ns2.len());
 }
 
@@ -323,23 +242,16 @@ async fn cancellation_stops_the_wait() {
     let start = Instant::now();
     let mut last = None;
     let err = checker
-        .wait_visible(
-            "_dnsauth.f.test",
-            &v(),
-            start + Duration::from_secs(600),
-            &cancel,
-            &mut |p| last = Some(p.clone()),
-        )
+        .wait_visible("_dnsauth.f.test", &v(), start + Duration::from_secs(600), &cancel, &mut |p| {
+            last = Some(p.clone())
+        })
         .await
         .expect_err("cancelled");
     assert!(matches!(err, Error::Cancelled), "{err:?}");
     assert_eq!(start.elapsed(), Duration::from_millis(4500));
     // The hanging server timed out (2 s) and was reported failing before the cancel.
     let last = last.expect("progress");
-    assert!(
-        matches!(&last.servers[1].2, ServerStatus::Failing(e) if e.contains("no answer within 2s")),
-        "{last:?}"
-    );
+    assert!(matches!(&last.servers[1].2, ServerStatus::Failing(e) if e.contains("no answer within 2s")), "{last:?}");
 }
 
 /// SERVFAIL is a failure, not "not yet"; a truncated UDP answer is fetched again over TCP.
@@ -347,40 +259,17 @@ async fn cancellation_stops_the_wait() {
 async fn servfail_and_truncation() {
     let fake = Fake::new(Behaviour::ServFail, Behaviour::Large);
     let checker = Checker::with_transport(config(1, 8), fake.clone()).expect("checker");
-    let p = checker
-        .check_once("_dnsauth.f.test", &v())
-        .await
-        .expect("check");
-    assert_eq!(
-        p.servers[0].2,
-        ServerStatus::Failing("answered SERVFAIL".into())
-    );
+    let p = checker.check_once("_dnsauth.f.test", &v()).await.expect("check");
+    assert_eq!(p.servers[0].2, ServerStatus::Failing("answered SERVFAIL".into()));
     assert_eq!(p.servers[1].2, ServerStatus::Serving);
     assert_eq!(p.queries, 3, "ns1 once, ns2 over UDP then TCP");
-    let ns2: Vec<Protocol> = fake
-        .log
-        .lock()
-        .unwrap()
-        .iter()
-        .filter(|q| q.0 == addr(NS2))
-        .map(|q| q.2)
-        .collect();
+    let ns2: Vec<Protocol> = fake.log.lock().unwrap().iter().filter(|q| q.0 == addr(NS2)).map(|q| q.2).collect();
     assert_eq!(ns2, vec![Protocol::Udp, Protocol::Tcp]);
     // Every authoritative query went without recursion.
-    assert!(
-        fake.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|q| q.0 != addr(RESOLVER))
-            .all(|q| !q.3)
-    );
+    assert!(fake.log.lock().unwrap().iter().filter(|q| q.0 != addr(RESOLVER)).all(|q| !q.3));
 
     fake.set(NS1, Behaviour::ServesFrom(Instant::now()));
-    let p = checker
-        .check_once("_dnsauth.f.test", &v())
-        .await
-        .expect("check");
+    let p = checker.check_once("_dnsauth.f.test", &v()).await.expect("check");
     assert!(p.all_serving());
 }
 
@@ -388,74 +277,32 @@ async fn servfail_and_truncation() {
 /// addresses and the negative TTL come from the resolver.
 #[tokio::test(start_paused = true)]
 async fn discovery_is_cached() {
-    let fake = Fake::new(
-        Behaviour::ServesFrom(Instant::now()),
-        Behaviour::ServesFrom(Instant::now()),
-    );
+    let fake = Fake::new(Behaviour::ServesFrom(Instant::now()), Behaviour::ServesFrom(Instant::now()));
     let checker = Checker::with_transport(config(1, 8), fake.clone()).expect("checker");
-    let t = checker
-        .target("_dnsauth.f.test", true)
-        .await
-        .expect("target");
+    let t = checker.target("_dnsauth.f.test", true).await.expect("target");
     assert_eq!(t.zone, "f.test");
     assert_eq!(t.negative_ttl, Duration::from_secs(300));
-    let servers: Vec<(String, Vec<SocketAddr>)> = t
-        .nameservers
-        .iter()
-        .map(|n| (n.name.clone(), n.addrs.clone()))
-        .collect();
-    assert_eq!(
-        servers,
-        vec![
-            ("ns1.f.test".into(), vec![addr(NS1)]),
-            ("ns2.f.test".into(), vec![addr(NS2)])
-        ]
-    );
+    let servers: Vec<(String, Vec<SocketAddr>)> =
+        t.nameservers.iter().map(|n| (n.name.clone(), n.addrs.clone())).collect();
+    assert_eq!(servers, vec![("ns1.f.test".into(), vec![addr(NS1)]), ("ns2.f.test".into(), vec![addr(NS2)])]);
     let discovery = checker.queries_sent();
     // SOA probe, apex SOA, NS, and A + AAAA for each name server.
     assert_eq!(discovery, 7);
     let clone = checker.clone();
-    clone
-        .check_once("_dnsauth.f.test", &v())
-        .await
-        .expect("check");
+    clone.check_once("_dnsauth.f.test", &v()).await.expect("check");
     assert_eq!(checker.queries_sent(), discovery + 2);
-    assert!(
-        fake.log
-            .lock()
-            .unwrap()
-            .iter()
-            .filter(|q| q.0 == addr(RESOLVER))
-            .all(|q| q.3),
-        "resolvers get RD=1"
-    );
+    assert!(fake.log.lock().unwrap().iter().filter(|q| q.0 == addr(RESOLVER)).all(|q| q.3), "resolvers get RD=1");
 }
 
 /// In resolvers mode only the configured resolvers are asked, with recursion.
 #[tokio::test(start_paused = true)]
 async fn resolvers_mode_asks_only_the_resolvers() {
     let fake = Fake::new(never(), never());
-    let checker = Checker::with_transport(
-        CheckerConfig {
-            mode: Mode::Resolvers,
-            ..config(1, 8)
-        },
-        fake.clone(),
-    )
-    .expect("checker");
-    let p = checker
-        .check_once("_dnsauth.f.test", &v())
-        .await
-        .expect("check");
+    let checker = Checker::with_transport(CheckerConfig { mode: Mode::Resolvers, ..config(1, 8) }, fake.clone())
+        .expect("checker");
+    let p = checker.check_once("_dnsauth.f.test", &v()).await.expect("check");
     assert!(p.all_serving(), "{p:?}");
-    assert_eq!(
-        p.servers,
-        vec![(
-            "resolver".to_string(),
-            addr(RESOLVER),
-            ServerStatus::Serving
-        )]
-    );
+    assert_eq!(p.servers, vec![("resolver".to_string(), addr(RESOLVER), ServerStatus::Serving)]);
     assert!(fake.txt_queries(NS1).is_empty() && fake.txt_queries(NS2).is_empty());
 }
 
@@ -466,11 +313,7 @@ async fn global_query_cap_is_shared_by_all_waits() {
     const RATE: u32 = 20;
     let fake = Fake::new(never(), never());
     let checker = Checker::with_transport(
-        CheckerConfig {
-            max_queries_per_second: RATE,
-            poll_min: Duration::from_millis(100),
-            ..config(1, 1)
-        },
+        CheckerConfig { max_queries_per_second: RATE, poll_min: Duration::from_millis(100), ..config(1, 1) },
         fake.clone(),
     )
     .expect("checker");
@@ -480,20 +323,9 @@ async fn global_query_cap_is_shared_by_all_waits() {
     for i in 0..50 {
         let (c, cancel) = (checker.clone(), cancel.clone());
         // Different names so each wait discovers (and is paced) on its own.
-        let name = if i == 0 {
-            "_dnsauth.f.test".to_string()
-        } else {
-            format!("r{i}.f.test")
-        };
+        let name = if i == 0 { "_dnsauth.f.test".to_string() } else { format!("r{i}.f.test") };
         waits.push(tokio::spawn(async move {
-            c.wait_visible(
-                &name,
-                &v(),
-                start + Duration::from_secs(3600),
-                &cancel,
-                &mut |_| {},
-            )
-            .await
+            c.wait_visible(&name, &v(), start + Duration::from_secs(3600), &cancel, &mut |_| {}).await
         }));
     }
     let t = Duration::from_secs(10);
@@ -501,25 +333,13 @@ async fn global_query_cap_is_shared_by_all_waits() {
     let sent = checker.queries_sent();
     let burst = u64::from(RATE / 5);
     println!("{sent} queries in {t:?} (cap {RATE}/s, burst {burst})");
-    assert!(
-        sent <= u64::from(RATE) * t.as_secs() + burst,
-        "{sent} queries in {t:?}"
-    );
-    assert!(
-        sent >= u64::from(RATE) * t.as_secs() * 9 / 10,
-        "the waits should saturate the cap: {sent}"
-    );
+    assert!(sent <= u64::from(RATE) * t.as_secs() + burst, "{sent} queries in {t:?}");
+    assert!(sent >= u64::from(RATE) * t.as_secs() * 9 / 10, "the waits should saturate the cap: {sent}");
     // Over any one-second window, too.
     let times: Vec<Instant> = fake.log.lock().unwrap().iter().map(|q| q.4).collect();
     for (i, t0) in times.iter().enumerate() {
-        let in_window = times[i..]
-            .iter()
-            .take_while(|t| **t < *t0 + Duration::from_secs(1))
-            .count() as u64;
-        assert!(
-            in_window <= u64::from(RATE) + burst,
-            "{in_window} queries in one second"
-        );
+        let in_window = times[i..].iter().take_while(|t| **t < *t0 + Duration::from_secs(1)).count() as u64;
+        assert!(in_window <= u64::from(RATE) + burst, "{in_window} queries in one second");
     }
     cancel.cancel();
     for w in waits {

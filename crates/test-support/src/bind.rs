@@ -121,11 +121,7 @@ impl Bind {
         let rndc_port = ports::free_port_on(&ips);
         let dir = tempfile::Builder::new().prefix("dcvd-bind-").tempdir().map_err(|e| e.to_string())?;
         let secret: [u8; 32] = rand::random();
-        let tsig = TsigKey {
-            name: "dcvd".into(),
-            algorithm: "hmac-sha256".into(),
-            secret_b64: base64_encode(&secret),
-        };
+        let tsig = TsigKey { name: "dcvd".into(), algorithm: "hmac-sha256".into(), secret_b64: base64_encode(&secret) };
         let mut bind = Self {
             dir,
             port,
@@ -361,7 +357,9 @@ fn find_named() -> PathBuf {
             return PathBuf::from(p);
         }
     }
-    panic!("BIND 9 `named` not found: install it with `apt-get install -y bind9 bind9-utils bind9-dnsutils` (scripts/test does this)");
+    panic!(
+        "BIND 9 `named` not found: install it with `apt-get install -y bind9 bind9-utils bind9-dnsutils` (scripts/test does this)"
+    );
 }
 
 fn spawn_placeholder() -> Result<Child, String> {
@@ -400,11 +398,7 @@ pub fn dig(server: SocketAddr, name: &str, rtype: &str) -> Vec<String> {
         .filter(|l| !l.starts_with(";;") && !l.trim().is_empty())
         .map(|l| {
             let l = l.trim();
-            if rtype.eq_ignore_ascii_case("TXT") {
-                unquote_txt(l)
-            } else {
-                l.trim_end_matches('.').to_string()
-            }
+            if rtype.eq_ignore_ascii_case("TXT") { unquote_txt(l) } else { l.trim_end_matches('.').to_string() }
         })
         .collect()
 }

@@ -27,11 +27,7 @@ pub struct TestDns {
 }
 
 fn name(s: &str) -> Name {
-    let s = if s.ends_with('.') {
-        s.to_string()
-    } else {
-        format!("{s}.")
-    };
+    let s = if s.ends_with('.') { s.to_string() } else { format!("{s}.") };
     Name::from_ascii(&s).unwrap_or_else(|e| panic!("bad test name {s:?}: {e}"))
 }
 
@@ -42,12 +38,7 @@ impl TestDns {
         let mut zones = Vec::new();
         for origin in origins {
             let origin = name(origin);
-            let zone = InMemoryZoneHandler::empty(
-                origin.clone(),
-                ZoneType::Primary,
-                AxfrPolicy::Deny,
-                None,
-            );
+            let zone = InMemoryZoneHandler::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny, None);
             let soa = SOA::new(
                 name(&format!("ns1.{origin}")),
                 name(&format!("hostmaster.{origin}")),
@@ -57,23 +48,11 @@ impl TestDns {
                 86400,
                 negative_ttl,
             );
-            assert!(
-                zone.upsert(
-                    Record::from_rdata(origin.clone(), negative_ttl, RData::SOA(soa)),
-                    1
-                )
-                .await
-            );
+            assert!(zone.upsert(Record::from_rdata(origin.clone(), negative_ttl, RData::SOA(soa)), 1).await);
             let ns = RData::NS(NS(name(&format!("ns1.{origin}"))));
-            assert!(
-                zone.upsert(Record::from_rdata(origin.clone(), 3600, ns), 1)
-                    .await
-            );
+            assert!(zone.upsert(Record::from_rdata(origin.clone(), 3600, ns), 1).await);
             let zone = Arc::new(zone);
-            catalog.upsert(
-                LowerName::from(&origin),
-                vec![zone.clone() as Arc<dyn ZoneHandler>],
-            );
+            catalog.upsert(LowerName::from(&origin), vec![zone.clone() as Arc<dyn ZoneHandler>]);
             zones.push((origin, zone));
         }
         let mut server = Server::new(catalog);
@@ -89,16 +68,11 @@ impl TestDns {
                 break;
             }
         }
-        let (udp, tcp, addr) = bound.expect(
-            "could not find a port free for both UDP and TCP on 127.0.0.1 for the test DNS server",
-        );
+        let (udp, tcp, addr) =
+            bound.expect("could not find a port free for both UDP and TCP on 127.0.0.1 for the test DNS server");
         server.register_socket(udp);
         server.register_listener(tcp, Duration::from_secs(5), 4096);
-        Self {
-            addr,
-            zones,
-            server,
-        }
+        Self { addr, zones, server }
     }
 
     fn zone_of(&self, owner: &Name) -> &Arc<InMemoryZoneHandler> {
@@ -113,15 +87,8 @@ impl TestDns {
     /// Adds a TXT value (one string) at `owner`, next to any others.
     pub async fn add_txt(&self, owner: &str, value: &str) {
         let owner = name(owner);
-        let rec = Record::from_rdata(
-            owner.clone(),
-            60,
-            RData::TXT(TXT::new(vec![value.to_string()])),
-        );
-        assert!(
-            self.zone_of(&owner).upsert(rec, 2).await,
-            "TXT {owner} not inserted"
-        );
+        let rec = Record::from_rdata(owner.clone(), 60, RData::TXT(TXT::new(vec![value.to_string()])));
+        assert!(self.zone_of(&owner).upsert(rec, 2).await, "TXT {owner} not inserted");
     }
 
     /// Adds a TXT record made of several strings.
@@ -129,20 +96,14 @@ impl TestDns {
         let owner = name(owner);
         let txt = TXT::new(strings.iter().map(|s| (*s).to_string()).collect());
         let rec = Record::from_rdata(owner.clone(), 60, RData::TXT(txt));
-        assert!(
-            self.zone_of(&owner).upsert(rec, 2).await,
-            "TXT {owner} not inserted"
-        );
+        assert!(self.zone_of(&owner).upsert(rec, 2).await, "TXT {owner} not inserted");
     }
 
     /// Sets the CNAME at `owner`.
     pub async fn add_cname(&self, owner: &str, target: &str) {
         let owner = name(owner);
         let rec = Record::from_rdata(owner.clone(), 60, RData::CNAME(CNAME(name(target))));
-        assert!(
-            self.zone_of(&owner).upsert(rec, 2).await,
-            "CNAME {owner} not inserted"
-        );
+        assert!(self.zone_of(&owner).upsert(rec, 2).await, "CNAME {owner} not inserted");
     }
 
     /// Removes the whole `rtype` RRset at `owner`.
@@ -192,10 +153,7 @@ impl Harness {
             .spawn("127.0.0.1:0".parse().unwrap())
             .await
             .expect("the simulator could not listen on 127.0.0.1:0");
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_secs(20))
-            .build()
-            .expect("reqwest client");
+        let http = reqwest::Client::builder().timeout(Duration::from_secs(20)).build().expect("reqwest client");
         Self { running, http }
     }
 
@@ -208,17 +166,9 @@ impl Harness {
         self.api_with_key(method, path, body, Some(KEY)).await
     }
 
-    pub async fn api_with_key(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Value>,
-        key: Option<&str>,
-    ) -> Answer {
+    pub async fn api_with_key(&self, method: &str, path: &str, body: Option<Value>, key: Option<&str>) -> Answer {
         let url = format!("{}{}", self.running.base_url, path);
-        self.send(method, &url, body, key)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url} failed: {e}"))
+        self.send(method, &url, body, key).await.unwrap_or_else(|e| panic!("{method} {url} failed: {e}"))
     }
 
     pub async fn send(
@@ -229,10 +179,7 @@ impl Harness {
         key: Option<&str>,
     ) -> Result<Answer, reqwest::Error> {
         let method = reqwest::Method::from_bytes(method.as_bytes()).expect("http method");
-        let mut req = self
-            .http
-            .request(method, url)
-            .header("Content-Type", "application/json");
+        let mut req = self.http.request(method, url).header("Content-Type", "application/json");
         if let Some(key) = key {
             req = req.header("X-DC-DEVKEY", key);
         }
@@ -244,31 +191,20 @@ impl Harness {
         let headers = resp.headers().clone();
         let text = resp.text().await?;
         let json = serde_json::from_str(&text).unwrap_or(Value::Null);
-        Ok(Answer {
-            status,
-            headers,
-            text,
-            json,
-        })
+        Ok(Answer { status, headers, text, json })
     }
 
     /// Calls the admin API at `path` (under /_sim).
     pub async fn admin(&self, method: &str, path: &str, body: Option<Value>) -> Answer {
         let url = format!("{}{}", self.running.admin_url, path);
-        self.send(method, &url, body, None)
-            .await
-            .unwrap_or_else(|e| panic!("{method} {url} failed: {e}"))
+        self.send(method, &url, body, None).await.unwrap_or_else(|e| panic!("{method} {url} failed: {e}"))
     }
 }
 
 /// The `(code, message)` of the single error of an errors body.
 pub fn error_of(a: &Answer) -> (String, String) {
-    let errors = a.json["errors"]
-        .as_array()
-        .unwrap_or_else(|| panic!("expected an errors body, got {} {}", a.status, a.text));
+    let errors =
+        a.json["errors"].as_array().unwrap_or_else(|| panic!("expected an errors body, got {} {}", a.status, a.text));
     assert_eq!(errors.len(), 1, "one error expected: {}", a.text);
-    (
-        errors[0]["code"].as_str().expect("code").to_string(),
-        errors[0]["message"].as_str().expect("message").to_string(),
-    )
+    (errors[0]["code"].as_str().expect("code").to_string(), errors[0]["message"].as_str().expect("message").to_string())
 }

@@ -15,16 +15,12 @@ pub const PREFIX: &str = "/services/v2";
 
 /// A config for `server`: plain http to loopback allowed, fast retries, no client-side limits.
 pub fn config(server: &MockServer) -> ClientConfig {
-    let mut config =
-        ClientConfig::new(format!("{}{PREFIX}", server.uri()), SecretString::from(KEY));
+    let mut config = ClientConfig::new(format!("{}{PREFIX}", server.uri()), SecretString::from(KEY));
     config.allow_insecure_http = true;
     config.timeout = Duration::from_secs(10);
     config.rate_limits = Vec::new();
-    config.retry = RetryPolicy {
-        max_attempts: 3,
-        base_delay: Duration::from_millis(1),
-        max_delay: Duration::from_millis(5),
-    };
+    config.retry =
+        RetryPolicy { max_attempts: 3, base_delay: Duration::from_millis(1), max_delay: Duration::from_millis(5) };
     config
 }
 
@@ -38,9 +34,7 @@ pub fn observed_client(config: ClientConfig) -> (Client, Arc<Mutex<Vec<CallRecor
     let records = Arc::new(Mutex::new(Vec::new()));
     let mut client = Client::new(config).expect("client config is valid");
     let sink = records.clone();
-    client.set_observer(Arc::new(move |r: &CallRecord| {
-        sink.lock().unwrap().push(r.clone())
-    }));
+    client.set_observer(Arc::new(move |r: &CallRecord| sink.lock().unwrap().push(r.clone())));
     (client, records)
 }
 

@@ -58,10 +58,7 @@ pub struct Summary {
 impl Summary {
     /// Whether every unit that is still configured ended valid (or was already done).
     pub fn all_valid(&self) -> bool {
-        self.units
-            .iter()
-            .filter(|u| u.in_config)
-            .all(|u| matches!(u.state, UnitState::Valid | UnitState::CleanedUp))
+        self.units.iter().filter(|u| u.in_config).all(|u| matches!(u.state, UnitState::Valid | UnitState::CleanedUp))
     }
 }
 
@@ -97,7 +94,12 @@ pub fn sync_units(store: &Store, config: &Config, retry_failed: bool) -> anyhow:
         .units
         .iter()
         .zip(&ids)
-        .map(|(u, id)| UnitSpec { unit: *id, method: u.method.as_str(), domains: &u.domains, provider: u.provider.as_deref() })
+        .map(|(u, id)| UnitSpec {
+            unit: *id,
+            method: u.method.as_str(),
+            domains: &u.domains,
+            provider: u.provider.as_deref(),
+        })
         .collect();
     // One transaction (one fsync) for the whole configuration.
     for row in store.sync_units(&specs)? {
@@ -202,7 +204,8 @@ pub async fn run(
     stop.cancel();
     // Steps are atomic store transactions around idempotent side effects, so cancelling at an
     // await point leaves a state the next start resumes exactly.
-    let drained = tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+    let drained =
+        tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         warn!("some unit tasks did not stop within 10 s; aborting them");
         tasks.abort_all();

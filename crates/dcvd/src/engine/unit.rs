@@ -152,8 +152,10 @@ impl UnitTask {
 
     /// One step of the state machine for a unit that is in the configuration.
     async fn advance(&mut self, row: UnitRow, spec: &Unit) -> Result<Flow, StepError> {
-        if matches!(row.state, UnitState::TokenIssued | UnitState::Published | UnitState::Propagated | UnitState::Checking)
-            && token_expired(&row)
+        if matches!(
+            row.state,
+            UnitState::TokenIssued | UnitState::Published | UnitState::Propagated | UnitState::Checking
+        ) && token_expired(&row)
         {
             return self.expire(&row).await;
         }
@@ -267,7 +269,8 @@ impl UnitTask {
             if record.rtype == RecordType::Txt && record.name.starts_with("_dnsauth.") {
                 // Delegated validation: `_dnsauth.<domain>` may be a CNAME into a zone with
                 // narrower credentials; the TXT goes where the CNAME points.
-                let target = self.env.checker.target(&record.name, true).await.map_err(|e| StepError::Retry(e.to_string()))?;
+                let target =
+                    self.env.checker.target(&record.name, true).await.map_err(|e| StepError::Retry(e.to_string()))?;
                 if target.is_delegated() {
                     info!(unit = %self.unit, record = %record.name, target = %target.owner, "following CNAME delegation");
                     record.name = target.owner.clone();
@@ -586,13 +589,35 @@ fn log_transition(row: &UnitRow, from: UnitState, elapsed_ms: u64) {
     let attempts = row.attempts;
     match (row.unit.kind, row.state) {
         (UnitKind::Order, UnitState::Failed | UnitState::Expired) => {
-            error!(order_id = row.unit.id, domain, state, from, elapsed_ms, attempts, error = row.last_error.as_deref().unwrap_or(""), "state changed")
+            error!(
+                order_id = row.unit.id,
+                domain,
+                state,
+                from,
+                elapsed_ms,
+                attempts,
+                error = row.last_error.as_deref().unwrap_or(""),
+                "state changed"
+            )
         }
         (UnitKind::Domain, UnitState::Failed | UnitState::Expired) => {
-            error!(domain_id = row.unit.id, domain, state, from, elapsed_ms, attempts, error = row.last_error.as_deref().unwrap_or(""), "state changed")
+            error!(
+                domain_id = row.unit.id,
+                domain,
+                state,
+                from,
+                elapsed_ms,
+                attempts,
+                error = row.last_error.as_deref().unwrap_or(""),
+                "state changed"
+            )
         }
-        (UnitKind::Order, _) => info!(order_id = row.unit.id, domain, state, from, elapsed_ms, attempts, "state changed"),
-        (UnitKind::Domain, _) => info!(domain_id = row.unit.id, domain, state, from, elapsed_ms, attempts, "state changed"),
+        (UnitKind::Order, _) => {
+            info!(order_id = row.unit.id, domain, state, from, elapsed_ms, attempts, "state changed")
+        }
+        (UnitKind::Domain, _) => {
+            info!(domain_id = row.unit.id, domain, state, from, elapsed_ms, attempts, "state changed")
+        }
     }
 }
 

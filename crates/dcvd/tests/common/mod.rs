@@ -134,10 +134,7 @@ pub fn wait_output(mut child: Child, limit: Duration) -> Output {
         if start.elapsed() > limit {
             let _ = child.kill();
             let out = child.wait_with_output().expect("output");
-            panic!(
-                "dcvd did not finish within {limit:?}\nstderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            panic!("dcvd did not finish within {limit:?}\nstderr:\n{}", String::from_utf8_lossy(&out.stderr));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
