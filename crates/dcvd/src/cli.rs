@@ -279,6 +279,15 @@ fn status(path: &Path, json: bool) -> ExitCode {
     };
     let store = match Store::open_read_only(&cfg.daemon.state_dir) {
         Ok(s) => s,
+        Err(crate::store::StoreError::Missing { .. }) => {
+            // Nothing has run yet: an empty state is not an error.
+            if json {
+                println!("[]");
+            } else {
+                println!("no units yet: dcvd has not run with state_dir {}", cfg.daemon.state_dir.display());
+            }
+            return ExitCode::SUCCESS;
+        }
         Err(e) => {
             eprintln!("dcvd: {e}");
             return ExitCode::FAILURE;

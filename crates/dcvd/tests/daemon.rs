@@ -246,3 +246,41 @@ async fn systemd_notifications_and_metrics() {
     assert!(transition["elapsed_ms"].is_u64(), "{transition}");
     assert!(!log.contains(&h.api_key));
 }
+
+/// `dcvd status --json` shows a unit stopped mid-flight, and `dcvd cleanup` removes every record
+/// the store still lists, from the real backend.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn status_and_cleanup_after_a_stop() {
+    let bind = Bind::builder().zone(ZoneSpec::new("cleanup.test")).with_lagging_secondary().start();
+    let h = Harness::start(Some(vec![bind.primary_addr(), bind.secondary_addr().unwrap()])).await;
+    h.sim().add_order(NewOrder::new(701, &["cleanup.test", "www.cleanup.test"]));
+    let rest = format!(
+        "[providers.bind]\ntype = \"rfc2136\"\nserver = \"{}\"\nzones = [\"cleanup.test\"]\ntsig_key_name = \"dcvd\"\ntsig_secret_file = \"{}\"\n\n[[order]]\nid = 701\nmethod = \"dns-txt-token\"\ndomains = [\"cleanup.test\", \"www.cleanup.test\"]\n",
+        bind.primary_addr(),
+        bind.tsig_secret_file().display()
+    );
+    let path = h.write_config(&h.config(bind.port(), &rest));
+    let empty = h.command(&["status", "--json", "--config", path.to_str().unwrap()]).output().unwrap();
+    assert!(empty.status.success(), "status before any run: {}", text(&empty));
+    let mut child = h.spawn_run(&path);
+    eventually(Duration::from_secs(30), "record on the primary", || {
+        !bind.query(bind.primary_addr(), "_dnsauth.cleanup.test", "TXT").is_empty()
+    })
+    .await;
+    signal(&child, "TERM");
+    let _ = wait_output(std::mem::replace(&mut child, h.command(&["--version"]).spawn().unwrap()), Duration::from_secs(15));
+
+    let out = h.command(&["status", "--json", "--config", path.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let units: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(units[0]["id"], 701);
+    assert_eq!(units[0]["state"], "published", "{units}");
+    assert!(units[0]["token_expires_at"].is_string(), "{units}");
+    let table = h.command(&["status", "--config", path.to_str().unwrap()]).output().unwrap();
+    assert!(String::from_utf8_lossy(&table.stdout).contains("order 701"), "{}", text(&table));
+
+    let out = h.command(&["cleanup", "--config", path.to_str().unwrap()]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).contains("removed 1 records"), "{}", text(&out));
+    assert!(bind.query(bind.primary_addr(), "_dnsauth.cleanup.test", "TXT").is_empty(), "cleanup left the record");
+}
