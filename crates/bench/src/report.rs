@@ -163,19 +163,11 @@ pub fn table(scenario: &Scenario, runs: &[(Strategy, RunOutcome)]) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "Scenario: {}", scenario.describe());
     if let Some(f) = floor {
-        if f.seconds > 0.0 {
-            let _ = writeln!(
-                out,
-                "Rate-limit floor for the minimum {} calls (2 per order): {:.1} s, bound by {}",
-                f.calls, f.seconds, f.window
-            );
-        } else {
-            let _ = writeln!(
-                out,
-                "Rate-limit floor for the minimum {} calls (2 per order): 0 s (they fit in one burst of every window)",
-                f.calls
-            );
-        }
+        let _ = writeln!(
+            out,
+            "Rate-limit floor: the minimum {} calls (2 per order) at the sustained rate of {}: {:.1} s",
+            f.calls, f.window, f.seconds
+        );
     }
     type Row = (&'static str, fn(&Figures) -> String);
     let rows: &[Row] = &[

@@ -69,9 +69,9 @@ pub struct Scenario {
 
 impl Scenario {
     /// The preset for `orders`: DigiCert's real limits up to 100 orders; above, limits scaled
-    /// up so the run takes minutes while the rate-limit floor (about 100 s for 1,000 orders,
-    /// 200 s for 10,000) stays well above the 33 s of maximum propagation lag, so that the
-    /// ratio of wall time to the floor measures the scheduler, not the lag.
+    /// up so the run takes minutes while the rate-limit floor (120 s for 1,000 orders, 240 s
+    /// for 10,000) stays well above the 33 s of maximum propagation lag, so that the ratio of
+    /// wall time to the floor measures the scheduler, not the lag.
     pub fn preset(orders: usize) -> Self {
         let windows = if orders <= 100 {
             digicert_windows()
@@ -117,26 +117,27 @@ impl Scenario {
     }
 }
 
-/// The least time `calls` requests need under every window at once.
+/// The time `calls` requests need at the sustained rate the windows allow.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Floor {
     /// Requests counted.
     pub calls: u64,
-    /// Seconds from the first to the last request, at best.
+    /// `calls / rate` of the binding window, in seconds.
     pub seconds: f64,
-    /// The window that sets it (the binding one).
+    /// The binding window: the one with the lowest sustained rate `requests / per`.
     pub window: Window,
 }
 
-/// With sliding windows that start empty, request `k` (0-based) can go out no earlier than
-/// `floor(k / requests) * per` for every window; the floor is that bound for the last request,
-/// maximised over the windows.
+/// `calls` divided by the lowest sustained rate among `windows`. Bursts are ignored: a sliding
+/// window lets its first `requests` calls go at once, so a short run can beat this floor, but
+/// over many windows no client can do better than the binding window's rate.
 pub fn rate_floor(calls: u64, windows: &[Window]) -> Option<Floor> {
     windows
         .iter()
-        .map(|w| {
-            let batches = calls.saturating_sub(1) / u64::from(w.requests.max(1));
-            Floor { calls, seconds: batches as f64 * w.per_ms as f64 / 1000.0, window: *w }
+        .map(|w| Floor {
+            calls,
+            seconds: calls as f64 * w.per_ms as f64 / 1000.0 / f64::from(w.requests.max(1)),
+            window: *w,
         })
         .max_by(|a, b| a.seconds.total_cmp(&b.seconds))
 }
@@ -190,17 +191,15 @@ mod tests {
     #[test]
     fn floor_uses_the_binding_window() {
         let w = digicert_windows();
-        // 2 calls fit in every window's first batch.
-        assert_eq!(rate_floor(2, &w).unwrap().seconds, 0.0);
-        // 200 calls: the 5 s window allows 100 at once, the next 100 five seconds later.
+        // 1000 per 5 minutes (3.33/s) binds, not 100 per 5 s (20/s).
         let f = rate_floor(200, &w).unwrap();
-        assert_eq!((f.seconds, f.window), (5.0, w[0]));
-        // 2000 calls: the 5-minute window binds (1000 now, 1000 after 300 s).
-        let f = rate_floor(2000, &w).unwrap();
-        assert_eq!((f.seconds, f.window), (300.0, w[1]));
+        assert_eq!((f.seconds, f.window), (60.0, w[1]));
         let big = Scenario::preset(10_000);
         let f = rate_floor(big.min_calls(), &big.windows).unwrap();
-        assert_eq!((f.seconds, f.window.requests), (199.0, 100));
+        assert_eq!((f.seconds, f.window.requests), (240.0, 5000));
+        let only = [Window::new(20, Duration::from_secs(1))];
+        assert_eq!(rate_floor(2000, &only).unwrap().seconds, 100.0);
+        assert!(rate_floor(5, &[]).is_none());
     }
 
     #[test]

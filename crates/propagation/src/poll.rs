@@ -161,7 +161,11 @@ pub(crate) async fn wait_visible(
             }
             Err(e) => return Err(e),
         };
-        interval = if changed { poll_min } else { interval.mul_f64(1.5).min(poll_max) };
+        // Once some servers serve the value, the others usually follow within seconds (NOTIFY
+        // and a zone transfer), so the lagging ones are polled at most 4 x poll_min apart.
+        let some_serving = statuses.values().any(|s| *s == ServerStatus::Serving);
+        let cap = if some_serving { poll_max.min(poll_min.saturating_mul(4)).max(poll_min) } else { poll_max };
+        interval = if changed { poll_min } else { interval.mul_f64(1.5).min(cap) };
         let wake = (Instant::now() + interval).min(deadline);
         tokio::select! {
             biased;

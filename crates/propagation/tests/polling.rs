@@ -167,8 +167,10 @@ fn gaps(times: &[Instant]) -> Vec<Duration> {
     times.windows(2).map(|w| w[1] - w[0]).collect()
 }
 
-/// Polls start `poll_min` apart, stretch by half while nothing changes, stay at `poll_max`,
-/// end at the deadline with an error naming the lagging server; the serving one is asked once.
+/// Polls start `poll_min` apart and stretch by half while nothing changes; once one server
+/// serves the value the lagging one is polled at most `4 x poll_min` apart (it usually follows
+/// within seconds); the wait ends at the deadline with an error naming the lagging server, and
+/// the serving one is asked once.
 #[tokio::test(start_paused = true)]
 async fn backoff_schedule_and_deadline() {
     let fake = Fake::new(Behaviour::ServesFrom(Instant::now()), never());
@@ -186,15 +188,30 @@ async fn backoff_schedule_and_deadline() {
     let ns2 = fake.txt_queries(NS2);
     assert_eq!(ns2.len(), polls);
     let ms: Vec<u128> = gaps(&ns2).iter().map(Duration::as_millis).collect();
-    // x1.5 each time (tokio rounds timers to the millisecond).
-    let want = [1000, 1500, 2250, 3375, 5062, 7593, 8000];
+    // x1.5 each time (tokio rounds timers to the millisecond), capped at 4 x poll_min.
+    let want = [1000, 1500, 2250, 3375, 4000, 4000];
     assert!(ms.iter().zip(want).all(|(g, w)| g.abs_diff(w) <= 1) && ms.len() > want.len(), "{ms:?}");
     // The last poll runs at the deadline itself.
-    assert!(ms[7..].iter().rev().skip(1).all(|g| *g == 8000), "{ms:?}");
+    assert!(ms[4..].iter().rev().skip(1).all(|g| *g == 4000), "{ms:?}");
     assert_eq!(*ns2.last().unwrap() - start, Duration::from_secs(60));
     let Error::Timeout { lagging, waited, .. } = err else { panic!("expected a timeout: {err:?}") };
     assert_eq!(waited, Duration::from_secs(60));
     assert_eq!(lagging, vec!["ns2.f.test (10.0.0.12:53)".to_string()]);
+}
+
+/// While no server serves the value yet, the interval keeps stretching up to `poll_max`.
+#[tokio::test(start_paused = true)]
+async fn backoff_grows_to_poll_max_while_nothing_serves() {
+    let fake = Fake::new(never(), never());
+    let checker = Checker::with_transport(config(1, 8), fake.clone()).expect("checker");
+    let start = Instant::now();
+    let _ = checker
+        .wait_visible("_dnsauth.f.test", &v(), start + Duration::from_secs(60), &CancellationToken::new(), &mut |_| {})
+        .await
+        .expect_err("nothing serves");
+    let ms: Vec<u128> = gaps(&fake.txt_queries(NS1)).iter().map(Duration::as_millis).collect();
+    let want = [1000, 1500, 2250, 3375, 5062, 7593, 8000];
+    assert!(ms.iter().zip(want).all(|(g, w)| g.abs_diff(w) <= 1) && ms.len() > want.len(), "{ms:?}");
 }
 
 /// When the lagging server starts serving, the next poll (at most `poll_max` later) sees it,
