@@ -213,8 +213,12 @@ async fn kill_9_at_random_moments_loses_nothing() {
     let monitor = monitor.join().expect("monitor thread");
     let releases = releaser.join().expect("releaser thread");
     let log = dcvd.assert_success(status, "the final dcvd once");
+    // Kills that interrupted work: the run before the kill logged a state change.
+    let segments: Vec<&str> = log.split("--- kill -9 #").collect();
+    let busy_kills = segments[..segments.len() - 1].iter().filter(|seg| seg.contains("state changed")).count();
     println!(
-        "crash suite: {KILLS} kills ({kills_while_running} of a running dcvd) in {kill_phase:?}, total {:?}, {} zone snapshots, {} secondary releases",
+        "crash suite: {KILLS} kills ({kills_while_running} of a running dcvd, {busy_kills} while units changed state) in \
+         {kill_phase:?}, total {:?}, {} zone snapshots, {} secondary releases",
         started.elapsed(),
         monitor.snapshots,
         releases

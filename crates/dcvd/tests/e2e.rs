@@ -13,7 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use certcentral_sim::{DcvMethod, NewDomain, NewOrder};
-use e2e_common::{Dcvd, SimOpts, SimProc, dcv_records, eventually, order_toml, rfc2136_provider, states};
+use e2e_common::{
+    Dcvd, SimOpts, SimProc, dcv_records, eventually, order_toml, rfc2136_provider, states, watch_zone_until_exit,
+};
 use test_support::bind::{Bind, ZoneSpec};
 use test_support::cloudflare_fake::CloudflareFake;
 use test_support::frontend::Frontend;
@@ -58,8 +60,11 @@ fn assert_all_cleaned_up(dcvd: &Dcvd, ids: &[u64]) {
     assert_eq!(got, want, "dcvd status --json: {rows:#?}");
 }
 
-/// Route53 (moto) with a DV TXT order of two names: both `_dnsauth` records carry the order's
-/// random value, the lagging second name server is waited for, the RRsets are gone afterwards.
+/// Route53 (moto) with a DV TXT order of three names, two records: `www.a` is covered by its
+/// parent `a` and `*.b` is validated at `b`; both `_dnsauth` records carry the order's random
+/// value, the lagging second name server is waited for, the RRsets are gone afterwards.
+const R53_NAMES: [&str; 3] = ["a.r53.test", "www.a.r53.test", "*.b.r53.test"];
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn route53_dv_txt_order() {
     let moto = Moto::start().await;
@@ -67,17 +72,14 @@ async fn route53_dv_txt_order() {
     let fe = Frontend::builder().route53(&moto, &zone_id, "r53.test").lag(LAG).start().await;
     let sim = SimProc::start(SimOpts {
         dns: fe.addrs(),
-        orders: vec![NewOrder::new(1001, &["r53.test", "www.r53.test"])],
+        orders: vec![NewOrder::new(1001, &R53_NAMES)],
         seed: 11,
         ..SimOpts::default()
     });
     let mut dcvd = Dcvd::new(&sim);
     let aws_secret = aws_env(&mut dcvd);
-    let rest = format!(
-        "{}\n{}",
-        route53_provider("aws", &moto, &["r53.test"]),
-        order_toml(1001, "dns-txt-token", &["r53.test", "www.r53.test"])
-    );
+    let rest =
+        format!("{}\n{}", route53_provider("aws", &moto, &["r53.test"]), order_toml(1001, "dns-txt-token", &R53_NAMES));
     dcvd.write_config(&dcvd.config(&sim, fe.port(), &rest));
     let status = dcvd.once(ONCE_LIMIT).await;
     let log = dcvd.assert_success(status, "dcvd once");
@@ -87,12 +89,15 @@ async fn route53_dv_txt_order() {
     let stats = sim.stats().await;
     assert_eq!(sim.order_calls(1001).await, 2, "token + one check: {:?}", stats.order_calls);
     assert_eq!(stats.premature_checks, 0, "a check before every name server served the record");
-    for name in ["_dnsauth.r53.test", "_dnsauth.www.r53.test"] {
+    for name in ["_dnsauth.a.r53.test", "_dnsauth.b.r53.test"] {
         assert_eq!(
             fe.store().additions(name, &order.dcv_random_value),
             1,
             "{name} must have held the random value once"
         );
+    }
+    for name in ["_dnsauth.www.a.r53.test", "_dnsauth.*.b.r53.test", "_dnsauth.r53.test"] {
+        assert_eq!(fe.store().additions(name, &order.dcv_random_value), 0, "{name}: no record is needed there");
     }
     fe.wait_synced().await;
     assert!(fe.store().is_empty(), "records left in Route53: {:?}", fe.store().snapshot());
@@ -110,7 +115,7 @@ async fn cloudflare_dv_cname_order() {
     let fe = Frontend::builder().cloudflare(fake.clone(), "cf.test").lag(LAG).start().await;
     let sim = SimProc::start(SimOpts {
         dns: fe.addrs(),
-        orders: vec![NewOrder::new(2001, &["cf.test", "shop.cf.test"]).with_method(DcvMethod::DnsCnameToken)],
+        orders: vec![NewOrder::new(2001, &["a.cf.test", "b.cf.test"]).with_method(DcvMethod::DnsCnameToken)],
         seed: 12,
         ..SimOpts::default()
     });
@@ -118,7 +123,7 @@ async fn cloudflare_dv_cname_order() {
     let rest = format!(
         "{}\n{}",
         cloudflare_provider("cf", &dcvd, &fake, &["cf.test"]),
-        order_toml(2001, "dns-cname-token", &["cf.test", "shop.cf.test"])
+        order_toml(2001, "dns-cname-token", &["a.cf.test", "b.cf.test"])
     );
     dcvd.write_config(&dcvd.config(&sim, fe.port(), &rest));
     let status = dcvd.once(ONCE_LIMIT).await;
@@ -130,7 +135,7 @@ async fn cloudflare_dv_cname_order() {
     assert_eq!(sim.order_calls(2001).await, 2, "token + one check: {:?}", stats.order_calls);
     assert_eq!(stats.premature_checks, 0);
     let target = format!("{}.dcv.digicert.com", order.dcv_random_value.to_ascii_lowercase());
-    for name in ["_dnsauth.cf.test", "_dnsauth.shop.cf.test"] {
+    for name in ["_dnsauth.a.cf.test", "_dnsauth.b.cf.test"] {
         assert_eq!(fe.store().additions(name, &target), 1, "{name} must have been a CNAME to {target}");
     }
     let left: Vec<_> = fake.records("cf.test").into_iter().filter(|r| r.rtype == "TXT" || r.rtype == "CNAME").collect();
@@ -147,7 +152,7 @@ async fn rfc2136_dv_txt_with_lagging_secondary() {
     let secondary = bind.secondary_addr().expect("secondary");
     let sim = SimProc::start(SimOpts {
         dns: vec![bind.primary_addr(), secondary],
-        orders: vec![NewOrder::new(3001, &["bind.test", "*.app.bind.test"])],
+        orders: vec![NewOrder::new(3001, &["www.bind.test", "*.app.bind.test"])],
         seed: 13,
         ..SimOpts::default()
     });
@@ -155,7 +160,7 @@ async fn rfc2136_dv_txt_with_lagging_secondary() {
     let rest = format!(
         "{}\n{}",
         rfc2136_provider("bind", &bind, &["bind.test"]),
-        order_toml(3001, "dns-txt-token", &["bind.test", "*.app.bind.test"])
+        order_toml(3001, "dns-txt-token", &["www.bind.test", "*.app.bind.test"])
     );
     dcvd.write_config(&dcvd.config(&sim, bind.port(), &rest));
     let child = dcvd.spawn(&["once"]);
@@ -171,7 +176,7 @@ async fn rfc2136_dv_txt_with_lagging_secondary() {
         recs,
         vec![
             ("_dnsauth.app.bind.test".to_string(), "TXT".to_string(), value.clone()),
-            ("_dnsauth.bind.test".to_string(), "TXT".to_string(), value.clone()),
+            ("_dnsauth.www.bind.test".to_string(), "TXT".to_string(), value.clone()),
         ],
         "exact owner names (wildcard under its base name) and value"
     );
@@ -194,6 +199,35 @@ async fn rfc2136_dv_txt_with_lagging_secondary() {
     assert_all_cleaned_up(&dcvd, &[3001]);
     let tsig = std::fs::read_to_string(bind.tsig_secret_file()).unwrap();
     dcvd.assert_no_secrets(&[("TSIG secret", &tsig)]);
+}
+
+/// Waits until the primary holds `n` TXT/CNAME records in `zones` (the secondary lags, so dcvd
+/// is waiting), returns them, then releases the secondary.
+/// Fails at once (with the log) when dcvd exits before.
+async fn hold_until_published(
+    bind: &Bind,
+    zones: &[&str],
+    n: usize,
+    dcvd: &Dcvd,
+    child: &mut std::process::Child,
+) -> Vec<(String, String, String)> {
+    let all = || zones.iter().flat_map(|z| dcv_records(bind.primary_addr(), z, &[])).collect::<Vec<_>>();
+    let start = std::time::Instant::now();
+    while all().len() < n {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            panic!(
+                "dcvd exited ({status}) before publishing {n} records; log:\n{}",
+                e2e_common::tail(&dcvd.log(), 100)
+            );
+        }
+        assert!(start.elapsed() < Duration::from_secs(60), "{n} records never appeared on the primary");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let records = all();
+    for z in zones {
+        bind.refresh_secondary(z);
+    }
+    records
 }
 
 /// The hook the exec provider runs: one `nsupdate` per record, TSIG key from a file.
@@ -221,9 +255,9 @@ echo "hook: $DCVD_ACTION $DCVD_NAME $DCVD_TYPE" >&2
 /// CNAME forms both validate, and the hook's cleanup leaves nothing.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_hook_ovev_domains_with_submit() {
-    let bind = Bind::start(&["hook.test"]);
+    let bind = Bind::builder().zone(ZoneSpec::new("hook.test")).with_lagging_secondary().start();
     let sim = SimProc::start(SimOpts {
-        dns: vec![bind.primary_addr()],
+        dns: vec![bind.primary_addr(), bind.secondary_addr().expect("secondary")],
         domains: vec![
             NewDomain::new(4001, "corp.hook.test"),
             NewDomain::new(4002, "shop.hook.test").with_method(DcvMethod::DnsCnameToken),
@@ -244,12 +278,26 @@ async fn exec_hook_ovev_domains_with_submit() {
         bind.tsig_key_file().display()
     );
     dcvd.write_config(&dcvd.config(&sim, bind.port(), &rest));
-    let status = dcvd.once(ONCE_LIMIT).await;
+    let mut child = dcvd.spawn(&["once"]);
+    let seen = hold_until_published(&bind, &["hook.test"], 2, &dcvd, &mut child).await;
+    let (status, later) = watch_zone_until_exit(&dcvd, child, bind.primary_addr(), "hook.test", ONCE_LIMIT).await;
     let log = dcvd.assert_success(status, "dcvd once");
+    let seen: std::collections::BTreeSet<_> = seen.into_iter().chain(later).collect();
 
     let d1 = sim.domain(4001).await;
     let d2 = sim.domain(4002).await;
     assert!(d1.dcv_valid && d2.dcv_valid, "{d1:?}\n{d2:?}\n{log}");
+    let (t1, t2) = (d1.token.clone().expect("token 4001"), d2.token.clone().expect("token 4002"));
+    let want: std::collections::BTreeSet<_> = [
+        ("_dnsauth.corp.hook.test".to_string(), "TXT".to_string(), t1),
+        (
+            "_dnsauth.shop.hook.test".to_string(),
+            "CNAME".to_string(),
+            format!("{}.dcv.digicert.com", t2.to_ascii_lowercase()),
+        ),
+    ]
+    .into();
+    assert_eq!(seen, want, "what the hook published (seen in BIND during the run)");
     assert_eq!(d1.validations.keys().collect::<Vec<_>>(), ["ev", "ov"], "{d1:?}");
     assert_eq!(d2.validations.keys().collect::<Vec<_>>(), ["ov"], "{d2:?}");
     let stats = sim.stats().await;
@@ -258,8 +306,6 @@ async fn exec_hook_ovev_domains_with_submit() {
     }
     assert_eq!(stats.tokens_issued, 2, "a token request after the submission would invalidate its token");
     assert_eq!(stats.premature_checks, 0);
-    assert!(log.contains("hook: present _dnsauth.corp.hook.test TXT"), "the hook did not run for the TXT:\n{log}");
-    assert!(log.contains("hook: present _dnsauth.shop.hook.test CNAME"), "the hook did not run for the CNAME:\n{log}");
     assert!(dcv_records(bind.primary_addr(), "hook.test", &[]).is_empty(), "records left in BIND");
     assert_all_cleaned_up(&dcvd, &[4001, 4002]);
     let tsig = std::fs::read_to_string(bind.tsig_secret_file()).unwrap();
@@ -314,51 +360,57 @@ async fn multi_provider_order_across_two_zones() {
     dcvd.assert_no_secrets(&[("AWS secret key", &aws_secret), ("Cloudflare token", &fake.token)]);
 }
 
-/// Delegated validation: `_dnsauth.example.test` is a CNAME to `_dnsauth.delegated.test`, and
-/// dcvd only has credentials for `delegated.test`: the TXT goes to the CNAME's target, the
-/// operator's CNAME stays untouched.
+/// Delegated validation: `_dnsauth.example.test` is a CNAME to `_dnsauth.delegated.test`: the
+/// TXT goes to the CNAME's target (in another zone), the operator's CNAME stays untouched.
+/// Here dcvd's provider serves both zones; see the next test for credentials on the target only.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delegated_validation_follows_the_cname() {
+    delegated_validation(&["example.test", "delegated.test"], 6001).await;
+}
+
+/// DAEMON BUG (reported, see the e2e report): the common reason for delegating `_dnsauth` is to
+/// give dcvd credentials for the delegation target's zone only. dcvd's configuration check
+/// rejects such a unit ("no provider serves example.test", exit 78,
+/// crates/dcvd/src/config/load.rs, provider matching of unit domains) before the engine could
+/// follow the CNAME (crates/dcvd/src/engine/unit.rs, `publish`, which already routes by the
+/// CNAME's target).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delegated_validation_with_credentials_for_the_target_zone_only() {
+    delegated_validation(&["delegated.test"], 6002).await;
+}
+
+async fn delegated_validation(provider_zones: &[&str], id: u64) {
     let bind = Bind::builder()
         .zone(ZoneSpec::new("example.test").with_line("_dnsauth 60 IN CNAME _dnsauth.delegated.test."))
         .zone(ZoneSpec::new("delegated.test"))
+        .with_lagging_secondary()
         .start();
     let sim = SimProc::start(SimOpts {
-        dns: vec![bind.primary_addr()],
-        orders: vec![NewOrder::new(6001, &["example.test"])],
-        seed: 16,
+        dns: vec![bind.primary_addr(), bind.secondary_addr().expect("secondary")],
+        orders: vec![NewOrder::new(id, &["example.test"])],
+        seed: id,
         ..SimOpts::default()
     });
     let dcvd = Dcvd::new(&sim);
     let rest = format!(
         "{}\n{}",
-        rfc2136_provider("bind", &bind, &["delegated.test"]),
-        order_toml(6001, "dns-txt-token", &["example.test"])
+        rfc2136_provider("bind", &bind, provider_zones),
+        order_toml(id, "dns-txt-token", &["example.test"])
     );
     dcvd.write_config(&dcvd.config(&sim, bind.port(), &rest));
-    let value = sim.order(6001).await.dcv_random_value;
-    let child = dcvd.spawn(&["once"]);
-    let mut seen = false;
-    let start = std::time::Instant::now();
-    while start.elapsed() < ONCE_LIMIT {
-        let recs = dcv_records(bind.primary_addr(), "delegated.test", &[]);
-        if recs == [("_dnsauth.delegated.test".to_string(), "TXT".to_string(), value.clone())] {
-            seen = true;
-            break;
-        }
-        assert!(recs.is_empty(), "unexpected records in delegated.test: {recs:?}");
-        if sim.order(6001).await.dcv_status == "valid" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(30)).await;
-    }
-    let status = dcvd.wait(child, ONCE_LIMIT, "dcvd once").await;
+    let value = sim.order(id).await.dcv_random_value;
+    let mut child = dcvd.spawn(&["once"]);
+    let seen = hold_until_published(&bind, &["delegated.test"], 1, &dcvd, &mut child).await;
+    let (status, later) = watch_zone_until_exit(&dcvd, child, bind.primary_addr(), "delegated.test", ONCE_LIMIT).await;
     let log = dcvd.assert_success(status, "dcvd once");
-    assert!(seen, "the TXT never appeared at _dnsauth.delegated.test:\n{log}");
+    let seen: std::collections::BTreeSet<_> = seen.into_iter().chain(later).collect();
+    let want: std::collections::BTreeSet<_> =
+        [("_dnsauth.delegated.test".to_string(), "TXT".to_string(), value.clone())].into();
+    assert_eq!(seen, want, "the TXT must appear at the CNAME's target, and nothing else:\n{log}");
 
-    assert_eq!(sim.order(6001).await.dcv_status, "valid", "{log}");
+    assert_eq!(sim.order(id).await.dcv_status, "valid", "{log}");
     let stats = sim.stats().await;
-    assert_eq!(sim.order_calls(6001).await, 2, "{:?}", stats.order_calls);
+    assert_eq!(sim.order_calls(id).await, 2, "{:?}", stats.order_calls);
     assert_eq!(stats.premature_checks, 0);
     assert!(dcv_records(bind.primary_addr(), "delegated.test", &[]).is_empty(), "TXT left at the delegation target");
     assert_eq!(
@@ -366,7 +418,7 @@ async fn delegated_validation_follows_the_cname() {
         [("_dnsauth.example.test".to_string(), "CNAME".to_string(), "_dnsauth.delegated.test".to_string())],
         "the operator's delegation CNAME must stay, and nothing else may be added"
     );
-    assert_all_cleaned_up(&dcvd, &[6001]);
+    assert_all_cleaned_up(&dcvd, &[id]);
     let tsig = std::fs::read_to_string(bind.tsig_secret_file()).unwrap();
     dcvd.assert_no_secrets(&[("TSIG secret", &tsig)]);
 }

@@ -75,23 +75,7 @@ impl ExecProvider {
     }
 
     fn check_zone(&self, zone: &str, name: &str) -> Result<(String, String), ProviderError> {
-        let zone = normalize_name(zone);
-        if !self.zones.contains(&zone) {
-            return Err(ProviderError::ZoneNotFound {
-                provider: KIND,
-                zone,
-                message: format!("this provider serves {:?}; add the zone to its `zones`", self.zones),
-            });
-        }
-        let name = normalize_name(name);
-        if name != zone && !name.ends_with(&format!(".{zone}")) {
-            return Err(ProviderError::Rejected {
-                provider: KIND,
-                code: None,
-                message: format!("{name} is not inside zone {zone}"),
-            });
-        }
-        Ok((zone, name))
+        crate::check_owner(KIND, &self.zones, zone, name)
     }
 
     /// Runs the hook for `action` on `record`.

@@ -107,6 +107,33 @@ pub fn normalize_name(name: &str) -> String {
     name.trim().trim_end_matches('.').to_ascii_lowercase()
 }
 
+/// Checks that `zone` is one of `zones` and that `name` lies inside it; returns both normalized.
+/// Shared by the adapters so every one refuses a misrouted record with the same words.
+pub fn check_owner(
+    provider: &'static str,
+    zones: &[String],
+    zone: &str,
+    name: &str,
+) -> Result<(String, String), ProviderError> {
+    let zone = normalize_name(zone);
+    if !zones.contains(&zone) {
+        return Err(ProviderError::ZoneNotFound {
+            provider,
+            zone,
+            message: format!("this provider serves {zones:?}; add the zone to its `zones`"),
+        });
+    }
+    let name = normalize_name(name);
+    if name != zone && !name.ends_with(&format!(".{zone}")) {
+        return Err(ProviderError::Rejected {
+            provider,
+            code: None,
+            message: format!("{name} is not inside zone {zone}"),
+        });
+    }
+    Ok((zone, name))
+}
+
 /// What a provider returns for a published record, stored by the daemon so it can remove or
 /// wait for exactly that record later.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]

@@ -254,23 +254,7 @@ impl MemoryProvider {
     }
 
     fn check_zone(&self, zone: &str, name: &str) -> Result<String, ProviderError> {
-        let zone = normalize_name(zone);
-        if !self.zones.contains(&zone) {
-            return Err(ProviderError::ZoneNotFound {
-                provider: KIND,
-                zone,
-                message: format!("this provider serves {:?}; add the zone to its `zones`", self.zones),
-            });
-        }
-        let name = normalize_name(name);
-        if name != zone && !name.ends_with(&format!(".{zone}")) {
-            return Err(ProviderError::Rejected {
-                provider: KIND,
-                code: None,
-                message: format!("{name} is not inside zone {zone}"),
-            });
-        }
-        Ok(name)
+        crate::check_owner(KIND, &self.zones, zone, name).map(|(_, name)| name)
     }
 }
 

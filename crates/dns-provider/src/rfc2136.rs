@@ -179,18 +179,7 @@ impl Rfc2136Provider {
     }
 
     fn check_zone(&self, zone: &str, name: &str) -> Result<(Name, Name), ProviderError> {
-        let zone = normalize_name(zone);
-        if !self.zones.contains(&zone) {
-            return Err(ProviderError::ZoneNotFound {
-                provider: KIND,
-                zone,
-                message: format!("this provider updates {:?}; add the zone to its `zones`", self.zones),
-            });
-        }
-        let name = normalize_name(name);
-        if name != zone && !name.ends_with(&format!(".{zone}")) {
-            return Err(rejected(format!("{name} is not inside zone {zone}")));
-        }
+        let (zone, name) = crate::check_owner(KIND, &self.zones, zone, name)?;
         Ok((fqdn(&zone)?, fqdn(&name)?))
     }
 

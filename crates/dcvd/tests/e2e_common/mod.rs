@@ -456,3 +456,29 @@ pub fn order_toml(id: u64, method: &str, domains: &[&str]) -> String {
 pub fn states(rows: &[serde_json::Value]) -> std::collections::BTreeMap<u64, String> {
     rows.iter().map(|r| (r["id"].as_u64().expect("id"), r["state"].as_str().unwrap_or_default().to_string())).collect()
 }
+
+/// Waits (at most `limit`) for `child` while transferring `zone` from `server` every ~50 ms;
+/// returns its exit status and every TXT/CNAME seen in the zone meanwhile.
+pub async fn watch_zone_until_exit(
+    dcvd: &Dcvd,
+    child: Child,
+    server: SocketAddr,
+    zone: &str,
+    limit: Duration,
+) -> (ExitStatus, std::collections::BTreeSet<(String, String, String)>) {
+    let mut child = child;
+    let mut seen = std::collections::BTreeSet::new();
+    let start = Instant::now();
+    loop {
+        seen.extend(axfr(server, zone));
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            return (status, seen);
+        }
+        if start.elapsed() > limit {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("dcvd did not finish within {limit:?}; log:\n{}", tail(&dcvd.log(), 150));
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
