@@ -193,9 +193,10 @@ async fn systemd_notifications_and_metrics() {
         "{}\n[[order]]\nid = 601\nmethod = \"dns-txt-token\"\ndomains = [\"notify.example.test\"]\n",
         h.memory_provider(&["example.test"], 0)
     );
-    let cfg = h
-        .config(h.dns_port, &rest)
-        .replace("log_format = \"text\"", &format!("log_format = \"json\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\""));
+    let cfg = h.config(h.dns_port, &rest).replace(
+        "log_format = \"text\"",
+        &format!("log_format = \"json\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\""),
+    );
     let path = h.write_config(&cfg);
     let socket_path = h.dir.path().join("notify.sock");
     let socket = std::os::unix::net::UnixDatagram::bind(&socket_path).unwrap();
@@ -215,13 +216,18 @@ async fn systemd_notifications_and_metrics() {
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
         seen.push('\n');
     }
-    eventually(Duration::from_secs(30), "order 601 valid", || h.sim().order(601).is_some_and(|o| o.dcv_status == "valid")).await;
+    eventually(Duration::from_secs(30), "order 601 valid", || {
+        h.sim().order(601).is_some_and(|o| o.dcv_status == "valid")
+    })
+    .await;
     let client = reqwest::Client::new();
     let base = format!("http://127.0.0.1:{metrics_port}");
     let health = client.get(format!("{base}/healthz")).send().await.unwrap();
     assert!(health.status().is_success());
     let metrics = client.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
-    for needle in ["dcvd_units", "dcvd_certcentral_requests_total", "endpoint=\"check_dcv\"", "dcvd_propagation_seconds"] {
+    for needle in
+        ["dcvd_units", "dcvd_certcentral_requests_total", "endpoint=\"check_dcv\"", "dcvd_propagation_seconds"]
+    {
         assert!(metrics.contains(needle), "{needle} missing from /metrics:\n{metrics}");
     }
     while !seen.contains("STATUS=") {
@@ -233,7 +239,9 @@ async fn systemd_notifications_and_metrics() {
         let n = socket.recv(&mut buf).expect("STOPPING from dcvd");
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
     }
-    let status = wait_output(std::mem::replace(&mut child, h.command(&["--version"]).spawn().unwrap()), Duration::from_secs(15)).status;
+    let status =
+        wait_output(std::mem::replace(&mut child, h.command(&["--version"]).spawn().unwrap()), Duration::from_secs(15))
+            .status;
     assert!(status.success());
     // JSON logs: one object per line with the structured transition fields.
     let log = h.log();
@@ -268,7 +276,8 @@ async fn status_and_cleanup_after_a_stop() {
     })
     .await;
     signal(&child, "TERM");
-    let _ = wait_output(std::mem::replace(&mut child, h.command(&["--version"]).spawn().unwrap()), Duration::from_secs(15));
+    let _ =
+        wait_output(std::mem::replace(&mut child, h.command(&["--version"]).spawn().unwrap()), Duration::from_secs(15));
 
     let out = h.command(&["status", "--json", "--config", path.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
@@ -283,4 +292,55 @@ async fn status_and_cleanup_after_a_stop() {
     assert!(out.status.success(), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stdout).contains("removed 1 records"), "{}", text(&out));
     assert!(bind.query(bind.primary_addr(), "_dnsauth.cleanup.test", "TXT").is_empty(), "cleanup left the record");
+}
+
+/// `check-config --online` runs each provider's preflight and one authenticated CertCentral call:
+/// 0 with the right key, 1 with a wrong one (DigiCert's 401 in the output, the key nowhere).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn check_config_online() {
+    let h = Harness::start(None).await;
+    h.sim().add_order(NewOrder::new(801, &["online.example.test"]));
+    let rest = format!(
+        "{}\n[[order]]\nid = 801\nmethod = \"dns-txt-token\"\ndomains = [\"online.example.test\"]\n",
+        h.memory_provider(&["example.test"], 0)
+    );
+    let path = h.write_config(&h.config(h.dns_port, &rest));
+    let out = h.command(&["check-config", "--online", "--config", path.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert!(text(&out).contains("provider mem (memory): ok"), "{}", text(&out));
+    std::fs::write(h.dir.path().join("api-key"), "wrong-key-0123456789").unwrap();
+    let out = h.command(&["check-config", "--online", "--config", path.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("401"), "{}", text(&out));
+    assert!(!text(&out).contains("wrong-key-0123456789"), "the key leaked: {}", text(&out));
+}
+
+/// The `rescan` cron job picks up a new order file without a SIGHUP.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rescan_picks_up_new_order_files() {
+    let h = Harness::start(None).await;
+    h.sim().add_order(NewOrder::new(901, &["rescan.example.test"]));
+    let orders = h.dir.path().join("orders.d");
+    std::fs::create_dir_all(&orders).unwrap();
+    let cfg = h.config(h.dns_port, &h.memory_provider(&["example.test"], 0)).replace(
+        "log_format = \"text\"",
+        &format!("log_format = \"text\"\nrescan = \"* * * * * *\"\norder_files = [\"{}/*.toml\"]", orders.display()),
+    );
+    let path = h.write_config(&cfg);
+    let mut child = h.spawn_run(&path);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    std::fs::write(
+        orders.join("new.toml"),
+        "[[order]]\nid = 901\nmethod = \"dns-txt-token\"\ndomains = [\"rescan.example.test\"]\n",
+    )
+    .unwrap();
+    eventually(Duration::from_secs(30), "order 901 valid", || {
+        h.sim().order(901).is_some_and(|o| o.dcv_status == "valid")
+    })
+    .await;
+    signal(&child, "TERM");
+    let status =
+        wait_output(std::mem::replace(&mut child, h.command(&["--version"]).spawn().unwrap()), Duration::from_secs(15))
+            .status;
+    assert!(status.success(), "{}", h.log());
 }

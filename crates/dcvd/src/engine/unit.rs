@@ -54,7 +54,12 @@ impl From<ProviderError> for StepError {
 
 impl From<crate::store::StoreError> for StepError {
     fn from(e: crate::store::StoreError) -> Self {
-        Self::Retry(format!("state store: {e}"))
+        use crate::store::StoreError as E;
+        match e {
+            // The disk or a concurrent reader may recover; a logic error will not.
+            E::Sqlite(_) | E::Io { .. } => Self::Retry(format!("state store: {e}")),
+            _ => Self::Fatal(format!("state store: {e}")),
+        }
     }
 }
 
