@@ -215,7 +215,7 @@ const CASES: &[Case] = &[
         name: "named provider does not serve the domain",
         toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.a]\ntype = \"memory\"\n\
                zones = [\"example.com\"]\n[providers.b]\ntype = \"memory\"\nzones = [\"example.org\"]\n\
-               [[domain]]\nid = 1\nname = \"*.example.com\"\nmethod = \"dns-txt-token\"\n\
+               [[domain]]\nid = 1\nname = \"*.example.com\"\nmethod = \"dns-cname-token\"\n\
                provider = \"b\"\n",
         at: (11, 8),
         message: "provider `b` does not serve example.com: its zones are example.org; add the \
@@ -1031,4 +1031,21 @@ fn memory_provider_and_demo_configuration() {
     assert!(config.certcentral.allow_insecure_http);
     assert!(!config.units.is_empty());
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+}
+
+/// Delegated validation: a TXT unit may name a provider that serves only the zone its
+/// `_dnsauth` CNAME points into; that parses, with a warning saying what dcvd expects.
+#[test]
+fn named_provider_for_delegated_validation_warns() {
+    let text = "[certcentral]\napi_key_env = \"KEY\"\n[providers.b]\ntype = \"memory\"\nzones = [\"delegated.org\"]\n\
+                [[order]]\nid = 1\nmethod = \"dns-txt-token\"\ndomains = [\"example.com\"]\nprovider = \"b\"\n";
+    let env = dcvd::config::Environment::isolated().with_var("KEY", "k");
+    let cfg = dcvd::config::Config::from_toml_with(text, std::path::Path::new("d.toml"), &env).expect("parses");
+    assert_eq!(cfg.units.len(), 1);
+    assert!(
+        cfg.warnings.iter().any(|w| w.starts_with("d.toml:9:")
+            && w.contains("_dnsauth.example.com to be a CNAME into one of its zones (delegated validation)")),
+        "{:?}",
+        cfg.warnings
+    );
 }

@@ -269,3 +269,21 @@ async fn kill_9_at_random_moments_loses_nothing() {
     let tsig = std::fs::read_to_string(bind.tsig_secret_file()).unwrap();
     dcvd.assert_no_secrets(&[("TSIG secret", &tsig)]);
 }
+
+/// The monitor flags a name holding two values and a value that comes back after its removal,
+/// and nothing else.
+#[test]
+fn monitor_flags_double_values_and_republication() {
+    let r = |n: &str, v: &str| (n.to_string(), "TXT".to_string(), v.to_string());
+    let mut m = Monitor::default();
+    m.observe(&[r("_dnsauth.a", "1")]);
+    m.observe(&[r("_dnsauth.a", "1"), r("_dnsauth.b", "2")]);
+    m.observe(&[r("_dnsauth.b", "2")]);
+    m.observe(&[]);
+    assert!(m.violations.is_empty(), "{:?}", m.violations);
+    m.observe(&[r("_dnsauth.c", "3"), r("_dnsauth.c", "4")]);
+    assert_eq!(m.violations.len(), 1, "{:?}", m.violations);
+    m.observe(&[r("_dnsauth.a", "1")]);
+    assert_eq!(m.violations.len(), 2, "{:?}", m.violations);
+    assert!(m.violations[1].contains("published again"), "{:?}", m.violations);
+}

@@ -73,6 +73,8 @@ async fn certcentral_errors_latency_and_429_bursts() {
     let stats = sim.stats().await;
     let f = &stats.faults;
     let injected = f.error_500 + f.error_503 + f.html_502 + f.burst_429;
+    let total: u64 = stats.calls.values().sum();
+    println!("certcentral faults: {f:?}; {total} calls for 12 units (minimum 24): {:?}", stats.calls);
     assert!(injected >= 3, "the faults must actually have hit dcvd: {f:?}");
     for o in &orders {
         assert_eq!(sim.order(o.id).await.dcv_status, "valid", "order {}:\n{log}", o.id);
@@ -84,7 +86,6 @@ async fn certcentral_errors_latency_and_429_bursts() {
         let calls = sim.domain_calls(id).await;
         assert!(calls <= 10, "domain {id}: {calls} calls: {:?}", stats.domain_calls.get(&id));
     }
-    let total: u64 = stats.calls.values().sum();
     assert!(total <= 3 * 24, "{total} CertCentral calls for 12 units (minimum 24): {:?}", stats.calls);
     assert_eq!(stats.premature_checks, 0);
     assert_eq!(stats.tokens_issued, 2, "one token per domain: a faulted call must not make dcvd request another");
@@ -143,6 +144,12 @@ async fn route53_throttling_and_cloudflare_429() {
     let status = dcvd.once(ONCE_LIMIT).await;
     let log = dcvd.assert_success(status, "dcvd once under provider throttling");
 
+    println!(
+        "provider faults: {} Route53 requests ({} changes), {} Cloudflare requests",
+        moto.requests(),
+        moto.change_requests(),
+        fake.request_count()
+    );
     assert_eq!(moto.pending_faults(), 0, "dcvd never met all Route53 faults");
     assert_eq!(fake.pending_faults(), 0, "dcvd never met all Cloudflare 429s");
     for id in [8201, 8202] {

@@ -44,6 +44,7 @@ pub(super) fn build(text: &str, file: &Path, env: &Environment) -> Result<Config
         units.add(&osrc, raw.order, raw.domain)?;
         files.push(path);
     }
+    warnings.append(&mut units.warnings);
     let units = units.units;
     if units.is_empty() {
         warnings.push(format!(
@@ -323,6 +324,7 @@ struct Units<'p> {
     providers: &'p BTreeMap<String, Provider>,
     units: Vec<Unit>,
     origins: HashMap<UnitKey, Location>,
+    warnings: Vec<String>,
 }
 
 /// The fields `[[order]]` and `[[domain]]` share.
@@ -336,7 +338,7 @@ struct Common {
 
 impl<'p> Units<'p> {
     fn new(providers: &'p BTreeMap<String, Provider>) -> Self {
-        Self { providers, units: Vec::new(), origins: HashMap::new() }
+        Self { providers, units: Vec::new(), origins: HashMap::new(), warnings: Vec::new() }
     }
 
     fn add(
@@ -446,7 +448,21 @@ impl<'p> Units<'p> {
             if !listed.insert(domain) {
                 return Err(src.error(span, format!("domain {domain} is listed twice in {kind} {id}")));
             }
-            find_provider(self.providers, names::base(domain), explicit).map_err(|message| src.error(span, message))?;
+            let found = find_provider(self.providers, names::base(domain), explicit);
+            let txt_at_dnsauth =
+                c.method == Method::DnsTxtToken && c.txt_name.as_ref().is_none_or(|t| *t.get_ref() == TxtName::Dnsauth);
+            match (found, explicit) {
+                (Ok(_), _) => {}
+                // Delegated validation: `_dnsauth.<domain>` is a CNAME into a zone of the named
+                // provider (narrow credentials), so the domain's own zone is served by no one.
+                // Whether the CNAME exists is only known at publish time.
+                (Err(_), Some(p)) if txt_at_dnsauth => self.warnings.push(src.error(span, format!(
+                    "provider `{p}` does not serve {domain}: dcvd expects _dnsauth.{} to be a CNAME into one of its \
+                     zones (delegated validation) and fails the {kind} if it is not",
+                    names::base(domain)
+                )).to_string()),
+                (Err(message), _) => return Err(src.error(span, message)),
+            }
         }
         self.origins.insert(key, origin.clone());
         self.units.push(Unit {
