@@ -55,6 +55,10 @@ enum Command {
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
+        /// Read this state directory instead of loading the configuration (which needs the
+        /// secrets).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
     /// Remove every record dcvd still has published.
     Cleanup(ConfigArg),
@@ -85,7 +89,7 @@ async fn dispatch(command: Command) -> ExitCode {
         Command::Run(c) => run(&c.config, Mode::Daemon).await,
         Command::Once(c) => run(&c.config, Mode::Once).await,
         Command::CheckConfig { config, online } => check_config(&config.config, online).await,
-        Command::Status { config, json } => status(&config.config, json),
+        Command::Status { config, json, state_dir } => status(&config.config, json, state_dir),
         Command::Cleanup(c) => cleanup(&c.config).await,
         Command::Demo { config } => crate::demo::main(config).await,
     }
@@ -147,12 +151,13 @@ async fn check_config(path: &Path, online: bool) -> ExitCode {
         }
     }
     let probe = match cfg.units.first().map(|u| u.key) {
-        Some(crate::config::UnitKey::Order(id)) => client.order_info(id).await.map(|_| ()),
-        Some(crate::config::UnitKey::Domain(id)) => client.domain_info(id).await.map(|_| ()),
-        None => Ok(()),
+        Some(crate::config::UnitKey::Order(id)) => client.order_info(id).await.map(|_| true),
+        Some(crate::config::UnitKey::Domain(id)) => client.domain_info(id).await.map(|_| true),
+        None => Ok(false),
     };
     match probe {
-        Ok(()) => println!("certcentral {}: ok", cfg.certcentral.base_url),
+        Ok(true) => println!("certcentral {}: ok", cfg.certcentral.base_url),
+        Ok(false) => println!("certcentral {}: not checked (no unit to ask about)", cfg.certcentral.base_url),
         Err(e) => {
             ok = false;
             println!("certcentral {}: FAILED: {e}", cfg.certcentral.base_url);
@@ -217,6 +222,11 @@ async fn run(path: &Path, mode: Mode) -> ExitCode {
             info!(units = summary.units.len(), all_valid = summary.all_valid(), "stopped");
             if mode == Mode::Once && !summary.all_valid() { ExitCode::FAILURE } else { ExitCode::SUCCESS }
         }
+        Err(e) if e.downcast_ref::<engine::SetupError>().is_some() => {
+            error!(error = %format!("{e:#}"), "configuration cannot be used");
+            eprintln!("dcvd: {e:#}");
+            ExitCode::from(EXIT_CONFIG)
+        }
         Err(e) => {
             error!(error = %format!("{e:#}"), "dcvd stopped on an error");
             ExitCode::FAILURE
@@ -272,19 +282,22 @@ fn spawn_signal_handlers(path: PathBuf, tx: mpsc::Sender<Control>) {
     });
 }
 
-fn status(path: &Path, json: bool) -> ExitCode {
-    let cfg = match load(path) {
-        Ok(c) => c,
-        Err(code) => return code,
+fn status(path: &Path, json: bool, state_dir: Option<PathBuf>) -> ExitCode {
+    let state_dir = match state_dir {
+        Some(dir) => dir,
+        None => match load(path) {
+            Ok(c) => c.daemon.state_dir,
+            Err(code) => return code,
+        },
     };
-    let store = match Store::open_read_only(&cfg.daemon.state_dir) {
+    let store = match Store::open_read_only(&state_dir) {
         Ok(s) => s,
         Err(crate::store::StoreError::Missing { .. }) => {
             // Nothing has run yet: an empty state is not an error.
             if json {
                 println!("[]");
             } else {
-                println!("no units yet: dcvd has not run with state_dir {}", cfg.daemon.state_dir.display());
+                println!("no units yet: dcvd has not run with state_dir {}", state_dir.display());
             }
             return ExitCode::SUCCESS;
         }
@@ -300,12 +313,14 @@ fn status(path: &Path, json: bool) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    if json {
+    let text = if json {
         let rows: Vec<serde_json::Value> = units.iter().map(unit_json).collect();
-        println!("{}", serde_json::to_string_pretty(&rows).unwrap_or_default());
+        format!("{}\n", serde_json::to_string_pretty(&rows).unwrap_or_default())
     } else {
-        print!("{}", status_table(&units));
-    }
+        status_table(&units)
+    };
+    // A closed pipe (`dcvd status | head`) is not an error worth a panic.
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
     ExitCode::SUCCESS
 }
 

@@ -178,6 +178,13 @@ async fn check_config_exit_codes() {
     let good = h.write_config(&h.config(h.dns_port, &h.memory_provider(&["example.test"], 0)));
     let out = h.command(&["check-config", "--config", good.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    // A provider that refuses its settings when built is a configuration error too.
+    let cf = "[providers.cf]\ntype = \"cloudflare\"\nzones = [\"cf.test\"]\napi_token_env = \"CF_TOKEN\"\nbase_url = \"http://192.0.2.1/client/v4\"\n";
+    let refused = h.write_config(&h.config(h.dns_port, cf));
+    let out =
+        h.command(&["once", "--config", refused.to_str().unwrap()]).env("CF_TOKEN", "t0k3n-value").output().unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    assert!(!text(&out).contains("t0k3n-value"));
     let out = h.command(&["no-such-command"]).output().unwrap();
     assert_eq!(out.status.code(), Some(2));
 }
@@ -287,6 +294,10 @@ async fn status_and_cleanup_after_a_stop() {
     assert!(units[0]["token_expires_at"].is_string(), "{units}");
     let table = h.command(&["status", "--config", path.to_str().unwrap()]).output().unwrap();
     assert!(String::from_utf8_lossy(&table.stdout).contains("order 701"), "{}", text(&table));
+    // Without the configuration (and its secrets): straight from the state directory.
+    let state = h.dir.path().join("state");
+    let direct = h.command(&["status", "--state-dir", state.to_str().unwrap()]).output().unwrap();
+    assert!(String::from_utf8_lossy(&direct.stdout).contains("published"), "{}", text(&direct));
 
     let out = h.command(&["cleanup", "--config", path.to_str().unwrap()]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));

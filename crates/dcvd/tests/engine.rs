@@ -193,3 +193,26 @@ async fn restart_sim_with_validity(h: &Harness, validity: Duration) -> certcentr
     let cfg = h.sim().config().clone();
     Sim::new(SimConfig { token_validity: validity, ..cfg }).spawn("127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
+
+/// A reload keeps the one CertCentral rate limiter, query cap, permits and unchanged providers
+/// of the process (running tasks and new ones share them); a changed section gets new ones.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_keeps_the_shared_limits() {
+    let h = Harness::start(None).await;
+    let text = h.config(h.dns_port, &mem(&h, "k1", &["keep.test"]));
+    let config = Arc::new(parse(&h, &text));
+    let store = Arc::new(Store::open(&config.daemon.state_dir).unwrap());
+    let env = engine::Env::build(config, store, Arc::new(Metrics::new())).await.unwrap();
+    let same = env.rebuild(Arc::new(parse(&h, &text))).await.unwrap();
+    assert!(std::ptr::eq(env.client.rate_limiter(), same.client.rate_limiter()), "the limiter must survive a reload");
+    assert!(Arc::ptr_eq(&env.permits, &same.permits));
+    assert!(Arc::ptr_eq(env.router.provider("k1").unwrap(), same.router.provider("k1").unwrap()));
+    let changed = text
+        .replace("timeout = \"60s\"", "timeout = \"61s\"")
+        .replace("[certcentral]", "[certcentral]\ntimeout = \"9s\"");
+    let other = env.rebuild(Arc::new(parse(&h, &changed))).await.unwrap();
+    assert!(
+        !std::ptr::eq(env.client.rate_limiter(), other.client.rate_limiter()),
+        "a changed [certcentral] gets a new client"
+    );
+}

@@ -46,6 +46,60 @@ impl Env {
         let permits = Arc::new(Semaphore::new(config.daemon.max_concurrent.max(1)));
         Ok(Self { config, client, router, checker, store, metrics, permits })
     }
+
+    /// The parts for a reloaded `config`, reusing every part whose settings did not change: the
+    /// client (so its rate limiter keeps counting across reloads and stays the one limiter of
+    /// the process), the checker (zone cache, query cap), the permits and unchanged providers.
+    pub async fn rebuild(&self, config: Arc<Config>) -> anyhow::Result<Self> {
+        let client = if same_certcentral(&self.config.certcentral, &config.certcentral) {
+            self.client.clone()
+        } else {
+            build_client(&config.certcentral, &self.metrics)?
+        };
+        let checker = if self.config.propagation == config.propagation {
+            self.checker.clone()
+        } else {
+            propagation::Checker::new(checker_config(&config.propagation))
+                .map_err(|e| anyhow::anyhow!("propagation checker: {e}"))?
+        };
+        let permits = if self.config.daemon.max_concurrent == config.daemon.max_concurrent {
+            self.permits.clone()
+        } else {
+            Arc::new(Semaphore::new(config.daemon.max_concurrent.max(1)))
+        };
+        let mut router = dns_provider::Router::new();
+        for (name, provider) in &config.providers {
+            let unchanged = self.config.providers.get(name).is_some_and(|old| same_provider(old, provider));
+            let built = match (unchanged, self.router.provider(name)) {
+                (true, Some(existing)) => existing.clone(),
+                _ => providers::build(name, provider).await.with_context(|| format!("provider {name}"))?,
+            };
+            self.metrics.register_provider(name);
+            router.add(name.clone(), built);
+        }
+        Ok(Self { config, client, router, checker, store: self.store.clone(), metrics: self.metrics.clone(), permits })
+    }
+}
+
+fn same_certcentral(a: &config::CertCentral, b: &config::CertCentral) -> bool {
+    use secrecy::ExposeSecret as _;
+    a.base_url == b.base_url
+        && a.rate_limits == b.rate_limits
+        && a.timeout == b.timeout
+        && a.allow_insecure_http == b.allow_insecure_http
+        && a.api_key.expose_secret() == b.api_key.expose_secret()
+}
+
+/// Providers compare by their settings; secrets are redacted in `Debug`, so they are compared
+/// separately (in memory only).
+fn same_provider(a: &config::Provider, b: &config::Provider) -> bool {
+    use secrecy::ExposeSecret as _;
+    let secret = |p: &config::Provider| match p {
+        config::Provider::Cloudflare { api_token, .. } => api_token.expose_secret().to_string(),
+        config::Provider::Rfc2136 { tsig_secret, .. } => tsig_secret.expose_secret().to_string(),
+        _ => String::new(),
+    };
+    format!("{a:?}") == format!("{b:?}") && secret(a) == secret(b)
 }
 
 /// The client settings of `[certcentral]`.

@@ -24,6 +24,12 @@ use crate::config::{Config, Unit, UnitKey};
 use crate::metrics::Metrics;
 use crate::store::{Store, UnitId, UnitKind, UnitRow, UnitSpec, UnitState};
 
+/// The configuration could not be turned into working parts (a provider refused its settings):
+/// a configuration error for the command line (exit 78), not a runtime failure.
+#[derive(Debug, thiserror::Error)]
+#[error("{0:#}")]
+pub struct SetupError(pub anyhow::Error);
+
 /// Messages to a running engine (signals, the cron rescan, tests).
 #[derive(Debug)]
 pub enum Control {
@@ -140,7 +146,8 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<Summary> {
     sync_units(&store, &config, true)?;
-    let mut env = Arc::new(Env::build(Arc::new(config), store.clone(), metrics.clone()).await?);
+    let env = Env::build(Arc::new(config), store.clone(), metrics.clone()).await.map_err(SetupError)?;
+    let mut env = Arc::new(env);
     observer.ready();
     let stop = CancellationToken::new();
     let mut tasks: JoinSet<UnitId> = JoinSet::new();
@@ -217,8 +224,10 @@ pub async fn run(
 }
 
 async fn reload(env: &Arc<Env>, config: Config, retry_failed: bool) -> anyhow::Result<Arc<Env>> {
-    sync_units(&env.store, &config, retry_failed)?;
-    Ok(Arc::new(Env::build(Arc::new(config), env.store.clone(), env.metrics.clone()).await?))
+    let new = env.rebuild(Arc::new(config)).await?;
+    // Only once everything built: a provider that fails to build leaves the old config running.
+    sync_units(&env.store, &new.config, retry_failed)?;
+    Ok(Arc::new(new))
 }
 
 fn spawn_pending(
