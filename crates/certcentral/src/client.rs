@@ -39,10 +39,10 @@ impl RateWindow {
         Self { requests, per }
     }
 
-    /// DigiCert's documented limits per API key: 100 per 5 s and 1000 per 3 minutes (a page
-    /// says 5 minutes; the stricter wins).
+    /// DigiCert's documented limits per API key: 100 per 5 s and 1000 per 5 minutes (a newer
+    /// page says per 3 minutes; 1000 per 5 minutes is the stricter, so it holds under both).
     pub fn defaults() -> Vec<Self> {
-        vec![Self::new(100, Duration::from_secs(5)), Self::new(1000, Duration::from_secs(180))]
+        vec![Self::new(100, Duration::from_secs(5)), Self::new(1000, Duration::from_secs(300))]
     }
 }
 

@@ -29,7 +29,7 @@ fn defaults() {
     assert_eq!(config.timeout, Duration::from_secs(30));
     assert_eq!(
         config.rate_limits,
-        vec![RateWindow::new(100, Duration::from_secs(5)), RateWindow::new(1000, Duration::from_secs(180))]
+        vec![RateWindow::new(100, Duration::from_secs(5)), RateWindow::new(1000, Duration::from_secs(300))]
     );
     assert_eq!(config.retry, RetryPolicy::default());
     assert_eq!(config.retry.max_attempts, 5);

@@ -71,7 +71,7 @@ async fn burst_of_300_respects_both_windows() {
     assert!(total <= floor.mul_f64(1.05), "took {total:?}, GCRA floor {floor:?}");
 }
 
-/// The default windows (100 per 5 s, 1000 per 3 min) hold for 300 calls made through several
+/// The default windows (100 per 5 s, 1000 per 5 min) hold for 300 calls made through several
 /// clones (they share one state), and the first admissions are immediate.
 #[tokio::test(start_paused = true)]
 async fn default_windows_shared_by_clones() {

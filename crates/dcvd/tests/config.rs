@@ -656,7 +656,7 @@ fn defaults_are_the_documented_ones() {
         cc.rate_limits,
         [
             RateLimit { requests: 100, per: Duration::from_secs(5) },
-            RateLimit { requests: 1000, per: Duration::from_secs(180) }
+            RateLimit { requests: 1000, per: Duration::from_secs(300) }
         ]
     );
     assert_eq!(cc.timeout, Duration::from_secs(30));

@@ -152,11 +152,11 @@ pub struct RateLimit {
 }
 
 /// The default client-side limits: DigiCert documents 100 per 5 seconds and 1000 per 5 (newer
-/// page: 3) minutes per API key; the stricter one wins.
+/// page: 3) minutes per API key; the stricter one (5 minutes) holds under both.
 pub fn default_rate_limits() -> Vec<RateLimit> {
     vec![
         RateLimit { requests: 100, per: Duration::from_secs(5) },
-        RateLimit { requests: 1000, per: Duration::from_secs(180) },
+        RateLimit { requests: 1000, per: Duration::from_secs(300) },
     ]
 }
 

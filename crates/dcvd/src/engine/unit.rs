@@ -78,7 +78,8 @@ pub(super) async fn drive(env: Arc<Env>, unit: UnitId, cancel: CancellationToken
         let flow = tokio::select! {
             biased;
             () = cancel.cancelled() => return,
-            flow = task.step(row) => flow,
+            // Boxed: a unit that sleeps between steps then holds only this small loop.
+            flow = Box::pin(task.step(row)) => flow,
         };
         match flow {
             Flow::Continue => {}
@@ -186,7 +187,6 @@ impl UnitTask {
             edit(r);
         })?;
         if new.state != row.state {
-            let _ = self.env.store.append_event(self.unit, new.state.as_str(), new.last_error.as_deref().unwrap_or(""));
             log_transition(&new, row.state, elapsed_ms);
         }
         Ok(new)

@@ -313,6 +313,10 @@ impl Store {
         row.created_at = old.created_at;
         row.updated_at = now;
         write_unit(&tx, &row, now)?;
+        if to != old.state {
+            // The audit line shares the transition's transaction: one fsync, not two.
+            insert_event(&tx, unit, to.as_str(), row.last_error.as_deref().unwrap_or(""))?;
+        }
         tx.commit()?;
         Ok(row)
     }
@@ -488,18 +492,9 @@ impl Store {
     /// Appends to the unit's audit log (kept to the last [`EVENTS_PER_UNIT`] events; `detail` cut
     /// to [`EVENT_DETAIL_MAX`] bytes). The unit need not be in the store.
     pub fn append_event(&self, unit: UnitId, event: &str, detail: &str) -> Result<(), StoreError> {
-        let unit_id = sql_id(unit)?;
-        let detail = truncate(detail, EVENT_DETAIL_MAX);
         let mut conn = self.write()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        tx.prepare_cached("INSERT INTO events (unit_kind, unit_id, at, event, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
-            .execute(params![unit.kind, unit_id, now_millis(), event, detail])?;
-        tx.prepare_cached(
-            "DELETE FROM events WHERE unit_kind = ?1 AND unit_id = ?2 AND seq <= (\
-             SELECT seq FROM events WHERE unit_kind = ?1 AND unit_id = ?2 \
-             ORDER BY seq DESC LIMIT 1 OFFSET ?3)",
-        )?
-        .execute(params![unit.kind, unit_id, EVENTS_PER_UNIT])?;
+        insert_event(&tx, unit, event, detail)?;
         tx.commit()?;
         Ok(())
     }
@@ -825,4 +820,19 @@ mod tests {
         fn check<T: Send + Sync>() {}
         check::<Store>();
     }
+}
+
+/// Appends one audit line for `unit` inside `tx`, keeping the last [`EVENTS_PER_UNIT`].
+fn insert_event(tx: &rusqlite::Transaction<'_>, unit: UnitId, event: &str, detail: &str) -> Result<(), StoreError> {
+    let unit_id = sql_id(unit)?;
+    let detail = truncate(detail, EVENT_DETAIL_MAX);
+    tx.prepare_cached("INSERT INTO events (unit_kind, unit_id, at, event, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![unit.kind, unit_id, now_millis(), event, detail])?;
+    tx.prepare_cached(
+        "DELETE FROM events WHERE unit_kind = ?1 AND unit_id = ?2 AND seq <= (\
+         SELECT seq FROM events WHERE unit_kind = ?1 AND unit_id = ?2 \
+         ORDER BY seq DESC LIMIT 1 OFFSET ?3)",
+    )?
+    .execute(params![unit.kind, unit_id, EVENTS_PER_UNIT])?;
+    Ok(())
 }
