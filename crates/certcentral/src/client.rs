@@ -510,12 +510,7 @@ impl Client {
         let policy = self.inner.retry;
         let mut attempt = 1;
         loop {
-            // A check means the record is already visible everywhere: it goes first.
-            let rate_limit_wait = if matches!(endpoint, Endpoint::CheckDcv | Endpoint::ValidateDomainToken) {
-                self.inner.limiter.acquire_urgent().await
-            } else {
-                self.inner.limiter.acquire().await
-            };
+            let rate_limit_wait = self.inner.limiter.acquire().await;
             let started = Instant::now();
             let result = self.attempt(endpoint, method.clone(), &url, body.as_deref()).await;
             let elapsed = started.elapsed();

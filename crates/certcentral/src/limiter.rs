@@ -14,7 +14,7 @@
 use std::num::NonZeroU32;
 use std::ops::Add;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use governor::clock::{Clock, Reference};
@@ -22,7 +22,7 @@ use governor::middleware::NoOpMiddleware;
 use governor::nanos::Nanos;
 use governor::state::{NotKeyed, StateStore};
 use governor::{Quota, RateLimiter as Gcra};
-use tokio::sync::{Mutex, Notify};
+use tokio::sync::Mutex;
 use tokio::time::Instant;
 
 use crate::Error;
@@ -105,10 +105,6 @@ pub struct RateLimiter {
     /// Serialises admissions: waiters are served in FIFO order (tokio's mutex is fair) and the
     /// one waiting does not let later callers overtake it.
     turn: Arc<Mutex<()>>,
-    /// Urgent callers waiting or being admitted; ordinary callers step aside while it is > 0.
-    urgent: Arc<AtomicUsize>,
-    /// Signalled when `urgent` drops to zero.
-    urgent_done: Arc<Notify>,
 }
 
 impl std::fmt::Debug for RateLimiter {
@@ -169,13 +165,7 @@ impl RateLimiter {
                 ),
             });
         }
-        Ok(Self {
-            windows: built.into(),
-            dry_run,
-            turn: Arc::new(Mutex::new(())),
-            urgent: Arc::new(AtomicUsize::new(0)),
-            urgent_done: Arc::new(Notify::new()),
-        })
+        Ok(Self { windows: built.into(), dry_run, turn: Arc::new(Mutex::new(())) })
     }
 
     /// The windows this limiter enforces.
@@ -188,45 +178,13 @@ impl RateLimiter {
     /// Returns how long the caller waited (queueing and sleeps; zero when admitted at once), for
     /// metrics. Dropping the future while it waits takes no cell.
     pub async fn acquire(&self) -> Duration {
-        self.admit(false).await
-    }
-
-    /// Like [`acquire`](Self::acquire), but served before every ordinary caller still waiting:
-    /// for DCV checks, whose record is already visible, so that they do not queue behind a
-    /// burst of token requests (the total number of calls, hence the wall time under the
-    /// limit, stays the same; only who waits changes).
-    pub async fn acquire_urgent(&self) -> Duration {
-        self.urgent.fetch_add(1, Ordering::AcqRel);
-        let _done = UrgentGuard(self);
-        self.admit(true).await
-    }
-
-    async fn admit(&self, urgent: bool) -> Duration {
         let started = Instant::now();
         if self.windows.is_empty() {
             return Duration::ZERO;
         }
-        let mut waited = false;
-        let _turn = loop {
-            let turn = match self.turn.try_lock() {
-                Ok(turn) => turn,
-                Err(_) => {
-                    waited = true;
-                    self.turn.lock().await
-                }
-            };
-            if urgent || self.urgent.load(Ordering::Acquire) == 0 {
-                break turn;
-            }
-            // Step aside until the urgent callers are through, then queue again.
-            let notified = self.urgent_done.notified();
-            tokio::pin!(notified);
-            notified.as_mut().enable();
-            drop(turn);
-            waited = true;
-            if self.urgent.load(Ordering::Acquire) > 0 {
-                notified.await;
-            }
+        let (_turn, mut waited) = match self.turn.try_lock() {
+            Ok(turn) => (turn, false),
+            Err(_) => (self.turn.lock().await, true),
         };
         loop {
             let wait = self.longest_wait();
@@ -283,16 +241,5 @@ mod tests {
         }
         assert_eq!(gcra_parameters(RateWindow::new(100, Duration::from_secs(5))).0.get(), 2);
         assert_eq!(gcra_parameters(RateWindow::new(1000, Duration::from_secs(180))).0.get(), 20);
-    }
-}
-
-/// Ends an urgent admission (also when its future is dropped while waiting).
-struct UrgentGuard<'a>(&'a RateLimiter);
-
-impl Drop for UrgentGuard<'_> {
-    fn drop(&mut self) {
-        if self.0.urgent.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.urgent_done.notify_waiters();
-        }
     }
 }

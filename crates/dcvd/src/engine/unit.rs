@@ -393,9 +393,7 @@ impl UnitTask {
     // ---- Propagated/Checking -> Valid ------------------------------------------------------
 
     async fn check(&mut self, row: &UnitRow, spec: &Unit) -> Result<Flow, StepError> {
-        // No permit: a check's record is already visible everywhere, so it must not queue behind
-        // token requests holding permits; the client's limiter (which lets checks go first)
-        // bounds it.
+        let permit = self.permit().await;
         let outcome = match self.unit.kind {
             UnitKind::Order => self.env.client.check_dcv(self.unit.id).await.map(|r| {
                 if let Some(v) = &r.dns_name_validations {
@@ -408,6 +406,7 @@ impl UnitTask {
             }),
             UnitKind::Domain => self.env.client.validate_domain_token(self.unit.id).await.map(|r| (r.is_active(), None)),
         };
+        drop(permit);
         match outcome {
             Ok((true, _)) => {
                 let validated_in = Duration::from_millis(u64::try_from(now_millis() - row.created_at).unwrap_or(0));
