@@ -771,6 +771,21 @@ fn write_unit(conn: &Connection, row: &UnitRow, now: i64) -> Result<(), StoreErr
     Ok(())
 }
 
+/// Appends one audit line for `unit` inside `tx`, keeping the last [`EVENTS_PER_UNIT`].
+fn insert_event(tx: &rusqlite::Transaction<'_>, unit: UnitId, event: &str, detail: &str) -> Result<(), StoreError> {
+    let unit_id = sql_id(unit)?;
+    let detail = truncate(detail, EVENT_DETAIL_MAX);
+    tx.prepare_cached("INSERT INTO events (unit_kind, unit_id, at, event, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
+        .execute(params![unit.kind, unit_id, now_millis(), event, detail])?;
+    tx.prepare_cached(
+        "DELETE FROM events WHERE unit_kind = ?1 AND unit_id = ?2 AND seq <= (\
+         SELECT seq FROM events WHERE unit_kind = ?1 AND unit_id = ?2 \
+         ORDER BY seq DESC LIMIT 1 OFFSET ?3)",
+    )?
+    .execute(params![unit.kind, unit_id, EVENTS_PER_UNIT])?;
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -820,19 +835,4 @@ mod tests {
         fn check<T: Send + Sync>() {}
         check::<Store>();
     }
-}
-
-/// Appends one audit line for `unit` inside `tx`, keeping the last [`EVENTS_PER_UNIT`].
-fn insert_event(tx: &rusqlite::Transaction<'_>, unit: UnitId, event: &str, detail: &str) -> Result<(), StoreError> {
-    let unit_id = sql_id(unit)?;
-    let detail = truncate(detail, EVENT_DETAIL_MAX);
-    tx.prepare_cached("INSERT INTO events (unit_kind, unit_id, at, event, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
-        .execute(params![unit.kind, unit_id, now_millis(), event, detail])?;
-    tx.prepare_cached(
-        "DELETE FROM events WHERE unit_kind = ?1 AND unit_id = ?2 AND seq <= (\
-         SELECT seq FROM events WHERE unit_kind = ?1 AND unit_id = ?2 \
-         ORDER BY seq DESC LIMIT 1 OFFSET ?3)",
-    )?
-    .execute(params![unit.kind, unit_id, EVENTS_PER_UNIT])?;
-    Ok(())
 }
