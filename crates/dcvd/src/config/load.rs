@@ -478,7 +478,14 @@ impl<'p> Units<'p> {
                     "provider `{p}` does not serve {owner}: dcvd expects _dnsauth.{owner} to be a CNAME into one of its \
                      zones (delegated validation) and fails the {kind} if it is not"
                 )).to_string()),
-                (Err(message), _) if is_order => {
+                // Say so when the scope is what put the record out of reach: base moved it to a
+                // parent no one serves, or exact kept it at a name whose base domain is served.
+                (Err(message), _)
+                    if is_order
+                        && (owner != names::base(domain)
+                            || find_provider(self.providers, &ValidationScope::Base.owner(domain), explicit)
+                                .is_ok()) =>
+                {
                     return Err(src.error(span, scope_hint(&message, scope, domain, &owner, own_scope)));
                 }
                 (Err(message), _) => return Err(src.error(span, message)),
