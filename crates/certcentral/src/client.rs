@@ -13,7 +13,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::Error;
-use crate::limiter::RateLimiter;
+use crate::limiter::{Lane, RateLimiter};
 use crate::types::{
     ApiErrorBody, CheckDcvResponse, DcvMethod, DcvRandomValue, DcvToken, DomainInfo, OrderInfo, OrderValidation,
     SubmitValidationRequest, SubmitValidationResponse, ValidateTokenResponse,
@@ -150,6 +150,14 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// The limiter lane: DCV checks (the unit's records already propagated) go first.
+    pub fn lane(self) -> Lane {
+        match self {
+            Self::CheckDcv | Self::ValidateDomainToken => Lane::Check,
+            _ => Lane::Token,
+        }
+    }
+
     /// Every endpoint (to pre-register metric labels).
     pub const ALL: [Self; 9] = [
         Self::DcvRandomValue,
@@ -510,7 +518,7 @@ impl Client {
         let policy = self.inner.retry;
         let mut attempt = 1;
         loop {
-            let rate_limit_wait = self.inner.limiter.acquire().await;
+            let rate_limit_wait = self.inner.limiter.acquire_in(endpoint.lane()).await;
             let started = Instant::now();
             let result = self.attempt(endpoint, method.clone(), &url, body.as_deref()).await;
             let elapsed = started.elapsed();

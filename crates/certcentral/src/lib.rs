@@ -9,8 +9,8 @@
 //! - [`Client`], [`ClientConfig`]: the client and its settings.
 //! - [`types`]: request and response bodies.
 //! - [`Error`]: one error type with predicates (`is_not_found_yet`, `is_retryable`, ...).
-//! - [`RateWindow`]: one rate-limit window (`100 per 5 s`); [`RateLimiter`] enforces several at
-//!   once on tokio's clock.
+//! - [`RateWindow`]: one rate-limit window (`100 per 5 s`); [`RateLimiter`] enforces several
+//!   rolling windows at once on tokio's clock, checks ([`Lane::Check`]) before token requests.
 //! - [`RetryPolicy`]: bounded attempts with jittered exponential backoff, `Retry-After` honoured.
 //! - [`ValidationScope`]: where DigiCert looks for a DV order's record (base domain or exact
 //!   name; the Public Suffix List decides the base domain).
@@ -31,6 +31,6 @@ pub mod types;
 
 pub use client::{CallRecord, Client, ClientConfig, Endpoint, Observer, RateWindow, RetryPolicy};
 pub use error::Error;
-pub use limiter::RateLimiter;
+pub use limiter::{Lane, RateLimiter, TOKENS_PER_CHECK, safety_margin};
 pub use scope::{ValidationScope, base_domain};
 pub use secrecy::SecretString;

@@ -1,136 +1,184 @@
-//! Multi-window client-side rate limiter.
+//! Multi-window client-side rate limiter with priority lanes.
 //!
-//! DigiCert limits each API key to several windows at once (100 requests per 5 s and 1000 per
-//! 3 or 5 minutes). One [`RateLimiter`] holds one GCRA limiter ([`governor`]) per window and
-//! admits a request only when every window admits it in the same instant. It runs on tokio's
-//! clock, so it waits with `tokio::time::sleep` and works under `tokio::time::pause()`.
+//! DigiCert limits each API key with rolling windows (100 requests per 5 s and 1000 per 3 or 5
+//! minutes): at most N requests in ANY interval of length T, bursts allowed. [`RateLimiter`]
+//! enforces exactly that rule with a log of the last N admission instants per window: a request
+//! is admitted when, in every window, fewer than N admissions fall within the last T. So a burst
+//! of N goes out at once and the window then refills as the oldest admissions age out; nothing is
+//! smoothed away (the earlier GCRA limiter spread 200 calls over a minute that DigiCert allowed
+//! at once).
 //!
-//! governor has no "peek": a plain `check()` takes a cell even when another window then refuses,
-//! and a cell taken at one time for a request sent later lets requests bunch up. So each window
-//! keeps its GCRA state in a [`WindowState`] that can run a check as a dry run: the limiter
-//! first asks every window how long to wait without taking anything, sleeps for the longest
-//! wait, and takes one cell from every window only when all admit in the same instant.
+//! **Safety margin.** DigiCert counts a request when it arrives, we count it when we send it;
+//! latency differs from request to request, so two requests sent exactly T apart may arrive a
+//! little less than T apart. Each window is therefore enforced as `T + T/50` (100 ms on 5 s, 6 s
+//! on 5 minutes): more than the jitter of a healthy link, 2 % of the throughput. Server clock
+//! skew does not matter: only intervals between requests count.
+//!
+//! **Lanes.** A call in [`Lane::Check`] (`check-dcv`, `validate-token`: the unit's records
+//! already propagated, so DigiCert's answer ends the unit) goes before calls in [`Lane::Token`]
+//! (token requests and every other call). Strict priority would starve token requests under a
+//! constant stream of checks, so the lanes share the rate by credits: every check admitted while
+//! token calls wait owes [`TOKENS_PER_CHECK`] token admissions, which go first. While both lanes
+//! wait, token calls therefore get at least two thirds of the rate and a check waits behind at
+//! most two token calls. Within a lane, callers are served in arrival order.
+//!
+//! The limiter runs on tokio's clock (`tokio::time::Instant`), so it works under
+//! `tokio::time::pause()`. Clones share one state. A caller dropped while waiting takes nothing.
 
-use std::num::NonZeroU32;
-use std::ops::Add;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
-use governor::clock::{Clock, Reference};
-use governor::middleware::NoOpMiddleware;
-use governor::nanos::Nanos;
-use governor::state::{NotKeyed, StateStore};
-use governor::{Quota, RateLimiter as Gcra};
-use tokio::sync::Mutex;
+use tokio::sync::Notify;
 use tokio::time::Instant;
 
 use crate::Error;
 use crate::client::RateWindow;
 
-/// A point on tokio's clock, as governor wants it (a newtype: the orphan rule forbids
-/// implementing governor's traits on `tokio::time::Instant` directly).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-struct TokioInstant(Instant);
+/// Token-lane admissions owed for each check admitted while token calls wait.
+pub const TOKENS_PER_CHECK: u32 = 2;
 
-impl Add<Nanos> for TokioInstant {
-    type Output = Self;
-
-    fn add(self, other: Nanos) -> Self {
-        Self(self.0 + Duration::from(other))
-    }
+/// Which queue a call waits in.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Lane {
+    /// DCV checks of units whose records every name server serves: served first.
+    Check,
+    /// Token requests and every other call: guaranteed [`TOKENS_PER_CHECK`] admissions per check.
+    Token,
 }
 
-impl Reference for TokioInstant {
-    fn duration_since(&self, earlier: Self) -> Nanos {
-        self.0.saturating_duration_since(earlier.0).into()
-    }
-
-    fn saturating_sub(&self, duration: Nanos) -> Self {
-        Self(self.0.checked_sub(duration.into()).unwrap_or(self.0))
-    }
-}
-
-/// governor clock reading `tokio::time::Instant::now()` (paused time aware).
-#[derive(Debug, Clone, Copy, Default)]
-struct TokioClock;
-
-impl Clock for TokioClock {
-    type Instant = TokioInstant;
-
-    fn now(&self) -> TokioInstant {
-        TokioInstant(Instant::now())
-    }
-}
-
-/// GCRA state of one window (its theoretical arrival time) that can also answer a dry run.
-struct WindowState {
-    tat: std::sync::Mutex<Option<Nanos>>,
-    /// Shared by the windows of one limiter; only set while the limiter's turn is held.
-    dry_run: Arc<AtomicBool>,
-}
-
-impl StateStore for WindowState {
-    type Key = NotKeyed;
-
-    fn measure_and_replace<T, F, E>(&self, _key: &NotKeyed, f: F) -> Result<T, E>
-    where
-        F: Fn(Option<Nanos>) -> Result<(T, Nanos), E>,
-    {
-        let mut tat = self.tat.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-        let (outcome, next) = f(*tat)?;
-        if !self.dry_run.load(Ordering::Acquire) {
-            *tat = Some(next);
+impl Lane {
+    fn index(self) -> usize {
+        match self {
+            Self::Check => 0,
+            Self::Token => 1,
         }
-        Ok(outcome)
     }
 }
 
-type WindowLimiter = Gcra<NotKeyed, WindowState, TokioClock, NoOpMiddleware<TokioInstant>>;
-
-struct Window {
-    spec: RateWindow,
-    gcra: WindowLimiter,
+/// The safety margin added to a window's length (see the module documentation).
+pub fn safety_margin(per: Duration) -> Duration {
+    per / 50
 }
 
-/// A rate limiter enforcing several windows at once; clones share the same state.
+/// One window: its limit and the instants of its last `requests` admissions, oldest first.
+struct WindowLog {
+    spec: RateWindow,
+    /// `per` plus the safety margin.
+    span: Duration,
+    admitted: VecDeque<Instant>,
+}
+
+impl WindowLog {
+    /// The earliest instant at which this window admits one more request.
+    fn next_free(&self, now: Instant) -> Instant {
+        if self.admitted.len() < self.spec.requests as usize {
+            return now;
+        }
+        // Full: the oldest of the last N must age out of the span.
+        self.admitted.front().map_or(now, |oldest| (*oldest + self.span).max(now))
+    }
+
+    fn record(&mut self, at: Instant) {
+        if self.admitted.len() == self.spec.requests as usize {
+            self.admitted.pop_front();
+        }
+        self.admitted.push_back(at);
+    }
+}
+
+struct State {
+    windows: Vec<WindowLog>,
+    /// Waiting tickets per lane, in arrival order.
+    queues: [VecDeque<u64>; 2],
+    next_ticket: u64,
+    /// Token-lane admissions still owed to waiting token calls.
+    token_credits: u32,
+}
+
+impl State {
+    /// The ticket whose turn it is.
+    fn eligible(&self) -> Option<u64> {
+        let check = self.queues[Lane::Check.index()].front().copied();
+        let token = self.queues[Lane::Token.index()].front().copied();
+        match (check, token) {
+            (Some(c), Some(t)) => Some(if self.token_credits > 0 { t } else { c }),
+            (c, t) => c.or(t),
+        }
+    }
+
+    /// The earliest instant at which every window admits one more request.
+    fn next_free(&self, now: Instant) -> Instant {
+        self.windows.iter().map(|w| w.next_free(now)).max().unwrap_or(now)
+    }
+
+    fn admit(&mut self, lane: Lane, now: Instant) {
+        self.queues[lane.index()].pop_front();
+        for window in &mut self.windows {
+            window.record(now);
+        }
+        match lane {
+            Lane::Check if !self.queues[Lane::Token.index()].is_empty() => self.token_credits = TOKENS_PER_CHECK,
+            Lane::Check => self.token_credits = 0,
+            Lane::Token => self.token_credits = self.token_credits.saturating_sub(1),
+        }
+    }
+
+    fn remove(&mut self, lane: Lane, ticket: u64) -> bool {
+        let queue = &mut self.queues[lane.index()];
+        match queue.iter().position(|t| *t == ticket) {
+            Some(i) => {
+                queue.remove(i);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+struct Shared {
+    state: Mutex<State>,
+    /// Woken after every admission and cancellation: the next caller may be eligible.
+    turn: Notify,
+}
+
+impl Shared {
+    fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+}
+
+/// Takes a waiting ticket out of its queue when the caller gives up (its future is dropped).
+struct Waiting<'a> {
+    shared: &'a Shared,
+    lane: Lane,
+    ticket: u64,
+    admitted: bool,
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        if !self.admitted && self.shared.lock().remove(self.lane, self.ticket) {
+            self.shared.turn.notify_waiters();
+        }
+    }
+}
+
+/// A rate limiter enforcing several rolling windows at once, with priority lanes; clones share
+/// the same state.
 ///
-/// Cheap to clone. [`RateLimiter::acquire`] waits (on tokio's clock) until a request may be sent
-/// under every window, so no sliding or fixed window of length `per` ever sees more than
-/// `requests` admissions.
+/// [`RateLimiter::acquire`] waits (on tokio's clock) until a request may be sent under every
+/// window, so no interval of length `per` ever sees more than `requests` admissions.
 #[derive(Clone)]
 pub struct RateLimiter {
-    windows: Arc<[Window]>,
-    dry_run: Arc<AtomicBool>,
-    /// Serialises admissions: waiters are served in FIFO order (tokio's mutex is fair) and the
-    /// one waiting does not let later callers overtake it.
-    turn: Arc<Mutex<()>>,
+    shared: Arc<Shared>,
+    specs: Arc<[RateWindow]>,
 }
 
 impl std::fmt::Debug for RateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimiter")
-            .field("windows", &self.windows.iter().map(|w| w.spec).collect::<Vec<_>>())
-            .finish()
+        f.debug_struct("RateLimiter").field("windows", &self.specs).finish()
     }
-}
-
-/// GCRA parameters for one window: `(burst, replenish one cell every)`.
-///
-/// GCRA with burst `b` and rate `r` admits up to `b + r*T` requests in ANY window of length `T`
-/// (the burst at the start of the window plus everything replenished during it). A plain
-/// "N per T" quota (burst N, rate N/T) therefore lets through nearly 2N in one window, which
-/// DigiCert would answer with 429. To never exceed N per T against a sliding or fixed window
-/// server we pick a small burst `b = max(1, N/50)` and a replenish rate `(N - b)/T`, so that
-/// `b + r*T = N`. The period is rounded up to the nanosecond so rounding never admits one more.
-/// With N = 1 no positive rate fits (`b` is already 1): one cell per `T` plus 1 ns.
-fn gcra_parameters(window: RateWindow) -> (NonZeroU32, Duration) {
-    let n = window.requests;
-    let burst = (n / 50).max(1);
-    let per_ns = window.per.as_nanos();
-    let period_ns = if n > burst { per_ns.div_ceil(u128::from(n - burst)) } else { per_ns + 1 };
-    let period = Duration::from_nanos(u64::try_from(period_ns).unwrap_or(u64::MAX));
-    (NonZeroU32::new(burst).unwrap_or(NonZeroU32::MIN), period)
 }
 
 impl RateLimiter {
@@ -138,8 +186,7 @@ impl RateLimiter {
     ///
     /// Fails with [`Error::Config`] when a window has zero requests or a zero duration.
     pub fn new(windows: &[RateWindow]) -> Result<Self, Error> {
-        let dry_run = Arc::new(AtomicBool::new(false));
-        let mut built = Vec::with_capacity(windows.len());
+        let mut logs = Vec::with_capacity(windows.len());
         for &spec in windows {
             if spec.requests == 0 || spec.per.is_zero() {
                 return Err(Error::Config {
@@ -150,77 +197,78 @@ impl RateLimiter {
                     ),
                 });
             }
-            let (burst, period) = gcra_parameters(spec);
-            let quota = Quota::with_period(period)
-                .ok_or_else(|| Error::Config {
-                    message: format!("rate limit window {} per {:?} is too fine", spec.requests, spec.per),
-                })?
-                .allow_burst(burst);
-            built.push(Window {
+            logs.push(WindowLog {
                 spec,
-                gcra: Gcra::new(
-                    quota,
-                    WindowState { tat: std::sync::Mutex::new(None), dry_run: dry_run.clone() },
-                    TokioClock,
-                ),
+                span: spec.per + safety_margin(spec.per),
+                admitted: VecDeque::with_capacity(spec.requests.min(4096) as usize),
             });
         }
-        Ok(Self { windows: built.into(), dry_run, turn: Arc::new(Mutex::new(())) })
+        let state = State { windows: logs, queues: Default::default(), next_ticket: 0, token_credits: 0 };
+        Ok(Self { shared: Arc::new(Shared { state: Mutex::new(state), turn: Notify::new() }), specs: windows.into() })
     }
 
     /// The windows this limiter enforces.
     pub fn windows(&self) -> Vec<RateWindow> {
-        self.windows.iter().map(|w| w.spec).collect()
+        self.specs.to_vec()
     }
 
-    /// Waits until one request may be sent under every window and admits it.
+    /// Waits in [`Lane::Token`] until one request may be sent under every window and admits it.
     ///
-    /// Returns how long the caller waited (queueing and sleeps; zero when admitted at once), for
-    /// metrics. Dropping the future while it waits takes no cell.
+    /// Returns how long the caller waited (zero when admitted at once), for metrics. Dropping
+    /// the future while it waits takes no admission.
     pub async fn acquire(&self) -> Duration {
-        let started = Instant::now();
-        if self.windows.is_empty() {
+        self.acquire_in(Lane::Token).await
+    }
+
+    /// [`acquire`](Self::acquire) in `lane`.
+    pub async fn acquire_in(&self, lane: Lane) -> Duration {
+        if self.specs.is_empty() {
             return Duration::ZERO;
         }
-        let (_turn, mut waited) = match self.turn.try_lock() {
-            Ok(turn) => (turn, false),
-            Err(_) => (self.turn.lock().await, true),
+        let started = Instant::now();
+        let shared = &*self.shared;
+        let ticket = {
+            let mut state = shared.lock();
+            let ticket = state.next_ticket;
+            state.next_ticket += 1;
+            state.queues[lane.index()].push_back(ticket);
+            ticket
         };
+        let mut waiting = Waiting { shared, lane, ticket, admitted: false };
+        let mut waited = false;
         loop {
-            let wait = self.longest_wait();
-            if wait.is_zero() {
-                // Every window admits now and nothing ran since the probe (no await, the turn
-                // is ours): take the cells, all stamped with this same instant.
-                let mut all = true;
-                for window in self.windows.iter() {
-                    all &= window.gcra.check().is_ok();
+            // Registered before the state is read, so an admission in between still wakes us.
+            let turn = shared.turn.notified();
+            tokio::pin!(turn);
+            turn.as_mut().enable();
+            let sleep_until = {
+                let mut state = shared.lock();
+                if state.eligible() == Some(ticket) {
+                    let now = Instant::now();
+                    let free = state.next_free(now);
+                    if free <= now {
+                        state.admit(lane, now);
+                        waiting.admitted = true;
+                        drop(state);
+                        shared.turn.notify_waiters();
+                        return if waited { started.elapsed() } else { Duration::ZERO };
+                    }
+                    Some(free)
+                } else {
+                    None
                 }
-                if all {
-                    break;
-                }
-                // Unreachable in practice; a cell taken in vain only makes the limiter stricter.
-                continue;
-            }
+            };
             waited = true;
-            tokio::time::sleep(wait).await;
+            match sleep_until {
+                Some(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        () = &mut turn => {}
+                    }
+                }
+                None => turn.await,
+            }
         }
-        if waited { started.elapsed() } else { Duration::ZERO }
-    }
-
-    /// How long until every window admits one request (zero: now), taking no cell.
-    fn longest_wait(&self) -> Duration {
-        self.dry_run.store(true, Ordering::Release);
-        let now = TokioClock.now();
-        let wait = self
-            .windows
-            .iter()
-            .filter_map(|w| w.gcra.check().err())
-            // A refusal always means a positive wait; the floor guards against a busy loop.
-            .map(|not_until| not_until.wait_time_from(now).max(Duration::from_nanos(1)))
-            .max()
-            .unwrap_or(Duration::ZERO);
-        self.dry_run.store(false, Ordering::Release);
-        wait
     }
 }
 
@@ -228,18 +276,15 @@ impl RateLimiter {
 mod tests {
     use super::*;
 
-    /// The GCRA parameters never admit more than N in a window of T.
     #[test]
-    fn parameters_bound_every_window() {
-        for (n, secs) in [(1u32, 1u64), (2, 1), (49, 5), (50, 5), (100, 5), (1000, 180), (7, 3)] {
-            let window = RateWindow::new(n, Duration::from_secs(secs));
-            let (burst, period) = gcra_parameters(window);
-            let per_ns = window.per.as_nanos();
-            let admitted = u128::from(burst.get()) + per_ns / period.as_nanos();
-            assert!(admitted <= u128::from(n), "{n} per {secs}s admits {admitted}");
-            assert!(admitted + 1 >= u128::from(n), "{n} per {secs}s admits only {admitted}");
-        }
-        assert_eq!(gcra_parameters(RateWindow::new(100, Duration::from_secs(5))).0.get(), 2);
-        assert_eq!(gcra_parameters(RateWindow::new(1000, Duration::from_secs(180))).0.get(), 20);
+    fn a_full_window_frees_when_its_oldest_admission_ages_out() {
+        let now = Instant::now();
+        let spec = RateWindow::new(2, Duration::from_secs(5));
+        let mut log = WindowLog { spec, span: spec.per + safety_margin(spec.per), admitted: VecDeque::new() };
+        log.record(now);
+        assert_eq!(log.next_free(now), now, "room for a second");
+        log.record(now + Duration::from_secs(1));
+        assert_eq!(log.next_free(now + Duration::from_secs(1)), now + Duration::from_millis(5100));
+        assert_eq!(safety_margin(Duration::from_secs(300)), Duration::from_secs(6));
     }
 }

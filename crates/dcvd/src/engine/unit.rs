@@ -405,7 +405,8 @@ impl UnitTask {
     // ---- Propagated/Checking -> Valid ------------------------------------------------------
 
     async fn check(&mut self, row: &UnitRow, spec: &Unit) -> Result<Flow, StepError> {
-        let permit = self.permit().await;
+        // No permit: a propagated unit's check must not queue behind token requests that hold
+        // permits while they wait for the rate limiter; the limiter's check lane orders them.
         let outcome = match self.unit.kind {
             UnitKind::Order => self.env.client.check_dcv(self.unit.id).await.map(|r| {
                 if let Some(v) = &r.dns_name_validations {
@@ -418,7 +419,6 @@ impl UnitTask {
             }),
             UnitKind::Domain => self.env.client.validate_domain_token(self.unit.id).await.map(|r| (r.is_active(), None)),
         };
-        drop(permit);
         match outcome {
             Ok((true, _)) => {
                 let validated_in = Duration::from_millis(u64::try_from(now_millis() - row.created_at).unwrap_or(0));
