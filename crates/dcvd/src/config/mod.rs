@@ -17,9 +17,11 @@
 //!   from) and secret resolution.
 //! - `raw`: the serde schema as written; values checkable on their own are parsed there.
 //! - `provider`: `[providers.NAME]` sections, dispatched on `type`.
+//! - `azure`: the `azure` provider's schema and validation.
 //! - `load`: cross-field validation, order files, units.
 //! - `names`: domain/zone normalization and zone matching.
 
+mod azure;
 mod env;
 mod error;
 mod load;
@@ -36,6 +38,7 @@ use std::time::Duration;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+pub use azure::AzureConfig;
 pub use env::Environment;
 pub use error::{ConfigError, Location};
 
@@ -319,6 +322,8 @@ pub enum Provider {
         /// Zone ids by zone name, to skip the lookup.
         zone_ids: BTreeMap<String, String>,
     },
+    /// `type = "azure"`: Azure DNS through Azure Resource Manager.
+    Azure(AzureConfig),
     /// `type = "rfc2136"`: dynamic updates signed with TSIG.
     Rfc2136 {
         /// Zones served.
@@ -361,6 +366,7 @@ impl Provider {
         match self {
             Self::Route53 { .. } => "route53",
             Self::Cloudflare { .. } => "cloudflare",
+            Self::Azure(_) => "azure",
             Self::Rfc2136 { .. } => "rfc2136",
             Self::Exec { .. } => "exec",
             Self::Memory { .. } => "memory",
@@ -375,6 +381,7 @@ impl Provider {
             | Self::Rfc2136 { zones, .. }
             | Self::Exec { zones, .. }
             | Self::Memory { zones, .. } => zones,
+            Self::Azure(azure) => &azure.zones,
         }
     }
 }
