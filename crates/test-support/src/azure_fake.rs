@@ -341,6 +341,11 @@ impl AzureFake {
         self.lock().token_requests.clone()
     }
 
+    /// Every access token issued so far (to check that none leaks into logs).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.lock().issued.keys().cloned().collect()
+    }
+
     /// Forgets every issued token (as if they were revoked): ARM answers 401 to them.
     pub fn revoke_tokens(&self) {
         self.lock().issued.clear();
