@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dcvd::config::{
-    AzureConfig, CnameName, Config, ConfigError, Environment, LogFormat, Method, OnExpiry, PropagationMode, Provider, RateLimit,
-    Resolver, TsigAlgorithm, TxtName, UnitKey,
+    AzureConfig, CnameName, Config, ConfigError, Environment, LogFormat, Method, OnExpiry, PropagationMode, Provider,
+    RateLimit, Resolver, TsigAlgorithm, TxtName, UnitKey,
 };
 use secrecy::ExposeSecret;
 use tempfile::TempDir;
@@ -1125,9 +1125,7 @@ fn azure_provider_with_each_credential() {
     assert_eq!((tenant_id.as_str(), client_id.as_str()), ("tenant-from-env", "client-from-env"));
     assert_eq!(token_file, Path::new("/var/run/secrets/azure/tokens/azure-identity-token"));
     let config = parse(
-        &azure_toml(
-            "auth = \"workload_identity\"\nclient_id = \"explicit\"\nfederated_token_file = \"/run/token\"\n",
-        ),
+        &azure_toml("auth = \"workload_identity\"\nclient_id = \"explicit\"\nfederated_token_file = \"/run/token\"\n"),
         &wi_env,
     )
     .expect("explicit keys win");
@@ -1156,12 +1154,7 @@ fn azure_settings_errors() {
             (8, 8),
             "unknown variant `password`, expected one of `client_secret`, `managed_identity`, `workload_identity`",
         ),
-        (
-            "missing auth",
-            azure_toml(""),
-            (3, 1),
-            "missing field `auth`",
-        ),
+        ("missing auth", azure_toml(""), (3, 1), "missing field `auth`"),
         (
             "key the credential does not use",
             azure_toml("auth = \"managed_identity\"\nclient_secret_env = \"KEY\"\n"),
@@ -1220,7 +1213,9 @@ fn azure_settings_errors() {
     // IMDS's link-local address is the one plain-http host allowed besides loopback
     assert!(
         parse(
-            &azure_toml("auth = \"managed_identity\"\nimds_url = \"http://169.254.169.254/metadata/identity/oauth2/token\"\n"),
+            &azure_toml(
+                "auth = \"managed_identity\"\nimds_url = \"http://169.254.169.254/metadata/identity/oauth2/token\"\n"
+            ),
             &env
         )
         .is_ok()

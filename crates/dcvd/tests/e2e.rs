@@ -201,7 +201,11 @@ async fn azure_dv_txt_order() {
     assert_eq!(sim.order_calls(4001).await, 2, "token + one check: {:?}", stats.order_calls);
     assert_eq!(stats.premature_checks, 0, "a check before every name server served the record");
     for name in ["_dnsauth.example.com", "_dnsauth.example.net"] {
-        assert_eq!(fe.store().additions(name, &order.dcv_random_value), 1, "{name} must have held the random value once");
+        assert_eq!(
+            fe.store().additions(name, &order.dcv_random_value),
+            1,
+            "{name} must have held the random value once"
+        );
     }
     for name in ["_dnsauth.*.example.com", "_dnsauth.example.com.example.com", "example.com"] {
         assert_eq!(fe.store().additions(name, &order.dcv_random_value), 0, "{name}: no record belongs there");
@@ -210,7 +214,11 @@ async fn azure_dv_txt_order() {
     assert!(fe.added_more_than_once().is_empty(), "published twice: {:?}", fe.added_more_than_once());
     assert!(fe.store().is_empty(), "records left: {:?}", fe.store().snapshot());
     for zone in ["example.com", "example.net"] {
-        assert!(fake.record_sets(zone).is_empty(), "record sets left in Azure zone {zone}: {:?}", fake.record_sets(zone));
+        assert!(
+            fake.record_sets(zone).is_empty(),
+            "record sets left in Azure zone {zone}: {:?}",
+            fake.record_sets(zone)
+        );
     }
     assert_eq!(fake.precondition_failures(), 0, "dcvd raced itself");
     assert_eq!(fake.token_requests(), vec![TokenGrant::ClientSecret], "one token for the whole run");

@@ -191,7 +191,10 @@ async fn throttling_and_server_errors() {
 async fn managed_identity_credential() {
     let fake = AzureFake::start().await;
     let system = make_provider(&fake, AzureCredential::ManagedIdentity { client_id: None });
-    let user = make_provider(&fake, AzureCredential::ManagedIdentity { client_id: Some(fake.managed_identity_client_id.clone()) });
+    let user = make_provider(
+        &fake,
+        AzureCredential::ManagedIdentity { client_id: Some(fake.managed_identity_client_id.clone()) },
+    );
     system.publish(ZONE, &Record::txt(unique("mi"), "system")).await.expect("system-assigned");
     user.publish(ZONE, &Record::txt(unique("mi"), "user")).await.expect("user-assigned");
     assert_eq!(fake.token_requests(), vec![TokenGrant::ManagedIdentity, TokenGrant::ManagedIdentity]);
@@ -289,7 +292,12 @@ async fn batch_call_counts_for_100_records() {
     let mut figures = Vec::new();
     for (label, owners) in [("100 owners", 100usize), ("5 owners", 5), ("1 owner", 1)] {
         let recs: Vec<Record> = (0..100)
-            .map(|i| Record::txt(format!("_dnsauth.{label_}-{}.{ZONE}", i % owners, label_ = label.replace(' ', "")), format!("tok-{i}")))
+            .map(|i| {
+                Record::txt(
+                    format!("_dnsauth.{label_}-{}.{ZONE}", i % owners, label_ = label.replace(' ', "")),
+                    format!("tok-{i}"),
+                )
+            })
             .collect();
         let before = h.fake.arm_request_count();
         h.provider.publish_batch(ZONE, &recs).await.expect("publish batch");
@@ -307,7 +315,10 @@ async fn batch_call_counts_for_100_records() {
         figures.push(format!("{label}: publish {published} calls, remove {removed} calls"));
     }
     assert_eq!(h.fake.token_requests().len(), 1);
-    println!("azure, 100 TXT records in one zone (ARM calls; plus 1 token request per hour):\n  {}", figures.join("\n  "));
+    println!(
+        "azure, 100 TXT records in one zone (ARM calls; plus 1 token request per hour):\n  {}",
+        figures.join("\n  ")
+    );
 }
 
 /// List pages are followed through `nextLink`; a batch then still sees every record set.
@@ -320,7 +331,10 @@ async fn list_pages_are_followed() {
     let recs: Vec<Record> = (0..12).map(|i| Record::txt(format!("_dnsauth.f{i}.{ZONE}"), "ours")).collect();
     h.provider.publish_batch(ZONE, &recs).await.expect("publish batch");
     assert_eq!(h.fake.precondition_failures(), 0, "every etag came from the list");
-    assert!(h.fake.requests().iter().any(|(m, p)| *m == Method::GET && p.contains("$skipToken=10")), "third page fetched");
+    assert!(
+        h.fake.requests().iter().any(|(m, p)| *m == Method::GET && p.contains("$skipToken=10")),
+        "third page fetched"
+    );
     for r in &recs {
         let mut got = h.fake.txt_values(&r.name);
         got.sort();
@@ -401,13 +415,24 @@ async fn cname_rules() {
 /// excepted), ids present, a non-empty secret.
 #[test]
 fn settings_are_validated() {
-    let cred = AzureCredential::ClientSecret { tenant_id: "t".into(), client_id: "c".into(), client_secret: "s".to_string().into() };
+    let cred = AzureCredential::ClientSecret {
+        tenant_id: "t".into(),
+        client_id: "c".into(),
+        client_secret: "s".to_string().into(),
+    };
     let base = AzureSettings::new(vec![ZONE.into()], "sub", "rg", cred.clone());
     assert!(AzureProvider::new(base.clone()).is_ok());
-    assert!(AzureProvider::new(AzureSettings { management_url: "http://management.example".into(), ..base.clone() }).is_err());
+    assert!(
+        AzureProvider::new(AzureSettings { management_url: "http://management.example".into(), ..base.clone() })
+            .is_err()
+    );
     assert!(AzureProvider::new(AzureSettings { resource_group: String::new(), ..base.clone() }).is_err());
     assert!(AzureProvider::new(AzureSettings { zones: Vec::new(), ..base.clone() }).is_err());
-    let empty = AzureCredential::ClientSecret { tenant_id: "t".into(), client_id: "c".into(), client_secret: String::new().into() };
+    let empty = AzureCredential::ClientSecret {
+        tenant_id: "t".into(),
+        client_id: "c".into(),
+        client_secret: String::new().into(),
+    };
     let err = AzureProvider::new(AzureSettings { credential: empty, ..base }).expect_err("empty secret");
     assert!(matches!(err, ProviderError::Config { .. }));
     assert!(err.to_string().starts_with("azure: "), "{err}");

@@ -182,8 +182,7 @@ impl AzureFakeBuilder {
     /// Starts the server on `127.0.0.1` (a free port).
     pub async fn start(self) -> AzureFake {
         let zones = if self.zones.is_empty() { vec!["example.com".to_string()] } else { self.zones };
-        let listener =
-            tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the Azure fake on 127.0.0.1");
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the Azure fake on 127.0.0.1");
         let addr = listener.local_addr().expect("fake address");
         let root = format!("http://{addr}");
         let management_url = format!("{root}/arm");
@@ -468,42 +467,72 @@ async fn token_endpoint(State(state): State<Shared>, Path(tenant): Path<String>,
         return aad_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
-            &format!("AADSTS90002: Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."),
+            &format!(
+                "AADSTS90002: Tenant '{tenant}' not found. Check to make sure you have the correct tenant ID and are signing into the correct cloud."
+            ),
         );
     }
     if form.get("grant_type").map(String::as_str) != Some("client_credentials") {
-        return aad_error(StatusCode::BAD_REQUEST, "unsupported_grant_type", "AADSTS70003: The app requested an unsupported grant type.");
+        return aad_error(
+            StatusCode::BAD_REQUEST,
+            "unsupported_grant_type",
+            "AADSTS70003: The app requested an unsupported grant type.",
+        );
     }
     if form.get("scope") != Some(&st.scope) {
         return aad_error(
             StatusCode::BAD_REQUEST,
             "invalid_scope",
-            &format!("AADSTS70011: The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid: {:?}.", form.get("scope")),
+            &format!(
+                "AADSTS70011: The provided request must include a 'scope' input parameter. The provided value for the input parameter 'scope' is not valid: {:?}.",
+                form.get("scope")
+            ),
         );
     }
     let client_id = form.get("client_id").cloned().unwrap_or_default();
     let grant = if let Some(assertion) = form.get("client_assertion") {
         if client_id != st.federated_client_id {
-            return aad_error(StatusCode::BAD_REQUEST, "unauthorized_client", &format!("AADSTS700016: Application with identifier '{client_id}' was not found in the directory."));
+            return aad_error(
+                StatusCode::BAD_REQUEST,
+                "unauthorized_client",
+                &format!("AADSTS700016: Application with identifier '{client_id}' was not found in the directory."),
+            );
         }
         if form.get("client_assertion_type").map(String::as_str) != Some(JWT_BEARER) {
-            return aad_error(StatusCode::BAD_REQUEST, "invalid_request", "AADSTS50027: Invalid client_assertion_type.");
+            return aad_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "AADSTS50027: Invalid client_assertion_type.",
+            );
         }
         if *assertion != st.federated_token {
-            return aad_error(StatusCode::BAD_REQUEST, "invalid_client", "AADSTS700213: No matching federated identity record found for presented assertion subject.");
+            return aad_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_client",
+                "AADSTS700213: No matching federated identity record found for presented assertion subject.",
+            );
         }
         TokenGrant::WorkloadIdentity
     } else {
         if client_id != st.client_id {
-            return aad_error(StatusCode::BAD_REQUEST, "unauthorized_client", &format!("AADSTS700016: Application with identifier '{client_id}' was not found in the directory."));
+            return aad_error(
+                StatusCode::BAD_REQUEST,
+                "unauthorized_client",
+                &format!("AADSTS700016: Application with identifier '{client_id}' was not found in the directory."),
+            );
         }
         if form.get("client_secret") != Some(&st.client_secret) {
-            return aad_error(StatusCode::UNAUTHORIZED, "invalid_client", "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.");
+            return aad_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "AADSTS7000215: Invalid client secret provided. Ensure the secret being sent in the request is the client secret value, not the client secret ID.",
+            );
         }
         TokenGrant::ClientSecret
     };
     let (token, lifetime) = issue(&mut st, grant);
-    Json(json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token})).into_response()
+    Json(json!({"token_type": "Bearer", "expires_in": lifetime, "ext_expires_in": lifetime, "access_token": token}))
+        .into_response()
 }
 
 async fn imds_endpoint(
@@ -520,7 +549,11 @@ async fn imds_endpoint(
     let mut st = state.lock().expect("fake state lock");
     let audience = st.scope.trim_end_matches(".default").to_string();
     if q.get("resource") != Some(&audience) {
-        return aad_error_plain(StatusCode::BAD_REQUEST, "invalid_resource", "AADSTS500011: The resource principal was not found");
+        return aad_error_plain(
+            StatusCode::BAD_REQUEST,
+            "invalid_resource",
+            "AADSTS500011: The resource principal was not found",
+        );
     }
     if let Some(id) = q.get("client_id").filter(|id| **id != st.managed_identity_client_id) {
         let _ = id;
@@ -569,63 +602,102 @@ async fn arm_gate(State(state): State<Shared>, req: Request, next: Next) -> Resp
             let mut resp = arm_error(
                 StatusCode::TOO_MANY_REQUESTS,
                 "SubscriptionRequestsThrottled",
-                &format!("Number of requests for subscription exceeded the limit. Please try again after '{retry_after_secs}' seconds."),
+                &format!(
+                    "Number of requests for subscription exceeded the limit. Please try again after '{retry_after_secs}' seconds."
+                ),
             );
             resp.headers_mut().insert("retry-after", retry_after_secs.to_string().parse().expect("header value"));
             return resp;
         }
         Some(AzFault::ServerError(status)) => {
             let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
-            return arm_error(status, "InternalServerError", "Encountered internal server error. Diagnostic information: timestamp '20260101T000000Z'.");
+            return arm_error(
+                status,
+                "InternalServerError",
+                "Encountered internal server error. Diagnostic information: timestamp '20260101T000000Z'.",
+            );
         }
         None => {}
     }
     match issued {
         None => {
-            return arm_error(StatusCode::UNAUTHORIZED, "AuthenticationFailed", "Authentication failed. The 'Authorization' header is missing.");
+            return arm_error(
+                StatusCode::UNAUTHORIZED,
+                "AuthenticationFailed",
+                "Authentication failed. The 'Authorization' header is missing.",
+            );
         }
         Some(None) => {
             return arm_error(StatusCode::UNAUTHORIZED, "InvalidAuthenticationToken", "The access token is invalid.");
         }
         Some(Some(expiry)) if Instant::now() >= expiry => {
-            return arm_error(StatusCode::UNAUTHORIZED, "ExpiredAuthenticationToken", "The access token expiry UTC time is earlier than current UTC time.");
+            return arm_error(
+                StatusCode::UNAUTHORIZED,
+                "ExpiredAuthenticationToken",
+                "The access token expiry UTC time is earlier than current UTC time.",
+            );
         }
         Some(Some(_)) => {}
     }
     let version = query.split('&').find_map(|kv| kv.strip_prefix("api-version="));
     match version {
-        None => return arm_error(StatusCode::BAD_REQUEST, "MissingApiVersionParameter", "The api-version query parameter (?api-version=) is required for all requests."),
+        None => {
+            return arm_error(
+                StatusCode::BAD_REQUEST,
+                "MissingApiVersionParameter",
+                "The api-version query parameter (?api-version=) is required for all requests.",
+            );
+        }
         Some(API_VERSION) => {}
         Some(v) => {
-            return arm_error(StatusCode::BAD_REQUEST, "InvalidApiVersionParameter", &format!("The api-version '{v}' is invalid. The supported versions are '{API_VERSION}'."));
+            return arm_error(
+                StatusCode::BAD_REQUEST,
+                "InvalidApiVersionParameter",
+                &format!("The api-version '{v}' is invalid. The supported versions are '{API_VERSION}'."),
+            );
         }
     }
     next.run(req).await
 }
 
 /// Checks subscription, resource group and zone; the zone name normalized.
-fn locate(st: &FakeState, sub: &str, rg: &str, zone: &str) -> Result<String, Response> {
+/// Errors are boxed: a `Response` is large.
+fn locate(st: &FakeState, sub: &str, rg: &str, zone: &str) -> Result<String, Box<Response>> {
     if !sub.eq_ignore_ascii_case(&st.subscription_id) {
-        return Err(arm_error(StatusCode::NOT_FOUND, "SubscriptionNotFound", &format!("The subscription '{sub}' could not be found.")));
+        return Err(Box::new(arm_error(
+            StatusCode::NOT_FOUND,
+            "SubscriptionNotFound",
+            &format!("The subscription '{sub}' could not be found."),
+        )));
     }
     if !rg.eq_ignore_ascii_case(&st.resource_group) {
-        return Err(arm_error(StatusCode::NOT_FOUND, "ResourceGroupNotFound", &format!("Resource group '{rg}' could not be found.")));
+        return Err(Box::new(arm_error(
+            StatusCode::NOT_FOUND,
+            "ResourceGroupNotFound",
+            &format!("Resource group '{rg}' could not be found."),
+        )));
     }
     let zone = norm(zone);
     if !st.zones.contains(&zone) {
-        return Err(arm_error(
+        return Err(Box::new(arm_error(
             StatusCode::NOT_FOUND,
             "ResourceNotFound",
-            &format!("The Resource 'Microsoft.Network/dnszones/{zone}' under resource group '{rg}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"),
-        ));
+            &format!(
+                "The Resource 'Microsoft.Network/dnszones/{zone}' under resource group '{rg}' was not found. For more details please go to https://aka.ms/ARMResourceNotFoundFix"
+            ),
+        )));
     }
     Ok(zone)
 }
 
-fn check_type(rtype: &str) -> Result<String, Response> {
+fn check_type(rtype: &str) -> Result<String, Box<Response>> {
     match rtype.to_ascii_uppercase().as_str() {
         t @ ("TXT" | "CNAME") => Ok(t.to_string()),
-        other => Err(dns_error(StatusCode::BAD_REQUEST, "BadRequest", &format!("the fake serves TXT and CNAME record sets only, not {other}"))),
+        other => Err(Box::new(dns_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            &format!("the fake serves TXT and CNAME record sets only, not {other}"),
+        ))),
     }
 }
 
@@ -665,7 +737,7 @@ async fn get_zone(State(state): State<Shared>, Path((sub, rg, zone)): Path<(Stri
             "properties": {"maxNumberOfRecordSets": 10000, "numberOfRecordSets": st.sets.values().filter(|s| s.zone == zone).count() + 2, "nameServers": ["ns1-01.azure-dns.com.", "ns2-01.azure-dns.net."], "zoneType": "Public"},
         }))
         .into_response(),
-        Err(r) => r,
+        Err(r) => *r,
     }
 }
 
@@ -677,14 +749,14 @@ async fn list_sets(
     let st = state.lock().expect("fake state lock");
     let zone = match locate(&st, &sub, &rg, &zone) {
         Ok(z) => z,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let wanted = if rtype.eq_ignore_ascii_case("recordsets") || rtype.eq_ignore_ascii_case("all") {
         None
     } else {
         match check_type(&rtype) {
             Ok(t) => Some(t),
-            Err(r) => return r,
+            Err(r) => return *r,
         }
     };
     let top = q.get("$top").and_then(|t| t.parse::<usize>().ok()).unwrap_or(100).clamp(1, st.max_page);
@@ -696,7 +768,10 @@ async fn list_sets(
     if skip + top < all.len() {
         body["nextLink"] = json!(format!(
             "{}/subscriptions/{}/resourceGroups/{}/providers/Microsoft.Network/dnsZones/{zone}/{rtype}?api-version={API_VERSION}&$top={top}&$skipToken={}",
-            st.base_url, st.subscription_id, st.resource_group, skip + top
+            st.base_url,
+            st.subscription_id,
+            st.resource_group,
+            skip + top
         ));
     }
     Json(body).into_response()
@@ -706,11 +781,11 @@ async fn get_set(State(state): State<Shared>, Path((sub, rg, zone, rtype, rel)):
     let st = state.lock().expect("fake state lock");
     let zone = match locate(&st, &sub, &rg, &zone) {
         Ok(z) => z,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let rtype = match check_type(&rtype) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let rel = rel.to_ascii_lowercase();
     match st.sets.get(&(zone, rtype, rel.clone())) {
@@ -723,7 +798,10 @@ fn not_found(st: &FakeState, rel: &str) -> Response {
     dns_error(
         StatusCode::NOT_FOUND,
         "NotFound",
-        &format!("The resource record '{rel}' does not exist in resource group '{}' of subscription '{}'.", st.resource_group, st.subscription_id),
+        &format!(
+            "The resource record '{rel}' does not exist in resource group '{}' of subscription '{}'.",
+            st.resource_group, st.subscription_id
+        ),
     )
 }
 
@@ -763,45 +841,76 @@ fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
     headers.get(name).and_then(|v| v.to_str().ok()).map(str::trim)
 }
 
-async fn put_set(State(state): State<Shared>, Path((sub, rg, zone, rtype, rel)): SetPath, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn put_set(
+    State(state): State<Shared>,
+    Path((sub, rg, zone, rtype, rel)): SetPath,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let mut st = state.lock().expect("fake state lock");
     let zone = match locate(&st, &sub, &rg, &zone) {
         Ok(z) => z,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let rtype = match check_type(&rtype) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let rel = rel.to_ascii_lowercase();
     if let Some(r) = write_denied(&st, &zone, &rtype, &rel) {
         return r;
     }
     let Ok(body) = serde_json::from_slice::<Value>(&body) else {
-        return dns_error(StatusCode::BAD_REQUEST, "InvalidRequestContent", "The request content was invalid and could not be deserialized.");
+        return dns_error(
+            StatusCode::BAD_REQUEST,
+            "InvalidRequestContent",
+            "The request content was invalid and could not be deserialized.",
+        );
     };
     let props = &body["properties"];
     let Some(ttl) = props["TTL"].as_u64() else {
-        return dns_error(StatusCode::BAD_REQUEST, "BadRequest", "The value for the record set TTL is missing or invalid.");
+        return dns_error(
+            StatusCode::BAD_REQUEST,
+            "BadRequest",
+            "The value for the record set TTL is missing or invalid.",
+        );
     };
     let (txt, cname) = match rtype.as_str() {
         "TXT" => {
             let mut txt = Vec::new();
             for r in props["TXTRecords"].as_array().cloned().unwrap_or_default() {
-                let strings: Vec<String> = r["value"].as_array().cloned().unwrap_or_default().iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
+                let strings: Vec<String> = r["value"]
+                    .as_array()
+                    .cloned()
+                    .unwrap_or_default()
+                    .iter()
+                    .filter_map(|v| v.as_str().map(str::to_string))
+                    .collect();
                 if strings.iter().any(|s| s.chars().count() > 255) {
-                    return dns_error(StatusCode::BAD_REQUEST, "BadRequest", "A TXT record string cannot be longer than 255 characters.");
+                    return dns_error(
+                        StatusCode::BAD_REQUEST,
+                        "BadRequest",
+                        "A TXT record string cannot be longer than 255 characters.",
+                    );
                 }
                 txt.push(strings);
             }
             if props.get("CNAMERecord").is_some_and(|c| !c.is_null()) {
-                return dns_error(StatusCode::BAD_REQUEST, "BadRequest", "The record set type TXT does not match the records in the request.");
+                return dns_error(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "The record set type TXT does not match the records in the request.",
+                );
             }
             (txt, None)
         }
         _ => {
             let Some(target) = props["CNAMERecord"]["cname"].as_str().filter(|t| !t.is_empty()) else {
-                return dns_error(StatusCode::BAD_REQUEST, "BadRequest", "The CNAME record set must contain a CNAME record.");
+                return dns_error(
+                    StatusCode::BAD_REQUEST,
+                    "BadRequest",
+                    "The CNAME record set must contain a CNAME record.",
+                );
             };
             (Vec::new(), Some(target.to_string()))
         }
@@ -812,15 +921,27 @@ async fn put_set(State(state): State<Shared>, Path((sub, rg, zone, rtype, rel)):
     match (header(&headers, "if-match"), header(&headers, "if-none-match"), &current) {
         (Some(want), _, Some(etag)) if want != "*" && want != etag => {
             st.precondition_failures += 1;
-            return dns_error(StatusCode::PRECONDITION_FAILED, "PreconditionFailed", &format!("The Record set {rel} has been modified (etag mismatch)."));
+            return dns_error(
+                StatusCode::PRECONDITION_FAILED,
+                "PreconditionFailed",
+                &format!("The Record set {rel} has been modified (etag mismatch)."),
+            );
         }
         (Some(_), _, None) => {
             st.precondition_failures += 1;
-            return dns_error(StatusCode::PRECONDITION_FAILED, "PreconditionFailed", &format!("The Record set {rel} does not exist."));
+            return dns_error(
+                StatusCode::PRECONDITION_FAILED,
+                "PreconditionFailed",
+                &format!("The Record set {rel} does not exist."),
+            );
         }
         (_, Some("*"), Some(_)) => {
             st.precondition_failures += 1;
-            return dns_error(StatusCode::PRECONDITION_FAILED, "PreconditionFailed", &format!("The Record set {rel} already exists."));
+            return dns_error(
+                StatusCode::PRECONDITION_FAILED,
+                "PreconditionFailed",
+                &format!("The Record set {rel} already exists."),
+            );
         }
         _ => {}
     }
@@ -852,15 +973,19 @@ async fn put_set(State(state): State<Shared>, Path((sub, rg, zone, rtype, rel)):
     (if created { StatusCode::CREATED } else { StatusCode::OK }, Json(out)).into_response()
 }
 
-async fn delete_set(State(state): State<Shared>, Path((sub, rg, zone, rtype, rel)): SetPath, headers: HeaderMap) -> Response {
+async fn delete_set(
+    State(state): State<Shared>,
+    Path((sub, rg, zone, rtype, rel)): SetPath,
+    headers: HeaderMap,
+) -> Response {
     let mut st = state.lock().expect("fake state lock");
     let zone = match locate(&st, &sub, &rg, &zone) {
         Ok(z) => z,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let rtype = match check_type(&rtype) {
         Ok(t) => t,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let rel = rel.to_ascii_lowercase();
     if let Some(r) = write_denied(&st, &zone, &rtype, &rel) {
@@ -874,7 +999,11 @@ async fn delete_set(State(state): State<Shared>, Path((sub, rg, zone, rtype, rel
     if let Some(want) = header(&headers, "if-match").filter(|w| *w != "*" && *w != current) {
         let _ = want;
         st.precondition_failures += 1;
-        return dns_error(StatusCode::PRECONDITION_FAILED, "PreconditionFailed", &format!("The Record set {rel} has been modified (etag mismatch)."));
+        return dns_error(
+            StatusCode::PRECONDITION_FAILED,
+            "PreconditionFailed",
+            &format!("The Record set {rel} has been modified (etag mismatch)."),
+        );
     }
     st.sets.remove(&key);
     StatusCode::OK.into_response()

@@ -95,13 +95,19 @@ fn text(src: &Source<'_>, key: &str, value: &Spanned<String>) -> Result<String, 
 }
 
 /// An endpoint override: https, or http to loopback (and, for IMDS, to 169.254.169.254).
-fn endpoint(src: &Source<'_>, key: &str, value: Option<Spanned<P<HttpUrl>>>, imds: bool) -> Result<Option<String>, ConfigError> {
+fn endpoint(
+    src: &Source<'_>,
+    key: &str,
+    value: Option<Spanned<P<HttpUrl>>>,
+    imds: bool,
+) -> Result<Option<String>, ConfigError> {
     let Some(value) = value else { return Ok(None) };
     let span = value.span();
     let url = value.into_inner().0.0;
     if let Some(rest) = url.strip_prefix("http://") {
         let host = url_host(rest).unwrap_or_default();
-        if !is_loopback(host) && !(imds && host == "169.254.169.254") {
+        let allowed = is_loopback(host) || (imds && host == "169.254.169.254");
+        if !allowed {
             return Err(src.error(
                 &span,
                 format!(
@@ -121,7 +127,10 @@ fn refuse_unused(src: &Source<'_>, auth: AzureAuth, keys: &[(&str, Option<Range<
         if let Some(span) = span {
             return Err(src.error(
                 span,
-                format!("`{key}` is not used with auth = \"{}\": remove it, or choose the `auth` that uses it", auth.as_str()),
+                format!(
+                    "`{key}` is not used with auth = \"{}\": remove it, or choose the `auth` that uses it",
+                    auth.as_str()
+                ),
             ));
         }
     }
@@ -151,7 +160,9 @@ pub(super) fn parse(
     }
     let resource_group = text(src, "resource_group", &raw.resource_group)?;
     if resource_group.contains('/') {
-        return Err(src.error(&raw.resource_group.span(), "`resource_group` is a name, not a resource id: remove the path"));
+        return Err(
+            src.error(&raw.resource_group.span(), "`resource_group` is a name, not a resource id: remove the path")
+        );
     }
     let auth = *raw.auth.get_ref();
     let span_of = |v: &Option<Spanned<String>>| v.as_ref().map(Spanned::span);
@@ -162,7 +173,10 @@ pub(super) fn parse(
                 Some(v) => text(src, key, v),
                 None => Err(src.error(
                     section,
-                    format!("{section_name} (auth = \"client_secret\") needs `{key}`: the app registration's {}", if key == "tenant_id" { "Directory (tenant) ID" } else { "Application (client) ID" }),
+                    format!(
+                        "{section_name} (auth = \"client_secret\") needs `{key}`: the app registration's {}",
+                        if key == "tenant_id" { "Directory (tenant) ID" } else { "Application (client) ID" }
+                    ),
                 )),
             };
             let tenant_id = required("tenant_id", &raw.tenant_id)?;

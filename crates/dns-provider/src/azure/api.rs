@@ -103,10 +103,7 @@ impl Http {
     }
 
     pub(crate) fn post_form(&self, url: &str, body: String) -> RequestBuilder {
-        self.client
-            .post(url)
-            .header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded")
-            .body(body)
+        self.client.post(url).header(reqwest::header::CONTENT_TYPE, "application/x-www-form-urlencoded").body(body)
     }
 
     /// A GET to IMDS, which refuses requests without `Metadata: true` (an SSRF guard).
@@ -135,7 +132,9 @@ impl Http {
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         match after {
                             Some(d) if d > MAX_DELAY => return Err(ApiError::Throttled { retry_after: Some(d) }),
-                            _ => (after.unwrap_or_else(|| backoff(attempt)), ApiError::Throttled { retry_after: after }),
+                            _ => {
+                                (after.unwrap_or_else(|| backoff(attempt)), ApiError::Throttled { retry_after: after })
+                            }
                         }
                     } else if status.is_server_error() {
                         let (code, message) = error_body(&bytes);
@@ -430,7 +429,10 @@ mod tests {
             error_body(br#"{"error":{"code":"AuthorizationFailed","message":"no"}}"#),
             ("AuthorizationFailed".into(), "no".into())
         );
-        assert_eq!(error_body(br#"{"code":"PreconditionFailed","message":"etag"}"#), ("PreconditionFailed".into(), "etag".into()));
+        assert_eq!(
+            error_body(br#"{"code":"PreconditionFailed","message":"etag"}"#),
+            ("PreconditionFailed".into(), "etag".into())
+        );
         assert_eq!(error_body(b"<html>"), (String::new(), String::new()));
     }
 

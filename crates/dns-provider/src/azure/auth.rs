@@ -228,10 +228,11 @@ impl TokenSource {
                 if let Some(id) = client_id {
                     query.push(("client_id", id.as_str()));
                 }
-                let url = reqwest::Url::parse_with_params(&self.imds_url, &query).map_err(|e| ApiError::Credential {
-                    message: format!("imds_url {:?} is not a URL: {e}", self.imds_url),
-                    retryable: false,
-                })?;
+                let url =
+                    reqwest::Url::parse_with_params(&self.imds_url, &query).map_err(|e| ApiError::Credential {
+                        message: format!("imds_url {:?} is not a URL: {e}", self.imds_url),
+                        retryable: false,
+                    })?;
                 let what = "managed identity token request (IMDS)";
                 (what, self.http.send(what, || self.http.get_metadata(url.clone())).await?)
             }

@@ -29,9 +29,9 @@ use async_trait::async_trait;
 use reqwest::StatusCode;
 use tracing::{debug, info};
 
-use self::api::{Arm, ApiError, CnameRecord, Http, Precondition, RecordSet, RecordSetProperties, TxtRecord};
-pub use self::auth::{AzureCredential, DEFAULT_AUTHORITY_URL, DEFAULT_IMDS_URL};
+use self::api::{ApiError, Arm, CnameRecord, Http, Precondition, RecordSet, RecordSetProperties, TxtRecord};
 use self::auth::TokenSource;
+pub use self::auth::{AzureCredential, DEFAULT_AUTHORITY_URL, DEFAULT_IMDS_URL};
 use crate::{DnsProvider, ProviderError, Published, Record, RecordType, check_owner, normalize_name};
 
 const KIND: &str = "azure";
@@ -180,7 +180,10 @@ fn add_txt(current: Option<&RecordSet>, values: &[&Record]) -> Write {
             }
             let mut other = serde_json::Map::new();
             other.insert("metadata".into(), metadata.into());
-            Write::Put(RecordSetProperties { ttl: Some(ttl), txt_records: Some(txt), cname_record: None, other }, Precondition::Absent)
+            Write::Put(
+                RecordSetProperties { ttl: Some(ttl), txt_records: Some(txt), cname_record: None, other },
+                Precondition::Absent,
+            )
         }
         Some(set) => {
             let mut props = set.properties.clone().for_write();
@@ -230,7 +233,9 @@ fn map_err(inner: &Inner, err: ApiError, zone: &str, what: &str) -> ProviderErro
             message: format!("{what} in zone {zone}: still rate limited by Azure Resource Manager after retries"),
             retry_after,
         },
-        ApiError::Transient(m) => ProviderError::Transient { provider: KIND, message: format!("{what} in zone {zone}: {m}") },
+        ApiError::Transient(m) => {
+            ProviderError::Transient { provider: KIND, message: format!("{what} in zone {zone}: {m}") }
+        }
         ApiError::Credential { message, retryable: true } => ProviderError::Transient { provider: KIND, message },
         ApiError::Credential { message, retryable: false } => ProviderError::Auth { provider: KIND, message },
         ref e @ ApiError::Api { status, ref code, .. } => {
@@ -247,10 +252,15 @@ fn map_err(inner: &Inner, err: ApiError, zone: &str, what: &str) -> ProviderErro
             } else if status == StatusCode::FORBIDDEN {
                 ProviderError::Auth {
                     provider: KIND,
-                    message: format!("the identity may not do {what} in zone {zone} ({said}): assign it the role {ROLE}"),
+                    message: format!(
+                        "the identity may not do {what} in zone {zone} ({said}): assign it the role {ROLE}"
+                    ),
                 }
             } else if status == StatusCode::NOT_FOUND
-                && matches!(code.as_str(), "ResourceNotFound" | "ResourceGroupNotFound" | "ParentResourceNotFound" | "SubscriptionNotFound")
+                && matches!(
+                    code.as_str(),
+                    "ResourceNotFound" | "ResourceGroupNotFound" | "ParentResourceNotFound" | "SubscriptionNotFound"
+                )
             {
                 ProviderError::ZoneNotFound {
                     provider: KIND,
@@ -264,9 +274,7 @@ fn map_err(inner: &Inner, err: ApiError, zone: &str, what: &str) -> ProviderErro
             } else if status == StatusCode::CONFLICT {
                 ProviderError::Conflict {
                     provider: KIND,
-                    message: format!(
-                        "{what} in zone {zone}: {said}; a CNAME cannot share its name with other records"
-                    ),
+                    message: format!("{what} in zone {zone}: {said}; a CNAME cannot share its name with other records"),
                 }
             } else {
                 ProviderError::Rejected {
@@ -290,9 +298,13 @@ impl AzureProvider {
         if zones.is_empty() {
             return Err(err_config("no zones configured: list the Azure DNS zones of the resource group in `zones`"));
         }
-        for (key, value) in [("subscription_id", &settings.subscription_id), ("resource_group", &settings.resource_group)] {
+        for (key, value) in
+            [("subscription_id", &settings.subscription_id), ("resource_group", &settings.resource_group)]
+        {
             if value.trim().is_empty() || value.contains('/') {
-                return Err(err_config(format!("`{key}` {value:?} is empty or contains '/': give the bare id or name")));
+                return Err(err_config(format!(
+                    "`{key}` {value:?} is empty or contains '/': give the bare id or name"
+                )));
             }
         }
         match &settings.credential {
@@ -302,7 +314,9 @@ impl AzureProvider {
                     return Err(err_config("the client secret credential needs `tenant_id` and `client_id`"));
                 }
                 if client_secret.expose_secret().trim().is_empty() {
-                    return Err(err_config("the client secret is empty: put it in the file named by client_secret_file"));
+                    return Err(err_config(
+                        "the client secret is empty: put it in the file named by client_secret_file",
+                    ));
                 }
             }
             AzureCredential::WorkloadIdentity { tenant_id, client_id, token_file } => {
@@ -361,7 +375,14 @@ impl Inner {
 
     /// Applies `write` to the record set `rel` of `rtype`; `Ok(false)` when another writer
     /// changed it first (412) and the caller must read again.
-    async fn apply(&self, zone: &str, rtype: RecordType, rel: &str, write: Write, what: &str) -> Result<bool, ProviderError> {
+    async fn apply(
+        &self,
+        zone: &str,
+        rtype: RecordType,
+        rel: &str,
+        write: Write,
+        what: &str,
+    ) -> Result<bool, ProviderError> {
         let t = rtype.as_str();
         let result = match write {
             Write::Nothing => return Ok(true),
@@ -391,8 +412,11 @@ impl Inner {
         let lock = self.lock_for(&format!("{zone}|{name}|{rtype}"));
         let _guard = lock.lock().await;
         for _ in 0..MAX_RACE_ATTEMPTS {
-            let current =
-                self.arm.get(zone, rtype.as_str(), &rel).await.map_err(|e| map_err(self, e, zone, "reading a record set"))?;
+            let current = self
+                .arm
+                .get(zone, rtype.as_str(), &rel)
+                .await
+                .map_err(|e| map_err(self, e, zone, "reading a record set"))?;
             let write = decide(current.as_ref())?;
             if self.apply(zone, rtype, &rel, write, what).await? {
                 return Ok(());
@@ -435,7 +459,8 @@ impl Inner {
         let (zone, name) = self.owner(zone, &record.name)?;
         match record.rtype {
             RecordType::Txt => {
-                self.merge(&zone, &name, RecordType::Txt, "adding a TXT value", |cur| Ok(add_txt(cur, &[record]))).await?
+                self.merge(&zone, &name, RecordType::Txt, "adding a TXT value", |cur| Ok(add_txt(cur, &[record])))
+                    .await?
             }
             RecordType::Cname => {
                 self.merge(&zone, &name, RecordType::Cname, "creating a CNAME", |cur| {
@@ -671,7 +696,10 @@ mod tests {
     fn removing_the_last_value_deletes_the_set() {
         let r = Record::txt("_dnsauth.example.com", "ours");
         assert!(matches!(remove_txt(Some(&set("e2", &["ours"])), &[&r]), Write::Delete(e) if e == "e2"));
-        assert!(matches!(remove_txt(Some(&set("e2", &["ours", "theirs"])), &[&r]), Write::Put(_, Precondition::Matches(_))));
+        assert!(matches!(
+            remove_txt(Some(&set("e2", &["ours", "theirs"])), &[&r]),
+            Write::Put(_, Precondition::Matches(_))
+        ));
         assert!(matches!(remove_txt(Some(&set("e2", &["theirs"])), &[&r]), Write::Nothing));
         assert!(matches!(remove_txt(None, &[&r]), Write::Nothing));
     }
