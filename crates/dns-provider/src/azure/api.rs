@@ -28,8 +28,6 @@ const MAX_ATTEMPTS: u32 = 5;
 const BASE_DELAY: Duration = Duration::from_millis(250);
 /// Longest single wait; a longer `Retry-After` is returned to the caller instead of slept.
 const MAX_DELAY: Duration = Duration::from_secs(60);
-/// Record sets per list page (`$top`; the service's default is 100).
-const LIST_PAGE: u32 = 1000;
 
 /// What went wrong at the HTTP/API level; the adapter adds the DCV context.
 #[derive(Debug)]
@@ -41,7 +39,7 @@ pub(crate) enum ApiError {
     /// Network error, timeout or 5xx after the retries; or an unreadable answer.
     Transient(String),
     /// No token could be had (the identity provider refused, or the credential is unusable).
-    Credential { message: String, retryable: bool },
+    Credential { message: String },
 }
 
 impl ApiError {
@@ -74,6 +72,8 @@ impl ApiError {
 #[derive(Clone)]
 pub(crate) struct Http {
     client: reqwest::Client,
+    /// Without any proxy: for IMDS, a link-local endpoint that proxies cannot reach.
+    direct: reqwest::Client,
 }
 
 fn backoff(attempt: u32) -> Duration {
@@ -89,17 +89,19 @@ fn retry_after(headers: &HeaderMap) -> Option<Duration> {
 impl Http {
     /// `loopback`: every endpoint is a local test server, reached without any configured proxy.
     pub(crate) fn new(loopback: bool) -> Result<Self, String> {
-        let mut builder = reqwest::Client::builder();
-        if loopback {
-            builder = builder.no_proxy();
-        }
-        let client = builder
-            .user_agent(concat!("dcvd/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Self { client })
+        let build = |proxy: bool| {
+            let mut builder = reqwest::Client::builder();
+            if !proxy {
+                builder = builder.no_proxy();
+            }
+            builder
+                .user_agent(concat!("dcvd/", env!("CARGO_PKG_VERSION")))
+                .connect_timeout(Duration::from_secs(10))
+                .timeout(Duration::from_secs(30))
+                .build()
+                .map_err(|e| format!("cannot build the HTTP client: {e}"))
+        };
+        Ok(Self { client: build(!loopback)?, direct: build(false)? })
     }
 
     pub(crate) fn post_form(&self, url: &str, body: String) -> RequestBuilder {
@@ -108,8 +110,7 @@ impl Http {
 
     /// A GET to IMDS, which refuses requests without `Metadata: true` (an SSRF guard).
     pub(crate) fn get_metadata(&self, url: reqwest::Url) -> RequestBuilder {
-        // IMDS must never go through a proxy.
-        self.client.get(url).header("Metadata", "true")
+        self.direct.get(url).header("Metadata", "true")
     }
 
     /// Sends `build()`, retrying 429/5xx/network failures; returns any other answer as is.
@@ -351,9 +352,10 @@ impl Arm {
         }
     }
 
-    /// Every record set of `rtype` in `zone`, across pages (one call per 1,000 record sets).
+    /// Every record set of `rtype` in `zone`, across pages (one call per 100 record sets).
     pub(crate) async fn list(&self, zone: &str, rtype: &str) -> Result<Vec<RecordSet>, ApiError> {
-        let mut url = format!("{}/{rtype}?api-version={API_VERSION}&$top={LIST_PAGE}", self.zone_url(zone));
+        // No `$top`: the documentation gives no maximum, only the default page of 100.
+        let mut url = format!("{}/{rtype}?api-version={API_VERSION}", self.zone_url(zone));
         let mut out = Vec::new();
         loop {
             let (_, _, bytes) = self.call("listing record sets", |t| self.http.client.get(&url).bearer_auth(t)).await?;

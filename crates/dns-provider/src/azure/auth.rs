@@ -209,7 +209,6 @@ impl TokenSource {
                          (or AZURE_FEDERATED_TOKEN_FILE) and the pod's azure.workload.identity/use label",
                         token_file.display()
                     ),
-                    retryable: false,
                 })?;
                 let url = format!("{}/{tenant_id}/oauth2/v2.0/token", self.authority_url);
                 let body = form_body(&[
@@ -228,11 +227,9 @@ impl TokenSource {
                 if let Some(id) = client_id {
                     query.push(("client_id", id.as_str()));
                 }
-                let url =
-                    reqwest::Url::parse_with_params(&self.imds_url, &query).map_err(|e| ApiError::Credential {
-                        message: format!("imds_url {:?} is not a URL: {e}", self.imds_url),
-                        retryable: false,
-                    })?;
+                let url = reqwest::Url::parse_with_params(&self.imds_url, &query).map_err(|e| {
+                    ApiError::Credential { message: format!("imds_url {:?} is not a URL: {e}", self.imds_url) }
+                })?;
                 let what = "managed identity token request (IMDS)";
                 (what, self.http.send(what, || self.http.get_metadata(url.clone())).await?)
             }
@@ -282,7 +279,7 @@ impl TokenSource {
                 None => "check that a system-assigned managed identity is enabled on this machine".to_string(),
             },
         };
-        ApiError::Credential { message: format!("{what} refused ({said}): {hint}"), retryable: false }
+        ApiError::Credential { message: format!("{what} refused ({said}): {hint}") }
     }
 }
 

@@ -236,8 +236,7 @@ fn map_err(inner: &Inner, err: ApiError, zone: &str, what: &str) -> ProviderErro
         ApiError::Transient(m) => {
             ProviderError::Transient { provider: KIND, message: format!("{what} in zone {zone}: {m}") }
         }
-        ApiError::Credential { message, retryable: true } => ProviderError::Transient { provider: KIND, message },
-        ApiError::Credential { message, retryable: false } => ProviderError::Auth { provider: KIND, message },
+        ApiError::Credential { message } => ProviderError::Auth { provider: KIND, message },
         ref e @ ApiError::Api { status, ref code, .. } => {
             let said = e.describe();
             if status == StatusCode::UNAUTHORIZED {
@@ -331,11 +330,9 @@ impl AzureProvider {
         }
         let management_loopback = check_url("management_url", &settings.management_url, false)?;
         let authority_loopback = check_url("authority_url", &settings.authority_url, false)?;
-        let imds_loopback = check_url("imds_url", &settings.imds_url, true)?;
-        // No proxy when every endpoint is local (tests); IMDS is link-local and reqwest's proxy
-        // settings exclude neither, so managed identity also goes direct.
-        let direct = (management_loopback && authority_loopback && imds_loopback)
-            || matches!(settings.credential, AzureCredential::ManagedIdentity { .. }) && management_loopback;
+        check_url("imds_url", &settings.imds_url, true)?;
+        // No proxy when the endpoints are local test servers; IMDS never goes through one.
+        let direct = management_loopback && authority_loopback;
         let http = Http::new(direct).map_err(err_config)?;
         let tokens = Arc::new(TokenSource::new(
             http.clone(),
