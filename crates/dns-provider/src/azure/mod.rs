@@ -16,7 +16,9 @@
 //! single-record path.
 //!
 //! Credentials: see [`auth`]; the identity needs the built-in role "DNS Zone Contributor" on each
-//! zone (or on its resource group). Errors start with `azure:`.
+//! zone (or on its resource group). Errors start with `azure:`. The adapter must never write a
+//! record set without a precondition (an unconditional PUT could drop another writer's value),
+//! nor delete one that still holds values other than ours.
 
 mod api;
 pub mod auth;
