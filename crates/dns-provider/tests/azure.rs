@@ -270,6 +270,22 @@ async fn tokens_are_cached_and_replaced_when_refused() {
     h.fake.revoke_tokens();
     h.provider.publish(ZONE, &Record::txt(unique("revoked"), "v")).await.expect("publish after revocation");
     assert_eq!(h.fake.token_requests().len(), 2, "a refused token is replaced once");
+    assert_eq!(h.fake.unauthorized_count(), 1);
+}
+
+/// A token is replaced before it expires: with a 2 s lifetime it is refreshed after 1 s, so an
+/// operation 2 s later fetches a new one instead of sending an expired one (which the fake
+/// refuses with `ExpiredAuthenticationToken`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tokens_are_refreshed_before_they_expire() {
+    let h = setup_with(AzureFake::builder().zone(ZONE).token_lifetime(Duration::from_secs(2)).start().await).await;
+    h.provider.publish(ZONE, &Record::txt(unique("early"), "v")).await.expect("first publish");
+    let first = h.fake.token_requests().len();
+    assert!(first >= 1);
+    tokio::time::sleep(Duration::from_millis(2100)).await;
+    h.provider.publish(ZONE, &Record::txt(unique("late"), "v")).await.expect("publish after the first token expired");
+    assert!(h.fake.token_requests().len() > first, "a new token was fetched");
+    assert_eq!(h.fake.unauthorized_count(), 0, "no expired token was ever sent");
 }
 
 async fn futures_join(provider: &SharedProvider, recs: &[Record]) -> Vec<Result<(), ProviderError>> {

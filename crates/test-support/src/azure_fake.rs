@@ -131,6 +131,7 @@ struct FakeState {
     requests: Vec<(Method, String)>,
     token_requests: Vec<TokenGrant>,
     precondition_failures: usize,
+    unauthorized: usize,
     max_page: usize,
 }
 
@@ -318,6 +319,11 @@ impl AzureFake {
     /// How many writes were refused with 412.
     pub fn precondition_failures(&self) -> usize {
         self.lock().precondition_failures
+    }
+
+    /// How many ARM requests were refused with 401 (no, unknown or expired token).
+    pub fn unauthorized_count(&self) -> usize {
+        self.lock().unauthorized
     }
 
     /// Every ARM request so far (method, path with query), faults included.
@@ -618,6 +624,9 @@ async fn arm_gate(State(state): State<Shared>, req: Request, next: Next) -> Resp
             );
         }
         None => {}
+    }
+    if !matches!(issued, Some(Some(expiry)) if Instant::now() < expiry) {
+        state.lock().expect("fake state lock").unauthorized += 1;
     }
     match issued {
         None => {
