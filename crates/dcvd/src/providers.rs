@@ -82,6 +82,25 @@ pub async fn build(name: &str, provider: &Provider) -> anyhow::Result<SharedProv
             settings.zone_ids = zone_ids.clone();
             Arc::new(dns_provider::cloudflare::CloudflareProvider::new(settings)?)
         }
+        Provider::Azure(azure) => {
+            use dns_provider::azure::{AzureProvider, AzureSettings};
+            let mut settings = AzureSettings::new(
+                azure.zones.clone(),
+                &azure.subscription_id,
+                &azure.resource_group,
+                azure.credential.clone(),
+            );
+            for (value, field) in [
+                (&azure.management_url, &mut settings.management_url),
+                (&azure.authority_url, &mut settings.authority_url),
+                (&azure.imds_url, &mut settings.imds_url),
+            ] {
+                if let Some(url) = value {
+                    field.clone_from(url);
+                }
+            }
+            Arc::new(AzureProvider::new(settings)?)
+        }
         Provider::Route53 { zones, hosted_zone_id, region, endpoint_url } => {
             let settings = dns_provider::route53::Route53Settings {
                 zones: zones.clone(),

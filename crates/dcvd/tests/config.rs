@@ -7,8 +7,8 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dcvd::config::{
-    CnameName, Config, ConfigError, Environment, LogFormat, Method, OnExpiry, PropagationMode, Provider, RateLimit,
-    Resolver, TsigAlgorithm, TxtName, UnitKey,
+    AzureConfig, CnameName, Config, ConfigError, Environment, LogFormat, Method, OnExpiry, PropagationMode, Provider,
+    RateLimit, Resolver, TsigAlgorithm, TxtName, UnitKey,
 };
 use secrecy::ExposeSecret;
 use tempfile::TempDir;
@@ -253,14 +253,14 @@ const CASES: &[Case] = &[
                zones = [\"example.com\"]\n",
         at: (4, 8),
         message: "unknown provider type \"powerdns\" for provider `x`: expected `route53`, \
-                  `cloudflare`, `rfc2136`, `exec` or `memory`",
+                  `cloudflare`, `azure`, `rfc2136`, `exec` or `memory`",
     },
     Case {
         name: "provider without type",
         toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.x]\nzones = [\"example.com\"]\n",
         at: (3, 1),
         message: "provider `x` has no `type`: set it to one of `route53`, `cloudflare`, \
-                  `rfc2136`, `exec` or `memory`",
+                  `azure`, `rfc2136`, `exec` or `memory`",
     },
     Case {
         name: "key of another provider type lists this type's keys",
@@ -1127,4 +1127,177 @@ fn domains_ignore_the_validation_scope() {
     assert_eq!(cfg.units[0].scope, dcvd::config::ValidationScope::Exact);
     let err = parse(&format!("{text}validation_scope = \"base\"\n"), &env).expect_err("not a domain key");
     assert!(err.to_string().contains("unknown field `validation_scope`"), "{err}");
+}
+
+const AZ_SUB: &str = "0b1f6471-1bf0-4dda-aec3-cb9272f09590";
+
+fn azure_toml(auth_keys: &str) -> String {
+    format!(
+        "[certcentral]\napi_key_env = \"KEY\"\n[providers.az]\ntype = \"azure\"\nzones = [\"example.com\"]\n\
+         subscription_id = \"{AZ_SUB}\"\nresource_group = \"dns-rg\"\n{auth_keys}"
+    )
+}
+
+fn azure_config(config: &Config) -> &AzureConfig {
+    match &config.providers["az"] {
+        Provider::Azure(azure) => azure,
+        other => panic!("not azure: {other:?}"),
+    }
+}
+
+/// Each Azure credential parses from exactly its keys; workload identity falls back to the
+/// variables the Azure Workload Identity webhook injects; endpoints can be overridden.
+#[test]
+fn azure_provider_with_each_credential() {
+    use dns_provider::azure::AzureCredential;
+    let (dir, env) = fixture();
+    write_secret(dir.path(), "az-secret", "az-client-secret-value\n", 0o600);
+    let config = parse(
+        &azure_toml(
+            "auth = \"client_secret\"\ntenant_id = \"contoso.onmicrosoft.com\"\nclient_id = \"app-1\"\n\
+             client_secret_file = \"az-secret\"\nmanagement_url = \"http://127.0.0.1:9/arm\"\n",
+        ),
+        &env,
+    )
+    .expect("client secret");
+    let az = azure_config(&config);
+    assert_eq!(config.providers["az"].kind(), "azure");
+    assert_eq!(config.providers["az"].zones(), ["example.com".to_string()]);
+    assert_eq!((az.subscription_id.as_str(), az.resource_group.as_str()), (AZ_SUB, "dns-rg"));
+    assert_eq!(az.management_url.as_deref(), Some("http://127.0.0.1:9/arm"));
+    let AzureCredential::ClientSecret { tenant_id, client_id, client_secret } = &az.credential else {
+        panic!("{:?}", az.credential)
+    };
+    assert_eq!((tenant_id.as_str(), client_id.as_str()), ("contoso.onmicrosoft.com", "app-1"));
+    assert_eq!(client_secret.expose_secret(), "az-client-secret-value");
+    let debug = format!("{config:?}");
+    assert!(!debug.contains("az-client-secret-value"), "{debug}");
+    // Debug is deterministic (the daemon compares providers by it on reload)
+    let again = parse(
+        &azure_toml(
+            "auth = \"client_secret\"\ntenant_id = \"contoso.onmicrosoft.com\"\nclient_id = \"app-1\"\n\
+             client_secret_file = \"az-secret\"\nmanagement_url = \"http://127.0.0.1:9/arm\"\n",
+        ),
+        &env,
+    )
+    .expect("again");
+    assert_eq!(format!("{:?}", config.providers["az"]), format!("{:?}", again.providers["az"]));
+
+    let config = parse(&azure_toml("auth = \"managed_identity\"\n"), &env).expect("system-assigned");
+    assert!(matches!(azure_config(&config).credential, AzureCredential::ManagedIdentity { client_id: None }));
+    let config =
+        parse(&azure_toml("auth = \"managed_identity\"\nclient_id = \"uai-1\"\n"), &env).expect("user-assigned");
+    assert!(
+        matches!(&azure_config(&config).credential, AzureCredential::ManagedIdentity { client_id: Some(c) } if c == "uai-1")
+    );
+
+    let wi_env = env
+        .clone()
+        .with_var("AZURE_TENANT_ID", "tenant-from-env")
+        .with_var("AZURE_CLIENT_ID", "client-from-env")
+        .with_var("AZURE_FEDERATED_TOKEN_FILE", "/var/run/secrets/azure/tokens/azure-identity-token");
+    let config = parse(&azure_toml("auth = \"workload_identity\"\n"), &wi_env).expect("workload identity from env");
+    let AzureCredential::WorkloadIdentity { tenant_id, client_id, token_file } = &azure_config(&config).credential
+    else {
+        panic!("not workload identity")
+    };
+    assert_eq!((tenant_id.as_str(), client_id.as_str()), ("tenant-from-env", "client-from-env"));
+    assert_eq!(token_file, Path::new("/var/run/secrets/azure/tokens/azure-identity-token"));
+    let config = parse(
+        &azure_toml("auth = \"workload_identity\"\nclient_id = \"explicit\"\nfederated_token_file = \"/run/token\"\n"),
+        &wi_env,
+    )
+    .expect("explicit keys win");
+    let AzureCredential::WorkloadIdentity { client_id, token_file, .. } = &azure_config(&config).credential else {
+        panic!("not workload identity")
+    };
+    assert_eq!((client_id.as_str(), token_file.as_path()), ("explicit", Path::new("/run/token")));
+}
+
+/// Azure settings errors name the key, its position and the fix; none shows the secret.
+#[test]
+fn azure_settings_errors() {
+    let (dir, env) = fixture();
+    write_secret(dir.path(), "az-secret", "az-client-secret-value\n", 0o600);
+    let cases: &[(&str, String, (usize, usize), &str)] = &[
+        (
+            "subscription id is not a GUID",
+            azure_toml("auth = \"managed_identity\"\n").replace(AZ_SUB, "my-subscription"),
+            (6, 19),
+            "`subscription_id` \"my-subscription\" is not a subscription id: give the GUID shown by \
+             `az account show --query id` (such as \"00000000-0000-0000-0000-000000000000\")",
+        ),
+        (
+            "unknown auth",
+            azure_toml("auth = \"password\"\n"),
+            (8, 8),
+            "unknown variant `password`, expected one of `client_secret`, `managed_identity`, `workload_identity`",
+        ),
+        ("missing auth", azure_toml(""), (3, 1), "missing field `auth`"),
+        (
+            "key the credential does not use",
+            azure_toml("auth = \"managed_identity\"\nclient_secret_env = \"KEY\"\n"),
+            (9, 21),
+            "`client_secret_env` is not used with auth = \"managed_identity\": remove it, or choose the `auth` that uses it",
+        ),
+        (
+            "client secret without tenant",
+            azure_toml("auth = \"client_secret\"\nclient_id = \"app\"\nclient_secret_file = \"az-secret\"\n"),
+            (3, 1),
+            "provider `az` (auth = \"client_secret\") needs `tenant_id`: the app registration's Directory (tenant) ID",
+        ),
+        (
+            "client secret without secret",
+            azure_toml("auth = \"client_secret\"\ntenant_id = \"t\"\nclient_id = \"app\"\n"),
+            (3, 1),
+            "provider `az` needs a secret: set `client_secret_file` (a file; relative paths are read from \
+             $CREDENTIALS_DIRECTORY) or `client_secret_env` (an environment variable)",
+        ),
+        (
+            "workload identity without token file",
+            azure_toml("auth = \"workload_identity\"\ntenant_id = \"t\"\nclient_id = \"app\"\n"),
+            (3, 1),
+            "provider `az` (auth = \"workload_identity\") needs `federated_token_file`, or the environment \
+             variable AZURE_FEDERATED_TOKEN_FILE (set by the Azure Workload Identity webhook)",
+        ),
+        (
+            "plain http to a remote management endpoint",
+            azure_toml("auth = \"managed_identity\"\nmanagement_url = \"http://management.azure.com\"\n"),
+            (9, 18),
+            "`management_url` \"http://management.azure.com\" uses plain http to management.azure.com, which would \
+             expose credentials or tokens: use https:// (http:// is allowed only to a loopback test server)",
+        ),
+        (
+            "unknown key lists azure's keys",
+            azure_toml("auth = \"managed_identity\"\napi_token_env = \"KEY\"\n"),
+            (9, 1),
+            "unknown field `api_token_env`, expected one of `type`, `zones`, `subscription_id`, `resource_group`, \
+             `auth`, `tenant_id`, `client_id`, `client_secret_file`, `client_secret_env`, `federated_token_file`, \
+             `management_url`, `authority_url`, `imds_url`",
+        ),
+    ];
+    let mut failures = Vec::new();
+    for (name, toml, at, message) in cases {
+        match parse(toml, &env) {
+            Ok(_) => failures.push(format!("{name}: parsed, expected an error")),
+            Err(e) => {
+                let got = (e.line.unwrap_or(0), e.col.unwrap_or(0));
+                if e.message != *message || got != *at {
+                    failures.push(format!("{name}:\n   got: {e}\n  want: {}:{}: {message}", at.0, at.1));
+                }
+                assert!(!e.to_string().contains("az-client-secret-value"), "{name}: {e}");
+            }
+        }
+    }
+    // IMDS's link-local address is the one plain-http host allowed besides loopback
+    assert!(
+        parse(
+            &azure_toml(
+                "auth = \"managed_identity\"\nimds_url = \"http://169.254.169.254/metadata/identity/oauth2/token\"\n"
+            ),
+            &env
+        )
+        .is_ok()
+    );
+    assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
 }

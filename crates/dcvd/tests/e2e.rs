@@ -1,5 +1,5 @@
 //! End to end: the real `dcvd` binary and the real `certcentral-sim` binary, one test per DNS
-//! provider, against real servers: moto (Route53) and the Cloudflare fake behind DNS front-ends,
+//! provider, against real servers: moto (Route53), the Cloudflare and Azure fakes behind DNS front-ends,
 //! BIND for RFC 2136, and an exec hook calling `nsupdate` against BIND.
 //!
 //! Each test asserts what an operator cares about: the unit ends valid at the simulator, with the
@@ -16,6 +16,7 @@ use certcentral_sim::{DcvMethod, NewDomain, NewOrder};
 use e2e_common::{
     Dcvd, Scope, SimOpts, SimProc, dcv_records, eventually, order_toml, rfc2136_provider, states, watch_zone_until_exit,
 };
+use test_support::azure_fake::{AzureFake, TokenGrant};
 use test_support::bind::{Bind, ZoneSpec};
 use test_support::cloudflare_fake::CloudflareFake;
 use test_support::frontend::Frontend;
@@ -183,6 +184,86 @@ async fn cloudflare_dv_cname_order() {
     assert!(left.is_empty(), "records left in Cloudflare: {left:?}");
     assert_all_cleaned_up(&dcvd, &[2001]);
     dcvd.assert_no_secrets(&[("Cloudflare token", &fake.token)]);
+}
+
+fn azure_provider(name: &str, dcvd: &Dcvd, fake: &AzureFake, zones: &[&str]) -> String {
+    let secret = dcvd.secret_file(&format!("{name}-client-secret"), &fake.client_secret);
+    format!(
+        "[providers.{name}]\ntype = \"azure\"\nzones = {zones:?}\nsubscription_id = \"{}\"\n\
+         resource_group = \"{}\"\nauth = \"client_secret\"\ntenant_id = \"{}\"\nclient_id = \"{}\"\n\
+         client_secret_file = \"{}\"\nmanagement_url = \"{}\"\nauthority_url = \"{}\"\n",
+        fake.subscription_id,
+        fake.resource_group,
+        fake.tenant_id,
+        fake.client_id,
+        secret.display(),
+        fake.management_url,
+        fake.authority_url,
+    )
+}
+
+/// Azure DNS (the fake, client-secret credential) with a DV TXT order over two zones of one
+/// provider; the names are registrable domains, so the owners are the same under either
+/// validation scope: `*.example.com` goes under `example.com`, one record per zone, each
+/// merged into its record set with an etag and removed afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_dv_txt_order() {
+    const NAMES: [&str; 3] = ["example.com", "*.example.com", "example.net"];
+    let fake = Arc::new(AzureFake::builder().zone("example.com").zone("example.net").start().await);
+    let mut fe = Frontend::builder();
+    for zone in ["example.com", "example.net"] {
+        let f = fake.clone();
+        fe = fe.custom(zone, move || f.entries(zone));
+    }
+    let fe = fe.lag(LAG).start().await;
+    let sim = SimProc::start(SimOpts {
+        dns: fe.addrs(),
+        orders: vec![NewOrder::new(4001, &NAMES)],
+        seed: 14,
+        ..SimOpts::default()
+    });
+    let dcvd = Dcvd::new(&sim);
+    let rest = format!(
+        "{}\n{}",
+        azure_provider("az", &dcvd, &fake, &["example.com", "example.net"]),
+        order_toml(4001, "dns-txt-token", &NAMES)
+    );
+    dcvd.write_config(&dcvd.config(&sim, fe.port(), &rest));
+    let status = dcvd.once(ONCE_LIMIT).await;
+    let log = dcvd.assert_success(status, "dcvd once");
+
+    let order = sim.order(4001).await;
+    assert_eq!(order.dcv_status, "valid", "{log}");
+    let stats = sim.stats().await;
+    assert_eq!(sim.order_calls(4001).await, 2, "token + one check: {:?}", stats.order_calls);
+    assert_eq!(stats.premature_checks, 0, "a check before every name server served the record");
+    for name in ["_dnsauth.example.com", "_dnsauth.example.net"] {
+        assert_eq!(
+            fe.store().additions(name, &order.dcv_random_value),
+            1,
+            "{name} must have held the random value once"
+        );
+    }
+    for name in ["_dnsauth.*.example.com", "_dnsauth.example.com.example.com", "example.com"] {
+        assert_eq!(fe.store().additions(name, &order.dcv_random_value), 0, "{name}: no record belongs there");
+    }
+    fe.wait_synced().await;
+    assert!(fe.added_more_than_once().is_empty(), "published twice: {:?}", fe.added_more_than_once());
+    assert!(fe.store().is_empty(), "records left: {:?}", fe.store().snapshot());
+    for zone in ["example.com", "example.net"] {
+        assert!(
+            fake.record_sets(zone).is_empty(),
+            "record sets left in Azure zone {zone}: {:?}",
+            fake.record_sets(zone)
+        );
+    }
+    assert_eq!(fake.precondition_failures(), 0, "dcvd raced itself");
+    assert_eq!(fake.token_requests(), vec![TokenGrant::ClientSecret], "one token for the whole run");
+    assert_all_cleaned_up(&dcvd, &[4001]);
+    let tokens = fake.issued_tokens();
+    let mut secrets = vec![("Azure client secret", fake.client_secret.as_str())];
+    secrets.extend(tokens.iter().map(|t| ("Azure access token", t.as_str())));
+    dcvd.assert_no_secrets(&secrets);
 }
 
 /// RFC 2136 against BIND with a lagging secondary: dcvd publishes on the primary (one record at

@@ -10,11 +10,14 @@
 //! - [`ports`]: free-port helpers.
 //! - [`moto`]: moto (Route53) behind a proxy that enforces Route53's change-batch rules, counts
 //!   change requests and injects throttling.
+//! - [`azure_fake`]: a stateful fake of Azure DNS's record-set API (ETags, 412 on stale
+//!   `If-Match`), Entra ID's token endpoint and IMDS.
 //! - [`cloudflare_fake`]: a stateful fake of Cloudflare's v4 DNS API (zones, records, pagination,
 //!   token scopes, 429 with `Retry-After`).
 //! - [`frontend`]: DNS front-ends serving what moto's Route53 or the Cloudflare fake holds, over
 //!   real DNS on two name servers (one optionally lagging).
 
+pub mod azure_fake;
 pub mod bind;
 pub mod cloudflare_fake;
 pub mod frontend;

@@ -17,9 +17,11 @@
 //!   from) and secret resolution.
 //! - `raw`: the serde schema as written; values checkable on their own are parsed there.
 //! - `provider`: `[providers.NAME]` sections, dispatched on `type`.
+//! - `azure`: the `azure` provider's schema and validation.
 //! - `load`: cross-field validation, order files, units.
 //! - `names`: domain/zone normalization and zone matching.
 
+mod azure;
 mod env;
 mod error;
 mod load;
@@ -37,6 +39,7 @@ pub use certcentral::ValidationScope;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+pub use azure::AzureConfig;
 pub use env::Environment;
 pub use error::{ConfigError, Location};
 
@@ -323,6 +326,8 @@ pub enum Provider {
         /// Zone ids by zone name, to skip the lookup.
         zone_ids: BTreeMap<String, String>,
     },
+    /// `type = "azure"`: Azure DNS through Azure Resource Manager.
+    Azure(AzureConfig),
     /// `type = "rfc2136"`: dynamic updates signed with TSIG.
     Rfc2136 {
         /// Zones served.
@@ -365,6 +370,7 @@ impl Provider {
         match self {
             Self::Route53 { .. } => "route53",
             Self::Cloudflare { .. } => "cloudflare",
+            Self::Azure(_) => "azure",
             Self::Rfc2136 { .. } => "rfc2136",
             Self::Exec { .. } => "exec",
             Self::Memory { .. } => "memory",
@@ -379,6 +385,7 @@ impl Provider {
             | Self::Rfc2136 { zones, .. }
             | Self::Exec { zones, .. }
             | Self::Memory { zones, .. } => zones,
+            Self::Azure(azure) => &azure.zones,
         }
     }
 }

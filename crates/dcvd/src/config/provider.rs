@@ -16,7 +16,7 @@ use super::names;
 use super::raw::{P, RawCloudflare, RawExec, RawMemory, RawRfc2136, RawRoute53, Zone};
 use super::{Provider, TsigAlgorithm};
 
-const TYPES: &str = "`route53`, `cloudflare`, `rfc2136`, `exec` or `memory`";
+const TYPES: &str = "`route53`, `cloudflare`, `azure`, `rfc2136`, `exec` or `memory`";
 
 /// Default timeout of an RFC 2136 update exchange.
 const RFC2136_TIMEOUT: Duration = Duration::from_secs(10);
@@ -155,6 +155,13 @@ fn parse_one(
                 zone_ids,
             };
             Ok((provider, zones))
+        }
+        "azure" => {
+            let raw: super::azure::RawAzure = de(src, table)?;
+            let zone_spans = zones(src, name, &raw.zones)?;
+            let zone_names = zone_spans.iter().map(|(z, _)| z.clone()).collect();
+            let azure = super::azure::parse(src, ctx, name, &span, raw, zone_names, warnings)?;
+            Ok((Provider::Azure(azure), zone_spans))
         }
         "rfc2136" => {
             let raw: RawRfc2136 = de(src, table)?;

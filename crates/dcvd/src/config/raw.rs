@@ -233,7 +233,7 @@ impl FromConfigStr for BaseUrl {
 }
 
 /// The host of `authority/path...` (after the scheme), without userinfo, port or brackets.
-fn url_host(rest: &str) -> Option<&str> {
+pub(super) fn url_host(rest: &str) -> Option<&str> {
     let authority = rest.split(['/', '?', '#']).next()?;
     let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
     let host =
@@ -241,7 +241,7 @@ fn url_host(rest: &str) -> Option<&str> {
     (!host.is_empty()).then_some(host)
 }
 
-fn is_loopback(host: &str) -> bool {
+pub(super) fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 

@@ -97,6 +97,12 @@ fn same_provider(a: &config::Provider, b: &config::Provider) -> bool {
     let secret = |p: &config::Provider| match p {
         config::Provider::Cloudflare { api_token, .. } => api_token.expose_secret().to_string(),
         config::Provider::Rfc2136 { tsig_secret, .. } => tsig_secret.expose_secret().to_string(),
+        config::Provider::Azure(azure) => match &azure.credential {
+            dns_provider::azure::AzureCredential::ClientSecret { client_secret, .. } => {
+                client_secret.expose_secret().to_string()
+            }
+            _ => String::new(),
+        },
         _ => String::new(),
     };
     format!("{a:?}") == format!("{b:?}") && secret(a) == secret(b)
