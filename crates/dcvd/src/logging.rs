@@ -26,7 +26,7 @@ pub fn init(format: LogFormat) {
     let base = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(false).with_ansi(ansi);
     if json {
         let _ = tracing_subscriber::registry()
-            .with(base.json().flatten_event(true).with_current_span(false).with_filter(filter()))
+            .with(base.json().flatten_event(true).with_current_span(true).with_span_list(false).with_filter(filter()))
             .try_init();
     } else {
         let _ = tracing_subscriber::registry().with(base.compact().with_filter(filter())).try_init();

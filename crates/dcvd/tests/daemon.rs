@@ -39,7 +39,11 @@ async fn once_validates_a_dv_order_with_three_names() {
             "no {state} transition in:\n{log}"
         );
     }
-    assert!(log.contains("order_id=101"), "{log}");
+    // one log identity: every line about the unit carries its span's fields
+    assert!(log.contains("unit_kind=\"order\"") && log.contains("unit_id=101"), "{log}");
+    for line in log.lines().filter(|l| l.contains("state changed") || l.contains("record published")) {
+        assert!(line.contains("unit_id=101"), "a line about the unit without its identity: {line}");
+    }
     assert!(!log.contains(&h.api_key), "the API key leaked into the log");
 }
 
@@ -257,7 +261,8 @@ async fn systemd_notifications_and_metrics() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["state"] == "valid")
         .unwrap_or_else(|| panic!("no JSON transition line in:\n{log}"));
-    assert_eq!(transition["order_id"], 601);
+    assert_eq!(transition["span"]["unit_kind"], "order", "{transition}");
+    assert_eq!(transition["span"]["unit_id"], 601, "{transition}");
     assert!(transition["elapsed_ms"].is_u64(), "{transition}");
     assert!(!log.contains(&h.api_key));
 }

@@ -116,7 +116,8 @@ pub fn sync_units(store: &Store, config: &Config, retry_failed: bool) -> anyhow:
             _ => false,
         };
         if restart {
-            info!(unit = %row.unit, state = row.state.as_str(), "starting over a unit that ended in an earlier run");
+            let _unit = unit::unit_span(row.unit).entered();
+            info!(state = row.state.as_str(), "starting over a unit that ended in an earlier run");
             store.transition(row.unit, UnitState::Pending, |r| {
                 r.token = None;
                 r.token_expires_at = None;
@@ -129,7 +130,8 @@ pub fn sync_units(store: &Store, config: &Config, retry_failed: bool) -> anyhow:
     }
     let present = ids;
     for gone in store.mark_missing_from_config(&present)? {
-        info!(unit = %gone, "unit is no longer configured; it will be cleaned up");
+        let _unit = unit::unit_span(gone).entered();
+        info!("unit is no longer configured; it will be cleaned up");
     }
     Ok(())
 }

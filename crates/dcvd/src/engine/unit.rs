@@ -13,7 +13,7 @@ use certcentral::types::{DcvMethod, SubmitValidationRequest, ValidationType, is_
 use dns_provider::{ProviderError, Record, RecordType};
 use propagation::Expected;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{Instrument as _, error, info, warn};
 
 use super::env::Env;
 use crate::config::{Method, OnExpiry, Unit};
@@ -63,15 +63,24 @@ impl From<crate::store::StoreError> for StepError {
     }
 }
 
-/// Drives one unit until it is terminal or `cancel` fires.
+/// The span every line about `unit` is logged in, from any crate: one log identity.
+pub(crate) fn unit_span(unit: UnitId) -> tracing::Span {
+    tracing::info_span!("unit", unit_kind = unit.kind.as_str(), unit_id = unit.id)
+}
+
+/// Drives one unit until it is terminal or `cancel` fires, inside the unit's span.
 pub(super) async fn drive(env: Arc<Env>, unit: UnitId, cancel: CancellationToken) {
+    drive_in_span(env, unit, cancel).instrument(unit_span(unit)).await;
+}
+
+async fn drive_in_span(env: Arc<Env>, unit: UnitId, cancel: CancellationToken) {
     let mut task = UnitTask { env, unit, transient_failures: 0, negative_ttl: None, method_changed: false };
     loop {
         let row = match task.env.store.unit(unit) {
             Ok(Some(row)) => row,
             Ok(None) => return,
             Err(e) => {
-                error!(unit = %unit, error = %e, "cannot read unit state");
+                error!(error = %e, "cannot read unit state");
                 return;
             }
         };
@@ -143,7 +152,7 @@ impl UnitTask {
                     self.env.config.check.max_interval,
                     self.transient_failures,
                 );
-                warn!(unit = %self.unit, state = row.state.as_str(), error = %msg, attempt = self.transient_failures,
+                warn!(state = row.state.as_str(), error = %msg, attempt = self.transient_failures,
                     retry_in_ms = delay.as_millis() as u64, "step failed, will retry");
                 let at = now_millis() + delay.as_millis() as i64;
                 let _ = self.env.store.transition(self.unit, row.state, |r| {
@@ -249,7 +258,7 @@ impl UnitTask {
 
     fn order_terminal(&self, row: &UnitRow, status: &str) -> Result<Flow, StepError> {
         if status == "issued" {
-            info!(unit = %self.unit, status, "order already issued at DigiCert, nothing to validate");
+            info!(status, "order already issued at DigiCert, nothing to validate");
             self.transition(row, UnitState::Valid, |_| {})?;
             Ok(Flow::Continue)
         } else {
@@ -278,7 +287,7 @@ impl UnitTask {
                 let target =
                     self.env.checker.target(&record.name, true).await.map_err(|e| StepError::Retry(e.to_string()))?;
                 if target.is_delegated() {
-                    info!(unit = %self.unit, record = %record.name, target = %target.owner, "following CNAME delegation");
+                    info!(record = %record.name, target = %target.owner, "following CNAME delegation");
                     record.name = target.owner.clone();
                 }
             }
@@ -324,7 +333,7 @@ impl UnitTask {
             let published = result?;
             for (r, pubd) in group.iter().zip(published) {
                 self.env.store.mark_published(r.id, pubd.provider_id.as_deref(), pubd.change_id.as_deref())?;
-                info!(unit = %self.unit, record = %r.name, rtype = %r.rtype, provider = %provider, "record published");
+                info!(record = %r.name, rtype = %r.rtype, provider = %provider, "record published");
             }
         }
         self.transition(row, UnitState::Published, |_| {})?;
@@ -368,18 +377,17 @@ impl UnitTask {
             };
             let name = r.name.clone();
             let cancel = cancel.clone();
-            let unit = self.unit;
-            waits.spawn(async move {
+            waits.spawn(tracing::Instrument::in_current_span(async move {
                 let mut last_lagging = usize::MAX;
                 let mut on_progress = |p: &propagation::Progress| {
                     let lagging = p.lagging();
                     if lagging.len() != last_lagging {
                         last_lagging = lagging.len();
-                        tracing::debug!(unit = %unit, record = %name, lagging = ?lagging, "propagation progress");
+                        tracing::debug!(record = %name, lagging = ?lagging, "propagation progress");
                     }
                 };
                 checker.wait_visible(&name, &expected, deadline, &cancel, &mut on_progress).await
-            });
+            }));
         }
         let mut negative_ttl = Duration::ZERO;
         while let Some(joined) = waits.join_next().await {
@@ -411,7 +419,7 @@ impl UnitTask {
             UnitKind::Order => self.env.client.check_dcv(self.unit.id).await.map(|r| {
                 if let Some(v) = &r.dns_name_validations {
                     for n in v {
-                        info!(unit = %self.unit, domain = %n.dns_name, status = n.status.as_deref().unwrap_or("?"), "digicert name status");
+                        info!(domain = %n.dns_name, status = n.status.as_deref().unwrap_or("?"), "digicert name status");
                     }
                 }
                 let terminal = r.order_status.as_deref().filter(|s| is_terminal_order_status(s) && *s != "issued");
@@ -432,7 +440,7 @@ impl UnitTask {
             Err(e) if e.is_wrong_method() && self.unit.kind == UnitKind::Order && !self.method_changed => {
                 // The order was placed with another DCV method: switch it once, then check again.
                 self.method_changed = true;
-                warn!(unit = %self.unit, code = e.code().unwrap_or(""), method = spec.method.as_str(), "switching the order's DCV method");
+                warn!(code = e.code().unwrap_or(""), method = spec.method.as_str(), "switching the order's DCV method");
                 let _permit = self.permit().await;
                 self.env.client.change_order_dcv_method(self.unit.id, &dcv_method(spec.method)).await?;
                 Ok(Flow::Continue)
@@ -452,7 +460,7 @@ impl UnitTask {
             delay = delay.max(nttl.min(check.max_interval));
         }
         let at = now_millis() + delay.as_millis() as i64;
-        warn!(unit = %self.unit, attempt = attempts, error = %why, retry_in_ms = delay.as_millis() as u64, "digicert has not seen the record yet");
+        warn!(attempt = attempts, error = %why, retry_in_ms = delay.as_millis() as u64, "digicert has not seen the record yet");
         self.transition(row, UnitState::Checking, |r| {
             r.attempts = attempts;
             r.next_action_at = Some(at);
@@ -478,7 +486,7 @@ impl UnitTask {
         self.remove_records().await?;
         let daemon = &self.env.config.daemon;
         if daemon.on_expiry == OnExpiry::Renew && row.renewals < daemon.max_renewals {
-            warn!(unit = %self.unit, renewal = row.renewals + 1, max = daemon.max_renewals, "token expired, fetching a new one");
+            warn!(renewal = row.renewals + 1, max = daemon.max_renewals, "token expired, fetching a new one");
             self.transition(row, UnitState::Pending, |r| {
                 r.renewals += 1;
                 r.token = None;
@@ -488,19 +496,19 @@ impl UnitTask {
             return Ok(Flow::Continue);
         }
         let msg = format!("token expired before DigiCert validated it ({} renewals)", row.renewals);
-        error!(unit = %self.unit, error = %msg, "unit expired");
+        error!(error = %msg, "unit expired");
         self.transition(row, UnitState::Expired, |r| r.last_error = Some(msg.clone()))?;
         Ok(Flow::Done)
     }
 
     async fn fail(&mut self, row: &UnitRow, msg: String) -> Flow {
-        error!(unit = %self.unit, state = row.state.as_str(), error = %msg, "unit failed");
+        error!(state = row.state.as_str(), error = %msg, "unit failed");
         if let Err(e) = self.remove_records().await {
             // The records stay in the store as live; `dcvd cleanup` or the next start removes them.
             let e = match e {
                 StepError::Retry(m) | StepError::Fatal(m) => m,
             };
-            error!(unit = %self.unit, error = %e, "cleanup after failure failed; records remain listed in the state store");
+            error!(error = %e, "cleanup after failure failed; records remain listed in the state store");
         }
         let _ = self.transition(row, UnitState::Failed, |r| r.last_error = Some(msg.clone()));
         Flow::Done
@@ -508,7 +516,7 @@ impl UnitTask {
 
     async fn retire(&mut self, row: &UnitRow) -> Result<Flow, StepError> {
         self.remove_records().await?;
-        info!(unit = %self.unit, "unit left the configuration; its records are removed");
+        info!("unit left the configuration; its records are removed");
         self.transition(row, UnitState::Removed, |_| {})?;
         Ok(Flow::Done)
     }
@@ -517,12 +525,12 @@ impl UnitTask {
     async fn remove_records(&mut self) -> Result<(), StepError> {
         let live: Vec<RecordRow> =
             self.env.store.records(self.unit)?.into_iter().filter(|r| r.status != RecordStatus::Removed).collect();
-        remove_rows(&self.env, self.unit, &live).await
+        remove_rows(&self.env, &live).await
     }
 }
 
-/// Removes `rows` (records of one unit), writing the intent first.
-async fn remove_rows(env: &Env, unit: UnitId, rows: &[RecordRow]) -> Result<(), StepError> {
+/// Removes `rows` (records of one unit, logged in its span), writing the intent first.
+async fn remove_rows(env: &Env, rows: &[RecordRow]) -> Result<(), StepError> {
     if rows.is_empty() {
         return Ok(());
     }
@@ -539,7 +547,7 @@ async fn remove_rows(env: &Env, unit: UnitId, rows: &[RecordRow]) -> Result<(), 
         result?;
         env.store.mark_removed(&group.iter().map(|r| r.id).collect::<Vec<_>>())?;
         for r in &group {
-            info!(unit = %unit, record = %r.name, rtype = %r.rtype, provider = %provider, "record removed");
+            info!(record = %r.name, rtype = %r.rtype, provider = %provider, "record removed");
         }
     }
     Ok(())
@@ -554,7 +562,7 @@ pub(super) async fn remove_all(env: &Env) -> anyhow::Result<usize> {
     }
     let mut n = 0;
     for (unit, rows) in by_unit {
-        remove_rows(env, unit, &rows).await.map_err(|e| match e {
+        remove_rows(env, &rows).instrument(unit_span(unit)).await.map_err(|e| match e {
             StepError::Retry(m) | StepError::Fatal(m) => anyhow::anyhow!("{unit}: {m}"),
         })?;
         n += rows.len();
@@ -604,37 +612,11 @@ fn log_transition(row: &UnitRow, from: UnitState, elapsed_ms: u64) {
     let state = row.state.as_str();
     let from = from.as_str();
     let attempts = row.attempts;
-    match (row.unit.kind, row.state) {
-        (UnitKind::Order, UnitState::Failed | UnitState::Expired) => {
-            error!(
-                order_id = row.unit.id,
-                domain,
-                state,
-                from,
-                elapsed_ms,
-                attempts,
-                error = row.last_error.as_deref().unwrap_or(""),
-                "state changed"
-            )
-        }
-        (UnitKind::Domain, UnitState::Failed | UnitState::Expired) => {
-            error!(
-                domain_id = row.unit.id,
-                domain,
-                state,
-                from,
-                elapsed_ms,
-                attempts,
-                error = row.last_error.as_deref().unwrap_or(""),
-                "state changed"
-            )
-        }
-        (UnitKind::Order, _) => {
-            info!(order_id = row.unit.id, domain, state, from, elapsed_ms, attempts, "state changed")
-        }
-        (UnitKind::Domain, _) => {
-            info!(domain_id = row.unit.id, domain, state, from, elapsed_ms, attempts, "state changed")
-        }
+    if matches!(row.state, UnitState::Failed | UnitState::Expired) {
+        let error = row.last_error.as_deref().unwrap_or("");
+        error!(domain, state, from, elapsed_ms, attempts, error, "state changed");
+    } else {
+        info!(domain, state, from, elapsed_ms, attempts, "state changed");
     }
 }
 
