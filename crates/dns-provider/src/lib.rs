@@ -1,4 +1,5 @@
-//! The [`DnsProvider`] trait and its adapters: Route53, Cloudflare, RFC 2136, exec and memory.
+//! The [`DnsProvider`] trait and its adapters: Route53, Cloudflare, Google Cloud DNS, RFC 2136, exec
+//! and memory.
 //!
 //! This crate publishes and removes DCV records (TXT values, CNAME targets) at absolute owner
 //! names, through whichever DNS provider owns the zone. It knows nothing about DigiCert, tokens,
@@ -9,7 +10,7 @@
 //! - [`DnsProvider`]: the contract every adapter meets (tested by one conformance battery).
 //! - [`Router`]: picks the provider and zone for a record name by longest zone suffix.
 //! - [`ProviderError`]: one error type whose messages start with the provider name.
-//! - adapters: [`memory`], [`exec`], [`rfc2136`], [`route53`], [`cloudflare`].
+//! - adapters: [`memory`], [`exec`], [`rfc2136`], [`route53`], [`cloudflare`], [`gcloud`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,6 +20,7 @@ use async_trait::async_trait;
 
 pub mod cloudflare;
 pub mod exec;
+pub mod gcloud;
 pub mod memory;
 pub mod rfc2136;
 pub mod route53;
