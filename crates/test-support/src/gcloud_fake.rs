@@ -132,7 +132,7 @@ struct FakeState {
     faults: VecDeque<GcpFault>,
     requests: Vec<(Method, String)>,
     token_requests: Vec<String>,
-    refused_changes: Vec<(u16, String)>,
+    refused_changes: Vec<u16>,
     interfere: Option<(String, String, String)>,
     page_size: usize,
     token_lifetime: u64,
@@ -386,6 +386,15 @@ impl GcloudFake {
         self.lock().requests.clone()
     }
 
+    /// How many DNS API requests had this method and a path (without query) containing `part`.
+    pub fn count_path(&self, method: Method, part: &str) -> usize {
+        self.lock()
+            .requests
+            .iter()
+            .filter(|(m, p)| *m == method && p.split('?').next().unwrap_or_default().contains(part))
+            .count()
+    }
+
     /// How many DNS API requests were received.
     pub fn request_count(&self) -> usize {
         self.lock().requests.len()
@@ -396,8 +405,8 @@ impl GcloudFake {
         self.lock().token_requests.clone()
     }
 
-    /// Changes refused so far: (HTTP status, reason).
-    pub fn refused_changes(&self) -> Vec<(u16, String)> {
+    /// HTTP statuses of the changes refused so far.
+    pub fn refused_changes(&self) -> Vec<u16> {
         self.lock().refused_changes.clone()
     }
 
@@ -655,8 +664,7 @@ async fn create_change(
     let interfere = st.interfere.take();
     let answer = apply_change(&mut st, &managed, &body, interfere);
     if !answer.status().is_success() {
-        let status = answer.status().as_u16();
-        st.refused_changes.push((status, String::new()));
+        st.refused_changes.push(answer.status().as_u16());
     }
     answer
 }
