@@ -283,6 +283,27 @@ fn pem(label: &str, der: &[u8]) -> String {
     format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
 }
 
+/// A service-account key file (the JSON `gcloud iam service-accounts keys create` writes) with a
+/// fresh 2048-bit RSA key, and the key's public half (RSAPublicKey DER), without any server.
+pub fn service_account_key_file(client_email: &str, project: &str, token_uri: &str) -> (String, Vec<u8>) {
+    let pair = RsaKeyPair::generate(KeySize::Rsa2048).expect("generate an RSA key");
+    let pkcs8 = pair.as_der().expect("PKCS#8 encoding");
+    let public = pair.public_key().as_ref().to_vec();
+    let key_id = format!("{:040x}", rand::random::<u128>());
+    let json = json!({
+        "type": "service_account",
+        "project_id": project,
+        "private_key_id": key_id,
+        "private_key": pem("PRIVATE KEY", pkcs8.as_ref()),
+        "client_email": client_email,
+        "client_id": "100000000000000000001",
+        "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+        "token_uri": token_uri,
+    })
+    .to_string();
+    (json, public)
+}
+
 impl GcloudFake {
     /// A fake serving the public zone `example.com` (managed zone `example-com`).
     pub async fn start() -> Self {
@@ -301,22 +322,9 @@ impl GcloudFake {
     /// Creates a service account with `role` and a fresh 2048-bit RSA key; returns its key file
     /// (the JSON `gcloud iam service-accounts keys create` writes), with `token_uri` pointing here.
     pub fn service_account_key(&self, client_email: &str, role: Role) -> String {
-        let pair = RsaKeyPair::generate(KeySize::Rsa2048).expect("generate an RSA key");
-        let pkcs8 = pair.as_der().expect("PKCS#8 encoding");
-        let public = pair.public_key().as_ref().to_vec();
-        let key_id = format!("{:040x}", rand::random::<u128>());
+        let (key, public) = service_account_key_file(client_email, &self.project, &self.token_url);
         self.lock().service_accounts.insert(client_email.to_string(), (public, role));
-        json!({
-            "type": "service_account",
-            "project_id": self.project,
-            "private_key_id": key_id,
-            "private_key": pem("PRIVATE KEY", pkcs8.as_ref()),
-            "client_email": client_email,
-            "client_id": "100000000000000000001",
-            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
-            "token_uri": self.token_url,
-        })
-        .to_string()
+        key
     }
 
     /// Makes the STS accept `subject_token` for `audience`; the federated identity gets `role`
