@@ -413,6 +413,11 @@ impl GcloudFake {
         self.lock().token_requests.clone()
     }
 
+    /// Every access token issued so far (to check that none leaks into a log).
+    pub fn issued_tokens(&self) -> Vec<String> {
+        self.lock().tokens.keys().cloned().collect()
+    }
+
     /// HTTP statuses of the changes refused so far.
     pub fn refused_changes(&self) -> Vec<u16> {
         self.lock().refused_changes.clone()
