@@ -1123,13 +1123,33 @@ fn gcloud_provider_errors_have_positions() {
     let cases: &[(&str, (usize, usize), &str)] = &[
         ("project = \"p\"\n", (3, 1), "provider `gcp` needs credentials: set `credentials_file`"),
         ("project = \"p\"\nauth = \"adc\"\n", (7, 8), "`auth` must be \"metadata\""),
-        ("project = \"p\"\nauth = \"metadata\"\ncredentials_file = \"x\"\n", (7, 8), "give either `credentials_file` or `auth"),
+        (
+            "project = \"p\"\nauth = \"metadata\"\ncredentials_file = \"x\"\n",
+            (7, 8),
+            "give either `credentials_file` or `auth",
+        ),
         ("project = \"My Project\"\nauth = \"metadata\"\n", (6, 11), "`project` must be a Google Cloud project id"),
-        ("project = \"p\"\ncredentials_file = \"not-json\"\n", (7, 20), "the credentials file is not JSON (line 1, column"),
-        ("project = \"p\"\ncredentials_file = \"user.json\"\n", (7, 20), "credentials of type \"authorized_user\" are not supported"),
+        (
+            "project = \"p\"\ncredentials_file = \"not-json\"\n",
+            (7, 20),
+            "the credentials file is not JSON (line 1, column",
+        ),
+        (
+            "project = \"p\"\ncredentials_file = \"user.json\"\n",
+            (7, 20),
+            "credentials of type \"authorized_user\" are not supported",
+        ),
         ("project = \"p\"\ncredentials_file = \"missing.json\"\n", (7, 20), "cannot read `credentials_file`"),
-        ("project = \"p\"\nauth = \"metadata\"\nmanaged_zones = { \"example.org\" = \"x\" }\n", (8, 17), "`managed_zones` names zone example.org"),
-        ("project = \"p\"\nauth = \"metadata\"\napi_url = \"http://dns.example.net/dns/v1\"\n", (8, 11), "must be an https:// URL"),
+        (
+            "project = \"p\"\nauth = \"metadata\"\nmanaged_zones = { \"example.org\" = \"x\" }\n",
+            (8, 17),
+            "`managed_zones` names zone example.org",
+        ),
+        (
+            "project = \"p\"\nauth = \"metadata\"\napi_url = \"http://dns.example.net/dns/v1\"\n",
+            (8, 11),
+            "must be an https:// URL",
+        ),
         ("project = \"p\"\nauth = \"metadata\"\nregion = \"x\"\n", (8, 1), "unknown field `region`"),
     ];
     for (rest, at, want) in cases {

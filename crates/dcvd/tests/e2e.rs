@@ -484,9 +484,13 @@ async fn gcloud_dv_txt_order() {
     assert_all_cleaned_up(&dcvd, &[4001]);
     let private_key: serde_json::Value = serde_json::from_str(&key).expect("key json");
     let pem = private_key["private_key"].as_str().expect("pem");
-    let key_lines: Vec<(String, String)> =
-        pem.lines().filter(|l| !l.starts_with("-----")).map(|l| ("private key line".to_string(), l.to_string())).collect();
-    let tokens: Vec<(String, String)> = fake.issued_tokens().into_iter().map(|t| ("access token".to_string(), t)).collect();
+    let key_lines: Vec<(String, String)> = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .map(|l| ("private key line".to_string(), l.to_string()))
+        .collect();
+    let tokens: Vec<(String, String)> =
+        fake.issued_tokens().into_iter().map(|t| ("access token".to_string(), t)).collect();
     assert!(!tokens.is_empty(), "dcvd obtained a token");
     let secrets: Vec<(&str, &str)> = key_lines.iter().chain(&tokens).map(|(w, s)| (w.as_str(), s.as_str())).collect();
     dcvd.assert_no_secrets(&secrets);

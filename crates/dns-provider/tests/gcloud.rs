@@ -11,7 +11,7 @@ use battery::Harness;
 use dns_provider::gcloud::{Credentials, GcloudProvider, GcloudSettings};
 use dns_provider::{DnsProvider, ProviderError, Published, Record, RecordType, SharedProvider};
 use reqwest::Method;
-use test_support::gcloud_fake::{GcpFault, GcloudFake, Role};
+use test_support::gcloud_fake::{GcloudFake, GcpFault, Role};
 
 const ZONE: &str = "example.com";
 const SA: &str = "dcvd@dcvd-test.iam.gserviceaccount.com";
@@ -89,7 +89,10 @@ async fn wire_format_is_what_cloud_dns_stores() {
     let name = format!("_dnsauth.w.{ZONE}");
     h.provider.publish(ZONE, &Record::txt(&name, "tok-w")).await.expect("publish");
     let set = h.fake.rrset(&name, "TXT").expect("set");
-    assert_eq!((set.name.as_str(), set.ttl, set.rrdatas.clone()), ("_dnsauth.w.example.com.", 60, vec!["\"tok-w\"".to_string()]));
+    assert_eq!(
+        (set.name.as_str(), set.ttl, set.rrdatas.clone()),
+        ("_dnsauth.w.example.com.", 60, vec!["\"tok-w\"".to_string()])
+    );
     let cname = format!("_dnsauth.c.{ZONE}");
     h.provider.publish(ZONE, &Record::cname(&cname, "abc.dcv.digicert.com")).await.expect("publish cname");
     assert_eq!(h.fake.rrset(&cname, "CNAME").expect("cname").rrdatas, vec!["abc.dcv.digicert.com.".to_string()]);
@@ -229,14 +232,16 @@ async fn throttling_and_server_errors_are_retried() {
 async fn waits_for_the_change_to_be_done() {
     let h = setup().await;
     h.fake.set_pending_gets(2);
-    let published = h.provider.publish(ZONE, &Record::txt(format!("_dnsauth.wait.{ZONE}"), "v")).await.expect("publish");
+    let published =
+        h.provider.publish(ZONE, &Record::txt(format!("_dnsauth.wait.{ZONE}"), "v")).await.expect("publish");
     let id = published.change_id.clone().expect("a change id");
     assert!(id.starts_with("example-com/"), "{id}");
     h.provider.wait_until_applied(&[published], Duration::from_secs(30)).await.expect("done");
     assert_eq!(h.fake.count_path(Method::GET, "/changes/"), 3, "two pending answers, then done");
 
     h.fake.set_pending_gets(1000);
-    let published = h.provider.publish(ZONE, &Record::txt(format!("_dnsauth.wait2.{ZONE}"), "v")).await.expect("publish");
+    let published =
+        h.provider.publish(ZONE, &Record::txt(format!("_dnsauth.wait2.{ZONE}"), "v")).await.expect("publish");
     let err = h.provider.wait_until_applied(&[published], Duration::from_millis(600)).await.expect_err("still pending");
     assert!(err.is_retryable() && err.to_string().contains("still \"pending\""), "{err}");
     // nothing to wait for
@@ -284,7 +289,8 @@ async fn workload_identity_credentials() {
     let audience = "//iam.googleapis.com/projects/1/locations/global/workloadIdentityPools/p/providers/k8s";
 
     let direct = fake.workload_identity(audience, "subject-jwt-1", Role::DnsEditor, &token_file, None);
-    let provider = GcloudProvider::new(settings(&fake, Credentials::from_json(&direct).expect("config"))).expect("provider");
+    let provider =
+        GcloudProvider::new(settings(&fake, Credentials::from_json(&direct).expect("config"))).expect("provider");
     let name = format!("_dnsauth.wif.{ZONE}");
     provider.publish(ZONE, &Record::txt(&name, "via-sts")).await.expect("publish");
     assert_eq!(fake.values(&name, "TXT"), vec!["via-sts"]);
@@ -305,7 +311,8 @@ async fn workload_identity_credentials() {
 
     // a federated identity without DNS roles and without impersonation is told what it lacks
     let none = fake.workload_identity(audience, "subject-jwt-2", Role::None, &token_file, None);
-    let provider = GcloudProvider::new(settings(&fake, Credentials::from_json(&none).expect("config"))).expect("provider");
+    let provider =
+        GcloudProvider::new(settings(&fake, Credentials::from_json(&none).expect("config"))).expect("provider");
     let err = provider.publish(ZONE, &Record::txt(&name, "x")).await.expect_err("no role");
     assert!(matches!(err, ProviderError::Auth { .. }), "{err:?}");
     assert!(err.to_string().contains("dns.managedZones.list"), "{err}");
@@ -322,7 +329,10 @@ async fn auth_errors_name_the_permission_and_hide_secrets() {
     let err = reader.publish(ZONE, &Record::txt(format!("_dnsauth.ro.{ZONE}"), "v")).await.expect_err("reader");
     assert!(matches!(err, ProviderError::Auth { .. }), "{err:?}");
     let msg = err.to_string();
-    assert!(msg.starts_with("gcloud: service account reader@dcvd-test.iam.gserviceaccount.com lacks dns.changes.create"), "{msg}");
+    assert!(
+        msg.starts_with("gcloud: service account reader@dcvd-test.iam.gserviceaccount.com lacks dns.changes.create"),
+        "{msg}"
+    );
     assert!(msg.contains("PERMISSION_DENIED") || msg.contains("forbidden"), "{msg}");
 
     let pem_line = private_key_line(&reader_key);
@@ -332,7 +342,13 @@ async fn auth_errors_name_the_permission_and_hide_secrets() {
     assert!(matches!(err, ProviderError::Auth { .. }) && !err.is_retryable(), "{err:?}");
     assert!(err.to_string().contains("invalid_grant"), "{err}");
 
-    for text in [format!("{err}"), format!("{err:?}"), format!("{reader:?}"), format!("{forged:?}"), format!("{:?}", Credentials::from_json(&reader_key).expect("key"))] {
+    for text in [
+        format!("{err}"),
+        format!("{err:?}"),
+        format!("{reader:?}"),
+        format!("{forged:?}"),
+        format!("{:?}", Credentials::from_json(&reader_key).expect("key")),
+    ] {
         assert!(!text.contains(&pem_line), "private key leaked: {text}");
         assert!(!text.contains("PRIVATE KEY"), "private key leaked: {text}");
         assert!(!text.contains("ya29."), "access token leaked: {text}");
@@ -351,9 +367,13 @@ fn private_key_line(key_json: &str) -> String {
 fn credentials_files_are_validated() {
     let err = Credentials::from_json("{\"type\": \"service_account\", \"client_email\": \"a@b\", \"private_key\": \"-----BEGIN PRIVATE KEY-----\\nc2VjcmV0LWJ5dGVz\\n-----END PRIVATE KEY-----\\n\"}")
         .expect_err("not an RSA key");
-    assert!(err.to_string().starts_with("gcloud: the service-account key of a@b: `private_key` is not a usable RSA key"), "{err}");
+    assert!(
+        err.to_string().starts_with("gcloud: the service-account key of a@b: `private_key` is not a usable RSA key"),
+        "{err}"
+    );
     assert!(!err.to_string().contains("c2VjcmV0"), "{err}");
-    let err = Credentials::from_json("{\"type\": \"authorized_user\", \"refresh_token\": \"rt-secret\"}").expect_err("user creds");
+    let err = Credentials::from_json("{\"type\": \"authorized_user\", \"refresh_token\": \"rt-secret\"}")
+        .expect_err("user creds");
     assert!(err.to_string().contains("not supported") && !err.to_string().contains("rt-secret"), "{err}");
     let err = Credentials::from_json("not json secret-ish").expect_err("not json");
     assert!(err.to_string().contains("line 1") && !err.to_string().contains("secret-ish"), "{err}");
@@ -366,7 +386,11 @@ fn credentials_files_are_validated() {
 /// ignored; an unknown zone is ZoneNotFound.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn managed_zone_lookup() {
-    let fake = GcloudFake::builder().zone_named(ZONE, "internal-example", "private").zone_named(ZONE, "public-example", "public").start().await;
+    let fake = GcloudFake::builder()
+        .zone_named(ZONE, "internal-example", "private")
+        .zone_named(ZONE, "public-example", "public")
+        .start()
+        .await;
     let key = fake.service_account_key(SA, Role::DnsEditor);
     let by_lookup = make_provider(&fake, &key);
     by_lookup.publish(ZONE, &Record::txt(format!("_dnsauth.l.{ZONE}"), "v")).await.expect("publish");

@@ -192,7 +192,8 @@ impl GcloudFakeBuilder {
         } else {
             self.zones
         };
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the Cloud DNS fake on 127.0.0.1");
+        let listener =
+            tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind the Cloud DNS fake on 127.0.0.1");
         let addr = listener.local_addr().expect("fake address");
         let base = format!("http://{addr}");
         let mut state = FakeState {
@@ -208,7 +209,9 @@ impl GcloudFakeBuilder {
                 name: dns_name.clone(),
                 rtype: "SOA".into(),
                 ttl: 21600,
-                rrdatas: vec![format!("ns-cloud-a1.googledomains.com. cloud-dns-hostmaster.google.com. 1 21600 3600 259200 300")],
+                rrdatas: vec![format!(
+                    "ns-cloud-a1.googledomains.com. cloud-dns-hostmaster.google.com. 1 21600 3600 259200 300"
+                )],
             };
             let ns = FakeRrset {
                 name: dns_name.clone(),
@@ -279,7 +282,8 @@ impl Drop for GcloudFake {
 
 fn pem(label: &str, der: &[u8]) -> String {
     let b64 = STANDARD.encode(der);
-    let lines: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).expect("base64 is ascii")).collect();
+    let lines: Vec<&str> =
+        b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).expect("base64 is ascii")).collect();
     format!("-----BEGIN {label}-----\n{}\n-----END {label}-----\n", lines.join("\n"))
 }
 
@@ -435,10 +439,12 @@ impl GcloudFake {
         let rtype = rtype.to_ascii_uppercase();
         let mut st = self.lock();
         let zone = st.zones.iter_mut().find(|z| in_zone(&name, &z.dns_name)).expect("a zone holds the name");
-        let set = zone
-            .rrsets
-            .entry((name.clone(), rtype.clone()))
-            .or_insert_with(|| FakeRrset { name, rtype, ttl, rrdatas: Vec::new() });
+        let set = zone.rrsets.entry((name.clone(), rtype.clone())).or_insert_with(|| FakeRrset {
+            name,
+            rtype,
+            ttl,
+            rrdatas: Vec::new(),
+        });
         if !set.rrdatas.iter().any(|v| v == raw_value) {
             set.rrdatas.push(raw_value.to_string());
         }
@@ -466,7 +472,9 @@ impl GcloudFake {
             .flat_map(|z| z.rrsets.values())
             .filter(|s| s.rtype == "TXT" || s.rtype == "CNAME")
             .flat_map(|s| {
-                s.rrdatas.iter().map(|v| (s.name.trim_end_matches('.').to_string(), s.rtype.clone(), canonical(&s.rtype, v)))
+                s.rrdatas
+                    .iter()
+                    .map(|v| (s.name.trim_end_matches('.').to_string(), s.rtype.clone(), canonical(&s.rtype, v)))
             })
             .collect()
     }
@@ -543,7 +551,8 @@ async fn gate(State(state): State<Shared>, req: Request, next: Next) -> Response
         );
     };
     let forbidden = || google_error(StatusCode::FORBIDDEN, "forbidden", "PERMISSION_DENIED", "Forbidden");
-    if !path.starts_with(&format!("/dns/v1/projects/{project}/")) && !path.starts_with(&format!("/projects/{project}/")) {
+    if !path.starts_with(&format!("/dns/v1/projects/{project}/")) && !path.starts_with(&format!("/projects/{project}/"))
+    {
         return forbidden();
     }
     let allowed = match principal.role {
@@ -604,7 +613,12 @@ async fn list_rrsets(
         return no_zone(&managed);
     };
     if q.rtype.is_some() && q.name.is_none() {
-        return google_error(StatusCode::BAD_REQUEST, "invalid", "INVALID_ARGUMENT", "Invalid value for 'type': a type filter requires a name filter");
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "INVALID_ARGUMENT",
+            "Invalid value for 'type': a type filter requires a name filter",
+        );
     }
     if let Some(n) = &q.name
         && !n.ends_with('.')
@@ -624,7 +638,14 @@ async fn list_rrsets(
     let start = match q.page_token.as_deref().map(str::parse::<usize>) {
         None => 0,
         Some(Ok(n)) if n <= sets.len() => n,
-        Some(_) => return google_error(StatusCode::BAD_REQUEST, "invalid", "INVALID_ARGUMENT", "Invalid value for 'pageToken'"),
+        Some(_) => {
+            return google_error(
+                StatusCode::BAD_REQUEST,
+                "invalid",
+                "INVALID_ARGUMENT",
+                "Invalid value for 'pageToken'",
+            );
+        }
     };
     let end = (start + size).min(sets.len());
     let mut body = json!({"kind": "dns#resourceRecordSetsListResponse", "rrsets": sets[start..end].iter().map(|s| s.json()).collect::<Vec<_>>()});
@@ -635,9 +656,14 @@ async fn list_rrsets(
 }
 
 /// Parses one rrset of a change, or the 400 Cloud DNS would answer.
-fn parse_rrset(v: &Value, field: &str, dns_name: &str) -> Result<FakeRrset, Response> {
+fn parse_rrset(v: &Value, field: &str, dns_name: &str) -> Result<FakeRrset, Box<Response>> {
     let invalid = |what: &str| {
-        google_error(StatusCode::BAD_REQUEST, "invalid", "INVALID_ARGUMENT", &format!("Invalid value for '{field}.{what}'"))
+        Box::new(google_error(
+            StatusCode::BAD_REQUEST,
+            "invalid",
+            "INVALID_ARGUMENT",
+            &format!("Invalid value for '{field}.{what}'"),
+        ))
     };
     let name = v["name"].as_str().ok_or_else(|| invalid("name"))?.to_ascii_lowercase();
     if !name.ends_with('.') || !in_zone(&name, dns_name) {
@@ -682,15 +708,22 @@ async fn create_change(
     answer
 }
 
-fn apply_change(st: &mut FakeState, managed: &str, body: &[u8], interfere: Option<(String, String, String)>) -> Response {
+fn apply_change(
+    st: &mut FakeState,
+    managed: &str,
+    body: &[u8],
+    interfere: Option<(String, String, String)>,
+) -> Response {
     let Some(zone) = st.zones.iter_mut().find(|z| z.managed == managed) else {
         return no_zone(managed);
     };
     if let Some((name, rtype, value)) = interfere {
-        let set = zone
-            .rrsets
-            .entry((name.clone(), rtype.clone()))
-            .or_insert_with(|| FakeRrset { name, rtype, ttl: 300, rrdatas: Vec::new() });
+        let set = zone.rrsets.entry((name.clone(), rtype.clone())).or_insert_with(|| FakeRrset {
+            name,
+            rtype,
+            ttl: 300,
+            rrdatas: Vec::new(),
+        });
         set.rrdatas.push(value);
     }
     let Ok(v) = serde_json::from_slice::<Value>(body) else {
@@ -699,14 +732,19 @@ fn apply_change(st: &mut FakeState, managed: &str, body: &[u8], interfere: Optio
     let list = |key: &str| v[key].as_array().cloned().unwrap_or_default();
     let (additions, deletions) = (list("additions"), list("deletions"));
     if additions.is_empty() && deletions.is_empty() {
-        return google_error(StatusCode::BAD_REQUEST, "required", "INVALID_ARGUMENT", "The 'entity.change' resource is empty");
+        return google_error(
+            StatusCode::BAD_REQUEST,
+            "required",
+            "INVALID_ARGUMENT",
+            "The 'entity.change' resource is empty",
+        );
     }
     let mut working = zone.rrsets.clone();
     for (i, d) in deletions.iter().enumerate() {
         let field = format!("entity.change.deletions[{i}]");
         let del = match parse_rrset(d, &field, &zone.dns_name) {
             Ok(s) => s,
-            Err(resp) => return resp,
+            Err(resp) => return *resp,
         };
         let key = (del.name.clone(), del.rtype.clone());
         let Some(current) = working.get(&key) else {
@@ -735,7 +773,7 @@ fn apply_change(st: &mut FakeState, managed: &str, body: &[u8], interfere: Optio
         let field = format!("entity.change.additions[{i}]");
         let add = match parse_rrset(a, &field, &zone.dns_name) {
             Ok(s) => s,
-            Err(resp) => return resp,
+            Err(resp) => return *resp,
         };
         let key = (add.name.clone(), add.rtype.clone());
         if working.contains_key(&key) {
@@ -743,7 +781,10 @@ fn apply_change(st: &mut FakeState, managed: &str, body: &[u8], interfere: Optio
                 StatusCode::CONFLICT,
                 "alreadyExists",
                 "ALREADY_EXISTS",
-                &format!("The resource 'entity.change.additions[{}][{}]' named '{} ({})' already exists", add.name, add.rtype, add.name, add.rtype),
+                &format!(
+                    "The resource 'entity.change.additions[{}][{}]' named '{} ({})' already exists",
+                    add.name, add.rtype, add.name, add.rtype
+                ),
             );
         }
         let others = working.keys().any(|(n, t)| *n == add.name && *t != add.rtype);
@@ -752,7 +793,9 @@ fn apply_change(st: &mut FakeState, managed: &str, body: &[u8], interfere: Optio
                 StatusCode::BAD_REQUEST,
                 "cnameResourceRecordSetConflict",
                 "INVALID_ARGUMENT",
-                &format!("The resource record set '{field}' is invalid because a CNAME resource record set cannot coexist with other resource record sets of the same name"),
+                &format!(
+                    "The resource record set '{field}' is invalid because a CNAME resource record set cannot coexist with other resource record sets of the same name"
+                ),
             );
         }
         working.insert(key, add);
@@ -764,14 +807,22 @@ fn apply_change(st: &mut FakeState, managed: &str, body: &[u8], interfere: Optio
     Json(out).into_response()
 }
 
-async fn get_change(State(state): State<Shared>, Path((_project, managed, id)): Path<(String, String, String)>) -> Response {
+async fn get_change(
+    State(state): State<Shared>,
+    Path((_project, managed, id)): Path<(String, String, String)>,
+) -> Response {
     let mut st = state.lock().expect("fake state lock");
     let pending_gets = st.pending_gets;
     let Some(zone) = st.zones.iter_mut().find(|z| z.managed == managed) else {
         return no_zone(&managed);
     };
     let Some(change) = zone.changes.iter_mut().find(|c| c.id == id) else {
-        return google_error(StatusCode::NOT_FOUND, "notFound", "NOT_FOUND", &format!("The 'parameters.changeId' resource named '{id}' does not exist."));
+        return google_error(
+            StatusCode::NOT_FOUND,
+            "notFound",
+            "NOT_FOUND",
+            &format!("The 'parameters.changeId' resource named '{id}' does not exist."),
+        );
     };
     change.gets += 1;
     let status = if change.gets > pending_gets { "done" } else { "pending" };
@@ -815,7 +866,11 @@ async fn oauth_token(State(state): State<Shared>, body: axum::body::Bytes) -> Re
         parts.get(1).and_then(|p| decode_segment(p)),
         parts.get(2).and_then(|p| URL_SAFE_NO_PAD.decode(p).ok()),
     ) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid JWT: Token must be a short-lived token and in a reasonable timeframe");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "Invalid JWT: Token must be a short-lived token and in a reasonable timeframe",
+        );
     };
     if parts.len() != 3 || header["alg"] != "RS256" {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid JWT: unsupported algorithm");
@@ -825,16 +880,27 @@ async fn oauth_token(State(state): State<Shared>, body: axum::body::Bytes) -> Re
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid grant: account not found");
     };
     let signed = format!("{}.{}", parts[0], parts[1]);
-    if UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, &public).verify(signed.as_bytes(), &signature).is_err() {
+    if UnparsedPublicKey::new(&signature::RSA_PKCS1_2048_8192_SHA256, &public)
+        .verify(signed.as_bytes(), &signature)
+        .is_err()
+    {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid JWT Signature.");
     }
     let (iat, exp, now) = (claims["iat"].as_i64().unwrap_or(0), claims["exp"].as_i64().unwrap_or(0), now_unix());
     if claims["aud"].as_str() != Some(st.token_url.as_str()) || exp <= now || iat > now + 60 || exp - iat > 3600 {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "Invalid JWT: Token must be a short-lived token (60 minutes) and in a reasonable timeframe. Check your iat and exp values in the JWT claim.",
+        );
     }
     let scope = claims["scope"].as_str().unwrap_or_default();
     if !scope.split(' ').any(|s| s == DNS_SCOPE || s == CLOUD_PLATFORM) {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_scope", "Invalid OAuth scope or ID token audience provided.");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_scope",
+            "Invalid OAuth scope or ID token audience provided.",
+        );
     }
     let (token, expires_in) = issue_token(&mut st, &iss, role);
     Json(json!({"access_token": token, "expires_in": expires_in, "token_type": "Bearer"})).into_response()
@@ -862,15 +928,26 @@ async fn sts_token(State(state): State<Shared>, body: axum::body::Bytes) -> Resp
     {
         return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Invalid token exchange request");
     }
-    let Some(role) = st.federated.iter().find(|(a, t, _)| a == get("audience") && t == get("subject_token")).map(|f| f.2) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_grant", "The audience in ID Token does not match the expected audience.");
+    let Some(role) =
+        st.federated.iter().find(|(a, t, _)| a == get("audience") && t == get("subject_token")).map(|f| f.2)
+    else {
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            "The audience in ID Token does not match the expected audience.",
+        );
     };
     let audience = get("audience").to_string();
     let (token, expires_in) = issue_token(&mut st, &format!("principal://{audience}"), role);
     Json(json!({"access_token": token, "issued_token_type": "urn:ietf:params:oauth:token-type:access_token", "token_type": "Bearer", "expires_in": expires_in})).into_response()
 }
 
-async fn impersonate(State(state): State<Shared>, Path(action): Path<String>, headers: HeaderMap, body: axum::body::Bytes) -> Response {
+async fn impersonate(
+    State(state): State<Shared>,
+    Path(action): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Response {
     let mut st = state.lock().expect("fake state lock");
     st.token_requests.push("iam".into());
     let Some(email) = action.strip_suffix(":generateAccessToken") else {
@@ -878,18 +955,32 @@ async fn impersonate(State(state): State<Shared>, Path(action): Path<String>, he
     };
     let caller = bearer(&headers).and_then(|t| st.tokens.get(&t).cloned());
     let Some(caller) = caller.filter(|p| p.name.starts_with("principal://")) else {
-        return google_error(StatusCode::UNAUTHORIZED, "authError", "UNAUTHENTICATED", "Request had invalid authentication credentials.");
+        return google_error(
+            StatusCode::UNAUTHORIZED,
+            "authError",
+            "UNAUTHENTICATED",
+            "Request had invalid authentication credentials.",
+        );
     };
     let Some((_, role)) = st.service_accounts.get(email).cloned() else {
-        return google_error(StatusCode::FORBIDDEN, "forbidden", "PERMISSION_DENIED", &format!("Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist) for {}", caller.name));
+        return google_error(
+            StatusCode::FORBIDDEN,
+            "forbidden",
+            "PERMISSION_DENIED",
+            &format!(
+                "Permission 'iam.serviceAccounts.getAccessToken' denied on resource (or it may not exist) for {}",
+                caller.name
+            ),
+        );
     };
     let requested: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
-    if !requested["scope"].as_array().is_some_and(|s| !s.is_empty()) {
+    if requested["scope"].as_array().is_none_or(|s| s.is_empty()) {
         return google_error(StatusCode::BAD_REQUEST, "invalid", "INVALID_ARGUMENT", "Invalid value for 'scope'");
     }
     let (token, expires_in) = issue_token(&mut st, email, role);
     let expire = std::time::SystemTime::now() + std::time::Duration::from_secs(expires_in);
-    Json(json!({"accessToken": token, "expireTime": humantime::format_rfc3339_seconds(expire).to_string()})).into_response()
+    Json(json!({"accessToken": token, "expireTime": humantime::format_rfc3339_seconds(expire).to_string()}))
+        .into_response()
 }
 
 #[cfg(test)]
@@ -933,10 +1024,18 @@ mod tests {
         let (s, _) = call(&fake, Method::POST, &path, &token, Some(good)).await;
         assert_eq!(s, 200);
         assert_eq!(fake.values("_dnsauth.example.com", "TXT"), vec!["a", "b"]);
-        let missing = json!({"deletions": [{"name": "x.example.com.", "type": "TXT", "ttl": 60, "rrdatas": ["\"x\""]}]});
+        let missing =
+            json!({"deletions": [{"name": "x.example.com.", "type": "TXT", "ttl": 60, "rrdatas": ["\"x\""]}]});
         let (s, v) = call(&fake, Method::POST, &path, &token, Some(missing)).await;
         assert_eq!((s, v["error"]["errors"][0]["reason"].as_str()), (404, Some("notFound")), "{v}");
-        let (s, v) = call(&fake, Method::GET, &format!("/projects/{}/managedZones/example-com/changes/1", fake.project), &token, None).await;
+        let (s, v) = call(
+            &fake,
+            Method::GET,
+            &format!("/projects/{}/managedZones/example-com/changes/1", fake.project),
+            &token,
+            None,
+        )
+        .await;
         assert_eq!((s, v["status"].as_str()), (200, Some("done")));
     }
 

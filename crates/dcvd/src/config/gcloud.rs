@@ -15,12 +15,12 @@ use serde::de::IgnoredAny;
 use toml::Spanned;
 use toml::de::DeTable;
 
+use super::Provider;
 use super::env::{Context, SecretKeys};
 use super::error::{ConfigError, Source};
 use super::names;
 use super::provider::{ZoneSpans, de, zones};
 use super::raw::{BaseUrl, FromConfigStr, P, Zone};
-use super::Provider;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]

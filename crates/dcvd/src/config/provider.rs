@@ -236,7 +236,11 @@ pub(super) fn de<'i, T: Deserialize<'i>>(src: &Source<'_>, table: Spanned<DeTabl
     T::deserialize(toml::de::Deserializer::from(table)).map_err(|e| src.toml_error(&e))
 }
 
-pub(super) fn zones(src: &Source<'_>, name: &str, zones: &Spanned<Vec<Spanned<P<Zone>>>>) -> Result<ZoneSpans, ConfigError> {
+pub(super) fn zones(
+    src: &Source<'_>,
+    name: &str,
+    zones: &Spanned<Vec<Spanned<P<Zone>>>>,
+) -> Result<ZoneSpans, ConfigError> {
     if zones.get_ref().is_empty() {
         return Err(src.error(
             &zones.span(),

@@ -160,7 +160,9 @@ impl ApiError {
                 let code = if reason.is_empty() { google_status } else { reason };
                 format!("HTTP {} {code}: {message}", status.as_u16())
             }
-            Self::Throttled { retry_after, message } => format!("rate limited (Retry-After {retry_after:?}): {message}"),
+            Self::Throttled { retry_after, message } => {
+                format!("rate limited (Retry-After {retry_after:?}): {message}")
+            }
             Self::Transient(m) => m.clone(),
             Self::Token(e) => e.to_string(),
         }
@@ -288,7 +290,8 @@ impl Api {
                         return serde_json::from_slice(&bytes)
                             .map_err(|e| ApiError::Transient(format!("{method} {full}: unreadable answer: {e}")));
                     }
-                    let error = serde_json::from_slice::<ErrorBody>(&bytes).ok().and_then(|b| b.error).unwrap_or_default();
+                    let error =
+                        serde_json::from_slice::<ErrorBody>(&bytes).ok().and_then(|b| b.error).unwrap_or_default();
                     let reason = error.errors.first().map(|e| e.reason.clone()).unwrap_or_default();
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         let failure = ApiError::Throttled { retry_after: after, message: error.message };
@@ -297,7 +300,8 @@ impl Api {
                             _ => (after.unwrap_or_else(|| backoff(attempt)), failure),
                         }
                     } else if status.is_server_error() {
-                        let message = if error.message.is_empty() { String::new() } else { format!(": {}", error.message) };
+                        let message =
+                            if error.message.is_empty() { String::new() } else { format!(": {}", error.message) };
                         (backoff(attempt), ApiError::Transient(format!("{method} {full}: HTTP {status}{message}")))
                     } else if status == StatusCode::UNAUTHORIZED && !renewed {
                         // the token may have been revoked or expired early: renew it once
@@ -306,7 +310,12 @@ impl Api {
                         attempt -= 1;
                         continue;
                     } else {
-                        return Err(ApiError::Api { status, reason, google_status: error.status, message: error.message });
+                        return Err(ApiError::Api {
+                            status,
+                            reason,
+                            google_status: error.status,
+                            message: error.message,
+                        });
                     }
                 }
             };

@@ -359,7 +359,8 @@ pub(crate) fn sign_assertion(
     scope: &str,
     issued_at: u64,
 ) -> Result<SecretString, ProviderError> {
-    let key = parse_private_key(pem.expose_secret()).map_err(|e| err_config(format!("service account {client_email}: {e}")))?;
+    let key = parse_private_key(pem.expose_secret())
+        .map_err(|e| err_config(format!("service account {client_email}: {e}")))?;
     let mut header = json!({"alg": "RS256", "typ": "JWT"});
     if let Some(kid) = private_key_id {
         header["kid"] = json!(kid);
@@ -395,12 +396,9 @@ impl Authenticator {
         }
         let loopback = match &credentials {
             Credentials::Metadata => true, // link-local or loopback: never through a proxy
-            Credentials::ServiceAccount { token_uri, .. } => {
-                is_loopback(token_url.as_deref().unwrap_or(token_uri))
-            }
+            Credentials::ServiceAccount { token_uri, .. } => is_loopback(token_url.as_deref().unwrap_or(token_uri)),
             Credentials::ExternalAccount { token_url: sts, impersonation_url, .. } => {
-                is_loopback(token_url.as_deref().unwrap_or(sts))
-                    && impersonation_url.as_deref().is_none_or(is_loopback)
+                is_loopback(token_url.as_deref().unwrap_or(sts)) && impersonation_url.as_deref().is_none_or(is_loopback)
             }
         };
         let mut builder = reqwest::Client::builder();
@@ -478,7 +476,13 @@ impl Authenticator {
                     })?;
                 token_of(parse_json(&bytes, "the metadata server")?, "the metadata server's service account")
             }
-            Credentials::ExternalAccount { audience, subject_token_type, token_url, subject_token, impersonation_url } => {
+            Credentials::ExternalAccount {
+                audience,
+                subject_token_type,
+                token_url,
+                subject_token,
+                impersonation_url,
+            } => {
                 let subject = read_subject_token(subject_token).await?;
                 let sts = self.token_url.as_deref().unwrap_or(token_url);
                 let scope = if impersonation_url.is_some() { CLOUD_PLATFORM_SCOPE } else { DNS_SCOPE };
@@ -512,10 +516,11 @@ impl Authenticator {
                         )),
                         other => other,
                     })?;
-                let answer: ImpersonationAnswer = serde_json::from_slice(&bytes).map_err(|_| ProviderError::Transient {
-                    provider: KIND,
-                    message: "the IAM credentials service answered something that is not a token".into(),
-                })?;
+                let answer: ImpersonationAnswer =
+                    serde_json::from_slice(&bytes).map_err(|_| ProviderError::Transient {
+                        provider: KIND,
+                        message: "the IAM credentials service answered something that is not a token".into(),
+                    })?;
                 let token = answer.access_token.filter(|t| !t.is_empty()).ok_or_else(|| ProviderError::Transient {
                     provider: KIND,
                     message: format!("the IAM credentials service returned no access token for {account}"),
@@ -543,11 +548,7 @@ impl Authenticator {
     }
 
     /// Sends a token request, retrying network failures and 5xx; 4xx is an [`ProviderError::Auth`].
-    async fn send(
-        &self,
-        what: &str,
-        build: impl Fn() -> reqwest::RequestBuilder,
-    ) -> Result<Vec<u8>, ProviderError> {
+    async fn send(&self, what: &str, build: impl Fn() -> reqwest::RequestBuilder) -> Result<Vec<u8>, ProviderError> {
         let mut attempt = 0;
         loop {
             attempt += 1;

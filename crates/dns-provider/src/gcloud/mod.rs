@@ -30,8 +30,8 @@ use reqwest::StatusCode;
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use self::api::{Api, ApiError, Change, ResourceRecordSet};
 pub use self::api::DEFAULT_API_URL;
+use self::api::{Api, ApiError, Change, ResourceRecordSet};
 pub use self::auth::{Credentials, SubjectTokenFile};
 use crate::route53::txt;
 use crate::{DnsProvider, ProviderError, Published, Record, RecordType, check_owner, normalize_name};
@@ -93,9 +93,7 @@ impl Need {
         match self {
             Self::ZonesList => "dns.managedZones.list",
             Self::RrsetsList => "dns.resourceRecordSets.list",
-            Self::ChangesCreate => {
-                "dns.changes.create with dns.resourceRecordSets.create, .update and .delete"
-            }
+            Self::ChangesCreate => "dns.changes.create with dns.resourceRecordSets.create, .update and .delete",
             Self::ChangesGet => "dns.changes.get",
         }
     }
@@ -208,7 +206,9 @@ impl GcloudProvider {
             }
             let managed = managed.trim();
             if managed.is_empty() || managed.contains('/') {
-                return Err(err_config(format!("managed_zones gives an invalid managed zone name {managed:?} for {zone}")));
+                return Err(err_config(format!(
+                    "managed_zones gives an invalid managed zone name {managed:?} for {zone}"
+                )));
             }
             managed_zones.insert(zone, managed.to_string());
         }
@@ -235,7 +235,9 @@ impl GcloudProvider {
                 message: format!("{what} in zone {zone}: still rate limited after retries ({})", err.describe()),
                 retry_after,
             },
-            ApiError::Transient(m) => ProviderError::Transient { provider: KIND, message: format!("{what} in zone {zone}: {m}") },
+            ApiError::Transient(m) => {
+                ProviderError::Transient { provider: KIND, message: format!("{what} in zone {zone}: {m}") }
+            }
             ApiError::Api { status, .. } => {
                 let who = self.api.auth().credentials().describe();
                 if status == StatusCode::UNAUTHORIZED {
@@ -273,7 +275,11 @@ impl GcloudProvider {
                     }
                 } else {
                     let code = Some(err.reason().to_string()).filter(|r| !r.is_empty());
-                    ProviderError::Rejected { provider: KIND, code, message: format!("{what} in zone {zone} rejected: {}", err.describe()) }
+                    ProviderError::Rejected {
+                        provider: KIND,
+                        code,
+                        message: format!("{what} in zone {zone} rejected: {}", err.describe()),
+                    }
                 }
             }
         }
@@ -331,7 +337,11 @@ impl GcloudProvider {
     }
 
     /// The record sets at every name in `names`: one read per name, or one walk of the zone.
-    async fn read_names(&self, zone: &ZoneRef, names: &BTreeSet<String>) -> Result<HashMap<String, NameState>, ProviderError> {
+    async fn read_names(
+        &self,
+        zone: &ZoneRef,
+        names: &BTreeSet<String>,
+    ) -> Result<HashMap<String, NameState>, ProviderError> {
         let mut out: HashMap<String, NameState> = names.iter().map(|n| (n.clone(), NameState::new())).collect();
         let sets = if names.len() > PER_NAME_READS {
             self.api.rrsets(&zone.managed, None, None).await
@@ -355,7 +365,13 @@ impl GcloudProvider {
     }
 
     /// Computes the change of one (name, type) from what was read, or a conflict.
-    fn plan(zone: &str, name: &str, rtype: RecordType, ops: &[(Op, &Record)], state: &NameState) -> Result<Option<Plan>, ProviderError> {
+    fn plan(
+        zone: &str,
+        name: &str,
+        rtype: RecordType,
+        ops: &[(Op, &Record)],
+        state: &NameState,
+    ) -> Result<Option<Plan>, ProviderError> {
         let type_key = rtype.as_str();
         let old = state.get(type_key).cloned();
         let adds: Vec<&Record> = ops.iter().filter(|(op, _)| *op == Op::Add).map(|(_, r)| *r).collect();
@@ -373,7 +389,9 @@ impl GcloudProvider {
                     }
                     let target = &first.value;
                     let foreign = old.iter().flat_map(|s| s.rrdatas.iter()).find(|v| !same_value(rtype, v, target));
-                    if let Some(v) = foreign.or_else(|| adds.iter().find(|r| !same_value(rtype, &raw_value(r), target)).map(|r| &r.value)) {
+                    if let Some(v) = foreign
+                        .or_else(|| adds.iter().find(|r| !same_value(rtype, &raw_value(r), target)).map(|r| &r.value))
+                    {
                         return Err(ProviderError::Conflict {
                             provider: KIND,
                             message: format!(
@@ -430,7 +448,11 @@ impl GcloudProvider {
 
     /// Adds and removes values, merging with whatever else the sets hold. Returns the change
     /// (`managed_zone/id`) that carried each key; keys that needed no change are absent.
-    async fn apply(&self, zone: &str, ops: &[(Op, &Record)]) -> Result<HashMap<(String, RecordType), String>, ProviderError> {
+    async fn apply(
+        &self,
+        zone: &str,
+        ops: &[(Op, &Record)],
+    ) -> Result<HashMap<(String, RecordType), String>, ProviderError> {
         let zone_name = normalize_name(zone);
         let mut by_key: BTreeMap<(String, RecordType), Vec<(Op, &Record)>> = BTreeMap::new();
         for (op, record) in ops {
@@ -543,7 +565,8 @@ impl DnsProvider for GcloudProvider {
     }
 
     async fn wait_until_applied(&self, published: &[Published], timeout: Duration) -> Result<(), ProviderError> {
-        let ids: BTreeSet<&str> = published.iter().filter_map(|p| p.change_id.as_deref()).filter(|id| !id.is_empty()).collect();
+        let ids: BTreeSet<&str> =
+            published.iter().filter_map(|p| p.change_id.as_deref()).filter(|id| !id.is_empty()).collect();
         let started = Instant::now();
         let deadline = started + timeout;
         for full in ids {
@@ -556,7 +579,12 @@ impl DnsProvider for GcloudProvider {
                     .await
                     .map_err(|e| self.map_err(e, managed, Need::ChangesGet, "waiting for a change"))?;
                 if change.status == "done" {
-                    info!(managed_zone = managed, change_id = id, elapsed_ms = started.elapsed().as_millis() as u64, "gcloud change done");
+                    info!(
+                        managed_zone = managed,
+                        change_id = id,
+                        elapsed_ms = started.elapsed().as_millis() as u64,
+                        "gcloud change done"
+                    );
                     break;
                 }
                 if Instant::now() + delay > deadline {
@@ -623,9 +651,10 @@ mod tests {
         let ours = Record::txt("_dnsauth.example.com", "tok");
         let mut state = NameState::new();
         state.insert("TXT".into(), set("TXT", 300, &["\"foreign\""]));
-        let plan = GcloudProvider::plan("example.com", "_dnsauth.example.com", RecordType::Txt, &[(Op::Add, &ours)], &state)
-            .expect("no conflict")
-            .expect("a change");
+        let plan =
+            GcloudProvider::plan("example.com", "_dnsauth.example.com", RecordType::Txt, &[(Op::Add, &ours)], &state)
+                .expect("no conflict")
+                .expect("a change");
         assert_eq!(plan.old, Some(set("TXT", 300, &["\"foreign\""])));
         assert_eq!(plan.new, Some(set("TXT", 60, &["\"foreign\"", "\"tok\""])));
 
@@ -637,10 +666,15 @@ mod tests {
                 .is_none(),
             "publishing again changes nothing"
         );
-        let removal =
-            GcloudProvider::plan("example.com", "_dnsauth.example.com", RecordType::Txt, &[(Op::Remove, &ours)], &state)
-                .expect("ok")
-                .expect("a change");
+        let removal = GcloudProvider::plan(
+            "example.com",
+            "_dnsauth.example.com",
+            RecordType::Txt,
+            &[(Op::Remove, &ours)],
+            &state,
+        )
+        .expect("ok")
+        .expect("a change");
         assert_eq!(removal.new, Some(set("TXT", 60, &["\"foreign\""])));
     }
 
@@ -650,8 +684,14 @@ mod tests {
         assert_eq!(raw_value(&cname), "x.dcv.digicert.com.");
         let mut state = NameState::new();
         state.insert("TXT".into(), set("TXT", 60, &["\"v\""]));
-        let err = GcloudProvider::plan("example.com", "_dnsauth.example.com", RecordType::Cname, &[(Op::Add, &cname)], &state)
-            .expect_err("conflict");
+        let err = GcloudProvider::plan(
+            "example.com",
+            "_dnsauth.example.com",
+            RecordType::Cname,
+            &[(Op::Add, &cname)],
+            &state,
+        )
+        .expect_err("conflict");
         assert!(matches!(err, ProviderError::Conflict { .. }), "{err:?}");
         assert!(err.to_string().starts_with("gcloud: "), "{err}");
     }
@@ -666,7 +706,11 @@ mod tests {
         };
         assert!(is_race(&api(412, "conditionNotMet", "Precondition not met for 'entity.change.deletions[0]'")));
         assert!(is_race(&api(409, "alreadyExists", "The resource 'entity.change.additions[0]' already exists")));
-        assert!(is_race(&api(404, "notFound", "The 'entity.change.deletions[0]' resource named 'a. (TXT)' does not exist.")));
+        assert!(is_race(&api(
+            404,
+            "notFound",
+            "The 'entity.change.deletions[0]' resource named 'a. (TXT)' does not exist."
+        )));
         assert!(!is_race(&api(404, "notFound", "The 'parameters.managedZone' resource named 'x' does not exist.")));
         assert!(!is_race(&api(403, "forbidden", "Forbidden")));
     }
