@@ -621,3 +621,92 @@ async fn read_subject_token(source: &SubjectTokenFile) -> Result<SecretString, P
     }
     Ok(SecretString::from(token))
 }
+
+#[cfg(test)]
+mod tests {
+    use aws_lc_rs::encoding::AsDer;
+    use aws_lc_rs::rsa::KeySize;
+    use aws_lc_rs::signature::{KeyPair as _, RSA_PKCS1_2048_8192_SHA256, UnparsedPublicKey};
+
+    use super::*;
+
+    fn test_key() -> (SecretString, Vec<u8>) {
+        let pair = RsaKeyPair::generate(KeySize::Rsa2048).expect("key");
+        let der = pair.as_der().expect("pkcs8");
+        let b64 = STANDARD.encode(der.as_ref());
+        let body: Vec<&str> = b64.as_bytes().chunks(64).map(|c| std::str::from_utf8(c).expect("ascii")).collect();
+        let pem = format!("-----BEGIN PRIVATE KEY-----\n{}\n-----END PRIVATE KEY-----\n", body.join("\n"));
+        (SecretString::from(pem), pair.public_key().as_ref().to_vec())
+    }
+
+    /// The assertion is a JWT whose RS256 signature verifies with the key's public half and
+    /// whose claims are what Google's token endpoint checks.
+    #[test]
+    fn assertion_is_a_verifiable_rs256_jwt() {
+        let (pem, public) = test_key();
+        let jwt =
+            sign_assertion("sa@p.iam.gserviceaccount.com", Some("kid-1"), &pem, DEFAULT_TOKEN_URI, DNS_SCOPE, 1_000)
+                .expect("sign");
+        let parts: Vec<&str> = jwt.expose_secret().split('.').collect();
+        assert_eq!(parts.len(), 3);
+        let header: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("b64")).expect("json");
+        let claims: Value = serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("json");
+        assert_eq!(header, json!({"alg": "RS256", "typ": "JWT", "kid": "kid-1"}));
+        assert_eq!(
+            claims,
+            json!({"iss": "sa@p.iam.gserviceaccount.com", "scope": DNS_SCOPE, "aud": DEFAULT_TOKEN_URI, "iat": 1000, "exp": 4600})
+        );
+        let signature = URL_SAFE_NO_PAD.decode(parts[2]).expect("b64");
+        let signed = format!("{}.{}", parts[0], parts[1]);
+        UnparsedPublicKey::new(&RSA_PKCS1_2048_8192_SHA256, &public)
+            .verify(signed.as_bytes(), &signature)
+            .expect("the signature verifies");
+    }
+
+    /// Tokens are renewed 5 minutes before expiry, or at 90% of a short lifetime.
+    #[test]
+    fn renewal_margin() {
+        assert_eq!(usable_for(Duration::from_secs(3600)), Duration::from_secs(3300));
+        assert_eq!(usable_for(Duration::from_secs(100)), Duration::from_secs(90));
+        assert_eq!(usable_for(Duration::ZERO), Duration::ZERO);
+    }
+
+    /// A service-account file parses; Debug shows the identity, never the key.
+    #[test]
+    fn service_account_file_parses_and_debug_hides_the_key() {
+        let (pem, _) = test_key();
+        let file = json!({
+            "type": "service_account",
+            "client_email": "sa@p.iam.gserviceaccount.com",
+            "private_key_id": "abc123",
+            "private_key": pem.expose_secret(),
+        })
+        .to_string();
+        let creds = Credentials::from_json(&file).expect("parses");
+        let debug = format!("{creds:?}");
+        assert!(debug.contains("sa@p.iam.gserviceaccount.com") && debug.contains("abc123"), "{debug}");
+        assert!(debug.contains(DEFAULT_TOKEN_URI), "the default token_uri applies: {debug}");
+        let key_line = pem.expose_secret().lines().nth(1).expect("line").to_string();
+        assert!(!debug.contains(&key_line) && !debug.contains("PRIVATE"), "{debug}");
+        assert_eq!(creds.describe(), "service account sa@p.iam.gserviceaccount.com");
+        let http = file.replace("\"abc123\"", "\"abc123\", \"token_uri\": \"http://oauth.example.net/token\"");
+        assert!(Credentials::from_json(&http).is_err(), "plain http token_uri to a remote host is refused");
+    }
+
+    /// JSON-format subject token files are read by field.
+    #[tokio::test]
+    async fn subject_token_from_a_json_file() {
+        let tmp = tempfile::tempdir().expect("tempdir");
+        let dir = tmp.path();
+        let path = dir.join("token.json");
+        std::fs::write(&path, r#"{"id_token": "subject-123"}"#).expect("write");
+        let source = SubjectTokenFile { path: path.clone(), json_field: Some("id_token".into()) };
+        assert_eq!(read_subject_token(&source).await.expect("token").expose_secret(), "subject-123");
+        let missing = SubjectTokenFile { path: dir.join("absent"), json_field: None };
+        let err = read_subject_token(&missing).await.expect_err("absent");
+        assert!(
+            matches!(err, ProviderError::Auth { .. }) && err.to_string().starts_with("gcloud: cannot read"),
+            "{err}"
+        );
+    }
+}
