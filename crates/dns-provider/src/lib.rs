@@ -10,6 +10,7 @@
 //! - [`DnsProvider`]: the contract every adapter meets (tested by one conformance battery).
 //! - [`Router`]: picks the provider and zone for a record name by longest zone suffix.
 //! - [`ProviderError`]: one error type whose messages start with the provider name.
+//! - `rrset` (private): merging values into a record set, shared by Route53 and Cloud DNS.
 //! - adapters: [`memory`], [`exec`], [`rfc2136`], [`route53`], [`cloudflare`], [`gcloud`].
 
 use std::fmt;
@@ -25,6 +26,7 @@ pub mod memory;
 pub mod rfc2136;
 pub mod route53;
 mod router;
+mod rrset;
 
 pub use router::{RouteError, Router};
 
@@ -102,6 +104,21 @@ impl fmt::Display for Record {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {} {:?}", self.name, self.rtype, self.value)
     }
+}
+
+/// The HTTP client of the HTTP API adapters: dcvd's user agent, 10 s to connect, 30 s per
+/// request. `loopback`: the endpoint is a local test server, reached without any configured proxy.
+pub(crate) fn http_client(loopback: bool) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder();
+    if loopback {
+        builder = builder.no_proxy();
+    }
+    builder
+        .user_agent(concat!("dcvd/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
 /// Lower-cases a DNS name and strips one trailing dot.

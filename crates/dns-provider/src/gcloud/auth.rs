@@ -401,16 +401,7 @@ impl Authenticator {
                 is_loopback(token_url.as_deref().unwrap_or(sts)) && impersonation_url.as_deref().is_none_or(is_loopback)
             }
         };
-        let mut builder = reqwest::Client::builder();
-        if loopback {
-            builder = builder.no_proxy();
-        }
-        let http = builder
-            .user_agent(concat!("dcvd/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| err_config(format!("cannot build the HTTP client: {e}")))?;
+        let http = crate::http_client(loopback).map_err(err_config)?;
         Ok(Self {
             http,
             credentials,

@@ -34,6 +34,7 @@ pub use self::api::DEFAULT_API_URL;
 use self::api::{Api, ApiError, Change, ResourceRecordSet};
 pub use self::auth::{Credentials, SubjectTokenFile};
 use crate::route53::txt;
+use crate::rrset::{self, Encoding, Op, ValueSet};
 use crate::{DnsProvider, ProviderError, Published, Record, RecordType, check_owner, normalize_name};
 
 pub(crate) const KIND: &str = "gcloud";
@@ -109,11 +110,8 @@ struct ZoneRef {
 /// Every record set at one name: type (`TXT`, `CNAME`, ...) -> the set as read.
 type NameState = BTreeMap<String, ResourceRecordSet>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Add,
-    Remove,
-}
+/// How Cloud DNS writes values.
+const ENCODING: Encoding = Encoding { encode: raw_value, same: same_value };
 
 /// One record set change: the set as read (deleted exactly) and the set to write.
 #[derive(Debug)]
@@ -374,75 +372,19 @@ impl GcloudProvider {
     ) -> Result<Option<Plan>, ProviderError> {
         let type_key = rtype.as_str();
         let old = state.get(type_key).cloned();
-        let adds: Vec<&Record> = ops.iter().filter(|(op, _)| *op == Op::Add).map(|(_, r)| *r).collect();
-        if let Some(first) = adds.first() {
-            let other = state.keys().find(|t| t.as_str() != type_key);
-            match rtype {
-                RecordType::Cname => {
-                    if let Some(other) = other {
-                        return Err(ProviderError::Conflict {
-                            provider: KIND,
-                            message: format!(
-                                "cannot publish CNAME at {name}: a {other} record set already exists there (zone {zone}); a CNAME cannot share its name: remove the {other} record set or use the TXT method"
-                            ),
-                        });
-                    }
-                    let target = &first.value;
-                    let foreign = old.iter().flat_map(|s| s.rrdatas.iter()).find(|v| !same_value(rtype, v, target));
-                    if let Some(v) = foreign
-                        .or_else(|| adds.iter().find(|r| !same_value(rtype, &raw_value(r), target)).map(|r| &r.value))
-                    {
-                        return Err(ProviderError::Conflict {
-                            provider: KIND,
-                            message: format!(
-                                "cannot publish CNAME {name} -> {target}: it already points to {} (zone {zone}); remove that CNAME first",
-                                normalize_name(v)
-                            ),
-                        });
-                    }
-                }
-                RecordType::Txt => {
-                    if state.contains_key("CNAME") {
-                        return Err(ProviderError::Conflict {
-                            provider: KIND,
-                            message: format!(
-                                "cannot publish TXT at {name}: the name is a CNAME (zone {zone}); publish at the CNAME's target instead"
-                            ),
-                        });
-                    }
-                }
-            }
-        }
-        let mut values: Vec<String> = old.as_ref().map(|s| s.rrdatas.clone()).unwrap_or_default();
-        let mut ttl = old.as_ref().map(|s| s.ttl);
-        for (op, record) in ops {
-            match op {
-                Op::Add => {
-                    if !values.iter().any(|v| same_value(rtype, v, &record.value)) {
-                        values.push(raw_value(record));
-                    }
-                    // a DCV record wants a short TTL; never lengthen someone else's
-                    let ours = i64::from(record.ttl);
-                    ttl = Some(ttl.map_or(ours, |t| t.min(ours)));
-                }
-                Op::Remove => values.retain(|v| !same_value(rtype, v, &record.value)),
-            }
-        }
-        let new = (!values.is_empty()).then(|| ResourceRecordSet {
-            name: format!("{name}."),
-            rtype: type_key.to_string(),
-            ttl: ttl.unwrap_or(60),
-            rrdatas: values,
-            signature_rrdatas: Vec::new(),
-        });
-        let unchanged = match (&old, &new) {
-            (None, None) => true,
-            (Some(o), Some(n)) => o.ttl == n.ttl && o.rrdatas == n.rrdatas,
-            _ => false,
-        };
-        if unchanged {
+        let old_values = old.as_ref().map(|s| ValueSet { ttl: s.ttl, values: s.rrdatas.clone() });
+        let others: Vec<&str> = state.keys().map(String::as_str).filter(|t| *t != type_key).collect();
+        let new = rrset::merge(KIND, zone, name, rtype, ops, old_values.as_ref(), &others, &ENCODING)?;
+        if new == old_values {
             return Ok(None);
         }
+        let new = new.map(|set| ResourceRecordSet {
+            name: format!("{name}."),
+            rtype: type_key.to_string(),
+            ttl: set.ttl,
+            rrdatas: set.values,
+            signature_rrdatas: Vec::new(),
+        });
         Ok(Some(Plan { name: name.to_string(), rtype, old, new }))
     }
 
