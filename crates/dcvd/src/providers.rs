@@ -101,6 +101,17 @@ pub async fn build(name: &str, provider: &Provider) -> anyhow::Result<SharedProv
             }
             Arc::new(AzureProvider::new(settings)?)
         }
+        Provider::Gcloud { zones, project, managed_zones, credentials, api_url, metadata_url, token_url } => {
+            let mut settings =
+                dns_provider::gcloud::GcloudSettings::new(project.clone(), zones.clone(), credentials.clone());
+            settings.managed_zones = managed_zones.clone();
+            if let Some(url) = api_url {
+                settings.api_url = url.clone();
+            }
+            settings.metadata_url = metadata_url.clone();
+            settings.token_url = token_url.clone();
+            Arc::new(dns_provider::gcloud::GcloudProvider::new(settings)?)
+        }
         Provider::Route53 { zones, hosted_zone_id, region, endpoint_url } => {
             let settings = dns_provider::route53::Route53Settings {
                 zones: zones.clone(),

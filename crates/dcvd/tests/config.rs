@@ -253,14 +253,14 @@ const CASES: &[Case] = &[
                zones = [\"example.com\"]\n",
         at: (4, 8),
         message: "unknown provider type \"powerdns\" for provider `x`: expected `route53`, \
-                  `cloudflare`, `azure`, `rfc2136`, `exec` or `memory`",
+                  `cloudflare`, `azure`, `gcloud`, `rfc2136`, `exec` or `memory`",
     },
     Case {
         name: "provider without type",
         toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.x]\nzones = [\"example.com\"]\n",
         at: (3, 1),
         message: "provider `x` has no `type`: set it to one of `route53`, `cloudflare`, \
-                  `azure`, `rfc2136`, `exec` or `memory`",
+                  `azure`, `gcloud`, `rfc2136`, `exec` or `memory`",
     },
     Case {
         name: "key of another provider type lists this type's keys",
@@ -1300,4 +1300,117 @@ fn azure_settings_errors() {
         .is_ok()
     );
     assert!(failures.is_empty(), "{} case(s) failed:\n{}", failures.len(), failures.join("\n"));
+}
+
+/// `type = "gcloud"`: the credentials file is read and checked at load time (from
+/// $CREDENTIALS_DIRECTORY when relative), managed zones are normalized, endpoint overrides kept;
+/// `Debug` names the account and key id, never the key.
+#[test]
+fn gcloud_provider_parses_and_hides_its_key() {
+    use dns_provider::gcloud::Credentials;
+    let creds = tempfile::tempdir().unwrap();
+    let (key, _) = test_support::gcloud_fake::service_account_key_file(
+        "dcvd@my-project.iam.gserviceaccount.com",
+        "my-project",
+        "https://oauth2.googleapis.com/token",
+    );
+    write_secret(creds.path(), "gcp-key.json", &key, 0o600);
+    let env = Environment::isolated().with_credentials_dir(creds.path()).with_var("KEY", "k");
+    let text = r#"
+[certcentral]
+api_key_env = "KEY"
+[providers.gcp]
+type = "gcloud"
+project = "my-project"
+zones = ["Example.com.", "example.org"]
+managed_zones = { "example.com" = "example-com" }
+credentials_file = "gcp-key.json"
+api_url = "http://127.0.0.1:9/dns/v1"
+[providers.gce]
+type = "gcloud"
+project = "other-project"
+zones = ["example.net"]
+auth = "metadata"
+[[order]]
+id = 1
+method = "dns-txt-token"
+"#;
+    let config = parse(text, &env).unwrap();
+    assert!(config.warnings.is_empty(), "{:?}", config.warnings);
+    let Provider::Gcloud { zones, project, managed_zones, credentials, api_url, metadata_url, token_url } =
+        &config.providers["gcp"]
+    else {
+        panic!("not gcloud: {:?}", config.providers["gcp"])
+    };
+    assert_eq!(zones, &["example.com", "example.org"]);
+    assert_eq!(project, "my-project");
+    assert_eq!(managed_zones.get("example.com").map(String::as_str), Some("example-com"));
+    assert_eq!(api_url.as_deref(), Some("http://127.0.0.1:9/dns/v1"));
+    assert!(metadata_url.is_none() && token_url.is_none());
+    let Credentials::ServiceAccount { client_email, private_key, .. } = credentials else {
+        panic!("not a service account: {credentials:?}")
+    };
+    assert_eq!(client_email, "dcvd@my-project.iam.gserviceaccount.com");
+    assert!(private_key.expose_secret().contains("BEGIN PRIVATE KEY"));
+    assert!(matches!(&config.providers["gce"], Provider::Gcloud { credentials: Credentials::Metadata, .. }));
+    assert_eq!(config.providers["gcp"].kind(), "gcloud");
+
+    let debug = format!("{config:?}");
+    let key_line = private_key.expose_secret().lines().nth(2).unwrap().to_string();
+    assert!(!debug.contains(&key_line) && !debug.contains("PRIVATE KEY"), "key in Debug: {debug}");
+    assert!(debug.contains("dcvd@my-project.iam.gserviceaccount.com"), "{debug}");
+    // Debug is the reload comparison: the same file parsed twice compares equal
+    let again = parse(text, &env).unwrap();
+    assert_eq!(format!("{:?}", again.providers["gcp"]), format!("{:?}", config.providers["gcp"]));
+}
+
+/// `gcloud` sections: each mistake is reported at its line and column, without file content.
+#[test]
+fn gcloud_provider_errors_have_positions() {
+    let creds = tempfile::tempdir().unwrap();
+    write_secret(creds.path(), "not-json", "private-bytes-123 {", 0o600);
+    write_secret(creds.path(), "user.json", r#"{"type": "authorized_user", "refresh_token": "rt-secret-456"}"#, 0o600);
+    let env = Environment::isolated().with_credentials_dir(creds.path()).with_var("KEY", "k");
+    let head = "[certcentral]\napi_key_env = \"KEY\"\n[providers.gcp]\ntype = \"gcloud\"\nzones = [\"example.com\"]\n";
+    let cases: &[(&str, (usize, usize), &str)] = &[
+        ("project = \"p\"\n", (3, 1), "provider `gcp` needs credentials: set `credentials_file`"),
+        ("project = \"p\"\nauth = \"adc\"\n", (7, 8), "`auth` must be \"metadata\""),
+        (
+            "project = \"p\"\nauth = \"metadata\"\ncredentials_file = \"x\"\n",
+            (7, 8),
+            "give either `credentials_file` or `auth",
+        ),
+        ("project = \"My Project\"\nauth = \"metadata\"\n", (6, 11), "`project` must be a Google Cloud project id"),
+        (
+            "project = \"p\"\ncredentials_file = \"not-json\"\n",
+            (7, 20),
+            "the credentials file is not JSON (line 1, column",
+        ),
+        (
+            "project = \"p\"\ncredentials_file = \"user.json\"\n",
+            (7, 20),
+            "credentials of type \"authorized_user\" are not supported",
+        ),
+        ("project = \"p\"\ncredentials_file = \"missing.json\"\n", (7, 20), "cannot read `credentials_file`"),
+        (
+            "project = \"p\"\nauth = \"metadata\"\nmanaged_zones = { \"example.org\" = \"x\" }\n",
+            (8, 17),
+            "`managed_zones` names zone example.org",
+        ),
+        (
+            "project = \"p\"\nauth = \"metadata\"\napi_url = \"http://dns.example.net/dns/v1\"\n",
+            (8, 11),
+            "must be an https:// URL",
+        ),
+        ("project = \"p\"\nauth = \"metadata\"\nregion = \"x\"\n", (8, 1), "unknown field `region`"),
+    ];
+    for (rest, at, want) in cases {
+        let err = parse(&format!("{head}{rest}"), &env).expect_err(rest);
+        let text = err.to_string();
+        assert_eq!((err.line.unwrap_or(0), err.col.unwrap_or(0)), *at, "{rest}: {text}");
+        assert!(err.message.contains(want), "{rest}: {text}");
+        for secret in ["private-bytes-123", "rt-secret-456"] {
+            assert!(!text.contains(secret), "secret in {text}");
+        }
+    }
 }

@@ -49,7 +49,7 @@ fn parse_complete(name: &str, text: &str) -> Result<Config, String> {
                         (toml::Value::String(path), true, _) => {
                             let file = Path::new(path).file_name().unwrap().to_string_lossy().to_string();
                             let full = creds.path().join(&file);
-                            std::fs::write(&full, "ZHVtbXktc2VjcmV0LWZvci1kb2NzLXRlc3Q=").unwrap();
+                            std::fs::write(&full, dummy_secret(&k)).unwrap();
                             use std::os::unix::fs::PermissionsExt;
                             std::fs::set_permissions(&full, std::fs::Permissions::from_mode(0o600)).unwrap();
                             text = text.replace(&format!("\"{path}\""), &format!("\"{file}\""));
@@ -66,6 +66,20 @@ fn parse_complete(name: &str, text: &str) -> Result<Config, String> {
         }
     }
     Config::from_toml_with(&text, Path::new(name), &env).map_err(|e| e.to_string())
+}
+
+/// What a `*_file` of the docs holds in the test: a generated service-account key for the
+/// `gcloud` provider's JSON `credentials_file`, a base64 string for every other secret.
+fn dummy_secret(key: &str) -> String {
+    if key == "credentials_file" {
+        let (json, _) = test_support::gcloud_fake::service_account_key_file(
+            "dcvd@docs-project.iam.gserviceaccount.com",
+            "docs-project",
+            "https://oauth2.googleapis.com/token",
+        );
+        return json;
+    }
+    "ZHVtbXktc2VjcmV0LWZvci1kb2NzLXRlc3Q=".to_string()
 }
 
 #[test]

@@ -20,6 +20,7 @@ use test_support::azure_fake::{AzureFake, TokenGrant};
 use test_support::bind::{Bind, ZoneSpec};
 use test_support::cloudflare_fake::CloudflareFake;
 use test_support::frontend::Frontend;
+use test_support::gcloud_fake::{GcloudFake, Role};
 use test_support::moto::Moto;
 
 const ONCE_LIMIT: Duration = Duration::from_secs(120);
@@ -50,6 +51,17 @@ fn cloudflare_provider(name: &str, dcvd: &Dcvd, fake: &CloudflareFake, zones: &[
         "[providers.{name}]\ntype = \"cloudflare\"\nzones = {zones:?}\napi_token_file = \"{}\"\nbase_url = \"{}\"\n",
         token.display(),
         fake.base_url
+    )
+}
+
+/// A `gcloud` provider section with a service-account key file whose `token_uri` is the fake's.
+fn gcloud_provider(name: &str, dcvd: &Dcvd, fake: &GcloudFake, key_json: &str, zones: &[&str]) -> String {
+    let key = dcvd.secret_file(&format!("{name}-key.json"), key_json);
+    format!(
+        "[providers.{name}]\ntype = \"gcloud\"\nproject = \"{}\"\nzones = {zones:?}\ncredentials_file = \"{}\"\napi_url = \"{}\"\n",
+        fake.project,
+        key.display(),
+        fake.api_url
     )
 }
 
@@ -573,4 +585,63 @@ async fn delegated_validation(scope: Scope, provider_zones: &[&str], id: u64, ta
     assert_all_cleaned_up(&dcvd, &[id]);
     let tsig = std::fs::read_to_string(bind.tsig_secret_file()).unwrap();
     dcvd.assert_no_secrets(&[("TSIG secret", &tsig)]);
+}
+
+/// Google Cloud DNS (the fake, with a service-account key whose RS256 assertion the fake
+/// verifies) with a DV TXT order for a registrable domain and its wildcard: both are validated at
+/// `_dnsauth.gc.test` whatever the validation scope, so exactly one record holds the value; the
+/// change is waited for (`done`), the lagging name server too, and the set is deleted exactly.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn gcloud_dv_txt_order() {
+    let fake = Arc::new(GcloudFake::builder().zone("gc.test").start().await);
+    fake.set_pending_gets(1);
+    let key = fake.service_account_key("dcvd@dcvd-test.iam.gserviceaccount.com", Role::DnsEditor);
+    let reader = fake.clone();
+    let fe = Frontend::builder().custom("gc.test", move || reader.entries("gc.test")).lag(LAG).start().await;
+    let names = ["gc.test", "*.gc.test"];
+    let sim = SimProc::start(SimOpts {
+        dns: fe.addrs(),
+        orders: vec![NewOrder::new(4001, &names)],
+        seed: 14,
+        ..SimOpts::default()
+    });
+    let dcvd = Dcvd::new(&sim);
+    let rest = format!(
+        "{}\n{}",
+        gcloud_provider("gcp", &dcvd, &fake, &key, &["gc.test"]),
+        order_toml(4001, "dns-txt-token", &names)
+    );
+    dcvd.write_config(&dcvd.config(&sim, fe.port(), &rest));
+    let status = dcvd.once(ONCE_LIMIT).await;
+    let log = dcvd.assert_success(status, "dcvd once");
+
+    let order = sim.order(4001).await;
+    assert_eq!(order.dcv_status, "valid", "{log}");
+    let stats = sim.stats().await;
+    assert_eq!(sim.order_calls(4001).await, 2, "token + one check: {:?}", stats.order_calls);
+    assert_eq!(stats.premature_checks, 0, "a check before every name server served the record");
+    assert_eq!(fe.store().additions("_dnsauth.gc.test", &order.dcv_random_value), 1, "exact owner name and value");
+    for name in ["_dnsauth.*.gc.test", "_dnsauth.gc.test.gc.test", "gc.test"] {
+        assert_eq!(fe.store().additions(name, &order.dcv_random_value), 0, "{name}: no record belongs there");
+    }
+    fe.wait_synced().await;
+    assert!(fe.added_more_than_once().is_empty(), "published twice: {:?}", fe.added_more_than_once());
+    assert!(fe.store().is_empty(), "records left: {:?}", fe.store().snapshot());
+    assert!(fake.entries("gc.test").is_empty(), "records left in Cloud DNS: {:?}", fake.entries("gc.test"));
+    assert_eq!(fake.refused_changes(), Vec::<u16>::new(), "dcvd raced itself");
+    assert_eq!(fake.change_count("gc-test"), 2, "one change to publish, one to remove");
+    assert!(log.contains("gcloud change done"), "the change was waited for: {}", e2e_common::tail(&log, 40));
+    assert_all_cleaned_up(&dcvd, &[4001]);
+    let private_key: serde_json::Value = serde_json::from_str(&key).expect("key json");
+    let pem = private_key["private_key"].as_str().expect("pem");
+    let key_lines: Vec<(String, String)> = pem
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .map(|l| ("private key line".to_string(), l.to_string()))
+        .collect();
+    let tokens: Vec<(String, String)> =
+        fake.issued_tokens().into_iter().map(|t| ("access token".to_string(), t)).collect();
+    assert!(!tokens.is_empty(), "dcvd obtained a token");
+    let secrets: Vec<(&str, &str)> = key_lines.iter().chain(&tokens).map(|(w, s)| (w.as_str(), s.as_str())).collect();
+    dcvd.assert_no_secrets(&secrets);
 }

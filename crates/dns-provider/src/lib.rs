@@ -1,5 +1,5 @@
-//! The [`DnsProvider`] trait and its adapters: Route53, Cloudflare, Azure DNS, RFC 2136, exec and
-//! memory.
+//! The [`DnsProvider`] trait and its adapters: Route53, Cloudflare, Azure DNS, Google Cloud DNS,
+//! RFC 2136, exec and memory.
 //!
 //! This crate publishes and removes DCV records (TXT values, CNAME targets) at absolute owner
 //! names, through whichever DNS provider owns the zone. It knows nothing about DigiCert, tokens,
@@ -10,7 +10,8 @@
 //! - [`DnsProvider`]: the contract every adapter meets (tested by one conformance battery).
 //! - [`Router`]: picks the provider and zone for a record name by longest zone suffix.
 //! - [`ProviderError`]: one error type whose messages start with the provider name.
-//! - adapters: [`memory`], [`exec`], [`rfc2136`], [`route53`], [`cloudflare`], [`azure`].
+//! - `rrset` (private): merging values into a record set, shared by Route53 and Cloud DNS.
+//! - adapters: [`memory`], [`exec`], [`rfc2136`], [`route53`], [`cloudflare`], [`azure`], [`gcloud`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -21,10 +22,12 @@ use async_trait::async_trait;
 pub mod azure;
 pub mod cloudflare;
 pub mod exec;
+pub mod gcloud;
 pub mod memory;
 pub mod rfc2136;
 pub mod route53;
 mod router;
+mod rrset;
 
 pub use router::{RouteError, Router};
 
@@ -102,6 +105,21 @@ impl fmt::Display for Record {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(f, "{} {} {:?}", self.name, self.rtype, self.value)
     }
+}
+
+/// The HTTP client of the HTTP API adapters: dcvd's user agent, 10 s to connect, 30 s per
+/// request. `loopback`: the endpoint is a local test server, reached without any configured proxy.
+pub(crate) fn http_client(loopback: bool) -> Result<reqwest::Client, String> {
+    let mut builder = reqwest::Client::builder();
+    if loopback {
+        builder = builder.no_proxy();
+    }
+    builder
+        .user_agent(concat!("dcvd/", env!("CARGO_PKG_VERSION")))
+        .connect_timeout(Duration::from_secs(10))
+        .timeout(Duration::from_secs(30))
+        .build()
+        .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
 /// Lower-cases a DNS name and strips one trailing dot.

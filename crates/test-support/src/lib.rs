@@ -14,6 +14,8 @@
 //!   `If-Match`), Entra ID's token endpoint and IMDS.
 //! - [`cloudflare_fake`]: a stateful fake of Cloudflare's v4 DNS API (zones, records, pagination,
 //!   token scopes, 429 with `Retry-After`).
+//! - [`gcloud_fake`]: a stateful fake of Google Cloud DNS v1 and Google's token endpoints
+//!   (service-account JWTs verified, metadata server, STS, impersonation, exact-match deletions).
 //! - [`frontend`]: DNS front-ends serving what moto's Route53 or the Cloudflare fake holds, over
 //!   real DNS on two name servers (one optionally lagging).
 
@@ -21,5 +23,6 @@ pub mod azure_fake;
 pub mod bind;
 pub mod cloudflare_fake;
 pub mod frontend;
+pub mod gcloud_fake;
 pub mod moto;
 pub mod ports;

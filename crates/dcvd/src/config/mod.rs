@@ -24,6 +24,7 @@
 mod azure;
 mod env;
 mod error;
+mod gcloud;
 mod load;
 mod names;
 mod provider;
@@ -328,6 +329,23 @@ pub enum Provider {
     },
     /// `type = "azure"`: Azure DNS through Azure Resource Manager.
     Azure(AzureConfig),
+    /// `type = "gcloud"`: Google Cloud DNS. `Debug` shows the credentials' identity, no secret.
+    Gcloud {
+        /// Zones served.
+        zones: Vec<String>,
+        /// The Google Cloud project holding the managed zones.
+        project: String,
+        /// Managed zone names by zone, to skip the lookup by DNS name.
+        managed_zones: BTreeMap<String, String>,
+        /// Service-account key, workload identity configuration, or the metadata server.
+        credentials: dns_provider::gcloud::Credentials,
+        /// API root override (fakes).
+        api_url: Option<String>,
+        /// Metadata server override (fakes).
+        metadata_url: Option<String>,
+        /// Token endpoint override (fakes).
+        token_url: Option<String>,
+    },
     /// `type = "rfc2136"`: dynamic updates signed with TSIG.
     Rfc2136 {
         /// Zones served.
@@ -371,6 +389,7 @@ impl Provider {
             Self::Route53 { .. } => "route53",
             Self::Cloudflare { .. } => "cloudflare",
             Self::Azure(_) => "azure",
+            Self::Gcloud { .. } => "gcloud",
             Self::Rfc2136 { .. } => "rfc2136",
             Self::Exec { .. } => "exec",
             Self::Memory { .. } => "memory",
@@ -382,6 +401,7 @@ impl Provider {
         match self {
             Self::Route53 { zones, .. }
             | Self::Cloudflare { zones, .. }
+            | Self::Gcloud { zones, .. }
             | Self::Rfc2136 { zones, .. }
             | Self::Exec { zones, .. }
             | Self::Memory { zones, .. } => zones,

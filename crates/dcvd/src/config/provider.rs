@@ -16,7 +16,7 @@ use super::names;
 use super::raw::{P, RawCloudflare, RawExec, RawMemory, RawRfc2136, RawRoute53, Zone};
 use super::{Provider, TsigAlgorithm};
 
-const TYPES: &str = "`route53`, `cloudflare`, `azure`, `rfc2136`, `exec` or `memory`";
+const TYPES: &str = "`route53`, `cloudflare`, `azure`, `gcloud`, `rfc2136`, `exec` or `memory`";
 
 /// Default timeout of an RFC 2136 update exchange.
 const RFC2136_TIMEOUT: Duration = Duration::from_secs(10);
@@ -71,7 +71,7 @@ pub(super) fn parse(
     Ok(providers)
 }
 
-type ZoneSpans = Vec<(String, Range<usize>)>;
+pub(super) type ZoneSpans = Vec<(String, Range<usize>)>;
 
 fn parse_one(
     src: &Source<'_>,
@@ -163,6 +163,7 @@ fn parse_one(
             let azure = super::azure::parse(src, ctx, name, &span, raw, zone_names, warnings)?;
             Ok((Provider::Azure(azure), zone_spans))
         }
+        "gcloud" => super::gcloud::parse(src, ctx, name, table, warnings),
         "rfc2136" => {
             let raw: RawRfc2136 = de(src, table)?;
             let zones = zones(src, name, &raw.zones)?;
@@ -238,11 +239,15 @@ fn parse_one(
     }
 }
 
-fn de<'i, T: Deserialize<'i>>(src: &Source<'_>, table: Spanned<DeTable<'i>>) -> Result<T, ConfigError> {
+pub(super) fn de<'i, T: Deserialize<'i>>(src: &Source<'_>, table: Spanned<DeTable<'i>>) -> Result<T, ConfigError> {
     T::deserialize(toml::de::Deserializer::from(table)).map_err(|e| src.toml_error(&e))
 }
 
-fn zones(src: &Source<'_>, name: &str, zones: &Spanned<Vec<Spanned<P<Zone>>>>) -> Result<ZoneSpans, ConfigError> {
+pub(super) fn zones(
+    src: &Source<'_>,
+    name: &str,
+    zones: &Spanned<Vec<Spanned<P<Zone>>>>,
+) -> Result<ZoneSpans, ConfigError> {
     if zones.get_ref().is_empty() {
         return Err(src.error(
             &zones.span(),

@@ -130,16 +130,7 @@ fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
 impl Api {
     /// `loopback`: the API is a local test server, reached without any configured HTTP proxy.
     pub(crate) fn new(base_url: &str, token: SecretString, loopback: bool) -> Result<Self, String> {
-        let mut builder = reqwest::Client::builder();
-        if loopback {
-            builder = builder.no_proxy();
-        }
-        let http = builder
-            .user_agent(concat!("dcvd/", env!("CARGO_PKG_VERSION")))
-            .connect_timeout(Duration::from_secs(10))
-            .timeout(Duration::from_secs(30))
-            .build()
-            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        let http = crate::http_client(loopback)?;
         Ok(Self { http, base_url: base_url.trim_end_matches('/').to_string(), token })
     }
 

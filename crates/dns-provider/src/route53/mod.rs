@@ -35,6 +35,7 @@ use aws_sdk_route53::types::{
 use secrecy::{ExposeSecret, SecretString};
 use tracing::{debug, info, warn};
 
+use crate::rrset::{self, Encoding, Op, ValueSet};
 use crate::{DnsProvider, ProviderError, Published, Record, RecordType, normalize_name};
 
 const KIND: &str = "route53";
@@ -116,20 +117,13 @@ struct ZoneRef {
 }
 
 /// One RRset as read: raw values (TXT quoted) exactly as Route53 holds them.
-#[derive(Debug, Clone, PartialEq, Eq)]
-struct RrSet {
-    ttl: i64,
-    values: Vec<String>,
-}
+type RrSet = ValueSet;
 
 /// Every RRset at one name: type (`TXT`, `CNAME`, ...) -> RRset.
 type NameState = BTreeMap<String, RrSet>;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Op {
-    Add,
-    Remove,
-}
+/// How Route53 writes values.
+const ENCODING: Encoding = Encoding { encode: raw_value, same: same_value };
 
 /// What a failed SDK call means for us.
 enum Failure {
@@ -623,64 +617,8 @@ impl Route53Provider {
     ) -> Result<Option<Plan>, ProviderError> {
         let type_key = rtype.as_str();
         let old = state.get(type_key).cloned();
-        let adds: Vec<&Record> = ops.iter().filter(|(op, _)| *op == Op::Add).map(|(_, r)| *r).collect();
-        if !adds.is_empty() {
-            let others: Vec<&String> = state.keys().filter(|t| t.as_str() != type_key).collect();
-            match rtype {
-                RecordType::Cname => {
-                    if let Some(other) = others.first() {
-                        return Err(ProviderError::Conflict {
-                            provider: KIND,
-                            message: format!(
-                                "cannot publish CNAME at {name}: a {other} record already exists there (zone {}); a CNAME cannot share its name: remove the {other} record or use the TXT method",
-                                zone.name
-                            ),
-                        });
-                    }
-                    if let Some(existing) = &old {
-                        let target = &adds[0].value;
-                        if adds.iter().any(|r| !same_value(rtype, &raw_value(r), target))
-                            || existing.values.iter().any(|v| !same_value(rtype, v, target))
-                        {
-                            return Err(ProviderError::Conflict {
-                                provider: KIND,
-                                message: format!(
-                                    "cannot publish CNAME {name} -> {target}: it already points to {} (zone {}); remove that CNAME first",
-                                    existing.values.iter().map(|v| normalize_name(v)).collect::<Vec<_>>().join(", "),
-                                    zone.name
-                                ),
-                            });
-                        }
-                    }
-                }
-                RecordType::Txt => {
-                    if others.iter().any(|t| t.as_str() == "CNAME") {
-                        return Err(ProviderError::Conflict {
-                            provider: KIND,
-                            message: format!(
-                                "cannot publish TXT at {name}: the name is a CNAME (zone {}); publish at the CNAME's target instead",
-                                zone.name
-                            ),
-                        });
-                    }
-                }
-            }
-        }
-        let mut values: Vec<String> = old.as_ref().map(|s| s.values.clone()).unwrap_or_default();
-        let mut ttl = old.as_ref().map(|s| s.ttl);
-        for (op, record) in ops {
-            match op {
-                Op::Add => {
-                    if !values.iter().any(|v| same_value(rtype, v, &record.value)) {
-                        values.push(raw_value(record));
-                    }
-                    let ours = i64::from(record.ttl);
-                    ttl = Some(ttl.map_or(ours, |t| t.min(ours)));
-                }
-                Op::Remove => values.retain(|v| !same_value(rtype, v, &record.value)),
-            }
-        }
-        let new = (!values.is_empty()).then(|| RrSet { ttl: ttl.unwrap_or(60), values });
+        let others: Vec<&str> = state.keys().map(String::as_str).filter(|t| *t != type_key).collect();
+        let new = rrset::merge(KIND, &zone.name, name, rtype, ops, old.as_ref(), &others, &ENCODING)?;
         if new == old {
             return Ok(None);
         }

@@ -1,0 +1,185 @@
+//! Merging DCV values into a record set, for adapters whose backend holds one set per name and
+//! type and replaces it whole (Route53 change batches, Cloud DNS changes): the CNAME rules and
+//! the set to write. Pure: no I/O, so every adapter shares one tested implementation.
+
+use crate::{ProviderError, Record, RecordType, normalize_name};
+
+/// Adding or removing one value.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Op {
+    /// Add the record's value (idempotent).
+    Add,
+    /// Remove exactly the record's value (absent is fine).
+    Remove,
+}
+
+/// A record set as the backend holds it: raw values (TXT quoted, ...) and the TTL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ValueSet {
+    /// Time to live.
+    pub(crate) ttl: i64,
+    /// Values exactly as the backend writes them.
+    pub(crate) values: Vec<String>,
+}
+
+/// How one backend writes values.
+pub(crate) struct Encoding {
+    /// A record's value as the backend writes it.
+    pub(crate) encode: fn(&Record) -> String,
+    /// Whether a raw value means the given bare value (TXT string / CNAME target).
+    pub(crate) same: fn(RecordType, &str, &str) -> bool,
+}
+
+/// The set at `name`/`rtype` after `ops`, given the set read (`old`) and the other types present
+/// at the name; `None` when no value is left. A CNAME beside another type, a second CNAME target,
+/// or a TXT at a CNAME is a [`ProviderError::Conflict`]. Added values get the lower of the set's
+/// TTL and the record's (a DCV record wants a short TTL; never lengthen someone else's).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn merge(
+    provider: &'static str,
+    zone: &str,
+    name: &str,
+    rtype: RecordType,
+    ops: &[(Op, &Record)],
+    old: Option<&ValueSet>,
+    other_types: &[&str],
+    encoding: &Encoding,
+) -> Result<Option<ValueSet>, ProviderError> {
+    let adds: Vec<&Record> = ops.iter().filter(|(op, _)| *op == Op::Add).map(|(_, r)| *r).collect();
+    if let Some(first) = adds.first() {
+        match rtype {
+            RecordType::Cname => {
+                if let Some(other) = other_types.first() {
+                    return Err(ProviderError::Conflict {
+                        provider,
+                        message: format!(
+                            "cannot publish CNAME at {name}: a {other} record already exists there (zone {zone}); a CNAME cannot share its name: remove the {other} record or use the TXT method"
+                        ),
+                    });
+                }
+                let target = &first.value;
+                let differs = adds.iter().any(|r| !(encoding.same)(rtype, &(encoding.encode)(r), target))
+                    || old.is_some_and(|s| s.values.iter().any(|v| !(encoding.same)(rtype, v, target)));
+                if differs {
+                    let existing = old.map(|s| s.values.iter().map(|v| normalize_name(v)).collect::<Vec<_>>());
+                    return Err(ProviderError::Conflict {
+                        provider,
+                        message: format!(
+                            "cannot publish CNAME {name} -> {target}: it already points to {} (zone {zone}); remove that CNAME first",
+                            existing.map_or_else(|| "another target".to_string(), |e| e.join(", "))
+                        ),
+                    });
+                }
+            }
+            RecordType::Txt => {
+                if other_types.contains(&"CNAME") {
+                    return Err(ProviderError::Conflict {
+                        provider,
+                        message: format!(
+                            "cannot publish TXT at {name}: the name is a CNAME (zone {zone}); publish at the CNAME's target instead"
+                        ),
+                    });
+                }
+            }
+        }
+    }
+    let mut values: Vec<String> = old.map(|s| s.values.clone()).unwrap_or_default();
+    let mut ttl = old.map(|s| s.ttl);
+    for (op, record) in ops {
+        match op {
+            Op::Add => {
+                if !values.iter().any(|v| (encoding.same)(rtype, v, &record.value)) {
+                    values.push((encoding.encode)(record));
+                }
+                let ours = i64::from(record.ttl);
+                ttl = Some(ttl.map_or(ours, |t| t.min(ours)));
+            }
+            Op::Remove => values.retain(|v| !(encoding.same)(rtype, v, &record.value)),
+        }
+    }
+    Ok((!values.is_empty()).then(|| ValueSet { ttl: ttl.unwrap_or(60), values }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const QUOTED: Encoding =
+        Encoding { encode: |r| format!("\"{}\"", r.value), same: |_, raw, value| raw.trim_matches('"') == value };
+
+    #[test]
+    fn values_merge_and_unmerge_keeping_foreign_ones() {
+        let ours = Record::txt("_dnsauth.example.com", "tok");
+        let foreign = ValueSet { ttl: 300, values: vec!["\"spf\"".into()] };
+        let added = merge(
+            "t",
+            "example.com",
+            "_dnsauth.example.com",
+            RecordType::Txt,
+            &[(Op::Add, &ours)],
+            Some(&foreign),
+            &[],
+            &QUOTED,
+        )
+        .expect("no conflict")
+        .expect("a set");
+        assert_eq!(added, ValueSet { ttl: 60, values: vec!["\"spf\"".into(), "\"tok\"".into()] });
+        let again = merge(
+            "t",
+            "example.com",
+            "_dnsauth.example.com",
+            RecordType::Txt,
+            &[(Op::Add, &ours)],
+            Some(&added),
+            &[],
+            &QUOTED,
+        )
+        .expect("ok");
+        assert_eq!(again.as_ref(), Some(&added), "adding again changes nothing");
+        let removed = merge(
+            "t",
+            "example.com",
+            "_dnsauth.example.com",
+            RecordType::Txt,
+            &[(Op::Remove, &ours)],
+            Some(&added),
+            &[],
+            &QUOTED,
+        )
+        .expect("ok");
+        assert_eq!(removed, Some(ValueSet { ttl: 60, values: vec!["\"spf\"".into()] }));
+        let only_ours = ValueSet { ttl: 60, values: vec!["\"tok\"".into()] };
+        assert_eq!(
+            merge("t", "z", "n", RecordType::Txt, &[(Op::Remove, &ours)], Some(&only_ours), &[], &QUOTED).expect("ok"),
+            None
+        );
+    }
+
+    #[test]
+    fn cname_rules() {
+        let cname = Record::cname("_dnsauth.example.com", "a.dcv.digicert.com");
+        let err = merge(
+            "t",
+            "example.com",
+            "_dnsauth.example.com",
+            RecordType::Cname,
+            &[(Op::Add, &cname)],
+            None,
+            &["TXT"],
+            &QUOTED,
+        )
+        .expect_err("beside a TXT");
+        assert!(
+            matches!(err, ProviderError::Conflict { .. }) && err.to_string().starts_with("t: cannot publish CNAME"),
+            "{err}"
+        );
+        let other = ValueSet { ttl: 60, values: vec!["\"b.dcv.digicert.com\"".into()] };
+        assert!(merge("t", "z", "n", RecordType::Cname, &[(Op::Add, &cname)], Some(&other), &[], &QUOTED).is_err());
+        let txt = Record::txt("_dnsauth.example.com", "v");
+        assert!(merge("t", "z", "n", RecordType::Txt, &[(Op::Add, &txt)], None, &["CNAME"], &QUOTED).is_err());
+        assert!(
+            merge("t", "z", "n", RecordType::Txt, &[(Op::Remove, &txt)], None, &["CNAME"], &QUOTED).is_ok(),
+            "removal is never a conflict"
+        );
+    }
+}
