@@ -1,4 +1,5 @@
-//! The [`DnsProvider`] trait and its adapters: Route53, Cloudflare, RFC 2136, exec and memory.
+//! The [`DnsProvider`] trait and its adapters: Route53, Cloudflare, PowerDNS, acme-dns, RFC 2136,
+//! exec and memory.
 //!
 //! This crate publishes and removes DCV records (TXT values, CNAME targets) at absolute owner
 //! names, through whichever DNS provider owns the zone. It knows nothing about DigiCert, tokens,
@@ -9,7 +10,8 @@
 //! - [`DnsProvider`]: the contract every adapter meets (tested by one conformance battery).
 //! - [`Router`]: picks the provider and zone for a record name by longest zone suffix.
 //! - [`ProviderError`]: one error type whose messages start with the provider name.
-//! - adapters: [`memory`], [`exec`], [`rfc2136`], [`route53`], [`cloudflare`].
+//! - adapters: [`memory`], [`exec`], [`rfc2136`], [`route53`], [`cloudflare`], [`powerdns`],
+//!   [`acmedns`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -20,6 +22,8 @@ use async_trait::async_trait;
 pub mod cloudflare;
 pub mod exec;
 pub mod memory;
+pub mod powerdns;
+mod rest;
 pub mod rfc2136;
 pub mod route53;
 mod router;

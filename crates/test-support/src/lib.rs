@@ -1,5 +1,5 @@
-//! Test-only support for dcvd's crates: launchers for real servers (BIND 9, moto), the stateful
-//! Cloudflare fake, and small helpers (free ports). Never a dependency of shipped code.
+//! Test-only support for dcvd's crates: launchers for real servers (BIND 9, moto, PowerDNS), the
+//! stateful Cloudflare and acme-dns fakes, and small helpers (free ports). Never a dependency of shipped code.
 //!
 //! Launchers *fail loudly*: when a server cannot start, they panic with a message that says what
 //! is missing and how to install it (`scripts/test` installs everything), so no test is skipped
@@ -12,6 +12,8 @@
 //!   change requests and injects throttling.
 //! - [`cloudflare_fake`]: a stateful fake of Cloudflare's v4 DNS API (zones, records, pagination,
 //!   token scopes, 429 with `Retry-After`).
+//! - [`powerdns`]: PowerDNS Authoritative (SQLite backend) with its HTTP API behind a proxy that
+//!   counts requests and injects 429/503.
 //! - [`frontend`]: DNS front-ends serving what moto's Route53 or the Cloudflare fake holds, over
 //!   real DNS on two name servers (one optionally lagging).
 
@@ -20,3 +22,4 @@ pub mod cloudflare_fake;
 pub mod frontend;
 pub mod moto;
 pub mod ports;
+pub mod powerdns;
