@@ -19,6 +19,7 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub mod acmedns;
 pub mod cloudflare;
 pub mod exec;
 pub mod memory;

@@ -12,11 +12,14 @@
 //!   change requests and injects throttling.
 //! - [`cloudflare_fake`]: a stateful fake of Cloudflare's v4 DNS API (zones, records, pagination,
 //!   token scopes, 429 with `Retry-After`).
+//! - [`acmedns_fake`]: a stateful fake of joohoi/acme-dns's `/register` and `/update` (two TXT
+//!   slots per account, its auth and validation errors).
 //! - [`powerdns`]: PowerDNS Authoritative (SQLite backend) with its HTTP API behind a proxy that
 //!   counts requests and injects 429/503.
 //! - [`frontend`]: DNS front-ends serving what moto's Route53 or the Cloudflare fake holds, over
 //!   real DNS on two name servers (one optionally lagging).
 
+pub mod acmedns_fake;
 pub mod bind;
 pub mod cloudflare_fake;
 pub mod frontend;
