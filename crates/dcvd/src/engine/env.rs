@@ -97,6 +97,9 @@ fn same_provider(a: &config::Provider, b: &config::Provider) -> bool {
     let secret = |p: &config::Provider| match p {
         config::Provider::Cloudflare { api_token, .. } => api_token.expose_secret().to_string(),
         config::Provider::Rfc2136 { tsig_secret, .. } => tsig_secret.expose_secret().to_string(),
+        p @ (config::Provider::PowerDns { .. } | config::Provider::AcmeDns { .. }) => {
+            p.secrets().iter().map(|s| s.expose_secret()).collect::<Vec<_>>().join("\n")
+        }
         _ => String::new(),
     };
     format!("{a:?}") == format!("{b:?}") && secret(a) == secret(b)
