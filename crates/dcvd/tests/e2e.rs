@@ -1,6 +1,7 @@
 //! End to end: the real `dcvd` binary and the real `certcentral-sim` binary, one test per DNS
 //! provider, against real servers: moto (Route53) and the Cloudflare fake behind DNS front-ends,
-//! BIND for RFC 2136, and an exec hook calling `nsupdate` against BIND.
+//! BIND for RFC 2136, an exec hook calling `nsupdate` against BIND, and PowerDNS Authoritative
+//! (its HTTP API and its own DNS listener).
 //!
 //! Each test asserts what an operator cares about: the unit ends valid at the simulator, with the
 //! minimum CertCentral calls (2 per DV order: token + one check; 2 per OV/EV domain: submit + one
@@ -20,6 +21,7 @@ use test_support::bind::{Bind, ZoneSpec};
 use test_support::cloudflare_fake::CloudflareFake;
 use test_support::frontend::Frontend;
 use test_support::moto::Moto;
+use test_support::powerdns::PowerDns;
 
 const ONCE_LIMIT: Duration = Duration::from_secs(120);
 /// Lag of the second name server of every front-end: dcvd must wait for it.
@@ -423,4 +425,47 @@ async fn delegated_validation(provider_zones: &[&str], id: u64) {
     assert_all_cleaned_up(&dcvd, &[id]);
     let tsig = std::fs::read_to_string(bind.tsig_secret_file()).unwrap();
     dcvd.assert_no_secrets(&[("TSIG secret", &tsig)]);
+}
+
+/// PowerDNS (the real server, SQLite backend) with a DV TXT order for a registrable domain and
+/// its wildcard: one `_dnsauth.example.com` TXT carrying the order's random value, written
+/// through the HTTP API (one PATCH to publish, one to remove) and served by PowerDNS's own DNS
+/// listener, which the simulator queries; nothing is left afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn powerdns_dv_txt_order() {
+    let pdns = PowerDns::start(&["example.com"]).await;
+    let names = ["example.com", "*.example.com"];
+    let sim = SimProc::start(SimOpts {
+        dns: vec![pdns.dns_addr()],
+        orders: vec![NewOrder::new(7001, &names)],
+        seed: 17,
+        ..SimOpts::default()
+    });
+    let dcvd = Dcvd::new(&sim);
+    let key = dcvd.secret_file("pdns-api-key", pdns.api_key());
+    let rest = format!(
+        "[providers.pdns]\ntype = \"powerdns\"\nzones = [\"example.com\"]\napi_url = \"{}\"\napi_key_file = \"{}\"\n\n{}",
+        pdns.api_url(),
+        key.display(),
+        order_toml(7001, "dns-txt-token", &names)
+    );
+    dcvd.write_config(&dcvd.config(&sim, pdns.dns_port(), &rest));
+    let child = dcvd.spawn(&["once"]);
+    let (status, seen) = watch_zone_until_exit(&dcvd, child, pdns.dns_addr(), "example.com", ONCE_LIMIT).await;
+    let log = dcvd.assert_success(status, "dcvd once");
+
+    let order = sim.order(7001).await;
+    assert_eq!(order.dcv_status, "valid", "{log}\n{}", pdns.log_tail(20));
+    let stats = sim.stats().await;
+    assert_eq!(sim.order_calls(7001).await, 2, "token + one check: {:?}", stats.order_calls);
+    assert_eq!(stats.premature_checks, 0, "a check before PowerDNS served the record");
+    let seen: std::collections::BTreeSet<_> = seen.into_iter().collect();
+    let want: std::collections::BTreeSet<_> =
+        [("_dnsauth.example.com".to_string(), "TXT".to_string(), order.dcv_random_value.clone())].into();
+    assert_eq!(seen, want, "exact owner name (the wildcard validates at its base name) and value");
+    assert_eq!(pdns.requests("PATCH"), 2, "one PATCH to publish, one to remove");
+    assert!(dcv_records(pdns.dns_addr(), "example.com", &[]).is_empty(), "records left in PowerDNS");
+    assert!(pdns.values("example.com", "_dnsauth.example.com", "TXT").await.is_empty());
+    assert_all_cleaned_up(&dcvd, &[7001]);
+    dcvd.assert_no_secrets(&[("PowerDNS API key", pdns.api_key())]);
 }
