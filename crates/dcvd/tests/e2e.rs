@@ -1,7 +1,7 @@
 //! End to end: the real `dcvd` binary and the real `certcentral-sim` binary, one test per DNS
 //! provider, against real servers: moto (Route53) and the Cloudflare fake behind DNS front-ends,
 //! BIND for RFC 2136, an exec hook calling `nsupdate` against BIND, and PowerDNS Authoritative
-//! (its HTTP API and its own DNS listener).
+//! (its HTTP API and its own DNS listener), and the acme-dns fake behind a DNS front-end.
 //!
 //! Each test asserts what an operator cares about: the unit ends valid at the simulator, with the
 //! minimum CertCentral calls (2 per DV order: token + one check; 2 per OV/EV domain: submit + one
@@ -17,6 +17,7 @@ use certcentral_sim::{DcvMethod, NewDomain, NewOrder};
 use e2e_common::{
     Dcvd, SimOpts, SimProc, dcv_records, eventually, order_toml, rfc2136_provider, states, watch_zone_until_exit,
 };
+use test_support::acmedns_fake::AcmeDnsFake;
 use test_support::bind::{Bind, ZoneSpec};
 use test_support::cloudflare_fake::CloudflareFake;
 use test_support::frontend::Frontend;
@@ -468,4 +469,64 @@ async fn powerdns_dv_txt_order() {
     assert!(pdns.values("example.com", "_dnsauth.example.com", "TXT").await.is_empty());
     assert_all_cleaned_up(&dcvd, &[7001]);
     dcvd.assert_no_secrets(&[("PowerDNS API key", pdns.api_key())]);
+}
+
+/// acme-dns with `_dnsauth` CNAME delegation: the operator's `_dnsauth.example.com` is a CNAME to
+/// the account's fulldomain; dcvd follows it, updates the account (one `/update`), DigiCert finds
+/// the value through the CNAME, and cleanup makes no call (acme-dns has no delete: the value
+/// stays in its slot). The fake accepts DigiCert's 32-character values, as a patched acme-dns
+/// must (stock acme-dns refuses them: see docs/providers.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acmedns_dv_txt_order_through_cname_delegation() {
+    let fake = Arc::new(AcmeDnsFake::builder("auth.example.org").accept_any_txt().start().await);
+    let account = fake.register();
+    let full = account.fulldomain.clone();
+    let cname = full.clone();
+    let (reader, served) = (fake.clone(), full.clone());
+    let fe = Frontend::builder()
+        .custom("example.com", move || vec![("_dnsauth.example.com".into(), "CNAME".into(), cname.clone())])
+        .custom("auth.example.org", move || {
+            reader.txt_values(&served).into_iter().map(|v| (served.clone(), "TXT".to_string(), v)).collect()
+        })
+        .lag(LAG)
+        .start()
+        .await;
+    let names = ["example.com", "*.example.com"];
+    let sim = SimProc::start(SimOpts {
+        dns: fe.addrs(),
+        orders: vec![NewOrder::new(8001, &names)],
+        seed: 18,
+        ..SimOpts::default()
+    });
+    let dcvd = Dcvd::new(&sim);
+    let password = dcvd.secret_file("acmedns-example.com", &account.password);
+    let rest = format!(
+        "[providers.adns]\ntype = \"acmedns\"\napi_url = \"{}\"\nzones = [\"auth.example.org\"]\n\n\
+         [providers.adns.accounts.\"example.com\"]\nusername = \"{}\"\npassword_file = \"{}\"\n\
+         subdomain = \"{}\"\nfulldomain = \"{}\"\n\n{}provider = \"adns\"\n",
+        fake.api_url,
+        account.username,
+        password.display(),
+        account.subdomain,
+        full,
+        order_toml(8001, "dns-txt-token", &names)
+    );
+    dcvd.write_config(&dcvd.config(&sim, fe.port(), &rest));
+    let status = dcvd.once(ONCE_LIMIT).await;
+    let log = dcvd.assert_success(status, "dcvd once");
+
+    let order = sim.order(8001).await;
+    assert_eq!(order.dcv_status, "valid", "{log}");
+    let stats = sim.stats().await;
+    assert_eq!(sim.order_calls(8001).await, 2, "token + one check: {:?}", stats.order_calls);
+    assert_eq!(stats.premature_checks, 0, "a check before both name servers served the value");
+    assert!(log.contains("following CNAME delegation"), "{log}");
+    assert_eq!(fake.updates(), 1, "one /update for the order's one value; cleanup makes no call");
+    assert_eq!(fake.refused(), 0);
+    assert_eq!(fe.store().additions(&full, &order.dcv_random_value), 1, "the value at the fulldomain");
+    assert_eq!(fe.store().additions("_dnsauth.example.com", &order.dcv_random_value), 0, "nothing at the CNAME itself");
+    // acme-dns cannot delete: the value stays in the account's slot until later updates
+    assert_eq!(fake.slots(&account.subdomain), vec![order.dcv_random_value.clone(), String::new()]);
+    assert_all_cleaned_up(&dcvd, &[8001]);
+    dcvd.assert_no_secrets(&[("acme-dns password", &account.password)]);
 }
