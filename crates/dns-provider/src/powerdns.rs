@@ -196,9 +196,13 @@ fn from_failure(failure: Failure, what: &str) -> ProviderError {
             message: format!("{what}: still rate limited after retries ({message})"),
             retry_after,
         },
-        Failure::Transient(message) => {
-            ProviderError::Transient { provider: KIND, message: format!("{what}: {message}") }
-        }
+        Failure::Transient(message) => ProviderError::Transient {
+            provider: KIND,
+            // PowerDNS resets connections from addresses outside webserver-allow-from
+            message: format!(
+                "{what}: {message} (if this persists: is the webserver up at api_url, and is dcvd's address in webserver-allow-from?)"
+            ),
+        },
     }
 }
 
@@ -215,7 +219,7 @@ fn api_error(answer: &Answer, zone: &str, what: &str) -> ProviderError {
         StatusCode::FORBIDDEN => ProviderError::Auth {
             provider: KIND,
             message: format!(
-                "{what}: the API refused access (HTTP 403 {detail}): add dcvd's address to `webserver-allow-from` in pdns.conf"
+                "{what}: the API refused access (HTTP 403 {detail}): allow dcvd's address in the reverse proxy in front of PowerDNS (or `webserver-allow-from` in pdns.conf)"
             ),
         },
         StatusCode::NOT_FOUND => ProviderError::ZoneNotFound {

@@ -231,6 +231,21 @@ async fn errors_name_the_cause_and_hide_the_key() {
     let err = wrong_server.preflight().await.expect_err("unknown server id");
     assert!(err.to_string().contains("server_id \"nosuchserver\""), "{err}");
 
+    // nothing answering (or PowerDNS resetting a connection from outside webserver-allow-from):
+    // retried, then a retryable error that names the likely causes
+    let unreachable = PowerDnsProvider::new(PowerDnsSettings {
+        retry: dns_provider::route53::RetryPolicy {
+            max_attempts: 2,
+            base_delay: Duration::from_millis(10),
+            max_delay: Duration::from_millis(20),
+        },
+        ..PowerDnsSettings::new("http://127.0.0.1:9", h.pdns.api_key().to_string().into(), vec![ZONE.to_string()])
+    })
+    .expect("provider");
+    let err = unreachable.preflight().await.expect_err("nothing listens");
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.to_string().starts_with("powerdns: ") && err.to_string().contains("webserver-allow-from"), "{err}");
+
     // a record outside the zone is refused before any call
     let before = h.pdns.total_requests();
     let err = h.provider.publish(ZONE, &Record::txt("_dnsauth.example.net", "v")).await.expect_err("outside");
