@@ -280,15 +280,12 @@ impl PowerDnsProvider {
     }
 
     /// `{api_root}/servers/{server_id}` plus `segments`, each percent-encoded.
-    fn url(&self, segments: &[&str], query: &[(&str, &str)]) -> String {
+    fn url(&self, segments: &[&str]) -> String {
         let mut url = reqwest::Url::parse(&self.api_root).expect("api_root was checked in new()");
         url.path_segments_mut()
             .expect("http(s) URLs have a path")
             .extend(["servers", self.server_id.as_str()])
             .extend(segments);
-        if !query.is_empty() {
-            url.query_pairs_mut().extend_pairs(query);
-        }
         url.to_string()
     }
 
@@ -303,28 +300,22 @@ impl PowerDnsProvider {
         zone: &str,
         names: &BTreeSet<String>,
     ) -> Result<HashMap<String, NameState>, ProviderError> {
-        let url = self.url(&["zones", &format!("{zone}.")], &[]);
-        let docs = [self.read_zone_doc(&url, zone).await?];
+        let url = self.url(&["zones", &format!("{zone}.")]);
+        let doc = self.read_zone_doc(&url, zone).await?;
         let mut out: HashMap<String, NameState> = names.iter().map(|n| (n.clone(), NameState::new())).collect();
-        for doc in docs {
-            for set in doc.rrsets {
-                let name = normalize_name(&set.name);
-                let Some(state) = out.get_mut(&name) else { continue };
-                if set.records.is_empty() {
-                    continue; // an RRset holding only comments
-                }
-                state.insert(
-                    set.rtype.to_ascii_uppercase(),
-                    RrSet {
-                        ttl: set.ttl,
-                        records: set
-                            .records
-                            .into_iter()
-                            .map(|r| Rr { content: r.content, disabled: r.disabled })
-                            .collect(),
-                    },
-                );
+        for set in doc.rrsets {
+            let name = normalize_name(&set.name);
+            let Some(state) = out.get_mut(&name) else { continue };
+            if set.records.is_empty() {
+                continue; // an RRset holding only comments
             }
+            state.insert(
+                set.rtype.to_ascii_uppercase(),
+                RrSet {
+                    ttl: set.ttl,
+                    records: set.records.into_iter().map(|r| Rr { content: r.content, disabled: r.disabled }).collect(),
+                },
+            );
         }
         Ok(out)
     }
@@ -455,7 +446,7 @@ impl PowerDnsProvider {
             return Ok(());
         }
         let what = "changing record sets";
-        let url = self.url(&["zones", &format!("{zone}.")], &[]);
+        let url = self.url(&["zones", &format!("{zone}.")]);
         let body = json!({ "rrsets": rrsets });
         let answer = self
             .rest
@@ -504,7 +495,7 @@ impl DnsProvider for PowerDnsProvider {
     async fn preflight(&self) -> Result<(), ProviderError> {
         let what = "checking the API key and server_id";
         let first = self.zones.first().cloned().unwrap_or_default();
-        let answer = self.get(&self.url(&[], &[]), what).await.map_err(|f| from_failure(f, what))?;
+        let answer = self.get(&self.url(&[]), what).await.map_err(|f| from_failure(f, what))?;
         if answer.status == StatusCode::NOT_FOUND {
             return Err(err_config(format!(
                 "server_id {:?} is unknown to the API at {} (HTTP 404 {}): PowerDNS Authoritative uses \"localhost\"",
@@ -624,7 +615,7 @@ mod tests {
         let p = PowerDnsProvider::new(s.clone()).expect("provider");
         assert!(!format!("{p:?}").contains("pdns-key-4711"));
         assert_eq!(
-            p.url(&["zones", "example.com."], &[]),
+            p.url(&["zones", "example.com."]),
             "http://127.0.0.1:8081/api/v1/servers/localhost/zones/example.com."
         );
         let p =
