@@ -460,11 +460,25 @@ async fn powerdns_dv_txt_order() {
     let stats = sim.stats().await;
     assert_eq!(sim.order_calls(7001).await, 2, "token + one check: {:?}", stats.order_calls);
     assert_eq!(stats.premature_checks, 0, "a check before PowerDNS served the record");
-    let seen: std::collections::BTreeSet<_> = seen.into_iter().collect();
-    let want: std::collections::BTreeSet<_> =
-        [("_dnsauth.example.com".to_string(), "TXT".to_string(), order.dcv_random_value.clone())].into();
-    assert_eq!(seen, want, "exact owner name (the wildcard validates at its base name) and value");
+    // what dcvd wrote through the API: exactly one TXT at the base name, then its removal
+    let value = order.dcv_random_value.clone();
+    assert_eq!(
+        pdns.changes(),
+        [
+            (
+                "_dnsauth.example.com".to_string(),
+                "TXT".to_string(),
+                "REPLACE".to_string(),
+                vec![format!("\"{value}\"")]
+            ),
+            ("_dnsauth.example.com".to_string(), "TXT".to_string(), "DELETE".to_string(), vec![]),
+        ],
+        "exact owner name (the wildcard validates at its base name) and value"
+    );
     assert_eq!(pdns.requests("PATCH"), 2, "one PATCH to publish, one to remove");
+    // and what DNS served meanwhile (the zone is polled, so a short-lived record may be missed)
+    let want = ("_dnsauth.example.com".to_string(), "TXT".to_string(), value);
+    assert!(seen.iter().all(|r| *r == want), "unexpected records served: {seen:?}");
     assert!(dcv_records(pdns.dns_addr(), "example.com", &[]).is_empty(), "records left in PowerDNS");
     assert!(pdns.values("example.com", "_dnsauth.example.com", "TXT").await.is_empty());
     assert_all_cleaned_up(&dcvd, &[7001]);

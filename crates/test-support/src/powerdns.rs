@@ -59,6 +59,8 @@ struct Shared {
     http: reqwest::Client,
     counts: Counts,
     faults: Mutex<VecDeque<PdnsFault>>,
+    /// The `rrsets` of every PATCH forwarded to PowerDNS, in order.
+    patches: Mutex<Vec<Value>>,
 }
 
 /// A running PowerDNS server and its proxy; both stop when this is dropped.
@@ -205,8 +207,13 @@ impl PowerDns {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
 
-        let shared =
-            Arc::new(Shared { direct_url, http, counts: Counts::default(), faults: Mutex::new(VecDeque::new()) });
+        let shared = Arc::new(Shared {
+            direct_url,
+            http,
+            counts: Counts::default(),
+            faults: Mutex::new(VecDeque::new()),
+            patches: Mutex::new(Vec::new()),
+        });
         let listener =
             tokio::net::TcpListener::bind("127.0.0.1:0").await.map_err(|e| format!("binding the proxy: {e}"))?;
         let addr = listener.local_addr().map_err(|e| e.to_string())?;
@@ -408,6 +415,26 @@ impl PowerDns {
     pub fn pending_faults(&self) -> usize {
         self.shared.faults.lock().expect("faults lock").len()
     }
+
+    /// Every RRset change sent through the proxy (what an adapter wrote), as
+    /// `(name without dot, type, changetype, [record contents])`, in order.
+    pub fn changes(&self) -> Vec<(String, String, String, Vec<String>)> {
+        let patches = self.shared.patches.lock().expect("patches lock");
+        patches
+            .iter()
+            .flat_map(|rrsets| rrsets.as_array().cloned().unwrap_or_default())
+            .map(|set| {
+                let text = |k: &str| set[k].as_str().unwrap_or_default().to_string();
+                let contents = set["records"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .map(|r| r["content"].as_str().unwrap_or_default().to_string())
+                    .collect();
+                (text("name").trim_end_matches('.').to_string(), text("type"), text("changetype"), contents)
+            })
+            .collect()
+    }
 }
 
 async fn proxy(State(shared): State<Arc<Shared>>, req: Request) -> Response {
@@ -436,6 +463,11 @@ async fn proxy(State(shared): State<Arc<Shared>>, req: Request) -> Response {
         Ok(b) => b,
         Err(e) => return (StatusCode::BAD_REQUEST, format!("unreadable body: {e}")).into_response(),
     };
+    if parts.method == axum::http::Method::PATCH
+        && let Ok(doc) = serde_json::from_slice::<Value>(&body)
+    {
+        shared.patches.lock().expect("patches lock").push(doc["rrsets"].clone());
+    }
     let url = format!("{}{}", shared.direct_url, parts.uri.path_and_query().map(|p| p.as_str()).unwrap_or("/"));
     let mut req = shared.http.request(parts.method.clone(), url).body(body);
     for (name, value) in &parts.headers {
