@@ -112,6 +112,28 @@ pub async fn build(name: &str, provider: &Provider) -> anyhow::Result<SharedProv
             settings.token_url = token_url.clone();
             Arc::new(dns_provider::gcloud::GcloudProvider::new(settings)?)
         }
+        Provider::PowerDns { zones, api_url, api_key, server_id, timeout } => {
+            let mut settings =
+                dns_provider::powerdns::PowerDnsSettings::new(api_url.clone(), api_key.clone(), zones.clone());
+            settings.server_id = server_id.clone();
+            settings.timeout = *timeout;
+            Arc::new(dns_provider::powerdns::PowerDnsProvider::new(settings)?)
+        }
+        Provider::AcmeDns { zones, api_url, accounts, timeout } => {
+            let accounts = accounts
+                .iter()
+                .map(|(domain, a)| dns_provider::acmedns::AcmeDnsAccount {
+                    domain: domain.clone(),
+                    username: a.username.clone(),
+                    password: a.password.clone(),
+                    subdomain: a.subdomain.clone(),
+                    fulldomain: a.fulldomain.clone(),
+                })
+                .collect();
+            let mut settings = dns_provider::acmedns::AcmeDnsSettings::new(api_url.clone(), zones.clone(), accounts);
+            settings.timeout = *timeout;
+            Arc::new(dns_provider::acmedns::AcmeDnsProvider::new(settings)?)
+        }
         Provider::Route53 { zones, hosted_zone_id, region, endpoint_url } => {
             let settings = dns_provider::route53::Route53Settings {
                 zones: zones.clone(),

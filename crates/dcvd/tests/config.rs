@@ -253,14 +253,107 @@ const CASES: &[Case] = &[
                zones = [\"example.com\"]\n",
         at: (4, 8),
         message: "unknown provider type \"powerdns\" for provider `x`: expected `route53`, \
-                  `cloudflare`, `azure`, `gcloud`, `rfc2136`, `exec` or `memory`",
+                  `cloudflare`, `azure`, `gcloud`, `powerdns`, `acmedns`, `rfc2136`, `exec` or `memory`",
     },
     Case {
         name: "provider without type",
         toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.x]\nzones = [\"example.com\"]\n",
         at: (3, 1),
         message: "provider `x` has no `type`: set it to one of `route53`, `cloudflare`, \
-                  `azure`, `gcloud`, `rfc2136`, `exec` or `memory`",
+                  `azure`, `gcloud`, `powerdns`, `acmedns`, `rfc2136`, `exec` or `memory`",
+    },
+    Case {
+        name: "powerdns: key of another provider type lists this type's keys",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.pdns]\ntype = \"powerdns\"\n\
+               zones = [\"example.com\"]\napi_url = \"https://pdns.example.net\"\napi_token_env = \"KEY\"\n",
+        at: (7, 1),
+        message: "unknown field `api_token_env`, expected one of `type`, `zones`, `api_url`, \
+                  `api_key_file`, `api_key_env`, `server_id`, `timeout`",
+    },
+    Case {
+        name: "powerdns: api key missing",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.pdns]\ntype = \"powerdns\"\n\
+               zones = [\"example.com\"]\napi_url = \"https://pdns.example.net\"\n",
+        at: (3, 1),
+        message: "provider `pdns` needs a secret: set `api_key_file` (a file; relative paths \
+                  are read from $CREDENTIALS_DIRECTORY) or `api_key_env` (an environment \
+                  variable)",
+    },
+    Case {
+        name: "powerdns: api key file missing",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.pdns]\ntype = \"powerdns\"\n\
+               zones = [\"example.com\"]\napi_url = \"https://pdns.example.net\"\napi_key_file = \"pdns-key\"\n",
+        at: (7, 16),
+        message: "cannot read `api_key_file` file \"{dir}/pdns-key\": No such file or directory \
+                  (os error 2)",
+    },
+    Case {
+        name: "powerdns: plain http to a remote API",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.pdns]\ntype = \"powerdns\"\n\
+               zones = [\"example.com\"]\napi_url = \"http://pdns.example.net:8081\"\napi_key_env = \"KEY\"\n",
+        at: (6, 11),
+        message: "api_url \"http://pdns.example.net:8081\" uses plain http to pdns.example.net, which \
+                  would send the credentials unencrypted: use https:// (a TLS reverse proxy in front \
+                  of the API); http:// is allowed only to 127.0.0.0/8, ::1 or localhost",
+    },
+    Case {
+        name: "powerdns: bad server_id",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.pdns]\ntype = \"powerdns\"\n\
+               zones = [\"example.com\"]\napi_url = \"https://pdns.example.net\"\napi_key_env = \"KEY\"\n\
+               server_id = \"\"\n",
+        at: (8, 13),
+        message: "provider `pdns`: server_id \"\" is not valid: PowerDNS Authoritative uses \
+                  \"localhost\" (the default)",
+    },
+    Case {
+        name: "acmedns: account password missing",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.adns]\ntype = \"acmedns\"\n\
+               zones = [\"auth.example.org\"]\napi_url = \"https://auth.example.org\"\n\
+               [providers.adns.accounts.\"example.com\"]\nusername = \"u\"\nsubdomain = \"s1\"\n\
+               fulldomain = \"s1.auth.example.org\"\n",
+        at: (7, 1),
+        message: "account \"example.com\" of provider `adns` needs a secret: set `password_file` (a \
+                  file; relative paths are read from $CREDENTIALS_DIRECTORY) or `password_env` (an \
+                  environment variable)",
+    },
+    Case {
+        name: "acmedns: unknown account key lists the account's keys",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.adns]\ntype = \"acmedns\"\n\
+               zones = [\"auth.example.org\"]\napi_url = \"https://auth.example.org\"\n\
+               [providers.adns.accounts.\"example.com\"]\nusername = \"u\"\npassword = \"p\"\n",
+        at: (9, 1),
+        message: "unknown field `password`, expected one of `username`, `password_file`, \
+                  `password_env`, `subdomain`, `fulldomain`",
+    },
+    Case {
+        name: "acmedns: fulldomain outside the zones",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.adns]\ntype = \"acmedns\"\n\
+               zones = [\"auth.example.org\"]\napi_url = \"https://auth.example.org\"\n\
+               [providers.adns.accounts.\"example.com\"]\nusername = \"u\"\npassword_env = \"KEY\"\n\
+               subdomain = \"s1\"\nfulldomain = \"s1.auth.example.net\"\n",
+        at: (11, 14),
+        message: "fulldomain s1.auth.example.net of the account \"example.com\" of provider `adns` \
+                  is not inside its zones (auth.example.org): list the acme-dns server's domain in \
+                  `zones`",
+    },
+    Case {
+        name: "acmedns: subdomain does not match fulldomain",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.adns]\ntype = \"acmedns\"\n\
+               zones = [\"auth.example.org\"]\napi_url = \"https://auth.example.org\"\n\
+               [providers.adns.accounts.\"example.com\"]\nusername = \"u\"\npassword_env = \"KEY\"\n\
+               subdomain = \"s2\"\nfulldomain = \"s1.auth.example.org\"\n",
+        at: (10, 13),
+        message: "subdomain \"s2\" of the account \"example.com\" of provider `adns` does not match \
+                  its fulldomain s1.auth.example.org: copy both exactly as acme-dns's /register \
+                  returned them",
+    },
+    Case {
+        name: "acmedns: no accounts",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.adns]\ntype = \"acmedns\"\n\
+               zones = [\"auth.example.org\"]\napi_url = \"https://auth.example.org\"\naccounts = {}\n",
+        at: (7, 12),
+        message: "provider `adns` has no accounts: add one [providers.adns.accounts.\"<domain>\"] per \
+                  validated domain, with what acme-dns's /register returned",
     },
     Case {
         name: "key of another provider type lists this type's keys",
@@ -1413,4 +1506,79 @@ fn gcloud_provider_errors_have_positions() {
             assert!(!text.contains(secret), "secret in {text}");
         }
     }
+}
+
+/// `powerdns` and `acmedns` sections parse into their settings (defaults, normalized names,
+/// secrets from files and variables); their Debug output shows no secret and is stable.
+#[test]
+fn powerdns_and_acmedns_providers() {
+    let (dir, env) = fixture();
+    write_secret(dir.path(), "pdns-key", "pdns-secret-key\n", 0o600);
+    write_secret(dir.path(), "adns-example", "acme-password-one\n", 0o600);
+    let env = env.with_var("ADNS_SHOP", "acme-password-two");
+    let text = r#"
+[certcentral]
+api_key_env = "KEY"
+
+[providers.pdns]
+type = "powerdns"
+zones = ["Example.COM."]
+api_url = "http://127.0.0.1:8081/"
+api_key_file = "pdns-key"
+
+[providers.adns]
+type = "acmedns"
+zones = ["auth.example.org"]
+api_url = "https://auth.example.org"
+timeout = "10s"
+
+[providers.adns.accounts."shop.example.net"]
+username = "c36f50e8-4632-44f0-83fe-e070fef28a10"
+password_env = "ADNS_SHOP"
+subdomain = "8E5700EA-a4bf-41c7-8a77-e990661dcc6a"
+fulldomain = "8e5700ea-a4bf-41c7-8a77-e990661dcc6a.auth.example.org."
+
+[providers.adns.accounts."example.com"]
+username = "d1b2c3d4-4632-44f0-83fe-e070fef28a10"
+password_file = "adns-example"
+subdomain = "0b1c2d3e-a4bf-41c7-8a77-e990661dcc6a"
+fulldomain = "0b1c2d3e-a4bf-41c7-8a77-e990661dcc6a.auth.example.org"
+
+[[order]]
+id = 1
+method = "dns-txt-token"
+domains = ["example.com", "*.example.com"]
+provider = "pdns"
+"#;
+    let config = parse(text, &env).unwrap_or_else(|e| panic!("{e}"));
+    let Provider::PowerDns { zones, api_url, api_key, server_id, timeout } = &config.providers["pdns"] else {
+        panic!("pdns is not powerdns");
+    };
+    assert_eq!(zones, &["example.com"]);
+    assert_eq!(api_url, "http://127.0.0.1:8081");
+    assert_eq!(api_key.expose_secret(), "pdns-secret-key");
+    assert_eq!(server_id, "localhost");
+    assert_eq!(*timeout, Duration::from_secs(30));
+    let Provider::AcmeDns { zones, api_url, accounts, timeout } = &config.providers["adns"] else {
+        panic!("adns is not acmedns");
+    };
+    assert_eq!(zones, &["auth.example.org"]);
+    assert_eq!(api_url, "https://auth.example.org");
+    assert_eq!(*timeout, Duration::from_secs(10));
+    assert_eq!(accounts.keys().collect::<Vec<_>>(), ["example.com", "shop.example.net"]);
+    let shop = &accounts["shop.example.net"];
+    assert_eq!(shop.subdomain, "8e5700ea-a4bf-41c7-8a77-e990661dcc6a");
+    assert_eq!(shop.fulldomain, "8e5700ea-a4bf-41c7-8a77-e990661dcc6a.auth.example.org");
+    assert_eq!(shop.password.expose_secret(), "acme-password-two");
+    assert_eq!(accounts["example.com"].password.expose_secret(), "acme-password-one");
+
+    let secrets: Vec<&str> = config.providers["adns"].secrets().iter().map(|s| s.expose_secret()).collect();
+    assert_eq!(secrets, ["acme-password-one", "acme-password-two"]);
+    let debug = format!("{:?}", config.providers);
+    for secret in ["pdns-secret-key", "acme-password-one", "acme-password-two"] {
+        assert!(!debug.contains(secret), "{secret} in {debug}");
+    }
+    // deterministic: a reload compares providers by this string
+    let again = parse(text, &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(debug, format!("{:?}", again.providers));
 }

@@ -1,6 +1,7 @@
 //! End to end: the real `dcvd` binary and the real `certcentral-sim` binary, one test per DNS
-//! provider, against real servers: moto (Route53), the Cloudflare and Azure fakes behind DNS front-ends,
-//! BIND for RFC 2136, and an exec hook calling `nsupdate` against BIND.
+//! provider, against real servers or stateful fakes: moto (Route53) and the Cloudflare, Azure,
+//! Cloud DNS and acme-dns fakes behind DNS front-ends, BIND for RFC 2136, an exec hook calling
+//! `nsupdate` against BIND, and PowerDNS Authoritative (its HTTP API and its own DNS listener).
 //!
 //! Each test asserts what an operator cares about: the unit ends valid at the simulator, with the
 //! minimum CertCentral calls (2 per DV order: token + one check; 2 per OV/EV domain: submit + one
@@ -16,12 +17,14 @@ use certcentral_sim::{DcvMethod, NewDomain, NewOrder};
 use e2e_common::{
     Dcvd, Scope, SimOpts, SimProc, dcv_records, eventually, order_toml, rfc2136_provider, states, watch_zone_until_exit,
 };
+use test_support::acmedns_fake::AcmeDnsFake;
 use test_support::azure_fake::{AzureFake, TokenGrant};
 use test_support::bind::{Bind, ZoneSpec};
 use test_support::cloudflare_fake::CloudflareFake;
 use test_support::frontend::Frontend;
 use test_support::gcloud_fake::{GcloudFake, Role};
 use test_support::moto::Moto;
+use test_support::powerdns::PowerDns;
 
 const ONCE_LIMIT: Duration = Duration::from_secs(120);
 /// Lag of the second name server of every front-end: dcvd must wait for it.
@@ -644,4 +647,121 @@ async fn gcloud_dv_txt_order() {
     assert!(!tokens.is_empty(), "dcvd obtained a token");
     let secrets: Vec<(&str, &str)> = key_lines.iter().chain(&tokens).map(|(w, s)| (w.as_str(), s.as_str())).collect();
     dcvd.assert_no_secrets(&secrets);
+}
+
+/// PowerDNS (the real server, SQLite backend) with a DV TXT order for a registrable domain and
+/// its wildcard: one `_dnsauth.example.com` TXT carrying the order's random value, written
+/// through the HTTP API (one PATCH to publish, one to remove) and served by PowerDNS's own DNS
+/// listener, which the simulator queries; nothing is left afterwards.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn powerdns_dv_txt_order() {
+    let pdns = PowerDns::start(&["example.com"]).await;
+    let names = ["example.com", "*.example.com"];
+    let sim = SimProc::start(SimOpts {
+        dns: vec![pdns.dns_addr()],
+        orders: vec![NewOrder::new(7001, &names)],
+        seed: 17,
+        ..SimOpts::default()
+    });
+    let dcvd = Dcvd::new(&sim);
+    let key = dcvd.secret_file("pdns-api-key", pdns.api_key());
+    let rest = format!(
+        "[providers.pdns]\ntype = \"powerdns\"\nzones = [\"example.com\"]\napi_url = \"{}\"\napi_key_file = \"{}\"\n\n{}",
+        pdns.api_url(),
+        key.display(),
+        order_toml(7001, "dns-txt-token", &names)
+    );
+    dcvd.write_config(&dcvd.config(&sim, pdns.dns_port(), &rest));
+    let child = dcvd.spawn(&["once"]);
+    let (status, seen) = watch_zone_until_exit(&dcvd, child, pdns.dns_addr(), "example.com", ONCE_LIMIT).await;
+    let log = dcvd.assert_success(status, "dcvd once");
+
+    let order = sim.order(7001).await;
+    assert_eq!(order.dcv_status, "valid", "{log}\n{}", pdns.log_tail(20));
+    let stats = sim.stats().await;
+    assert_eq!(sim.order_calls(7001).await, 2, "token + one check: {:?}", stats.order_calls);
+    assert_eq!(stats.premature_checks, 0, "a check before PowerDNS served the record");
+    // what dcvd wrote through the API: exactly one TXT at the base name, then its removal
+    let value = order.dcv_random_value.clone();
+    assert_eq!(
+        pdns.changes(),
+        [
+            (
+                "_dnsauth.example.com".to_string(),
+                "TXT".to_string(),
+                "REPLACE".to_string(),
+                vec![format!("\"{value}\"")]
+            ),
+            ("_dnsauth.example.com".to_string(), "TXT".to_string(), "DELETE".to_string(), vec![]),
+        ],
+        "exact owner name (the wildcard validates at its base name) and value"
+    );
+    assert_eq!(pdns.requests("PATCH"), 2, "one PATCH to publish, one to remove");
+    // and what DNS served meanwhile (the zone is polled, so a short-lived record may be missed)
+    let want = ("_dnsauth.example.com".to_string(), "TXT".to_string(), value);
+    assert!(seen.iter().all(|r| *r == want), "unexpected records served: {seen:?}");
+    assert!(dcv_records(pdns.dns_addr(), "example.com", &[]).is_empty(), "records left in PowerDNS");
+    assert!(pdns.values("example.com", "_dnsauth.example.com", "TXT").await.is_empty());
+    assert_all_cleaned_up(&dcvd, &[7001]);
+    dcvd.assert_no_secrets(&[("PowerDNS API key", pdns.api_key())]);
+}
+
+/// acme-dns with `_dnsauth` CNAME delegation: the operator's `_dnsauth.example.com` is a CNAME to
+/// the account's fulldomain; dcvd follows it, updates the account (one `/update`), DigiCert finds
+/// the value through the CNAME, and cleanup makes no call (acme-dns has no delete: the value
+/// stays in its slot). The fake accepts DigiCert's 32-character values, as a patched acme-dns
+/// must (stock acme-dns refuses them: see docs/providers.md).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acmedns_dv_txt_order_through_cname_delegation() {
+    let fake = Arc::new(AcmeDnsFake::builder("auth.example.org").accept_any_txt().start().await);
+    let account = fake.register();
+    let full = account.fulldomain.clone();
+    let cname = full.clone();
+    let (reader, served) = (fake.clone(), full.clone());
+    let fe = Frontend::builder()
+        .custom("example.com", move || vec![("_dnsauth.example.com".into(), "CNAME".into(), cname.clone())])
+        .custom("auth.example.org", move || {
+            reader.txt_values(&served).into_iter().map(|v| (served.clone(), "TXT".to_string(), v)).collect()
+        })
+        .lag(LAG)
+        .start()
+        .await;
+    let names = ["example.com", "*.example.com"];
+    let sim = SimProc::start(SimOpts {
+        dns: fe.addrs(),
+        orders: vec![NewOrder::new(8001, &names)],
+        seed: 18,
+        ..SimOpts::default()
+    });
+    let dcvd = Dcvd::new(&sim);
+    let password = dcvd.secret_file("acmedns-example.com", &account.password);
+    let rest = format!(
+        "[providers.adns]\ntype = \"acmedns\"\napi_url = \"{}\"\nzones = [\"auth.example.org\"]\n\n\
+         [providers.adns.accounts.\"example.com\"]\nusername = \"{}\"\npassword_file = \"{}\"\n\
+         subdomain = \"{}\"\nfulldomain = \"{}\"\n\n{}provider = \"adns\"\n",
+        fake.api_url,
+        account.username,
+        password.display(),
+        account.subdomain,
+        full,
+        order_toml(8001, "dns-txt-token", &names)
+    );
+    dcvd.write_config(&dcvd.config(&sim, fe.port(), &rest));
+    let status = dcvd.once(ONCE_LIMIT).await;
+    let log = dcvd.assert_success(status, "dcvd once");
+
+    let order = sim.order(8001).await;
+    assert_eq!(order.dcv_status, "valid", "{log}");
+    let stats = sim.stats().await;
+    assert_eq!(sim.order_calls(8001).await, 2, "token + one check: {:?}", stats.order_calls);
+    assert_eq!(stats.premature_checks, 0, "a check before both name servers served the value");
+    assert!(log.contains("following CNAME delegation"), "{log}");
+    assert_eq!(fake.updates(), 1, "one /update for the order's one value; cleanup makes no call");
+    assert_eq!(fake.refused(), 0);
+    assert_eq!(fe.store().additions(&full, &order.dcv_random_value), 1, "the value at the fulldomain");
+    assert_eq!(fe.store().additions("_dnsauth.example.com", &order.dcv_random_value), 0, "nothing at the CNAME itself");
+    // acme-dns cannot delete: the value stays in the account's slot until later updates
+    assert_eq!(fake.slots(&account.subdomain), vec![order.dcv_random_value.clone(), String::new()]);
+    assert_all_cleaned_up(&dcvd, &[8001]);
+    dcvd.assert_no_secrets(&[("acme-dns password", &account.password)]);
 }

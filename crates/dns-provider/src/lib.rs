@@ -1,5 +1,5 @@
 //! The [`DnsProvider`] trait and its adapters: Route53, Cloudflare, Azure DNS, Google Cloud DNS,
-//! RFC 2136, exec and memory.
+//! PowerDNS, acme-dns, RFC 2136, exec and memory.
 //!
 //! This crate publishes and removes DCV records (TXT values, CNAME targets) at absolute owner
 //! names, through whichever DNS provider owns the zone. It knows nothing about DigiCert, tokens,
@@ -11,7 +11,8 @@
 //! - [`Router`]: picks the provider and zone for a record name by longest zone suffix.
 //! - [`ProviderError`]: one error type whose messages start with the provider name.
 //! - `rrset` (private): merging values into a record set, shared by Route53 and Cloud DNS.
-//! - adapters: [`memory`], [`exec`], [`rfc2136`], [`route53`], [`cloudflare`], [`azure`], [`gcloud`].
+//! - adapters: [`memory`], [`exec`], [`rfc2136`], [`route53`], [`cloudflare`], [`azure`], [`gcloud`],
+//!   [`powerdns`], [`acmedns`].
 
 use std::fmt;
 use std::sync::Arc;
@@ -19,11 +20,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 
+pub mod acmedns;
 pub mod azure;
 pub mod cloudflare;
 pub mod exec;
 pub mod gcloud;
 pub mod memory;
+pub mod powerdns;
+mod rest;
 pub mod rfc2136;
 pub mod route53;
 mod router;

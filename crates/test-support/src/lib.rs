@@ -1,5 +1,5 @@
-//! Test-only support for dcvd's crates: launchers for real servers (BIND 9, moto), the stateful
-//! Cloudflare fake, and small helpers (free ports). Never a dependency of shipped code.
+//! Test-only support for dcvd's crates: launchers for real servers (BIND 9, moto, PowerDNS), the
+//! stateful Cloudflare and acme-dns fakes, and small helpers (free ports). Never a dependency of shipped code.
 //!
 //! Launchers *fail loudly*: when a server cannot start, they panic with a message that says what
 //! is missing and how to install it (`scripts/test` installs everything), so no test is skipped
@@ -16,9 +16,14 @@
 //!   token scopes, 429 with `Retry-After`).
 //! - [`gcloud_fake`]: a stateful fake of Google Cloud DNS v1 and Google's token endpoints
 //!   (service-account JWTs verified, metadata server, STS, impersonation, exact-match deletions).
+//! - [`acmedns_fake`]: a stateful fake of joohoi/acme-dns's `/register` and `/update` (two TXT
+//!   slots per account, its auth and validation errors).
+//! - [`powerdns`]: PowerDNS Authoritative (SQLite backend) with its HTTP API behind a proxy that
+//!   counts requests and injects 429/503.
 //! - [`frontend`]: DNS front-ends serving what moto's Route53 or the Cloudflare fake holds, over
 //!   real DNS on two name servers (one optionally lagging).
 
+pub mod acmedns_fake;
 pub mod azure_fake;
 pub mod bind;
 pub mod cloudflare_fake;
@@ -26,3 +31,4 @@ pub mod frontend;
 pub mod gcloud_fake;
 pub mod moto;
 pub mod ports;
+pub mod powerdns;

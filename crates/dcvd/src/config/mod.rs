@@ -346,6 +346,30 @@ pub enum Provider {
         /// Token endpoint override (fakes).
         token_url: Option<String>,
     },
+    /// `type = "powerdns"`: PowerDNS Authoritative's HTTP API.
+    PowerDns {
+        /// Zones served.
+        zones: Vec<String>,
+        /// The webserver URL (https, or http to loopback); `/api/v1` is appended.
+        api_url: String,
+        /// The `api-key` of pdns.conf (`api_key_file` or `api_key_env`).
+        api_key: SecretString,
+        /// Server id in API paths (default `localhost`).
+        server_id: String,
+        /// Timeout of one API request (default 30s).
+        timeout: Duration,
+    },
+    /// `type = "acmedns"`: joohoi/acme-dns's `/update` API, for `_dnsauth` CNAME delegation.
+    AcmeDns {
+        /// Zones served: the acme-dns server's domain, holding every account's `fulldomain`.
+        zones: Vec<String>,
+        /// The acme-dns API (https, or http to loopback).
+        api_url: String,
+        /// Accounts by the domain they validate (normalized).
+        accounts: BTreeMap<String, AcmeDnsAccount>,
+        /// Timeout of one API request (default 30s).
+        timeout: Duration,
+    },
     /// `type = "rfc2136"`: dynamic updates signed with TSIG.
     Rfc2136 {
         /// Zones served.
@@ -390,6 +414,8 @@ impl Provider {
             Self::Cloudflare { .. } => "cloudflare",
             Self::Azure(_) => "azure",
             Self::Gcloud { .. } => "gcloud",
+            Self::PowerDns { .. } => "powerdns",
+            Self::AcmeDns { .. } => "acmedns",
             Self::Rfc2136 { .. } => "rfc2136",
             Self::Exec { .. } => "exec",
             Self::Memory { .. } => "memory",
@@ -402,12 +428,50 @@ impl Provider {
             Self::Route53 { zones, .. }
             | Self::Cloudflare { zones, .. }
             | Self::Gcloud { zones, .. }
+            | Self::PowerDns { zones, .. }
+            | Self::AcmeDns { zones, .. }
             | Self::Rfc2136 { zones, .. }
             | Self::Exec { zones, .. }
             | Self::Memory { zones, .. } => zones,
             Self::Azure(azure) => &azure.zones,
         }
     }
+}
+
+impl Provider {
+    /// The provider's secrets, for comparing two configurations in memory (a reload keeps an
+    /// adapter only when its settings and secrets are unchanged); never for output.
+    pub fn secrets(&self) -> Vec<&SecretString> {
+        match self {
+            Self::Cloudflare { api_token, .. } => vec![api_token],
+            Self::PowerDns { api_key, .. } => vec![api_key],
+            Self::AcmeDns { accounts, .. } => accounts.values().map(|a| &a.password).collect(),
+            Self::Rfc2136 { tsig_secret, .. } => vec![tsig_secret],
+            Self::Azure(azure) => match &azure.credential {
+                dns_provider::azure::AzureCredential::ClientSecret { client_secret, .. } => vec![client_secret],
+                _ => Vec::new(),
+            },
+            Self::Gcloud { credentials, .. } => match credentials {
+                dns_provider::gcloud::Credentials::ServiceAccount { private_key, .. } => vec![private_key],
+                _ => Vec::new(),
+            },
+            Self::Route53 { .. } | Self::Exec { .. } | Self::Memory { .. } => Vec::new(),
+        }
+    }
+}
+
+/// One acme-dns account (`[providers.NAME.accounts."<domain>"]`), as acme-dns's `/register`
+/// returned it.
+#[derive(Debug, Clone)]
+pub struct AcmeDnsAccount {
+    /// `username` (`X-Api-User`).
+    pub username: String,
+    /// `password` (`X-Api-Key`; `password_file` or `password_env`).
+    pub password: SecretString,
+    /// `subdomain`.
+    pub subdomain: String,
+    /// `fulldomain` (normalized): the CNAME target of `_dnsauth.<domain>`.
+    pub fulldomain: String,
 }
 
 /// `tsig_algorithm`.

@@ -13,13 +13,15 @@ use toml::de::{DeTable, DeValue};
 use super::env::{Context, SecretKeys};
 use super::error::{ConfigError, Source};
 use super::names;
-use super::raw::{P, RawCloudflare, RawExec, RawMemory, RawRfc2136, RawRoute53, Zone};
-use super::{Provider, TsigAlgorithm};
+use super::raw::{P, RawAcmeDns, RawCloudflare, RawExec, RawMemory, RawPowerDns, RawRfc2136, RawRoute53, Zone};
+use super::{AcmeDnsAccount, Provider, TsigAlgorithm};
 
-const TYPES: &str = "`route53`, `cloudflare`, `azure`, `gcloud`, `rfc2136`, `exec` or `memory`";
+const TYPES: &str = "`route53`, `cloudflare`, `azure`, `gcloud`, `powerdns`, `acmedns`, `rfc2136`, `exec` or `memory`";
 
 /// Default timeout of an RFC 2136 update exchange.
 const RFC2136_TIMEOUT: Duration = Duration::from_secs(10);
+/// Default timeout of one HTTP API request (PowerDNS, acme-dns).
+const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 /// Default timeout of one exec hook run.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
 
@@ -164,6 +166,128 @@ fn parse_one(
             Ok((Provider::Azure(azure), zone_spans))
         }
         "gcloud" => super::gcloud::parse(src, ctx, name, table, warnings),
+        "powerdns" => {
+            let raw: RawPowerDns = de(src, table)?;
+            let zones = zones(src, name, &raw.zones)?;
+            let key = ctx.secret(
+                src,
+                &SecretKeys {
+                    file_key: "api_key_file",
+                    env_key: "api_key_env",
+                    file: raw.api_key_file.as_ref(),
+                    env: raw.api_key_env.as_ref(),
+                    section: &span,
+                    section_name: &section,
+                },
+                warnings,
+            )?;
+            let server_id = match raw.server_id {
+                None => "localhost".to_owned(),
+                Some(id) => {
+                    let value = id.get_ref().trim();
+                    if value.is_empty() || value.contains('/') {
+                        return Err(src.error(
+                            &id.span(),
+                            format!(
+                                "provider `{name}`: server_id {value:?} is not valid: PowerDNS \
+                                 Authoritative uses \"localhost\" (the default)"
+                            ),
+                        ));
+                    }
+                    value.to_owned()
+                }
+            };
+            let provider = Provider::PowerDns {
+                zones: zones.iter().map(|(z, _)| z.clone()).collect(),
+                api_url: raw.api_url.0.0,
+                api_key: key.value,
+                server_id,
+                timeout: raw.timeout.map_or(HTTP_TIMEOUT, |t| t.0),
+            };
+            Ok((provider, zones))
+        }
+        "acmedns" => {
+            let raw: RawAcmeDns = de(src, table)?;
+            let zones = zones(src, name, &raw.zones)?;
+            if raw.accounts.get_ref().is_empty() {
+                return Err(src.error(
+                    &raw.accounts.span(),
+                    format!(
+                        "provider `{name}` has no accounts: add one [providers.{name}.accounts.\"<domain>\"] \
+                         per validated domain, with what acme-dns's /register returned"
+                    ),
+                ));
+            }
+            let mut accounts = BTreeMap::new();
+            let mut fulldomains: BTreeMap<String, String> = BTreeMap::new();
+            for (domain, account) in raw.accounts.into_inner() {
+                let domain_name = names::normalize(domain.get_ref(), false)
+                    .map_err(|e| src.error(&domain.span(), format!("acme-dns account key: {e}")))?;
+                let account_span = account.span();
+                let account = account.into_inner();
+                let section = format!("account {domain_name:?} of provider `{name}`");
+                let password = ctx.secret(
+                    src,
+                    &SecretKeys {
+                        file_key: "password_file",
+                        env_key: "password_env",
+                        file: account.password_file.as_ref(),
+                        env: account.password_env.as_ref(),
+                        section: &account_span,
+                        section_name: &section,
+                    },
+                    warnings,
+                )?;
+                let fulldomain = account.fulldomain.get_ref().0.0.clone();
+                if !zones.iter().any(|(z, _)| fulldomain.ends_with(&format!(".{z}"))) {
+                    return Err(src.error(
+                        &account.fulldomain.span(),
+                        format!(
+                            "fulldomain {fulldomain} of the {section} is not inside its zones \
+                             ({}): list the acme-dns server's domain in `zones`",
+                            zones.iter().map(|(z, _)| z.as_str()).collect::<Vec<_>>().join(", ")
+                        ),
+                    ));
+                }
+                let subdomain = account.subdomain.get_ref().trim().to_ascii_lowercase();
+                if subdomain.is_empty() || !fulldomain.starts_with(&format!("{subdomain}.")) {
+                    return Err(src.error(
+                        &account.subdomain.span(),
+                        format!(
+                            "subdomain {subdomain:?} of the {section} does not match its fulldomain \
+                             {fulldomain}: copy both exactly as acme-dns's /register returned them"
+                        ),
+                    ));
+                }
+                if account.username.get_ref().trim().is_empty() {
+                    return Err(src.error(&account.username.span(), format!("the {section} has an empty username")));
+                }
+                if let Some(other) = fulldomains.insert(fulldomain.clone(), domain_name.clone()) {
+                    return Err(src.error(
+                        &account.fulldomain.span(),
+                        format!(
+                            "fulldomain {fulldomain} is already used by account {other:?}: each account has its own"
+                        ),
+                    ));
+                }
+                accounts.insert(
+                    domain_name,
+                    AcmeDnsAccount {
+                        username: account.username.get_ref().trim().to_owned(),
+                        password: password.value,
+                        subdomain,
+                        fulldomain,
+                    },
+                );
+            }
+            let provider = Provider::AcmeDns {
+                zones: zones.iter().map(|(z, _)| z.clone()).collect(),
+                api_url: raw.api_url.0.0,
+                accounts,
+                timeout: raw.timeout.map_or(HTTP_TIMEOUT, |t| t.0),
+            };
+            Ok((provider, zones))
+        }
         "rfc2136" => {
             let raw: RawRfc2136 = de(src, table)?;
             let zones = zones(src, name, &raw.zones)?;

@@ -260,6 +260,35 @@ impl FromConfigStr for HttpUrl {
     }
 }
 
+/// A provider API URL (`api_url`): https, or plain http only to a loopback host, since the
+/// requests carry the provider's credentials.
+pub(super) struct ApiUrl(pub(super) String);
+
+impl FromConfigStr for ApiUrl {
+    const EXPECTING: &'static str = "a URL such as \"https://pdns.example.net:8081\"";
+    fn from_config_str(s: &str) -> Result<Self, String> {
+        let (plain, rest) = if let Some(rest) = s.strip_prefix("https://") {
+            (false, rest)
+        } else if let Some(rest) = s.strip_prefix("http://") {
+            (true, rest)
+        } else {
+            return Err(format!(
+                "invalid api_url {s:?}: expected an https:// URL such as \"https://pdns.example.net:8081\" \
+                 (http:// only to a loopback address)"
+            ));
+        };
+        let host = url_host(rest).ok_or_else(|| format!("invalid api_url {s:?}: no host"))?;
+        if plain && !is_loopback(host) {
+            return Err(format!(
+                "api_url {s:?} uses plain http to {host}, which would send the credentials \
+                 unencrypted: use https:// (a TLS reverse proxy in front of the API); http:// is \
+                 allowed only to 127.0.0.0/8, ::1 or localhost"
+            ));
+        }
+        Ok(Self(s.trim_end_matches('/').to_owned()))
+    }
+}
+
 /// The main configuration file.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -390,6 +419,40 @@ pub(super) struct RawCloudflare {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
+pub(super) struct RawPowerDns {
+    #[serde(rename = "type")]
+    pub(super) _type: IgnoredAny,
+    pub(super) zones: Spanned<Vec<Spanned<P<Zone>>>>,
+    pub(super) api_url: P<ApiUrl>,
+    pub(super) api_key_file: Option<Spanned<String>>,
+    pub(super) api_key_env: Option<Spanned<String>>,
+    pub(super) server_id: Option<Spanned<String>>,
+    pub(super) timeout: Option<P<Duration>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAcmeDns {
+    #[serde(rename = "type")]
+    pub(super) _type: IgnoredAny,
+    pub(super) zones: Spanned<Vec<Spanned<P<Zone>>>>,
+    pub(super) api_url: P<ApiUrl>,
+    pub(super) accounts: Spanned<std::collections::BTreeMap<Spanned<String>, Spanned<RawAcmeDnsAccount>>>,
+    pub(super) timeout: Option<P<Duration>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawAcmeDnsAccount {
+    pub(super) username: Spanned<String>,
+    pub(super) password_file: Option<Spanned<String>>,
+    pub(super) password_env: Option<Spanned<String>>,
+    pub(super) subdomain: Spanned<String>,
+    pub(super) fulldomain: Spanned<P<Zone>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
 pub(super) struct RawRfc2136 {
     #[serde(rename = "type")]
     pub(super) _type: IgnoredAny,
@@ -439,6 +502,15 @@ mod tests {
         let https = BaseUrl::from_config_str("https://certcentral.digicert.eu/services/v2/").unwrap();
         assert!(!https.insecure_http);
         assert_eq!(https.url, "https://certcentral.digicert.eu/services/v2");
+    }
+
+    #[test]
+    fn api_url_allows_http_only_to_loopback() {
+        assert_eq!(ApiUrl::from_config_str("http://127.0.0.1:8081/").unwrap().0, "http://127.0.0.1:8081");
+        assert!(ApiUrl::from_config_str("https://pdns.example.net:8081").is_ok());
+        let err = ApiUrl::from_config_str("http://pdns.example.net:8081").err().unwrap();
+        assert!(err.contains("unencrypted"), "{err}");
+        assert!(ApiUrl::from_config_str("pdns.example.net").is_err());
     }
 
     #[test]

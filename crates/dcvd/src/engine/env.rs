@@ -94,18 +94,9 @@ fn same_certcentral(a: &config::CertCentral, b: &config::CertCentral) -> bool {
 /// separately (in memory only).
 fn same_provider(a: &config::Provider, b: &config::Provider) -> bool {
     use secrecy::ExposeSecret as _;
-    let secret = |p: &config::Provider| match p {
-        config::Provider::Cloudflare { api_token, .. } => api_token.expose_secret().to_string(),
-        config::Provider::Rfc2136 { tsig_secret, .. } => tsig_secret.expose_secret().to_string(),
-        config::Provider::Azure(azure) => match &azure.credential {
-            dns_provider::azure::AzureCredential::ClientSecret { client_secret, .. } => {
-                client_secret.expose_secret().to_string()
-            }
-            _ => String::new(),
-        },
-        _ => String::new(),
-    };
-    format!("{a:?}") == format!("{b:?}") && secret(a) == secret(b)
+    // `Debug` shows every setting but no secret; the secrets are compared separately.
+    let secrets = |p: &config::Provider| p.secrets().iter().map(|s| s.expose_secret().to_owned()).collect::<Vec<_>>();
+    format!("{a:?}") == format!("{b:?}") && secrets(a) == secrets(b)
 }
 
 /// The client settings of `[certcentral]`.

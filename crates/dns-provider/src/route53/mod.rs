@@ -82,7 +82,8 @@ impl Default for RetryPolicy {
 }
 
 impl RetryPolicy {
-    fn delay(&self, attempt: u32) -> Duration {
+    /// The delay before retry number `attempt` (1-based): exponential, capped, "equal jitter".
+    pub(crate) fn delay(&self, attempt: u32) -> Duration {
         let exp = self.base_delay.saturating_mul(1u32 << attempt.min(16)).min(self.max_delay);
         // "equal jitter": at least half the exponential delay, so backoff really grows
         let half = exp / 2;

@@ -1,0 +1,173 @@
+//! A small HTTP client for the JSON APIs of the PowerDNS and acme-dns adapters: it sends one
+//! request, retries throttling (429, honouring `Retry-After`), 5xx and network failures with the
+//! crate's jittered exponential backoff ([`RetryPolicy`]), and hands every other answer back to
+//! the adapter, which knows what a 401 or a 422 means for its API. It never logs headers (they
+//! carry API keys) and knows nothing about DNS records.
+
+use std::time::Duration;
+
+use reqwest::{Method, StatusCode};
+use tracing::warn;
+
+use crate::route53::RetryPolicy;
+
+/// The longest `Retry-After` slept inside the adapter; a longer one is returned to the caller.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// An answer that was not retried away: any status but 429 and 5xx.
+#[derive(Debug)]
+pub(crate) struct Answer {
+    pub(crate) status: StatusCode,
+    pub(crate) body: Vec<u8>,
+}
+
+impl Answer {
+    /// The body as text, shortened for error messages.
+    pub(crate) fn text(&self) -> String {
+        let text = String::from_utf8_lossy(&self.body);
+        let text = text.trim();
+        if text.len() > 300 {
+            let mut end = 300;
+            while !text.is_char_boundary(end) {
+                end -= 1;
+            }
+            format!("{}...", &text[..end])
+        } else {
+            text.to_string()
+        }
+    }
+}
+
+/// What is left after the retries.
+#[derive(Debug)]
+pub(crate) enum Failure {
+    /// Still 429 after the retries, or a `Retry-After` too long to sleep.
+    Throttled { retry_after: Option<Duration>, message: String },
+    /// Network error, timeout or 5xx after the retries.
+    Transient(String),
+}
+
+/// The client. Holds no secret: callers add their auth headers per request.
+#[derive(Debug)]
+pub(crate) struct Rest {
+    http: reqwest::Client,
+    provider: &'static str,
+    retry: RetryPolicy,
+}
+
+/// Whether `url` may be used: https anywhere, plain http only to a loopback host. Returns
+/// whether the host is loopback (then no HTTP proxy is used).
+pub(crate) fn check_url(key: &str, url: &str) -> Result<bool, String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{key} {url:?} is not a URL: {e}"))?;
+    let host = parsed.host_str().unwrap_or_default().trim_matches(['[', ']']);
+    let loopback = host == "localhost" || host.parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback());
+    match parsed.scheme() {
+        "https" => Ok(loopback),
+        "http" if loopback => Ok(true),
+        "http" => Err(format!(
+            "{key} {url:?} uses plain http to {host}, which would send the credentials unencrypted: use https:// (a TLS reverse proxy in front of the API), or http:// only to a loopback address"
+        )),
+        other => Err(format!("{key} {url:?} has scheme {other:?}: use https://")),
+    }
+}
+
+impl Rest {
+    /// `loopback`: the API is on this host, reached without any configured HTTP proxy.
+    pub(crate) fn new(
+        provider: &'static str,
+        loopback: bool,
+        timeout: Duration,
+        retry: RetryPolicy,
+    ) -> Result<Self, String> {
+        let mut builder = reqwest::Client::builder();
+        if loopback {
+            builder = builder.no_proxy();
+        }
+        let http = builder
+            .user_agent(concat!("dcvd/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(timeout.min(Duration::from_secs(10)))
+            .timeout(timeout)
+            .build()
+            .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
+        Ok(Self { http, provider, retry })
+    }
+
+    /// Sends the request `build` makes (called again for each attempt) until it gets an answer
+    /// that is neither 429 nor 5xx, or the retries run out. `what` names the call in logs.
+    pub(crate) async fn send<F>(&self, method: Method, url: &str, what: &str, build: F) -> Result<Answer, Failure>
+    where
+        F: Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
+    {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
+            let request = build(self.http.request(method.clone(), url));
+            let (delay, failure) = match request.send().await {
+                Err(e) => {
+                    // reqwest errors name the URL (never headers); keep messages short
+                    let e = e.without_url();
+                    (self.retry.delay(attempt), Failure::Transient(format!("{what}: {e}")))
+                }
+                Ok(resp) => {
+                    let status = resp.status();
+                    let after = retry_after(resp.headers());
+                    let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
+                    if status == StatusCode::TOO_MANY_REQUESTS {
+                        let message = format!("{what}: HTTP 429 (Retry-After {after:?})");
+                        if after.is_some_and(|d| d > MAX_RETRY_AFTER) {
+                            return Err(Failure::Throttled { retry_after: after, message });
+                        }
+                        (
+                            after.unwrap_or_else(|| self.retry.delay(attempt)),
+                            Failure::Throttled { retry_after: after, message },
+                        )
+                    } else if status.is_server_error() {
+                        let answer = Answer { status, body };
+                        (
+                            self.retry.delay(attempt),
+                            Failure::Transient(format!("{what}: HTTP {status}: {}", answer.text())),
+                        )
+                    } else {
+                        return Ok(Answer { status, body });
+                    }
+                }
+            };
+            if attempt >= self.retry.max_attempts {
+                return Err(failure);
+            }
+            let error = match &failure {
+                Failure::Throttled { message, .. } | Failure::Transient(message) => message.as_str(),
+            };
+            warn!(
+                provider = self.provider,
+                attempt,
+                delay_ms = delay.as_millis() as u64,
+                error,
+                "provider request failed, retrying"
+            );
+            tokio::time::sleep(delay).await;
+        }
+    }
+}
+
+fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
+    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn http_only_to_loopback() {
+        assert_eq!(check_url("api_url", "https://pdns.example.net"), Ok(false));
+        assert_eq!(check_url("api_url", "http://127.0.0.1:8081"), Ok(true));
+        assert_eq!(check_url("api_url", "http://[::1]:8081"), Ok(true));
+        assert_eq!(check_url("api_url", "http://localhost:8081"), Ok(true));
+        let err = check_url("api_url", "http://pdns.example.net:8081").expect_err("plain http to a remote host");
+        assert!(err.contains("unencrypted"), "{err}");
+        assert!(check_url("api_url", "ftp://127.0.0.1").is_err());
+        assert!(check_url("api_url", "not a url").is_err());
+    }
+}
