@@ -249,10 +249,10 @@ const CASES: &[Case] = &[
     },
     Case {
         name: "unknown provider type",
-        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.x]\ntype = \"powerdns\"\n\
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.x]\ntype = \"bind9\"\n\
                zones = [\"example.com\"]\n",
         at: (4, 8),
-        message: "unknown provider type \"powerdns\" for provider `x`: expected `route53`, \
+        message: "unknown provider type \"bind9\" for provider `x`: expected `route53`, \
                   `cloudflare`, `azure`, `gcloud`, `powerdns`, `acmedns`, `rfc2136`, `exec` or `memory`",
     },
     Case {

@@ -7,8 +7,8 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
 use dcvd::store::{
-    DB_FILE, EVENT_DETAIL_MAX, EVENTS_PER_UNIT, LOCK_FILE, NewRecord, RecordStatus, Store, StoreError, UnitId,
-    UnitSpec, UnitState, schema_version,
+    DB_FILE, EVENT_DETAIL_MAX, EVENTS_PER_UNIT, LOCK_FILE, NewRecord, PublishConfirmation, RecordStatus, Store,
+    StoreError, UnitId, UnitSpec, UnitState, schema_version,
 };
 
 fn txt(name: &str, value: &str) -> NewRecord {
@@ -402,6 +402,26 @@ fn publish_intents_are_idempotent_and_revive_removed_records() {
 }
 
 /// Remove intents and mark_removed are idempotent; an unknown id fails the whole batch without
+/// A whole publish step is confirmed in one transaction: every record, or (when one id is
+/// unknown) none of them.
+#[test]
+fn publish_confirmations_of_a_step_are_one_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, unit) = store_with_order(dir.path(), 25);
+    let recs =
+        store.record_publish_intent(unit, &[txt("_dnsauth.a.example", "v"), txt("_dnsauth.b.example", "v")]).unwrap();
+    let confirm = |id: i64| PublishConfirmation { record_id: id, provider_id: Some("p"), change_id: Some("c") };
+    let err = store.mark_all_published(&[confirm(recs[0].id), confirm(9999)]).unwrap_err();
+    assert!(matches!(err, StoreError::UnknownRecord { id: 9999 }), "{err:?}");
+    assert!(store.records(unit).unwrap().iter().all(|r| r.status == RecordStatus::Publishing), "rolled back");
+    store.mark_all_published(&[confirm(recs[0].id), confirm(recs[1].id)]).unwrap();
+    let rows = store.records(unit).unwrap();
+    assert!(
+        rows.iter().all(|r| r.status == RecordStatus::Published && r.change_id.as_deref() == Some("c")),
+        "{rows:?}"
+    );
+}
+
 /// writing any of it; a publish cannot be confirmed after a remove intent.
 #[test]
 fn record_status_changes_are_checked_and_atomic() {

@@ -18,7 +18,9 @@ use tracing::{Instrument as _, error, info, warn};
 use super::env::Env;
 use crate::config::{Method, OnExpiry, Unit};
 use crate::records;
-use crate::store::{NewRecord, RecordRow, RecordStatus, UnitId, UnitKind, UnitRow, UnitState, now_millis};
+use crate::store::{
+    NewRecord, PublishConfirmation, RecordRow, RecordStatus, UnitId, UnitKind, UnitRow, UnitState, now_millis,
+};
 
 /// What the loop does after a step.
 #[derive(Debug)]
@@ -319,6 +321,7 @@ impl UnitTask {
         // Intent first: if we crash after the provider call, the restart knows what may exist.
         let rows = self.env.store.record_publish_intent(self.unit, &intents)?;
         let _permit = self.permit().await;
+        let mut confirmed: Vec<(i64, dns_provider::Published)> = Vec::with_capacity(rows.len());
         for ((provider, zone), group) in group_by_zone(rows.iter().filter(|r| r.status != RecordStatus::Removed)) {
             let p = self
                 .env
@@ -332,10 +335,21 @@ impl UnitTask {
             self.env.metrics.observe_provider(&provider, "publish", result.is_ok(), started.elapsed());
             let published = result?;
             for (r, pubd) in group.iter().zip(published) {
-                self.env.store.mark_published(r.id, pubd.provider_id.as_deref(), pubd.change_id.as_deref())?;
                 info!(record = %r.name, rtype = %r.rtype, provider = %provider, "record published");
+                confirmed.push((r.id, pubd));
             }
         }
+        // One commit for every record of the step: the intents already cover a crash before it
+        // (the step runs again; publishing is idempotent).
+        let confirmations: Vec<PublishConfirmation<'_>> = confirmed
+            .iter()
+            .map(|(id, p)| PublishConfirmation {
+                record_id: *id,
+                provider_id: p.provider_id.as_deref(),
+                change_id: p.change_id.as_deref(),
+            })
+            .collect();
+        self.env.store.mark_all_published(&confirmations)?;
         self.transition(row, UnitState::Published, |_| {})?;
         Ok(Flow::Continue)
     }

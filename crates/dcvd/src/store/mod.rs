@@ -430,25 +430,35 @@ impl Store {
         provider_id: Option<&str>,
         change_id: Option<&str>,
     ) -> Result<(), StoreError> {
+        self.mark_all_published(&[PublishConfirmation { record_id, provider_id, change_id }])
+    }
+
+    /// [`mark_published`](Self::mark_published) for several records in one transaction (one
+    /// fsync for a whole publish step); writes nothing when one of them fails.
+    pub fn mark_all_published(&self, confirmations: &[PublishConfirmation<'_>]) -> Result<(), StoreError> {
         let mut conn = self.write()?;
         let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-        match record_status(&tx, record_id)? {
-            None => return Err(StoreError::UnknownRecord { id: record_id }),
-            Some(status @ (RecordStatus::Removing | RecordStatus::Removed)) => {
-                return Err(StoreError::Invalid {
-                    message: format!(
-                        "record {record_id} is {status}: a publish cannot be confirmed after a \
-                         remove intent; write a new publish intent first"
-                    ),
-                });
+        let now = now_millis();
+        for c in confirmations {
+            let record_id = c.record_id;
+            match record_status(&tx, record_id)? {
+                None => return Err(StoreError::UnknownRecord { id: record_id }),
+                Some(status @ (RecordStatus::Removing | RecordStatus::Removed)) => {
+                    return Err(StoreError::Invalid {
+                        message: format!(
+                            "record {record_id} is {status}: a publish cannot be confirmed after a \
+                             remove intent; write a new publish intent first"
+                        ),
+                    });
+                }
+                Some(RecordStatus::Publishing | RecordStatus::Published) => {}
             }
-            Some(RecordStatus::Publishing | RecordStatus::Published) => {}
+            tx.prepare_cached(
+                "UPDATE records SET status = 'published', provider_id = coalesce(?2, provider_id), \
+                 change_id = coalesce(?3, change_id), updated_at = ?4 WHERE id = ?1",
+            )?
+            .execute(params![record_id, c.provider_id, c.change_id, now])?;
         }
-        tx.prepare_cached(
-            "UPDATE records SET status = 'published', provider_id = coalesce(?2, provider_id), \
-             change_id = coalesce(?3, change_id), updated_at = ?4 WHERE id = ?1",
-        )?
-        .execute(params![record_id, provider_id, change_id, now_millis()])?;
         tx.commit()?;
         Ok(())
     }
@@ -784,6 +794,17 @@ fn insert_event(tx: &rusqlite::Transaction<'_>, unit: UnitId, event: &str, detai
     )?
     .execute(params![unit.kind, unit_id, EVENTS_PER_UNIT])?;
     Ok(())
+}
+
+/// The provider's answer for one published record: what [`Store::mark_all_published`] stores.
+#[derive(Debug, Clone, Copy)]
+pub struct PublishConfirmation<'a> {
+    /// The record row's id.
+    pub record_id: i64,
+    /// The provider's id of the record, when it has one (`None` keeps what is stored).
+    pub provider_id: Option<&'a str>,
+    /// The provider's change id to wait for (Route53, Cloud DNS), if any.
+    pub change_id: Option<&'a str>,
 }
 
 #[cfg(test)]
