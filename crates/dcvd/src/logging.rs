@@ -8,7 +8,9 @@ use tracing_subscriber::{EnvFilter, Layer as _};
 use crate::config::LogFormat;
 
 /// `info`, without the per-query chatter of the DNS libraries (the demo serves DNS in-process).
-const DEFAULT_FILTER: &str = "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn,hickory_resolver=warn";
+// The cron library logs its own housekeeping ("Uninited", "Job creator created") at INFO.
+const DEFAULT_FILTER: &str =
+    "info,hickory_server=warn,hickory_proto=warn,hickory_net=warn,hickory_resolver=warn,tokio_cron_scheduler=warn";
 
 fn filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))

@@ -261,6 +261,10 @@ async fn systemd_notifications_and_metrics() {
         .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
         .find(|v| v["state"] == "valid")
         .unwrap_or_else(|| panic!("no JSON transition line in:\n{log}"));
+    assert!(
+        !log.contains("Uninited") && !log.contains("Job creator created"),
+        "the cron library's housekeeping lines must be silenced:\n{log}"
+    );
     assert_eq!(transition["span"]["unit_kind"], "order", "{transition}");
     assert_eq!(transition["span"]["unit_id"], 601, "{transition}");
     assert!(transition["elapsed_ms"].is_u64(), "{transition}");

@@ -314,8 +314,16 @@ async fn rfc2136_dv_txt_with_lagging_secondary() {
         vec![("_dnsauth.bind.test".to_string(), "TXT".to_string(), value.clone())],
         "exact owner name (both names at their base domain) and value"
     );
-    // A moment with the secondary lagging: no check may happen.
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    // A moment with the secondary lagging: no check may happen, and dcvd says whom it waits for
+    // (every 4 x poll_max = 2 s here; a minute by default).
+    eventually(Duration::from_secs(20), "a 'still waiting for propagation' line", || async {
+        dcvd.log().lines().any(|l| {
+            l.contains("still waiting for propagation")
+                && l.contains(&secondary.ip().to_string())
+                && l.contains("unit_id=3001")
+        })
+    })
+    .await;
     let stats = sim.stats().await;
     assert!(stats.checks.is_empty(), "dcvd checked while the secondary lagged: {:?}", stats.checks);
     bind.refresh_secondary("bind.test");

@@ -22,6 +22,10 @@ use crate::store::{
     NewRecord, PublishConfirmation, RecordRow, RecordStatus, UnitId, UnitKind, UnitRow, UnitState, now_millis,
 };
 
+/// How often, at most, a unit waiting for a lagging name server says so at INFO: a minute, or
+/// four of the longest poll intervals when polls are faster (tests).
+const PROPAGATION_REPORT_EVERY: Duration = Duration::from_secs(60);
+
 /// What the loop does after a step.
 #[derive(Debug)]
 enum Flow {
@@ -383,6 +387,7 @@ impl UnitTask {
         let mut waits = tokio::task::JoinSet::new();
         let cancel = CancellationToken::new();
         let _guard = cancel.clone().drop_guard();
+        let poll_max = self.env.config.propagation.poll_max;
         for r in &recs {
             let checker = self.env.checker.clone();
             let expected = match r.rtype.as_str() {
@@ -393,11 +398,18 @@ impl UnitTask {
             let cancel = cancel.clone();
             waits.spawn(tracing::Instrument::in_current_span(async move {
                 let mut last_lagging = usize::MAX;
+                let mut last_report = tokio::time::Instant::now();
+                let report_every = PROPAGATION_REPORT_EVERY.min(poll_max * 4);
                 let mut on_progress = |p: &propagation::Progress| {
                     let lagging = p.lagging();
                     if lagging.len() != last_lagging {
                         last_lagging = lagging.len();
                         tracing::debug!(record = %name, lagging = ?lagging, "propagation progress");
+                    }
+                    // No silence while a name server lags: one line a minute naming the laggards.
+                    if !lagging.is_empty() && last_report.elapsed() >= report_every {
+                        last_report = tokio::time::Instant::now();
+                        info!(record = %name, lagging = %lagging.join(", "), "still waiting for propagation");
                     }
                 };
                 checker.wait_visible(&name, &expected, deadline, &cancel, &mut on_progress).await

@@ -85,7 +85,8 @@ max_interval = "2s"
 
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_dcvd"));
-        cmd.args(args).env("RUST_LOG", "info").env_remove("JOURNAL_STREAM").env_remove("CREDENTIALS_DIRECTORY");
+        // dcvd's default log filter, as an operator gets it.
+        cmd.args(args).env_remove("RUST_LOG").env_remove("JOURNAL_STREAM").env_remove("CREDENTIALS_DIRECTORY");
         cmd
     }
 
