@@ -88,6 +88,30 @@ async fn once_validates_a_cname_order() {
     assert_eq!(h.sim().stats().premature_checks, 0);
 }
 
+/// The order is a dns-txt-token order at DigiCert but configured as dns-cname-token: DigiCert
+/// keeps answering `invalid_dns_txt`, and after the third such answer dcvd says that the methods
+/// may differ and what to set (once).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn method_mismatch_is_pointed_out() {
+    let h = Harness::start(None).await;
+    h.sim().add_order(NewOrder::new(302, &["mismatch.example.test"]));
+    let cfg = h.config(
+        h.dns_port,
+        &format!(
+            "{}\n[[order]]\nid = 302\nmethod = \"dns-cname-token\"\ndomains = [\"mismatch.example.test\"]\n",
+            h.memory_provider(&["example.test"], 0)
+        ),
+    );
+    let mut child = h.spawn_run(&h.write_config(&cfg));
+    let hint = "the order's DCV method at DigiCert may be dns-txt-token; set method = \"dns-txt-token\"";
+    eventually(Duration::from_secs(60), "the method mismatch hint", || h.log().contains(hint)).await;
+    signal(&child, "TERM");
+    let _ = child.wait();
+    let log = h.log();
+    assert_eq!(log.matches(hint).count(), 1, "said once:\n{log}");
+    assert!(log.lines().any(|l| l.contains(hint) && l.contains("unit_id=302")), "{log}");
+}
+
 /// SIGHUP with an invalid file keeps the old configuration running (error with line:col);
 /// SIGHUP with a valid one picks up a new order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

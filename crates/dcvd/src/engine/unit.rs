@@ -462,7 +462,10 @@ impl UnitTask {
             }
             Ok((false, Some(status))) => Err(StepError::Fatal(format!("order is {status} at DigiCert"))),
             Ok((false, None)) => self.schedule_recheck(row, "dcv status not valid yet".into()),
-            Err(e) if e.is_not_found_yet() => self.schedule_recheck(row, e.to_string()),
+            Err(e) if e.is_not_found_yet() => {
+                method_mismatch_hint(spec.method, e.code().unwrap_or(""), row.attempts + 1);
+                self.schedule_recheck(row, e.to_string())
+            }
             Err(e) if e.is_wrong_method() && self.unit.kind == UnitKind::Order && !self.method_changed => {
                 // The order was placed with another DCV method: switch it once, then check again.
                 self.method_changed = true;
@@ -611,6 +614,29 @@ fn to_record(r: &RecordRow) -> Record {
     };
     rec.ttl = r.ttl;
     rec
+}
+
+/// After this many "not found yet" answers in a row, a code naming the other DNS method says so.
+const MISMATCH_HINT_AFTER: u32 = 3;
+
+/// DigiCert names the record it looked for in its "not found" code: `invalid_dns_txt` for a
+/// dns-cname-token unit (or the reverse) means the order's method at DigiCert is not the
+/// configured one, and checking again will never succeed. Says so once, with the fix.
+fn method_mismatch_hint(configured: Method, code: &str, attempts: u32) {
+    let at_digicert = match code.trim() {
+        "invalid_dns_txt" => Method::DnsTxtToken,
+        "invalid_dns_cname" => Method::DnsCnameToken,
+        _ => return,
+    };
+    if at_digicert != configured && attempts == MISMATCH_HINT_AFTER {
+        warn!(
+            code = code.trim(),
+            method = configured.as_str(),
+            "DigiCert keeps answering {} for this {configured} unit: the order's DCV method at DigiCert may be \
+             {at_digicert}; set method = \"{at_digicert}\" for it, or change its method in CertCentral",
+            code.trim()
+        );
+    }
 }
 
 fn dcv_method(m: Method) -> DcvMethod {
