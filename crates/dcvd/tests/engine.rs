@@ -202,6 +202,7 @@ async fn reload_keeps_the_shared_limits() {
     let text = h.config(h.dns_port, &mem(&h, "k1", &["keep.test"]));
     let config = Arc::new(parse(&h, &text));
     let store = Arc::new(Store::open(&config.daemon.state_dir).unwrap());
+    let store = dcvd::store::StoreThread::start(store).unwrap();
     let env = engine::Env::build(config, store, Arc::new(Metrics::new())).await.unwrap();
     let same = env.rebuild(Arc::new(parse(&h, &text))).await.unwrap();
     assert!(std::ptr::eq(env.client.rate_limiter(), same.client.rate_limiter()), "the limiter must survive a reload");

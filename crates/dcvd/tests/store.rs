@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 
 use dcvd::store::{
     DB_FILE, EVENT_DETAIL_MAX, EVENTS_PER_UNIT, LOCK_FILE, NewRecord, PublishConfirmation, RecordStatus, Store,
-    StoreError, UnitId, UnitSpec, UnitState, schema_version,
+    StoreError, StoreThread, UnitId, UnitSpec, UnitState, schema_version,
 };
 
 fn txt(name: &str, value: &str) -> NewRecord {
@@ -736,4 +736,49 @@ fn concurrent_writers_from_threads() {
     let units = store.units().unwrap();
     assert_eq!(units.len(), 4);
     assert!(units.iter().all(|r| r.attempts == 25 && r.state == UnitState::Checking));
+}
+
+/// The store thread group-commits: 200 units writing at once share far fewer commits than 200,
+/// each caller gets its own result only after the commit (a failing write in the same group
+/// fails alone), and reads see only committed data.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn store_thread_groups_concurrent_writes_into_few_commits() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+    let units: Vec<UnitId> = (1..=200).map(UnitId::order).collect();
+    let names = domains(&["example.com"]);
+    let specs: Vec<UnitSpec<'_>> =
+        units.iter().map(|u| UnitSpec { unit: *u, method: "dns-txt-token", domains: &names, provider: None }).collect();
+    store.sync_units(&specs).unwrap();
+    let thread = StoreThread::start(store.clone()).unwrap();
+
+    let mut writes = Vec::new();
+    for unit in units.iter().copied() {
+        let t = thread.clone();
+        writes.push(tokio::spawn(async move {
+            t.write(move |s| s.transition(unit, UnitState::TokenIssued, |r| r.token = Some("tok".into()))).await
+        }));
+    }
+    // one write in the crowd fails: it must not take the others down
+    let bad = thread.write(|s| s.transition(UnitId::order(9999), UnitState::TokenIssued, |_| {})).await;
+    assert!(matches!(bad, Err(StoreError::UnknownUnit { .. })), "{bad:?}");
+    for w in writes {
+        assert_eq!(w.await.unwrap().unwrap().state, UnitState::TokenIssued);
+    }
+    let (commits, written) = thread.stats().get();
+    assert_eq!(written, 201, "every write ran");
+    assert!(commits < 100, "200 concurrent writes took {commits} commits: no grouping");
+    let rows = thread.read(|s| s.units()).await.unwrap();
+    assert!(rows.iter().all(|r| r.state == UnitState::TokenIssued), "all committed");
+    drop(thread);
+    // durable: a fresh connection sees them
+    drop(store);
+    let reopened = Store::open(dir.path()).unwrap();
+    assert!(
+        reopened
+            .units()
+            .unwrap()
+            .iter()
+            .all(|r| r.state == UnitState::TokenIssued && r.token.as_deref() == Some("tok"))
+    );
 }

@@ -10,7 +10,7 @@ use tokio::sync::Semaphore;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::providers;
-use crate::store::Store;
+use crate::store::StoreThread;
 
 /// Shared by every unit task of one configuration generation.
 #[derive(Debug)]
@@ -23,8 +23,8 @@ pub struct Env {
     pub router: dns_provider::Router,
     /// The propagation checker (clones share the zone cache and the query cap).
     pub checker: propagation::Checker,
-    /// The state store.
-    pub store: Arc<Store>,
+    /// The state store, on its own thread (group commits; never called on a tokio worker).
+    pub store: StoreThread,
     /// Metrics.
     pub metrics: Arc<Metrics>,
     /// Bounds concurrent external operations (API calls, provider calls); waits hold none.
@@ -33,7 +33,7 @@ pub struct Env {
 
 impl Env {
     /// Builds the client, providers and checker for `config`.
-    pub async fn build(config: Arc<Config>, store: Arc<Store>, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
+    pub async fn build(config: Arc<Config>, store: StoreThread, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
         let client = build_client(&config.certcentral, &metrics)?;
         let mut router = dns_provider::Router::new();
         for (name, provider) in &config.providers {

@@ -13,6 +13,7 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
+use anyhow::Context as _;
 use tokio::sync::mpsc;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
@@ -22,7 +23,7 @@ pub use env::{Env, build_client, checker_config};
 
 use crate::config::{Config, Unit, UnitKey};
 use crate::metrics::Metrics;
-use crate::store::{Store, UnitId, UnitKind, UnitRow, UnitSpec, UnitState};
+use crate::store::{Store, StoreThread, UnitId, UnitKind, UnitRow, UnitSpec, UnitState};
 
 /// The configuration could not be turned into working parts (a provider refused its settings):
 /// a configuration error for the command line (exit 78), not a runtime failure.
@@ -147,15 +148,17 @@ pub async fn run(
     observer: Arc<dyn Observer>,
     shutdown: impl Future<Output = ()> + Send,
 ) -> anyhow::Result<Summary> {
-    sync_units(&store, &config, true)?;
-    let env = Env::build(Arc::new(config), store.clone(), metrics.clone()).await.map_err(SetupError)?;
+    let store = StoreThread::start(store).context("cannot start the state store's thread")?;
+    let config = Arc::new(config);
+    sync_in_thread(&store, &config, true).await?;
+    let env = Env::build(config, store.clone(), metrics.clone()).await.map_err(SetupError)?;
     let mut env = Arc::new(env);
     observer.ready();
     let stop = CancellationToken::new();
     let mut tasks: JoinSet<UnitId> = JoinSet::new();
     let mut running: HashMap<UnitId, CancellationToken> = HashMap::new();
     let mut respawn: HashSet<UnitId> = HashSet::new();
-    spawn_pending(&env, &stop, &mut tasks, &mut running)?;
+    spawn_pending(&env, &stop, &mut tasks, &mut running).await?;
     let mut status_tick = tokio::time::interval(Duration::from_secs(5));
     tokio::pin!(shutdown);
     loop {
@@ -169,7 +172,7 @@ pub async fn run(
                     Ok(id) => {
                         running.remove(&id);
                         if respawn.remove(&id) {
-                            spawn_pending(&env, &stop, &mut tasks, &mut running)?;
+                            spawn_pending(&env, &stop, &mut tasks, &mut running).await?;
                         }
                     }
                     Err(e) => error!(error = %e, "unit task panicked"),
@@ -183,7 +186,7 @@ pub async fn run(
                             env = new_env;
                             // A unit that left the configuration may be deep in a wait: stop its
                             // task now; the replacement cleans it up.
-                            for row in store.units()? {
+                            for row in store.read(|s| s.units()).await? {
                                 if !row.in_config && !row.state.is_terminal()
                                     && let Some(cancel) = running.get(&row.unit)
                                 {
@@ -193,7 +196,7 @@ pub async fn run(
                             }
                             // Units keep their running task (they read their row at every step);
                             // new ones and ones to clean up get a task.
-                            spawn_pending(&env, &stop, &mut tasks, &mut running)?;
+                            spawn_pending(&env, &stop, &mut tasks, &mut running).await?;
                             info!(units = env.config.units.len(), "configuration reloaded");
                         }
                         Err(e) => error!(error = %format!("{e:#}"), "reload failed; the previous configuration keeps running"),
@@ -201,7 +204,7 @@ pub async fn run(
                 }
             },
             _ = status_tick.tick() => {
-                if let Ok(counts) = store.counts_by_state() {
+                if let Ok(counts) = store.read(|s| s.counts_by_state()).await {
                     metrics.set_unit_counts(&counts);
                     let line = counts.iter().map(|(s, n)| format!("{}={n}", s.as_str())).collect::<Vec<_>>().join(" ");
                     observer.status(&line);
@@ -219,26 +222,32 @@ pub async fn run(
         warn!("some unit tasks did not stop within 10 s; aborting them");
         tasks.abort_all();
     }
-    if let Ok(counts) = store.counts_by_state() {
+    if let Ok(counts) = store.read(|s| s.counts_by_state()).await {
         metrics.set_unit_counts(&counts);
     }
-    Ok(Summary { units: store.units()? })
+    Ok(Summary { units: store.read(|s| s.units()).await? })
 }
 
 async fn reload(env: &Arc<Env>, config: Config, retry_failed: bool) -> anyhow::Result<Arc<Env>> {
     let new = env.rebuild(Arc::new(config)).await?;
     // Only once everything built: a provider that fails to build leaves the old config running.
-    sync_units(&env.store, &new.config, retry_failed)?;
+    sync_in_thread(&env.store, &new.config, retry_failed).await?;
     Ok(Arc::new(new))
 }
 
-fn spawn_pending(
+/// [`sync_units`] on the store's thread, as one group commit.
+async fn sync_in_thread(store: &StoreThread, config: &Arc<Config>, retry_failed: bool) -> anyhow::Result<()> {
+    let config = config.clone();
+    store.write(move |s| Ok(sync_units(s, &config, retry_failed))).await?
+}
+
+async fn spawn_pending(
     env: &Arc<Env>,
     stop: &CancellationToken,
     tasks: &mut JoinSet<UnitId>,
     running: &mut HashMap<UnitId, CancellationToken>,
 ) -> anyhow::Result<()> {
-    for row in env.store.units()? {
+    for row in env.store.read(|s| s.units()).await? {
         if row.state.is_terminal() || running.contains_key(&row.unit) {
             continue;
         }
@@ -259,6 +268,7 @@ fn spawn_pending(
 
 /// Removes every record the store still lists as published (`dcvd cleanup`).
 pub async fn cleanup_all(config: Config, store: Arc<Store>, metrics: Arc<Metrics>) -> anyhow::Result<usize> {
+    let store = StoreThread::start(store).context("cannot start the state store's thread")?;
     let env = Env::build(Arc::new(config), store, metrics).await?;
     unit::remove_all(&env).await
 }

@@ -63,7 +63,7 @@ impl From<crate::store::StoreError> for StepError {
         use crate::store::StoreError as E;
         match e {
             // The disk or a concurrent reader may recover; a logic error will not.
-            E::Sqlite(_) | E::Io { .. } => Self::Retry(format!("state store: {e}")),
+            E::Sqlite(_) | E::Io { .. } | E::Unavailable { .. } => Self::Retry(format!("state store: {e}")),
             _ => Self::Fatal(format!("state store: {e}")),
         }
     }
@@ -82,7 +82,7 @@ pub(super) async fn drive(env: Arc<Env>, unit: UnitId, cancel: CancellationToken
 async fn drive_in_span(env: Arc<Env>, unit: UnitId, cancel: CancellationToken) {
     let mut task = UnitTask { env, unit, transient_failures: 0, negative_ttl: None, method_changed: false };
     loop {
-        let row = match task.env.store.unit(unit) {
+        let row = match task.env.store.read(move |s| s.unit(unit)).await {
             Ok(Some(row)) => row,
             Ok(None) => return,
             Err(e) => {
@@ -161,10 +161,17 @@ impl UnitTask {
                 warn!(state = row.state.as_str(), error = %msg, attempt = self.transient_failures,
                     retry_in_ms = delay.as_millis() as u64, "step failed, will retry");
                 let at = now_millis() + delay.as_millis() as i64;
-                let _ = self.env.store.transition(self.unit, row.state, |r| {
-                    r.last_error = Some(msg.clone());
-                    r.next_action_at = Some(at);
-                });
+                let (unit, state, why) = (self.unit, row.state, msg.clone());
+                let _ = self
+                    .env
+                    .store
+                    .write(move |s| {
+                        s.transition(unit, state, move |r| {
+                            r.last_error = Some(why);
+                            r.next_action_at = Some(at);
+                        })
+                    })
+                    .await;
                 Flow::SleepUntil(at)
             }
             Err(StepError::Fatal(msg)) => self.fail(&row, msg).await,
@@ -190,17 +197,34 @@ impl UnitTask {
         }
     }
 
+    async fn records(&self) -> Result<Vec<RecordRow>, crate::store::StoreError> {
+        let unit = self.unit;
+        self.env.store.read(move |s| s.records(unit)).await
+    }
+
     async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
         self.env.permits.acquire().await.expect("semaphore never closed")
     }
 
-    fn transition(&self, row: &UnitRow, to: UnitState, edit: impl FnOnce(&mut UnitRow)) -> Result<UnitRow, StepError> {
+    async fn transition(
+        &self,
+        row: &UnitRow,
+        to: UnitState,
+        edit: impl FnOnce(&mut UnitRow) + Send + 'static,
+    ) -> Result<UnitRow, StepError> {
         let elapsed_ms = u64::try_from(now_millis() - row.state_since).unwrap_or(0);
-        let new = self.env.store.transition(self.unit, to, |r| {
-            r.next_action_at = None;
-            r.last_error = None;
-            edit(r);
-        })?;
+        let unit = self.unit;
+        let new = self
+            .env
+            .store
+            .write(move |s| {
+                s.transition(unit, to, move |r| {
+                    r.next_action_at = None;
+                    r.last_error = None;
+                    edit(r);
+                })
+            })
+            .await?;
         if new.state != row.state {
             log_transition(&new, row.state, elapsed_ms);
         }
@@ -219,7 +243,7 @@ impl UnitTask {
                     // counts against DigiCert's rate limit.
                     let info = self.env.client.order_info(self.unit.id).await?;
                     if is_terminal_order_status(&info.status) {
-                        return self.order_terminal(row, &info.status);
+                        return self.order_terminal(row, &info.status).await;
                     }
                     domains = info.dns_names();
                     if domains.is_empty() {
@@ -228,13 +252,15 @@ impl UnitTask {
                 }
                 let value = self.env.client.dcv_random_value(self.unit.id).await?;
                 let expires = value.expiration_date.map(|t| t.timestamp());
-                self.transition(row, UnitState::TokenIssued, |r| {
+                let token = value.dcv_random_value;
+                self.transition(row, UnitState::TokenIssued, move |r| {
                     r.domains = domains;
-                    r.token = Some(value.dcv_random_value.clone());
+                    r.token = Some(token);
                     r.token_expires_at = expires;
                     r.verification_value = None;
                     r.attempts = 0;
-                })?;
+                })
+                .await?;
             }
             UnitKind::Domain => {
                 let mut token = None;
@@ -250,22 +276,24 @@ impl UnitTask {
                     Some(t) => t,
                     None => self.env.client.generate_domain_token(self.unit.id).await?,
                 };
-                self.transition(row, UnitState::TokenIssued, |r| {
-                    r.domains = spec.domains.clone();
-                    r.token = Some(token.token.clone());
+                let domains = spec.domains.clone();
+                self.transition(row, UnitState::TokenIssued, move |r| {
+                    r.domains = domains;
                     r.token_expires_at = token.expiration_date.map(|t| t.timestamp());
-                    r.verification_value = token.verification_value.clone();
+                    r.verification_value = token.verification_value;
+                    r.token = Some(token.token);
                     r.attempts = 0;
-                })?;
+                })
+                .await?;
             }
         }
         Ok(Flow::Continue)
     }
 
-    fn order_terminal(&self, row: &UnitRow, status: &str) -> Result<Flow, StepError> {
+    async fn order_terminal(&self, row: &UnitRow, status: &str) -> Result<Flow, StepError> {
         if status == "issued" {
             info!(status, "order already issued at DigiCert, nothing to validate");
-            self.transition(row, UnitState::Valid, |_| {})?;
+            self.transition(row, UnitState::Valid, |_| {}).await?;
             Ok(Flow::Continue)
         } else {
             Err(StepError::Fatal(format!("order is {status} at DigiCert")))
@@ -323,7 +351,8 @@ impl UnitTask {
             });
         }
         // Intent first: if we crash after the provider call, the restart knows what may exist.
-        let rows = self.env.store.record_publish_intent(self.unit, &intents)?;
+        let unit = self.unit;
+        let rows = self.env.store.write(move |s| s.record_publish_intent(unit, &intents)).await?;
         let _permit = self.permit().await;
         let mut confirmed: Vec<(i64, dns_provider::Published)> = Vec::with_capacity(rows.len());
         for ((provider, zone), group) in group_by_zone(rows.iter().filter(|r| r.status != RecordStatus::Removed)) {
@@ -345,16 +374,21 @@ impl UnitTask {
         }
         // One commit for every record of the step: the intents already cover a crash before it
         // (the step runs again; publishing is idempotent).
-        let confirmations: Vec<PublishConfirmation<'_>> = confirmed
-            .iter()
-            .map(|(id, p)| PublishConfirmation {
-                record_id: *id,
-                provider_id: p.provider_id.as_deref(),
-                change_id: p.change_id.as_deref(),
+        self.env
+            .store
+            .write(move |s| {
+                let confirmations: Vec<PublishConfirmation<'_>> = confirmed
+                    .iter()
+                    .map(|(id, p)| PublishConfirmation {
+                        record_id: *id,
+                        provider_id: p.provider_id.as_deref(),
+                        change_id: p.change_id.as_deref(),
+                    })
+                    .collect();
+                s.mark_all_published(&confirmations)
             })
-            .collect();
-        self.env.store.mark_all_published(&confirmations)?;
-        self.transition(row, UnitState::Published, |_| {})?;
+            .await?;
+        self.transition(row, UnitState::Published, |_| {}).await?;
         Ok(Flow::Continue)
     }
 
@@ -362,10 +396,10 @@ impl UnitTask {
 
     async fn wait_propagated(&mut self, row: &UnitRow) -> Result<Flow, StepError> {
         let recs: Vec<RecordRow> =
-            self.env.store.records(self.unit)?.into_iter().filter(|r| r.status == RecordStatus::Published).collect();
+            self.records().await?.into_iter().filter(|r| r.status == RecordStatus::Published).collect();
         if recs.is_empty() {
             // Nothing live (e.g. the intents were cleaned): publish again.
-            self.transition(row, UnitState::TokenIssued, |_| {})?;
+            self.transition(row, UnitState::TokenIssued, |_| {}).await?;
             return Ok(Flow::Continue);
         }
         let timeout = self.env.config.propagation.timeout;
@@ -432,7 +466,7 @@ impl UnitTask {
         }
         self.negative_ttl = Some(negative_ttl);
         self.env.metrics.observe_propagation(started.elapsed());
-        self.transition(row, UnitState::Propagated, |_| {})?;
+        self.transition(row, UnitState::Propagated, |_| {}).await?;
         Ok(Flow::Continue)
     }
 
@@ -457,14 +491,14 @@ impl UnitTask {
             Ok((true, _)) => {
                 let validated_in = Duration::from_millis(u64::try_from(now_millis() - row.created_at).unwrap_or(0));
                 self.env.metrics.observe_validation(validated_in);
-                self.transition(row, UnitState::Valid, |r| r.attempts += 1)?;
+                self.transition(row, UnitState::Valid, |r| r.attempts += 1).await?;
                 Ok(Flow::Continue)
             }
             Ok((false, Some(status))) => Err(StepError::Fatal(format!("order is {status} at DigiCert"))),
-            Ok((false, None)) => self.schedule_recheck(row, "dcv status not valid yet".into()),
+            Ok((false, None)) => self.schedule_recheck(row, "dcv status not valid yet".into()).await,
             Err(e) if e.is_not_found_yet() => {
                 method_mismatch_hint(spec.method, e.code().unwrap_or(""), row.attempts + 1);
-                self.schedule_recheck(row, e.to_string())
+                self.schedule_recheck(row, e.to_string()).await
             }
             Err(e) if e.is_wrong_method() && self.unit.kind == UnitKind::Order && !self.method_changed => {
                 // The order was placed with another DCV method: switch it once, then check again.
@@ -479,7 +513,7 @@ impl UnitTask {
         }
     }
 
-    fn schedule_recheck(&mut self, row: &UnitRow, why: String) -> Result<Flow, StepError> {
+    async fn schedule_recheck(&mut self, row: &UnitRow, why: String) -> Result<Flow, StepError> {
         let attempts = row.attempts + 1;
         let check = &self.env.config.check;
         let mut delay = backoff(check.min_interval, check.max_interval, attempts);
@@ -490,11 +524,12 @@ impl UnitTask {
         }
         let at = now_millis() + delay.as_millis() as i64;
         warn!(attempt = attempts, error = %why, retry_in_ms = delay.as_millis() as u64, "digicert has not seen the record yet");
-        self.transition(row, UnitState::Checking, |r| {
+        self.transition(row, UnitState::Checking, move |r| {
             r.attempts = attempts;
             r.next_action_at = Some(at);
-            r.last_error = Some(why.clone());
-        })?;
+            r.last_error = Some(why);
+        })
+        .await?;
         Ok(Flow::SleepUntil(at))
     }
 
@@ -505,7 +540,7 @@ impl UnitTask {
             return Ok(Flow::Done);
         }
         self.remove_records().await?;
-        self.transition(row, UnitState::CleanedUp, |_| {})?;
+        self.transition(row, UnitState::CleanedUp, |_| {}).await?;
         Ok(Flow::Done)
     }
 
@@ -521,12 +556,14 @@ impl UnitTask {
                 r.token = None;
                 r.token_expires_at = None;
                 r.attempts = 0;
-            })?;
+            })
+            .await?;
             return Ok(Flow::Continue);
         }
         let msg = format!("token expired before DigiCert validated it ({} renewals)", row.renewals);
         error!(error = %msg, "unit expired");
-        self.transition(row, UnitState::Expired, |r| r.last_error = Some(msg.clone()))?;
+        let why = msg.clone();
+        self.transition(row, UnitState::Expired, move |r| r.last_error = Some(why)).await?;
         Ok(Flow::Done)
     }
 
@@ -539,21 +576,22 @@ impl UnitTask {
             };
             error!(error = %e, "cleanup after failure failed; records remain listed in the state store");
         }
-        let _ = self.transition(row, UnitState::Failed, |r| r.last_error = Some(msg.clone()));
+        let why = msg.clone();
+        let _ = self.transition(row, UnitState::Failed, move |r| r.last_error = Some(why)).await;
         Flow::Done
     }
 
     async fn retire(&mut self, row: &UnitRow) -> Result<Flow, StepError> {
         self.remove_records().await?;
         info!("unit left the configuration; its records are removed");
-        self.transition(row, UnitState::Removed, |_| {})?;
+        self.transition(row, UnitState::Removed, |_| {}).await?;
         Ok(Flow::Done)
     }
 
     /// Removes every record of this unit that may be live, intent first.
     async fn remove_records(&mut self) -> Result<(), StepError> {
         let live: Vec<RecordRow> =
-            self.env.store.records(self.unit)?.into_iter().filter(|r| r.status != RecordStatus::Removed).collect();
+            self.records().await?.into_iter().filter(|r| r.status != RecordStatus::Removed).collect();
         remove_rows(&self.env, &live).await
     }
 }
@@ -563,7 +601,8 @@ async fn remove_rows(env: &Env, rows: &[RecordRow]) -> Result<(), StepError> {
     if rows.is_empty() {
         return Ok(());
     }
-    env.store.record_remove_intent(&rows.iter().map(|r| r.id).collect::<Vec<_>>())?;
+    let ids: Vec<i64> = rows.iter().map(|r| r.id).collect();
+    env.store.write(move |s| s.record_remove_intent(&ids)).await?;
     let _permit = env.permits.acquire().await.expect("semaphore never closed");
     for ((provider, zone), group) in group_by_zone(rows.iter()) {
         let p = env.router.provider(&provider).ok_or_else(|| {
@@ -574,7 +613,8 @@ async fn remove_rows(env: &Env, rows: &[RecordRow]) -> Result<(), StepError> {
         let result = p.remove_batch(&zone, &recs).await;
         env.metrics.observe_provider(&provider, "remove", result.is_ok(), started.elapsed());
         result?;
-        env.store.mark_removed(&group.iter().map(|r| r.id).collect::<Vec<_>>())?;
+        let ids: Vec<i64> = group.iter().map(|r| r.id).collect();
+        env.store.write(move |s| s.mark_removed(&ids)).await?;
         for r in &group {
             info!(record = %r.name, rtype = %r.rtype, provider = %provider, "record removed");
         }
@@ -584,7 +624,7 @@ async fn remove_rows(env: &Env, rows: &[RecordRow]) -> Result<(), StepError> {
 
 /// Removes every live record in the store (used by `dcvd cleanup`); returns how many.
 pub(super) async fn remove_all(env: &Env) -> anyhow::Result<usize> {
-    let live = env.store.live_records()?;
+    let live = env.store.read(|s| s.live_records()).await?;
     let mut by_unit: BTreeMap<UnitId, Vec<RecordRow>> = BTreeMap::new();
     for r in live {
         by_unit.entry(r.unit).or_default().push(r);

@@ -105,6 +105,13 @@ pub enum StoreError {
     /// A write on a store opened with [`open_read_only`](super::Store::open_read_only).
     #[error("state store: opened read-only (for dcvd status); writes go through the daemon")]
     ReadOnly,
+    /// A group commit failed or the store thread is gone: nothing of the call was kept; worth
+    /// trying again.
+    #[error("state store: {message}")]
+    Unavailable {
+        /// What failed.
+        message: String,
+    },
 }
 
 impl StoreError {

@@ -10,12 +10,14 @@
 //! It does not decide anything: the state machine, retries and provider calls belong to the
 //! orchestrator; the store only records them atomically.
 //!
-//! It is synchronous and serializes calls on one connection. A read takes microseconds; a write
-//! transaction waits for one fsync while holding the connection (about 0.1 ms on a quiet SSD,
-//! several ms on a busy disk; `examples/store_bench.rs` measures it). From async code, single
-//! calls may block briefly; bursts of writes from many tasks belong in
-//! `tokio::task::spawn_blocking`, and batches in one call (`sync_units`, `record_publish_intent`
-//! with many records, `mark_removed` with many ids) cost one fsync for the whole batch.
+//! [`Store`] is synchronous and serializes calls on one connection; each write method is one
+//! SQLite savepoint, so it is atomic on its own and nests in a larger transaction. The daemon
+//! never calls it from a tokio worker: [`StoreThread`] (module `thread`) owns it on a thread of
+//! its own, runs the engine's calls there, and group-commits: the writes of every unit that
+//! queued while the previous commit was being fsynced share one `BEGIN IMMEDIATE ... COMMIT`,
+//! and each caller continues only once that commit is durable. A read takes microseconds; a
+//! commit waits for one fsync (about 0.1 ms on a quiet SSD, several ms on a busy disk;
+//! `examples/store_bench.rs` measures it).
 //!
 //! One process owns a `state_dir` at a time: [`Store::open`] takes an exclusive lock on
 //! `state_dir/dcvd.lock` for the store's lifetime. [`Store::open_read_only`] (for `dcvd status`)
@@ -23,6 +25,7 @@
 
 mod error;
 mod schema;
+mod thread;
 mod types;
 
 use std::collections::{BTreeMap, HashSet};
@@ -34,9 +37,10 @@ use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use rusqlite::types::Type;
-use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, TransactionBehavior, params};
+use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 
 pub use error::StoreError;
+pub use thread::{GroupStats, StoreThread};
 pub use types::{
     NewRecord, ParseError, RecordRow, RecordStatus, StoreInfo, UnitId, UnitKind, UnitRow, UnitSpec, UnitState,
 };
@@ -221,7 +225,7 @@ impl Store {
     /// order of `specs`.
     pub fn sync_units(&self, specs: &[UnitSpec<'_>]) -> Result<Vec<UnitRow>, StoreError> {
         let mut conn = self.write()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.savepoint()?;
         let now = now_millis();
         let rows = specs.iter().map(|spec| sync_one(&tx, spec, now)).collect::<Result<Vec<_>, _>>()?;
         // A transaction that changed nothing writes nothing to the WAL: no fsync.
@@ -235,7 +239,7 @@ impl Store {
     pub fn mark_missing_from_config(&self, present: &[UnitId]) -> Result<Vec<UnitId>, StoreError> {
         let present: HashSet<UnitId> = present.iter().copied().collect();
         let mut conn = self.write()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.savepoint()?;
         let mut missing = Vec::new();
         let mut to_mark = Vec::new();
         {
@@ -302,7 +306,7 @@ impl Store {
         edit: impl FnOnce(&mut UnitRow),
     ) -> Result<UnitRow, StoreError> {
         let mut conn = self.write()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.savepoint()?;
         let old = read_unit(&tx, unit)?.ok_or(StoreError::UnknownUnit { unit })?;
         let now = now_millis();
         let mut row = old.clone();
@@ -365,7 +369,7 @@ impl Store {
         }
         let unit_id = sql_id(unit)?;
         let mut conn = self.write()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.savepoint()?;
         if read_unit(&tx, unit)?.is_none() {
             return Err(StoreError::UnknownUnit { unit });
         }
@@ -437,7 +441,7 @@ impl Store {
     /// fsync for a whole publish step); writes nothing when one of them fails.
     pub fn mark_all_published(&self, confirmations: &[PublishConfirmation<'_>]) -> Result<(), StoreError> {
         let mut conn = self.write()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.savepoint()?;
         let now = now_millis();
         for c in confirmations {
             let record_id = c.record_id;
@@ -503,7 +507,7 @@ impl Store {
     /// to [`EVENT_DETAIL_MAX`] bytes). The unit need not be in the store.
     pub fn append_event(&self, unit: UnitId, event: &str, detail: &str) -> Result<(), StoreError> {
         let mut conn = self.write()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.savepoint()?;
         insert_event(&tx, unit, event, detail)?;
         tx.commit()?;
         Ok(())
@@ -522,7 +526,7 @@ impl Store {
 
     fn set_record_status(&self, record_ids: &[i64], update: &str) -> Result<(), StoreError> {
         let mut conn = self.write()?;
-        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let tx = conn.savepoint()?;
         let now = now_millis();
         {
             let mut stmt = tx.prepare_cached(update)?;
@@ -535,6 +539,29 @@ impl Store {
         }
         tx.commit()?;
         Ok(())
+    }
+
+    /// Opens a group transaction (`BEGIN IMMEDIATE`): the write methods called until
+    /// [`commit_group`](Self::commit_group) become savepoints inside it and share its one commit.
+    /// Only [`StoreThread`] groups writes; it calls nothing else on this store meanwhile.
+    pub(crate) fn begin_group(&self) -> Result<(), StoreError> {
+        self.write()?.execute_batch("BEGIN IMMEDIATE")?;
+        Ok(())
+    }
+
+    /// Commits the group transaction (one fsync); on failure it is rolled back whole.
+    pub(crate) fn commit_group(&self) -> Result<(), StoreError> {
+        let conn = self.write()?;
+        match conn.execute_batch("COMMIT") {
+            Ok(()) => Ok(()),
+            Err(e) => {
+                // Still inside the transaction when COMMIT itself failed (e.g. SQLITE_FULL).
+                if !conn.is_autocommit() {
+                    let _ = conn.execute_batch("ROLLBACK");
+                }
+                Err(e.into())
+            }
+        }
     }
 
     fn conn(&self) -> MutexGuard<'_, Connection> {
@@ -782,7 +809,7 @@ fn write_unit(conn: &Connection, row: &UnitRow, now: i64) -> Result<(), StoreErr
 }
 
 /// Appends one audit line for `unit` inside `tx`, keeping the last [`EVENTS_PER_UNIT`].
-fn insert_event(tx: &rusqlite::Transaction<'_>, unit: UnitId, event: &str, detail: &str) -> Result<(), StoreError> {
+fn insert_event(tx: &Connection, unit: UnitId, event: &str, detail: &str) -> Result<(), StoreError> {
     let unit_id = sql_id(unit)?;
     let detail = truncate(detail, EVENT_DETAIL_MAX);
     tx.prepare_cached("INSERT INTO events (unit_kind, unit_id, at, event, detail) VALUES (?1, ?2, ?3, ?4, ?5)")?
