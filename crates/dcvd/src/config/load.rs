@@ -52,7 +52,8 @@ pub(super) fn build(text: &str, file: &Path, env: &Environment) -> Result<Config
             file.display()
         ));
     }
-    Ok(Config { certcentral, daemon, propagation, check, providers, units, warnings, files })
+    let unit_index = units.iter().enumerate().map(|(i, u)| (u.key, i)).collect();
+    Ok(Config { certcentral, daemon, propagation, check, providers, units, warnings, files, unit_index })
 }
 
 fn certcentral(

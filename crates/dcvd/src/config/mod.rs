@@ -72,6 +72,8 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// The files read: the main file first, then the order files.
     pub files: Vec<PathBuf>,
+    /// Position of each unit in `units`, for O(1) lookups by key (every step looks its unit up).
+    pub(crate) unit_index: std::collections::HashMap<UnitKey, usize>,
 }
 
 impl Config {
@@ -108,7 +110,11 @@ impl Config {
 
     /// The unit with this key.
     pub fn unit(&self, key: UnitKey) -> Option<&Unit> {
-        self.units.iter().find(|u| u.key == key)
+        // The index is built at load; `units` is public, so fall back to a scan if it was edited.
+        match self.unit_index.get(&key).and_then(|&i| self.units.get(i)) {
+            Some(unit) if unit.key == key => Some(unit),
+            _ => self.units.iter().find(|u| u.key == key),
+        }
     }
 
     /// The provider that publishes records for `domain` (`*.` stripped, case and trailing dot
