@@ -129,7 +129,7 @@ async fn check_config(path: &Path, online: bool) -> ExitCode {
     }
     crate::logging::init(LogFormat::Text);
     let metrics = Arc::new(Metrics::new());
-    let client = match engine::build_client(&cfg.certcentral, &metrics) {
+    let client = match engine::build_client(&cfg.certcentral, &metrics, None) {
         Ok(c) => c,
         Err(e) => {
             eprintln!("dcvd: certcentral: {e:#}");

@@ -43,7 +43,16 @@ pub struct Metrics {
     propagation: Histogram,
     validation: Histogram,
     rate_limit_wait: Counter<f64, AtomicU64>,
+    account_condition: Family<ConditionLabel, Gauge>,
 }
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ConditionLabel {
+    condition: String,
+}
+
+/// The account condition `dcvd_account_condition` reports (1 while it holds).
+const API_KEY_REFUSED: &str = "api_key_refused";
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -83,7 +92,26 @@ impl Metrics {
             "Time spent waiting for the client-side rate limiter",
             rate_limit_wait.clone(),
         );
-        Self { registry, units, requests, provider_calls, propagation, validation, rate_limit_wait }
+        let account_condition = Family::<ConditionLabel, Gauge>::default();
+        registry.register(
+            "account_condition",
+            "Account-wide conditions that pause every unit (1 while they hold): api_key_refused",
+            account_condition.clone(),
+        );
+        let _ = account_condition.get_or_create(&ConditionLabel { condition: API_KEY_REFUSED.into() });
+        Self { registry, units, requests, provider_calls, propagation, validation, rate_limit_wait, account_condition }
+    }
+
+    /// Sets the `api_key_refused` account condition (it also fails `/healthz`).
+    pub fn set_api_key_refused(&self, refused: bool) {
+        self.account_condition
+            .get_or_create(&ConditionLabel { condition: API_KEY_REFUSED.into() })
+            .set(i64::from(refused));
+    }
+
+    /// Whether CertCentral currently refuses the API key.
+    pub fn api_key_refused(&self) -> bool {
+        self.account_condition.get_or_create(&ConditionLabel { condition: API_KEY_REFUSED.into() }).get() > 0
     }
 
     /// Makes a provider's series exist before its first call.
@@ -162,6 +190,7 @@ pub async fn serve(
     use axum::routing::get;
     let listener = tokio::net::TcpListener::bind(listen).await?;
     let addr = listener.local_addr()?;
+    let health = metrics.clone();
     let app = axum::Router::new()
         .route(
             "/metrics",
@@ -178,7 +207,22 @@ pub async fn serve(
                 }
             }),
         )
-        .route("/healthz", get(|| async { "ok\n" }));
+        .route(
+            "/healthz",
+            get(move || {
+                let refused = health.api_key_refused();
+                async move {
+                    if refused {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "CertCentral refuses the API key: every unit is paused\n",
+                        )
+                    } else {
+                        (axum::http::StatusCode::OK, "ok\n")
+                    }
+                }
+            }),
+        );
     tokio::spawn(async move {
         let _ = axum::serve(listener, app).with_graceful_shutdown(async move { shutdown.cancelled().await }).await;
     });

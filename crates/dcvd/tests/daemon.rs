@@ -112,6 +112,58 @@ async fn method_mismatch_is_pointed_out() {
     assert!(log.lines().any(|l| l.contains(hint) && l.contains("unit_id=302")), "{log}");
 }
 
+/// A wrong API key is one account-level condition, not a failure of every unit: one ERROR that
+/// says what to fix, the units paused (not failed), `/healthz` failing and the
+/// `dcvd_account_condition` gauge at 1; after the key is fixed, SIGHUP resumes them at once and
+/// they validate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refused_api_key_pauses_every_unit_until_fixed() {
+    let h = Harness::start(None).await;
+    for id in [311, 312, 313] {
+        h.sim().add_order(NewOrder::new(id, &[&format!("k{id}.example.test")]));
+    }
+    let key_file = h.dir.path().join("api-key");
+    std::fs::write(&key_file, "a-revoked-key").unwrap();
+    let metrics_port = test_support::ports::free_port();
+    let orders: String = [311, 312, 313]
+        .iter()
+        .map(|id| format!("[[order]]\nid = {id}\nmethod = \"dns-txt-token\"\ndomains = [\"k{id}.example.test\"]\n"))
+        .collect();
+    let cfg = h.config(h.dns_port, &format!("{}\n{orders}", h.memory_provider(&["example.test"], 0))).replace(
+        "log_format = \"text\"",
+        &format!("log_format = \"text\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\""),
+    );
+    let mut child = h.spawn_run(&h.write_config(&cfg));
+    let refused = "CertCentral refused the API key";
+    eventually(Duration::from_secs(30), "the account ERROR", || h.log().contains(refused)).await;
+    // a moment for every unit to reach the gate
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let base = format!("http://127.0.0.1:{metrics_port}");
+    let http = reqwest::Client::new();
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 503, "/healthz must fail while the key is refused");
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("dcvd_account_condition{condition=\"api_key_refused\"} 1"), "{metrics}");
+    let log = h.log();
+    assert_eq!(log.lines().filter(|l| l.contains(" ERROR ")).count(), 1, "one ERROR for the account:\n{log}");
+    assert!(!log.contains("unit failed") && !log.contains("state=\"failed\""), "no unit may fail:\n{log}");
+    assert!(!log.contains("a-revoked-key"), "the key must not be logged");
+
+    // The operator fixes the key and reloads: the units resume at once and validate.
+    std::fs::write(&key_file, &h.api_key).unwrap();
+    signal(&child, "HUP");
+    let start = std::time::Instant::now();
+    while ![311, 312, 313].iter().all(|id| h.sim().order(*id).is_some_and(|o| o.dcv_status == "valid")) {
+        assert!(start.elapsed() < Duration::from_secs(60), "the orders never validated after the fix:\n{}", h.log());
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    assert!(h.log().contains("CertCentral accepts the API key again; units resume"), "{}", h.log());
+    signal(&child, "TERM");
+    let _ = child.wait();
+}
+
 /// SIGHUP with an invalid file keeps the old configuration running (error with line:col);
 /// SIGHUP with a valid one picks up a new order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

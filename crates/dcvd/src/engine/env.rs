@@ -7,6 +7,7 @@ use std::time::Duration;
 use anyhow::Context as _;
 use tokio::sync::Semaphore;
 
+use super::account::AccountGate;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::providers;
@@ -29,12 +30,25 @@ pub struct Env {
     pub metrics: Arc<Metrics>,
     /// Bounds concurrent external operations (API calls, provider calls); waits hold none.
     pub permits: Arc<Semaphore>,
+    /// The account-wide condition of the API key (`dcvd run`): a refused key pauses the units
+    /// instead of failing them. `None` (`dcvd once`, `dcvd cleanup`): a refusal fails the unit.
+    pub account: Option<Arc<AccountGate>>,
 }
 
 impl Env {
     /// Builds the client, providers and checker for `config`.
     pub async fn build(config: Arc<Config>, store: StoreThread, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        let client = build_client(&config.certcentral, &metrics)?;
+        Self::build_with(config, store, metrics, None).await
+    }
+
+    /// [`build`](Self::build) with the account gate of `dcvd run`.
+    pub async fn build_with(
+        config: Arc<Config>,
+        store: StoreThread,
+        metrics: Arc<Metrics>,
+        account: Option<Arc<AccountGate>>,
+    ) -> anyhow::Result<Self> {
+        let client = build_client(&config.certcentral, &metrics, account.as_ref())?;
         let mut router = dns_provider::Router::new();
         for (name, provider) in &config.providers {
             let built = providers::build(name, provider).await.with_context(|| format!("provider {name}"))?;
@@ -44,7 +58,7 @@ impl Env {
         let checker = propagation::Checker::new(checker_config(&config.propagation))
             .map_err(|e| anyhow::anyhow!("propagation checker: {e}"))?;
         let permits = Arc::new(Semaphore::new(config.daemon.max_concurrent.max(1)));
-        Ok(Self { config, client, router, checker, store, metrics, permits })
+        Ok(Self { config, client, router, checker, store, metrics, permits, account })
     }
 
     /// The parts for a reloaded `config`, reusing every part whose settings did not change: the
@@ -54,7 +68,7 @@ impl Env {
         let client = if same_certcentral(&self.config.certcentral, &config.certcentral) {
             self.client.clone()
         } else {
-            build_client(&config.certcentral, &self.metrics)?
+            build_client(&config.certcentral, &self.metrics, self.account.as_ref())?
         };
         let checker = if self.config.propagation == config.propagation {
             self.checker.clone()
@@ -77,7 +91,16 @@ impl Env {
             self.metrics.register_provider(name);
             router.add(name.clone(), built);
         }
-        Ok(Self { config, client, router, checker, store: self.store.clone(), metrics: self.metrics.clone(), permits })
+        Ok(Self {
+            config,
+            client,
+            router,
+            checker,
+            store: self.store.clone(),
+            metrics: self.metrics.clone(),
+            permits,
+            account: self.account.clone(),
+        })
     }
 }
 
@@ -100,7 +123,11 @@ fn same_provider(a: &config::Provider, b: &config::Provider) -> bool {
 }
 
 /// The client settings of `[certcentral]`.
-pub fn build_client(cc: &config::CertCentral, metrics: &Arc<Metrics>) -> anyhow::Result<certcentral::Client> {
+pub fn build_client(
+    cc: &config::CertCentral,
+    metrics: &Arc<Metrics>,
+    account: Option<&Arc<AccountGate>>,
+) -> anyhow::Result<certcentral::Client> {
     let mut cfg = certcentral::ClientConfig::new(cc.base_url.clone(), cc.api_key.clone());
     cfg.timeout = cc.timeout;
     cfg.rate_limits =
@@ -108,7 +135,18 @@ pub fn build_client(cc: &config::CertCentral, metrics: &Arc<Metrics>) -> anyhow:
     cfg.allow_insecure_http = cc.allow_insecure_http;
     let mut client = certcentral::Client::new(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
     let m = metrics.clone();
-    client.set_observer(Arc::new(move |call: &certcentral::CallRecord| m.observe_certcentral(call)));
+    let gate = account.cloned();
+    client.set_observer(Arc::new(move |call: &certcentral::CallRecord| {
+        m.observe_certcentral(call);
+        // Any answer about the request (not 401/403, not a 429 or 5xx that says nothing about the
+        // key) shows that CertCentral accepts the key.
+        if let (Some(gate), Some(status)) = (&gate, call.status)
+            && !matches!(status, 401 | 403 | 429)
+            && status < 500
+        {
+            gate.accepted();
+        }
+    }));
     Ok(client)
 }
 

@@ -5,6 +5,7 @@
 //! next DigiCert check without blocking each other; `max_concurrent` bounds the external
 //! operations in flight (API and provider calls), not the waits.
 
+mod account;
 mod env;
 mod unit;
 
@@ -19,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
+pub use account::{AccountGate, Admission};
 pub use env::{Env, build_client, checker_config};
 
 use crate::config::{Config, Unit, UnitKey};
@@ -151,7 +153,9 @@ pub async fn run(
     let store = StoreThread::start(store).context("cannot start the state store's thread")?;
     let config = Arc::new(config);
     sync_in_thread(&store, &config, true).await?;
-    let env = Env::build(config, store.clone(), metrics.clone()).await.map_err(SetupError)?;
+    // `dcvd run` pauses every unit while CertCentral refuses the key; `dcvd once` fails them.
+    let account = (mode == Mode::Daemon).then(|| Arc::new(AccountGate::new(metrics.clone())));
+    let env = Env::build_with(config, store.clone(), metrics.clone(), account).await.map_err(SetupError)?;
     let mut env = Arc::new(env);
     observer.ready();
     let stop = CancellationToken::new();
@@ -183,16 +187,27 @@ pub async fn run(
                 Some(Control::Reload { config: new, retry_failed }) => {
                     match reload(&env, *new, retry_failed).await {
                         Ok(new_env) => {
+                            // A new CertCentral client (a changed key, URL or limits): running
+                            // units must use it too, or a fixed API key would never reach them.
+                            let new_client =
+                                !std::ptr::eq(env.client.rate_limiter(), new_env.client.rate_limiter());
                             env = new_env;
                             // A unit that left the configuration may be deep in a wait: stop its
-                            // task now; the replacement cleans it up.
+                            // task now; the replacement cleans it up. Steps are atomic, so a task
+                            // stopped at an await point resumes exactly in its replacement.
                             for row in store.read(|s| s.units()).await? {
-                                if !row.in_config && !row.state.is_terminal()
+                                if (new_client || !row.in_config)
+                                    && !row.state.is_terminal()
                                     && let Some(cancel) = running.get(&row.unit)
                                 {
                                     cancel.cancel();
                                     respawn.insert(row.unit);
                                 }
+                            }
+                            // The operator may have fixed the API key: ask CertCentral at once
+                            // (after the cancellations, so no old client's refusal delays it).
+                            if let Some(account) = &env.account {
+                                account.probe_now();
                             }
                             // Units keep their running task (they read their row at every step);
                             // new ones and ones to clean up get a task.

@@ -15,6 +15,7 @@ use propagation::Expected;
 use tokio_util::sync::CancellationToken;
 use tracing::{Instrument as _, error, info, warn};
 
+use super::account::Admission;
 use super::env::Env;
 use crate::config::{Method, OnExpiry, Unit};
 use crate::records;
@@ -44,11 +45,19 @@ enum StepError {
     Retry(String),
     /// Permanent for this unit: it fails (records are cleaned up).
     Fatal(String),
+    /// CertCentral refused the API key (401/403): a condition of the account, not of the unit.
+    Account(String),
 }
 
 impl From<certcentral::Error> for StepError {
     fn from(e: certcentral::Error) -> Self {
-        if e.is_retryable() { Self::Retry(e.to_string()) } else { Self::Fatal(e.to_string()) }
+        if e.is_auth() {
+            Self::Account(e.to_string())
+        } else if e.is_retryable() {
+            Self::Retry(e.to_string())
+        } else {
+            Self::Fatal(e.to_string())
+        }
     }
 }
 
@@ -72,6 +81,15 @@ impl From<crate::store::StoreError> for StepError {
 /// The span every line about `unit` is logged in, from any crate: one log identity.
 pub(crate) fn unit_span(unit: UnitId) -> tracing::Span {
     tracing::info_span!("unit", unit_kind = unit.kind.as_str(), unit_id = unit.id)
+}
+
+/// Frees the account gate's probe slot when dropped.
+struct ReleaseProbe(Arc<super::account::AccountGate>);
+
+impl Drop for ReleaseProbe {
+    fn drop(&mut self) {
+        self.0.probe_inconclusive();
+    }
 }
 
 /// Drives one unit until it is terminal or `cancel` fires, inside the unit's span.
@@ -139,6 +157,16 @@ impl UnitTask {
         if let Some(at) = row.next_action_at.filter(|at| *at > now_millis()) {
             return Flow::SleepUntil(at);
         }
+        // While CertCentral refuses the key, steps that call it wait here (one unit probes).
+        let calls_digicert =
+            row.in_config && matches!(row.state, UnitState::Pending | UnitState::Propagated | UnitState::Checking);
+        let gate = self.env.account.clone().filter(|_| calls_digicert);
+        // The probe slot is released however the step ends, cancellation included (a reload
+        // cancels units mid-call); after a success or a refusal the release changes nothing.
+        let _probe = match &gate {
+            Some(gate) if gate.admit().await == Admission::Probe => Some(ReleaseProbe(gate.clone())),
+            _ => None,
+        };
         let result = if !row.in_config {
             self.retire(&row).await
         } else if let Some(spec) = self.config_unit() {
@@ -174,7 +202,18 @@ impl UnitTask {
                     .await;
                 Flow::SleepUntil(at)
             }
-            Err(StepError::Fatal(msg)) => self.fail(&row, msg).await,
+            Err(StepError::Account(msg)) if gate.is_some() => {
+                // One ERROR for the account (the gate logs it), none per unit; the unit keeps
+                // its state and waits at the gate.
+                if let Some(gate) = &gate {
+                    gate.refused(&msg);
+                }
+                let (unit, state) = (self.unit, row.state);
+                let _ =
+                    self.env.store.write(move |s| s.transition(unit, state, move |r| r.last_error = Some(msg))).await;
+                Flow::Continue
+            }
+            Err(StepError::Fatal(msg) | StepError::Account(msg)) => self.fail(&row, msg).await,
         }
     }
 
@@ -572,7 +611,7 @@ impl UnitTask {
         if let Err(e) = self.remove_records().await {
             // The records stay in the store as live; `dcvd cleanup` or the next start removes them.
             let e = match e {
-                StepError::Retry(m) | StepError::Fatal(m) => m,
+                StepError::Retry(m) | StepError::Fatal(m) | StepError::Account(m) => m,
             };
             error!(error = %e, "cleanup after failure failed; records remain listed in the state store");
         }
@@ -632,7 +671,7 @@ pub(super) async fn remove_all(env: &Env) -> anyhow::Result<usize> {
     let mut n = 0;
     for (unit, rows) in by_unit {
         remove_rows(env, &rows).instrument(unit_span(unit)).await.map_err(|e| match e {
-            StepError::Retry(m) | StepError::Fatal(m) => anyhow::anyhow!("{unit}: {m}"),
+            StepError::Retry(m) | StepError::Fatal(m) | StepError::Account(m) => anyhow::anyhow!("{unit}: {m}"),
         })?;
         n += rows.len();
     }

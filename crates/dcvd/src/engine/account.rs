@@ -1,0 +1,195 @@
+//! Account-wide conditions: CertCentral refusing the API key is one condition of the account,
+//! not a failure of every unit.
+//!
+//! When a call answers 401/403 the gate closes: one ERROR says what to fix, `/healthz` fails and
+//! `dcvd_account_condition` reads 1, and every unit that needs DigiCert waits at the gate instead
+//! of failing (units that only publish, wait for DNS or clean up go on). While it is closed, one
+//! unit at a time is let through as a probe, with a growing interval (30 s doubling to 5 min);
+//! the first DigiCert answer that is not a refusal opens the gate again and every unit resumes.
+//! A reload (SIGHUP, after the operator fixed the key) lets a probe through at once.
+//!
+//! The gate knows nothing about units or steps; the unit task asks it before a DigiCert step and
+//! reports the outcome.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+use tracing::{error, info};
+
+use crate::metrics::Metrics;
+
+/// First interval between probes while the key is refused.
+const PROBE_MIN: Duration = Duration::from_secs(30);
+/// Longest interval between probes.
+const PROBE_MAX: Duration = Duration::from_secs(300);
+
+#[derive(Debug)]
+struct Closed {
+    /// The refusal, as CertCentral answered it.
+    reason: String,
+    next_probe: Instant,
+    interval: Duration,
+    probing: bool,
+}
+
+/// Whether CertCentral accepts the account's API key, shared by every unit task.
+#[derive(Debug)]
+pub struct AccountGate {
+    closed: Mutex<Option<Closed>>,
+    metrics: Arc<Metrics>,
+    /// Bumped on every change, so waiting units re-check.
+    changes: watch::Sender<u64>,
+}
+
+/// What a unit may do before a DigiCert step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// The gate is open: go on.
+    Open,
+    /// The gate is closed, and this unit is the probe: go on and report the outcome.
+    Probe,
+}
+
+impl AccountGate {
+    /// An open gate; its condition is exported through `metrics` (gauge and `/healthz`).
+    pub fn new(metrics: Arc<Metrics>) -> Self {
+        metrics.set_api_key_refused(false);
+        Self { closed: Mutex::new(None), metrics, changes: watch::channel(0).0 }
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<Closed>> {
+        self.closed.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    fn changed(&self) {
+        self.changes.send_modify(|n| *n += 1);
+    }
+
+    /// The refusal while the gate is closed.
+    pub fn condition(&self) -> Option<String> {
+        self.lock().as_ref().map(|c| c.reason.clone())
+    }
+
+    /// Waits until the unit may call DigiCert: at once while open, else until it is its turn to
+    /// probe or the gate opens.
+    pub async fn admit(&self) -> Admission {
+        let mut changes = self.changes.subscribe();
+        loop {
+            let wake = {
+                let mut closed = self.lock();
+                let Some(c) = closed.as_mut() else { return Admission::Open };
+                let now = Instant::now();
+                if !c.probing && c.next_probe <= now {
+                    c.probing = true;
+                    return Admission::Probe;
+                }
+                (!c.probing).then_some(c.next_probe)
+            };
+            match wake {
+                Some(at) => {
+                    tokio::select! {
+                        () = tokio::time::sleep_until(at) => {}
+                        _ = changes.changed() => {}
+                    }
+                }
+                None => {
+                    let _ = changes.changed().await;
+                }
+            }
+        }
+    }
+
+    /// CertCentral refused the key (`reason`: its error). The first refusal logs the ERROR.
+    pub fn refused(&self, reason: &str) {
+        let mut closed = self.lock();
+        match closed.as_mut() {
+            Some(c) => {
+                c.probing = false;
+                c.interval = (c.interval * 2).min(PROBE_MAX);
+                c.next_probe = Instant::now() + c.interval;
+            }
+            None => {
+                error!(
+                    error = reason,
+                    "CertCentral refused the API key: fix [certcentral] api_key_file / api_key_env (a key of this \
+                     account with API access), then `systemctl reload dcvd`; until then every unit waits (none \
+                     fails) and dcvd retries by itself every few minutes"
+                );
+                self.metrics.set_api_key_refused(true);
+                *closed = Some(Closed {
+                    reason: reason.to_owned(),
+                    next_probe: Instant::now() + PROBE_MIN,
+                    interval: PROBE_MIN,
+                    probing: false,
+                });
+            }
+        }
+        drop(closed);
+        self.changed();
+    }
+
+    /// A DigiCert call was answered without a refusal: the key works.
+    pub fn accepted(&self) {
+        let mut closed = self.lock();
+        if closed.take().is_some() {
+            self.metrics.set_api_key_refused(false);
+            info!("CertCentral accepts the API key again; units resume");
+            drop(closed);
+            self.changed();
+        }
+    }
+
+    /// Frees the probe slot: the probe ended (a refusal or a success already updated the gate;
+    /// otherwise, a network error or a 5xx, another unit may try at the next probe time).
+    pub fn probe_inconclusive(&self) {
+        if let Some(c) = self.lock().as_mut() {
+            c.probing = false;
+        }
+        self.changed();
+    }
+
+    /// After a reload: probe at once (the operator may have fixed the key).
+    pub fn probe_now(&self) {
+        if let Some(c) = self.lock().as_mut() {
+            c.next_probe = Instant::now();
+            c.interval = PROBE_MIN;
+        }
+        self.changed();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test(start_paused = true)]
+    async fn one_probe_at_a_time_with_growing_intervals_then_open() {
+        let metrics = Arc::new(Metrics::new());
+        let gate = Arc::new(AccountGate::new(metrics.clone()));
+        assert_eq!(gate.admit().await, Admission::Open);
+        gate.refused("certcentral: unauthorized (HTTP 401)");
+        assert!(gate.condition().is_some());
+        assert!(metrics.api_key_refused());
+        let start = Instant::now();
+        assert_eq!(gate.admit().await, Admission::Probe);
+        assert_eq!(Instant::now() - start, PROBE_MIN, "the first probe waits 30 s");
+        // a second unit waits while the probe runs
+        let other = tokio::spawn({
+            let gate = gate.clone();
+            async move { gate.admit().await }
+        });
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        assert!(!other.is_finished());
+        gate.refused("still 401");
+        let probe = other.await.unwrap();
+        assert_eq!(probe, Admission::Probe);
+        assert_eq!(Instant::now() - start, PROBE_MIN + Duration::from_secs(1) + PROBE_MIN * 2, "doubled");
+        gate.probe_now();
+        gate.accepted();
+        assert_eq!(gate.condition(), None);
+        assert!(!metrics.api_key_refused());
+        assert_eq!(gate.admit().await, Admission::Open);
+    }
+}
