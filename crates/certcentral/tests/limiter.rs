@@ -186,7 +186,8 @@ async fn a_cancelled_waiter_does_not_block_the_queue() {
     let start = Instant::now();
     limiter.acquire().await;
     let waited = Instant::now() - start;
-    assert!(waited <= Duration::from_millis(1020), "the aborted waiter held the queue: {waited:?}");
+    let span = Duration::from_secs(1) + safety_margin(Duration::from_secs(1));
+    assert!(waited <= span + Duration::from_millis(5), "the aborted waiter held the queue: {waited:?}");
 }
 
 /// No windows: everything is admitted at once.
@@ -217,5 +218,6 @@ async fn client_reports_rate_limit_wait() {
     assert_eq!(records.len(), 2);
     assert_eq!(records[0].rate_limit_wait, Duration::ZERO);
     assert!(records[1].rate_limit_wait > Duration::ZERO, "{:?}", records[1]);
-    assert!(records[1].rate_limit_wait <= Duration::from_millis(1600), "{:?}", records[1]);
+    let span = Duration::from_millis(1500) + safety_margin(Duration::from_millis(1500));
+    assert!(records[1].rate_limit_wait <= span + Duration::from_millis(100), "{:?}", records[1]);
 }
