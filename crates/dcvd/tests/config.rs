@@ -381,6 +381,40 @@ const CASES: &[Case] = &[
                   [\"/usr/local/libexec/dns-hook\"]",
     },
     Case {
+        name: "exec hook passed dcvd's API key variable",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.hook]\ntype = \"exec\"\n\
+               zones = [\"example.io\"]\ncommand = [\"/bin/hook\"]\nenv_pass = [\"HOME\", \"KEY\"]\n",
+        at: (7, 21),
+        message: "provider `hook`: `env_pass` lists KEY, which holds one of dcvd's secrets \
+                  (`api_key_env` at dcvd.toml:2:15): a hook never gets dcvd's own secrets; give \
+                  the hook its own credential (a file in $CREDENTIALS_DIRECTORY or another variable)",
+    },
+    Case {
+        name: "exec hook passed a later provider's token variable",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.hook]\ntype = \"exec\"\n\
+               zones = [\"example.io\"]\ncommand = [\"/bin/hook\"]\nenv_pass = [\"CF\"]\n\
+               [providers.cf]\ntype = \"cloudflare\"\nzones = [\"example.com\"]\napi_token_env = \"CF\"\n",
+        at: (7, 13),
+        message: "provider `hook`: `env_pass` lists CF, which holds one of dcvd's secrets \
+                  (`api_token_env` at dcvd.toml:11:17): a hook never gets dcvd's own secrets; give \
+                  the hook its own credential (a file in $CREDENTIALS_DIRECTORY or another variable)",
+    },
+    Case {
+        name: "exec hook passed a DCVD_ variable",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.hook]\ntype = \"exec\"\n\
+               zones = [\"example.io\"]\ncommand = [\"/bin/hook\"]\nenv_pass = [\"DCVD_NAME\"]\n",
+        at: (7, 13),
+        message: "provider `hook`: `env_pass` cannot list DCVD_NAME: dcvd sets the DCVD_* variables itself",
+    },
+    Case {
+        name: "exec hook passed a malformed variable name",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.hook]\ntype = \"exec\"\n\
+               zones = [\"example.io\"]\ncommand = [\"/bin/hook\"]\nenv_pass = [\"A=B\"]\n",
+        at: (7, 13),
+        message: "provider `hook`: \"A=B\" in `env_pass` is not an environment variable name \
+                  (letters, digits and '_', not starting with a digit)",
+    },
+    Case {
         name: "zone served by two providers",
         toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.a]\ntype = \"memory\"\n\
                zones = [\"example.com\"]\n[providers.b]\ntype = \"memory\"\n\
@@ -626,6 +660,7 @@ fn example_configuration_parses() {
         "tsig_secret_file",
         "tsig_secret_env",
         "command",
+        "env_pass",
         "id",
         "method",
         "domains",
@@ -1048,4 +1083,19 @@ fn named_provider_for_delegated_validation_warns() {
         "{:?}",
         cfg.warnings
     );
+}
+
+/// `env_pass` of an exec provider is kept in order without duplicates; variables that hold no
+/// secret of dcvd (AWS credentials when no `*_env` key names them) may be passed explicitly.
+#[test]
+fn exec_env_pass_is_an_explicit_allow_list() {
+    let (_dir, env) = fixture();
+    let text = "[certcentral]\napi_key_env = \"KEY\"\n[providers.hook]\ntype = \"exec\"\nzones = [\"example.io\"]\n\
+                command = [\"/bin/hook\"]\nenv_pass = [\"AWS_SECRET_ACCESS_KEY\", \"HOME\", \"AWS_SECRET_ACCESS_KEY\"]\n\
+                [providers.other]\ntype = \"exec\"\nzones = [\"example.net\"]\ncommand = [\"/bin/hook\"]\n";
+    let config = parse(text, &env).unwrap_or_else(|e| panic!("{e}"));
+    let Provider::Exec { env_pass, .. } = &config.providers["hook"] else { panic!("hook is not exec") };
+    assert_eq!(env_pass, &["AWS_SECRET_ACCESS_KEY", "HOME"]);
+    let Provider::Exec { env_pass, .. } = &config.providers["other"] else { panic!("other is not exec") };
+    assert!(env_pass.is_empty(), "nothing is passed by default: {env_pass:?}");
 }

@@ -1,6 +1,7 @@
 //! The process environment the configuration reads (secrets, systemd directories), and secret
 //! resolution from `*_file` / `*_env` keys.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
@@ -108,9 +109,16 @@ pub(super) struct Context<'a> {
     /// Relative paths without a better anchor are relative to this directory (the main
     /// configuration file's directory; empty = the current directory).
     pub(super) base_dir: &'a Path,
+    /// Every variable a `*_env` key read a secret from: `(variable, key, span)`, so that exec
+    /// hooks can be refused them whatever the order of the sections.
+    pub(super) secret_envs: RefCell<Vec<(String, &'static str, Range<usize>)>>,
 }
 
-impl Context<'_> {
+impl<'a> Context<'a> {
+    pub(super) fn new(env: &'a Environment, base_dir: &'a Path) -> Self {
+        Self { env, base_dir, secret_envs: RefCell::default() }
+    }
+
     pub(super) fn relative_path(&self, path: &str) -> PathBuf {
         let path = Path::new(path);
         if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
@@ -191,6 +199,7 @@ impl Context<'_> {
         if name.is_empty() {
             return Err(src.error(&span, format!("`{key}` must name an environment variable")));
         }
+        self.secret_envs.borrow_mut().push((name.to_owned(), key, span.clone()));
         let origin = format!("environment variable {name}");
         let value =
             self.env.var(name).ok_or_else(|| src.error(&span, format!("{origin} (from `{key}`) is not set")))?;

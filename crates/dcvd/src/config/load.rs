@@ -19,7 +19,7 @@ use super::{
 
 pub(super) fn build(text: &str, file: &Path, env: &Environment) -> Result<Config, ConfigError> {
     let src = Source::new(file, text);
-    let ctx = Context { env, base_dir: file.parent().unwrap_or(Path::new("")) };
+    let ctx = Context::new(env, file.parent().unwrap_or(Path::new("")));
     let mut warnings = Vec::new();
 
     let mut root = DeTable::parse(text).map_err(|e| src.toml_error(&e))?;

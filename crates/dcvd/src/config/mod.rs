@@ -342,6 +342,9 @@ pub enum Provider {
         command: Vec<String>,
         /// Timeout of one run (default 60s).
         timeout: Duration,
+        /// Variables of dcvd's environment passed to the hook besides `PATH`, `LANG`, `TZ` and
+        /// `CREDENTIALS_DIRECTORY` (never one a `*_env` key names).
+        env_pass: Vec<String>,
     },
     /// `type = "memory"`: in-process records served by dcvd's own DNS server (demo, tests).
     Memory {

@@ -406,6 +406,7 @@ pub(super) struct RawExec {
     pub(super) zones: Spanned<Vec<Spanned<P<Zone>>>>,
     pub(super) command: Spanned<Vec<String>>,
     pub(super) timeout: Option<P<Duration>>,
+    pub(super) env_pass: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
