@@ -95,8 +95,23 @@ async fn dispatch(command: Command) -> ExitCode {
     }
 }
 
-fn load(path: &Path) -> Result<Config, ExitCode> {
-    match Config::load(path) {
+/// Whether a command writes the state directory (and so checks it as the running user).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StateAccess {
+    Write,
+    Read,
+}
+
+/// Loads and validates the configuration, printing its warnings; configuration errors (the
+/// state directory included, for commands that write it) exit 78.
+fn load(path: &Path, access: StateAccess) -> Result<Config, ExitCode> {
+    let loaded = Config::load(path).and_then(|mut cfg| {
+        if access == StateAccess::Write {
+            cfg.check_state_dir()?;
+        }
+        Ok(cfg)
+    });
+    match loaded {
         Ok(cfg) => {
             for w in &cfg.warnings {
                 eprintln!("dcvd: warning: {w}");
@@ -111,7 +126,7 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 }
 
 async fn check_config(path: &Path, online: bool) -> ExitCode {
-    let cfg = match load(path) {
+    let cfg = match load(path, StateAccess::Write) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -182,7 +197,7 @@ impl Observer for Systemd {
 }
 
 async fn run(path: &Path, mode: Mode) -> ExitCode {
-    let cfg = match load(path) {
+    let cfg = match load(path, StateAccess::Write) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -285,7 +300,7 @@ fn spawn_signal_handlers(path: PathBuf, tx: mpsc::Sender<Control>) {
 fn status(path: &Path, json: bool, state_dir: Option<PathBuf>) -> ExitCode {
     let state_dir = match state_dir {
         Some(dir) => dir,
-        None => match load(path) {
+        None => match load(path, StateAccess::Read) {
             Ok(c) => c.daemon.state_dir,
             Err(code) => return code,
         },
@@ -375,7 +390,7 @@ pub fn status_table(units: &[UnitRow]) -> String {
 }
 
 async fn cleanup(path: &Path) -> ExitCode {
-    let cfg = match load(path) {
+    let cfg = match load(path, StateAccess::Write) {
         Ok(c) => c,
         Err(code) => return code,
     };

@@ -19,9 +19,12 @@
 //! - `provider`: `[providers.NAME]` sections, dispatched on `type`.
 //! - `load`: cross-field validation, order files, units.
 //! - `names`: domain/zone normalization and zone matching.
+//! - `host`: [`Config::check_state_dir`], the checks of the state directory as the running user
+//!   (the only part that looks at the host beyond reading files).
 
 mod env;
 mod error;
+mod host;
 mod load;
 mod names;
 mod provider;
@@ -67,6 +70,9 @@ pub struct Config {
     pub warnings: Vec<String>,
     /// The files read: the main file first, then the order files.
     pub files: Vec<PathBuf>,
+    /// Where `daemon.state_dir` is written (`None`: `$STATE_DIRECTORY` or the default), for
+    /// [`Config::check_state_dir`]'s messages.
+    pub state_dir_origin: Option<Location>,
 }
 
 impl Config {

@@ -13,7 +13,7 @@ use toml::de::{DeTable, DeValue};
 use super::env::{Context, SecretKeys};
 use super::error::{ConfigError, Source};
 use super::names;
-use super::raw::{P, RawCloudflare, RawExec, RawMemory, RawRfc2136, RawRoute53, Zone};
+use super::raw::{self, P, RawCloudflare, RawExec, RawMemory, RawRfc2136, RawRoute53, Zone};
 use super::{Provider, TsigAlgorithm};
 
 const TYPES: &str = "`route53`, `cloudflare`, `rfc2136`, `exec` or `memory`";
@@ -154,9 +154,23 @@ fn parse_one(
         "route53" => {
             let raw: RawRoute53 = de(src, table)?;
             let zones = zones(src, name, &raw.zones)?;
+            let hosted_zone_id = raw.hosted_zone_id.filter(|s| !s.get_ref().trim().is_empty());
+            if let Some(id) = &hosted_zone_id
+                && zones.len() != 1
+            {
+                return Err(src.error(
+                    &id.span(),
+                    format!(
+                        "provider `{name}`: `hosted_zone_id` names one hosted zone but `zones` lists {}: \
+                         use one provider section per zone, or drop `hosted_zone_id` to look the zones up \
+                         by name",
+                        zones.len()
+                    ),
+                ));
+            }
             let provider = Provider::Route53 {
                 zones: zones.iter().map(|(z, _)| z.clone()).collect(),
-                hosted_zone_id: raw.hosted_zone_id.filter(|s| !s.is_empty()),
+                hosted_zone_id: hosted_zone_id.map(Spanned::into_inner),
                 region: raw.region.filter(|s| !s.is_empty()),
                 endpoint_url: raw.endpoint_url.map(|u| u.0.0),
             };
@@ -165,6 +179,19 @@ fn parse_one(
         "cloudflare" => {
             let raw: RawCloudflare = de(src, table)?;
             let zones = zones(src, name, &raw.zones)?;
+            if let Some(url) = &raw.base_url
+                && let Some(host) = raw::insecure_http_host(&url.get_ref().0.0)
+            {
+                return Err(src.error(
+                    &url.span(),
+                    format!(
+                        "provider `{name}`: base_url {:?} uses plain http to {host}, which would send the \
+                         API token unencrypted: use https:// (http:// is allowed only to 127.0.0.0/8, ::1 \
+                         or localhost)",
+                        url.get_ref().0.0
+                    ),
+                ));
+            }
             let token = ctx.secret(
                 src,
                 &SecretKeys {
@@ -200,7 +227,7 @@ fn parse_one(
             let provider = Provider::Cloudflare {
                 zones: zones.iter().map(|(z, _)| z.clone()).collect(),
                 api_token: token.value,
-                base_url: raw.base_url.map(|u| u.0.0),
+                base_url: raw.base_url.map(|u| u.into_inner().0.0),
                 zone_ids,
             };
             Ok((provider, zones))

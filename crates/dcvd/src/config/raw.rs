@@ -239,6 +239,13 @@ fn url_host(rest: &str) -> Option<&str> {
     (!host.is_empty()).then_some(host)
 }
 
+/// Whether an http(s) URL (already parsed by [`HttpUrl`]) is plain http to a host that is not
+/// loopback: the host, for the error.
+pub(super) fn insecure_http_host(url: &str) -> Option<&str> {
+    let host = url_host(url.strip_prefix("http://")?)?;
+    (!is_loopback(host)).then_some(host)
+}
+
 fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
@@ -313,7 +320,7 @@ pub(super) struct RawDaemon {
     pub(super) on_expiry: Option<OnExpiry>,
     pub(super) max_renewals: Option<u32>,
     pub(super) log_format: Option<LogFormat>,
-    pub(super) metrics_listen: Option<P<ListenAddr>>,
+    pub(super) metrics_listen: Option<Spanned<P<ListenAddr>>>,
 }
 
 #[derive(Deserialize)]
@@ -367,7 +374,7 @@ pub(super) struct RawRoute53 {
     #[serde(rename = "type")]
     pub(super) _type: IgnoredAny,
     pub(super) zones: Spanned<Vec<Spanned<P<Zone>>>>,
-    pub(super) hosted_zone_id: Option<String>,
+    pub(super) hosted_zone_id: Option<Spanned<String>>,
     pub(super) region: Option<String>,
     pub(super) endpoint_url: Option<P<HttpUrl>>,
 }
@@ -380,7 +387,7 @@ pub(super) struct RawCloudflare {
     pub(super) zones: Spanned<Vec<Spanned<P<Zone>>>>,
     pub(super) api_token_file: Option<Spanned<String>>,
     pub(super) api_token_env: Option<Spanned<String>>,
-    pub(super) base_url: Option<P<HttpUrl>>,
+    pub(super) base_url: Option<Spanned<P<HttpUrl>>>,
     pub(super) zone_ids: Option<Spanned<std::collections::BTreeMap<String, String>>>,
 }
 
