@@ -214,7 +214,16 @@ async fn run(path: &Path, mode: Mode) -> ExitCode {
     let stop_metrics = tokio_util::sync::CancellationToken::new();
     if let Some(listen) = cfg.daemon.metrics_listen {
         match crate::metrics::serve(listen, metrics.clone(), stop_metrics.clone()).await {
-            Ok(addr) => info!(%addr, "metrics listening"),
+            Ok(addr) => {
+                info!(%addr, "metrics listening");
+                // Token expiry and live records come from the store, not from engine events.
+                crate::metrics::spawn_store_view(
+                    store.clone(),
+                    metrics.clone(),
+                    STORE_VIEW_INTERVAL,
+                    stop_metrics.clone(),
+                );
+            }
             Err(e) => warn!(%listen, error = %e, "cannot serve metrics"),
         }
     }
@@ -413,6 +422,9 @@ async fn cleanup(path: &Path) -> ExitCode {
         }
     }
 }
+
+/// How often the metrics read token expiries and live records from the state store.
+const STORE_VIEW_INTERVAL: Duration = Duration::from_secs(15);
 
 /// How long `dcvd run` waits for in-flight steps on SIGTERM (documented bound).
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);
