@@ -31,6 +31,12 @@ struct UnitLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct NotificationLabel {
+    sink: String,
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RecordLabel {
     provider: String,
     unit_state: String,
@@ -67,6 +73,8 @@ pub struct Metrics {
     token_expiry: Family<UnitLabel, Gauge>,
     live_records: Family<RecordLabel, Gauge>,
     last_successful_check: Gauge,
+    notifications: Family<NotificationLabel, Counter>,
+    notifications_dropped: Counter,
     /// Every registered metric and its type, for [`Metrics::sample_names`].
     families: Vec<(&'static str, MetricType)>,
     /// Label sets set by the last [`Metrics::set_store_view`], to drop the ones that vanish.
@@ -152,6 +160,22 @@ impl Metrics {
              process until then)",
             last_successful_check.clone(),
         );
+        let notifications = Family::<NotificationLabel, Counter>::default();
+        register(
+            &mut registry,
+            &mut families,
+            "notifications",
+            "Notifications by sink (hook, webhook) and result (delivered, failed after retries)",
+            notifications.clone(),
+        );
+        let notifications_dropped = Counter::default();
+        register(
+            &mut registry,
+            &mut families,
+            "notifications_dropped",
+            "Notifications dropped because the queue was full",
+            notifications_dropped.clone(),
+        );
         Self {
             registry,
             units,
@@ -163,6 +187,8 @@ impl Metrics {
             token_expiry,
             live_records,
             last_successful_check,
+            notifications,
+            notifications_dropped,
             families,
             store_series: std::sync::Mutex::default(),
         }
@@ -245,6 +271,16 @@ impl Metrics {
         if CHECK_ENDPOINTS.contains(&endpoint) && status.is_some_and(|s| (200..300).contains(&s)) {
             self.last_successful_check.set(now);
         }
+    }
+
+    /// Counts one notification that was delivered or given up (`result`) by `sink`.
+    pub fn observe_notification(&self, sink: &str, result: &str) {
+        self.notifications.get_or_create(&NotificationLabel { sink: sink.into(), result: result.into() }).inc();
+    }
+
+    /// Counts one notification dropped because the queue was full.
+    pub fn observe_notification_dropped(&self) {
+        self.notifications_dropped.inc();
     }
 
     /// Counts one provider call.

@@ -64,7 +64,7 @@ const CASES: &[Case] = &[
         toml: "[certcentral]\napi_key_env = \"KEY\"\n[deamon]\ncleanup = false\n",
         at: (3, 2),
         message: "unknown field `deamon`, expected one of `certcentral`, `daemon`, \
-                  `propagation`, `check`, `providers`, `order`, `domain`",
+                  `propagation`, `check`, `notify`, `providers`, `order`, `domain`",
     },
     Case {
         name: "unknown key in [daemon] lists the expected keys",
@@ -706,6 +706,11 @@ fn example_configuration_parses() {
         "tsig_secret_env",
         "command",
         "env_pass",
+        "webhook_url",
+        "webhook_secret_file",
+        "webhook_secret_env",
+        "max_attempts",
+        "queue",
         "id",
         "method",
         "domains",

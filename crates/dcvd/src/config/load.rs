@@ -28,6 +28,8 @@ pub(super) fn build(text: &str, file: &Path, env: &Environment) -> Result<Config
     let raw = RawMain::deserialize(toml::de::Deserializer::from(root)).map_err(|e| src.toml_error(&e))?;
 
     let certcentral = certcentral(&src, &ctx, raw.certcentral, &mut warnings)?;
+    // Before the providers: exec hooks' `env_pass` is checked against its secret variable too.
+    let notify = super::notify::parse(&src, &ctx, raw.notify, &mut warnings)?;
     let (daemon, order_globs, state_dir_origin) = daemon(&src, &ctx, raw.daemon, &mut warnings)?;
     let propagation = propagation(&src, raw.propagation)?;
     let check = check(&src, raw.check)?;
@@ -52,7 +54,7 @@ pub(super) fn build(text: &str, file: &Path, env: &Environment) -> Result<Config
             file.display()
         ));
     }
-    Ok(Config { certcentral, daemon, propagation, check, providers, units, warnings, files, state_dir_origin })
+    Ok(Config { certcentral, daemon, propagation, check, providers, notify, units, warnings, files, state_dir_origin })
 }
 
 fn certcentral(

@@ -17,6 +17,7 @@
 //!   from) and secret resolution.
 //! - `raw`: the serde schema as written; values checkable on their own are parsed there.
 //! - `provider`: `[providers.NAME]` sections, dispatched on `type`.
+//! - `notify`: the `[notify]` section (delivery is `crate::notify`).
 //! - `load`: cross-field validation, order files, units.
 //! - `names`: domain/zone normalization and zone matching.
 //! - `host`: [`Config::check_state_dir`], the checks of the state directory as the running user
@@ -27,6 +28,7 @@ mod error;
 mod host;
 mod load;
 mod names;
+mod notify;
 mod provider;
 mod raw;
 
@@ -41,6 +43,7 @@ use serde::Deserialize;
 
 pub use env::Environment;
 pub use error::{ConfigError, Location};
+pub use notify::Notify;
 
 /// The default configuration file.
 pub const DEFAULT_PATH: &str = "/etc/dcvd/dcvd.toml";
@@ -64,6 +67,8 @@ pub struct Config {
     pub check: Check,
     /// `[providers.NAME]` by name.
     pub providers: BTreeMap<String, Provider>,
+    /// `[notify]`: where terminal unit states are reported (none when absent).
+    pub notify: Option<Notify>,
     /// `[[order]]` and `[[domain]]` units, in file order (main file first).
     pub units: Vec<Unit>,
     /// Problems that are not errors, formatted `FILE:LINE:COL: message`; log them at WARN.

@@ -250,7 +250,7 @@ fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// A plain http(s) URL (provider endpoints, for tests against fakes).
+/// A plain http(s) URL (provider endpoints for tests against fakes, webhooks).
 pub(super) struct HttpUrl(pub(super) String);
 
 impl FromConfigStr for HttpUrl {
@@ -273,6 +273,7 @@ pub(super) struct RawMain {
     pub(super) daemon: Option<RawDaemon>,
     pub(super) propagation: Option<RawPropagation>,
     pub(super) check: Option<RawCheck>,
+    pub(super) notify: Option<Spanned<super::notify::RawNotify>>,
     /// Parsed separately (see `provider.rs`); declared so unknown-key errors list it.
     #[serde(rename = "providers")]
     pub(super) _providers: Option<IgnoredAny>,
