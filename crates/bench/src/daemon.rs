@@ -32,6 +32,8 @@ pub fn render_config(spec: &ChildSpec, key_file: &str, state_dir: &str) -> Strin
     let _ = writeln!(t, "base_url = {:?}", spec.sim_base_url);
     let _ = writeln!(t, "api_key_file = {key_file:?}");
     let _ = writeln!(t, "rate_limits = [{}]", windows.join(", "));
+    // the simulator runs with the exact scope: one record per order (see runner.rs)
+    let _ = writeln!(t, "validation_scope = \"exact\"");
     let _ = writeln!(t, "\n[daemon]");
     let _ = writeln!(t, "state_dir = {state_dir:?}");
     let _ = writeln!(t, "rescan = \"off\"");

@@ -24,6 +24,7 @@ pub(crate) fn routes(sim: Sim) -> Router {
         .route("/_sim/stats", get(stats))
         .route("/_sim/reset", post(reset))
         .route("/_sim/faults", get(get_faults).put(put_faults))
+        .route("/_sim/account", get(get_account).put(put_account))
         .with_state(sim)
 }
 
@@ -124,4 +125,27 @@ async fn put_faults(State(sim): State<Sim>, body: Bytes) -> Response {
     }
     sim.set_faults(faults.clone());
     axum::Json(faults).into_response()
+}
+
+/// The account settings the simulator models.
+#[derive(serde::Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Account {
+    validation_scope: crate::ValidationScope,
+}
+
+async fn get_account(State(sim): State<Sim>) -> Response {
+    axum::Json(Account { validation_scope: sim.validation_scope() }).into_response()
+}
+
+async fn put_account(State(sim): State<Sim>, body: Bytes) -> Response {
+    match serde_json::from_slice::<Account>(&body) {
+        Ok(account) => {
+            sim.set_validation_scope(account.validation_scope);
+            axum::Json(account).into_response()
+        }
+        Err(e) => bad_request(format!(
+            "invalid account settings: {e} (expected {{\"validation_scope\": \"base\" | \"exact\"}})"
+        )),
+    }
 }

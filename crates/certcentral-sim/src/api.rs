@@ -15,7 +15,8 @@ use chrono::{DateTime, Utc};
 use rand::RngExt;
 use serde_json::{Value, json};
 
-use crate::dns::{DCV_CNAME_TARGET, LookupCounters, candidate_names};
+use crate::ValidationScope;
+use crate::dns::{DCV_CNAME_TARGET, LookupCounters};
 use crate::state::{CheckEvent, CheckOutcome, DcvMethod, UnitKind};
 use crate::{Sim, World, random_token, timestamp};
 
@@ -298,21 +299,29 @@ fn record_check(
     });
 }
 
-/// Looks every candidate of `name` up by `method`'s rule; the first hit validates.
-async fn validate_name(sim: &Sim, method: DcvMethod, name: &str, value: &str, counters: &mut LookupCounters) -> bool {
+/// Looks `name` up where `scope` says DigiCert validates it, by `method`'s rule.
+async fn validate_name(
+    sim: &Sim,
+    method: DcvMethod,
+    scope: ValidationScope,
+    name: &str,
+    value: &str,
+    counters: &mut LookupCounters,
+) -> bool {
     let now = sim.mono_now();
-    for candidate in candidate_names(name) {
-        let found = match method {
-            DcvMethod::DnsTxtToken => sim.inner.dns.find_txt(&candidate, value, now, counters).await,
-            DcvMethod::DnsCnameToken => sim.inner.dns.find_cname(&candidate, value, now, counters).await,
-            DcvMethod::HttpToken | DcvMethod::Email => None,
-        };
-        if let Some(owner) = found {
-            tracing::debug!(name, owner, "dcv record found");
-            return true;
+    let validated_at = scope.owner(name);
+    let found = match method {
+        DcvMethod::DnsTxtToken => sim.inner.dns.find_txt(&validated_at, value, now, counters).await,
+        DcvMethod::DnsCnameToken => sim.inner.dns.find_cname(&validated_at, value, now, counters).await,
+        DcvMethod::HttpToken | DcvMethod::Email => None,
+    };
+    match found {
+        Some(owner) => {
+            tracing::debug!(name, owner, scope = scope.as_str(), "dcv record found");
+            true
         }
+        None => false,
     }
-    false
 }
 
 fn wrong_method(method: DcvMethod) -> Response {
@@ -396,14 +405,14 @@ async fn check_dcv(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
         }
         let pending: Vec<String> =
             order.dns_names.iter().filter(|n| !order.validated.contains_key(*n)).cloned().collect();
-        (oid, method, order.random_value.clone(), pending)
+        (oid, method, order.random_value.clone(), pending, order.scope(w.validation_scope))
     };
-    let (oid, method, value, pending) = snapshot;
+    let (oid, method, value, pending, scope) = snapshot;
 
     let mut counters = LookupCounters::default();
     let mut found = Vec::new();
     for name in &pending {
-        if validate_name(&sim, method, name, &value, &mut counters).await {
+        if validate_name(&sim, method, scope, name, &value, &mut counters).await {
             found.push(name.clone());
         }
     }
@@ -468,7 +477,20 @@ async fn order_validation(State(sim): State<Sim>, Path(id): Path<String>) -> Res
     let Some(order) = parse_id(&id).and_then(|id| w.orders.get(&id)) else {
         return not_found();
     };
-    axum::Json(json!({ "dns_name_validations": order.name_validations() })).into_response()
+    let scope = order.scope(w.validation_scope);
+    let validations: Vec<Value> = order
+        .name_validations()
+        .into_iter()
+        .map(|v| json!({ "dns_name": v.dns_name, "status": v.status, "name_scope": scope.owner(&v.dns_name) }))
+        .collect();
+    axum::Json(json!({
+        "order_id": order.id.to_string(),
+        "order_status": order.status,
+        "order_dcv_method": order.dcv_method.as_str(),
+        "order_name_scope": match scope { ValidationScope::Base => "base_domain", ValidationScope::Exact => "fqdn" },
+        "dns_name_validations": validations,
+    }))
+    .into_response()
 }
 
 fn parse_json(body: &Bytes) -> Result<Value, String> {
@@ -669,7 +691,8 @@ async fn domain_validate_token(State(sim): State<Sim>, Path(id): Path<String>) -
     };
     let (did, method, name, token) = snapshot;
     let mut counters = LookupCounters::default();
-    let found = validate_name(&sim, method, &name, &token, &mut counters).await;
+    // Domain prevalidation always validates the name as submitted.
+    let found = validate_name(&sim, method, ValidationScope::Exact, &name, &token, &mut counters).await;
 
     let mut w = sim.world();
     let w = &mut *w;

@@ -1,6 +1,7 @@
 //! Simulator configuration: [`SimConfig`], fault injection rules and the small parsers the binary
 //! uses for its options.
 
+use certcentral::ValidationScope;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::net::SocketAddr;
@@ -46,6 +47,9 @@ pub struct SimConfig {
     pub issue_on_valid: bool,
     /// Timeout of one DNS query.
     pub dns_timeout: Duration,
+    /// The account's domain validation scope at start (CertCentral's default: base domains);
+    /// `PUT /_sim/account` changes it, an order's own `validation_scope` overrides it.
+    pub validation_scope: ValidationScope,
 }
 
 impl Default for SimConfig {
@@ -61,6 +65,7 @@ impl Default for SimConfig {
             seed: 0,
             issue_on_valid: true,
             dns_timeout: Duration::from_secs(2),
+            validation_scope: ValidationScope::Base,
         }
     }
 }
@@ -78,6 +83,7 @@ impl fmt::Debug for SimConfig {
             .field("faults", &self.faults)
             .field("seed", &self.seed)
             .field("issue_on_valid", &self.issue_on_valid)
+            .field("validation_scope", &self.validation_scope)
             .field("dns_timeout", &self.dns_timeout)
             .finish()
     }

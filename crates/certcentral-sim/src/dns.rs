@@ -187,15 +187,6 @@ impl DnsChecker {
     }
 }
 
-/// The names DigiCert tries for `name`: the name without `*.`, then each parent down to two
-/// labels (a validated parent domain covers its subdomains).
-pub(crate) fn candidate_names(name: &str) -> Vec<String> {
-    let base = name.trim().trim_start_matches("*.").trim_end_matches('.').to_ascii_lowercase();
-    let labels: Vec<&str> = base.split('.').filter(|l| !l.is_empty()).collect();
-    let stop = if labels.len() >= 2 { labels.len() - 1 } else { labels.len() };
-    (0..stop.max(1)).map(|i| labels[i..].join(".")).filter(|n| !n.is_empty()).collect()
-}
-
 fn build_resolver(addr: SocketAddr, timeout: Duration) -> TokioResolver {
     let mut ns = NameServerConfig::udp_and_tcp(addr.ip());
     for conn in &mut ns.connections {
@@ -220,16 +211,4 @@ fn build_resolver(addr: SocketAddr, timeout: Duration) -> TokioResolver {
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::candidate_names;
-
-    #[test]
-    fn candidates_strip_wildcard_and_walk_parents() {
-        assert_eq!(candidate_names("*.www.Example.com."), vec!["www.example.com", "example.com"]);
-        assert_eq!(candidate_names("example.com"), vec!["example.com"]);
-        assert_eq!(candidate_names("localhost"), vec!["localhost"]);
-    }
 }

@@ -26,8 +26,10 @@
 //!
 //! DNS rules (DigiCert's): TXT at `_dnsauth.<name>` then `<name>`, a record that *contains* the
 //! value counts; CNAME `_dnsauth.<name>` -> `<value>.dcv.digicert.com`, or the older
-//! `<value>.<name>` -> `dcv.digicert.com`; `*.` is stripped; a parent domain (down to two
-//! labels) that validates covers its subdomains. Each lookup asks ONE of the configured name
+//! `<value>.<name>` -> `dcv.digicert.com`; `*.` is stripped. Which `<name>` a DV order's name is
+//! validated at follows the domain validation scope (the order's own, else the account's): with
+//! `base` (the default) its registrable domain by the Public Suffix List's ICANN section, with
+//! `exact` the name itself. OV/EV domains are always validated at their own name. Each lookup asks ONE of the configured name
 //! servers, round-robin, through hickory-resolver with its cache made irrelevant. A lookup that
 //! finds nothing is remembered for a negative TTL ([`SimConfig::negative_ttl`], default the SOA's
 //! `min(TTL, minimum)` of the negative answer, capped by [`SimConfig::negative_ttl_cap`]), so a
@@ -65,6 +67,7 @@
 //! | `GET /_sim/stats` | [`Stats`]: calls per endpoint and per unit, 429s, premature checks, validations, faults, check events |
 //! | `POST /_sim/reset` | back to the start state (preloaded fixtures, configured faults, zero offset, empty caches and stats) |
 //! | `GET /_sim/faults`, `PUT /_sim/faults` | read / replace the [`FaultConfig`] |
+//! | `GET /_sim/account`, `PUT /_sim/account` `{"validation_scope": "base"\|"exact"}` | the account's domain validation scope (default `base`, CertCentral's default) |
 //!
 //! # Modules
 //!
@@ -99,6 +102,7 @@ pub use state::{
     OrderView, Stats, UnitKind,
 };
 
+pub use certcentral::ValidationScope;
 use dns::DnsChecker;
 use state::{Domain, Order};
 
@@ -124,6 +128,8 @@ struct World {
     accepted: VecDeque<Instant>,
     burst_remaining: u32,
     fixtures: Fixtures,
+    /// The account's domain validation scope (`PUT /_sim/account`).
+    validation_scope: ValidationScope,
 }
 
 impl Sim {
@@ -139,6 +145,7 @@ impl Sim {
             accepted: VecDeque::new(),
             burst_remaining: 0,
             fixtures: Fixtures::default(),
+            validation_scope: config.validation_scope,
         };
         Self { inner: Arc::new(Inner { config, dns, clock_offset_ms: AtomicU64::new(0), world: Mutex::new(world) }) }
     }
@@ -176,6 +183,7 @@ impl Sim {
             random_value_expires: now + self.validity(),
             validated: BTreeMap::new(),
             dcv_valid: false,
+            validation_scope: order.validation_scope,
         };
         w.orders.insert(o.id, o);
     }
@@ -246,6 +254,7 @@ impl Sim {
             w.faults = self.inner.config.faults.clone();
             w.accepted.clear();
             w.burst_remaining = 0;
+            w.validation_scope = self.inner.config.validation_scope;
             std::mem::take(&mut w.fixtures)
         };
         self.preload(fixtures);
@@ -292,6 +301,17 @@ impl Sim {
     /// admin API does): probabilities outside 0..=1 act as "never" or "always".
     pub fn set_faults(&self, faults: FaultConfig) {
         self.world().faults = faults;
+    }
+
+    /// Sets the account's domain validation scope (CertCentral: Settings > Preferences >
+    /// Advanced Settings > DCV > Domain validation scope). Orders with their own scope keep it.
+    pub fn set_validation_scope(&self, scope: ValidationScope) {
+        self.world().validation_scope = scope;
+    }
+
+    /// The account's domain validation scope.
+    pub fn validation_scope(&self) -> ValidationScope {
+        self.world().validation_scope
     }
 
     /// The current fault configuration.

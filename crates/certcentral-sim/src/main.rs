@@ -26,15 +26,20 @@ API (base URL http://ADDR/services/v2, header X-DC-DEVKEY required)
 
 ADMIN (http://ADDR/_sim, no key)
   POST /_sim/orders   (NewOrder or array: {id, dns_names, dcv_method?, status?, common_name?,
-                       certificate_id?, dcv_random_value?})
+                       certificate_id?, dcv_random_value?, validation_scope?})
   POST /_sim/domains  (NewDomain or array: {id, name, dcv_method?, validations?, token?, status?})
   GET  /_sim/orders/{id}   GET /_sim/domains/{id}   GET /_sim/stats   POST /_sim/reset
   POST /_sim/clock/advance {\"seconds\": N}          GET|PUT /_sim/faults (FaultConfig JSON)
+  GET|PUT /_sim/account {\"validation_scope\": \"base\"|\"exact\"}
 
 DCV CHECKS
   TXT at _dnsauth.<name> then <name> (a record that contains the value counts); CNAME
   _dnsauth.<name> -> <value>.dcv.digicert.com, or <value>.<name> -> dcv.digicert.com; \"*.\" is
-  stripped and a validated parent domain covers its subdomains. Each lookup asks ONE --dns server,
+  stripped. <name> follows the domain validation scope (--validation-scope, PUT /_sim/account, or
+  an order's own validation_scope): base = the registrable domain by the Public Suffix List's
+  ICANN section (CertCentral's default), exact = the name itself; OV/EV domains are always
+  validated as named. GUESS: how DigiCert treats the PSL's private section is not documented;
+  the simulator ignores it. Each lookup asks ONE --dns server,
   round-robin. Negative answers are cached like a CA's resolver does (--negative-ttl, default the
   SOA's, capped by --negative-ttl-cap), so a check made too early keeps failing for that time. A
   DV order becomes \"issued\" once every name is valid (--keep-pending: stays \"pending\" with
@@ -113,6 +118,10 @@ struct Args {
     #[arg(long, default_value = "2s", value_parser = humantime::parse_duration)]
     dns_timeout: Duration,
 
+    /// The account's domain validation scope: base (CertCentral's default) or exact.
+    #[arg(long, default_value = "base", value_parser = parse_scope)]
+    validation_scope: certcentral_sim::ValidationScope,
+
     /// Orders and domains to load at start (TOML or JSON, see ORDERS FILE below).
     #[arg(long, value_name = "FILE")]
     orders: Option<PathBuf>,
@@ -166,6 +175,7 @@ fn build(args: &Args) -> anyhow::Result<(SimConfig, Fixtures)> {
         seed: args.seed,
         issue_on_valid: !args.keep_pending,
         dns_timeout: args.dns_timeout,
+        validation_scope: args.validation_scope,
     };
     Ok((config, fixtures))
 }
@@ -218,5 +228,13 @@ async fn shutdown_signal() {
     #[cfg(not(unix))]
     {
         let _ = ctrl_c.await;
+    }
+}
+
+fn parse_scope(s: &str) -> Result<certcentral_sim::ValidationScope, String> {
+    match s {
+        "base" => Ok(certcentral_sim::ValidationScope::Base),
+        "exact" => Ok(certcentral_sim::ValidationScope::Exact),
+        other => Err(format!("unknown validation scope {other:?}: expected base or exact")),
     }
 }

@@ -1,5 +1,6 @@
 //! The simulator's world: DV orders, OV/EV domains, the statistics, and what the admin API shows.
 
+use certcentral::ValidationScope;
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
@@ -76,6 +77,10 @@ pub struct NewOrder {
     /// A fixed initial random value (default: a generated one).
     #[serde(default)]
     pub dcv_random_value: Option<String>,
+    /// The order's own domain validation scope (CertCentral lets a requester choose it per
+    /// order); default: the account's.
+    #[serde(default)]
+    pub validation_scope: Option<ValidationScope>,
 }
 
 impl NewOrder {
@@ -89,6 +94,7 @@ impl NewOrder {
             common_name: None,
             certificate_id: None,
             dcv_random_value: None,
+            validation_scope: None,
         }
     }
 
@@ -178,6 +184,8 @@ pub(crate) struct Order {
     /// When each name was found valid (names never found are absent).
     pub(crate) validated: BTreeMap<String, DateTime<Utc>>,
     pub(crate) dcv_valid: bool,
+    /// The order's own validation scope, if it has one.
+    pub(crate) validation_scope: Option<ValidationScope>,
 }
 
 impl Order {
@@ -189,6 +197,11 @@ impl Order {
                 status: if self.validated.contains_key(n) { "valid" } else { "pending" }.to_string(),
             })
             .collect()
+    }
+
+    /// The scope DigiCert applies to this order: its own, else the account's.
+    pub(crate) fn scope(&self, account: ValidationScope) -> ValidationScope {
+        self.validation_scope.unwrap_or(account)
     }
 }
 

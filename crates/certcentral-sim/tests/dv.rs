@@ -5,7 +5,7 @@ mod common;
 
 use std::time::Duration;
 
-use certcentral_sim::{CheckOutcome, DcvMethod, NewOrder, SimConfig};
+use certcentral_sim::{CheckOutcome, DcvMethod, NewOrder, SimConfig, ValidationScope};
 use common::{Harness, TestDns, config, error_of};
 use hickory_server::proto::rr::RecordType;
 use serde_json::json;
@@ -92,9 +92,10 @@ async fn txt_with_another_value_does_not_validate() {
     assert_eq!(check(&h, 1).await.status, 400);
 }
 
-/// `*.` is stripped; a validated parent domain covers subdomains of the order.
+/// Base scope (CertCentral's default): `*.` is stripped and every name is validated at its base
+/// domain, so one record at `_dnsauth.example.com` validates all four names.
 #[tokio::test]
-async fn wildcard_and_parent_domain_are_covered_by_the_base_record() {
+async fn base_scope_validates_every_name_at_the_base_domain() {
     let dns = TestDns::start(&["example.com"], 0).await;
     let h = Harness::start(config(&[&dns])).await;
     h.sim().add_order(NewOrder::new(7, &["*.example.com", "www.example.com", "a.b.example.com", "example.com"]));
@@ -111,24 +112,66 @@ async fn wildcard_and_parent_domain_are_covered_by_the_base_record() {
     assert_eq!(statuses, vec!["valid"; 4]);
 }
 
-/// A record on a subdomain does not validate its parent.
+/// Base scope: a record at the name itself is not where DigiCert looks.
 #[tokio::test]
-async fn subdomain_record_does_not_cover_the_parent() {
+async fn base_scope_ignores_a_record_at_the_subdomain() {
     let dns = TestDns::start(&["example.com"], 0).await;
     let h = Harness::start(config(&[&dns])).await;
-    h.sim().add_order(NewOrder::new(8, &["example.com", "www.example.com"]));
+    h.sim().add_order(NewOrder::new(10, &["shop.example.com"]));
+    let value = random_value(&h, 10).await;
+    dns.add_txt("_dnsauth.shop.example.com", &value).await;
+    assert_eq!(check(&h, 10).await.status, 400);
+    let v = h.api("GET", "/order/certificate/10/validation", None).await;
+    assert_eq!(v.json["order_name_scope"], "base_domain");
+    assert_eq!(v.json["dns_name_validations"][0]["name_scope"], "example.com");
+    dns.add_txt("_dnsauth.example.com", &value).await;
+    assert_eq!(check(&h, 10).await.status, 200);
+}
+
+/// Exact scope: every name is validated as named; a parent's record does not stand for a child
+/// and a child's does not stand for the parent.
+#[tokio::test]
+async fn exact_scope_validates_every_name_as_named() {
+    let dns = TestDns::start(&["example.com"], 0).await;
+    let h = Harness::start(config(&[&dns])).await;
+    h.sim().set_validation_scope(ValidationScope::Exact);
+    h.sim().add_order(NewOrder::new(8, &["example.com", "www.example.com", "*.example.com"]));
     let value = random_value(&h, 8).await;
     dns.add_txt("_dnsauth.www.example.com", &value).await;
-    let a = check(&h, 8).await;
-    assert_eq!(a.status, 400);
+    assert_eq!(check(&h, 8).await.status, 400);
     let v = h.api("GET", "/order/certificate/8/validation", None).await;
+    assert_eq!(v.json["order_name_scope"], "fqdn");
     assert_eq!(
-        v.json,
-        json!({"dns_name_validations": [
-            {"dns_name": "example.com", "status": "pending"},
-            {"dns_name": "www.example.com", "status": "valid"},
-        ]})
+        v.json["dns_name_validations"],
+        json!([
+            {"dns_name": "example.com", "status": "pending", "name_scope": "example.com"},
+            {"dns_name": "www.example.com", "status": "valid", "name_scope": "www.example.com"},
+            {"dns_name": "*.example.com", "status": "pending", "name_scope": "example.com"},
+        ])
     );
+    dns.add_txt("_dnsauth.example.com", &value).await;
+    let a = check(&h, 8).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+}
+
+/// An order's own scope wins over the account's, and the admin API reads and sets the account's.
+#[tokio::test]
+async fn order_scope_overrides_the_account_scope() {
+    let dns = TestDns::start(&["example.com"], 0).await;
+    let h = Harness::start(config(&[&dns])).await;
+    let account = h.admin("GET", "/account", None).await;
+    assert_eq!(account.json, json!({"validation_scope": "base"}));
+    let set = h.admin("PUT", "/account", Some(json!({"validation_scope": "exact"}))).await;
+    assert_eq!(set.status, 200);
+    assert_eq!(h.sim().validation_scope(), ValidationScope::Exact);
+    assert_eq!(h.admin("PUT", "/account", Some(json!({"validation_scope": "wide"}))).await.status, 400);
+
+    let mut order = NewOrder::new(11, &["shop.example.com"]);
+    order.validation_scope = Some(ValidationScope::Base);
+    h.sim().add_order(order);
+    let value = random_value(&h, 11).await;
+    dns.add_txt("_dnsauth.example.com", &value).await;
+    assert_eq!(check(&h, 11).await.status, 200);
 }
 
 /// A multi-name order is valid only once every name validates; the validation endpoint shows
@@ -147,18 +190,18 @@ async fn multi_name_order_partially_valid_then_complete() {
     let v = h.api("GET", "/order/certificate/9/validation", None).await;
     assert_eq!(v.status, 200);
     assert_eq!(
-        v.json,
-        json!({"dns_name_validations": [
-            {"dns_name": "example.com", "status": "valid"},
-            {"dns_name": "shop.example.net", "status": "pending"},
-        ]})
+        v.json["dns_name_validations"],
+        json!([
+            {"dns_name": "example.com", "status": "valid", "name_scope": "example.com"},
+            {"dns_name": "shop.example.net", "status": "pending", "name_scope": "example.net"},
+        ])
     );
     let info = h.api("GET", "/order/certificate/9", None).await;
     assert_eq!(info.json["status"], "pending");
 
     // the first name stays valid even once its record is gone
     dns.remove("_dnsauth.example.com", RecordType::TXT).await;
-    dns.add_txt("_dnsauth.shop.example.net", &value).await;
+    dns.add_txt("_dnsauth.example.net", &value).await;
     let a = check(&h, 9).await;
     assert_eq!(a.status, 200, "{}", a.text);
     let last = h.sim().stats().checks.last().cloned().unwrap();
@@ -188,7 +231,8 @@ async fn cname_preferred_form() {
     assert_eq!(a.status, 200, "{}", a.text);
 }
 
-/// CNAME method, the older form: `<value>.<name>` CNAME `dcv.digicert.com`.
+/// CNAME method, the older form: `<value>.<name>` CNAME `dcv.digicert.com`, at the name the
+/// scope picks.
 #[tokio::test]
 async fn cname_older_form() {
     let dns = TestDns::start(&["example.com"], 0).await;
@@ -196,7 +240,17 @@ async fn cname_older_form() {
     h.sim().add_order(NewOrder::new(21, &["shop.example.com"]).with_method(DcvMethod::DnsCnameToken));
     let value = random_value(&h, 21).await;
     dns.add_cname(&format!("{value}.shop.example.com"), "dcv.digicert.com").await;
+    assert_eq!(check(&h, 21).await.status, 400, "base scope looks at example.com");
+    dns.add_cname(&format!("{value}.example.com"), "dcv.digicert.com").await;
     let a = check(&h, 21).await;
+    assert_eq!(a.status, 200, "{}", a.text);
+
+    let mut exact = NewOrder::new(23, &["shop.example.com"]).with_method(DcvMethod::DnsCnameToken);
+    exact.validation_scope = Some(ValidationScope::Exact);
+    h.sim().add_order(exact);
+    let value = random_value(&h, 23).await;
+    dns.add_cname(&format!("{value}.shop.example.com"), "dcv.digicert.com").await;
+    let a = check(&h, 23).await;
     assert_eq!(a.status, 200, "{}", a.text);
 }
 

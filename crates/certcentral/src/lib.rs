@@ -12,6 +12,8 @@
 //! - [`RateWindow`]: one rate-limit window (`100 per 5 s`); [`RateLimiter`] enforces several at
 //!   once on tokio's clock.
 //! - [`RetryPolicy`]: bounded attempts with jittered exponential backoff, `Retry-After` honoured.
+//! - [`ValidationScope`]: where DigiCert looks for a DV order's record (base domain or exact
+//!   name; the Public Suffix List decides the base domain).
 //! - [`Endpoint`], [`CallRecord`]: labels and per-attempt records for metrics (see
 //!   [`Client::set_observer`]).
 //!
@@ -24,9 +26,11 @@
 mod client;
 mod error;
 mod limiter;
+mod scope;
 pub mod types;
 
 pub use client::{CallRecord, Client, ClientConfig, Endpoint, Observer, RateWindow, RetryPolicy};
 pub use error::Error;
 pub use limiter::RateLimiter;
+pub use scope::{ValidationScope, base_domain};
 pub use secrecy::SecretString;

@@ -47,7 +47,7 @@ fn free_dns_port() -> u16 {
 fn seed_simulator(sim: &Sim) {
     use certcentral_sim::DcvMethod;
     sim.add_order(NewOrder::new(1001, &["example.test", "www.example.test"]));
-    sim.add_order(NewOrder::new(1002, &["shop.example.test"]).with_method(DcvMethod::DnsCnameToken));
+    sim.add_order(NewOrder::new(1002, &["www.example-shop.test"]).with_method(DcvMethod::DnsCnameToken));
     sim.add_order(NewOrder::new(1003, &["*.api.example.test"]));
     sim.add_domain(NewDomain::new(2001, "corp.example.test"));
 }

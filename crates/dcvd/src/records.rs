@@ -6,26 +6,27 @@
 //!   preferred form), or with `cname_name = "token"` the older `<value>.<domain>` ->
 //!   `<verification_value>`.
 //!
-//! Wildcards are validated at their base name, and a name whose parent is also in the unit is
-//! covered by the parent's record (DigiCert: validating a parent domain covers its subdomains),
-//! so `example.com`, `*.example.com` and `www.example.com` need one record.
+//! `<domain>` is the name DigiCert validates, which the validation scope decides
+//! ([`ValidationScope::owner`]): the base (registrable) domain by default, so `shop.example.com`
+//! and `*.mail.example.com` share one record at `example.com`; with `exact`, each name as named
+//! (`*.x` at `x`), and a parent's record no longer stands for a listed subdomain. Records are
+//! deduplicated per owner and value.
 
 use dns_provider::{Record, normalize_name};
 
-use crate::config::{CnameName, Method, TxtName};
+use crate::config::{CnameName, Method, TxtName, ValidationScope};
 
 /// DigiCert's default CNAME target suffix.
 pub const DEFAULT_VERIFICATION_VALUE: &str = "dcv.digicert.com";
 
-/// The base names that must be validated: wildcards stripped, lower-cased, duplicates and names
-/// covered by a parent in the same set removed, in a stable order.
-pub fn base_names(domains: &[String]) -> Vec<String> {
-    let mut names: Vec<String> =
-        domains.iter().map(|d| normalize_name(d.trim().trim_start_matches("*."))).filter(|d| !d.is_empty()).collect();
-    names.sort();
-    names.dedup();
-    let covered = |n: &str| names.iter().any(|p| p != n && n.ends_with(&format!(".{p}")));
-    names.iter().filter(|n| !covered(n)).cloned().collect()
+/// The names DigiCert validates for `domains` under `scope`: lower-cased, deduplicated, in a
+/// stable order.
+pub fn owner_names(scope: ValidationScope, domains: &[String]) -> Vec<String> {
+    let mut owners: Vec<String> =
+        domains.iter().map(|d| scope.owner(&normalize_name(d))).filter(|d| !d.is_empty()).collect();
+    owners.sort();
+    owners.dedup();
+    owners
 }
 
 /// The records a unit publishes for `token`.
@@ -33,6 +34,7 @@ pub fn records_for(
     method: Method,
     txt_name: TxtName,
     cname_name: CnameName,
+    scope: ValidationScope,
     domains: &[String],
     token: &str,
     verification_value: Option<&str>,
@@ -40,7 +42,7 @@ pub fn records_for(
     let token = token.trim();
     let suffix = normalize_name(verification_value.unwrap_or(DEFAULT_VERIFICATION_VALUE));
     let suffix = if suffix.is_empty() { DEFAULT_VERIFICATION_VALUE.to_string() } else { suffix };
-    base_names(domains)
+    owner_names(scope, domains)
         .into_iter()
         .map(|d| match (method, txt_name, cname_name) {
             (Method::DnsTxtToken, TxtName::Dnsauth, _) => Record::txt(format!("_dnsauth.{d}"), token),
@@ -65,19 +67,48 @@ mod tests {
     }
 
     #[test]
-    fn apex_wildcard_and_subdomain_share_one_record() {
-        assert_eq!(base_names(&s(&["www.Example.com", "*.example.com", "example.com."])), s(&["example.com"]));
-        assert_eq!(base_names(&s(&["a.example.com", "b.example.com"])), s(&["a.example.com", "b.example.com"]));
-        // a look-alike suffix is not a parent
-        assert_eq!(base_names(&s(&["example.com", "myexample.com"])), s(&["example.com", "myexample.com"]));
+    fn base_scope_validates_each_registrable_domain_once() {
+        let names =
+            s(&["www.Example.com", "*.example.com", "example.com.", "sub.subdomain.example.com", "example.domain.com"]);
+        assert_eq!(owner_names(ValidationScope::Base, &names), s(&["domain.com", "example.com"]));
+        assert_eq!(owner_names(ValidationScope::Base, &s(&["shop.example.co.uk"])), s(&["example.co.uk"]));
+    }
+
+    #[test]
+    fn exact_scope_validates_every_name_and_no_parent_covers_a_child() {
+        let names = s(&["www.Example.com", "*.example.com", "example.com.", "a.example.com"]);
+        assert_eq!(
+            owner_names(ValidationScope::Exact, &names),
+            s(&["a.example.com", "example.com", "www.example.com"])
+        );
+        // a look-alike suffix is another name
+        assert_eq!(
+            owner_names(ValidationScope::Exact, &s(&["example.com", "myexample.com"])),
+            s(&["example.com", "myexample.com"])
+        );
     }
 
     #[test]
     fn txt_records_have_exact_owner_names_and_values() {
-        let r =
-            records_for(Method::DnsTxtToken, TxtName::Dnsauth, CnameName::Dnsauth, &s(&["*.example.com"]), "abc", None);
+        let r = records_for(
+            Method::DnsTxtToken,
+            TxtName::Dnsauth,
+            CnameName::Dnsauth,
+            ValidationScope::Exact,
+            &s(&["*.example.com"]),
+            "abc",
+            None,
+        );
         assert_eq!(r, vec![Record::txt("_dnsauth.example.com", "abc")]);
-        let r = records_for(Method::DnsTxtToken, TxtName::Apex, CnameName::Dnsauth, &s(&["example.com"]), "abc", None);
+        let r = records_for(
+            Method::DnsTxtToken,
+            TxtName::Apex,
+            CnameName::Dnsauth,
+            ValidationScope::Exact,
+            &s(&["example.com"]),
+            "abc",
+            None,
+        );
         assert_eq!(r[0].name, "example.com");
     }
 
@@ -87,15 +118,23 @@ mod tests {
             Method::DnsCnameToken,
             TxtName::Dnsauth,
             CnameName::Dnsauth,
-            &s(&["example.com"]),
+            ValidationScope::Base,
+            &s(&["www.example.com"]),
             "RnD1",
             Some("dcv.digicert.com."),
         );
         assert_eq!(r[0].rtype, RecordType::Cname);
         assert_eq!(r[0].name, "_dnsauth.example.com");
         assert_eq!(r[0].value, "rnd1.dcv.digicert.com");
-        let r =
-            records_for(Method::DnsCnameToken, TxtName::Dnsauth, CnameName::Token, &s(&["example.com"]), "rnd1", None);
+        let r = records_for(
+            Method::DnsCnameToken,
+            TxtName::Dnsauth,
+            CnameName::Token,
+            ValidationScope::Exact,
+            &s(&["example.com"]),
+            "rnd1",
+            None,
+        );
         assert_eq!((r[0].name.as_str(), r[0].value.as_str()), ("rnd1.example.com", "dcv.digicert.com"));
     }
 }

@@ -79,7 +79,13 @@ const CASES: &[Case] = &[
         toml: "[certcentral]\napi_key = \"abc\"\n",
         at: (2, 1),
         message: "unknown field `api_key`, expected one of `base_url`, `api_key_file`, \
-                  `api_key_env`, `rate_limits`, `timeout`",
+                  `api_key_env`, `rate_limits`, `timeout`, `validation_scope`",
+    },
+    Case {
+        name: "unknown validation scope",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\nvalidation_scope = \"fqdn\"\n",
+        at: (3, 20),
+        message: "unknown variant `fqdn`, expected `base` or `exact`",
     },
     Case {
         name: "wrong type: string for an integer",
@@ -203,6 +209,19 @@ const CASES: &[Case] = &[
                zones = [\"example.com\"]\n[[order]]\nid = 1\nmethod = \"dns-txt-token\"\n\
                domains = [\"example.com\", \"WWW.Example.XYZ.\"]\n",
         at: (9, 27),
+        message: "no provider serves example.xyz: add its zone to the `zones` of a \
+                  [providers.NAME] section. With validation_scope = \"base\" (from [certcentral] \
+                  `validation_scope`) DigiCert validates www.example.xyz at its base domain \
+                  example.xyz: serve example.xyz with a provider, or set validation_scope = \
+                  \"exact\" if that is what your CertCentral account does (Settings > Preferences \
+                  > Advanced Settings > Domain validation scope)",
+    },
+    Case {
+        name: "domain no provider serves, exact scope",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\nvalidation_scope = \"exact\"\n[providers.m]\n\
+               type = \"memory\"\nzones = [\"example.com\"]\n[[order]]\nid = 1\nmethod = \"dns-txt-token\"\n\
+               domains = [\"example.com\", \"WWW.Example.XYZ.\"]\n",
+        at: (10, 27),
         message: "no provider serves www.example.xyz: add its zone to the `zones` of a \
                   [providers.NAME] section",
     },
@@ -1223,4 +1242,64 @@ fn state_dir_is_checked_as_the_running_user() {
             file.display()
         )
     );
+}
+
+const SCOPE_PROVIDERS: &str = "[providers.shop]\ntype = \"memory\"\nzones = [\"shop.example.com\"]\n";
+
+fn scoped(certcentral_scope: &str, order_scope: &str) -> String {
+    format!(
+        "[certcentral]\napi_key_env = \"KEY\"\n{certcentral_scope}\n{SCOPE_PROVIDERS}\
+         [[order]]\nid = 1\nmethod = \"dns-txt-token\"\ndomains = [\"www.shop.example.com\"]\n{order_scope}\n"
+    )
+}
+
+/// The default scope is CertCentral's (base domains): a provider that serves only the names'
+/// zone does not serve the base domain, and check-config says which scope caused it and what to
+/// change, at the domain's position.
+#[test]
+fn base_scope_needs_a_provider_for_the_base_domain() {
+    let env = Environment::isolated().with_var("KEY", "k");
+    let err = parse(&scoped("", ""), &env).expect_err("base domain example.com is not served");
+    let text = err.to_string();
+    assert!(text.starts_with("dcvd.toml:10:12: no provider serves example.com"), "{text}");
+    assert!(text.contains("validation_scope = \"base\" (from [certcentral] `validation_scope`)"), "{text}");
+    assert!(text.contains("validates www.shop.example.com at its base domain example.com"), "{text}");
+    assert!(text.contains("set validation_scope = \"exact\""), "{text}");
+
+    // the order's own scope is named when it set it
+    let err = parse(&scoped("validation_scope = \"exact\"", "validation_scope = \"base\""), &env).expect_err("base");
+    assert!(err.to_string().contains("(from this order's `validation_scope`)"), "{err}");
+}
+
+/// Exact scope, on the account or on the order: the name itself is the owner.
+#[test]
+fn exact_scope_publishes_at_the_name_itself() {
+    let env = Environment::isolated().with_var("KEY", "k");
+    for text in [scoped("validation_scope = \"exact\"", ""), scoped("", "validation_scope = \"exact\"")] {
+        let cfg = parse(&text, &env).expect("exact scope: www.shop.example.com is served");
+        assert_eq!(cfg.units[0].scope, dcvd::config::ValidationScope::Exact);
+    }
+    let cfg = parse(&scoped("validation_scope = \"exact\"", ""), &env).unwrap();
+    assert_eq!(cfg.certcentral.validation_scope, dcvd::config::ValidationScope::Exact);
+    // under exact, a name whose base domain alone is served: the hint points at `base`
+    let text = "[certcentral]\napi_key_env = \"KEY\"\nvalidation_scope = \"exact\"\n[providers.apex]\ntype = \"memory\"\n\
+                zones = [\"example.org\"]\n[providers.other]\ntype = \"memory\"\nzones = [\"www.example.org\"]\n\
+                [[order]]\nid = 2\nmethod = \"dns-txt-token\"\ndomains = [\"shop.example.net\"]\n";
+    let err = parse(text, &env).expect_err("nobody serves example.net");
+    assert!(!err.to_string().contains("validation_scope"), "the scope did not cause this: {err}");
+}
+
+/// OV/EV domains always validate their own name, whatever the account's scope; and
+/// `validation_scope` is not a `[[domain]]` key.
+#[test]
+fn domains_ignore_the_validation_scope() {
+    let env = Environment::isolated().with_var("KEY", "k");
+    let text = format!(
+        "[certcentral]\napi_key_env = \"KEY\"\n{SCOPE_PROVIDERS}[[domain]]\nid = 3\nname = \"www.shop.example.com\"\n\
+         method = \"dns-txt-token\"\n"
+    );
+    let cfg = parse(&text, &env).expect("a domain unit validates at its own name");
+    assert_eq!(cfg.units[0].scope, dcvd::config::ValidationScope::Exact);
+    let err = parse(&format!("{text}validation_scope = \"base\"\n"), &env).expect_err("not a domain key");
+    assert!(err.to_string().contains("unknown field `validation_scope`"), "{err}");
 }

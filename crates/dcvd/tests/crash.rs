@@ -38,9 +38,12 @@ enum UnitSpec {
 impl UnitSpec {
     fn toml(&self) -> String {
         match self {
-            Self::Order { id, names } => {
+            // Exact scope: one owner per order, so a name holding two values at once means a
+            // token was fetched twice (under the base scope every order would share the zone's).
+            Self::Order { id, names } => format!(
+                "{}validation_scope = \"exact\"\n",
                 e2e_common::order_toml(*id, "dns-txt-token", &names.iter().map(String::as_str).collect::<Vec<_>>())
-            }
+            ),
             Self::Domain { id, name, submit } => format!(
                 "[[domain]]\nid = {id}\nname = \"{name}\"\nmethod = \"dns-txt-token\"\n{}",
                 if *submit { "submit = [\"ov\"]\n" } else { "" }
@@ -159,7 +162,7 @@ async fn kill_9_at_random_moments_loses_nothing() {
         orders,
         domains,
         seed,
-        extra: vec!["--no-rate-limit".into()],
+        extra: vec!["--no-rate-limit".into(), "--validation-scope".into(), "exact".into()],
         ..SimOpts::default()
     });
     let initial_values: BTreeMap<u64, String> = {

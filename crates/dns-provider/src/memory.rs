@@ -200,6 +200,15 @@ impl MemoryStore {
         self.lock().additions.get(&(normalize_name(name), value.to_string())).copied().unwrap_or(0)
     }
 
+    /// Every name `value` was ever added at (any type, any writer), sorted: what a test
+    /// asserts to be exactly the owner names it expects.
+    pub fn names_added(&self, value: &str) -> Vec<String> {
+        let mut names: Vec<String> =
+            self.lock().additions.keys().filter(|(_, v)| v == value).map(|(name, _)| name.clone()).collect();
+        names.sort();
+        names
+    }
+
     /// Every `(name, value, times)` that was added more than once while absent: what a crash
     /// test asserts to be empty ("no value was published twice").
     pub fn added_more_than_once(&self) -> Vec<(String, String, u64)> {

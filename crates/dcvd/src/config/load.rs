@@ -14,7 +14,7 @@ use super::error::{ConfigError, Location, Source};
 use super::raw::{P, RawCertCentral, RawCheck, RawDaemon, RawDomain, RawMain, RawOrder, RawOrderFile, RawPropagation};
 use super::{
     CertCentral, Check, CnameName, Config, DEFAULT_BASE_URL, DEFAULT_STATE_DIR, Daemon, Method, Propagation, Provider,
-    ProviderMatch, RateLimit, TxtName, Unit, UnitKey, default_rate_limits, names, provider,
+    ProviderMatch, RateLimit, TxtName, Unit, UnitKey, ValidationScope, default_rate_limits, names, provider,
 };
 
 pub(super) fn build(text: &str, file: &Path, env: &Environment) -> Result<Config, ConfigError> {
@@ -35,7 +35,7 @@ pub(super) fn build(text: &str, file: &Path, env: &Environment) -> Result<Config
     let check = check(&src, raw.check)?;
     let providers = provider::parse(&src, &ctx, providers_value, &mut warnings)?;
 
-    let mut units = Units::new(&providers);
+    let mut units = Units::new(&providers, certcentral.validation_scope);
     units.add(&src, raw.order, raw.domain)?;
     let mut files = vec![file.to_path_buf()];
     for path in order_files(&src, &ctx, file, &order_globs)? {
@@ -107,6 +107,7 @@ fn certcentral(
         rate_limits,
         timeout: raw.timeout.map_or(Duration::from_secs(30), |t| t.0),
         allow_insecure_http,
+        validation_scope: raw.validation_scope.unwrap_or_default(),
     })
 }
 
@@ -342,6 +343,8 @@ fn unknown_provider(providers: &BTreeMap<String, Provider>, wanted: &str) -> Str
 /// Units of all files, with duplicate detection across files.
 struct Units<'p> {
     providers: &'p BTreeMap<String, Provider>,
+    /// The account's validation scope, for orders that do not set their own.
+    account_scope: ValidationScope,
     units: Vec<Unit>,
     origins: HashMap<UnitKey, Location>,
     warnings: Vec<String>,
@@ -354,11 +357,14 @@ struct Common {
     provider: Option<Spanned<String>>,
     txt_name: Option<Spanned<TxtName>>,
     cname_name: Option<Spanned<CnameName>>,
+    /// Where DigiCert validates the names (resolved: the order's, the account's, or exact for
+    /// domains) and whether the order set it itself.
+    scope: (ValidationScope, bool),
 }
 
 impl<'p> Units<'p> {
-    fn new(providers: &'p BTreeMap<String, Provider>) -> Self {
-        Self { providers, units: Vec::new(), origins: HashMap::new(), warnings: Vec::new() }
+    fn new(providers: &'p BTreeMap<String, Provider>, account_scope: ValidationScope) -> Self {
+        Self { providers, account_scope, units: Vec::new(), origins: HashMap::new(), warnings: Vec::new() }
     }
 
     fn add(
@@ -388,6 +394,10 @@ impl<'p> Units<'p> {
                         provider: o.provider,
                         txt_name: o.txt_name,
                         cname_name: o.cname_name,
+                        scope: match o.validation_scope {
+                            Some(scope) => (scope, true),
+                            None => (self.account_scope, false),
+                        },
                     };
                     let domains: Vec<_> = o
                         .domains
@@ -404,6 +414,7 @@ impl<'p> Units<'p> {
                         provider: d.provider,
                         txt_name: d.txt_name,
                         cname_name: d.cname_name,
+                        scope: (ValidationScope::Exact, false),
                     };
                     let domains = vec![(d.name.get_ref().0.0.clone(), d.name.span())];
                     let submit = submit(src, d.submit.unwrap_or_default())?;
@@ -463,24 +474,40 @@ impl<'p> Units<'p> {
         {
             return Err(src.error(&p.span(), unknown_provider(self.providers, p.get_ref())));
         }
+        let (scope, own_scope) = c.scope;
         let mut listed: BTreeSet<&str> = BTreeSet::new();
+        let mut owners_checked: BTreeSet<String> = BTreeSet::new();
         for (domain, span) in &domains {
             if !listed.insert(domain) {
                 return Err(src.error(span, format!("domain {domain} is listed twice in {kind} {id}")));
             }
-            let found = find_provider(self.providers, names::base(domain), explicit);
+            // Records go where DigiCert looks: the validation scope decides the owner.
+            let owner = scope.owner(domain);
+            if !owners_checked.insert(owner.clone()) {
+                continue;
+            }
+            let found = find_provider(self.providers, &owner, explicit);
             let txt_at_dnsauth =
                 c.method == Method::DnsTxtToken && c.txt_name.as_ref().is_none_or(|t| *t.get_ref() == TxtName::Dnsauth);
             match (found, explicit) {
                 (Ok(_), _) => {}
-                // Delegated validation: `_dnsauth.<domain>` is a CNAME into a zone of the named
-                // provider (narrow credentials), so the domain's own zone is served by no one.
+                // Delegated validation: `_dnsauth.<owner>` is a CNAME into a zone of the named
+                // provider (narrow credentials), so the owner's own zone is served by no one.
                 // Whether the CNAME exists is only known at publish time.
                 (Err(_), Some(p)) if txt_at_dnsauth => self.warnings.push(src.error(span, format!(
-                    "provider `{p}` does not serve {domain}: dcvd expects _dnsauth.{} to be a CNAME into one of its \
-                     zones (delegated validation) and fails the {kind} if it is not",
-                    names::base(domain)
+                    "provider `{p}` does not serve {owner}: dcvd expects _dnsauth.{owner} to be a CNAME into one of its \
+                     zones (delegated validation) and fails the {kind} if it is not"
                 )).to_string()),
+                // Say so when the scope is what put the record out of reach: base moved it to a
+                // parent no one serves, or exact kept it at a name whose base domain is served.
+                (Err(message), _)
+                    if is_order
+                        && (owner != names::base(domain)
+                            || find_provider(self.providers, &ValidationScope::Base.owner(domain), explicit)
+                                .is_ok()) =>
+                {
+                    return Err(src.error(span, scope_hint(&message, scope, domain, &owner, own_scope)));
+                }
                 (Err(message), _) => return Err(src.error(span, message)),
             }
         }
@@ -493,10 +520,25 @@ impl<'p> Units<'p> {
             submit,
             txt_name: c.txt_name.map(Spanned::into_inner).unwrap_or_default(),
             cname_name: c.cname_name.map(Spanned::into_inner).unwrap_or_default(),
+            scope,
             origin,
         });
         Ok(())
     }
+}
+
+/// Says which validation scope put an order's record where no provider serves it.
+fn scope_hint(message: &str, scope: ValidationScope, domain: &str, owner: &str, own_scope: bool) -> String {
+    let set_by = if own_scope { "this order's `validation_scope`" } else { "[certcentral] `validation_scope`" };
+    let (rule, other) = match scope {
+        ValidationScope::Base => (format!("at its base domain {owner}"), "exact"),
+        ValidationScope::Exact => (format!("as named ({owner})"), "base"),
+    };
+    format!(
+        "{message}. With validation_scope = \"{scope}\" (from {set_by}) DigiCert validates {domain} {rule}: \
+         serve {owner} with a provider, or set validation_scope = \"{other}\" if that is what your CertCentral \
+         account does (Settings > Preferences > Advanced Settings > Domain validation scope)"
+    )
 }
 
 /// `submit`: CertCentral validation type identifiers (`ov`, `ev`, ...), lower case, deduplicated.

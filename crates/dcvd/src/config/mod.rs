@@ -38,6 +38,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use certcentral::ValidationScope;
 use secrecy::SecretString;
 use serde::Deserialize;
 
@@ -151,6 +152,9 @@ pub struct CertCentral {
     pub timeout: Duration,
     /// `base_url` is plain http to a loopback host (simulators); http elsewhere is refused.
     pub allow_insecure_http: bool,
+    /// The account's domain validation scope (CertCentral's default: base domains); orders may
+    /// override it.
+    pub validation_scope: ValidationScope,
 }
 
 /// At most `requests` requests per `per`.
@@ -511,6 +515,9 @@ pub struct Unit {
     pub txt_name: TxtName,
     /// CNAME form.
     pub cname_name: CnameName,
+    /// Where DigiCert validates the names: orders take their own `validation_scope` or the
+    /// account's; OV/EV domains are always `Exact` (prevalidation validates the name as given).
+    pub scope: ValidationScope,
     /// Where the `[[order]]`/`[[domain]]` table starts.
     pub origin: Location,
 }

@@ -14,7 +14,9 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use super::names;
-use super::{CnameName, LogFormat, Method, OnExpiry, PropagationMode, Resolver, TsigAlgorithm, TxtName};
+use super::{
+    CnameName, LogFormat, Method, OnExpiry, PropagationMode, Resolver, TsigAlgorithm, TxtName, ValidationScope,
+};
 
 /// A value parsed from a TOML string, with an error message that says what is expected.
 pub(super) trait FromConfigStr: Sized {
@@ -301,6 +303,7 @@ pub(super) struct RawCertCentral {
     pub(super) api_key_env: Option<Spanned<String>>,
     pub(super) rate_limits: Option<Vec<RawRateLimit>>,
     pub(super) timeout: Option<P<Duration>>,
+    pub(super) validation_scope: Option<ValidationScope>,
 }
 
 #[derive(Deserialize)]
@@ -352,6 +355,7 @@ pub(super) struct RawOrder {
     pub(super) provider: Option<Spanned<String>>,
     pub(super) txt_name: Option<Spanned<TxtName>>,
     pub(super) cname_name: Option<Spanned<CnameName>>,
+    pub(super) validation_scope: Option<ValidationScope>,
 }
 
 #[derive(Deserialize)]

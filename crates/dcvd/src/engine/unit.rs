@@ -265,6 +265,7 @@ impl UnitTask {
             spec.method,
             spec.txt_name,
             spec.cname_name,
+            spec.scope,
             &row.domains,
             &token,
             row.verification_value.as_deref(),
@@ -285,7 +286,18 @@ impl UnitTask {
                 Some(p) => self.env.router.route_via(p, &record.name),
                 None => self.env.router.route(&record.name),
             };
-            let (provider, _, zone) = routed.map_err(|e| StepError::Fatal(e.to_string()))?;
+            let (provider, _, zone) = routed.map_err(|e| {
+                StepError::Fatal(match self.unit.kind {
+                    // The names may have come from DigiCert, unchecked by check-config.
+                    UnitKind::Order => format!(
+                        "{e} (validation_scope = \"{}\" puts the record for {} there; serve that name with a \
+                         provider or change validation_scope to match the CertCentral account)",
+                        spec.scope,
+                        row.domains.join(", ")
+                    ),
+                    UnitKind::Domain => e.to_string(),
+                })
+            })?;
             intents.push(NewRecord {
                 provider: provider.to_string(),
                 zone: zone.to_string(),

@@ -452,6 +452,35 @@ pub fn order_toml(id: u64, method: &str, domains: &[&str]) -> String {
     format!("[[order]]\nid = {id}\nmethod = \"{method}\"\ndomains = {domains:?}\n")
 }
 
+/// A domain validation scope for both sides of an end-to-end test: the simulator's account
+/// setting and the order's `validation_scope`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scope {
+    /// CertCentral's default: base domains (both sides left at their defaults).
+    Base,
+    /// Exact names: `--validation-scope exact` and `validation_scope = "exact"` on the order.
+    Exact,
+}
+
+impl Scope {
+    /// The simulator arguments.
+    pub fn sim_args(self) -> Vec<String> {
+        match self {
+            Self::Base => Vec::new(),
+            Self::Exact => vec!["--validation-scope".into(), "exact".into()],
+        }
+    }
+
+    /// `order_toml` with this scope.
+    pub fn order_toml(self, id: u64, method: &str, domains: &[&str]) -> String {
+        let order = order_toml(id, method, domains);
+        match self {
+            Self::Base => order,
+            Self::Exact => format!("{order}validation_scope = \"exact\"\n"),
+        }
+    }
+}
+
 /// The states of `status --json` rows by id.
 pub fn states(rows: &[serde_json::Value]) -> std::collections::BTreeMap<u64, String> {
     rows.iter().map(|r| (r["id"].as_u64().expect("id"), r["state"].as_str().unwrap_or_default().to_string())).collect()
