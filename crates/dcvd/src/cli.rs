@@ -95,8 +95,23 @@ async fn dispatch(command: Command) -> ExitCode {
     }
 }
 
-fn load(path: &Path) -> Result<Config, ExitCode> {
-    match Config::load(path) {
+/// Whether a command writes the state directory (and so checks it as the running user).
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum StateAccess {
+    Write,
+    Read,
+}
+
+/// Loads and validates the configuration, printing its warnings; configuration errors (the
+/// state directory included, for commands that write it) exit 78.
+fn load(path: &Path, access: StateAccess) -> Result<Config, ExitCode> {
+    let loaded = Config::load(path).and_then(|mut cfg| {
+        if access == StateAccess::Write {
+            cfg.check_state_dir()?;
+        }
+        Ok(cfg)
+    });
+    match loaded {
         Ok(cfg) => {
             for w in &cfg.warnings {
                 eprintln!("dcvd: warning: {w}");
@@ -111,7 +126,7 @@ fn load(path: &Path) -> Result<Config, ExitCode> {
 }
 
 async fn check_config(path: &Path, online: bool) -> ExitCode {
-    let cfg = match load(path) {
+    let cfg = match load(path, StateAccess::Write) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -182,7 +197,7 @@ impl Observer for Systemd {
 }
 
 async fn run(path: &Path, mode: Mode) -> ExitCode {
-    let cfg = match load(path) {
+    let cfg = match load(path, StateAccess::Write) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -199,7 +214,16 @@ async fn run(path: &Path, mode: Mode) -> ExitCode {
     let stop_metrics = tokio_util::sync::CancellationToken::new();
     if let Some(listen) = cfg.daemon.metrics_listen {
         match crate::metrics::serve(listen, metrics.clone(), stop_metrics.clone()).await {
-            Ok(addr) => info!(%addr, "metrics listening"),
+            Ok(addr) => {
+                info!(%addr, "metrics listening");
+                // Token expiry and live records come from the store, not from engine events.
+                crate::metrics::spawn_store_view(
+                    store.clone(),
+                    metrics.clone(),
+                    STORE_VIEW_INTERVAL,
+                    stop_metrics.clone(),
+                );
+            }
             Err(e) => warn!(%listen, error = %e, "cannot serve metrics"),
         }
     }
@@ -285,7 +309,7 @@ fn spawn_signal_handlers(path: PathBuf, tx: mpsc::Sender<Control>) {
 fn status(path: &Path, json: bool, state_dir: Option<PathBuf>) -> ExitCode {
     let state_dir = match state_dir {
         Some(dir) => dir,
-        None => match load(path) {
+        None => match load(path, StateAccess::Read) {
             Ok(c) => c.daemon.state_dir,
             Err(code) => return code,
         },
@@ -375,7 +399,7 @@ pub fn status_table(units: &[UnitRow]) -> String {
 }
 
 async fn cleanup(path: &Path) -> ExitCode {
-    let cfg = match load(path) {
+    let cfg = match load(path, StateAccess::Write) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -398,6 +422,9 @@ async fn cleanup(path: &Path) -> ExitCode {
         }
     }
 }
+
+/// How often the metrics read token expiries and live records from the state store.
+const STORE_VIEW_INTERVAL: Duration = Duration::from_secs(15);
 
 /// How long `dcvd run` waits for in-flight steps on SIGTERM (documented bound).
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(10);

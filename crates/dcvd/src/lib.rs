@@ -16,7 +16,7 @@
 //! - [`records`]: DigiCert's record formats applied to a unit's names.
 //! - [`providers`]: builds provider adapters from the configuration.
 //! - [`scheduler`]: the `rescan` cron job.
-//! - [`metrics`], [`logging`]: observability.
+//! - [`metrics`], [`logging`]: observability; [`notify`]: `[notify]` hook and webhook delivery.
 //! - [`demo`]: the self-contained demo.
 pub mod cli;
 pub mod config;
@@ -24,6 +24,7 @@ pub mod demo;
 pub mod engine;
 pub mod logging;
 pub mod metrics;
+pub mod notify;
 pub mod providers;
 pub mod records;
 pub mod scheduler;

@@ -61,9 +61,10 @@ pub async fn build(name: &str, provider: &Provider) -> anyhow::Result<SharedProv
             let _ = server;
             Arc::new(MemoryProvider::new(zones.clone(), store))
         }
-        Provider::Exec { zones, command, timeout } => {
-            Arc::new(dns_provider::exec::ExecProvider::new(zones.clone(), command.clone(), *timeout))
-        }
+        Provider::Exec { zones, command, timeout, env_pass } => Arc::new(
+            dns_provider::exec::ExecProvider::new(zones.clone(), command.clone(), *timeout)
+                .with_env_pass(env_pass.clone()),
+        ),
         Provider::Rfc2136 { zones, server, tsig_key_name, tsig_algorithm, tsig_secret, timeout } => {
             Arc::new(dns_provider::rfc2136::Rfc2136Provider::new(dns_provider::rfc2136::Rfc2136Settings {
                 server: *server,

@@ -18,13 +18,16 @@ use tempfile::TempDir;
 fn fixture() -> (TempDir, Environment) {
     let dir = tempfile::tempdir().expect("tempdir");
     write_secret(dir.path(), "key", "file-api-key\n", 0o600);
-    write_secret(dir.path(), "bad-tsig", "not base64!\n", 0o600);
+    write_secret(dir.path(), "bad-tsig", "not-base64!\n", 0o600);
+    write_secret(dir.path(), "two-lines", "sup3r-line-one\nsup3r-line-two\n", 0o600);
+    write_secret(dir.path(), "padded", "  sup3r-padded\n\n", 0o600);
     let env = Environment::isolated()
         .with_credentials_dir(dir.path())
         .with_var("KEY", "env-api-key")
         .with_var("CF", "cf-token")
         .with_var("TSIG", "c2VjcmV0LXRzaWcta2V5")
-        .with_var("EMPTY", "  ");
+        .with_var("EMPTY", "  ")
+        .with_var("LABELLED", "Bearer sup3r-labelled");
     (dir, env)
 }
 
@@ -61,7 +64,7 @@ const CASES: &[Case] = &[
         toml: "[certcentral]\napi_key_env = \"KEY\"\n[deamon]\ncleanup = false\n",
         at: (3, 2),
         message: "unknown field `deamon`, expected one of `certcentral`, `daemon`, \
-                  `propagation`, `check`, `providers`, `order`, `domain`",
+                  `propagation`, `check`, `notify`, `providers`, `order`, `domain`",
     },
     Case {
         name: "unknown key in [daemon] lists the expected keys",
@@ -493,6 +496,82 @@ const CASES: &[Case] = &[
                   [\"/usr/local/libexec/dns-hook\"]",
     },
     Case {
+        name: "secret file with two lines",
+        toml: "[certcentral]\napi_key_file = \"two-lines\"\n",
+        at: (2, 16),
+        message: "`api_key_file` file \"{dir}/two-lines\" has whitespace or a line break inside the \
+                  secret, which API keys, tokens and TSIG secrets never contain (two secrets, or a secret \
+                  with a label?): store the secret alone, optionally followed by one newline",
+    },
+    Case {
+        name: "secret file with whitespace around the secret",
+        toml: "[certcentral]\napi_key_file = \"padded\"\n",
+        at: (2, 16),
+        message: "`api_key_file` file \"{dir}/padded\" has whitespace (spaces, tabs or extra line \
+                  breaks) around the secret, which API keys, tokens and TSIG secrets never contain: store \
+                  the secret alone, optionally followed by one newline",
+    },
+    Case {
+        name: "secret variable with a space inside",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.cf]\ntype = \"cloudflare\"\n\
+               zones = [\"example.com\"]\napi_token_env = \"LABELLED\"\n",
+        at: (6, 17),
+        message: "environment variable LABELLED (from `api_token_env`) has whitespace or a line break \
+                  inside the secret, which API keys, tokens and TSIG secrets never contain (two secrets, \
+                  or a secret with a label?): set it to the secret alone",
+    },
+    Case {
+        name: "route53 hosted_zone_id with two zones",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.aws]\ntype = \"route53\"\n\
+               zones = [\"example.com\", \"example.org\"]\nhosted_zone_id = \"Z0123456789\"\n",
+        at: (6, 18),
+        message: "provider `aws`: `hosted_zone_id` names one hosted zone but `zones` lists 2: use one \
+                  provider section per zone, or drop `hosted_zone_id` to look the zones up by name",
+    },
+    Case {
+        name: "cloudflare base_url over plain http to a remote host",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.cf]\ntype = \"cloudflare\"\n\
+               zones = [\"example.com\"]\napi_token_env = \"CF\"\nbase_url = \"http://192.0.2.1/client/v4\"\n",
+        at: (7, 12),
+        message: "provider `cf`: base_url \"http://192.0.2.1/client/v4\" uses plain http to 192.0.2.1, \
+                  which would send the API token unencrypted: use https:// (http:// is allowed only to \
+                  127.0.0.0/8, ::1 or localhost)",
+    },
+    Case {
+        name: "exec hook passed dcvd's API key variable",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.hook]\ntype = \"exec\"\n\
+               zones = [\"example.io\"]\ncommand = [\"/bin/hook\"]\nenv_pass = [\"HOME\", \"KEY\"]\n",
+        at: (7, 21),
+        message: "provider `hook`: `env_pass` lists KEY, which holds one of dcvd's secrets \
+                  (`api_key_env` at dcvd.toml:2:15): a hook never gets dcvd's own secrets; give \
+                  the hook its own credential (a file in $CREDENTIALS_DIRECTORY or another variable)",
+    },
+    Case {
+        name: "exec hook passed a later provider's token variable",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.hook]\ntype = \"exec\"\n\
+               zones = [\"example.io\"]\ncommand = [\"/bin/hook\"]\nenv_pass = [\"CF\"]\n\
+               [providers.cf]\ntype = \"cloudflare\"\nzones = [\"example.com\"]\napi_token_env = \"CF\"\n",
+        at: (7, 13),
+        message: "provider `hook`: `env_pass` lists CF, which holds one of dcvd's secrets \
+                  (`api_token_env` at dcvd.toml:11:17): a hook never gets dcvd's own secrets; give \
+                  the hook its own credential (a file in $CREDENTIALS_DIRECTORY or another variable)",
+    },
+    Case {
+        name: "exec hook passed a DCVD_ variable",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.hook]\ntype = \"exec\"\n\
+               zones = [\"example.io\"]\ncommand = [\"/bin/hook\"]\nenv_pass = [\"DCVD_NAME\"]\n",
+        at: (7, 13),
+        message: "provider `hook`: `env_pass` cannot list DCVD_NAME: dcvd sets the DCVD_* variables itself",
+    },
+    Case {
+        name: "exec hook passed a malformed variable name",
+        toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.hook]\ntype = \"exec\"\n\
+               zones = [\"example.io\"]\ncommand = [\"/bin/hook\"]\nenv_pass = [\"A=B\"]\n",
+        at: (7, 13),
+        message: "provider `hook`: \"A=B\" in `env_pass` is not an environment variable name \
+                  (letters, digits and '_', not starting with a digit)",
+    },
+    Case {
         name: "zone served by two providers",
         toml: "[certcentral]\napi_key_env = \"KEY\"\n[providers.a]\ntype = \"memory\"\n\
                zones = [\"example.com\"]\n[providers.b]\ntype = \"memory\"\n\
@@ -738,6 +817,12 @@ fn example_configuration_parses() {
         "tsig_secret_file",
         "tsig_secret_env",
         "command",
+        "env_pass",
+        "webhook_url",
+        "webhook_secret_file",
+        "webhook_secret_env",
+        "max_attempts",
+        "queue",
         "id",
         "method",
         "domains",
@@ -1159,6 +1244,96 @@ fn named_provider_for_delegated_validation_warns() {
             && w.contains("_dnsauth.example.com to be a CNAME into one of its zones (delegated validation)")),
         "{:?}",
         cfg.warnings
+    );
+}
+
+/// `env_pass` of an exec provider is kept in order without duplicates; variables that hold no
+/// secret of dcvd (AWS credentials when no `*_env` key names them) may be passed explicitly.
+#[test]
+fn exec_env_pass_is_an_explicit_allow_list() {
+    let (_dir, env) = fixture();
+    let text = "[certcentral]\napi_key_env = \"KEY\"\n[providers.hook]\ntype = \"exec\"\nzones = [\"example.io\"]\n\
+                command = [\"/bin/hook\"]\nenv_pass = [\"AWS_SECRET_ACCESS_KEY\", \"HOME\", \"AWS_SECRET_ACCESS_KEY\"]\n\
+                [providers.other]\ntype = \"exec\"\nzones = [\"example.net\"]\ncommand = [\"/bin/hook\"]\n";
+    let config = parse(text, &env).unwrap_or_else(|e| panic!("{e}"));
+    let Provider::Exec { env_pass, .. } = &config.providers["hook"] else { panic!("hook is not exec") };
+    assert_eq!(env_pass, &["AWS_SECRET_ACCESS_KEY", "HOME"]);
+    let Provider::Exec { env_pass, .. } = &config.providers["other"] else { panic!("other is not exec") };
+    assert!(env_pass.is_empty(), "nothing is passed by default: {env_pass:?}");
+}
+
+/// `metrics_listen` on an address other than loopback is a warning at its position (the
+/// endpoint has no authentication); loopback gives none.
+#[test]
+fn metrics_listen_beyond_loopback_warns() {
+    let (_dir, env) = fixture();
+    let text = |addr: &str| format!("[certcentral]\napi_key_env = \"KEY\"\n[daemon]\nmetrics_listen = \"{addr}\"\n");
+    for addr in ["0.0.0.0:9465", "192.0.2.10:9465", "[::]:9465"] {
+        let config = parse(&text(addr), &env).unwrap_or_else(|e| panic!("{e}"));
+        let warning = config.warnings.iter().find(|w| w.contains("metrics_listen")).unwrap_or_else(|| {
+            panic!("no metrics_listen warning for {addr}: {:?}", config.warnings);
+        });
+        assert!(warning.starts_with("dcvd.toml:4:18: metrics_listen "), "{warning}");
+        assert!(
+            warning.contains("is not a loopback address: /metrics and /healthz have no authentication"),
+            "{warning}"
+        );
+    }
+    for addr in ["127.0.0.1:9465", "[::1]:9465"] {
+        let config = parse(&text(addr), &env).unwrap_or_else(|e| panic!("{e}"));
+        assert!(!config.warnings.iter().any(|w| w.contains("metrics_listen")), "{addr}: {:?}", config.warnings);
+    }
+}
+
+/// The state directory is checked as the running user: a group- or world-writable one warns at
+/// the position of `state_dir`; a missing one below a writable directory is fine; a file where
+/// the directory should be, or below which it would be created, is an error at `state_dir`.
+/// (An unwritable directory needs a user other than root: see `daemon.rs`.)
+#[test]
+fn state_dir_is_checked_as_the_running_user() {
+    let (_dir, env) = fixture();
+    let base = tempfile::tempdir().unwrap();
+    let config_for = |state: &Path| {
+        let text = format!("[certcentral]\napi_key_env = \"KEY\"\n[daemon]\nstate_dir = \"{}\"\n", state.display());
+        parse(&text, &env).unwrap_or_else(|e| panic!("{e}"))
+    };
+
+    let open = base.path().join("open");
+    fs::create_dir(&open).unwrap();
+    fs::set_permissions(&open, fs::Permissions::from_mode(0o777)).unwrap();
+    let mut config = config_for(&open);
+    config.check_state_dir().unwrap_or_else(|e| panic!("{e}"));
+    let want = format!(
+        "dcvd.toml:4:13: state_dir {0} is writable by group or others (mode 0777): another user could replace \
+         the state store; run `chmod 700 {0}`",
+        open.display()
+    );
+    assert!(config.warnings.contains(&want), "{:?}", config.warnings);
+
+    let private = base.path().join("private");
+    fs::create_dir(&private).unwrap();
+    fs::set_permissions(&private, fs::Permissions::from_mode(0o700)).unwrap();
+    let mut config = config_for(&private);
+    config.check_state_dir().unwrap_or_else(|e| panic!("{e}"));
+    assert!(!config.warnings.iter().any(|w| w.contains("state_dir")), "{:?}", config.warnings);
+    assert_eq!(fs::read_dir(&private).unwrap().count(), 0, "the check leaves nothing behind");
+
+    let missing = base.path().join("not/yet");
+    config_for(&missing).check_state_dir().unwrap_or_else(|e| panic!("{e}"));
+    assert!(!missing.exists() && !base.path().join("not").exists(), "the check creates nothing");
+
+    let file = base.path().join("a-file");
+    fs::write(&file, "").unwrap();
+    let err = config_for(&file).check_state_dir().unwrap_err();
+    assert_eq!(err.to_string(), format!("dcvd.toml:4:13: state_dir {} is not a directory", file.display()));
+    let err = config_for(&file.join("below")).check_state_dir().unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "dcvd.toml:4:13: state_dir {} cannot be created: {} is not a directory",
+            file.join("below").display(),
+            file.display()
+        )
     );
 }
 

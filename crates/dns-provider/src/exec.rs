@@ -4,7 +4,10 @@
 //! The command (argv, no shell) gets the record in its environment:
 //! `DCVD_ACTION=present|cleanup`, `DCVD_ZONE`, `DCVD_NAME` (absolute, no trailing dot),
 //! `DCVD_TYPE=TXT|CNAME`, `DCVD_VALUE` (TXT string unquoted, CNAME target without trailing dot),
-//! `DCVD_TTL` (seconds). Its exit status says what happened:
+//! `DCVD_TTL` (seconds). Nothing else of dcvd's environment reaches it but [`BASE_ENV`] and the
+//! names of its allow-list ([`ExecProvider::with_env_pass`]): dcvd's own secrets (the DigiCert
+//! key, AWS and Cloudflare credentials) must never leak into a script. Its exit status says what
+//! happened:
 //!
 //! | exit | meaning | error |
 //! |---|---|---|
@@ -33,12 +36,20 @@ const KIND: &str = "exec";
 const TAIL_LINES: usize = 20;
 const TAIL_BYTES: usize = 2048;
 
+/// The variables of dcvd's environment every hook gets (when set), besides the `DCVD_*` contract.
+pub const BASE_ENV: &[&str] = &["PATH", "LANG", "TZ", "CREDENTIALS_DIRECTORY"];
+
+/// `PATH` of a hook when dcvd itself has none (the usual system directories).
+const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
 /// The `exec` provider.
 #[derive(Debug, Clone)]
 pub struct ExecProvider {
     zones: Vec<String>,
     command: Vec<String>,
     timeout: Duration,
+    /// Names of dcvd's environment variables passed on besides [`BASE_ENV`].
+    env_pass: Vec<String>,
 }
 
 fn config_err(message: impl Into<String>) -> ProviderError {
@@ -64,7 +75,32 @@ impl ExecProvider {
     /// A provider serving `zones` through `command` (program and arguments), each run limited to
     /// `timeout`.
     pub fn new(zones: Vec<String>, command: Vec<String>, timeout: Duration) -> Self {
-        Self { zones: zones.iter().map(|z| normalize_name(z)).collect(), command, timeout }
+        Self { zones: zones.iter().map(|z| normalize_name(z)).collect(), command, timeout, env_pass: Vec::new() }
+    }
+
+    /// Also passes these variables of dcvd's environment to the hook (when set). The caller
+    /// keeps dcvd's own secrets out of the list (the configuration refuses them).
+    #[must_use]
+    pub fn with_env_pass(mut self, names: Vec<String>) -> Self {
+        self.env_pass = names;
+        self
+    }
+
+    /// The part of dcvd's environment the hook inherits: [`BASE_ENV`] and `env_pass`, when set
+    /// (`PATH` falls back to the system directories).
+    fn inherited_env(&self) -> Vec<(String, std::ffi::OsString)> {
+        let mut vars = Vec::new();
+        for name in BASE_ENV.iter().copied().chain(self.env_pass.iter().map(String::as_str)) {
+            if vars.iter().any(|(n, _)| n == name) {
+                continue;
+            }
+            match std::env::var_os(name) {
+                Some(value) => vars.push((name.to_owned(), value)),
+                None if name == "PATH" => vars.push((name.to_owned(), DEFAULT_PATH.into())),
+                None => {}
+            }
+        }
+        vars
     }
 
     fn program(&self) -> Result<(&String, &[String]), ProviderError> {
@@ -88,6 +124,8 @@ impl ExecProvider {
         };
         let what = format!("{program} {action} {name} {} {value:?}", record.rtype);
         let mut cmd = tokio::process::Command::new(program);
+        // A minimal environment: dcvd's may hold the DigiCert key and cloud credentials.
+        cmd.env_clear().envs(self.inherited_env());
         cmd.args(args)
             .env("DCVD_ACTION", action)
             .env("DCVD_ZONE", &zone)

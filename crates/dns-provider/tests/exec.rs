@@ -158,6 +158,90 @@ async fn hook_environment() {
     assert!(env.contains("DCVD_ACTION=cleanup\n") && env.contains("DCVD_VALUE=tok with spaces\n"), "{env}");
 }
 
+/// Set in the re-run of [`hook_gets_a_minimal_environment`] whose environment holds secrets.
+const ENV_CHILD: &str = "EXEC_ENV_TEST_CHILD";
+
+/// Secrets and unrelated variables an operator's dcvd process may have in its environment.
+const PARENT_SECRETS: &[(&str, &str)] = &[
+    ("DIGICERT_API_KEY", "dc-key-must-not-leak"),
+    ("AWS_SECRET_ACCESS_KEY", "aws-secret-must-not-leak"),
+    ("AWS_SESSION_TOKEN", "aws-session-must-not-leak"),
+    ("CLOUDFLARE_API_TOKEN", "cf-token-must-not-leak"),
+    ("HOOK_API_TOKEN", "the-hook-s-own-token"),
+];
+
+/// Runs `provider`'s hook once (present) and returns the names and values of its environment,
+/// without the variables `sh` adds itself.
+async fn hook_env(dir: &Path, env_pass: &[&str]) -> Vec<(String, String)> {
+    let out = dir.join(format!("env-{}.txt", env_pass.len()));
+    let hook = script(dir, "dump-all.sh", "#!/bin/sh\nenv > \"$1\"\n");
+    let p = exec(vec![hook.display().to_string(), out.display().to_string()], Duration::from_secs(20))
+        .with_env_pass(env_pass.iter().map(|s| s.to_string()).collect());
+    p.publish(ZONE, &Record::txt(format!("_dnsauth.{ZONE}"), "tok")).await.expect("present");
+    let text = std::fs::read_to_string(&out).expect("the hook ran");
+    let mut vars: Vec<(String, String)> = text
+        .lines()
+        .filter_map(|l| l.split_once('='))
+        .map(|(n, v)| (n.to_string(), v.to_string()))
+        .filter(|(n, _)| !["PWD", "OLDPWD", "SHLVL", "_"].contains(&n.as_str()))
+        .collect();
+    vars.sort();
+    vars
+}
+
+/// A hook gets a minimal environment: `PATH`, `LANG`, `TZ`, `CREDENTIALS_DIRECTORY` and the
+/// `DCVD_*` contract, plus exactly what `env_pass` names; never dcvd's DigiCert key, AWS or
+/// Cloudflare credentials unless passed explicitly. The test re-runs itself in a child process
+/// whose environment holds those secrets (as dcvd's would), since this process may not change
+/// its own environment.
+#[tokio::test]
+async fn hook_gets_a_minimal_environment() {
+    if std::env::var_os(ENV_CHILD).is_none() {
+        let name = "hook_gets_a_minimal_environment";
+        let out = std::process::Command::new(std::env::current_exe().expect("test binary"))
+            .args(["--exact", name, "--nocapture", "--test-threads=1"])
+            .env(ENV_CHILD, "1")
+            .env("LANG", "C.UTF-8")
+            .env("TZ", "UTC")
+            .env("CREDENTIALS_DIRECTORY", "/run/credentials/dcvd.service")
+            .env("HOME", "/var/lib/dcvd")
+            .envs(PARENT_SECRETS.iter().copied())
+            .output()
+            .expect("re-run the test binary");
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            out.status.success() && stdout.contains(&format!("test {name} ... ok")),
+            "the child run failed:\n{stdout}\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("tempdir");
+    let names = |vars: &[(String, String)]| vars.iter().map(|(n, _)| n.clone()).collect::<Vec<_>>();
+    let contract = ["DCVD_ACTION", "DCVD_NAME", "DCVD_TTL", "DCVD_TYPE", "DCVD_VALUE", "DCVD_ZONE"];
+
+    let vars = hook_env(dir.path(), &[]).await;
+    let mut expected: Vec<String> =
+        ["CREDENTIALS_DIRECTORY", "LANG", "PATH", "TZ"].iter().chain(&contract).map(|s| s.to_string()).collect();
+    expected.sort();
+    assert_eq!(names(&vars), expected, "{vars:?}");
+    let value = |vars: &[(String, String)], name: &str| vars.iter().find(|(n, _)| n == name).map(|(_, v)| v.clone());
+    assert_eq!(value(&vars, "CREDENTIALS_DIRECTORY").as_deref(), Some("/run/credentials/dcvd.service"));
+    assert_eq!(value(&vars, "PATH"), std::env::var("PATH").ok());
+    for (_, secret) in PARENT_SECRETS {
+        assert!(!vars.iter().any(|(_, v)| v == secret), "{secret} leaked into the hook: {vars:?}");
+    }
+
+    // Explicitly passed: present (an unset name is simply absent).
+    let vars = hook_env(dir.path(), &["HOOK_API_TOKEN", "AWS_SECRET_ACCESS_KEY", "NOT_SET_ANYWHERE"]).await;
+    assert_eq!(value(&vars, "HOOK_API_TOKEN").as_deref(), Some("the-hook-s-own-token"));
+    assert_eq!(value(&vars, "AWS_SECRET_ACCESS_KEY").as_deref(), Some("aws-secret-must-not-leak"));
+    assert_eq!(value(&vars, "NOT_SET_ANYWHERE"), None);
+    for absent in ["DIGICERT_API_KEY", "AWS_SESSION_TOKEN", "CLOUDFLARE_API_TOKEN", "HOME"] {
+        assert_eq!(value(&vars, absent), None, "{absent} was not passed: {vars:?}");
+    }
+}
+
 /// A failing hook's error names the command and carries the tail of its stderr; 75 is
 /// retryable, other statuses are not.
 #[tokio::test]

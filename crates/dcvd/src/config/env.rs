@@ -1,6 +1,7 @@
 //! The process environment the configuration reads (secrets, systemd directories), and secret
 //! resolution from `*_file` / `*_env` keys.
 
+use std::cell::RefCell;
 use std::collections::BTreeMap;
 use std::fmt;
 use std::ops::Range;
@@ -108,9 +109,16 @@ pub(super) struct Context<'a> {
     /// Relative paths without a better anchor are relative to this directory (the main
     /// configuration file's directory; empty = the current directory).
     pub(super) base_dir: &'a Path,
+    /// Every variable a `*_env` key read a secret from: `(variable, key, span)`, so that exec
+    /// hooks can be refused them whatever the order of the sections.
+    pub(super) secret_envs: RefCell<Vec<(String, &'static str, Range<usize>)>>,
 }
 
-impl Context<'_> {
+impl<'a> Context<'a> {
+    pub(super) fn new(env: &'a Environment, base_dir: &'a Path) -> Self {
+        Self { env, base_dir, secret_envs: RefCell::default() }
+    }
+
     pub(super) fn relative_path(&self, path: &str) -> PathBuf {
         let path = Path::new(path);
         if path.is_absolute() { path.to_path_buf() } else { self.base_dir.join(path) }
@@ -173,10 +181,7 @@ impl Context<'_> {
                 ),
             ));
         });
-        let value = text.trim();
-        if value.is_empty() {
-            return Err(src.error(&span, format!("`{key}` {origin} is empty")));
-        }
+        let value = clean_secret(&text).map_err(|problem| src.error(&span, problem.message(key, &origin)))?;
         Ok(ResolvedSecret { value: SecretString::from(value), key, span, origin })
     }
 
@@ -191,14 +196,61 @@ impl Context<'_> {
         if name.is_empty() {
             return Err(src.error(&span, format!("`{key}` must name an environment variable")));
         }
+        self.secret_envs.borrow_mut().push((name.to_owned(), key, span.clone()));
         let origin = format!("environment variable {name}");
         let value =
             self.env.var(name).ok_or_else(|| src.error(&span, format!("{origin} (from `{key}`) is not set")))?;
-        let value = value.trim();
-        if value.is_empty() {
-            return Err(src.error(&span, format!("{origin} (from `{key}`) is empty")));
-        }
+        let value = clean_secret(&value).map_err(|problem| src.error(&span, problem.message(key, &origin)))?;
         Ok(ResolvedSecret { value: SecretString::from(value), key, span, origin })
+    }
+}
+
+/// Why a secret's text is refused (never quoting it).
+#[derive(Debug, PartialEq, Eq)]
+enum SecretProblem {
+    Empty,
+    /// Whitespace or control characters before or after the value.
+    Around,
+    /// Whitespace or control characters inside the value (two lines, a pasted "Bearer x").
+    Inside,
+}
+
+impl SecretProblem {
+    fn message(&self, key: &str, origin: &str) -> String {
+        let (subject, tail) = if origin.starts_with("file") {
+            (format!("`{key}` {origin}"), "store the secret alone, optionally followed by one newline")
+        } else {
+            (format!("{origin} (from `{key}`)"), "set it to the secret alone")
+        };
+        match self {
+            Self::Empty => format!("{subject} is empty"),
+            Self::Around => format!(
+                "{subject} has whitespace (spaces, tabs or extra line breaks) around the secret, which \
+                 API keys, tokens and TSIG secrets never contain: {tail}"
+            ),
+            Self::Inside => format!(
+                "{subject} has whitespace or a line break inside the secret, which API keys, tokens and \
+                 TSIG secrets never contain (two secrets, or a secret with a label?): {tail}"
+            ),
+        }
+    }
+}
+
+/// The secret in `text`: one trailing newline (`\n` or `\r\n`, as editors and `echo` write
+/// files) is dropped; any other whitespace or control character is refused rather than silently
+/// trimmed or sent, since the HTTP header or TSIG key would then fail only at start-up or at the
+/// first request.
+fn clean_secret(text: &str) -> Result<&str, SecretProblem> {
+    let value = text.strip_suffix('\n').map_or(text, |t| t.strip_suffix('\r').unwrap_or(t));
+    let bad = |c: char| c.is_whitespace() || c.is_control();
+    if value.trim_matches(bad).is_empty() {
+        Err(SecretProblem::Empty)
+    } else if value.trim_matches(bad).len() != value.len() {
+        Err(SecretProblem::Around)
+    } else if value.contains(bad) {
+        Err(SecretProblem::Inside)
+    } else {
+        Ok(value)
     }
 }
 
@@ -220,6 +272,21 @@ fn check_secret_file_mode(_path: &Path, _warn: impl FnOnce(u32)) {}
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn secret_text_keeps_one_trailing_newline_out_and_refuses_other_whitespace() {
+        assert_eq!(clean_secret("k3y\n"), Ok("k3y"));
+        assert_eq!(clean_secret("k3y\r\n"), Ok("k3y"));
+        assert_eq!(clean_secret("k3y"), Ok("k3y"));
+        assert_eq!(clean_secret(""), Err(SecretProblem::Empty));
+        assert_eq!(clean_secret(" \n"), Err(SecretProblem::Empty));
+        assert_eq!(clean_secret("k3y\n\n"), Err(SecretProblem::Around));
+        assert_eq!(clean_secret(" k3y\n"), Err(SecretProblem::Around));
+        assert_eq!(clean_secret("k3y \n"), Err(SecretProblem::Around));
+        assert_eq!(clean_secret("k3y\nother\n"), Err(SecretProblem::Inside));
+        assert_eq!(clean_secret("Bearer k3y"), Err(SecretProblem::Inside));
+        assert_eq!(clean_secret("k3y\u{7f}x"), Err(SecretProblem::Inside));
+    }
 
     #[test]
     fn isolated_environment_sees_only_its_variables() {

@@ -19,7 +19,7 @@ use super::{
 
 pub(super) fn build(text: &str, file: &Path, env: &Environment) -> Result<Config, ConfigError> {
     let src = Source::new(file, text);
-    let ctx = Context { env, base_dir: file.parent().unwrap_or(Path::new("")) };
+    let ctx = Context::new(env, file.parent().unwrap_or(Path::new("")));
     let mut warnings = Vec::new();
 
     let mut root = DeTable::parse(text).map_err(|e| src.toml_error(&e))?;
@@ -28,7 +28,9 @@ pub(super) fn build(text: &str, file: &Path, env: &Environment) -> Result<Config
     let raw = RawMain::deserialize(toml::de::Deserializer::from(root)).map_err(|e| src.toml_error(&e))?;
 
     let certcentral = certcentral(&src, &ctx, raw.certcentral, &mut warnings)?;
-    let (daemon, order_globs) = daemon(&src, &ctx, raw.daemon)?;
+    // Before the providers: exec hooks' `env_pass` is checked against its secret variable too.
+    let notify = super::notify::parse(&src, &ctx, raw.notify, &mut warnings)?;
+    let (daemon, order_globs, state_dir_origin) = daemon(&src, &ctx, raw.daemon, &mut warnings)?;
     let propagation = propagation(&src, raw.propagation)?;
     let check = check(&src, raw.check)?;
     let providers = provider::parse(&src, &ctx, providers_value, &mut warnings)?;
@@ -53,7 +55,19 @@ pub(super) fn build(text: &str, file: &Path, env: &Environment) -> Result<Config
         ));
     }
     let unit_index = units.iter().enumerate().map(|(i, u)| (u.key, i)).collect();
-    Ok(Config { certcentral, daemon, propagation, check, providers, units, warnings, files, unit_index })
+    Ok(Config {
+        certcentral,
+        daemon,
+        propagation,
+        check,
+        providers,
+        notify,
+        units,
+        warnings,
+        files,
+        state_dir_origin,
+        unit_index,
+    })
 }
 
 fn certcentral(
@@ -110,19 +124,37 @@ fn certcentral(
     })
 }
 
+type DaemonParts = (Daemon, Vec<Spanned<String>>, Option<Location>);
+
 fn daemon(
     src: &Source<'_>,
     ctx: &Context<'_>,
     raw: Option<RawDaemon>,
-) -> Result<(Daemon, Vec<Spanned<String>>), ConfigError> {
+    warnings: &mut Vec<String>,
+) -> Result<DaemonParts, ConfigError> {
     let Some(raw) = raw else {
         let mut daemon = Daemon::default();
         if let Some(dir) = ctx.env.state_dir() {
             daemon.state_dir = dir;
         }
-        return Ok((daemon, Vec::new()));
+        return Ok((daemon, Vec::new(), None));
     };
     let defaults = Daemon::default();
+    let state_dir_origin = raw.state_dir.as_ref().map(|d| src.location(&d.span()));
+    if let Some(listen) = &raw.metrics_listen
+        && !listen.get_ref().0.0.ip().is_loopback()
+    {
+        warnings.push(src.warning(
+            &listen.span(),
+            format_args!(
+                "metrics_listen {} is not a loopback address: /metrics and /healthz have no \
+                 authentication, so anyone who reaches the port reads them; listen on 127.0.0.1 or \
+                 [::1] (behind an authenticating proxy if it is scraped from elsewhere) or firewall \
+                 the port",
+                listen.get_ref().0.0
+            ),
+        ));
+    }
     let state_dir = match raw.state_dir {
         Some(dir) if dir.get_ref().trim().is_empty() => {
             return Err(src.error(&dir.span(), "`state_dir` must not be empty"));
@@ -147,9 +179,9 @@ fn daemon(
         on_expiry: raw.on_expiry.unwrap_or(defaults.on_expiry),
         max_renewals: raw.max_renewals.unwrap_or(defaults.max_renewals),
         log_format: raw.log_format.unwrap_or(defaults.log_format),
-        metrics_listen: raw.metrics_listen.map(|a| a.0.0),
+        metrics_listen: raw.metrics_listen.map(|a| a.into_inner().0.0),
     };
-    Ok((daemon, order_globs))
+    Ok((daemon, order_globs, state_dir_origin))
 }
 
 fn propagation(src: &Source<'_>, raw: Option<RawPropagation>) -> Result<Propagation, ConfigError> {

@@ -18,15 +18,20 @@
 //! - `raw`: the serde schema as written; values checkable on their own are parsed there.
 //! - `provider`: `[providers.NAME]` sections, dispatched on `type`.
 //! - `azure`: the `azure` provider's schema and validation.
+//! - `notify`: the `[notify]` section (delivery is `crate::notify`).
 //! - `load`: cross-field validation, order files, units.
 //! - `names`: domain/zone normalization and zone matching.
+//! - `host`: [`Config::check_state_dir`], the checks of the state directory as the running user
+//!   (the only part that looks at the host beyond reading files).
 
 mod azure;
 mod env;
 mod error;
 mod gcloud;
+mod host;
 mod load;
 mod names;
+mod notify;
 mod provider;
 mod raw;
 
@@ -43,6 +48,7 @@ use serde::Deserialize;
 pub use azure::AzureConfig;
 pub use env::Environment;
 pub use error::{ConfigError, Location};
+pub use notify::Notify;
 
 /// The default configuration file.
 pub const DEFAULT_PATH: &str = "/etc/dcvd/dcvd.toml";
@@ -66,6 +72,8 @@ pub struct Config {
     pub check: Check,
     /// `[providers.NAME]` by name.
     pub providers: BTreeMap<String, Provider>,
+    /// `[notify]`: where terminal unit states are reported (none when absent).
+    pub notify: Option<Notify>,
     /// `[[order]]` and `[[domain]]` units, in file order (main file first).
     pub units: Vec<Unit>,
     /// Problems that are not errors, formatted `FILE:LINE:COL: message`; log them at WARN.
@@ -74,6 +82,9 @@ pub struct Config {
     pub files: Vec<PathBuf>,
     /// Position of each unit in `units`, for O(1) lookups by key (every step looks its unit up).
     pub(crate) unit_index: std::collections::HashMap<UnitKey, usize>,
+    /// Where `daemon.state_dir` is written (`None`: `$STATE_DIRECTORY` or the default), for
+    /// [`Config::check_state_dir`]'s messages.
+    pub state_dir_origin: Option<Location>,
 }
 
 impl Config {
@@ -399,6 +410,9 @@ pub enum Provider {
         command: Vec<String>,
         /// Timeout of one run (default 60s).
         timeout: Duration,
+        /// Variables of dcvd's environment passed to the hook besides `PATH`, `LANG`, `TZ` and
+        /// `CREDENTIALS_DIRECTORY` (never one a `*_env` key names).
+        env_pass: Vec<String>,
     },
     /// `type = "memory"`: in-process records served by dcvd's own DNS server (demo, tests).
     Memory {

@@ -13,7 +13,7 @@ use toml::de::{DeTable, DeValue};
 use super::env::{Context, SecretKeys};
 use super::error::{ConfigError, Source};
 use super::names;
-use super::raw::{P, RawAcmeDns, RawCloudflare, RawExec, RawMemory, RawPowerDns, RawRfc2136, RawRoute53, Zone};
+use super::raw::{self, P, RawAcmeDns, RawCloudflare, RawExec, RawMemory, RawPowerDns, RawRfc2136, RawRoute53, Zone};
 use super::{AcmeDnsAccount, Provider, TsigAlgorithm};
 
 const TYPES: &str = "`route53`, `cloudflare`, `azure`, `gcloud`, `powerdns`, `acmedns`, `rfc2136`, `exec` or `memory`";
@@ -46,12 +46,13 @@ pub(super) fn parse(
     let mut providers = BTreeMap::new();
     // zone -> (provider name) of the providers parsed so far.
     let mut owners: BTreeMap<String, String> = BTreeMap::new();
+    let mut env_pass = Vec::new();
     for (key, value) in entries {
         let name = key.get_ref().to_string();
         if name.trim().is_empty() {
             return Err(src.error(&key.span(), "a provider name cannot be empty"));
         }
-        let (provider, zone_spans) = parse_one(src, ctx, &name, value, warnings)?;
+        let (provider, zone_spans) = parse_one(src, ctx, &name, value, warnings, &mut env_pass)?;
         for (zone, span) in zone_spans {
             if let Some(owner) = owners.get(&zone) {
                 return Err(src.error(
@@ -70,7 +71,54 @@ pub(super) fn parse(
         }
         providers.insert(name, provider);
     }
+    check_env_pass(src, ctx, &env_pass)?;
     Ok(providers)
+}
+
+/// One `env_pass` entry: provider name, variable, span.
+type EnvPassEntry = (String, String, Range<usize>);
+
+/// Refuses an exec hook a variable that holds one of dcvd's own secrets (named by any `*_env`
+/// key, in any section): the whole point of the allow-list is that hooks never see them.
+fn check_env_pass(src: &Source<'_>, ctx: &Context<'_>, entries: &[EnvPassEntry]) -> Result<(), ConfigError> {
+    let secret_envs = ctx.secret_envs.borrow();
+    for (provider, var, span) in entries {
+        if let Some((_, key, secret_span)) = secret_envs.iter().find(|(name, _, _)| name == var) {
+            return Err(src.error(
+                span,
+                format!(
+                    "provider `{provider}`: `env_pass` lists {var}, which holds one of dcvd's secrets \
+                     (`{key}` at {}): a hook never gets dcvd's own secrets; give the hook its own \
+                     credential (a file in $CREDENTIALS_DIRECTORY or another variable)",
+                    src.location(secret_span)
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// Checks one `env_pass` name: a variable name, and not one of the `DCVD_*` contract.
+fn env_pass_name(src: &Source<'_>, provider: &str, var: &Spanned<String>) -> Result<String, ConfigError> {
+    let name = var.get_ref();
+    let valid = name.chars().next().is_some_and(|c| c.is_ascii_alphabetic() || c == '_')
+        && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+    if !valid {
+        return Err(src.error(
+            &var.span(),
+            format!(
+                "provider `{provider}`: {name:?} in `env_pass` is not an environment variable name \
+                 (letters, digits and '_', not starting with a digit)"
+            ),
+        ));
+    }
+    if name.starts_with("DCVD_") {
+        return Err(src.error(
+            &var.span(),
+            format!("provider `{provider}`: `env_pass` cannot list {name}: dcvd sets the DCVD_* variables itself"),
+        ));
+    }
+    Ok(name.clone())
 }
 
 pub(super) type ZoneSpans = Vec<(String, Range<usize>)>;
@@ -81,6 +129,7 @@ fn parse_one(
     name: &str,
     value: Spanned<DeValue<'_>>,
     warnings: &mut Vec<String>,
+    env_pass_entries: &mut Vec<EnvPassEntry>,
 ) -> Result<(Provider, ZoneSpans), ConfigError> {
     let span = value.span();
     let DeValue::Table(table) = value.into_inner() else {
@@ -107,9 +156,23 @@ fn parse_one(
         "route53" => {
             let raw: RawRoute53 = de(src, table)?;
             let zones = zones(src, name, &raw.zones)?;
+            let hosted_zone_id = raw.hosted_zone_id.filter(|s| !s.get_ref().trim().is_empty());
+            if let Some(id) = &hosted_zone_id
+                && zones.len() != 1
+            {
+                return Err(src.error(
+                    &id.span(),
+                    format!(
+                        "provider `{name}`: `hosted_zone_id` names one hosted zone but `zones` lists {}: \
+                         use one provider section per zone, or drop `hosted_zone_id` to look the zones up \
+                         by name",
+                        zones.len()
+                    ),
+                ));
+            }
             let provider = Provider::Route53 {
                 zones: zones.iter().map(|(z, _)| z.clone()).collect(),
-                hosted_zone_id: raw.hosted_zone_id.filter(|s| !s.is_empty()),
+                hosted_zone_id: hosted_zone_id.map(Spanned::into_inner),
                 region: raw.region.filter(|s| !s.is_empty()),
                 endpoint_url: raw.endpoint_url.map(|u| u.0.0),
             };
@@ -118,6 +181,19 @@ fn parse_one(
         "cloudflare" => {
             let raw: RawCloudflare = de(src, table)?;
             let zones = zones(src, name, &raw.zones)?;
+            if let Some(url) = &raw.base_url
+                && let Some(host) = raw::insecure_http_host(&url.get_ref().0.0)
+            {
+                return Err(src.error(
+                    &url.span(),
+                    format!(
+                        "provider `{name}`: base_url {:?} uses plain http to {host}, which would send the \
+                         API token unencrypted: use https:// (http:// is allowed only to 127.0.0.0/8, ::1 \
+                         or localhost)",
+                        url.get_ref().0.0
+                    ),
+                ));
+            }
             let token = ctx.secret(
                 src,
                 &SecretKeys {
@@ -153,7 +229,7 @@ fn parse_one(
             let provider = Provider::Cloudflare {
                 zones: zones.iter().map(|(z, _)| z.clone()).collect(),
                 api_token: token.value,
-                base_url: raw.base_url.map(|u| u.0.0),
+                base_url: raw.base_url.map(|u| u.into_inner().0.0),
                 zone_ids,
             };
             Ok((provider, zones))
@@ -340,10 +416,19 @@ fn parse_one(
                     ),
                 ));
             }
+            let mut env_pass = Vec::new();
+            for var in raw.env_pass.unwrap_or_default() {
+                let var_name = env_pass_name(src, name, &var)?;
+                if !env_pass.contains(&var_name) {
+                    env_pass_entries.push((name.to_owned(), var_name.clone(), var.span()));
+                    env_pass.push(var_name);
+                }
+            }
             let provider = Provider::Exec {
                 zones: zones.iter().map(|(z, _)| z.clone()).collect(),
                 command: raw.command.into_inner(),
                 timeout: raw.timeout.map_or(EXEC_TIMEOUT, |t| t.0),
+                env_pass,
             };
             Ok((provider, zones))
         }

@@ -241,11 +241,18 @@ pub(super) fn url_host(rest: &str) -> Option<&str> {
     (!host.is_empty()).then_some(host)
 }
 
+/// Whether an http(s) URL (already parsed by [`HttpUrl`]) is plain http to a host that is not
+/// loopback: the host, for the error.
+pub(super) fn insecure_http_host(url: &str) -> Option<&str> {
+    let host = url_host(url.strip_prefix("http://")?)?;
+    (!is_loopback(host)).then_some(host)
+}
+
 pub(super) fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
-/// A plain http(s) URL (provider endpoints, for tests against fakes).
+/// A plain http(s) URL (provider endpoints for tests against fakes, webhooks).
 pub(super) struct HttpUrl(pub(super) String);
 
 impl FromConfigStr for HttpUrl {
@@ -297,6 +304,7 @@ pub(super) struct RawMain {
     pub(super) daemon: Option<RawDaemon>,
     pub(super) propagation: Option<RawPropagation>,
     pub(super) check: Option<RawCheck>,
+    pub(super) notify: Option<Spanned<super::notify::RawNotify>>,
     /// Parsed separately (see `provider.rs`); declared so unknown-key errors list it.
     #[serde(rename = "providers")]
     pub(super) _providers: Option<IgnoredAny>,
@@ -345,7 +353,7 @@ pub(super) struct RawDaemon {
     pub(super) on_expiry: Option<OnExpiry>,
     pub(super) max_renewals: Option<u32>,
     pub(super) log_format: Option<LogFormat>,
-    pub(super) metrics_listen: Option<P<ListenAddr>>,
+    pub(super) metrics_listen: Option<Spanned<P<ListenAddr>>>,
 }
 
 #[derive(Deserialize)]
@@ -400,7 +408,7 @@ pub(super) struct RawRoute53 {
     #[serde(rename = "type")]
     pub(super) _type: IgnoredAny,
     pub(super) zones: Spanned<Vec<Spanned<P<Zone>>>>,
-    pub(super) hosted_zone_id: Option<String>,
+    pub(super) hosted_zone_id: Option<Spanned<String>>,
     pub(super) region: Option<String>,
     pub(super) endpoint_url: Option<P<HttpUrl>>,
 }
@@ -413,7 +421,7 @@ pub(super) struct RawCloudflare {
     pub(super) zones: Spanned<Vec<Spanned<P<Zone>>>>,
     pub(super) api_token_file: Option<Spanned<String>>,
     pub(super) api_token_env: Option<Spanned<String>>,
-    pub(super) base_url: Option<P<HttpUrl>>,
+    pub(super) base_url: Option<Spanned<P<HttpUrl>>>,
     pub(super) zone_ids: Option<Spanned<std::collections::BTreeMap<String, String>>>,
 }
 
@@ -473,6 +481,7 @@ pub(super) struct RawExec {
     pub(super) zones: Spanned<Vec<Spanned<P<Zone>>>>,
     pub(super) command: Spanned<Vec<String>>,
     pub(super) timeout: Option<P<Duration>>,
+    pub(super) env_pass: Option<Vec<Spanned<String>>>,
 }
 
 #[derive(Deserialize)]
