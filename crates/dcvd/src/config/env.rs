@@ -156,6 +156,29 @@ impl<'a> Context<'a> {
         file: &Spanned<String>,
         warnings: &mut Vec<String>,
     ) -> Result<ResolvedSecret, ConfigError> {
+        self.read_secret_file(src, key, file, warnings, true)
+    }
+
+    /// Reads a secret *document* from a file (a JSON key file, which has whitespace inside):
+    /// the same path rules and mode warning as [`secret`](Self::secret), only emptiness refused.
+    pub(super) fn secret_document(
+        &self,
+        src: &Source<'_>,
+        key: &'static str,
+        file: &Spanned<String>,
+        warnings: &mut Vec<String>,
+    ) -> Result<ResolvedSecret, ConfigError> {
+        self.read_secret_file(src, key, file, warnings, false)
+    }
+
+    fn read_secret_file(
+        &self,
+        src: &Source<'_>,
+        key: &'static str,
+        file: &Spanned<String>,
+        warnings: &mut Vec<String>,
+        single_token: bool,
+    ) -> Result<ResolvedSecret, ConfigError> {
         let span = file.span();
         let written = file.get_ref();
         if written.trim().is_empty() {
@@ -181,7 +204,13 @@ impl<'a> Context<'a> {
                 ),
             ));
         });
-        let value = clean_secret(&text).map_err(|problem| src.error(&span, problem.message(key, &origin)))?;
+        let value = if single_token {
+            clean_secret(&text).map_err(|problem| src.error(&span, problem.message(key, &origin)))?
+        } else if text.trim().is_empty() {
+            return Err(src.error(&span, SecretProblem::Empty.message(key, &origin)));
+        } else {
+            text.as_str()
+        };
         Ok(ResolvedSecret { value: SecretString::from(value), key, span, origin })
     }
 

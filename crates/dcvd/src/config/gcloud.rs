@@ -16,7 +16,7 @@ use toml::Spanned;
 use toml::de::DeTable;
 
 use super::Provider;
-use super::env::{Context, SecretKeys};
+use super::env::Context;
 use super::error::{ConfigError, Source};
 use super::names;
 use super::provider::{ZoneSpans, de, zones};
@@ -97,19 +97,8 @@ pub(super) fn parse(
             ));
         }
         (Some(file), None) => {
-            let section = format!("provider `{name}`");
-            let secret = ctx.secret(
-                src,
-                &SecretKeys {
-                    file_key: "credentials_file",
-                    env_key: "credentials_env",
-                    file: Some(file),
-                    env: None,
-                    section: &span,
-                    section_name: &section,
-                },
-                warnings,
-            )?;
+            // A JSON document, not a single token: whitespace inside is expected.
+            let secret = ctx.secret_document(src, "credentials_file", file, warnings)?;
             // `from_json`'s messages name fields, never values
             Credentials::from_json(secret.value.expose_secret()).map_err(|e| {
                 let message = e.to_string();
