@@ -15,9 +15,9 @@ use std::collections::HashSet;
 
 use reqwest::{Method, Url};
 
+use crate::Error;
 use crate::client::{Client, Endpoint};
 use crate::types::{DomainInfo, DomainList, OrderList, OrderSummary};
-use crate::Error;
 
 /// The largest page DigiCert serves (List domains documents 1000 as maximum and default; for
 /// List orders the number was not found, 1000 is what other clients send: an inference).
