@@ -98,8 +98,9 @@ use rand::{RngExt, SeedableRng};
 pub use config::{ENDPOINTS, FaultConfig, FaultRule, SimConfig, parse_rate_limit};
 pub use server::RunningSim;
 pub use state::{
-    CheckEvent, CheckOutcome, DcvMethod, DomainView, FaultStats, Fixtures, NameValidation, NewDomain, NewOrder,
-    OrderView, Stats, UnitKind,
+    CheckEvent, CheckOutcome, DEFAULT_CONTAINER, DEFAULT_PRODUCT, DcvMethod, DomainPatch, DomainView, FaultStats,
+    Fixtures, NameValidation, NewDomain, NewOrder, ORDER_STATUSES, OrderPatch, OrderView, Stats, SyntheticAccount,
+    UnitKind,
 };
 
 pub use certcentral::ValidationScope;
@@ -184,6 +185,9 @@ impl Sim {
             validated: BTreeMap::new(),
             dcv_valid: false,
             validation_scope: order.validation_scope,
+            product_name_id: order.product_name_id.unwrap_or_else(|| state::DEFAULT_PRODUCT.to_string()),
+            container_id: order.container_id.unwrap_or(state::DEFAULT_CONTAINER),
+            date_created: now,
         };
         w.orders.insert(o.id, o);
     }
@@ -193,16 +197,98 @@ impl Sim {
         let now = self.now();
         let expires = now + self.validity();
         let mut w = self.world();
-        let d = Domain {
+        let mut validations: BTreeMap<String, Option<DateTime<Utc>>> =
+            domain.validations.into_iter().map(|v| (v.to_ascii_lowercase(), None)).collect();
+        let mut dcv_expiration = BTreeMap::new();
+        for (kind, until) in domain.validated_until {
+            let kind = kind.to_ascii_lowercase();
+            validations.insert(kind.clone(), Some(until));
+            dcv_expiration.insert(kind, until);
+        }
+        let mut d = Domain {
             id: domain.id,
             name: domain.name,
             dcv_method: domain.dcv_method,
             status: domain.status.unwrap_or_else(|| "active".to_string()),
             token: domain.token.map(|t| (t, expires)),
-            validations: domain.validations.into_iter().map(|v| (v, None)).collect(),
+            validations,
             validated_at: None,
+            dcv_expiration,
+            is_active: domain.is_active.unwrap_or(true),
+            container_id: domain.container_id.unwrap_or(state::DEFAULT_CONTAINER),
+            date_created: now,
         };
+        d.refresh_dcv(now);
         w.domains.insert(d.id, d);
+    }
+
+    /// Adds the orders and domains of a [`SyntheticAccount`] (10,000 orders take well under a
+    /// second). Not kept for [`Sim::reset`].
+    pub fn add_synthetic(&self, account: &SyntheticAccount) -> (usize, usize) {
+        let fixtures = Fixtures::synthetic(account, self.now());
+        let counts = (fixtures.orders.len(), fixtures.domains.len());
+        for o in fixtures.orders {
+            self.add_order(o);
+        }
+        for d in fixtures.domains {
+            self.add_domain(d);
+        }
+        counts
+    }
+
+    /// Changes an order at run time (status, product, container, method); `Err` names what is
+    /// wrong (unknown order, unknown status).
+    pub fn update_order(&self, id: u64, patch: OrderPatch) -> Result<OrderView, String> {
+        if let Some(status) = &patch.status
+            && !state::ORDER_STATUSES.contains(&status.as_str())
+        {
+            return Err(format!("unknown order status {status:?}: expected one of {}", state::ORDER_STATUSES.join(", ")));
+        }
+        {
+            let mut w = self.world();
+            let order = w.orders.get_mut(&id).ok_or_else(|| format!("no order with id {id}"))?;
+            if let Some(status) = patch.status {
+                tracing::info!(order_id = id, from = order.status, to = status, "order status changed (admin)");
+                order.status = status;
+            }
+            if let Some(product) = patch.product_name_id {
+                order.product_name_id = product;
+            }
+            if let Some(container) = patch.container_id {
+                order.container_id = container;
+            }
+            if let Some(method) = patch.dcv_method {
+                order.dcv_method = method;
+            }
+        }
+        self.order(id).ok_or_else(|| format!("no order with id {id}"))
+    }
+
+    /// Changes a domain at run time (active flag, container, validation and DCV expiry dates).
+    pub fn update_domain(&self, id: u64, patch: DomainPatch) -> Result<DomainView, String> {
+        let now = self.now();
+        {
+            let mut w = self.world();
+            let domain = w.domains.get_mut(&id).ok_or_else(|| format!("no domain with id {id}"))?;
+            if let Some(active) = patch.is_active {
+                domain.is_active = active;
+            }
+            if let Some(container) = patch.container_id {
+                domain.container_id = container;
+            }
+            for (kind, until) in patch.validations {
+                let kind = kind.to_ascii_lowercase();
+                if let Some(until) = until {
+                    domain.dcv_expiration.insert(kind.clone(), until);
+                }
+                domain.validations.insert(kind, until);
+            }
+            for (kind, until) in patch.dcv_expiration {
+                domain.dcv_expiration.insert(kind.to_ascii_lowercase(), until);
+            }
+            domain.refresh_dcv(now);
+        }
+        self.domain(id).ok_or_else(|| format!("no domain with id {id}"))
     }
 
     /// Adds every order and domain of `fixtures` and keeps them as the start state that
@@ -274,6 +360,8 @@ impl Sim {
             expiration_date: o.random_value_expires,
             random_value_valid: o.random_value_expires > now,
             dns_name_validations: o.name_validations(),
+            product_name_id: o.product_name_id.clone(),
+            container_id: o.container_id,
         })
     }
 
@@ -289,11 +377,11 @@ impl Sim {
             token_expiration_date: d.token.as_ref().map(|(_, e)| *e),
             token_valid: d.token.as_ref().is_some_and(|(_, e)| *e > now),
             dcv_valid: d.validated_at.is_some(),
-            validations: d
-                .validations
-                .iter()
-                .map(|(k, v)| (k.clone(), if v.is_some() { "active" } else { "pending" }.to_string()))
-                .collect(),
+            validations: d.validations.iter().map(|(k, v)| (k.clone(), validation_status(*v, now).to_string())).collect(),
+            validated_until: d.validations.iter().filter_map(|(k, v)| v.map(|v| (k.clone(), v))).collect(),
+            dcv_expiration: d.dcv_expiration.clone(),
+            is_active: d.is_active,
+            container_id: d.container_id,
         })
     }
 
@@ -329,6 +417,16 @@ impl Sim {
 
     fn validity(&self) -> chrono::Duration {
         chrono::Duration::from_std(self.inner.config.token_validity).unwrap_or_else(|_| chrono::Duration::days(30))
+    }
+}
+
+/// A validation's status at `now`: `pending` (never validated), `active`, or `expired` (GUESS:
+/// DigiCert's word for a lapsed validation in Domain info is not documented).
+fn validation_status(until: Option<DateTime<Utc>>, now: DateTime<Utc>) -> &'static str {
+    match until {
+        None => "pending",
+        Some(until) if until > now => "active",
+        Some(_) => "expired",
     }
 }
 
