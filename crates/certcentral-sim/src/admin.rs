@@ -95,7 +95,11 @@ fn patch_failed(kind: &str, id: &str, message: String) -> Response {
 async fn patch_order(State(sim): State<Sim>, Path(id): Path<String>, body: Bytes) -> Response {
     let patch: OrderPatch = match serde_json::from_slice(&body) {
         Ok(p) => p,
-        Err(e) => return bad_request(format!("invalid order change: {e} (fields: status, product_name_id, container_id, dcv_method)")),
+        Err(e) => {
+            return bad_request(format!(
+                "invalid order change: {e} (fields: status, product_name_id, container_id, dcv_method)"
+            ));
+        }
     };
     let Ok(numeric) = id.parse() else {
         return unknown("order", &id);
@@ -128,7 +132,11 @@ async fn patch_domain(State(sim): State<Sim>, Path(id): Path<String>, body: Byte
 async fn bulk(State(sim): State<Sim>, body: Bytes) -> Response {
     let account: SyntheticAccount = match serde_json::from_slice(&body) {
         Ok(a) => a,
-        Err(e) => return bad_request(format!("invalid bulk request: {e} (fields: orders, pending, domains, zones, first_order_id, first_domain_id)")),
+        Err(e) => {
+            return bad_request(format!(
+                "invalid bulk request: {e} (fields: orders, pending, domains, zones, first_order_id, first_domain_id)"
+            ));
+        }
     };
     if account.pending > account.orders {
         return bad_request(format!("pending ({}) exceeds orders ({})", account.pending, account.orders));

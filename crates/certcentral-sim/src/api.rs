@@ -548,7 +548,9 @@ fn list_query(q: &[(String, String)], supported: &[&str]) -> Result<ListQuery, R
 fn container_filter(q: &ListQuery) -> Result<Option<u64>, Response> {
     q.filters
         .get("container_id")
-        .map(|c| c.trim().parse().map_err(|_| invalid_param(&format!("filters[container_id] must be a number, got {c:?}"))))
+        .map(|c| {
+            c.trim().parse().map_err(|_| invalid_param(&format!("filters[container_id] must be a number, got {c:?}")))
+        })
         .transpose()
 }
 

@@ -16,13 +16,47 @@
 //! |---|---|
 //! | `dcv_random_value` | `PUT /order/certificate/{id}/dcv-random-value`: the existing value while valid, a new one once expired |
 //! | `check_dcv` | `PUT /order/certificate/{id}/check-dcv`: DNS checks of every name; 200 `{order_status, certificate_id, dcv_status, dns_name_validations}` or 400 `invalid_dns_txt` / `invalid_dns_cname` / `invalid_dns_method` / `file_random_value_not_found` |
-//! | `order_info` | `GET /order/certificate/{id}`: `{id, status, dcv_method, certificate{id, common_name, dns_names}}` |
-//! | `order_validation` | `GET /order/certificate/{id}/validation`: `{dns_name_validations: [{dns_name, status}]}` |
-//! | `order_dcv_method` | `PUT /order/certificate/{id}/dcv-method` `{"dcv_method"}`: 204, or 400 `invalid_dcv_method` |
+//! | `list_orders` | `GET /order/certificate?filters[status]=&filters[product_name_id]=&filters[container_id]=&offset=&limit=`: `{orders: [...], page{total, limit, offset}}`, the `orders` key left out when nothing matches; entries as Order info without `dcv_method` |
+//! | `order_info` | `GET /order/certificate/{id}`: `{id, status, dcv_method, date_created, certificate{id, common_name, dns_names}, product{name_id, name, type}, product_name_id, container{id, name}}` |
+//! | `order_validation` | `GET /order/certificate/{id}/validation`: `{order_id (string), order_status, order_dcv_method, order_name_scope (base_domain\|fqdn), dns_name_validations: [{dns_name, status, name_scope}]}` |
+//! | `order_dcv_method` | `PUT /order/certificate/{id}/dcv-method` `{"dcv_method"}`: 204, or 400 `invalid_dcv_method`, or (not pending) 400 `invalid_order_status` |
+//! | `list_domains` | `GET /domain?filters[status]=active\|inactive&filters[container_id]=&include_dcv_expiration_time=&offset=&limit=`: `{domains: [...], page}`; an entry has `id, is_active, name, dcv_method, container, base_domain`, `validations` (active ones only, key left out when none) and `dcv_expiration{ov, ev}` (only once DCV completed) |
 //! | `domain_submit_validation` | `POST /domain/{id}/validation` `{validations, dcv_method?, email_array?}`: `{id, dcv_token}` or `{id, validation_emails}` |
 //! | `domain_dcv_token` | `POST /domain/{id}/dcv/token`: a new token (the old one stops validating), or 400 `invalid_dcv_method` |
 //! | `domain_validate_token` | `PUT /domain/{id}/dcv/validate-token`: `{token, status: "active"}` or 400 `invalid_dns_txt` / `" invalid_dns_cname"` (with DigiCert's leading space) / `invalid_dns_method` |
-//! | `domain_info` | `GET /domain/{id}?include_dcv=true&include_validation=true`: `{id, name, status, dcv_method, dcv_token, validations[{type, status}]}` |
+//! | `domain_info` | `GET /domain/{id}?include_dcv=true&include_validation=true`: `{id, name, status, is_active, dcv_method, container, dcv_token, dcv_expiration, validations[{type, status, dcv_status, validated_until}]}` |
+//!
+//! Lists are ordered by id; `limit` defaults to 1000 and may not exceed it; every list call
+//! counts against the rate limit and in [`Stats::calls`] like any other call.
+//!
+//! Orders have a product (default [`DEFAULT_PRODUCT`]), a container (default
+//! [`DEFAULT_CONTAINER`]) and a status from [`ORDER_STATUSES`]; only a check-dcv that completes
+//! DCV moves one (`pending` -> `issued`), the admin API moves them anywhere. Domains have
+//! validations per type (`ov`, `ev`) with a `validated_until` (pending: none; `expired` once
+//! past), a `dcv_expiration` per type (set with the validation's date when DCV completes, 397
+//! days ahead), a container and an `is_active` flag.
+//!
+//! # Guesses
+//!
+//! Where DigiCert's docs are silent the simulator picks a behaviour; each is marked GUESS here,
+//! in the code and in the binary's `--help`:
+//! - GUESS: `limit` above 1000 answers 400 `invalid_param`; `limit=0` or none means 1000 (List
+//!   domains documents max and default 1000; List orders' maximum was not found).
+//! - GUESS: a bad `offset`/`limit`/filter value answers 400 `invalid_param`; a filter the
+//!   simulator does not implement answers 400 `unsupported_filter` (DigiCert has many more).
+//! - GUESS: `filters[container_id]` on List domains (not on DigiCert's page; other clients send
+//!   a container id).
+//! - GUESS: lists are sorted by id ascending (DigiCert's default order is not documented).
+//! - GUESS: without `include_dcv_expiration_time`, `dcv_expiration` dates are taken in Mountain
+//!   Time at a fixed UTC-7 (daylight saving ignored).
+//! - GUESS: a validation past its `validated_until` shows `status: "expired"` in Domain info.
+//! - GUESS: changing the DCV method of an order that is not pending answers 400
+//!   `invalid_order_status` (documented: pending orders only; the refusal's shape is not).
+//! - GUESS: submitting a domain for validation with a DCV method again opens a new DCV cycle
+//!   (the next validate-token looks at DNS again; active validations stay active until their
+//!   dates).
+//! - GUESS: `product.type` is `dv_ssl_certificate` when the product id contains `dv`, else
+//!   `ssl_certificate`.
 //!
 //! DNS rules (DigiCert's): TXT at `_dnsauth.<name>` then `<name>`, a record that *contains* the
 //! value counts; CNAME `_dnsauth.<name>` -> `<value>.dcv.digicert.com`, or the older
@@ -63,6 +97,9 @@
 //! | `POST /_sim/orders` | create DV orders: a [`NewOrder`] or an array of them; answers the [`OrderView`]s |
 //! | `POST /_sim/domains` | create OV/EV domains: a [`NewDomain`] or an array |
 //! | `GET /_sim/orders/{id}`, `GET /_sim/domains/{id}` | state, incl. the current random value / token and whether it is valid |
+//! | `PATCH /_sim/orders/{id}` | an [`OrderPatch`]: `{"status": "issued"}`, product, container, method |
+//! | `PATCH /_sim/domains/{id}` | a [`DomainPatch`]: `is_active`, container, `validations {"ov": timestamp\|null}`, `dcv_expiration` |
+//! | `POST /_sim/bulk` | a [`SyntheticAccount`] (`{"orders": 10000, "pending": 500, "domains": 5000}`); answers the counts |
 //! | `POST /_sim/clock/advance` `{"seconds": N}` | advance the clock; answers `{offset_seconds, now}` |
 //! | `GET /_sim/stats` | [`Stats`]: calls per endpoint and per unit, 429s, premature checks, validations, faults, check events |
 //! | `POST /_sim/reset` | back to the start state (preloaded fixtures, configured faults, zero offset, empty caches and stats) |
@@ -242,7 +279,10 @@ impl Sim {
         if let Some(status) = &patch.status
             && !state::ORDER_STATUSES.contains(&status.as_str())
         {
-            return Err(format!("unknown order status {status:?}: expected one of {}", state::ORDER_STATUSES.join(", ")));
+            return Err(format!(
+                "unknown order status {status:?}: expected one of {}",
+                state::ORDER_STATUSES.join(", ")
+            ));
         }
         {
             let mut w = self.world();
@@ -377,7 +417,11 @@ impl Sim {
             token_expiration_date: d.token.as_ref().map(|(_, e)| *e),
             token_valid: d.token.as_ref().is_some_and(|(_, e)| *e > now),
             dcv_valid: d.validated_at.is_some(),
-            validations: d.validations.iter().map(|(k, v)| (k.clone(), validation_status(*v, now).to_string())).collect(),
+            validations: d
+                .validations
+                .iter()
+                .map(|(k, v)| (k.clone(), validation_status(*v, now).to_string()))
+                .collect(),
             validated_until: d.validations.iter().filter_map(|(k, v)| v.map(|v| (k.clone(), v))).collect(),
             dcv_expiration: d.dcv_expiration.clone(),
             is_active: d.is_active,

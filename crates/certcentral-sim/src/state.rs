@@ -505,14 +505,7 @@ fn default_first_id() -> u64 {
 
 impl Default for SyntheticAccount {
     fn default() -> Self {
-        Self {
-            orders: 0,
-            pending: 0,
-            domains: 0,
-            zones: default_zones(),
-            first_order_id: 1,
-            first_domain_id: 1,
-        }
+        Self { orders: 0, pending: 0, domains: 0, zones: default_zones(), first_order_id: 1, first_domain_id: 1 }
     }
 }
 
