@@ -305,3 +305,30 @@ async fn bulk_account_pages() {
     let counts = h.sim().add_synthetic(&SyntheticAccount { orders: 3, first_order_id: 50_000, ..Default::default() });
     assert_eq!(counts, (3, 0));
 }
+
+/// The real client walks a 10,000-order (500 pending), 5,000-domain account in one List orders
+/// call and five List domains calls, and the simulator counts exactly those (the measured
+/// version with rate limits: `cargo run -p certcentral-sim --example scan_cost`).
+#[tokio::test]
+async fn client_walks_the_bulk_account_in_six_calls() {
+    let h = Harness::start(config(&[])).await;
+    h.sim().add_synthetic(&SyntheticAccount { orders: 10_000, pending: 500, domains: 5_000, ..Default::default() });
+    let mut client_config = certcentral::ClientConfig::new(h.running.base_url.clone(), common::KEY.to_string().into());
+    client_config.allow_insecure_http = true;
+    let client = certcentral::Client::new(client_config).unwrap();
+
+    let orders = client.list_all_orders(&certcentral::OrderFilter::pending()).await.unwrap();
+    assert_eq!((orders.calls, orders.total, orders.items.len()), (1, 500, 500));
+    assert!(orders.items.iter().all(|o| o.status == "pending" && o.product_name_id() == Some("ssl_dv_geotrust")));
+    let domains = client.list_all_domains(&certcentral::DomainFilter::active()).await.unwrap();
+    assert_eq!((domains.calls, domains.total, domains.items.len()), (5, 5000, 5000));
+    let due = domains
+        .items
+        .iter()
+        .filter(|d| d.dcv_expiration.as_ref().and_then(|e| e.ov).is_some_and(|t| t <= Utc::now() + chrono::Duration::days(30)))
+        .count();
+    assert_eq!(due, 390, "30 of every 397 domains fall due within 30 days");
+    let stats = h.sim().stats();
+    assert_eq!((stats.calls.get("list_orders"), stats.calls.get("list_domains")), (Some(&1), Some(&5)));
+    assert_eq!(stats.calls.values().sum::<u64>(), 6);
+}
