@@ -67,7 +67,8 @@ fn arg(n: usize, default: u64) -> u64 {
 
 #[tokio::main]
 async fn main() -> Result<(), Box<dyn std::error::Error>> {
-    let account = SyntheticAccount { orders: arg(1, 10_000), pending: arg(2, 500), domains: arg(3, 5_000), ..Default::default() };
+    let account =
+        SyntheticAccount { orders: arg(1, 10_000), pending: arg(2, 500), domains: arg(3, 5_000), ..Default::default() };
     let sim = Sim::new(SimConfig { api_key: "scan-cost".into(), ..SimConfig::default() });
     let started = Instant::now();
     sim.add_synthetic(&account);

@@ -510,34 +510,58 @@ struct ListQuery {
 }
 
 fn invalid_param(message: &str) -> Response {
-    // GUESS: DigiCert's code for a bad list parameter is not documented
-    error(StatusCode::BAD_REQUEST, "invalid_param", message)
+    ListError::invalid(message.to_string()).into_response()
+}
+
+/// A refused list request (kept small; becomes a 400 errors body).
+struct ListError {
+    code: &'static str,
+    message: String,
+}
+
+impl ListError {
+    /// GUESS: DigiCert's code for a bad list parameter is not documented.
+    fn invalid(message: String) -> Self {
+        Self { code: "invalid_param", message }
+    }
+}
+
+impl IntoResponse for ListError {
+    fn into_response(self) -> Response {
+        error(StatusCode::BAD_REQUEST, self.code, &self.message)
+    }
 }
 
 /// Parses paging and filters; `supported` are the filter names this list implements. GUESSES:
 /// no `limit` (or `limit=0`, as in DigiCert's example `page`) means 1000; above 1000 answers 400
 /// `invalid_param`; a filter the simulator does not implement answers 400 `unsupported_filter`
 /// (a simulator limitation: DigiCert has more filters).
-fn list_query(q: &[(String, String)], supported: &[&str]) -> Result<ListQuery, Response> {
+fn list_query(q: &[(String, String)], supported: &[&str]) -> Result<ListQuery, ListError> {
     let mut query = ListQuery { offset: 0, limit: MAX_LIMIT, filters: HashMap::new() };
     for (key, value) in q {
         if key == "offset" {
-            query.offset =
-                value.trim().parse().map_err(|_| invalid_param(&format!("offset must be a number, got {value:?}")))?;
+            query.offset = value
+                .trim()
+                .parse()
+                .map_err(|_| ListError::invalid(format!("offset must be a number, got {value:?}")))?;
         } else if key == "limit" {
-            let limit: usize =
-                value.trim().parse().map_err(|_| invalid_param(&format!("limit must be a number, got {value:?}")))?;
+            let limit: usize = value
+                .trim()
+                .parse()
+                .map_err(|_| ListError::invalid(format!("limit must be a number, got {value:?}")))?;
             if limit > MAX_LIMIT {
-                return Err(invalid_param(&format!("limit must be at most {MAX_LIMIT}, got {limit}")));
+                return Err(ListError::invalid(format!("limit must be at most {MAX_LIMIT}, got {limit}")));
             }
             query.limit = if limit == 0 { MAX_LIMIT } else { limit };
         } else if let Some(name) = key.strip_prefix("filters[").and_then(|k| k.strip_suffix(']')) {
             if !supported.contains(&name) {
-                return Err(error(
-                    StatusCode::BAD_REQUEST,
-                    "unsupported_filter",
-                    &format!("the simulator does not implement filters[{name}] (supported: {})", supported.join(", ")),
-                ));
+                return Err(ListError {
+                    code: "unsupported_filter",
+                    message: format!(
+                        "the simulator does not implement filters[{name}] (supported: {})",
+                        supported.join(", ")
+                    ),
+                });
             }
             query.filters.insert(name.to_string(), value.clone());
         }
@@ -545,11 +569,13 @@ fn list_query(q: &[(String, String)], supported: &[&str]) -> Result<ListQuery, R
     Ok(query)
 }
 
-fn container_filter(q: &ListQuery) -> Result<Option<u64>, Response> {
+fn container_filter(q: &ListQuery) -> Result<Option<u64>, ListError> {
     q.filters
         .get("container_id")
         .map(|c| {
-            c.trim().parse().map_err(|_| invalid_param(&format!("filters[container_id] must be a number, got {c:?}")))
+            c.trim()
+                .parse()
+                .map_err(|_| ListError::invalid(format!("filters[container_id] must be a number, got {c:?}")))
         })
         .transpose()
 }
@@ -567,11 +593,11 @@ fn page_json(key: &str, items: Vec<Value>, total: usize, q: &ListQuery) -> Respo
 async fn list_orders(State(sim): State<Sim>, Query(q): Query<Vec<(String, String)>>) -> Response {
     let q = match list_query(&q, &["status", "product_name_id", "container_id"]) {
         Ok(q) => q,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let container = match container_filter(&q) {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     if let Some(status) = q.filters.get("status")
         && !crate::state::ORDER_STATUSES.contains(&status.as_str())
@@ -655,11 +681,11 @@ async fn list_domains(State(sim): State<Sim>, Query(q): Query<Vec<(String, Strin
     let with_time = q.iter().any(|(k, v)| k == "include_dcv_expiration_time" && (v == "true" || v == "1"));
     let q = match list_query(&q, &["status", "container_id"]) {
         Ok(q) => q,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let container = match container_filter(&q) {
         Ok(c) => c,
-        Err(resp) => return resp,
+        Err(e) => return e.into_response(),
     };
     let active = match q.filters.get("status").map(String::as_str) {
         None => None,

@@ -325,7 +325,9 @@ async fn client_walks_the_bulk_account_in_six_calls() {
     let due = domains
         .items
         .iter()
-        .filter(|d| d.dcv_expiration.as_ref().and_then(|e| e.ov).is_some_and(|t| t <= Utc::now() + chrono::Duration::days(30)))
+        .filter(|d| {
+            d.dcv_expiration.as_ref().and_then(|e| e.ov).is_some_and(|t| t <= Utc::now() + chrono::Duration::days(30))
+        })
         .count();
     assert_eq!(due, 390, "30 of every 397 domains fall due within 30 days");
     let stats = h.sim().stats();
