@@ -488,6 +488,7 @@ fn order_json(order: &crate::state::Order) -> Value {
             "dns_names": order.dns_names,
             "signature_hash": "sha256",
         },
+        "organization": {"id": 1, "name": "Simulated Organization"},
         "container": {"id": order.container_id, "name": format!("Container {}", order.container_id)},
         "product": {
             "name_id": order.product_name_id,
@@ -662,7 +663,14 @@ fn domain_list_json(d: &crate::state::Domain, now: DateTime<Utc>, with_time: boo
         .validations
         .iter()
         .filter(|(_, until)| until.is_some_and(|u| u > now))
-        .map(|(kind, until)| validation_json(kind, *until, now))
+        .map(|(kind, until)| {
+            let mut v = validation_json(kind, *until, now);
+            // List domains' documented entries carry no dcv_status (Domain info's do)
+            if let Some(entry) = v.as_object_mut() {
+                entry.remove("dcv_status");
+            }
+            v
+        })
         .collect();
     if !active.is_empty() {
         v["validations"] = json!(active);
