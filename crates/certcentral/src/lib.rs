@@ -39,7 +39,7 @@
 //! - **Order info**, `GET /order/certificate/{id}` ([`Client::order_info`]): documented `id`,
 //!   `status`, `certificate{common_name, dns_names}`. *Inference* (third-party clients, not in
 //!   the reference's field table): the top-level `dcv_method`, `product{name_id, type}` and
-//!   `container{id}`. Some products answer `dns_names: [" "]`, hence [`OrderInfo::dns_names`].
+//!   `container{id}`. Some products answer `dns_names: [" "]`, hence [`types::OrderInfo::dns_names`].
 //!   The EV value of `product.type` was not found: filter on `product.name_id`.
 //! - **Order validation status**, `GET /order/certificate/{id}/validation`
 //!   ([`Client::order_validation`]): documented `order_name_scope` (`base_domain` or `fqdn`) and
