@@ -12,14 +12,15 @@ use serde::de::DeserializeOwned;
 use serde_json::{Value, json};
 
 use crate::api::error;
-use crate::{FaultConfig, NewDomain, NewOrder, Sim};
+use crate::{DomainPatch, FaultConfig, NewDomain, NewOrder, OrderPatch, Sim, SyntheticAccount};
 
 pub(crate) fn routes(sim: Sim) -> Router {
     Router::new()
         .route("/_sim/orders", post(create_orders))
-        .route("/_sim/orders/{id}", get(get_order))
+        .route("/_sim/orders/{id}", get(get_order).patch(patch_order))
         .route("/_sim/domains", post(create_domains))
-        .route("/_sim/domains/{id}", get(get_domain))
+        .route("/_sim/domains/{id}", get(get_domain).patch(patch_domain))
+        .route("/_sim/bulk", post(bulk))
         .route("/_sim/clock/advance", post(advance_clock))
         .route("/_sim/stats", get(stats))
         .route("/_sim/reset", post(reset))
@@ -84,6 +85,64 @@ async fn get_domain(State(sim): State<Sim>, Path(id): Path<String>) -> Response 
         Some(v) => axum::Json(v).into_response(),
         None => unknown("domain", &id),
     }
+}
+
+/// A 404 for an unknown id, a 400 for anything else wrong.
+fn patch_failed(kind: &str, id: &str, message: String) -> Response {
+    if message.starts_with("no ") { unknown(kind, id) } else { bad_request(message) }
+}
+
+async fn patch_order(State(sim): State<Sim>, Path(id): Path<String>, body: Bytes) -> Response {
+    let patch: OrderPatch = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return bad_request(format!(
+                "invalid order change: {e} (fields: status, product_name_id, container_id, dcv_method)"
+            ));
+        }
+    };
+    let Ok(numeric) = id.parse() else {
+        return unknown("order", &id);
+    };
+    match sim.update_order(numeric, patch) {
+        Ok(view) => axum::Json(view).into_response(),
+        Err(message) => patch_failed("order", &id, message),
+    }
+}
+
+async fn patch_domain(State(sim): State<Sim>, Path(id): Path<String>, body: Bytes) -> Response {
+    let patch: DomainPatch = match serde_json::from_slice(&body) {
+        Ok(p) => p,
+        Err(e) => {
+            return bad_request(format!(
+                "invalid domain change: {e} (fields: is_active, container_id, validations {{type: timestamp|null}}, \
+                 dcv_expiration {{type: timestamp}})"
+            ));
+        }
+    };
+    let Ok(numeric) = id.parse() else {
+        return unknown("domain", &id);
+    };
+    match sim.update_domain(numeric, patch) {
+        Ok(view) => axum::Json(view).into_response(),
+        Err(message) => patch_failed("domain", &id, message),
+    }
+}
+
+async fn bulk(State(sim): State<Sim>, body: Bytes) -> Response {
+    let account: SyntheticAccount = match serde_json::from_slice(&body) {
+        Ok(a) => a,
+        Err(e) => {
+            return bad_request(format!(
+                "invalid bulk request: {e} (fields: orders, pending, domains, zones, first_order_id, first_domain_id)"
+            ));
+        }
+    };
+    if account.pending > account.orders {
+        return bad_request(format!("pending ({}) exceeds orders ({})", account.pending, account.orders));
+    }
+    let (orders, domains) = sim.add_synthetic(&account);
+    (StatusCode::CREATED, axum::Json(json!({"orders": orders, "domains": domains}))).into_response()
 }
 
 async fn advance_clock(State(sim): State<Sim>, body: Bytes) -> Response {

@@ -28,6 +28,8 @@ const PREFIX: &str = "/services/v2";
 
 pub(crate) fn routes(sim: Sim) -> Router {
     let api = Router::new()
+        .route("/order/certificate", get(list_orders))
+        .route("/domain", get(list_domains))
         .route("/order/certificate/{id}", get(order_info))
         .route("/order/certificate/{id}/dcv-random-value", put(dcv_random_value))
         .route("/order/certificate/{id}/check-dcv", put(check_dcv))
@@ -55,6 +57,8 @@ fn not_found() -> Response {
 fn endpoint_name(matched: &str) -> &'static str {
     let tail = matched.strip_prefix(PREFIX).unwrap_or(matched);
     match tail {
+        "/order/certificate" => "list_orders",
+        "/domain" => "list_domains",
         "/order/certificate/{id}" => "order_info",
         "/order/certificate/{id}/dcv-random-value" => "dcv_random_value",
         "/order/certificate/{id}/check-dcv" => "check_dcv",
@@ -459,17 +463,253 @@ async fn order_info(State(sim): State<Sim>, Path(id): Path<String>) -> Response 
     let Some(order) = parse_id(&id).and_then(|id| w.orders.get(&id)) else {
         return not_found();
     };
-    axum::Json(json!({
+    let mut v = order_json(order);
+    v["dcv_method"] = json!(order.dcv_method.as_str());
+    axum::Json(v).into_response()
+}
+
+/// GUESS: the product type from the product id (`dv_ssl_certificate` for DV products,
+/// `ssl_certificate` otherwise; DigiCert's EV value is not documented).
+fn product_type(name_id: &str) -> &'static str {
+    if name_id.contains("dv") { "dv_ssl_certificate" } else { "ssl_certificate" }
+}
+
+/// An order as List orders shows it (Order info adds `dcv_method`).
+fn order_json(order: &crate::state::Order) -> Value {
+    json!({
         "id": order.id,
         "status": order.status,
-        "dcv_method": order.dcv_method.as_str(),
+        "date_created": timestamp(order.date_created),
+        "is_renewed": false,
+        "validity_years": 1,
         "certificate": {
             "id": order.certificate_id,
             "common_name": order.common_name,
             "dns_names": order.dns_names,
+            "signature_hash": "sha256",
         },
-    }))
-    .into_response()
+        "organization": {"id": 1, "name": "Simulated Organization"},
+        "container": {"id": order.container_id, "name": format!("Container {}", order.container_id)},
+        "product": {
+            "name_id": order.product_name_id,
+            "name": order.product_name_id,
+            "type": product_type(&order.product_name_id),
+        },
+        "product_name_id": order.product_name_id,
+        "has_duplicates": false,
+    })
+}
+
+/// The largest `limit` of a list call (documented for List domains; GUESS for List orders).
+pub(crate) const MAX_LIMIT: usize = 1000;
+
+/// Query parameters of a list call: `offset`, `limit` and the supported `filters[...]`.
+struct ListQuery {
+    offset: usize,
+    limit: usize,
+    filters: HashMap<String, String>,
+}
+
+fn invalid_param(message: &str) -> Response {
+    ListError::invalid(message.to_string()).into_response()
+}
+
+/// A refused list request (kept small; becomes a 400 errors body).
+struct ListError {
+    code: &'static str,
+    message: String,
+}
+
+impl ListError {
+    /// GUESS: DigiCert's code for a bad list parameter is not documented.
+    fn invalid(message: String) -> Self {
+        Self { code: "invalid_param", message }
+    }
+}
+
+impl IntoResponse for ListError {
+    fn into_response(self) -> Response {
+        error(StatusCode::BAD_REQUEST, self.code, &self.message)
+    }
+}
+
+/// Parses paging and filters; `supported` are the filter names this list implements. GUESSES:
+/// no `limit` (or `limit=0`, as in DigiCert's example `page`) means 1000; above 1000 answers 400
+/// `invalid_param`; a filter the simulator does not implement answers 400 `unsupported_filter`
+/// (a simulator limitation: DigiCert has more filters).
+fn list_query(q: &[(String, String)], supported: &[&str]) -> Result<ListQuery, ListError> {
+    let mut query = ListQuery { offset: 0, limit: MAX_LIMIT, filters: HashMap::new() };
+    for (key, value) in q {
+        if key == "offset" {
+            query.offset = value
+                .trim()
+                .parse()
+                .map_err(|_| ListError::invalid(format!("offset must be a number, got {value:?}")))?;
+        } else if key == "limit" {
+            let limit: usize = value
+                .trim()
+                .parse()
+                .map_err(|_| ListError::invalid(format!("limit must be a number, got {value:?}")))?;
+            if limit > MAX_LIMIT {
+                return Err(ListError::invalid(format!("limit must be at most {MAX_LIMIT}, got {limit}")));
+            }
+            query.limit = if limit == 0 { MAX_LIMIT } else { limit };
+        } else if let Some(name) = key.strip_prefix("filters[").and_then(|k| k.strip_suffix(']')) {
+            if !supported.contains(&name) {
+                return Err(ListError {
+                    code: "unsupported_filter",
+                    message: format!(
+                        "the simulator does not implement filters[{name}] (supported: {})",
+                        supported.join(", ")
+                    ),
+                });
+            }
+            query.filters.insert(name.to_string(), value.clone());
+        }
+    }
+    Ok(query)
+}
+
+fn container_filter(q: &ListQuery) -> Result<Option<u64>, ListError> {
+    q.filters
+        .get("container_id")
+        .map(|c| {
+            c.trim()
+                .parse()
+                .map_err(|_| ListError::invalid(format!("filters[container_id] must be a number, got {c:?}")))
+        })
+        .transpose()
+}
+
+/// `{key: items, page}`; the key is left out when nothing matched (as DigiCert does).
+fn page_json(key: &str, items: Vec<Value>, total: usize, q: &ListQuery) -> Response {
+    let mut v = json!({"page": {"total": total, "limit": q.limit, "offset": q.offset}});
+    if !items.is_empty() {
+        v[key] = Value::Array(items);
+    }
+    axum::Json(v).into_response()
+}
+
+/// `GET /order/certificate`: List orders, by id, filtered by status, product and container.
+async fn list_orders(State(sim): State<Sim>, Query(q): Query<Vec<(String, String)>>) -> Response {
+    let q = match list_query(&q, &["status", "product_name_id", "container_id"]) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    let container = match container_filter(&q) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    if let Some(status) = q.filters.get("status")
+        && !crate::state::ORDER_STATUSES.contains(&status.as_str())
+    {
+        return invalid_param(&format!("filters[status] {status:?} is not an order status"));
+    }
+    let w = sim.world();
+    let matching: Vec<&crate::state::Order> = w
+        .orders
+        .values()
+        .filter(|o| q.filters.get("status").is_none_or(|s| *s == o.status))
+        .filter(|o| q.filters.get("product_name_id").is_none_or(|p| *p == o.product_name_id))
+        .filter(|o| container.is_none_or(|c| c == o.container_id))
+        .collect();
+    let items = matching.iter().skip(q.offset).take(q.limit).map(|o| order_json(o)).collect();
+    page_json("orders", items, matching.len(), &q)
+}
+
+/// A `dcv_expiration` value: a UTC timestamp, or (without `include_dcv_expiration_time`) a date
+/// in Mountain Time, GUESS: taken at a fixed UTC-7, daylight saving ignored.
+fn dcv_expiration_json(dates: &std::collections::BTreeMap<String, DateTime<Utc>>, with_time: bool) -> Value {
+    let mountain = chrono::FixedOffset::west_opt(7 * 3600).expect("UTC-7 is a valid offset");
+    let map = dates
+        .iter()
+        .map(|(kind, t)| {
+            let shown =
+                if with_time { timestamp(*t) } else { t.with_timezone(&mountain).format("%Y-%m-%d").to_string() };
+            (kind.clone(), json!(shown))
+        })
+        .collect();
+    Value::Object(map)
+}
+
+/// One validation entry of a domain.
+fn validation_json(kind: &str, until: Option<DateTime<Utc>>, now: DateTime<Utc>) -> Value {
+    let status = crate::validation_status(until, now);
+    let mut v = json!({
+        "type": kind,
+        "name": kind.to_ascii_uppercase(),
+        "status": status,
+        "dcv_status": if status == "active" { "complete" } else { "pending" },
+    });
+    if let Some(until) = until {
+        v["validated_until"] = json!(timestamp(until));
+    }
+    v
+}
+
+/// A domain as List domains shows it: active validations only, the key left out when none;
+/// `dcv_expiration` only once DCV completed; no `dcv_token`.
+fn domain_list_json(d: &crate::state::Domain, now: DateTime<Utc>, with_time: bool) -> Value {
+    let mut v = json!({
+        "id": d.id,
+        "is_active": d.is_active,
+        "name": d.name,
+        "date_created": timestamp(d.date_created),
+        "dcv_method": d.dcv_method.as_str(),
+        "container": {"id": d.container_id, "name": format!("Container {}", d.container_id)},
+        "base_domain": ValidationScope::Base.owner(&d.name),
+    });
+    let active: Vec<Value> = d
+        .validations
+        .iter()
+        .filter(|(_, until)| until.is_some_and(|u| u > now))
+        .map(|(kind, until)| {
+            let mut v = validation_json(kind, *until, now);
+            // List domains' documented entries carry no dcv_status (Domain info's do)
+            if let Some(entry) = v.as_object_mut() {
+                entry.remove("dcv_status");
+            }
+            v
+        })
+        .collect();
+    if !active.is_empty() {
+        v["validations"] = json!(active);
+    }
+    if !d.dcv_expiration.is_empty() {
+        v["dcv_expiration"] = dcv_expiration_json(&d.dcv_expiration, with_time);
+    }
+    v
+}
+
+/// `GET /domain`: List domains, by id, filtered by `filters[status]` (`active`/`inactive`) and
+/// `filters[container_id]` (GUESS: DigiCert's page does not list this filter; third-party
+/// clients send a container id).
+async fn list_domains(State(sim): State<Sim>, Query(q): Query<Vec<(String, String)>>) -> Response {
+    let now = sim.now();
+    let with_time = q.iter().any(|(k, v)| k == "include_dcv_expiration_time" && (v == "true" || v == "1"));
+    let q = match list_query(&q, &["status", "container_id"]) {
+        Ok(q) => q,
+        Err(e) => return e.into_response(),
+    };
+    let container = match container_filter(&q) {
+        Ok(c) => c,
+        Err(e) => return e.into_response(),
+    };
+    let active = match q.filters.get("status").map(String::as_str) {
+        None => None,
+        Some("active") => Some(true),
+        Some("inactive") => Some(false),
+        Some(other) => return invalid_param(&format!("filters[status] {other:?}: expected active or inactive")),
+    };
+    let w = sim.world();
+    let matching: Vec<&crate::state::Domain> = w
+        .domains
+        .values()
+        .filter(|d| active.is_none_or(|a| a == d.is_active))
+        .filter(|d| container.is_none_or(|c| c == d.container_id))
+        .collect();
+    let items = matching.iter().skip(q.offset).take(q.limit).map(|d| domain_list_json(d, now, with_time)).collect();
+    page_json("domains", items, matching.len(), &q)
 }
 
 async fn order_validation(State(sim): State<Sim>, Path(id): Path<String>) -> Response {
@@ -520,6 +760,14 @@ async fn order_dcv_method(State(sim): State<Sim>, Path(id): Path<String>, body: 
     let Some(method) = body.get("dcv_method").and_then(Value::as_str).and_then(DcvMethod::parse) else {
         return invalid_dcv_method();
     };
+    if order.status != "pending" {
+        // documented: pending orders only; GUESS: the code and message of the refusal
+        return error(
+            StatusCode::BAD_REQUEST,
+            "invalid_order_status",
+            "The DCV method can only be changed on a pending order.",
+        );
+    }
     order.dcv_method = method;
     StatusCode::NO_CONTENT.into_response()
 }
@@ -578,6 +826,9 @@ async fn domain_submit_validation(State(sim): State<Sim>, Path(id): Path<String>
         return StatusCode::NO_CONTENT.into_response();
     };
     domain.dcv_method = method;
+    // GUESS (undocumented): submitting a validated domain again opens a new DCV cycle; its
+    // validations stay active until their dates, a new check renews them.
+    domain.validated_at = None;
     if method == DcvMethod::Email {
         return axum::Json(json!({
             "id": domain.id,
@@ -622,6 +873,10 @@ async fn domain_dcv_token(State(sim): State<Sim>, Path(id): Path<String>) -> Res
     }
     axum::Json(v).into_response()
 }
+
+/// How long a completed domain DCV can be reused (397 days, the CA/B Forum maximum before
+/// SC-081 shortens it).
+const DCV_REUSE_DAYS: i64 = 397;
 
 fn domain_not_found(method: DcvMethod, expired: bool) -> Response {
     let mut resp = match method {
@@ -703,8 +958,10 @@ async fn domain_validate_token(State(sim): State<Sim>, Path(id): Path<String>) -
     if found && current {
         let at = sim.now();
         domain.validated_at = Some(at);
-        for until in domain.validations.values_mut() {
-            *until = Some(at + chrono::Duration::days(397));
+        let until = at + chrono::Duration::days(DCV_REUSE_DAYS);
+        for (kind, validated_until) in &mut domain.validations {
+            *validated_until = Some(until);
+            domain.dcv_expiration.insert(kind.clone(), until);
         }
         tracing::info!(domain_id = did, "domain dcv valid");
         record_check(&sim, w, (UnitKind::Domain, did), CheckOutcome::Valid, (1, 1), counters);
@@ -735,8 +992,15 @@ async fn domain_info(
         "id": d.id,
         "name": d.name,
         "status": d.status,
+        "is_active": d.is_active,
+        "date_created": timestamp(d.date_created),
         "dcv_method": d.dcv_method.as_str(),
+        "container": {"id": d.container_id, "name": format!("Container {}", d.container_id)},
+        "base_domain": ValidationScope::Base.owner(&d.name),
     });
+    if flag("include_dcv") && !d.dcv_expiration.is_empty() {
+        v["dcv_expiration"] = dcv_expiration_json(&d.dcv_expiration, flag("include_dcv_expiration_time"));
+    }
     if flag("include_dcv")
         && let Some((token, expires)) = &d.token
     {
@@ -752,16 +1016,8 @@ async fn domain_info(
         v["dcv_token"] = t;
     }
     if flag("include_validation") {
-        let validations: Vec<Value> = d
-            .validations
-            .iter()
-            .map(|(kind, until)| match until {
-                Some(until) => {
-                    json!({"type": kind, "status": "active", "validated_until": timestamp(*until)})
-                }
-                None => json!({"type": kind, "status": "pending"}),
-            })
-            .collect();
+        let validations: Vec<Value> =
+            d.validations.iter().map(|(kind, until)| validation_json(kind, *until, now)).collect();
         v["validations"] = json!(validations);
     }
     axum::Json(v).into_response()

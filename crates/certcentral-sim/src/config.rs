@@ -20,6 +20,8 @@ pub const ENDPOINTS: &[&str] = &[
     "domain_dcv_token",
     "domain_validate_token",
     "domain_info",
+    "list_orders",
+    "list_domains",
 ];
 
 /// Everything the simulator can be told at start.

@@ -16,13 +16,47 @@
 //! |---|---|
 //! | `dcv_random_value` | `PUT /order/certificate/{id}/dcv-random-value`: the existing value while valid, a new one once expired |
 //! | `check_dcv` | `PUT /order/certificate/{id}/check-dcv`: DNS checks of every name; 200 `{order_status, certificate_id, dcv_status, dns_name_validations}` or 400 `invalid_dns_txt` / `invalid_dns_cname` / `invalid_dns_method` / `file_random_value_not_found` |
-//! | `order_info` | `GET /order/certificate/{id}`: `{id, status, dcv_method, certificate{id, common_name, dns_names}}` |
-//! | `order_validation` | `GET /order/certificate/{id}/validation`: `{dns_name_validations: [{dns_name, status}]}` |
-//! | `order_dcv_method` | `PUT /order/certificate/{id}/dcv-method` `{"dcv_method"}`: 204, or 400 `invalid_dcv_method` |
+//! | `list_orders` | `GET /order/certificate?filters[status]=&filters[product_name_id]=&filters[container_id]=&offset=&limit=`: `{orders: [...], page{total, limit, offset}}`, the `orders` key left out when nothing matches; entries as Order info without `dcv_method` |
+//! | `order_info` | `GET /order/certificate/{id}`: `{id, status, dcv_method, date_created, certificate{id, common_name, dns_names}, product{name_id, name, type}, product_name_id, container{id, name}}` |
+//! | `order_validation` | `GET /order/certificate/{id}/validation`: `{order_id (string), order_status, order_dcv_method, order_name_scope (base_domain\|fqdn), dns_name_validations: [{dns_name, status, name_scope}]}` |
+//! | `order_dcv_method` | `PUT /order/certificate/{id}/dcv-method` `{"dcv_method"}`: 204, or 400 `invalid_dcv_method`, or (not pending) 400 `invalid_order_status` |
+//! | `list_domains` | `GET /domain?filters[status]=active\|inactive&filters[container_id]=&include_dcv_expiration_time=&offset=&limit=`: `{domains: [...], page}`; an entry has `id, is_active, name, dcv_method, container, base_domain`, `validations` (active ones only, key left out when none) and `dcv_expiration{ov, ev}` (only once DCV completed) |
 //! | `domain_submit_validation` | `POST /domain/{id}/validation` `{validations, dcv_method?, email_array?}`: `{id, dcv_token}` or `{id, validation_emails}` |
 //! | `domain_dcv_token` | `POST /domain/{id}/dcv/token`: a new token (the old one stops validating), or 400 `invalid_dcv_method` |
 //! | `domain_validate_token` | `PUT /domain/{id}/dcv/validate-token`: `{token, status: "active"}` or 400 `invalid_dns_txt` / `" invalid_dns_cname"` (with DigiCert's leading space) / `invalid_dns_method` |
-//! | `domain_info` | `GET /domain/{id}?include_dcv=true&include_validation=true`: `{id, name, status, dcv_method, dcv_token, validations[{type, status}]}` |
+//! | `domain_info` | `GET /domain/{id}?include_dcv=true&include_validation=true`: `{id, name, status, is_active, dcv_method, container, dcv_token, dcv_expiration, validations[{type, status, dcv_status, validated_until}]}` |
+//!
+//! Lists are ordered by id; `limit` defaults to 1000 and may not exceed it; every list call
+//! counts against the rate limit and in [`Stats::calls`] like any other call.
+//!
+//! Orders have a product (default [`DEFAULT_PRODUCT`]), a container (default
+//! [`DEFAULT_CONTAINER`]) and a status from [`ORDER_STATUSES`]; only a check-dcv that completes
+//! DCV moves one (`pending` -> `issued`), the admin API moves them anywhere. Domains have
+//! validations per type (`ov`, `ev`) with a `validated_until` (pending: none; `expired` once
+//! past), a `dcv_expiration` per type (set with the validation's date when DCV completes, 397
+//! days ahead), a container and an `is_active` flag.
+//!
+//! # Guesses
+//!
+//! Where DigiCert's docs are silent the simulator picks a behaviour; each is marked GUESS here,
+//! in the code and in the binary's `--help`:
+//! - GUESS: `limit` above 1000 answers 400 `invalid_param`; `limit=0` or none means 1000 (List
+//!   domains documents max and default 1000; List orders' maximum was not found).
+//! - GUESS: a bad `offset`/`limit`/filter value answers 400 `invalid_param`; a filter the
+//!   simulator does not implement answers 400 `unsupported_filter` (DigiCert has many more).
+//! - GUESS: `filters[container_id]` on List domains (not on DigiCert's page; other clients send
+//!   a container id).
+//! - GUESS: lists are sorted by id ascending (DigiCert's default order is not documented).
+//! - GUESS: without `include_dcv_expiration_time`, `dcv_expiration` dates are taken in Mountain
+//!   Time at a fixed UTC-7 (daylight saving ignored).
+//! - GUESS: a validation past its `validated_until` shows `status: "expired"` in Domain info.
+//! - GUESS: changing the DCV method of an order that is not pending answers 400
+//!   `invalid_order_status` (documented: pending orders only; the refusal's shape is not).
+//! - GUESS: submitting a domain for validation with a DCV method again opens a new DCV cycle
+//!   (the next validate-token looks at DNS again; active validations stay active until their
+//!   dates).
+//! - GUESS: `product.type` is `dv_ssl_certificate` when the product id contains `dv`, else
+//!   `ssl_certificate`.
 //!
 //! DNS rules (DigiCert's): TXT at `_dnsauth.<name>` then `<name>`, a record that *contains* the
 //! value counts; CNAME `_dnsauth.<name>` -> `<value>.dcv.digicert.com`, or the older
@@ -63,6 +97,9 @@
 //! | `POST /_sim/orders` | create DV orders: a [`NewOrder`] or an array of them; answers the [`OrderView`]s |
 //! | `POST /_sim/domains` | create OV/EV domains: a [`NewDomain`] or an array |
 //! | `GET /_sim/orders/{id}`, `GET /_sim/domains/{id}` | state, incl. the current random value / token and whether it is valid |
+//! | `PATCH /_sim/orders/{id}` | an [`OrderPatch`]: `{"status": "issued"}`, product, container, method |
+//! | `PATCH /_sim/domains/{id}` | a [`DomainPatch`]: `is_active`, container, `validations {"ov": timestamp\|null}`, `dcv_expiration` |
+//! | `POST /_sim/bulk` | a [`SyntheticAccount`] (`{"orders": 10000, "pending": 500, "domains": 5000}`); answers the counts |
 //! | `POST /_sim/clock/advance` `{"seconds": N}` | advance the clock; answers `{offset_seconds, now}` |
 //! | `GET /_sim/stats` | [`Stats`]: calls per endpoint and per unit, 429s, premature checks, validations, faults, check events |
 //! | `POST /_sim/reset` | back to the start state (preloaded fixtures, configured faults, zero offset, empty caches and stats) |
@@ -98,8 +135,9 @@ use rand::{RngExt, SeedableRng};
 pub use config::{ENDPOINTS, FaultConfig, FaultRule, SimConfig, parse_rate_limit};
 pub use server::RunningSim;
 pub use state::{
-    CheckEvent, CheckOutcome, DcvMethod, DomainView, FaultStats, Fixtures, NameValidation, NewDomain, NewOrder,
-    OrderView, Stats, UnitKind,
+    CheckEvent, CheckOutcome, DEFAULT_CONTAINER, DEFAULT_PRODUCT, DcvMethod, DomainPatch, DomainView, FaultStats,
+    Fixtures, NameValidation, NewDomain, NewOrder, ORDER_STATUSES, OrderPatch, OrderView, Stats, SyntheticAccount,
+    UnitKind,
 };
 
 pub use certcentral::ValidationScope;
@@ -184,6 +222,9 @@ impl Sim {
             validated: BTreeMap::new(),
             dcv_valid: false,
             validation_scope: order.validation_scope,
+            product_name_id: order.product_name_id.unwrap_or_else(|| state::DEFAULT_PRODUCT.to_string()),
+            container_id: order.container_id.unwrap_or(state::DEFAULT_CONTAINER),
+            date_created: now,
         };
         w.orders.insert(o.id, o);
     }
@@ -193,16 +234,101 @@ impl Sim {
         let now = self.now();
         let expires = now + self.validity();
         let mut w = self.world();
-        let d = Domain {
+        let mut validations: BTreeMap<String, Option<DateTime<Utc>>> =
+            domain.validations.into_iter().map(|v| (v.to_ascii_lowercase(), None)).collect();
+        let mut dcv_expiration = BTreeMap::new();
+        for (kind, until) in domain.validated_until {
+            let kind = kind.to_ascii_lowercase();
+            validations.insert(kind.clone(), Some(until));
+            dcv_expiration.insert(kind, until);
+        }
+        let mut d = Domain {
             id: domain.id,
             name: domain.name,
             dcv_method: domain.dcv_method,
             status: domain.status.unwrap_or_else(|| "active".to_string()),
             token: domain.token.map(|t| (t, expires)),
-            validations: domain.validations.into_iter().map(|v| (v, None)).collect(),
+            validations,
             validated_at: None,
+            dcv_expiration,
+            is_active: domain.is_active.unwrap_or(true),
+            container_id: domain.container_id.unwrap_or(state::DEFAULT_CONTAINER),
+            date_created: now,
         };
+        d.refresh_dcv(now);
         w.domains.insert(d.id, d);
+    }
+
+    /// Adds the orders and domains of a [`SyntheticAccount`] (10,000 orders take well under a
+    /// second). Not kept for [`Sim::reset`].
+    pub fn add_synthetic(&self, account: &SyntheticAccount) -> (usize, usize) {
+        let fixtures = Fixtures::synthetic(account, self.now());
+        let counts = (fixtures.orders.len(), fixtures.domains.len());
+        for o in fixtures.orders {
+            self.add_order(o);
+        }
+        for d in fixtures.domains {
+            self.add_domain(d);
+        }
+        counts
+    }
+
+    /// Changes an order at run time (status, product, container, method); `Err` names what is
+    /// wrong (unknown order, unknown status).
+    pub fn update_order(&self, id: u64, patch: OrderPatch) -> Result<OrderView, String> {
+        if let Some(status) = &patch.status
+            && !state::ORDER_STATUSES.contains(&status.as_str())
+        {
+            return Err(format!(
+                "unknown order status {status:?}: expected one of {}",
+                state::ORDER_STATUSES.join(", ")
+            ));
+        }
+        {
+            let mut w = self.world();
+            let order = w.orders.get_mut(&id).ok_or_else(|| format!("no order with id {id}"))?;
+            if let Some(status) = patch.status {
+                tracing::info!(order_id = id, from = order.status, to = status, "order status changed (admin)");
+                order.status = status;
+            }
+            if let Some(product) = patch.product_name_id {
+                order.product_name_id = product;
+            }
+            if let Some(container) = patch.container_id {
+                order.container_id = container;
+            }
+            if let Some(method) = patch.dcv_method {
+                order.dcv_method = method;
+            }
+        }
+        self.order(id).ok_or_else(|| format!("no order with id {id}"))
+    }
+
+    /// Changes a domain at run time (active flag, container, validation and DCV expiry dates).
+    pub fn update_domain(&self, id: u64, patch: DomainPatch) -> Result<DomainView, String> {
+        let now = self.now();
+        {
+            let mut w = self.world();
+            let domain = w.domains.get_mut(&id).ok_or_else(|| format!("no domain with id {id}"))?;
+            if let Some(active) = patch.is_active {
+                domain.is_active = active;
+            }
+            if let Some(container) = patch.container_id {
+                domain.container_id = container;
+            }
+            for (kind, until) in patch.validations {
+                let kind = kind.to_ascii_lowercase();
+                if let Some(until) = until {
+                    domain.dcv_expiration.insert(kind.clone(), until);
+                }
+                domain.validations.insert(kind, until);
+            }
+            for (kind, until) in patch.dcv_expiration {
+                domain.dcv_expiration.insert(kind.to_ascii_lowercase(), until);
+            }
+            domain.refresh_dcv(now);
+        }
+        self.domain(id).ok_or_else(|| format!("no domain with id {id}"))
     }
 
     /// Adds every order and domain of `fixtures` and keeps them as the start state that
@@ -274,6 +400,8 @@ impl Sim {
             expiration_date: o.random_value_expires,
             random_value_valid: o.random_value_expires > now,
             dns_name_validations: o.name_validations(),
+            product_name_id: o.product_name_id.clone(),
+            container_id: o.container_id,
         })
     }
 
@@ -292,8 +420,12 @@ impl Sim {
             validations: d
                 .validations
                 .iter()
-                .map(|(k, v)| (k.clone(), if v.is_some() { "active" } else { "pending" }.to_string()))
+                .map(|(k, v)| (k.clone(), validation_status(*v, now).to_string()))
                 .collect(),
+            validated_until: d.validations.iter().filter_map(|(k, v)| v.map(|v| (k.clone(), v))).collect(),
+            dcv_expiration: d.dcv_expiration.clone(),
+            is_active: d.is_active,
+            container_id: d.container_id,
         })
     }
 
@@ -329,6 +461,16 @@ impl Sim {
 
     fn validity(&self) -> chrono::Duration {
         chrono::Duration::from_std(self.inner.config.token_validity).unwrap_or_else(|_| chrono::Duration::days(30))
+    }
+}
+
+/// A validation's status at `now`: `pending` (never validated), `active`, or `expired` (GUESS:
+/// DigiCert's word for a lapsed validation in Domain info is not documented).
+fn validation_status(until: Option<DateTime<Utc>>, now: DateTime<Utc>) -> &'static str {
+    match until {
+        None => "pending",
+        Some(until) if until > now => "active",
+        Some(_) => "expired",
     }
 }
 

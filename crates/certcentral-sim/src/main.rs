@@ -23,11 +23,42 @@ API (base URL http://ADDR/services/v2, header X-DC-DEVKEY required)
   PUT  /order/certificate/{id}/dcv-method         POST /domain/{id}/validation
   POST /domain/{id}/dcv/token                     PUT /domain/{id}/dcv/validate-token
   GET  /domain/{id}?include_dcv=true&include_validation=true
+  GET  /order/certificate?filters[status]=pending&filters[product_name_id]=..&filters[container_id]=..
+       &offset=N&limit=N   (List orders; the \"orders\" key is left out when nothing matches)
+  GET  /domain?filters[status]=active|inactive&filters[container_id]=..&include_dcv_expiration_time=true
+       &offset=N&limit=N   (List domains; \"validations\" lists active ones only and is left out
+                            when none; \"dcv_expiration\" only once DCV completed)
+
+GUESSES (DigiCert's docs are silent; the simulator picks)
+  GUESS: limit > 1000 answers 400 invalid_param; no limit or limit=0 means 1000 (documented for
+         List domains; List orders' maximum was not found).
+  GUESS: a bad offset/limit/filter value answers 400 invalid_param; a filter the simulator does
+         not implement answers 400 unsupported_filter (DigiCert has more filters).
+  GUESS: filters[container_id] on List domains; lists sorted by id ascending.
+  GUESS: without include_dcv_expiration_time, dcv_expiration dates are Mountain Time at a fixed
+         UTC-7 (no daylight saving).
+  GUESS: a validation past its validated_until shows status \"expired\" in Domain info.
+  GUESS: changing the DCV method of a non-pending order answers 400 invalid_order_status.
+  GUESS: submitting a domain again (with a DCV method) opens a new DCV cycle: the next
+         validate-token looks at DNS again.
+  GUESS: product.type is dv_ssl_certificate when the product id contains \"dv\", else
+         ssl_certificate.
+  GUESS: how DigiCert treats the PSL's private section is not documented; ignored here.
 
 ADMIN (http://ADDR/_sim, no key)
   POST /_sim/orders   (NewOrder or array: {id, dns_names, dcv_method?, status?, common_name?,
-                       certificate_id?, dcv_random_value?, validation_scope?})
-  POST /_sim/domains  (NewDomain or array: {id, name, dcv_method?, validations?, token?, status?})
+                       certificate_id?, dcv_random_value?, validation_scope?,
+                       product_name_id?, container_id?})
+  POST /_sim/domains  (NewDomain or array: {id, name, dcv_method?, validations?, token?, status?,
+                       validated_until? {\"ov\": TIMESTAMP}, is_active?, container_id?})
+  PATCH /_sim/orders/{id}   {status?, product_name_id?, container_id?, dcv_method?}
+                            e.g. {\"status\": \"issued\"}; statuses: pending, issued, rejected,
+                            revoked, waiting_pickup, reissue_pending, canceled, needs_approval, expired
+  PATCH /_sim/domains/{id}  {is_active?, container_id?, validations? {\"ov\": TIMESTAMP|null},
+                            dcv_expiration? {\"ev\": TIMESTAMP}}
+  POST /_sim/bulk     {\"orders\": 10000, \"pending\": 500, \"domains\": 5000, zones?, first_order_id?,
+                       first_domain_id?}: a synthetic account (pending orders spread evenly, OV
+                       domains validated until 1..397 days ahead)
   GET  /_sim/orders/{id}   GET /_sim/domains/{id}   GET /_sim/stats   POST /_sim/reset
   POST /_sim/clock/advance {\"seconds\": N}          GET|PUT /_sim/faults (FaultConfig JSON)
   GET|PUT /_sim/account {\"validation_scope\": \"base\"|\"exact\"}
@@ -38,10 +69,10 @@ DCV CHECKS
   stripped. <name> follows the domain validation scope (--validation-scope, PUT /_sim/account, or
   an order's own validation_scope): base = the registrable domain by the Public Suffix List's
   ICANN section (CertCentral's default), exact = the name itself; OV/EV domains are always
-  validated as named. GUESS: how DigiCert treats the PSL's private section is not documented;
-  the simulator ignores it. Each lookup asks ONE --dns server,
-  round-robin. Negative answers are cached like a CA's resolver does (--negative-ttl, default the
-  SOA's, capped by --negative-ttl-cap), so a check made too early keeps failing for that time. A
+  validated as named. The PSL's private section is ignored (see GUESSES). Each lookup asks ONE
+  --dns server, round-robin. Negative answers are cached like a CA's resolver does
+  (--negative-ttl, default the SOA's, capped by --negative-ttl-cap), so a check made too early
+  keeps failing for that time. A
   DV order becomes \"issued\" once every name is valid (--keep-pending: stays \"pending\" with
   dcv_status valid). The clock (token expiry, negative cache, rate windows) is real time plus the
   offset of POST /_sim/clock/advance. A rate-limit breach answers 429 request_limit_exceeded
@@ -53,7 +84,7 @@ FAULTS
   latency_max_ms. An ENDPOINT rule starts as a copy of the global one and replaces it for that
   endpoint. Endpoints: dcv_random_value, check_dcv, order_info, order_validation,
   order_dcv_method, domain_submit_validation, domain_dcv_token, domain_validate_token,
-  domain_info. A dropped connection is closed without any response.
+  domain_info, list_orders, list_domains. A dropped connection is closed without any response.
 
 ORDERS FILE
   TOML ([[order]] / [[domain]] tables) or JSON ({\"orders\": [...], \"domains\": [...]}) with the

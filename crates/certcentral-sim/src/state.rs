@@ -81,7 +81,33 @@ pub struct NewOrder {
     /// order); default: the account's.
     #[serde(default)]
     pub validation_scope: Option<ValidationScope>,
+    /// Product name id (default [`DEFAULT_PRODUCT`]).
+    #[serde(default)]
+    pub product_name_id: Option<String>,
+    /// Container id (default [`DEFAULT_CONTAINER`]).
+    #[serde(default)]
+    pub container_id: Option<u64>,
 }
+
+/// The product of orders created without one (GeoTrust Standard DV).
+pub const DEFAULT_PRODUCT: &str = "ssl_dv_geotrust";
+/// The container of orders and domains created without one.
+pub const DEFAULT_CONTAINER: u64 = 1;
+
+/// Order statuses the simulator accepts: DigiCert's List orders filter values, plus
+/// `needs_approval` and `expired` (seen in Order info's docs). `pending` is the only one in which
+/// DCV runs.
+pub const ORDER_STATUSES: &[&str] = &[
+    "pending",
+    "issued",
+    "rejected",
+    "revoked",
+    "waiting_pickup",
+    "reissue_pending",
+    "canceled",
+    "needs_approval",
+    "expired",
+];
 
 impl NewOrder {
     /// A pending `dns-txt-token` order for `dns_names`.
@@ -95,7 +121,27 @@ impl NewOrder {
             certificate_id: None,
             dcv_random_value: None,
             validation_scope: None,
+            product_name_id: None,
+            container_id: None,
         }
+    }
+
+    /// Sets the status (`pending`, `issued`, ...).
+    pub fn with_status(mut self, status: &str) -> Self {
+        self.status = Some(status.to_string());
+        self
+    }
+
+    /// Sets the product name id.
+    pub fn with_product(mut self, product_name_id: &str) -> Self {
+        self.product_name_id = Some(product_name_id.to_string());
+        self
+    }
+
+    /// Sets the container id.
+    pub fn with_container(mut self, container_id: u64) -> Self {
+        self.container_id = Some(container_id);
+        self
     }
 
     /// Sets the DCV method.
@@ -122,9 +168,20 @@ pub struct NewDomain {
     /// A current token (default: none until one is requested).
     #[serde(default)]
     pub token: Option<String>,
-    /// Domain status (default `active`).
+    /// Domain status (default `active`; deprecated by DigiCert, shown as `status`).
     #[serde(default)]
     pub status: Option<String>,
+    /// Validation types already validated, and until when (an instant in the past makes an
+    /// expired validation). Each also sets `dcv_expiration` of that type to the same instant,
+    /// and the domain counts as DCV-complete when one of them lies in the future.
+    #[serde(default)]
+    pub validated_until: BTreeMap<String, DateTime<Utc>>,
+    /// Whether the domain is active in the account (default `true`).
+    #[serde(default)]
+    pub is_active: Option<bool>,
+    /// Container id (default [`DEFAULT_CONTAINER`]).
+    #[serde(default)]
+    pub container_id: Option<u64>,
 }
 
 impl NewDomain {
@@ -137,7 +194,28 @@ impl NewDomain {
             validations: Vec::new(),
             token: None,
             status: None,
+            validated_until: BTreeMap::new(),
+            is_active: None,
+            container_id: None,
         }
+    }
+
+    /// Marks validation type `kind` (`ov`, `ev`) validated until `until`.
+    pub fn validated(mut self, kind: &str, until: DateTime<Utc>) -> Self {
+        self.validated_until.insert(kind.to_string(), until);
+        self
+    }
+
+    /// Adds validation type `kind` as submitted and pending.
+    pub fn pending(mut self, kind: &str) -> Self {
+        self.validations.push(kind.to_string());
+        self
+    }
+
+    /// Sets the container id.
+    pub fn with_container(mut self, container_id: u64) -> Self {
+        self.container_id = Some(container_id);
+        self
     }
 
     /// Sets the DCV method.
@@ -161,6 +239,37 @@ pub struct Fixtures {
 }
 
 impl Fixtures {
+    /// The orders and domains of `account`, domain validations counted from `now`.
+    pub fn synthetic(account: &SyntheticAccount, now: DateTime<Utc>) -> Self {
+        let zones = if account.zones.is_empty() { default_zones() } else { account.zones.clone() };
+        let zone = |i: u64| &zones[usize::try_from(i).unwrap_or(0) % zones.len()];
+        let pending = account.pending.min(account.orders);
+        let orders = (0..account.orders)
+            .map(|i| {
+                let id = account.first_order_id + i;
+                // pending orders spread evenly: order i is pending when floor((i+1)p/n) grows
+                let is_pending = (i + 1) * pending / account.orders.max(1) > i * pending / account.orders.max(1);
+                let status = if is_pending {
+                    "pending"
+                } else if i % 10 == 9 {
+                    "canceled"
+                } else {
+                    "issued"
+                };
+                let name = format!("o{id}.{}", zone(i));
+                NewOrder::new(id, &[&name, &format!("www.{name}")]).with_status(status)
+            })
+            .collect();
+        let domains = (0..account.domains)
+            .map(|i| {
+                let id = account.first_domain_id + i;
+                let until = now + chrono::Duration::days(i64::try_from(i % 397).unwrap_or(0) + 1);
+                NewDomain::new(id, &format!("d{id}.{}", zone(i))).validated("ov", until)
+            })
+            .collect();
+        Self { orders, domains }
+    }
+
     /// Parses a fixtures file: JSON when the text starts with `{`, TOML otherwise.
     pub fn parse(text: &str) -> Result<Self, String> {
         if text.trim_start().starts_with('{') {
@@ -186,6 +295,9 @@ pub(crate) struct Order {
     pub(crate) dcv_valid: bool,
     /// The order's own validation scope, if it has one.
     pub(crate) validation_scope: Option<ValidationScope>,
+    pub(crate) product_name_id: String,
+    pub(crate) container_id: u64,
+    pub(crate) date_created: DateTime<Utc>,
 }
 
 impl Order {
@@ -212,9 +324,33 @@ pub(crate) struct Domain {
     pub(crate) dcv_method: DcvMethod,
     pub(crate) status: String,
     pub(crate) token: Option<(String, DateTime<Utc>)>,
-    /// Validation type -> validated until (None: pending).
+    /// Validation type -> validated until (None: pending; in the past: expired).
     pub(crate) validations: BTreeMap<String, Option<DateTime<Utc>>>,
+    /// When DCV last completed; `None` while a DCV cycle is open (never done, or resubmitted).
     pub(crate) validated_at: Option<DateTime<Utc>>,
+    /// Validation type -> when DCV reuse for it ends (absent until DCV completed once).
+    pub(crate) dcv_expiration: BTreeMap<String, DateTime<Utc>>,
+    pub(crate) is_active: bool,
+    pub(crate) container_id: u64,
+    pub(crate) date_created: DateTime<Utc>,
+}
+
+impl Domain {
+    /// Keeps `validated_at` in line with the dates: DCV counts as complete while some
+    /// validation or DCV reuse lies in the future, and not once every one lapsed.
+    pub(crate) fn refresh_dcv(&mut self, now: DateTime<Utc>) {
+        let mut dates = self.validations.values().flatten().chain(self.dcv_expiration.values()).peekable();
+        if dates.peek().is_none() {
+            // nothing dated (validated without any validation type): leave it as it is
+            return;
+        }
+        let live = dates.any(|t| *t > now);
+        if !live {
+            self.validated_at = None;
+        } else if self.validated_at.is_none() {
+            self.validated_at = Some(now);
+        }
+    }
 }
 
 /// Per-name DCV status of a DV order.
@@ -249,6 +385,12 @@ pub struct OrderView {
     pub random_value_valid: bool,
     /// Per-name status.
     pub dns_name_validations: Vec<NameValidation>,
+    /// Product name id.
+    #[serde(default)]
+    pub product_name_id: String,
+    /// Container id.
+    #[serde(default)]
+    pub container_id: u64,
 }
 
 /// What the admin API shows of an OV/EV domain.
@@ -270,8 +412,101 @@ pub struct DomainView {
     pub token_valid: bool,
     /// Whether DCV completed.
     pub dcv_valid: bool,
-    /// Validation type -> `active` or `pending`.
+    /// Validation type -> `active`, `pending` or `expired`.
     pub validations: BTreeMap<String, String>,
+    /// Validation type -> validated until (types validated at least once).
+    #[serde(default)]
+    pub validated_until: BTreeMap<String, DateTime<Utc>>,
+    /// Validation type -> DCV reuse end (absent until DCV completed once).
+    #[serde(default)]
+    pub dcv_expiration: BTreeMap<String, DateTime<Utc>>,
+    /// Whether the domain is active in the account.
+    #[serde(default)]
+    pub is_active: bool,
+    /// Container id.
+    #[serde(default)]
+    pub container_id: u64,
+}
+
+/// Run-time changes to an order (`PATCH /_sim/orders/{id}`, [`crate::Sim::update_order`]);
+/// absent fields stay as they are.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OrderPatch {
+    /// New status, one of [`ORDER_STATUSES`].
+    #[serde(default)]
+    pub status: Option<String>,
+    /// New product name id.
+    #[serde(default)]
+    pub product_name_id: Option<String>,
+    /// New container id.
+    #[serde(default)]
+    pub container_id: Option<u64>,
+    /// New DCV method.
+    #[serde(default)]
+    pub dcv_method: Option<DcvMethod>,
+}
+
+/// Run-time changes to a domain (`PATCH /_sim/domains/{id}`, [`crate::Sim::update_domain`]);
+/// absent fields stay as they are.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DomainPatch {
+    /// Active in the account or not.
+    #[serde(default)]
+    pub is_active: Option<bool>,
+    /// New container id.
+    #[serde(default)]
+    pub container_id: Option<u64>,
+    /// Validation type -> validated until (`null`: pending). A date sets the type's
+    /// `dcv_expiration` too. The domain counts as DCV-complete while one validation lies in
+    /// the future.
+    #[serde(default)]
+    pub validations: BTreeMap<String, Option<DateTime<Utc>>>,
+    /// Validation type -> DCV reuse end, set on its own (after `validations`).
+    #[serde(default)]
+    pub dcv_expiration: BTreeMap<String, DateTime<Utc>>,
+}
+
+/// A synthetic account for tests and benchmarks ([`Fixtures::synthetic`], `POST /_sim/bulk`):
+/// `orders` DV orders of which `pending` are pending (spread evenly, the rest issued or, every
+/// tenth, canceled), and `domains` OV domains validated until 1..=397 days from `now` (so about
+/// 30 in 397 fall due within 30 days).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyntheticAccount {
+    /// DV orders in total.
+    #[serde(default)]
+    pub orders: u64,
+    /// Of which pending.
+    #[serde(default)]
+    pub pending: u64,
+    /// OV domains.
+    #[serde(default)]
+    pub domains: u64,
+    /// Zones the names are in, used in turn (default `["example.com"]`).
+    #[serde(default = "default_zones")]
+    pub zones: Vec<String>,
+    /// First order id (default 1); ids are consecutive.
+    #[serde(default = "default_first_id")]
+    pub first_order_id: u64,
+    /// First domain id (default 1); ids are consecutive.
+    #[serde(default = "default_first_id")]
+    pub first_domain_id: u64,
+}
+
+fn default_zones() -> Vec<String> {
+    vec!["example.com".to_string()]
+}
+
+fn default_first_id() -> u64 {
+    1
+}
+
+impl Default for SyntheticAccount {
+    fn default() -> Self {
+        Self { orders: 0, pending: 0, domains: 0, zones: default_zones(), first_order_id: 1, first_domain_id: 1 }
+    }
 }
 
 /// A unit a check is about.

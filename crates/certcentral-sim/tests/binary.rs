@@ -114,8 +114,17 @@ fn help_documents_every_option() {
         "--orders",
         "listening on http://ADDR/services/v2",
         "/_sim/clock/advance",
+        "GET  /order/certificate?filters[status]=pending",
+        "GET  /domain?filters[status]=active|inactive",
+        "PATCH /_sim/orders/{id}",
+        "PATCH /_sim/domains/{id}",
+        "POST /_sim/bulk",
+        "GUESS: limit > 1000 answers 400 invalid_param",
     ] {
         assert!(help.contains(opt), "--help does not mention {opt}:\n{help}");
+    }
+    for endpoint in certcentral_sim::ENDPOINTS {
+        assert!(help.contains(endpoint), "--help does not name the endpoint {endpoint}");
     }
 }
 

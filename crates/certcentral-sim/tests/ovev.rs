@@ -187,7 +187,10 @@ async fn submit_without_method_and_domain_info_flags() {
     assert!(bare.json.get("dcv_token").is_none() && bare.json.get("validations").is_none(), "{}", bare.text);
     let full = h.api("GET", "/domain/11?include_dcv=true&include_validation=true", None).await;
     assert_eq!(full.json["dcv_token"]["status"], "pending");
-    assert_eq!(full.json["validations"], json!([{"type": "ev", "status": "pending"}]));
+    assert_eq!(
+        full.json["validations"],
+        json!([{"type": "ev", "name": "EV", "status": "pending", "dcv_status": "pending"}])
+    );
     assert_eq!(full.json["status"], "active");
 }
 

@@ -157,3 +157,21 @@ fn shape_comparison_catches_differences() {
     same_shape(&doc, &json!({"a": "1", "c": 2, "expiration_date": "2020-02-21T07:01:29Z"}), "$", &[], &mut problems);
     assert_eq!(problems.len(), 4, "{problems:?}");
 }
+
+/// List orders and List domains against DigiCert's documented examples. Trimmed from the
+/// documented bodies (`tests/fixtures/list-*.200.json`): in List orders, `valid_till` and
+/// `days_remaining` (issued orders only); in List domains, the fields the simulator does not
+/// model (`last_submitted_datetime`, `dcv_approval_*`, `dcv_expiration_datetime`,
+/// `organization`, a validation's `description`/`date_created`, the reuse-status fields).
+#[tokio::test]
+async fn list_answers_match_the_documented_examples() {
+    let h = Harness::start(config(&[])).await;
+    h.sim().add_order(NewOrder::new(1, &["example.com", "example2.com"]).with_product("ssl_plus"));
+    let orders = h.api("GET", "/order/certificate?filters[status]=pending", None).await;
+    assert_shape("list-orders.200.json", &orders, 200, &[]);
+
+    let until = chrono::Utc::now() + chrono::Duration::days(100);
+    h.sim().add_domain(NewDomain::new(2, "example.org").with_method(DcvMethod::Email).validated("ev", until));
+    let domains = h.api("GET", "/domain?include_dcv_expiration_time=true", None).await;
+    assert_shape("list-domains.200.json", &domains, 200, &[]);
+}

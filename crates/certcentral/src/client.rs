@@ -147,6 +147,10 @@ pub enum Endpoint {
     ValidateDomainToken,
     /// `GET /domain/{id}?include_dcv=true&include_validation=true`.
     DomainInfo,
+    /// `GET /order/certificate` (List orders, one page).
+    ListOrders,
+    /// `GET /domain` (List domains, one page).
+    ListDomains,
 }
 
 impl Endpoint {
@@ -159,7 +163,7 @@ impl Endpoint {
     }
 
     /// Every endpoint (to pre-register metric labels).
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 11] = [
         Self::DcvRandomValue,
         Self::CheckDcv,
         Self::OrderInfo,
@@ -169,6 +173,8 @@ impl Endpoint {
         Self::GenerateDomainToken,
         Self::ValidateDomainToken,
         Self::DomainInfo,
+        Self::ListOrders,
+        Self::ListDomains,
     ];
 
     /// A stable snake_case label (`check_dcv`, ...).
@@ -183,6 +189,8 @@ impl Endpoint {
             Self::GenerateDomainToken => "generate_domain_token",
             Self::ValidateDomainToken => "validate_domain_token",
             Self::DomainInfo => "domain_info",
+            Self::ListOrders => "list_orders",
+            Self::ListDomains => "list_domains",
         }
     }
 }
@@ -475,7 +483,7 @@ impl Client {
 
     // ---- plumbing ----
 
-    async fn json<T: DeserializeOwned>(
+    pub(crate) async fn json<T: DeserializeOwned>(
         &self,
         endpoint: Endpoint,
         method: Method,

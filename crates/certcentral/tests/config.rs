@@ -137,7 +137,9 @@ fn endpoint_labels() {
             "submit_validation",
             "generate_domain_token",
             "validate_domain_token",
-            "domain_info"
+            "domain_info",
+            "list_orders",
+            "list_domains"
         ]
     );
     assert_eq!(certcentral::Endpoint::CheckDcv.to_string(), "check_dcv");
