@@ -2,7 +2,79 @@
 //! type and replaces it whole (Route53 change batches, Cloud DNS changes): the CNAME rules and
 //! the set to write. Pure: no I/O, so every adapter shares one tested implementation.
 
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Duration;
+
 use crate::{ProviderError, Record, RecordType, normalize_name};
+
+/// A record set's key: owner name and type.
+pub(crate) type Key = (String, RecordType);
+
+/// What submitting one chunk of planned changes came to.
+pub(crate) enum Submitted {
+    /// Accepted under this change id.
+    Done(String),
+    /// Refused because another writer changed a set since it was read: read again, re-plan.
+    Race(String),
+}
+
+/// The optimistic-concurrency loop of adapters that replace whole sets (Route53, Cloud DNS):
+/// `plan` reads the sets of the pending keys and returns the chunks of changes to submit;
+/// `submit` sends one chunk (given the round number, for its log line). A chunk that loses a race,
+/// and every chunk after it, is planned again from a fresh read, after `pause(round)`, at most
+/// `max_rounds` rounds. Returns the change id that carried each key that needed a change.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn apply_optimistically<P, PlanFut, SubmitFut>(
+    provider: &'static str,
+    zone: &str,
+    keys: Vec<Key>,
+    max_rounds: u32,
+    pause: impl Fn(u32) -> Duration,
+    key_of: impl Fn(&P) -> Key,
+    mut plan: impl FnMut(Vec<Key>) -> PlanFut,
+    mut submit: impl FnMut(u32, Vec<P>) -> SubmitFut,
+) -> Result<HashMap<Key, String>, ProviderError>
+where
+    PlanFut: Future<Output = Result<Vec<Vec<P>>, ProviderError>>,
+    SubmitFut: Future<Output = Result<Submitted, ProviderError>>,
+{
+    let mut done = HashMap::new();
+    let mut pending = keys;
+    let mut round = 0;
+    while !pending.is_empty() {
+        round += 1;
+        let mut next_pending = Vec::new();
+        let mut lost_race = None;
+        for chunk in plan(pending).await? {
+            let keys: Vec<Key> = chunk.iter().map(&key_of).collect();
+            if lost_race.is_none() {
+                match submit(round, chunk).await? {
+                    Submitted::Done(id) => {
+                        done.extend(keys.into_iter().map(|key| (key, id.clone())));
+                        continue;
+                    }
+                    Submitted::Race(message) => lost_race = Some(message),
+                }
+            }
+            next_pending.extend(keys);
+        }
+        if let Some(message) = lost_race {
+            if round >= max_rounds {
+                return Err(ProviderError::Transient {
+                    provider,
+                    message: format!(
+                        "record sets in zone {zone} kept changing under concurrent writers ({round} attempts, last: {message}); try again"
+                    ),
+                });
+            }
+            // let the other writer finish before reading again
+            tokio::time::sleep(pause(round)).await;
+        }
+        pending = next_pending;
+    }
+    Ok(done)
+}
 
 /// Adding or removing one value.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
