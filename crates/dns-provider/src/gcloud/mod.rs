@@ -410,7 +410,7 @@ impl GcloudProvider {
             |plan: &Plan| (plan.name.clone(), plan.rtype),
             move |pending| async move {
                 let names: BTreeSet<String> = pending.iter().map(|(n, _)| n.clone()).collect();
-                let states = this.read_names(&zone, &names).await?;
+                let states = this.read_names(zone, &names).await?;
                 let mut plans = Vec::new();
                 for key in &pending {
                     if let Some(plan) = Self::plan(&zone.name, &key.0, key.1, &by_key[key], &states[&key.0])? {

@@ -647,12 +647,12 @@ impl Route53Provider {
             move |pending| async move {
                 let names: BTreeSet<String> = pending.iter().map(|(n, _)| n.clone()).collect();
                 let states =
-                    this.read_names(&zone, &names).await.map_err(|f| Self::fatal(f, "reading record sets"))?;
+                    this.read_names(zone, &names).await.map_err(|f| Self::fatal(f, "reading record sets"))?;
                 let mut plans = Vec::new();
                 for key in &pending {
                     let empty = NameState::new();
                     let state = states.get(&key.0).unwrap_or(&empty);
-                    if let Some(plan) = Self::plan(&zone, &key.0, key.1, &by_key[key], state)? {
+                    if let Some(plan) = Self::plan(zone, &key.0, key.1, &by_key[key], state)? {
                         plans.push(plan);
                     }
                 }
