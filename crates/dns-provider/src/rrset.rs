@@ -176,6 +176,66 @@ pub(crate) fn merge(
 mod tests {
     use super::*;
 
+    fn key(name: &str) -> Key {
+        (name.to_string(), RecordType::Txt)
+    }
+
+    /// A lost race re-plans the losing chunk and every later one from a fresh read, and the ids
+    /// of the chunks that went through are kept.
+    #[tokio::test(start_paused = true)]
+    async fn lost_race_replans_the_rest() {
+        let submits = std::sync::Mutex::new(Vec::new());
+        let plans = std::sync::Mutex::new(Vec::new());
+        let done = apply_optimistically(
+            "test",
+            "example.com",
+            vec![key("a.example.com"), key("b.example.com"), key("c.example.com")],
+            3,
+            |_| Duration::from_millis(10),
+            |k: &Key| k.clone(),
+            |pending| {
+                plans.lock().unwrap().push(pending.len());
+                async move { Ok(pending.into_iter().map(|k| vec![k]).collect()) }
+            },
+            |round, chunk: Vec<Key>| {
+                submits.lock().unwrap().push((round, chunk[0].0.clone()));
+                let lose = round == 1 && chunk[0].0 == "b.example.com";
+                async move {
+                    Ok(if lose { Submitted::Race("changed".into()) } else { Submitted::Done(format!("id{round}")) })
+                }
+            },
+        )
+        .await
+        .expect("applied");
+        assert_eq!(*plans.lock().unwrap(), vec![3, 2], "round 2 re-plans b and c only");
+        let submits = submits.lock().unwrap().clone();
+        let expected: Vec<(u32, String)> = [(1, "a"), (1, "b"), (2, "b"), (2, "c")]
+            .into_iter()
+            .map(|(round, name)| (round, format!("{name}.example.com")))
+            .collect();
+        assert_eq!(submits, expected, "nothing after the lost chunk is sent in round 1");
+        assert_eq!(done[&key("a.example.com")], "id1");
+        assert_eq!(done[&key("c.example.com")], "id2");
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn endless_races_give_up_after_max_rounds() {
+        let err = apply_optimistically(
+            "test",
+            "example.com",
+            vec![key("a.example.com")],
+            3,
+            |_| Duration::from_millis(10),
+            |k: &Key| k.clone(),
+            |pending| async move { Ok(vec![pending]) },
+            |_, _| async { Ok(Submitted::Race("values provided do not match".into())) },
+        )
+        .await
+        .expect_err("gives up");
+        assert!(err.is_retryable(), "{err}");
+        assert!(err.to_string().contains("kept changing under concurrent writers (3 attempts"), "{err}");
+    }
+
     const QUOTED: Encoding =
         Encoding { encode: |r| format!("\"{}\"", r.value), same: |_, raw, value| raw.trim_matches('"') == value };
 
