@@ -37,6 +37,7 @@ use tracing::{debug, info};
 use crate::RetryPolicy;
 use crate::locks::NameLocks;
 use crate::rest::{self, Answer, Failure, Rest};
+use crate::rrset::{decode_value, same_value};
 use crate::txt;
 use crate::{DnsProvider, ProviderError, Published, Record, RecordType, check_owner, normalize_name};
 
@@ -163,18 +164,6 @@ fn content(record: &Record) -> String {
     match record.rtype {
         RecordType::Txt => txt::quote(&record.value),
         RecordType::Cname => format!("{}.", normalize_name(&record.value)),
-    }
-}
-
-/// Whether stored `content` means `value` (bare TXT string / CNAME target).
-fn same_value(rtype: RecordType, content: &str, value: &str) -> bool {
-    decode(rtype, content) == decode(rtype, value)
-}
-
-fn decode(rtype: RecordType, content: &str) -> String {
-    match rtype {
-        RecordType::Txt => txt::unquote(content),
-        RecordType::Cname => normalize_name(content),
     }
 }
 
@@ -514,7 +503,7 @@ impl DnsProvider for PowerDnsProvider {
         let states = self.read_names(&zone, &BTreeSet::from([name.clone()])).await?;
         Ok(states[&name]
             .get(rtype.as_str())
-            .map(|s| s.records.iter().filter(|r| !r.disabled).map(|r| decode(rtype, &r.content)).collect())
+            .map(|s| s.records.iter().filter(|r| !r.disabled).map(|r| decode_value(rtype, &r.content)).collect())
             .unwrap_or_default())
     }
 }

@@ -1,12 +1,29 @@
 //! Merging DCV values into a record set, for adapters whose backend holds one set per name and
 //! type and replaces it whole (Route53 change batches, Cloud DNS changes): the CNAME rules and
-//! the set to write. Pure: no I/O, so every adapter shares one tested implementation.
+//! the set to write, and what a stored value means ([`decode_value`], [`same_value`]). Pure but
+//! for [`apply_optimistically`]'s loop: every adapter shares one tested implementation.
 
 use std::collections::HashMap;
 use std::future::Future;
 use std::time::Duration;
 
 use crate::{ProviderError, Record, RecordType, normalize_name};
+
+/// A stored value in zone-file form as bare DNS data: a TXT value unquoted, a CNAME target
+/// normalized (no trailing dot, lower case).
+pub(crate) fn decode_value(rtype: RecordType, raw: &str) -> String {
+    match rtype {
+        RecordType::Txt => crate::txt::unquote(raw),
+        RecordType::Cname => normalize_name(raw),
+    }
+}
+
+/// Whether a stored value (TXT quoted or not; CNAME with or without its dot) means the bare
+/// `value` of a record.
+pub(crate) fn same_value(rtype: RecordType, raw: &str, value: &str) -> bool {
+    let stored = decode_value(rtype, raw);
+    stored == decode_value(rtype, value) || (rtype == RecordType::Txt && stored == value)
+}
 
 /// A record set's key: owner name and type.
 pub(crate) type Key = (String, RecordType);

@@ -21,6 +21,7 @@ use tracing::{debug, info};
 
 use self::api::{Api, ApiError, DnsRecord, TokenStatus, ZoneInfo};
 use crate::locks::NameLocks;
+use crate::rrset::{decode_value, same_value};
 use crate::txt;
 use crate::{DnsProvider, ProviderError, Published, Record, RecordType, normalize_name};
 
@@ -138,19 +139,6 @@ impl fmt::Debug for CloudflareProvider {
 
 fn err_config(message: impl Into<String>) -> ProviderError {
     ProviderError::Config { provider: KIND, message: message.into() }
-}
-
-/// Whether stored content means `value` (TXT quoted or not; CNAME with or without dot).
-fn same_value(rtype: RecordType, content: &str, value: &str) -> bool {
-    decode(rtype, content) == decode(rtype, value).as_str()
-        || (rtype == RecordType::Txt && txt::unquote(content) == value)
-}
-
-fn decode(rtype: RecordType, content: &str) -> String {
-    match rtype {
-        RecordType::Txt => txt::unquote(content),
-        RecordType::Cname => normalize_name(content),
-    }
 }
 
 /// Checks the scheme; returns whether the host is loopback.
@@ -415,7 +403,7 @@ impl DnsProvider for CloudflareProvider {
         let zone = normalize_name(zone);
         let zone_id = self.zone_id(&zone).await?;
         let records = self.records_at(&zone, &zone_id, &normalize_name(name), Some(rtype)).await?;
-        Ok(records.iter().map(|r| decode(rtype, &r.content)).collect())
+        Ok(records.iter().map(|r| decode_value(rtype, &r.content)).collect())
     }
 }
 

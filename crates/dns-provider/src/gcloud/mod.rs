@@ -34,7 +34,7 @@ pub use self::api::DEFAULT_API_URL;
 use self::api::{Api, ApiError, Change, ResourceRecordSet};
 pub use self::auth::{Credentials, SubjectTokenFile};
 use crate::locks::NameLocks;
-use crate::rrset::{self, Encoding, Op, Submitted, ValueSet};
+use crate::rrset::{self, Encoding, Op, Submitted, ValueSet, decode_value, same_value};
 use crate::txt;
 use crate::{DnsProvider, ProviderError, Published, Record, RecordType, check_owner, normalize_name};
 
@@ -153,21 +153,6 @@ fn raw_value(record: &Record) -> String {
     match record.rtype {
         RecordType::Txt => txt::quote(&record.value),
         RecordType::Cname => format!("{}.", normalize_name(&record.value)),
-    }
-}
-
-/// Whether an rrdata means `value` (bare TXT string / CNAME target).
-fn same_value(rtype: RecordType, raw: &str, value: &str) -> bool {
-    match rtype {
-        RecordType::Txt => txt::unquote(raw) == value,
-        RecordType::Cname => normalize_name(raw) == normalize_name(value),
-    }
-}
-
-fn decode_value(rtype: RecordType, raw: &str) -> String {
-    match rtype {
-        RecordType::Txt => txt::unquote(raw),
-        RecordType::Cname => normalize_name(raw),
     }
 }
 

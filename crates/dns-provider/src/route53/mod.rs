@@ -35,7 +35,7 @@ use secrecy::{ExposeSecret, SecretString};
 use tracing::{debug, info, warn};
 
 use crate::locks::NameLocks;
-use crate::rrset::{self, Encoding, Op, Submitted, ValueSet};
+use crate::rrset::{self, Encoding, Op, Submitted, ValueSet, decode_value, same_value};
 use crate::txt;
 use crate::{DnsProvider, PROVIDER_RETRY, ProviderError, Published, Record, RecordType, RetryPolicy, normalize_name};
 
@@ -175,21 +175,6 @@ fn raw_value(record: &Record) -> String {
     match record.rtype {
         RecordType::Txt => txt::quote(&record.value),
         RecordType::Cname => record.value.clone(),
-    }
-}
-
-/// Whether a raw Route53 value means the same DNS data as `value` (bare TXT string / CNAME target).
-fn same_value(rtype: RecordType, raw: &str, value: &str) -> bool {
-    match rtype {
-        RecordType::Txt => txt::unquote(raw) == value,
-        RecordType::Cname => normalize_name(raw) == normalize_name(value),
-    }
-}
-
-fn decode_value(rtype: RecordType, raw: &str) -> String {
-    match rtype {
-        RecordType::Txt => txt::unquote(raw),
-        RecordType::Cname => normalize_name(raw),
     }
 }
 
