@@ -80,6 +80,14 @@ pub(crate) enum ApiError {
 }
 
 impl ApiError {
+    /// Prefixes a transient error's message with the request (`GET /zones: ...`).
+    fn context(self, method: &Method, path: &str) -> Self {
+        match self {
+            Self::Transient(m) => Self::Transient(format!("{method} {path}: {m}")),
+            other => other,
+        }
+    }
+
     /// Whether any error carries one of `codes`.
     pub(crate) fn has_code(&self, codes: &[i64]) -> bool {
         matches!(self, Self::Api { errors, .. } if errors.iter().any(|e| codes.contains(&e.code)))
@@ -152,31 +160,36 @@ impl Api {
                     if status.is_server_error() {
                         return Err(ApiError::Transient(format!("{method} {path}: HTTP {status}")));
                     }
-                    let env: Envelope<T> = match serde_json::from_slice(&bytes) {
-                        Ok(env) => env,
-                        Err(e) if status.is_success() => {
-                            return Err(ApiError::Transient(format!("{method} {path}: unreadable answer: {e}")));
-                        }
-                        Err(_) => return Err(ApiError::Api { status, errors: Vec::new() }),
-                    };
-                    if !status.is_success() || !env.success {
-                        return Err(ApiError::Api { status, errors: env.errors });
-                    }
-                    let Some(result) = env.result else {
-                        return Err(ApiError::Transient(format!("{method} {path}: answer without result")));
-                    };
-                    Ok((result, env.result_info))
+                    // what is left is final (an unreadable success is not sent again: a create
+                    // may have happened)
+                    Ok(read_envelope(status, &bytes).map_err(|e| e.context(method, path)))
                 },
+                // only 429, 5xx and network failures come out as errors
                 |failure| match failure {
                     ApiError::Throttled { retry_after } => throttled(*retry_after),
-                    ApiError::Transient(_) => Verdict::Retry,
-                    _ => Verdict::Stop,
+                    _ => Verdict::Retry,
                 },
                 |retry| {
                     let error = retry.error.describe();
                     warn!(%method, path, attempt = retry.attempt, delay_ms = retry.delay_ms(), error, "cloudflare request failed, retrying");
                 },
             )
-            .await
+            .await?
     }
+}
+
+/// The `result` and `result_info` of an answer that is neither 429 nor 5xx, or its errors.
+fn read_envelope<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<(T, Option<ResultInfo>), ApiError> {
+    let env: Envelope<T> = match serde_json::from_slice(bytes) {
+        Ok(env) => env,
+        Err(e) if status.is_success() => return Err(ApiError::Transient(format!("unreadable answer: {e}"))),
+        Err(_) => return Err(ApiError::Api { status, errors: Vec::new() }),
+    };
+    if !status.is_success() || !env.success {
+        return Err(ApiError::Api { status, errors: env.errors });
+    }
+    let Some(result) = env.result else {
+        return Err(ApiError::Transient("answer without result".to_string()));
+    };
+    Ok((result, env.result_info))
 }

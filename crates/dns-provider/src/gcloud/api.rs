@@ -249,7 +249,11 @@ impl Api {
             .run(
                 move |_| async move {
                   loop {
-                    let token = this.auth.token().await.map_err(ApiError::Token)?;
+                    // what is not 429, 5xx or a network failure is final: Ok(Err(..))
+                    let token = match this.auth.token().await {
+                        Ok(token) => token,
+                        Err(e) => return Ok(Err(ApiError::Token(e))),
+                    };
                     let mut req = this.http.request(method.clone(), url.clone()).bearer_auth(token.expose_secret());
                     if let Some(b) = body {
                         req = req.json(b);
@@ -262,8 +266,9 @@ impl Api {
                     let after = retry_after(resp.headers());
                     let bytes = resp.bytes().await.unwrap_or_default();
                     if status.is_success() {
-                        return serde_json::from_slice(&bytes)
-                            .map_err(|e| ApiError::Transient(format!("{method} {full}: unreadable answer: {e}")));
+                        // an unreadable success is not sent again: the change may have happened
+                        return Ok(serde_json::from_slice(&bytes)
+                            .map_err(|e| ApiError::Transient(format!("{method} {full}: unreadable answer: {e}"))));
                     }
                     let error =
                         serde_json::from_slice::<ErrorBody>(&bytes).ok().and_then(|b| b.error).unwrap_or_default();
@@ -282,19 +287,18 @@ impl Api {
                         this.auth.invalidate().await;
                         continue;
                     }
-                    return Err(ApiError::Api { status, reason, google_status: error.status, message: error.message });
+                    return Ok(Err(ApiError::Api { status, reason, google_status: error.status, message: error.message }));
                   }
                 },
                 |failure| match failure {
                     ApiError::Throttled { retry_after, .. } => throttled(*retry_after),
-                    ApiError::Transient(_) => Verdict::Retry,
-                    _ => Verdict::Stop,
+                    _ => Verdict::Retry,
                 },
                 |retry| {
                     let error = retry.error.describe();
                     warn!(%method, path = %full, attempt = retry.attempt, delay_ms = retry.delay_ms(), error, "gcloud request failed, retrying");
                 },
             )
-            .await
+            .await?
     }
 }
