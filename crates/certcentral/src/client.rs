@@ -12,6 +12,9 @@ use serde::de::DeserializeOwned;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+pub use retry::RetryPolicy;
+use retry::{Verdict, parse_retry_after};
+
 use crate::Error;
 use crate::limiter::{Lane, RateLimiter};
 use crate::types::{
@@ -21,8 +24,6 @@ use crate::types::{
 
 /// How much of an unexpected body an error keeps.
 const EXCERPT_CHARS: usize = 200;
-/// Upper bound for a server-sent `Retry-After`, so a garbage date cannot park a task for days.
-const RETRY_AFTER_CAP: Duration = Duration::from_secs(300);
 
 /// One client-side rate-limit window: at most `requests` per `per`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -43,36 +44,6 @@ impl RateWindow {
     /// page says per 3 minutes; 1000 per 5 minutes is the stricter, so it holds under both).
     pub fn defaults() -> Vec<Self> {
         vec![Self::new(100, Duration::from_secs(5)), Self::new(1000, Duration::from_secs(300))]
-    }
-}
-
-/// How retryable failures ([`Error::is_retryable`]) are retried.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts in total, the first included (default 5; at least 1).
-    pub max_attempts: u32,
-    /// Backoff before the first retry, doubled for each further one (default 500 ms).
-    pub base_delay: Duration,
-    /// Backoff cap (default 30 s). A server's `Retry-After` wins over the backoff.
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self { max_attempts: 5, base_delay: Duration::from_millis(500), max_delay: Duration::from_secs(30) }
-    }
-}
-
-impl RetryPolicy {
-    /// The jittered delay after failed attempt `attempt` (1-based): uniformly drawn from
-    /// `[d/2, d]` with `d = min(max_delay, base_delay * 2^(attempt-1))`, so that many clients
-    /// failing together do not retry together.
-    pub fn backoff(&self, attempt: u32) -> Duration {
-        let factor = 2u32.saturating_pow(attempt.saturating_sub(1));
-        let full = self.base_delay.saturating_mul(factor).min(self.max_delay);
-        let half = full / 2;
-        let spread = u64::try_from((full - half).as_nanos()).unwrap_or(u64::MAX);
-        half + Duration::from_nanos(rand::random_range(0..=spread))
     }
 }
 
@@ -298,16 +269,6 @@ fn validate_base_url(raw: &str, allow_insecure_http: bool) -> Result<String, Err
     Ok(trimmed.to_string())
 }
 
-/// Parses `Retry-After`: delta-seconds or an HTTP date.
-fn parse_retry_after(value: &str) -> Option<Duration> {
-    let value = value.trim();
-    if let Ok(secs) = value.parse::<u64>() {
-        return Some(Duration::from_secs(secs));
-    }
-    let at = chrono::DateTime::parse_from_rfc2822(value).ok()?;
-    Some((at.with_timezone(&chrono::Utc) - chrono::Utc::now()).to_std().unwrap_or(Duration::ZERO))
-}
-
 /// The start of a body, whitespace collapsed.
 fn excerpt(body: &str) -> String {
     let collapsed = body.split_whitespace().collect::<Vec<_>>().join(" ");
@@ -524,50 +485,51 @@ impl Client {
         let url = format!("{}{path}", self.inner.base_url);
         let body = body.map(|b| b.to_string());
         let policy = self.inner.retry;
-        let mut attempt = 1;
-        loop {
-            let rate_limit_wait = self.inner.limiter.acquire_in(endpoint.lane()).await;
-            let started = Instant::now();
-            let result = self.attempt(endpoint, method.clone(), &url, body.as_deref()).await;
-            let elapsed = started.elapsed();
-            let status = match &result {
-                Ok((status, _)) => Some(*status),
-                Err(failure) => failure.error.status(),
-            };
-            debug!(
-                endpoint = endpoint.as_str(),
-                id,
-                status,
-                attempt,
-                elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
-                rate_limit_wait_ms = u64::try_from(rate_limit_wait.as_millis()).unwrap_or(u64::MAX),
-                "certcentral call"
-            );
-            if let Some(observer) = &self.observer {
-                observer(&CallRecord { endpoint, status, attempt, elapsed, rate_limit_wait });
-            }
-            let failure = match result {
-                Ok((_, text)) => return Ok(text),
-                Err(failure) => failure,
-            };
-            if !failure.error.is_retryable() || attempt >= policy.max_attempts {
-                return Err(failure.error);
-            }
-            let delay = failure.retry_after.map_or_else(|| policy.backoff(attempt), |d| d.min(RETRY_AFTER_CAP));
-            warn!(
-                endpoint = endpoint.as_str(),
-                id,
-                status,
-                code = failure.error.code(),
-                attempt,
-                max_attempts = policy.max_attempts,
-                delay_ms = u64::try_from(delay.as_millis()).unwrap_or(u64::MAX),
-                error = %failure.error,
-                "certcentral call failed, retrying"
-            );
-            tokio::time::sleep(delay).await;
-            attempt += 1;
-        }
+        let (this, url, body, method) = (self, url.as_str(), body.as_deref(), &method);
+        let result = policy
+            .run(
+                move |attempt| async move {
+                    let rate_limit_wait = this.inner.limiter.acquire_in(endpoint.lane()).await;
+                    let started = Instant::now();
+                    let result = this.attempt(endpoint, method.clone(), url, body).await;
+                    let elapsed = started.elapsed();
+                    let status = match &result {
+                        Ok((status, _)) => Some(*status),
+                        Err(failure) => failure.error.status(),
+                    };
+                    debug!(
+                        endpoint = endpoint.as_str(),
+                        id,
+                        status,
+                        attempt,
+                        elapsed_ms = u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX),
+                        rate_limit_wait_ms = u64::try_from(rate_limit_wait.as_millis()).unwrap_or(u64::MAX),
+                        "certcentral call"
+                    );
+                    if let Some(observer) = &this.observer {
+                        observer(&CallRecord { endpoint, status, attempt, elapsed, rate_limit_wait });
+                    }
+                    result.map(|(_, text)| text)
+                },
+                |failure| {
+                    if failure.error.is_retryable() { Verdict::retry_after(failure.retry_after) } else { Verdict::Stop }
+                },
+                |retry| {
+                    warn!(
+                        endpoint = endpoint.as_str(),
+                        id,
+                        status = retry.error.error.status(),
+                        code = retry.error.error.code(),
+                        attempt = retry.attempt,
+                        max_attempts = retry.max_attempts,
+                        delay_ms = retry.delay_ms(),
+                        error = %retry.error.error,
+                        "certcentral call failed, retrying"
+                    );
+                },
+            )
+            .await;
+        result.map_err(|failure| failure.error)
     }
 
     /// One HTTP exchange, classified.
@@ -643,17 +605,6 @@ impl Client {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn retry_after_forms() {
-        assert_eq!(parse_retry_after(" 7 "), Some(Duration::from_secs(7)));
-        assert_eq!(parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT"), Some(Duration::ZERO));
-        let soon = (chrono::Utc::now() + chrono::TimeDelta::seconds(120)).to_rfc2822();
-        let soon = soon.replace("+0000", "GMT");
-        let wait = parse_retry_after(&soon).expect("HTTP date parses");
-        assert!(wait > Duration::from_secs(100) && wait <= Duration::from_secs(120), "{wait:?}");
-        assert_eq!(parse_retry_after("soon"), None);
-    }
 
     #[test]
     fn excerpt_is_short_and_flat() {

@@ -11,7 +11,8 @@
 //! - [`Error`]: one error type with predicates (`is_not_found_yet`, `is_retryable`, ...).
 //! - [`RateWindow`]: one rate-limit window (`100 per 5 s`); [`RateLimiter`] enforces several
 //!   rolling windows at once on tokio's clock, checks ([`Lane::Check`]) before token requests.
-//! - [`RetryPolicy`]: bounded attempts with jittered exponential backoff, `Retry-After` honoured.
+//! - [`RetryPolicy`]: bounded attempts with jittered exponential backoff, `Retry-After` honoured
+//!   (the workspace's one policy, from the `retry` crate).
 //! - [`ValidationScope`]: where DigiCert looks for a DV order's record (base domain or exact
 //!   name; the Public Suffix List decides the base domain).
 //! - [`Endpoint`], [`CallRecord`]: labels and per-attempt records for metrics (see

@@ -39,8 +39,9 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::{debug, info};
 
+use crate::RetryPolicy;
+use crate::locks::NameLocks;
 use crate::rest::{self, Answer, Failure, Rest};
-use crate::route53::RetryPolicy;
 use crate::{DnsProvider, ProviderError, Published, Record, RecordType, check_owner, normalize_name};
 
 const KIND: &str = "acmedns";
@@ -94,7 +95,7 @@ pub struct AcmeDnsSettings {
 impl AcmeDnsSettings {
     /// Settings with the default timeout and retries.
     pub fn new(api_url: impl Into<String>, zones: Vec<String>, accounts: Vec<AcmeDnsAccount>) -> Self {
-        Self { api_url: api_url.into(), zones, accounts, timeout: DEFAULT_TIMEOUT, retry: RetryPolicy::default() }
+        Self { api_url: api_url.into(), zones, accounts, timeout: DEFAULT_TIMEOUT, retry: crate::PROVIDER_RETRY }
     }
 }
 
@@ -113,7 +114,7 @@ pub struct AcmeDnsProvider {
     /// fulldomain -> the values this process last wrote, oldest first (at most two).
     written: Mutex<HashMap<String, Vec<String>>>,
     /// Serializes updates per account, so the remembered slots match the server's order.
-    locks: Mutex<HashMap<String, std::sync::Arc<tokio::sync::Mutex<()>>>>,
+    locks: NameLocks,
 }
 
 impl fmt::Debug for AcmeDnsProvider {
@@ -192,7 +193,7 @@ impl AcmeDnsProvider {
         for mut account in settings.accounts {
             account.fulldomain = normalize_name(&account.fulldomain);
             let full = account.fulldomain.clone();
-            if !zones.iter().any(|z| full.ends_with(&format!(".{z}"))) {
+            if !zones.iter().any(|z| crate::below_zone(&full, z)) {
                 return Err(err_config(format!(
                     "the fulldomain {full} of the account for {} is not inside this provider's zones ({}): add the acme-dns server's domain to `zones`",
                     account.domain,
@@ -228,7 +229,7 @@ impl AcmeDnsProvider {
             zones,
             accounts,
             written: Mutex::new(HashMap::new()),
-            locks: Mutex::new(HashMap::new()),
+            locks: NameLocks::new(),
         })
     }
 
@@ -241,12 +242,6 @@ impl AcmeDnsProvider {
                 "no acme-dns account has fulldomain {name}: add an account with fulldomain = \"{name}\" (the CNAME target of the domain's _dnsauth name)"
             ),
         })
-    }
-
-    fn lock_for(&self, key: &str) -> std::sync::Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().expect("locks lock");
-        locks.retain(|_, l| std::sync::Arc::strong_count(l) > 1);
-        locks.entry(key.to_string()).or_default().clone()
     }
 }
 
@@ -271,8 +266,7 @@ impl DnsProvider for AcmeDnsProvider {
             });
         }
         let account = self.account(zone, record)?;
-        let lock = self.lock_for(&account.fulldomain);
-        let _guard = lock.lock().await;
+        let _guard = self.locks.lock(&account.fulldomain).await;
         if self
             .written
             .lock()

@@ -10,7 +10,11 @@
 //! - [`DnsProvider`]: the contract every adapter meets (tested by one conformance battery).
 //! - [`Router`]: picks the provider and zone for a record name by longest zone suffix.
 //! - [`ProviderError`]: one error type whose messages start with the provider name.
+//! - [`DnsName`], [`normalize_name`], [`in_zone`]: the one name type, normaliser and
+//!   zone-membership check of the workspace.
 //! - `rrset` (private): merging values into a record set, shared by Route53 and Cloud DNS.
+//! - `locks` (private): per-name in-process locks of the read-merge-write adapters.
+//! - `txt` (private): TXT quoting in zone-file form, shared by every adapter whose API wants it.
 //! - adapters: [`memory`], [`exec`], [`rfc2136`], [`route53`], [`cloudflare`], [`azure`], [`gcloud`],
 //!   [`powerdns`], [`acmedns`].
 
@@ -25,15 +29,29 @@ pub mod azure;
 pub mod cloudflare;
 pub mod exec;
 pub mod gcloud;
+mod locks;
 pub mod memory;
+mod name;
 pub mod powerdns;
 mod rest;
 pub mod rfc2136;
 pub mod route53;
 mod router;
 mod rrset;
+mod txt;
 
+pub use name::{DnsName, below_zone, in_zone, normalize_name, relative_name};
+pub use retry::RetryPolicy;
 pub use router::{RouteError, Router};
+
+/// Retries of throttled and transient calls of the Route53, PowerDNS and acme-dns adapters
+/// unless configured otherwise: 6 attempts, 400 ms doubling up to 10 s.
+pub const PROVIDER_RETRY: RetryPolicy = RetryPolicy::new(6, Duration::from_millis(400), Duration::from_secs(10));
+
+/// Retries of the Cloudflare, Azure and Cloud DNS HTTP clients: 5 attempts, 500 ms doubling up
+/// to 60 s.
+pub(crate) const CLOUD_API_RETRY: RetryPolicy =
+    RetryPolicy::new(5, Duration::from_millis(500), Duration::from_secs(60));
 
 /// The type of a DCV record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -126,11 +144,6 @@ pub(crate) fn http_client(loopback: bool) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("cannot build the HTTP client: {e}"))
 }
 
-/// Lower-cases a DNS name and strips one trailing dot.
-pub fn normalize_name(name: &str) -> String {
-    name.trim().trim_end_matches('.').to_ascii_lowercase()
-}
-
 /// Checks that `zone` is one of `zones` and that `name` lies inside it; returns both normalized.
 /// Shared by the adapters so every one refuses a misrouted record with the same words.
 pub fn check_owner(
@@ -148,7 +161,7 @@ pub fn check_owner(
         });
     }
     let name = normalize_name(name);
-    if name != zone && !name.ends_with(&format!(".{zone}")) {
+    if !in_zone(&name, &zone) {
         return Err(ProviderError::Rejected {
             provider,
             code: None,

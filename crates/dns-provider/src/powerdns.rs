@@ -24,7 +24,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::LazyLock;
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -34,8 +34,11 @@ use serde::Deserialize;
 use serde_json::json;
 use tracing::{debug, info};
 
+use crate::RetryPolicy;
+use crate::locks::NameLocks;
 use crate::rest::{self, Answer, Failure, Rest};
-use crate::route53::{RetryPolicy, txt};
+use crate::rrset::{decode_value, same_value};
+use crate::txt;
 use crate::{DnsProvider, ProviderError, Published, Record, RecordType, check_owner, normalize_name};
 
 const KIND: &str = "powerdns";
@@ -71,7 +74,7 @@ impl PowerDnsSettings {
             server_id: DEFAULT_SERVER_ID.to_string(),
             zones,
             timeout: DEFAULT_TIMEOUT,
-            retry: RetryPolicy::default(),
+            retry: crate::PROVIDER_RETRY,
         }
     }
 }
@@ -154,30 +157,13 @@ fn err_config(message: impl Into<String>) -> ProviderError {
 }
 
 /// Locks per (API, server, zone, name), shared by every instance in this process.
-fn name_lock(key: &str) -> Arc<tokio::sync::Mutex<()>> {
-    static LOCKS: OnceLock<Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>> = OnceLock::new();
-    let mut locks = LOCKS.get_or_init(Default::default).lock().expect("powerdns locks");
-    locks.retain(|_, l| Arc::strong_count(l) > 1);
-    locks.entry(key.to_string()).or_default().clone()
-}
+static NAME_LOCKS: LazyLock<NameLocks> = LazyLock::new(NameLocks::new);
 
 /// The content of `record` as PowerDNS stores it.
 fn content(record: &Record) -> String {
     match record.rtype {
         RecordType::Txt => txt::quote(&record.value),
         RecordType::Cname => format!("{}.", normalize_name(&record.value)),
-    }
-}
-
-/// Whether stored `content` means `value` (bare TXT string / CNAME target).
-fn same_value(rtype: RecordType, content: &str, value: &str) -> bool {
-    decode(rtype, content) == decode(rtype, value)
-}
-
-fn decode(rtype: RecordType, content: &str) -> String {
-    match rtype {
-        RecordType::Txt => txt::unquote(content),
-        RecordType::Cname => normalize_name(content),
     }
 }
 
@@ -428,12 +414,9 @@ impl PowerDnsProvider {
             return Ok(());
         }
         let names: BTreeSet<String> = by_key.keys().map(|(n, _)| n.clone()).collect();
-        // taken in name order, so two batches cannot deadlock
-        let mut guards = Vec::with_capacity(names.len());
-        for name in &names {
-            let lock = name_lock(&format!("{}|{}|{zone}|{name}", self.api_root, self.server_id));
-            guards.push(lock.lock_owned().await);
-        }
+        let guards = NAME_LOCKS
+            .lock_all(names.iter().map(|name| format!("{}|{}|{zone}|{name}", self.api_root, self.server_id)))
+            .await;
         let states = self.read_names(&zone, &names).await?;
         let mut rrsets = Vec::new();
         for ((name, rtype), key_ops) in &by_key {
@@ -520,7 +503,7 @@ impl DnsProvider for PowerDnsProvider {
         let states = self.read_names(&zone, &BTreeSet::from([name.clone()])).await?;
         Ok(states[&name]
             .get(rtype.as_str())
-            .map(|s| s.records.iter().filter(|r| !r.disabled).map(|r| decode(rtype, &r.content)).collect())
+            .map(|s| s.records.iter().filter(|r| !r.disabled).map(|r| decode_value(rtype, &r.content)).collect())
             .unwrap_or_default())
     }
 }

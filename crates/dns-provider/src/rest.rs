@@ -1,6 +1,6 @@
 //! A small HTTP client for the JSON APIs of the PowerDNS and acme-dns adapters: it sends one
 //! request, retries throttling (429, honouring `Retry-After`), 5xx and network failures with the
-//! crate's jittered exponential backoff ([`RetryPolicy`]), and hands every other answer back to
+//! workspace's retry policy ([`RetryPolicy`], the `retry` crate), and hands every other answer back to
 //! the adapter, which knows what a 401 or a 422 means for its API. It never logs headers (they
 //! carry API keys) and knows nothing about DNS records.
 
@@ -9,10 +9,13 @@ use std::time::Duration;
 use reqwest::{Method, StatusCode};
 use tracing::warn;
 
-use crate::route53::RetryPolicy;
+use retry::Verdict;
 
-/// The longest `Retry-After` slept inside the adapter; a longer one is returned to the caller.
-const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+use crate::RetryPolicy;
+
+/// The longest `Retry-After` slept inside an adapter; a longer one is returned to the caller
+/// (the engine reschedules the unit rather than parking a task).
+pub(crate) const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
 
 /// An answer that was not retried away: any status but 429 and 5xx.
 #[derive(Debug)]
@@ -98,61 +101,62 @@ impl Rest {
     where
         F: Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let request = build(self.http.request(method.clone(), url));
-            let (delay, failure) = match request.send().await {
-                Err(e) => {
-                    // reqwest errors name the URL (never headers); keep messages short
-                    let e = e.without_url();
-                    (self.retry.delay(attempt), Failure::Transient(format!("{what}: {e}")))
-                }
-                Ok(resp) => {
+        let (http, build, method) = (&self.http, &build, &method);
+        self.retry
+            .run(
+                move |_| async move {
+                    let request = build(http.request(method.clone(), url));
+                    let resp = match request.send().await {
+                        // reqwest errors name the URL (never headers); keep messages short
+                        Err(e) => return Err(Failure::Transient(format!("{what}: {}", e.without_url()))),
+                        Ok(resp) => resp,
+                    };
                     let status = resp.status();
                     let after = retry_after(resp.headers());
                     let body = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
                     if status == StatusCode::TOO_MANY_REQUESTS {
                         let message = format!("{what}: HTTP 429 (Retry-After {after:?})");
-                        if after.is_some_and(|d| d > MAX_RETRY_AFTER) {
-                            return Err(Failure::Throttled { retry_after: after, message });
-                        }
-                        (
-                            after.unwrap_or_else(|| self.retry.delay(attempt)),
-                            Failure::Throttled { retry_after: after, message },
-                        )
+                        Err(Failure::Throttled { retry_after: after, message })
                     } else if status.is_server_error() {
                         let answer = Answer { status, body };
-                        (
-                            self.retry.delay(attempt),
-                            Failure::Transient(format!("{what}: HTTP {status}: {}", answer.text())),
-                        )
+                        Err(Failure::Transient(format!("{what}: HTTP {status}: {}", answer.text())))
                     } else {
-                        return Ok(Answer { status, body });
+                        Ok(Answer { status, body })
                     }
-                }
-            };
-            if attempt >= self.retry.max_attempts {
-                return Err(failure);
-            }
-            let error = match &failure {
-                Failure::Throttled { message, .. } | Failure::Transient(message) => message.as_str(),
-            };
-            warn!(
-                provider = self.provider,
-                attempt,
-                delay_ms = delay.as_millis() as u64,
-                error,
-                "provider request failed, retrying"
-            );
-            tokio::time::sleep(delay).await;
-        }
+                },
+                |failure| match failure {
+                    Failure::Throttled { retry_after, .. } => throttled(*retry_after),
+                    Failure::Transient(_) => Verdict::Retry,
+                },
+                |retry| {
+                    let error = match retry.error {
+                        Failure::Throttled { message, .. } | Failure::Transient(message) => message.as_str(),
+                    };
+                    warn!(
+                        provider = self.provider,
+                        attempt = retry.attempt,
+                        delay_ms = retry.delay_ms(),
+                        error,
+                        "provider request failed, retrying"
+                    );
+                },
+            )
+            .await
     }
 }
 
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
+/// What a 429 answer asks for: wait for its `Retry-After` (or the backoff), or give up when the
+/// server wants longer than [`MAX_RETRY_AFTER`].
+pub(crate) fn throttled(retry_after: Option<Duration>) -> Verdict {
+    match retry_after {
+        Some(after) if after > MAX_RETRY_AFTER => Verdict::Stop,
+        after => Verdict::retry_after(after),
+    }
+}
+
+/// The server's `Retry-After`, when it sent a readable one.
+pub(crate) fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
+    retry::parse_retry_after(headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?)
 }
 
 #[cfg(test)]

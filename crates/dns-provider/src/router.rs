@@ -1,6 +1,6 @@
 //! Zone routing: the longest configured zone suffix picks the provider and zone for a name.
 
-use crate::{SharedProvider, normalize_name};
+use crate::{SharedProvider, in_zone, normalize_name};
 
 /// A name no configured provider serves.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -42,7 +42,7 @@ impl Router {
         let name = normalize_name(name);
         self.entries
             .iter()
-            .find(|(zone, _, _)| name == *zone || name.ends_with(&format!(".{zone}")))
+            .find(|(zone, _, _)| in_zone(&name, zone))
             .map(|(zone, n, p)| (n.as_str(), p, zone.as_str()))
             .ok_or(RouteError { name })
     }
@@ -53,7 +53,7 @@ impl Router {
         self.entries
             .iter()
             .filter(|(_, n, _)| n == provider)
-            .find(|(zone, _, _)| name == *zone || name.ends_with(&format!(".{zone}")))
+            .find(|(zone, _, _)| in_zone(&name, zone))
             .map(|(zone, n, p)| (n.as_str(), p, zone.as_str()))
             .ok_or(RouteError { name })
     }

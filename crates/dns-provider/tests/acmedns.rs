@@ -260,7 +260,7 @@ async fn preflight_checks_reachability() {
     h.provider.preflight().await.expect("preflight");
     let nothing = AcmeDnsProvider::new(AcmeDnsSettings {
         api_url: "http://127.0.0.1:9".into(),
-        retry: dns_provider::route53::RetryPolicy {
+        retry: dns_provider::RetryPolicy {
             max_attempts: 2,
             base_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(20),

@@ -234,7 +234,7 @@ async fn errors_name_the_cause_and_hide_the_key() {
     // nothing answering (or PowerDNS resetting a connection from outside webserver-allow-from):
     // retried, then a retryable error that names the likely causes
     let unreachable = PowerDnsProvider::new(PowerDnsSettings {
-        retry: dns_provider::route53::RetryPolicy {
+        retry: dns_provider::RetryPolicy {
             max_attempts: 2,
             base_delay: Duration::from_millis(10),
             max_delay: Duration::from_millis(20),

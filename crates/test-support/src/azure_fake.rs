@@ -427,7 +427,11 @@ fn norm(name: &str) -> String {
 }
 
 fn relative_of(name: &str, zone: &str) -> String {
-    if name == zone { "@".into() } else { name.strip_suffix(&format!(".{zone}")).unwrap_or(name).to_string() }
+    match dns_provider::relative_name(name, zone) {
+        Some("") => "@".into(),
+        Some(relative) => relative.to_string(),
+        None => name.to_string(),
+    }
 }
 
 /// ARM's envelope.

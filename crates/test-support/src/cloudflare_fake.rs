@@ -516,7 +516,7 @@ async fn create_record(State(state): State<Shared>, Path(zone_id): Path<String>,
     let mut name = name.trim_end_matches('.').to_ascii_lowercase();
     if name == "@" {
         name = zname.clone();
-    } else if name != zname && !name.ends_with(&format!(".{zname}")) {
+    } else if !dns_provider::in_zone(&name, &zname) {
         // Cloudflare reads a name without the zone suffix as relative to the zone.
         name = format!("{name}.{zname}");
     }

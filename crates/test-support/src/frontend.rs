@@ -284,7 +284,7 @@ fn record(name: &str, rtype: RecordType, value: &str) -> Record {
 fn entry(name: &str, rtype: &str, value: &str, zone: &str) -> Option<Entry> {
     // Route53 escapes `*` (and other specials) as \DDD in names.
     let name = normalize_name(&name.replace("\\052", "*"));
-    if name != zone && !name.ends_with(&format!(".{zone}")) {
+    if !dns_provider::in_zone(&name, zone) {
         return None;
     }
     match rtype.to_ascii_uppercase().as_str() {

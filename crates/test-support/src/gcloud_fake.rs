@@ -481,7 +481,7 @@ impl GcloudFake {
 }
 
 fn in_zone(name: &str, dns_name: &str) -> bool {
-    name == dns_name || name.ends_with(&format!(".{dns_name}"))
+    dns_provider::in_zone(name, dns_name)
 }
 
 fn canonical(rtype: &str, raw: &str) -> String {

@@ -1,48 +1,14 @@
-//! Domain and zone names: normalization (lower case, no trailing dot) and zone matching.
+//! Domain and zone names for the config: normalization (lower case, no trailing dot) and zone
+//! matching, both delegated to `dns_provider`'s [`DnsName`] and [`in_zone`] so the daemon and
+//! the adapters agree on what a name is.
+
+use dns_provider::DnsName;
 
 /// Normalizes a domain name: lower case, no trailing dot, ASCII letters/digits/`-`/`_` labels,
-/// and (when `wildcard`) an optional leading `*.` label.
+/// and (when `wildcard`) an optional leading `*.` label. The rules are [`DnsName`]'s.
 pub(super) fn normalize(name: &str, wildcard: bool) -> Result<String, String> {
-    let lower = name.to_ascii_lowercase();
-    let trimmed = lower.strip_suffix('.').unwrap_or(&lower);
-    if trimmed.is_empty() {
-        return Err("empty domain name".to_owned());
-    }
-    if !trimmed.is_ascii() {
-        return Err(format!("domain name {name:?} is not ASCII: write its punycode (xn--) form"));
-    }
-    if trimmed.len() > 253 {
-        return Err(format!("domain name {name:?} is longer than 253 characters"));
-    }
-    let body = match trimmed.strip_prefix("*.") {
-        Some(rest) if wildcard => rest,
-        _ => trimmed,
-    };
-    for label in body.split('.') {
-        if label.is_empty() {
-            return Err(format!("invalid domain name {name:?}: empty label"));
-        }
-        if label.len() > 63 {
-            return Err(format!("invalid domain name {name:?}: label {label:?} is longer than 63 characters"));
-        }
-        if label == "*" {
-            return Err(if wildcard {
-                format!(
-                    "invalid domain name {name:?}: a wildcard is only allowed as the first \
-                     label, as in \"*.example.com\""
-                )
-            } else {
-                format!("invalid zone name {name:?}: a zone cannot be a wildcard")
-            });
-        }
-        if let Some(c) = label.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '-' || *c == '_')) {
-            return Err(format!(
-                "invalid domain name {name:?}: character {c:?} is not allowed (letters, digits, \
-                 '-' and '_' only)"
-            ));
-        }
-    }
-    Ok(trimmed.to_owned())
+    let parsed = if wildcard { DnsName::parse_wildcard(name) } else { DnsName::parse(name) };
+    parsed.map(String::from)
 }
 
 /// The name whose zone publishes the records of `domain`: `*.example.com` -> `example.com`.
@@ -50,11 +16,8 @@ pub(super) fn base(domain: &str) -> &str {
     domain.strip_prefix("*.").unwrap_or(domain)
 }
 
-/// Whether `zone` contains `name` (both normalized).
-pub(super) fn in_zone(name: &str, zone: &str) -> bool {
-    name == zone
-        || (name.len() > zone.len() && name.ends_with(zone) && name.as_bytes()[name.len() - zone.len() - 1] == b'.')
-}
+/// Whether `zone` contains `name`, by whole labels (the workspace's one check).
+pub(super) use dns_provider::in_zone;
 
 #[cfg(test)]
 mod tests {

@@ -315,7 +315,7 @@ fn parse_one(
                     warnings,
                 )?;
                 let fulldomain = account.fulldomain.get_ref().0.0.clone();
-                if !zones.iter().any(|(z, _)| fulldomain.ends_with(&format!(".{z}"))) {
+                if !zones.iter().any(|(z, _)| dns_provider::below_zone(&fulldomain, z)) {
                     return Err(src.error(
                         &account.fulldomain.span(),
                         format!(

@@ -732,10 +732,8 @@ fn token_expired(row: &UnitRow) -> bool {
 /// `min * 2^(attempt-1)`, capped at `max`, with up to 10% jitter subtracted so that many units
 /// do not check in lockstep.
 pub(crate) fn backoff(min: Duration, max: Duration, attempt: u32) -> Duration {
-    let exp = attempt.saturating_sub(1).min(20);
-    let base = min.saturating_mul(1u32 << exp).min(max);
-    let jitter = base.mul_f64(rand::random::<f64>() * 0.1);
-    (base - jitter).max(min.min(max))
+    let nominal = retry::RetryPolicy::new(u32::MAX, min, max).nominal(attempt);
+    retry::jittered(nominal, 0.1).max(min.min(max))
 }
 
 fn log_transition(row: &UnitRow, from: UnitState, elapsed_ms: u64) {

@@ -14,20 +14,16 @@ use std::time::Duration;
 
 use reqwest::header::{HeaderMap, HeaderValue};
 use reqwest::{RequestBuilder, StatusCode};
+use retry::Verdict;
 use secrecy::ExposeSecret;
 use serde::{Deserialize, Serialize};
 use tracing::warn;
 
 use super::auth::TokenSource;
+use crate::rest::{retry_after, throttled};
 
 /// The API version of every record-set call.
 pub(crate) const API_VERSION: &str = "2018-05-01";
-/// Attempts per request, the first included.
-const MAX_ATTEMPTS: u32 = 5;
-/// First backoff delay without `Retry-After`; doubles per attempt.
-const BASE_DELAY: Duration = Duration::from_millis(250);
-/// Longest single wait; a longer `Retry-After` is returned to the caller instead of slept.
-const MAX_DELAY: Duration = Duration::from_secs(60);
 
 /// What went wrong at the HTTP/API level; the adapter adds the DCV context.
 #[derive(Debug)]
@@ -76,32 +72,10 @@ pub(crate) struct Http {
     direct: reqwest::Client,
 }
 
-fn backoff(attempt: u32) -> Duration {
-    let exp = BASE_DELAY.saturating_mul(1 << attempt.min(10)).min(MAX_DELAY);
-    exp / 2 + (exp / 2).mul_f64(rand::random::<f64>())
-}
-
-fn retry_after(headers: &HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
 impl Http {
     /// `loopback`: every endpoint is a local test server, reached without any configured proxy.
     pub(crate) fn new(loopback: bool) -> Result<Self, String> {
-        let build = |proxy: bool| {
-            let mut builder = reqwest::Client::builder();
-            if !proxy {
-                builder = builder.no_proxy();
-            }
-            builder
-                .user_agent(concat!("dcvd/", env!("CARGO_PKG_VERSION")))
-                .connect_timeout(Duration::from_secs(10))
-                .timeout(Duration::from_secs(30))
-                .build()
-                .map_err(|e| format!("cannot build the HTTP client: {e}"))
-        };
-        Ok(Self { client: build(!loopback)?, direct: build(false)? })
+        Ok(Self { client: crate::http_client(loopback)?, direct: crate::http_client(true)? })
     }
 
     pub(crate) fn post_form(&self, url: &str, body: String) -> RequestBuilder {
@@ -119,38 +93,45 @@ impl Http {
         what: &str,
         build: impl Fn() -> RequestBuilder,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), ApiError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let (wait, failure) = match build().send().await {
-                // reqwest errors carry the URL (never a secret); drop it to keep messages short
-                Err(e) => (backoff(attempt), ApiError::Transient(format!("{what}: {}", e.without_url()))),
-                Ok(resp) => {
+        let build = &build;
+        crate::CLOUD_API_RETRY
+            .run(
+                move |_| async move {
+                    // reqwest errors carry the URL (never a secret); drop it to keep messages short
+                    let resp = build()
+                        .send()
+                        .await
+                        .map_err(|e| ApiError::Transient(format!("{what}: {}", e.without_url())))?;
                     let status = resp.status();
                     let headers = resp.headers().clone();
                     let after = retry_after(&headers);
                     let bytes = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
                     if status == StatusCode::TOO_MANY_REQUESTS {
-                        match after {
-                            Some(d) if d > MAX_DELAY => return Err(ApiError::Throttled { retry_after: Some(d) }),
-                            _ => {
-                                (after.unwrap_or_else(|| backoff(attempt)), ApiError::Throttled { retry_after: after })
-                            }
-                        }
+                        Err(ApiError::Throttled { retry_after: after })
                     } else if status.is_server_error() {
                         let (code, message) = error_body(&bytes);
-                        (backoff(attempt), ApiError::Transient(format!("{what}: HTTP {status} {code} {message}")))
+                        Err(ApiError::Transient(format!("{what}: HTTP {status} {code} {message}")))
                     } else {
-                        return Ok((status, headers, bytes));
+                        Ok((status, headers, bytes))
                     }
-                }
-            };
-            if attempt >= MAX_ATTEMPTS {
-                return Err(failure);
-            }
-            warn!(what, attempt, delay_ms = wait.as_millis() as u64, error = %failure.describe(), "azure request failed, retrying");
-            tokio::time::sleep(wait).await;
-        }
+                },
+                |failure| match failure {
+                    ApiError::Throttled { retry_after } => throttled(*retry_after),
+                    ApiError::Transient(_) => Verdict::Retry,
+                    _ => Verdict::Stop,
+                },
+                |retry| {
+                    let error = retry.error.describe();
+                    warn!(
+                        what,
+                        attempt = retry.attempt,
+                        delay_ms = retry.delay_ms(),
+                        error,
+                        "azure request failed, retrying"
+                    );
+                },
+            )
+            .await
     }
 }
 

@@ -25,7 +25,7 @@ pub mod auth;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use reqwest::StatusCode;
@@ -34,6 +34,7 @@ use tracing::{debug, info};
 use self::api::{ApiError, Arm, CnameRecord, Http, Precondition, RecordSet, RecordSetProperties, TxtRecord};
 use self::auth::TokenSource;
 pub use self::auth::{AzureCredential, DEFAULT_AUTHORITY_URL, DEFAULT_IMDS_URL};
+use crate::locks::NameLocks;
 use crate::{DnsProvider, ProviderError, Published, Record, RecordType, check_owner, normalize_name};
 
 const KIND: &str = "azure";
@@ -96,7 +97,7 @@ struct Inner {
     zones: Vec<String>,
     subscription_id: String,
     resource_group: String,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: NameLocks,
 }
 
 impl fmt::Debug for AzureProvider {
@@ -129,7 +130,11 @@ fn check_url(key: &str, url: &str, imds: bool) -> Result<bool, ProviderError> {
 
 /// The record set name relative to `zone` (`@` at the apex). `name` is inside `zone`.
 fn relative(name: &str, zone: &str) -> String {
-    if name == zone { "@".to_string() } else { name.strip_suffix(&format!(".{zone}")).unwrap_or(name).to_string() }
+    match crate::relative_name(name, zone) {
+        Some("") => "@".to_string(),
+        Some(relative) => relative.to_string(),
+        None => name.to_string(),
+    }
 }
 
 /// A TXT value as Azure's string list: chunks of at most 255 bytes, never inside a character.
@@ -350,7 +355,7 @@ impl AzureProvider {
                 zones,
                 subscription_id: settings.subscription_id,
                 resource_group: settings.resource_group,
-                locks: Mutex::new(HashMap::new()),
+                locks: NameLocks::new(),
             }),
         })
     }
@@ -362,12 +367,6 @@ impl AzureProvider {
 }
 
 impl Inner {
-    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().expect("locks lock");
-        locks.retain(|_, l| Arc::strong_count(l) > 1);
-        locks.entry(key.to_string()).or_default().clone()
-    }
-
     fn owner(&self, zone: &str, name: &str) -> Result<(String, String), ProviderError> {
         check_owner(KIND, &self.zones, zone, name)
     }
@@ -408,8 +407,7 @@ impl Inner {
         decide: impl Fn(Option<&RecordSet>) -> Result<Write, ProviderError>,
     ) -> Result<(), ProviderError> {
         let rel = relative(name, zone);
-        let lock = self.lock_for(&format!("{zone}|{name}|{rtype}"));
-        let _guard = lock.lock().await;
+        let _guard = self.locks.lock(&format!("{zone}|{name}|{rtype}")).await;
         for _ in 0..MAX_RACE_ATTEMPTS {
             let current = self
                 .arm
@@ -556,8 +554,7 @@ impl Inner {
         let refs: Vec<&Record> = group.iter().collect();
         let rel = relative(name, zone);
         let first_try = {
-            let lock = self.lock_for(&format!("{zone}|{name}|{rtype}"));
-            let _guard = lock.lock().await;
+            let _guard = self.locks.lock(&format!("{zone}|{name}|{rtype}")).await;
             let write = if adding { add_txt(listed.as_ref(), &refs) } else { remove_txt(listed.as_ref(), &refs) };
             self.apply(zone, rtype, &rel, write, if adding { "adding TXT values" } else { "removing TXT values" })
                 .await?

@@ -5,17 +5,13 @@
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
+use retry::Verdict;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde::de::DeserializeOwned;
 use tracing::warn;
 
-/// Attempts per request, the first included.
-const MAX_ATTEMPTS: u32 = 5;
-/// First backoff delay without `Retry-After`; doubles per attempt.
-const BASE_DELAY: Duration = Duration::from_millis(250);
-/// Longest single wait; a longer `Retry-After` is returned to the caller instead of slept.
-const MAX_DELAY: Duration = Duration::from_secs(60);
+use crate::rest::{retry_after, throttled};
 
 /// One entry of `errors` / `messages`.
 #[derive(Debug, Clone, Deserialize)]
@@ -84,6 +80,14 @@ pub(crate) enum ApiError {
 }
 
 impl ApiError {
+    /// Prefixes a transient error's message with the request (`GET /zones: ...`).
+    fn context(self, method: &Method, path: &str) -> Self {
+        match self {
+            Self::Transient(m) => Self::Transient(format!("{method} {path}: {m}")),
+            other => other,
+        }
+    }
+
     /// Whether any error carries one of `codes`.
     pub(crate) fn has_code(&self, codes: &[i64]) -> bool {
         matches!(self, Self::Api { errors, .. } if errors.iter().any(|e| codes.contains(&e.code)))
@@ -117,16 +121,6 @@ impl std::fmt::Debug for Api {
     }
 }
 
-fn backoff(attempt: u32) -> Duration {
-    let exp = BASE_DELAY.saturating_mul(1 << attempt.min(10)).min(MAX_DELAY);
-    exp / 2 + (exp / 2).mul_f64(rand::random::<f64>())
-}
-
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
-
 impl Api {
     /// `loopback`: the API is a local test server, reached without any configured HTTP proxy.
     pub(crate) fn new(base_url: &str, token: SecretString, loopback: bool) -> Result<Self, String> {
@@ -144,59 +138,58 @@ impl Api {
     ) -> Result<(T, Option<ResultInfo>), ApiError> {
         let url = reqwest::Url::parse_with_params(&format!("{}{path}", self.base_url), query)
             .map_err(|e| ApiError::Transient(format!("{method} {path}: bad URL: {e}")))?;
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let mut req = self.http.request(method.clone(), url.clone()).bearer_auth(self.token.expose_secret());
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let (wait, failure) = match req.send().await {
-                Err(e) => {
+        let (this, url, method) = (self, &url, &method);
+        crate::CLOUD_API_RETRY
+            .run(
+                move |_| async move {
+                    let mut req = this.http.request(method.clone(), url.clone()).bearer_auth(this.token.expose_secret());
+                    if let Some(b) = body {
+                        req = req.json(b);
+                    }
                     // reqwest errors carry the URL (never the token); drop it to keep messages short
-                    let e = e.without_url();
-                    (backoff(attempt), ApiError::Transient(format!("{method} {path}: {e}")))
-                }
-                Ok(resp) => {
+                    let resp = req
+                        .send()
+                        .await
+                        .map_err(|e| ApiError::Transient(format!("{method} {path}: {}", e.without_url())))?;
                     let status = resp.status();
                     let after = retry_after(resp.headers());
                     let bytes = resp.bytes().await.unwrap_or_default();
                     if status == StatusCode::TOO_MANY_REQUESTS {
-                        match after {
-                            Some(d) if d > MAX_DELAY => {
-                                return Err(ApiError::Throttled { retry_after: Some(d) });
-                            }
-                            _ => {
-                                (after.unwrap_or_else(|| backoff(attempt)), ApiError::Throttled { retry_after: after })
-                            }
-                        }
-                    } else if status.is_server_error() {
-                        (backoff(attempt), ApiError::Transient(format!("{method} {path}: HTTP {status}")))
-                    } else {
-                        let env: Envelope<T> = match serde_json::from_slice(&bytes) {
-                            Ok(env) => env,
-                            Err(e) if status.is_success() => {
-                                return Err(ApiError::Transient(format!("{method} {path}: unreadable answer: {e}")));
-                            }
-                            Err(_) => {
-                                return Err(ApiError::Api { status, errors: Vec::new() });
-                            }
-                        };
-                        if !status.is_success() || !env.success {
-                            return Err(ApiError::Api { status, errors: env.errors });
-                        }
-                        let Some(result) = env.result else {
-                            return Err(ApiError::Transient(format!("{method} {path}: answer without result")));
-                        };
-                        return Ok((result, env.result_info));
+                        return Err(ApiError::Throttled { retry_after: after });
                     }
-                }
-            };
-            if attempt >= MAX_ATTEMPTS {
-                return Err(failure);
-            }
-            warn!(%method, path, attempt, delay_ms = wait.as_millis() as u64, error = %failure.describe(), "cloudflare request failed, retrying");
-            tokio::time::sleep(wait).await;
-        }
+                    if status.is_server_error() {
+                        return Err(ApiError::Transient(format!("{method} {path}: HTTP {status}")));
+                    }
+                    // what is left is final (an unreadable success is not sent again: a create
+                    // may have happened)
+                    Ok(read_envelope(status, &bytes).map_err(|e| e.context(method, path)))
+                },
+                // only 429, 5xx and network failures come out as errors
+                |failure| match failure {
+                    ApiError::Throttled { retry_after } => throttled(*retry_after),
+                    _ => Verdict::Retry,
+                },
+                |retry| {
+                    let error = retry.error.describe();
+                    warn!(%method, path, attempt = retry.attempt, delay_ms = retry.delay_ms(), error, "cloudflare request failed, retrying");
+                },
+            )
+            .await?
     }
+}
+
+/// The `result` and `result_info` of an answer that is neither 429 nor 5xx, or its errors.
+fn read_envelope<T: DeserializeOwned>(status: StatusCode, bytes: &[u8]) -> Result<(T, Option<ResultInfo>), ApiError> {
+    let env: Envelope<T> = match serde_json::from_slice(bytes) {
+        Ok(env) => env,
+        Err(e) if status.is_success() => return Err(ApiError::Transient(format!("unreadable answer: {e}"))),
+        Err(_) => return Err(ApiError::Api { status, errors: Vec::new() }),
+    };
+    if !status.is_success() || !env.success {
+        return Err(ApiError::Api { status, errors: env.errors });
+    }
+    let Some(result) = env.result else {
+        return Err(ApiError::Transient("answer without result".to_string()));
+    };
+    Ok((result, env.result_info))
 }

@@ -11,7 +11,7 @@ mod api;
 
 use std::collections::{BTreeMap, HashMap};
 use std::fmt;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 
 use async_trait::async_trait;
 use reqwest::{Method, StatusCode};
@@ -20,7 +20,9 @@ use serde_json::json;
 use tracing::{debug, info};
 
 use self::api::{Api, ApiError, DnsRecord, TokenStatus, ZoneInfo};
-use crate::route53::txt;
+use crate::locks::NameLocks;
+use crate::rrset::{decode_value, same_value};
+use crate::txt;
 use crate::{DnsProvider, ProviderError, Published, Record, RecordType, normalize_name};
 
 const KIND: &str = "cloudflare";
@@ -123,7 +125,7 @@ pub struct CloudflareProvider {
     zones: Vec<String>,
     base_url: String,
     zone_ids: Mutex<HashMap<String, String>>,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: NameLocks,
 }
 
 impl fmt::Debug for CloudflareProvider {
@@ -137,19 +139,6 @@ impl fmt::Debug for CloudflareProvider {
 
 fn err_config(message: impl Into<String>) -> ProviderError {
     ProviderError::Config { provider: KIND, message: message.into() }
-}
-
-/// Whether stored content means `value` (TXT quoted or not; CNAME with or without dot).
-fn same_value(rtype: RecordType, content: &str, value: &str) -> bool {
-    decode(rtype, content) == decode(rtype, value).as_str()
-        || (rtype == RecordType::Txt && txt::unquote(content) == value)
-}
-
-fn decode(rtype: RecordType, content: &str) -> String {
-    match rtype {
-        RecordType::Txt => txt::unquote(content),
-        RecordType::Cname => normalize_name(content),
-    }
 }
 
 /// Checks the scheme; returns whether the host is loopback.
@@ -187,13 +176,7 @@ impl CloudflareProvider {
         let loopback = check_base_url(&settings.base_url)?;
         let api = Api::new(&settings.base_url, settings.api_token.clone(), loopback).map_err(err_config)?;
         let zone_ids = settings.zone_ids.iter().map(|(z, id)| (normalize_name(z), id.trim().to_string())).collect();
-        Ok(Self {
-            api,
-            zones,
-            base_url: settings.base_url,
-            zone_ids: Mutex::new(zone_ids),
-            locks: Mutex::new(HashMap::new()),
-        })
+        Ok(Self { api, zones, base_url: settings.base_url, zone_ids: Mutex::new(zone_ids), locks: NameLocks::new() })
     }
 
     /// The zone id of `zone`: configured, cached, or `GET /zones?name=`.
@@ -259,12 +242,6 @@ impl CloudflareProvider {
         }
     }
 
-    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().expect("locks lock");
-        locks.retain(|_, l| Arc::strong_count(l) > 1);
-        locks.entry(key.to_string()).or_default().clone()
-    }
-
     fn check_conflicts(zone: &str, record: &Record, existing: &[DnsRecord]) -> Result<(), ProviderError> {
         let name = &record.name;
         match record.rtype {
@@ -319,8 +296,7 @@ impl DnsProvider for CloudflareProvider {
         let zone = normalize_name(zone);
         let zone_id = self.zone_id(&zone).await?;
         let name = normalize_name(&record.name);
-        let lock = self.lock_for(&format!("{zone}|{name}|{}", record.rtype));
-        let _guard = lock.lock().await;
+        let _guard = self.locks.lock(&format!("{zone}|{name}|{}", record.rtype)).await;
 
         let existing = self.records_at(&zone, &zone_id, &name, None).await?;
         Self::check_conflicts(&zone, record, &existing)?;
@@ -373,8 +349,7 @@ impl DnsProvider for CloudflareProvider {
         let zone = normalize_name(zone);
         let zone_id = self.zone_id(&zone).await?;
         let name = normalize_name(&record.name);
-        let lock = self.lock_for(&format!("{zone}|{name}|{}", record.rtype));
-        let _guard = lock.lock().await;
+        let _guard = self.locks.lock(&format!("{zone}|{name}|{}", record.rtype)).await;
 
         let existing = self.records_at(&zone, &zone_id, &name, Some(record.rtype)).await?;
         for r in existing.iter().filter(|r| same_value(record.rtype, &r.content, &record.value)) {
@@ -428,7 +403,7 @@ impl DnsProvider for CloudflareProvider {
         let zone = normalize_name(zone);
         let zone_id = self.zone_id(&zone).await?;
         let records = self.records_at(&zone, &zone_id, &normalize_name(name), Some(rtype)).await?;
-        Ok(records.iter().map(|r| decode(rtype, &r.content)).collect())
+        Ok(records.iter().map(|r| decode_value(rtype, &r.content)).collect())
     }
 }
 

@@ -10,6 +10,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reqwest::{Method, StatusCode};
+use retry::Verdict;
 use secrecy::ExposeSecret;
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
@@ -17,27 +18,10 @@ use tracing::warn;
 
 use super::auth::Authenticator;
 use crate::ProviderError;
-
-/// Attempts per request, the first included.
-const MAX_ATTEMPTS: u32 = 5;
-/// First backoff delay without `Retry-After`; doubles per attempt.
-const BASE_DELAY: Duration = Duration::from_millis(250);
-/// Longest single wait; a longer `Retry-After` is returned to the caller instead of slept.
-const MAX_DELAY: Duration = Duration::from_secs(60);
+use crate::rest::{retry_after, throttled};
 
 /// Google's default API root for Cloud DNS v1.
 pub const DEFAULT_API_URL: &str = "https://dns.googleapis.com/dns/v1";
-
-/// "Equal jitter" exponential backoff: at least half the exponential delay.
-pub(crate) fn backoff(attempt: u32) -> Duration {
-    let exp = BASE_DELAY.saturating_mul(1 << attempt.min(10)).min(MAX_DELAY);
-    exp / 2 + (exp / 2).mul_f64(rand::random::<f64>())
-}
-
-fn retry_after(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let v = headers.get(reqwest::header::RETRY_AFTER)?.to_str().ok()?;
-    v.trim().parse::<u64>().ok().map(Duration::from_secs)
-}
 
 /// A resource record set as Cloud DNS writes it (`name` absolute with a trailing dot).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -259,62 +243,62 @@ impl Api {
         let full = format!("/projects/{}{path}", self.project);
         let url = reqwest::Url::parse_with_params(&format!("{}{full}", self.base_url), query)
             .map_err(|e| ApiError::Transient(format!("{method} {full}: bad URL: {e}")))?;
-        let mut attempt = 0;
-        let mut renewed = false;
-        loop {
-            attempt += 1;
-            let token = self.auth.token().await.map_err(ApiError::Token)?;
-            let mut req = self.http.request(method.clone(), url.clone()).bearer_auth(token.expose_secret());
-            if let Some(b) = body {
-                req = req.json(b);
-            }
-            let (wait, failure) = match req.send().await {
-                Err(e) => {
-                    let e = e.without_url();
-                    (backoff(attempt), ApiError::Transient(format!("{method} {full}: {e}")))
-                }
-                Ok(resp) => {
+        let renewed = std::sync::atomic::AtomicBool::new(false);
+        let (this, url, method, full, renewed) = (self, &url, &method, &full, &renewed);
+        crate::CLOUD_API_RETRY
+            .run(
+                move |_| async move {
+                  loop {
+                    // what is not 429, 5xx or a network failure is final: Ok(Err(..))
+                    let token = match this.auth.token().await {
+                        Ok(token) => token,
+                        Err(e) => return Ok(Err(ApiError::Token(e))),
+                    };
+                    let mut req = this.http.request(method.clone(), url.clone()).bearer_auth(token.expose_secret());
+                    if let Some(b) = body {
+                        req = req.json(b);
+                    }
+                    let resp = req
+                        .send()
+                        .await
+                        .map_err(|e| ApiError::Transient(format!("{method} {full}: {}", e.without_url())))?;
                     let status = resp.status();
                     let after = retry_after(resp.headers());
                     let bytes = resp.bytes().await.unwrap_or_default();
                     if status.is_success() {
-                        return serde_json::from_slice(&bytes)
-                            .map_err(|e| ApiError::Transient(format!("{method} {full}: unreadable answer: {e}")));
+                        // an unreadable success is not sent again: the change may have happened
+                        return Ok(serde_json::from_slice(&bytes)
+                            .map_err(|e| ApiError::Transient(format!("{method} {full}: unreadable answer: {e}"))));
                     }
                     let error =
                         serde_json::from_slice::<ErrorBody>(&bytes).ok().and_then(|b| b.error).unwrap_or_default();
                     let reason = error.errors.first().map(|e| e.reason.clone()).unwrap_or_default();
                     if status == StatusCode::TOO_MANY_REQUESTS {
-                        let failure = ApiError::Throttled { retry_after: after, message: error.message };
-                        match after {
-                            Some(d) if d > MAX_DELAY => return Err(failure),
-                            _ => (after.unwrap_or_else(|| backoff(attempt)), failure),
-                        }
-                    } else if status.is_server_error() {
+                        return Err(ApiError::Throttled { retry_after: after, message: error.message });
+                    }
+                    if status.is_server_error() {
                         let message =
                             if error.message.is_empty() { String::new() } else { format!(": {}", error.message) };
-                        (backoff(attempt), ApiError::Transient(format!("{method} {full}: HTTP {status}{message}")))
-                    } else if status == StatusCode::UNAUTHORIZED && !renewed {
-                        // the token may have been revoked or expired early: renew it once
-                        renewed = true;
-                        self.auth.invalidate().await;
-                        attempt -= 1;
-                        continue;
-                    } else {
-                        return Err(ApiError::Api {
-                            status,
-                            reason,
-                            google_status: error.status,
-                            message: error.message,
-                        });
+                        return Err(ApiError::Transient(format!("{method} {full}: HTTP {status}{message}")));
                     }
-                }
-            };
-            if attempt >= MAX_ATTEMPTS {
-                return Err(failure);
-            }
-            warn!(%method, path = %full, attempt, delay_ms = wait.as_millis() as u64, error = %failure.describe(), "gcloud request failed, retrying");
-            tokio::time::sleep(wait).await;
-        }
+                    if status == StatusCode::UNAUTHORIZED && !renewed.swap(true, std::sync::atomic::Ordering::Relaxed) {
+                        // the token may have been revoked or expired early: renew it once (not
+                        // counted as an attempt)
+                        this.auth.invalidate().await;
+                        continue;
+                    }
+                    return Ok(Err(ApiError::Api { status, reason, google_status: error.status, message: error.message }));
+                  }
+                },
+                |failure| match failure {
+                    ApiError::Throttled { retry_after, .. } => throttled(*retry_after),
+                    _ => Verdict::Retry,
+                },
+                |retry| {
+                    let error = retry.error.describe();
+                    warn!(%method, path = %full, attempt = retry.attempt, delay_ms = retry.delay_ms(), error, "gcloud request failed, retrying");
+                },
+            )
+            .await?
     }
 }

@@ -21,6 +21,7 @@ use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
 use base64::Engine as _;
 use base64::engine::general_purpose::{STANDARD, URL_SAFE_NO_PAD};
+use retry::{RetryPolicy, Verdict};
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -48,8 +49,8 @@ const ACCESS_TOKEN_TYPE: &str = "urn:ietf:params:oauth:token-type:access_token";
 const ASSERTION_LIFETIME: u64 = 3600;
 /// A token is renewed this long before it expires (or at 90% of a shorter lifetime).
 const RENEW_MARGIN: Duration = Duration::from_secs(300);
-/// Attempts of one token request, the first included (5xx and network failures are retried).
-const TOKEN_ATTEMPTS: u32 = 4;
+/// Retries of one token request (5xx, 429 and network failures): 4 attempts, 500 ms doubling.
+const TOKEN_RETRY: RetryPolicy = RetryPolicy::new(4, Duration::from_millis(500), Duration::from_secs(60));
 
 fn err_config(message: impl Into<String>) -> ProviderError {
     ProviderError::Config { provider: KIND, message: message.into() }
@@ -540,11 +541,17 @@ impl Authenticator {
 
     /// Sends a token request, retrying network failures and 5xx; 4xx is an [`ProviderError::Auth`].
     async fn send(&self, what: &str, build: impl Fn() -> reqwest::RequestBuilder) -> Result<Vec<u8>, ProviderError> {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let failure = match build().send().await {
-                Ok(resp) => {
+        /// A failed token request: refused for good, or worth another try.
+        enum TokenFailure {
+            Refused(ProviderError),
+            Retryable(String),
+        }
+        let (this, build) = (self, &build);
+        let result = TOKEN_RETRY
+            .run(
+                move |_| async move {
+                    let resp =
+                        build().send().await.map_err(|e| TokenFailure::Retryable(e.without_url().to_string()))?;
                     let status = resp.status();
                     let bytes = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
                     if status.is_success() {
@@ -552,25 +559,40 @@ impl Authenticator {
                     }
                     let refusal = describe_refusal(status, &bytes);
                     if status.is_client_error() && status != reqwest::StatusCode::TOO_MANY_REQUESTS {
-                        return Err(err_auth(format!(
+                        return Err(TokenFailure::Refused(err_auth(format!(
                             "{what} refused a token for {} ({refusal})",
-                            self.credentials.describe()
-                        )));
+                            this.credentials.describe()
+                        ))));
                     }
-                    refusal
-                }
-                Err(e) => e.without_url().to_string(),
-            };
-            if attempt >= TOKEN_ATTEMPTS {
-                return Err(ProviderError::Transient {
-                    provider: KIND,
-                    message: format!("cannot get an access token from {what} after {attempt} attempts: {failure}"),
-                });
-            }
-            let delay = super::api::backoff(attempt);
-            warn!(endpoint = what, attempt, delay_ms = delay.as_millis() as u64, error = %failure, "gcloud token request failed, retrying");
-            tokio::time::sleep(delay).await;
-        }
+                    Err(TokenFailure::Retryable(refusal))
+                },
+                |failure| match failure {
+                    TokenFailure::Refused(_) => Verdict::Stop,
+                    TokenFailure::Retryable(_) => Verdict::Retry,
+                },
+                |retry| {
+                    if let TokenFailure::Retryable(error) = retry.error {
+                        warn!(
+                            endpoint = what,
+                            attempt = retry.attempt,
+                            delay_ms = retry.delay_ms(),
+                            error,
+                            "gcloud token request failed, retrying"
+                        );
+                    }
+                },
+            )
+            .await;
+        result.map_err(|failure| match failure {
+            TokenFailure::Refused(error) => error,
+            TokenFailure::Retryable(failure) => ProviderError::Transient {
+                provider: KIND,
+                message: format!(
+                    "cannot get an access token from {what} after {} attempts: {failure}",
+                    TOKEN_RETRY.max_attempts
+                ),
+            },
+        })
     }
 }
 

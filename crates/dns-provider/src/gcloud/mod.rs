@@ -33,8 +33,9 @@ use tracing::{debug, info, warn};
 pub use self::api::DEFAULT_API_URL;
 use self::api::{Api, ApiError, Change, ResourceRecordSet};
 pub use self::auth::{Credentials, SubjectTokenFile};
-use crate::route53::txt;
-use crate::rrset::{self, Encoding, Op, ValueSet};
+use crate::locks::NameLocks;
+use crate::rrset::{self, Encoding, Op, Submitted, ValueSet, decode_value, same_value};
+use crate::txt;
 use crate::{DnsProvider, ProviderError, Published, Record, RecordType, check_owner, normalize_name};
 
 pub(crate) const KIND: &str = "gcloud";
@@ -129,7 +130,7 @@ pub struct GcloudProvider {
     zones: Vec<String>,
     api_url: String,
     managed_zones: Mutex<HashMap<String, String>>,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: NameLocks,
 }
 
 impl fmt::Debug for GcloudProvider {
@@ -152,21 +153,6 @@ fn raw_value(record: &Record) -> String {
     match record.rtype {
         RecordType::Txt => txt::quote(&record.value),
         RecordType::Cname => format!("{}.", normalize_name(&record.value)),
-    }
-}
-
-/// Whether an rrdata means `value` (bare TXT string / CNAME target).
-fn same_value(rtype: RecordType, raw: &str, value: &str) -> bool {
-    match rtype {
-        RecordType::Txt => txt::unquote(raw) == value,
-        RecordType::Cname => normalize_name(raw) == normalize_name(value),
-    }
-}
-
-fn decode_value(rtype: RecordType, raw: &str) -> String {
-    match rtype {
-        RecordType::Txt => txt::unquote(raw),
-        RecordType::Cname => normalize_name(raw),
     }
 }
 
@@ -220,7 +206,7 @@ impl GcloudProvider {
             zones,
             api_url: settings.api_url,
             managed_zones: Mutex::new(managed_zones),
-            locks: Mutex::new(HashMap::new()),
+            locks: NameLocks::new(),
         })
     }
 
@@ -328,12 +314,6 @@ impl GcloudProvider {
         Ok(ZoneRef { name, managed })
     }
 
-    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().expect("locks lock");
-        locks.retain(|_, l| Arc::strong_count(l) > 1);
-        locks.entry(key.to_string()).or_default().clone()
-    }
-
     /// The record sets at every name in `names`: one read per name, or one walk of the zone.
     async fn read_names(
         &self,
@@ -402,32 +382,37 @@ impl GcloudProvider {
             by_key.entry((name, record.rtype)).or_default().push((*op, *record));
         }
         let zone = self.zone(&zone_name).await?;
-        // in-process locks, taken in key order so two batches cannot deadlock
-        let mut guards = Vec::with_capacity(by_key.len());
-        for (name, rtype) in by_key.keys() {
-            guards.push(self.lock_for(&format!("{}|{name}|{rtype}", zone.name)).lock_owned().await);
-        }
+        let guards =
+            self.locks.lock_all(by_key.keys().map(|(name, rtype)| format!("{}|{name}|{rtype}", zone.name))).await;
 
-        let mut done: HashMap<(String, RecordType), String> = HashMap::new();
-        let mut pending: Vec<(String, RecordType)> = by_key.keys().cloned().collect();
-        let mut attempt = 0;
-        while !pending.is_empty() {
-            attempt += 1;
-            let names: BTreeSet<String> = pending.iter().map(|(n, _)| n.clone()).collect();
-            let states = self.read_names(&zone, &names).await?;
-            let mut plans = Vec::new();
-            for key in &pending {
-                if let Some(plan) = Self::plan(&zone.name, &key.0, key.1, &by_key[key], &states[&key.0])? {
-                    plans.push(plan);
+        let (this, zone, by_key) = (self, &zone, &by_key);
+        let done = rrset::apply_optimistically(
+            KIND,
+            &zone.name,
+            by_key.keys().cloned().collect(),
+            MAX_RACE_ATTEMPTS,
+            |round| crate::CLOUD_API_RETRY.backoff(round.min(3)) / 4,
+            |plan: &Plan| (plan.name.clone(), plan.rtype),
+            move |pending| async move {
+                let names: BTreeSet<String> = pending.iter().map(|(n, _)| n.clone()).collect();
+                let states = this.read_names(zone, &names).await?;
+                let mut plans = Vec::new();
+                for key in &pending {
+                    if let Some(plan) = Self::plan(&zone.name, &key.0, key.1, &by_key[key], &states[&key.0])? {
+                        plans.push(plan);
+                    }
                 }
-            }
-            let mut next_pending = Vec::new();
-            let mut lost_race = None;
-            for chunk in plans.chunks(MAX_RRSETS_PER_CHANGE) {
-                if lost_race.is_some() {
-                    next_pending.extend(chunk.iter().map(|p| (p.name.clone(), p.rtype)));
-                    continue;
+                let mut chunks = Vec::new();
+                while plans.len() > MAX_RRSETS_PER_CHANGE {
+                    let rest = plans.split_off(MAX_RRSETS_PER_CHANGE);
+                    chunks.push(std::mem::replace(&mut plans, rest));
                 }
+                if !plans.is_empty() {
+                    chunks.push(plans);
+                }
+                Ok(chunks)
+            },
+            move |round, chunk| async move {
                 let change = Change {
                     deletions: chunk.iter().filter_map(|p| p.old.clone()).collect(),
                     additions: chunk.iter().filter_map(|p| p.new.clone()).collect(),
@@ -435,35 +420,18 @@ impl GcloudProvider {
                 };
                 match self.api.create_change(&zone.managed, &change).await {
                     Ok(created) => {
-                        let id = format!("{}/{}", zone.managed, created.id);
                         info!(zone = %zone.name, managed_zone = %zone.managed, change_id = %created.id, status = %created.status, rrsets = chunk.len(), "gcloud change submitted");
-                        for plan in chunk {
-                            done.insert((plan.name.clone(), plan.rtype), id.clone());
-                        }
+                        Ok(Submitted::Done(format!("{}/{}", zone.managed, created.id)))
                     }
                     Err(e) if is_race(&e) => {
-                        warn!(zone = %zone.name, attempt, error = %e.describe(), "gcloud record sets changed meanwhile, reading them again");
-                        next_pending.extend(chunk.iter().map(|p| (p.name.clone(), p.rtype)));
-                        lost_race = Some(e.describe());
+                        warn!(zone = %zone.name, attempt = round, error = %e.describe(), "gcloud record sets changed meanwhile, reading them again");
+                        Ok(Submitted::Race(e.describe()))
                     }
-                    Err(e) => return Err(self.map_err(e, &zone.name, Need::ChangesCreate, "changing record sets")),
+                    Err(e) => Err(self.map_err(e, &zone.name, Need::ChangesCreate, "changing record sets")),
                 }
-            }
-            if let Some(message) = lost_race {
-                if attempt >= MAX_RACE_ATTEMPTS {
-                    return Err(ProviderError::Transient {
-                        provider: KIND,
-                        message: format!(
-                            "record sets in zone {} kept changing under concurrent writers ({attempt} attempts, last: {message}); try again",
-                            zone.name
-                        ),
-                    });
-                }
-                // let the other writer finish before reading again
-                tokio::time::sleep(api::backoff(attempt.min(3)) / 4).await;
-            }
-            pending = next_pending;
-        }
+            },
+        )
+        .await?;
         drop(guards);
         Ok(done)
     }
@@ -513,35 +481,33 @@ impl DnsProvider for GcloudProvider {
         let deadline = started + timeout;
         for full in ids {
             let Some((managed, id)) = full.split_once('/') else { continue };
-            let mut delay = Duration::from_millis(250);
-            loop {
+            let polled = retry::poll_until(Duration::from_millis(250), Duration::from_secs(5), deadline, || async {
                 let change = self
                     .api
                     .get_change(managed, id)
                     .await
                     .map_err(|e| self.map_err(e, managed, Need::ChangesGet, "waiting for a change"))?;
                 if change.status == "done" {
-                    info!(
-                        managed_zone = managed,
-                        change_id = id,
-                        elapsed_ms = started.elapsed().as_millis() as u64,
-                        "gcloud change done"
-                    );
-                    break;
-                }
-                if Instant::now() + delay > deadline {
-                    return Err(ProviderError::Transient {
-                        provider: KIND,
-                        message: format!(
-                            "change {id} of managed zone {managed} still {:?} after {timeout:?}: Cloud DNS has not applied it yet",
-                            change.status
-                        ),
-                    });
+                    return Ok(Ok(()));
                 }
                 debug!(managed_zone = managed, change_id = id, status = %change.status, "gcloud change not done yet");
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(5));
+                Ok(Err(change.status))
+            })
+            .await?;
+            if let Err(status) = polled {
+                return Err(ProviderError::Transient {
+                    provider: KIND,
+                    message: format!(
+                        "change {id} of managed zone {managed} still {status:?} after {timeout:?}: Cloud DNS has not applied it yet"
+                    ),
+                });
             }
+            info!(
+                managed_zone = managed,
+                change_id = id,
+                elapsed_ms = started.elapsed().as_millis() as u64,
+                "gcloud change done"
+            );
         }
         Ok(())
     }

@@ -305,12 +305,7 @@ fn txt_rdata(value: &str) -> RData {
 impl Shared {
     /// The answer of server `index` at `now` to `qname`/`qtype` (pure: tested without sockets).
     fn answer(&self, index: usize, now: Instant, qname: &str, qtype: DnsType) -> Answer {
-        let Some(zone) = self
-            .zones
-            .iter()
-            .filter(|z| qname == z.as_str() || qname.ends_with(&format!(".{z}")))
-            .max_by_key(|z| z.len())
-        else {
+        let Some(zone) = self.zones.iter().filter(|z| crate::in_zone(qname, z)).max_by_key(|z| z.len()) else {
             return Answer { rcode: ResponseCode::Refused, ..Answer::default() };
         };
         let mut out = Answer { authoritative: true, ..Answer::default() };
@@ -365,7 +360,7 @@ impl Shared {
                 RData::CNAME(CNAME(dns_name(&cname.value))),
             ));
             let target = &cname.value;
-            let in_our_zones = self.zones.iter().any(|z| target == z || target.ends_with(&format!(".{z}")));
+            let in_our_zones = self.zones.iter().any(|z| crate::in_zone(target, z));
             if any || qtype == DnsType::CNAME || !in_our_zones {
                 break;
             }
@@ -397,7 +392,7 @@ impl Shared {
 
     /// The address of `qname` when it is one of the zone's name-server hosts `nsK.<zone>`.
     fn ns_host_ip(&self, zone: &str, qname: &str) -> Option<IpAddr> {
-        let label = qname.strip_suffix(zone)?.strip_suffix('.')?;
+        let label = crate::relative_name(qname, zone).filter(|l| !l.is_empty())?;
         let k: usize = label.strip_prefix("ns")?.parse().ok()?;
         self.ips.get(k.checked_sub(1)?).copied()
     }

@@ -12,13 +12,11 @@
 //! - Throttling, `PriorRequestNotComplete`, 5xx and network errors are retried with jittered
 //!   exponential backoff (bounded); the SDK's own retries are off so every retry is logged here.
 
-pub(crate) mod txt;
-
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::future::Future;
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::sync::Mutex;
+use std::time::Duration;
 
 use async_trait::async_trait;
 use aws_config::BehaviorVersion;
@@ -32,11 +30,14 @@ use aws_sdk_route53::error::{DisplayErrorContext, ProvideErrorMetadata, SdkError
 use aws_sdk_route53::types::{
     Change, ChangeAction, ChangeBatch, ChangeStatus, ResourceRecord, ResourceRecordSet, RrType,
 };
+use retry::Verdict;
 use secrecy::{ExposeSecret, SecretString};
 use tracing::{debug, info, warn};
 
-use crate::rrset::{self, Encoding, Op, ValueSet};
-use crate::{DnsProvider, ProviderError, Published, Record, RecordType, normalize_name};
+use crate::locks::NameLocks;
+use crate::rrset::{self, Encoding, Op, Submitted, ValueSet, decode_value, same_value};
+use crate::txt;
+use crate::{DnsProvider, PROVIDER_RETRY, ProviderError, Published, Record, RecordType, RetryPolicy, normalize_name};
 
 const KIND: &str = "route53";
 /// Route53 limits per `ChangeResourceRecordSets` request.
@@ -64,35 +65,8 @@ impl fmt::Debug for StaticCredentials {
     }
 }
 
-/// Retries of throttled and transient calls.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct RetryPolicy {
-    /// Attempts per call, the first included.
-    pub max_attempts: u32,
-    /// Delay before the first retry; doubles each time, with full jitter.
-    pub base_delay: Duration,
-    /// Upper bound of one delay.
-    pub max_delay: Duration,
-}
-
-impl Default for RetryPolicy {
-    fn default() -> Self {
-        Self { max_attempts: 6, base_delay: Duration::from_millis(200), max_delay: Duration::from_secs(10) }
-    }
-}
-
-impl RetryPolicy {
-    /// The delay before retry number `attempt` (1-based): exponential, capped, "equal jitter".
-    pub(crate) fn delay(&self, attempt: u32) -> Duration {
-        let exp = self.base_delay.saturating_mul(1u32 << attempt.min(16)).min(self.max_delay);
-        // "equal jitter": at least half the exponential delay, so backoff really grows
-        let half = exp / 2;
-        half + exp.saturating_sub(half).mul_f64(rand::random::<f64>())
-    }
-}
-
 /// Settings of one Route53 provider instance.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct Route53Settings {
     /// Zones served (absolute, no trailing dot).
     pub zones: Vec<String>,
@@ -109,6 +83,20 @@ pub struct Route53Settings {
     pub credentials: Option<StaticCredentials>,
     /// Retries of throttled/transient calls.
     pub retry: RetryPolicy,
+}
+
+impl Default for Route53Settings {
+    fn default() -> Self {
+        Self {
+            zones: Vec::new(),
+            hosted_zone_id: None,
+            region: None,
+            endpoint_url: None,
+            profile: None,
+            credentials: None,
+            retry: PROVIDER_RETRY,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -144,7 +132,7 @@ pub struct Route53Provider {
     endpoint_url: Option<String>,
     retry: RetryPolicy,
     zone_ids: Mutex<HashMap<String, String>>,
-    locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
+    locks: NameLocks,
 }
 
 impl fmt::Debug for Route53Provider {
@@ -187,21 +175,6 @@ fn raw_value(record: &Record) -> String {
     match record.rtype {
         RecordType::Txt => txt::quote(&record.value),
         RecordType::Cname => record.value.clone(),
-    }
-}
-
-/// Whether a raw Route53 value means the same DNS data as `value` (bare TXT string / CNAME target).
-fn same_value(rtype: RecordType, raw: &str, value: &str) -> bool {
-    match rtype {
-        RecordType::Txt => txt::unquote(raw) == value,
-        RecordType::Cname => normalize_name(raw) == normalize_name(value),
-    }
-}
-
-fn decode_value(rtype: RecordType, raw: &str) -> String {
-    match rtype {
-        RecordType::Txt => txt::unquote(raw),
-        RecordType::Cname => normalize_name(raw),
     }
 }
 
@@ -393,7 +366,7 @@ impl Route53Provider {
             endpoint_url: settings.endpoint_url,
             retry: settings.retry,
             zone_ids: Mutex::new(zone_ids),
-            locks: Mutex::new(HashMap::new()),
+            locks: NameLocks::new(),
         })
     }
 
@@ -404,31 +377,33 @@ impl Route53Provider {
         Fut: Future<Output = Result<T, SdkError<E, HttpResponse>>>,
         E: ProvideErrorMetadata + std::error::Error + Send + Sync + 'static,
     {
-        let mut attempt = 0;
-        loop {
-            attempt += 1;
-            let err = match f().await {
-                Ok(v) => return Ok(v),
-                Err(e) => e,
-            };
-            match classify(&err, op, zone, zone_id) {
-                Failure::Retry { throttled, code, message } => {
-                    if attempt >= self.retry.max_attempts {
-                        let message =
-                            format!("{op} on zone {zone} still failing after {attempt} attempts: {code}: {message}");
-                        return Err(Failure::Fatal(if throttled {
-                            ProviderError::Throttled { provider: KIND, message, retry_after: None }
-                        } else {
-                            ProviderError::Transient { provider: KIND, message }
-                        }));
+        let result = self
+            .retry
+            .run(
+                |_| {
+                    let attempt = f();
+                    async move { attempt.await.map_err(|err| classify(&err, op, zone, zone_id)) }
+                },
+                |failure| if matches!(failure, Failure::Retry { .. }) { Verdict::Retry } else { Verdict::Stop },
+                |retry| {
+                    if let Failure::Retry { code, .. } = retry.error {
+                        warn!(op, zone, code = %code, attempt = retry.attempt, delay_ms = retry.delay_ms(), "route53 call failed, retrying");
                     }
-                    let delay = self.retry.delay(attempt);
-                    warn!(op, zone, code = %code, attempt, delay_ms = delay.as_millis() as u64, "route53 call failed, retrying");
-                    tokio::time::sleep(delay).await;
-                }
-                other => return Err(other),
+                },
+            )
+            .await;
+        result.map_err(|failure| match failure {
+            Failure::Retry { throttled, code, message } => {
+                let attempts = self.retry.max_attempts;
+                let message = format!("{op} on zone {zone} still failing after {attempts} attempts: {code}: {message}");
+                Failure::Fatal(if throttled {
+                    ProviderError::Throttled { provider: KIND, message, retry_after: None }
+                } else {
+                    ProviderError::Transient { provider: KIND, message }
+                })
             }
-        }
+            other => other,
+        })
     }
 
     fn fatal(failure: Failure, what: &str) -> ProviderError {
@@ -499,12 +474,6 @@ impl Route53Provider {
         }
         self.zone_ids.lock().expect("zone cache lock").insert(name.clone(), id.clone());
         Ok(ZoneRef { name, id })
-    }
-
-    fn lock_for(&self, key: &str) -> Arc<tokio::sync::Mutex<()>> {
-        let mut locks = self.locks.lock().expect("locks lock");
-        locks.retain(|_, l| Arc::strong_count(l) > 1);
-        locks.entry(key.to_string()).or_default().clone()
     }
 
     /// Every RRset at `name`.
@@ -637,7 +606,7 @@ impl Route53Provider {
         let mut by_key: BTreeMap<(String, RecordType), Vec<(Op, &Record)>> = BTreeMap::new();
         for (op, record) in ops {
             let name = normalize_name(&record.name);
-            if name != zone.name && !name.ends_with(&format!(".{}", zone.name)) {
+            if !crate::in_zone(&name, &zone.name) {
                 return Err(ProviderError::Rejected {
                     provider: KIND,
                     code: None,
@@ -649,60 +618,53 @@ impl Route53Provider {
             }
             by_key.entry((name, record.rtype)).or_default().push((*op, *record));
         }
-        // in-process locks, taken in key order so two batches cannot deadlock
-        let mut guards = Vec::with_capacity(by_key.len());
-        for (name, rtype) in by_key.keys() {
-            let lock = self.lock_for(&format!("{}|{name}|{rtype}", zone.name));
-            guards.push(lock.lock_owned().await);
-        }
+        let guards =
+            self.locks.lock_all(by_key.keys().map(|(name, rtype)| format!("{}|{name}|{rtype}", zone.name))).await;
 
-        let mut done: HashMap<(String, RecordType), String> = HashMap::new();
-        let mut pending: Vec<(String, RecordType)> = by_key.keys().cloned().collect();
-        let mut race_attempt = 0;
-        while !pending.is_empty() {
-            race_attempt += 1;
-            let names: BTreeSet<String> = pending.iter().map(|(n, _)| n.clone()).collect();
-            let states = self.read_names(&zone, &names).await.map_err(|f| Self::fatal(f, "reading record sets"))?;
-            let mut plans = Vec::new();
-            for key in &pending {
-                let empty = NameState::new();
-                let state = states.get(&key.0).unwrap_or(&empty);
-                if let Some(plan) = Self::plan(&zone, &key.0, key.1, &by_key[key], state)? {
-                    plans.push(plan);
+        let (this, zone, by_key) = (self, &zone, &by_key);
+        let done = rrset::apply_optimistically(
+            KIND,
+            &zone.name,
+            by_key.keys().cloned().collect(),
+            MAX_RACE_ATTEMPTS,
+            |round| this.retry.backoff(round.min(4)) / 4,
+            |plan: &Plan| (plan.name.clone(), plan.rtype),
+            move |pending| async move {
+                let names: BTreeSet<String> = pending.iter().map(|(n, _)| n.clone()).collect();
+                let states =
+                    this.read_names(zone, &names).await.map_err(|f| Self::fatal(f, "reading record sets"))?;
+                let mut plans = Vec::new();
+                for key in &pending {
+                    let empty = NameState::new();
+                    let state = states.get(&key.0).unwrap_or(&empty);
+                    if let Some(plan) = Self::plan(zone, &key.0, key.1, &by_key[key], state)? {
+                        plans.push(plan);
+                    }
                 }
-            }
-            // chunk to Route53's limits, never splitting one key's DELETE + CREATE
-            let mut chunks: Vec<Vec<Plan>> = Vec::new();
-            let (mut n, mut c) = (0, 0);
-            for plan in plans {
-                let (pn, pc) = plan.weight();
-                if chunks.is_empty() || n + pn > MAX_RECORDS_PER_BATCH || c + pc > MAX_CHARS_PER_BATCH {
-                    chunks.push(Vec::new());
-                    (n, c) = (0, 0);
+                // chunk to Route53's limits, never splitting one key's DELETE + CREATE
+                let mut chunks: Vec<Vec<Plan>> = Vec::new();
+                let (mut n, mut c) = (0, 0);
+                for plan in plans {
+                    let (pn, pc) = plan.weight();
+                    if chunks.is_empty() || n + pn > MAX_RECORDS_PER_BATCH || c + pc > MAX_CHARS_PER_BATCH {
+                        chunks.push(Vec::new());
+                        (n, c) = (0, 0);
+                    }
+                    (n, c) = (n + pn, c + pc);
+                    chunks.last_mut().expect("a chunk was pushed").push(plan);
                 }
-                (n, c) = (n + pn, c + pc);
-                chunks.last_mut().expect("a chunk was pushed").push(plan);
-            }
-            let mut lost_race = None;
-            let mut next_pending = Vec::new();
-            for chunk in chunks {
-                if lost_race.is_some() {
-                    next_pending.extend(chunk.iter().map(|p| (p.name.clone(), p.rtype)));
-                    continue;
-                }
+                Ok(chunks)
+            },
+            move |round, chunk| async move {
                 let changes: Vec<Change> = chunk.iter().flat_map(Plan::changes).collect();
                 let batch = ChangeBatch::builder()
                     .comment("dcvd: DigiCert domain control validation")
                     .set_changes(Some(changes))
                     .build()
                     .expect("changes are set");
-                let result = self
+                let result = this
                     .call("ChangeResourceRecordSets", &zone.name, &zone.id, || {
-                        self.client
-                            .change_resource_record_sets()
-                            .hosted_zone_id(&zone.id)
-                            .change_batch(batch.clone())
-                            .send()
+                        this.client.change_resource_record_sets().hosted_zone_id(&zone.id).change_batch(batch.clone()).send()
                     })
                     .await;
                 match result {
@@ -712,32 +674,17 @@ impl Route53Provider {
                             .map(|c| c.id().trim_start_matches("/change/").to_string())
                             .unwrap_or_default();
                         info!(zone = %zone.name, hosted_zone_id = %zone.id, change_id = %id, rrsets = chunk.len(), "route53 change submitted");
-                        for plan in &chunk {
-                            done.insert((plan.name.clone(), plan.rtype), id.clone());
-                        }
+                        Ok(Submitted::Done(id))
                     }
                     Err(Failure::Race(message)) => {
-                        warn!(zone = %zone.name, attempt = race_attempt, %message, "route53 record set changed meanwhile, reading it again");
-                        next_pending.extend(chunk.iter().map(|p| (p.name.clone(), p.rtype)));
-                        lost_race = Some(message);
+                        warn!(zone = %zone.name, attempt = round, %message, "route53 record set changed meanwhile, reading it again");
+                        Ok(Submitted::Race(message))
                     }
-                    Err(other) => return Err(Self::fatal(other, "changing record sets")),
+                    Err(other) => Err(Self::fatal(other, "changing record sets")),
                 }
-            }
-            if let Some(message) = lost_race {
-                if race_attempt >= MAX_RACE_ATTEMPTS {
-                    return Err(ProviderError::Transient {
-                        provider: KIND,
-                        message: format!(
-                            "record sets in zone {} kept changing under concurrent writers ({race_attempt} attempts, last: {message}); try again",
-                            zone.name
-                        ),
-                    });
-                }
-                tokio::time::sleep(self.retry.delay(race_attempt.min(4)) / 4).await;
-            }
-            pending = next_pending;
-        }
+            },
+        )
+        .await?;
         drop(guards);
         Ok(done)
     }
@@ -783,30 +730,26 @@ impl DnsProvider for Route53Provider {
     async fn wait_until_applied(&self, published: &[Published], timeout: Duration) -> Result<(), ProviderError> {
         let ids: BTreeSet<&str> =
             published.iter().filter_map(|p| p.change_id.as_deref()).filter(|id| !id.is_empty()).collect();
-        let deadline = Instant::now() + timeout;
+        let deadline = tokio::time::Instant::now() + timeout;
         for id in ids {
-            let mut delay = Duration::from_millis(500);
-            loop {
+            let polled = retry::poll_until(Duration::from_millis(500), Duration::from_secs(10), deadline, || async {
                 let out = self
                     .call("GetChange", "-", "-", || self.client.get_change().id(id).send())
                     .await
                     .map_err(|f| Self::fatal(f, "waiting for a change"))?;
                 let status = out.change_info().map(|c| c.status().clone());
-                if status == Some(ChangeStatus::Insync) {
-                    debug!(change_id = id, "route53 change in sync");
-                    break;
-                }
-                if Instant::now() + delay > deadline {
-                    return Err(ProviderError::Transient {
-                        provider: KIND,
-                        message: format!(
-                            "change {id} still {status:?} after {timeout:?}: Route53 has not applied it to its name servers yet"
-                        ),
-                    });
-                }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(Duration::from_secs(10));
+                Ok(if status == Some(ChangeStatus::Insync) { Ok(()) } else { Err(status) })
+            })
+            .await?;
+            if let Err(status) = polled {
+                return Err(ProviderError::Transient {
+                    provider: KIND,
+                    message: format!(
+                        "change {id} still {status:?} after {timeout:?}: Route53 has not applied it to its name servers yet"
+                    ),
+                });
             }
+            debug!(change_id = id, "route53 change in sync");
         }
         Ok(())
     }
@@ -895,15 +838,5 @@ mod tests {
                 .expect("conflict");
         assert!(matches!(err, ProviderError::Conflict { .. }), "{err:?}");
         assert!(err.to_string().starts_with("route53: "));
-    }
-
-    #[tokio::test(start_paused = true)]
-    async fn backoff_grows_and_stays_bounded() {
-        let p = RetryPolicy::default();
-        for attempt in 1..20 {
-            let d = p.delay(attempt);
-            assert!(d <= p.max_delay, "{d:?}");
-            assert!(d >= (p.base_delay * (1 << attempt.min(16))).min(p.max_delay) / 2, "{d:?}");
-        }
     }
 }

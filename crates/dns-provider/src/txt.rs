@@ -1,6 +1,9 @@
 //! TXT values as DNS zone data writes them: one or more quoted character strings of at most 255
-//! bytes each (RFC 1035 3.3.14), `"` and `\` escaped. Route53 and Cloudflare both take and give
-//! TXT content in this form.
+//! bytes each (RFC 1035 3.3.14), `"` and `\` escaped. Route53, Cloudflare, Cloud DNS and
+//! PowerDNS all take and give TXT content in this form; this module is their one copy.
+//!
+//! It only converts strings: it must not know any provider's API or decide which values to keep
+//! (that is `rrset`'s job).
 
 /// The longest character string a TXT record can hold.
 const MAX_STRING: usize = 255;
