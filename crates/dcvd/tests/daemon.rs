@@ -164,6 +164,44 @@ async fn refused_api_key_pauses_every_unit_until_fixed() {
     let _ = child.wait();
 }
 
+/// `[notify]` is wired to the engine: a unit that ends sends one event to the webhook (with the
+/// unit's identity and final state), delivered before `dcvd once` exits.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn terminal_states_are_notified() {
+    let h = Harness::start(None).await;
+    h.sim().add_order(NewOrder::new(321, &["notify321.example.test"]));
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
+    let app = axum::Router::new().route(
+        "/hook",
+        axum::routing::post(move |body: String| {
+            let tx = tx.clone();
+            async move {
+                let _ = tx.send(body);
+                "ok"
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    let cfg = h.config(
+        h.dns_port,
+        &format!(
+            "{}\n[notify]\nwebhook_url = \"{url}\"\n\n[[order]]\nid = 321\nmethod = \"dns-txt-token\"\ndomains = [\"notify321.example.test\"]\n",
+            h.memory_provider(&["example.test"], 0)
+        ),
+    );
+    let out = h.once(&h.write_config(&cfg));
+    assert!(out.status.success(), "dcvd once failed:\n{}", text(&out));
+    let body = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("an event").unwrap();
+    let event: serde_json::Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(event["event"], "unit", "{event}");
+    assert_eq!(event["unit_kind"], "order", "{event}");
+    assert_eq!(event["unit_id"], 321, "{event}");
+    assert_eq!(event["state"], "cleaned_up", "{event}");
+    assert!(rx.try_recv().is_err(), "one event per unit that ends");
+}
+
 /// SIGHUP with an invalid file keeps the old configuration running (error with line:col);
 /// SIGHUP with a valid one picks up a new order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tracing::{error, info};
 
 use crate::metrics::Metrics;
+use crate::notify::{Event, Notifier};
 
 /// First interval between probes while the key is refused.
 const PROBE_MIN: Duration = Duration::from_secs(30);
@@ -39,6 +40,7 @@ struct Closed {
 pub struct AccountGate {
     closed: Mutex<Option<Closed>>,
     metrics: Arc<Metrics>,
+    notifier: Mutex<Option<Notifier>>,
     /// Bumped on every change, so waiting units re-check.
     changes: watch::Sender<u64>,
 }
@@ -56,7 +58,12 @@ impl AccountGate {
     /// An open gate; its condition is exported through `metrics` (gauge and `/healthz`).
     pub fn new(metrics: Arc<Metrics>) -> Self {
         metrics.set_api_key_refused(false);
-        Self { closed: Mutex::new(None), metrics, changes: watch::channel(0).0 }
+        Self { closed: Mutex::new(None), metrics, notifier: Mutex::new(None), changes: watch::channel(0).0 }
+    }
+
+    /// Sends the account's conditions through `notifier` too.
+    pub fn notify_through(&self, notifier: Notifier) {
+        *self.notifier.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(notifier);
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Option<Closed>> {
@@ -118,6 +125,9 @@ impl AccountGate {
                      fails) and dcvd retries by itself every few minutes"
                 );
                 self.metrics.set_api_key_refused(true);
+                if let Some(n) = self.notifier.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
+                    n.send(Event::account("api_key_refused", reason));
+                }
                 *closed = Some(Closed {
                     reason: reason.to_owned(),
                     next_probe: Instant::now() + PROBE_MIN,

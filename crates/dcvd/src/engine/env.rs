@@ -10,6 +10,7 @@ use tokio::sync::Semaphore;
 use super::account::AccountGate;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::providers;
 use crate::store::StoreThread;
 
@@ -33,6 +34,8 @@ pub struct Env {
     /// The account-wide condition of the API key (`dcvd run`): a refused key pauses the units
     /// instead of failing them. `None` (`dcvd once`, `dcvd cleanup`): a refusal fails the unit.
     pub account: Option<Arc<AccountGate>>,
+    /// Terminal unit states and account conditions go out through `[notify]` (never blocks).
+    pub notifier: Notifier,
 }
 
 impl Env {
@@ -58,7 +61,8 @@ impl Env {
         let checker = propagation::Checker::new(checker_config(&config.propagation))
             .map_err(|e| anyhow::anyhow!("propagation checker: {e}"))?;
         let permits = Arc::new(Semaphore::new(config.daemon.max_concurrent.max(1)));
-        Ok(Self { config, client, router, checker, store, metrics, permits, account })
+        let notifier = Notifier::disabled(metrics.clone());
+        Ok(Self { config, client, router, checker, store, metrics, permits, account, notifier })
     }
 
     /// The parts for a reloaded `config`, reusing every part whose settings did not change: the
@@ -100,6 +104,7 @@ impl Env {
             metrics: self.metrics.clone(),
             permits,
             account: self.account.clone(),
+            notifier: self.notifier.clone(),
         })
     }
 }

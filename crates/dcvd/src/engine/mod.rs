@@ -25,6 +25,7 @@ pub use env::{Env, build_client, checker_config};
 
 use crate::config::{Config, Unit, UnitKey};
 use crate::metrics::Metrics;
+use crate::notify::Notifier;
 use crate::store::{Store, StoreThread, UnitId, UnitKind, UnitRow, UnitSpec, UnitState};
 
 /// The configuration could not be turned into working parts (a provider refused its settings):
@@ -155,7 +156,20 @@ pub async fn run(
     sync_in_thread(&store, &config, true).await?;
     // `dcvd run` pauses every unit while CertCentral refuses the key; `dcvd once` fails them.
     let account = (mode == Mode::Daemon).then(|| Arc::new(AccountGate::new(metrics.clone())));
-    let env = Env::build_with(config, store.clone(), metrics.clone(), account).await.map_err(SetupError)?;
+    let notify_stop = CancellationToken::new();
+    let _stop_notifier = notify_stop.clone().drop_guard();
+    let (notifier, delivery) = match config.notify.clone() {
+        Some(settings) => {
+            let (notifier, task) = Notifier::start(settings, metrics.clone(), notify_stop.clone());
+            (notifier, Some(task))
+        }
+        None => (Notifier::disabled(metrics.clone()), None),
+    };
+    if let Some(account) = &account {
+        account.notify_through(notifier.clone());
+    }
+    let mut env = Env::build_with(config, store.clone(), metrics.clone(), account).await.map_err(SetupError)?;
+    env.notifier = notifier;
     let mut env = Arc::new(env);
     observer.ready();
     let stop = CancellationToken::new();
@@ -240,7 +254,16 @@ pub async fn run(
     if let Ok(counts) = store.read(|s| s.counts_by_state()).await {
         metrics.set_unit_counts(&counts);
     }
-    Ok(Summary { units: store.read(|s| s.units()).await? })
+    let summary = Summary { units: store.read(|s| s.units()).await? };
+    // Deliver what is queued (the last units' events) before returning: the senders go with the
+    // environment, then the delivery task ends by itself; a hung sink gets 10 s.
+    drop(env);
+    if let Some(delivery) = delivery
+        && tokio::time::timeout(Duration::from_secs(10), delivery).await.is_err()
+    {
+        warn!("notifications still queued after 10 s were dropped");
+    }
+    Ok(summary)
 }
 
 async fn reload(env: &Arc<Env>, config: Config, retry_failed: bool) -> anyhow::Result<Arc<Env>> {

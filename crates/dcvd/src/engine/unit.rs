@@ -266,6 +266,16 @@ impl UnitTask {
             .await?;
         if new.state != row.state {
             log_transition(&new, row.state, elapsed_ms);
+            let ended = new.state.is_terminal() || (new.state == UnitState::Valid && !self.env.config.daemon.cleanup);
+            if ended {
+                self.env.notifier.send(crate::notify::Event::unit(
+                    new.unit.kind.as_str(),
+                    new.unit.id,
+                    new.state.as_str(),
+                    new.domains.clone(),
+                    new.last_error.clone(),
+                ));
+            }
         }
         Ok(new)
     }
