@@ -112,11 +112,14 @@ impl AccountGate {
     pub fn refused(&self, reason: &str) {
         let mut closed = self.lock();
         match closed.as_mut() {
-            Some(c) => {
+            // The probe was refused: wait longer. (Other refusals are calls that were in flight
+            // when the gate closed; they say nothing new.)
+            Some(c) if c.probing => {
                 c.probing = false;
                 c.interval = (c.interval * 2).min(PROBE_MAX);
                 c.next_probe = Instant::now() + c.interval;
             }
+            Some(_) => {}
             None => {
                 error!(
                     error = reason,
@@ -179,6 +182,8 @@ mod tests {
         let metrics = Arc::new(Metrics::new());
         let gate = Arc::new(AccountGate::new(metrics.clone()));
         assert_eq!(gate.admit().await, Admission::Open);
+        gate.refused("certcentral: unauthorized (HTTP 401)");
+        // calls that were in flight when the gate closed do not push the first probe back
         gate.refused("certcentral: unauthorized (HTTP 401)");
         assert!(gate.condition().is_some());
         assert!(metrics.api_key_refused());
