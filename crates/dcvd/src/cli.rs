@@ -181,6 +181,23 @@ async fn check_config(path: &Path, online: bool) -> ExitCode {
     if ok { ExitCode::SUCCESS } else { ExitCode::FAILURE }
 }
 
+/// The start-up line: what this process runs with, so an operator reading the journal knows
+/// which configuration, state and account settings the lines that follow belong to.
+fn log_banner(path: &Path, cfg: &crate::config::Config) {
+    let providers: Vec<String> =
+        cfg.providers.iter().map(|(name, p)| format!("{name}({}: {})", p.kind(), p.zones().join(" "))).collect();
+    info!(
+        version = env!("CARGO_PKG_VERSION"),
+        config = %path.display(),
+        state_dir = %cfg.daemon.state_dir.display(),
+        units = cfg.units.len(),
+        providers = %providers.join(", "),
+        validation_scope = cfg.certcentral.validation_scope.as_str(),
+        certcentral = %cfg.certcentral.base_url,
+        "dcvd starting"
+    );
+}
+
 /// systemd notifications (no-ops when not started by systemd).
 struct Systemd;
 
@@ -202,6 +219,7 @@ async fn run(path: &Path, mode: Mode) -> ExitCode {
         Err(code) => return code,
     };
     crate::logging::init(cfg.daemon.log_format);
+    log_banner(path, &cfg);
     let store = match Store::open(&cfg.daemon.state_dir) {
         Ok(s) => Arc::new(s),
         Err(e) => {

@@ -41,6 +41,11 @@ async fn once_validates_a_dv_order_with_three_names() {
     }
     // one log identity: every line about the unit carries its span's fields
     assert!(log.contains("unit_kind=\"order\"") && log.contains("unit_id=101"), "{log}");
+    // the start-up banner says what this run uses
+    let banner = log.lines().find(|l| l.contains("dcvd starting")).unwrap_or_else(|| panic!("no banner:\n{log}"));
+    for field in ["version=", "config=", "state_dir=", "units=1", "providers=", "validation_scope=\"base\""] {
+        assert!(banner.contains(field), "{field} missing from the banner: {banner}");
+    }
     for line in log.lines().filter(|l| l.contains("state changed") || l.contains("record published")) {
         assert!(line.contains("unit_id=101"), "a line about the unit without its identity: {line}");
     }
