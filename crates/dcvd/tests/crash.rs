@@ -10,8 +10,6 @@
 //! every ~100 ms during the whole run never saw a name hold two values nor a value come back
 //! after it was removed (a value published twice).
 
-mod e2e_common;
-
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -19,10 +17,13 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use certcentral_sim::{NewDomain, NewOrder};
-use e2e_common::{Dcvd, SimOpts, SimProc, axfr, dcv_records, rfc2136_provider, states};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use test_support::bind::{Bind, ZoneSpec};
+use test_support::harness::{Harness, SimOpts, axfr, dcv_records, rfc2136_provider, states};
+
+/// The binaries under test.
+const HARNESS: Harness = Harness::new(env!("CARGO_BIN_EXE_dcvd"));
 
 const ZONE: &str = "crash.test";
 const KILLS: usize = 55;
@@ -42,7 +43,11 @@ impl UnitSpec {
             // token was fetched twice (under the base scope every order would share the zone's).
             Self::Order { id, names } => format!(
                 "{}validation_scope = \"exact\"\n",
-                e2e_common::order_toml(*id, "dns-txt-token", &names.iter().map(String::as_str).collect::<Vec<_>>())
+                test_support::harness::order_toml(
+                    *id,
+                    "dns-txt-token",
+                    &names.iter().map(String::as_str).collect::<Vec<_>>()
+                )
             ),
             Self::Domain { id, name, submit } => format!(
                 "[[domain]]\nid = {id}\nname = \"{name}\"\nmethod = \"dns-txt-token\"\n{}",
@@ -157,7 +162,7 @@ async fn kill_9_at_random_moments_loses_nothing() {
         UnitSpec::Order { id, .. } => (id - 7000) * 10,
         UnitSpec::Domain { id, .. } => (id - 7100) * 40 + 5,
     });
-    let sim = SimProc::start(SimOpts {
+    let sim = HARNESS.start_sim(SimOpts {
         dns: vec![bind.primary_addr(), secondary],
         orders,
         domains,
@@ -175,11 +180,11 @@ async fn kill_9_at_random_moments_loses_nothing() {
         m
     };
 
-    let dcvd = Dcvd::new(&sim);
+    let dcvd = HARNESS.dcvd(&sim);
     let provider = rfc2136_provider("bind", &bind, &[ZONE]);
     let write_config = |n: usize| {
         let body: String = units[..n.min(units.len())].iter().map(|u| format!("{}\n", u.toml())).collect();
-        dcvd.write_config(&dcvd.config(&sim, bind.port(), &format!("{provider}\n{body}")));
+        dcvd.write_config(&dcvd.config(bind.port(), &format!("{provider}\n{body}")));
     };
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -204,7 +209,7 @@ async fn kill_9_at_random_moments_loses_nothing() {
         assert!(
             status.code().is_none() || status.code() == Some(0),
             "dcvd run exited by itself with {status} before kill #{k}; log:\n{}",
-            e2e_common::tail(&dcvd.log(), 80)
+            test_support::harness::tail(&dcvd.log(), 80)
         );
     }
     let kill_phase = started.elapsed();

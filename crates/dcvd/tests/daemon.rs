@@ -1,15 +1,16 @@
 //! The real `dcvd` binary against the CertCentral simulator: the memory provider's own name
 //! servers (inside dcvd) or BIND (RFC 2136) serve the records, the simulator checks them over DNS.
 
-mod common;
-
 use std::time::Duration;
 
 use certcentral_sim::{DcvMethod, NewDomain, NewOrder};
-use common::{Harness, eventually, signal, text, wait_output};
 use test_support::bind::{Bind, ZoneSpec};
+use test_support::harness::{Harness, LocalSim, eventually_sync, signal, text, wait_output};
 
-fn order_calls(h: &Harness, id: u64) -> u64 {
+/// The binaries under test.
+const HARNESS: Harness = Harness::new(env!("CARGO_BIN_EXE_dcvd"));
+
+fn order_calls(h: &LocalSim, id: u64) -> u64 {
     h.sim().stats().order_calls.get(&id).map(|m| m.values().sum()).unwrap_or(0)
 }
 
@@ -17,7 +18,7 @@ fn order_calls(h: &Harness, id: u64) -> u64 {
 /// two CertCentral calls, no premature check, and the records gone afterwards.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_validates_a_dv_order_with_three_names() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     h.sim().add_order(NewOrder::new(101, &["example.test", "www.example.test", "*.api.example.test"]));
     let cfg = h.config(
         h.dns_port,
@@ -26,7 +27,7 @@ async fn once_validates_a_dv_order_with_three_names() {
             h.memory_provider(&["example.test"], 300)
         ),
     );
-    let out = h.once(&h.write_config(&cfg));
+    let out = h.once_output(&h.write_config(&cfg));
     let log = text(&out);
     assert!(out.status.success(), "dcvd once failed:\n{log}");
     let order = h.sim().order(101).expect("order");
@@ -56,7 +57,7 @@ async fn once_validates_a_dv_order_with_three_names() {
 /// token request, which would invalidate it).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_validates_an_ovev_domain_with_submit() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     h.sim().add_domain(NewDomain::new(201, "corp.example.test"));
     let cfg = h.config(
         h.dns_port,
@@ -65,7 +66,7 @@ async fn once_validates_an_ovev_domain_with_submit() {
             h.memory_provider(&["example.test"], 200)
         ),
     );
-    let out = h.once(&h.write_config(&cfg));
+    let out = h.once_output(&h.write_config(&cfg));
     assert!(out.status.success(), "dcvd once failed:\n{}", text(&out));
     let d = h.sim().domain(201).expect("domain");
     assert!(d.dcv_valid, "{d:?}");
@@ -78,7 +79,7 @@ async fn once_validates_an_ovev_domain_with_submit() {
 /// A DV order validated by CNAME.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_validates_a_cname_order() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     h.sim().add_order(NewOrder::new(301, &["shop.example.test"]).with_method(DcvMethod::DnsCnameToken));
     let cfg = h.config(
         h.dns_port,
@@ -87,7 +88,7 @@ async fn once_validates_a_cname_order() {
             h.memory_provider(&["example.test"], 0)
         ),
     );
-    let out = h.once(&h.write_config(&cfg));
+    let out = h.once_output(&h.write_config(&cfg));
     assert!(out.status.success(), "dcvd once failed:\n{}", text(&out));
     assert_eq!(h.sim().order(301).expect("order").dcv_status, "valid");
     assert_eq!(h.sim().stats().premature_checks, 0);
@@ -98,7 +99,7 @@ async fn once_validates_a_cname_order() {
 /// may differ and what to set (once).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn method_mismatch_is_pointed_out() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     h.sim().add_order(NewOrder::new(302, &["mismatch.example.test"]));
     let cfg = h.config(
         h.dns_port,
@@ -109,7 +110,7 @@ async fn method_mismatch_is_pointed_out() {
     );
     let mut child = h.spawn_run(&h.write_config(&cfg));
     let hint = "the order's DCV method at DigiCert may be dns-txt-token; set method = \"dns-txt-token\"";
-    eventually(Duration::from_secs(60), "the method mismatch hint", || h.log().contains(hint)).await;
+    eventually_sync(Duration::from_secs(60), "the method mismatch hint", || h.log().contains(hint)).await;
     signal(&child, "TERM");
     let _ = child.wait();
     let log = h.log();
@@ -123,11 +124,11 @@ async fn method_mismatch_is_pointed_out() {
 /// they validate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_api_key_pauses_every_unit_until_fixed() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     for id in [311, 312, 313] {
         h.sim().add_order(NewOrder::new(id, &[&format!("k{id}.example.test")]));
     }
-    let key_file = h.dir.path().join("api-key");
+    let key_file = h.key_path();
     std::fs::write(&key_file, "a-revoked-key").unwrap();
     let metrics_port = test_support::ports::free_port();
     let orders: String = [311, 312, 313]
@@ -140,7 +141,7 @@ async fn refused_api_key_pauses_every_unit_until_fixed() {
     );
     let mut child = h.spawn_run(&h.write_config(&cfg));
     let refused = "CertCentral refused the API key";
-    eventually(Duration::from_secs(30), "the account ERROR", || h.log().contains(refused)).await;
+    eventually_sync(Duration::from_secs(30), "the account ERROR", || h.log().contains(refused)).await;
     // a moment for every unit to reach the gate
     tokio::time::sleep(Duration::from_millis(1500)).await;
     let base = format!("http://127.0.0.1:{metrics_port}");
@@ -173,7 +174,7 @@ async fn refused_api_key_pauses_every_unit_until_fixed() {
 /// unit's identity and final state), delivered before `dcvd once` exits.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminal_states_are_notified() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     h.sim().add_order(NewOrder::new(321, &["notify321.example.test"]));
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let app = axum::Router::new().route(
@@ -196,7 +197,7 @@ async fn terminal_states_are_notified() {
             h.memory_provider(&["example.test"], 0)
         ),
     );
-    let out = h.once(&h.write_config(&cfg));
+    let out = h.once_output(&h.write_config(&cfg));
     assert!(out.status.success(), "dcvd once failed:\n{}", text(&out));
     let body = tokio::time::timeout(Duration::from_secs(5), rx.recv()).await.expect("an event").unwrap();
     let event: serde_json::Value = serde_json::from_str(&body).unwrap();
@@ -211,7 +212,7 @@ async fn terminal_states_are_notified() {
 /// SIGHUP with a valid one picks up a new order.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reload_bad_then_good() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     h.sim().add_order(NewOrder::new(401, &["a.example.test"]));
     h.sim().add_order(NewOrder::new(402, &["b.example.test"]));
     let provider = h.memory_provider(&["example.test"], 0);
@@ -219,14 +220,14 @@ async fn sighup_reload_bad_then_good() {
         format!("{provider}\n[[order]]\nid = 401\nmethod = \"dns-txt-token\"\ndomains = [\"a.example.test\"]\n");
     let path = h.write_config(&h.config(h.dns_port, &first));
     let mut child = h.spawn_run(&path);
-    eventually(Duration::from_secs(30), "order 401 valid", || {
+    eventually_sync(Duration::from_secs(30), "order 401 valid", || {
         h.sim().order(401).is_some_and(|o| o.dcv_status == "valid")
     })
     .await;
 
     std::fs::write(&path, "[certcentral]\nbase_url = 42\n").unwrap();
     signal(&child, "HUP");
-    eventually(Duration::from_secs(10), "reload error in the log", || h.log().contains("keeping the running one"))
+    eventually_sync(Duration::from_secs(10), "reload error in the log", || h.log().contains("keeping the running one"))
         .await;
     assert!(h.log().contains("dcvd.toml:2:12"), "the reload error must carry line:col:\n{}", h.log());
     assert!(child.try_wait().unwrap().is_none(), "dcvd must keep running after a bad reload");
@@ -234,7 +235,7 @@ async fn sighup_reload_bad_then_good() {
     let second = format!("{first}\n[[order]]\nid = 402\nmethod = \"dns-txt-token\"\ndomains = [\"b.example.test\"]\n");
     std::fs::write(&path, h.config(h.dns_port, &second)).unwrap();
     signal(&child, "HUP");
-    eventually(Duration::from_secs(30), "order 402 valid", || {
+    eventually_sync(Duration::from_secs(30), "order 402 valid", || {
         h.sim().order(402).is_some_and(|o| o.dcv_status == "valid")
     })
     .await;
@@ -252,7 +253,7 @@ async fn sighup_reload_bad_then_good() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_mid_flight_then_restart_resumes() {
     let bind = Bind::builder().zone(ZoneSpec::new("resume.test")).with_lagging_secondary().start();
-    let h = Harness::start(Some(vec![bind.primary_addr(), bind.secondary_addr().unwrap()])).await;
+    let h = HARNESS.start_local(Some(vec![bind.primary_addr(), bind.secondary_addr().unwrap()])).await;
     h.sim().add_order(NewOrder::new(501, &["resume.test"]));
     let tsig = std::fs::read_to_string(bind.tsig_secret_file()).unwrap();
     let rest = format!(
@@ -264,7 +265,7 @@ async fn sigterm_mid_flight_then_restart_resumes() {
     let path = h.write_config(&h.config(bind.port(), &rest));
     let mut child = h.spawn_run(&path);
     // Published on the primary; the secondary lags, so dcvd is waiting for propagation.
-    eventually(Duration::from_secs(30), "record on the primary", || {
+    eventually_sync(Duration::from_secs(30), "record on the primary", || {
         !bind.query(bind.primary_addr(), "_dnsauth.resume.test", "TXT").is_empty()
     })
     .await;
@@ -278,7 +279,7 @@ async fn sigterm_mid_flight_then_restart_resumes() {
     assert_eq!(h.sim().stats().premature_checks, 0);
 
     bind.refresh_secondary("resume.test");
-    let out = h.once(&path);
+    let out = h.once_output(&path);
     let log = format!("{}{}", h.log(), text(&out));
     assert!(out.status.success(), "restart did not finish the order:\n{log}");
     assert_eq!(h.sim().order(501).unwrap().dcv_status, "valid");
@@ -293,7 +294,7 @@ async fn sigterm_mid_flight_then_restart_resumes() {
 /// `check-config` exits 78 on a broken file and names its position.
 #[tokio::test]
 async fn check_config_exit_codes() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     let bad = h.write_config("[daemon]\nmax_concurrent = \"many\"\n");
     let out = h.command(&["check-config", "--config", bad.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(78), "{}", text(&out));
@@ -316,7 +317,7 @@ async fn check_config_exit_codes() {
 /// `WATCHDOG_USEC` is set, STOPPING on SIGTERM; and the Prometheus endpoint serves its metrics.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn systemd_notifications_and_metrics() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     h.sim().add_order(NewOrder::new(601, &["notify.example.test"]));
     let metrics_port = test_support::ports::free_port();
     let rest = format!(
@@ -346,7 +347,7 @@ async fn systemd_notifications_and_metrics() {
         seen.push_str(&String::from_utf8_lossy(&buf[..n]));
         seen.push('\n');
     }
-    eventually(Duration::from_secs(30), "order 601 valid", || {
+    eventually_sync(Duration::from_secs(30), "order 601 valid", || {
         h.sim().order(601).is_some_and(|o| o.dcv_status == "valid")
     })
     .await;
@@ -395,7 +396,7 @@ async fn systemd_notifications_and_metrics() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn status_and_cleanup_after_a_stop() {
     let bind = Bind::builder().zone(ZoneSpec::new("cleanup.test")).with_lagging_secondary().start();
-    let h = Harness::start(Some(vec![bind.primary_addr(), bind.secondary_addr().unwrap()])).await;
+    let h = HARNESS.start_local(Some(vec![bind.primary_addr(), bind.secondary_addr().unwrap()])).await;
     h.sim().add_order(NewOrder::new(701, &["cleanup.test", "www.cleanup.test"]));
     let rest = format!(
         "[providers.bind]\ntype = \"rfc2136\"\nserver = \"{}\"\nzones = [\"cleanup.test\"]\ntsig_key_name = \"dcvd\"\ntsig_secret_file = \"{}\"\n\n[[order]]\nid = 701\nmethod = \"dns-txt-token\"\ndomains = [\"cleanup.test\", \"www.cleanup.test\"]\n",
@@ -406,7 +407,7 @@ async fn status_and_cleanup_after_a_stop() {
     let empty = h.command(&["status", "--json", "--config", path.to_str().unwrap()]).output().unwrap();
     assert!(empty.status.success(), "status before any run: {}", text(&empty));
     let mut child = h.spawn_run(&path);
-    eventually(Duration::from_secs(30), "record on the primary", || {
+    eventually_sync(Duration::from_secs(30), "record on the primary", || {
         !bind.query(bind.primary_addr(), "_dnsauth.cleanup.test", "TXT").is_empty()
     })
     .await;
@@ -437,7 +438,7 @@ async fn status_and_cleanup_after_a_stop() {
 /// 0 with the right key, 1 with a wrong one (DigiCert's 401 in the output, the key nowhere).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn check_config_online() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     h.sim().add_order(NewOrder::new(801, &["online.example.test"]));
     let rest = format!(
         "{}\n[[order]]\nid = 801\nmethod = \"dns-txt-token\"\ndomains = [\"online.example.test\"]\n",
@@ -447,7 +448,7 @@ async fn check_config_online() {
     let out = h.command(&["check-config", "--online", "--config", path.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     assert!(text(&out).contains("provider mem (memory): ok"), "{}", text(&out));
-    std::fs::write(h.dir.path().join("api-key"), "wrong-key-0123456789").unwrap();
+    std::fs::write(h.key_path(), "wrong-key-0123456789").unwrap();
     let out = h.command(&["check-config", "--online", "--config", path.to_str().unwrap()]).output().unwrap();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(text(&out).contains("401"), "{}", text(&out));
@@ -457,7 +458,7 @@ async fn check_config_online() {
 /// The `rescan` cron job picks up a new order file without a SIGHUP.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn rescan_picks_up_new_order_files() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     h.sim().add_order(NewOrder::new(901, &["rescan.example.test"]));
     let orders = h.dir.path().join("orders.d");
     std::fs::create_dir_all(&orders).unwrap();
@@ -473,7 +474,7 @@ async fn rescan_picks_up_new_order_files() {
         "[[order]]\nid = 901\nmethod = \"dns-txt-token\"\ndomains = [\"rescan.example.test\"]\n",
     )
     .unwrap();
-    eventually(Duration::from_secs(30), "order 901 valid", || {
+    eventually_sync(Duration::from_secs(30), "order 901 valid", || {
         h.sim().order(901).is_some_and(|o| o.dcv_status == "valid")
     })
     .await;

@@ -8,23 +8,24 @@
 //! check) and no premature check; the exact records were published (owner name and value); none
 //! is left behind; and no secret appears anywhere in dcvd's output.
 
-mod e2e_common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use certcentral_sim::{DcvMethod, NewDomain, NewOrder};
-use e2e_common::{
-    Dcvd, Scope, SimOpts, SimProc, dcv_records, eventually, order_toml, rfc2136_provider, states, watch_zone_until_exit,
-};
 use test_support::acmedns_fake::AcmeDnsFake;
 use test_support::azure_fake::{AzureFake, TokenGrant};
 use test_support::bind::{Bind, ZoneSpec};
 use test_support::cloudflare_fake::CloudflareFake;
 use test_support::frontend::Frontend;
 use test_support::gcloud_fake::{GcloudFake, Role};
+use test_support::harness::{
+    Dcvd, Harness, Scope, SimOpts, dcv_records, eventually, order_toml, rfc2136_provider, states, watch_zone_until_exit,
+};
 use test_support::moto::Moto;
 use test_support::powerdns::PowerDns;
+
+/// The binaries under test.
+const HARNESS: Harness = Harness::new(env!("CARGO_BIN_EXE_dcvd"));
 
 const ONCE_LIMIT: Duration = Duration::from_secs(120);
 /// Lag of the second name server of every front-end: dcvd must wait for it.
@@ -110,21 +111,21 @@ async fn route53_dv_txt(scope: Scope, id: u64, owners: &[&str], not_owners: &[&s
     let moto = Moto::start().await;
     let zone_id = moto.create_hosted_zone("r53.test").await;
     let fe = Frontend::builder().route53(&moto, &zone_id, "r53.test").lag(LAG).start().await;
-    let sim = SimProc::start(SimOpts {
+    let sim = HARNESS.start_sim(SimOpts {
         dns: fe.addrs(),
         orders: vec![NewOrder::new(id, &R53_NAMES)],
         seed: 11,
         extra: scope.sim_args(),
         ..SimOpts::default()
     });
-    let mut dcvd = Dcvd::new(&sim);
+    let mut dcvd = HARNESS.dcvd(&sim);
     let aws_secret = aws_env(&mut dcvd);
     let rest = format!(
         "{}\n{}",
         route53_provider("aws", &moto, &["r53.test"]),
         scope.order_toml(id, "dns-txt-token", &R53_NAMES)
     );
-    dcvd.write_config(&dcvd.config(&sim, fe.port(), &rest));
+    dcvd.write_config(&dcvd.config(fe.port(), &rest));
     let status = dcvd.once(ONCE_LIMIT).await;
     let log = dcvd.assert_success(status, "dcvd once");
 
@@ -162,19 +163,19 @@ async fn route53_dv_txt(scope: Scope, id: u64, owners: &[&str], not_owners: &[&s
 async fn cloudflare_dv_cname_order() {
     let fake = Arc::new(CloudflareFake::builder().zone("cf.test").start().await);
     let fe = Frontend::builder().cloudflare(fake.clone(), "cf.test").lag(LAG).start().await;
-    let sim = SimProc::start(SimOpts {
+    let sim = HARNESS.start_sim(SimOpts {
         dns: fe.addrs(),
         orders: vec![NewOrder::new(2001, &["a.cf.test", "b.cf.test"]).with_method(DcvMethod::DnsCnameToken)],
         seed: 12,
         ..SimOpts::default()
     });
-    let dcvd = Dcvd::new(&sim);
+    let dcvd = HARNESS.dcvd(&sim);
     let rest = format!(
         "{}\n{}",
         cloudflare_provider("cf", &dcvd, &fake, &["cf.test"]),
         order_toml(2001, "dns-cname-token", &["a.cf.test", "b.cf.test"])
     );
-    dcvd.write_config(&dcvd.config(&sim, fe.port(), &rest));
+    dcvd.write_config(&dcvd.config(fe.port(), &rest));
     let status = dcvd.once(ONCE_LIMIT).await;
     let log = dcvd.assert_success(status, "dcvd once");
 
@@ -231,19 +232,19 @@ async fn azure_dv_txt_order() {
         fe = fe.custom(zone, move || f.entries(zone));
     }
     let fe = fe.lag(LAG).start().await;
-    let sim = SimProc::start(SimOpts {
+    let sim = HARNESS.start_sim(SimOpts {
         dns: fe.addrs(),
         orders: vec![NewOrder::new(4001, &NAMES)],
         seed: 14,
         ..SimOpts::default()
     });
-    let dcvd = Dcvd::new(&sim);
+    let dcvd = HARNESS.dcvd(&sim);
     let rest = format!(
         "{}\n{}",
         azure_provider("az", &dcvd, &fake, &["example.com", "example.net"]),
         order_toml(4001, "dns-txt-token", &NAMES)
     );
-    dcvd.write_config(&dcvd.config(&sim, fe.port(), &rest));
+    dcvd.write_config(&dcvd.config(fe.port(), &rest));
     let status = dcvd.once(ONCE_LIMIT).await;
     let log = dcvd.assert_success(status, "dcvd once");
 
@@ -288,19 +289,19 @@ async fn azure_dv_txt_order() {
 async fn rfc2136_dv_txt_with_lagging_secondary() {
     let bind = Bind::builder().zone(ZoneSpec::new("bind.test")).with_lagging_secondary().start();
     let secondary = bind.secondary_addr().expect("secondary");
-    let sim = SimProc::start(SimOpts {
+    let sim = HARNESS.start_sim(SimOpts {
         dns: vec![bind.primary_addr(), secondary],
         orders: vec![NewOrder::new(3001, &["www.bind.test", "*.app.bind.test"])],
         seed: 13,
         ..SimOpts::default()
     });
-    let dcvd = Dcvd::new(&sim);
+    let dcvd = HARNESS.dcvd(&sim);
     let rest = format!(
         "{}\n{}",
         rfc2136_provider("bind", &bind, &["bind.test"]),
         order_toml(3001, "dns-txt-token", &["www.bind.test", "*.app.bind.test"])
     );
-    dcvd.write_config(&dcvd.config(&sim, bind.port(), &rest));
+    dcvd.write_config(&dcvd.config(bind.port(), &rest));
     let child = dcvd.spawn(&["once"]);
     let value = sim.order(3001).await.dcv_random_value;
     eventually(Duration::from_secs(60), "the record on the primary", || async {
@@ -359,7 +360,7 @@ async fn hold_until_published(
         if let Some(status) = child.try_wait().expect("try_wait") {
             panic!(
                 "dcvd exited ({status}) before publishing {n} records; log:\n{}",
-                e2e_common::tail(&dcvd.log(), 100)
+                test_support::harness::tail(&dcvd.log(), 100)
             );
         }
         assert!(start.elapsed() < Duration::from_secs(60), "{n} records never appeared on the primary");
@@ -398,7 +399,7 @@ echo "hook: $DCVD_ACTION $DCVD_NAME $DCVD_TYPE" >&2
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn exec_hook_ovev_domains_with_submit() {
     let bind = Bind::builder().zone(ZoneSpec::new("hook.test")).with_lagging_secondary().start();
-    let sim = SimProc::start(SimOpts {
+    let sim = HARNESS.start_sim(SimOpts {
         dns: vec![bind.primary_addr(), bind.secondary_addr().expect("secondary")],
         domains: vec![
             NewDomain::new(4001, "corp.hook.test"),
@@ -407,10 +408,10 @@ async fn exec_hook_ovev_domains_with_submit() {
         seed: 14,
         ..SimOpts::default()
     });
-    let dcvd = Dcvd::new(&sim);
+    let dcvd = HARNESS.dcvd(&sim);
     let hook = dcvd.dir.path().join("dns-hook.sh");
     std::fs::write(&hook, HOOK).unwrap();
-    e2e_common::set_mode(&hook, 0o755);
+    test_support::harness::set_mode(&hook, 0o755);
     let rest = format!(
         "[providers.hook]\ntype = \"exec\"\ncommand = [\"{}\", \"127.0.0.1\", \"{}\", \"{}\"]\nzones = [\"hook.test\"]\ntimeout = \"20s\"\n\n\
          [[domain]]\nid = 4001\nname = \"corp.hook.test\"\nmethod = \"dns-txt-token\"\nsubmit = [\"ov\", \"ev\"]\n\n\
@@ -419,7 +420,7 @@ async fn exec_hook_ovev_domains_with_submit() {
         bind.port(),
         bind.tsig_key_file().display()
     );
-    dcvd.write_config(&dcvd.config(&sim, bind.port(), &rest));
+    dcvd.write_config(&dcvd.config(bind.port(), &rest));
     let mut child = dcvd.spawn(&["once"]);
     let seen = hold_until_published(&bind, &["hook.test"], 2, &dcvd, &mut child).await;
     let (status, later) = watch_zone_until_exit(&dcvd, child, bind.primary_addr(), "hook.test", ONCE_LIMIT).await;
@@ -481,14 +482,14 @@ async fn mixed_zones(scope: Scope, id: u64, at_route53: &[&str], at_cloudflare: 
         .start()
         .await;
     let names = ["api.mixed.test", "www.shop.mixed.test"];
-    let sim = SimProc::start(SimOpts {
+    let sim = HARNESS.start_sim(SimOpts {
         dns: fe.addrs(),
         orders: vec![NewOrder::new(id, &names)],
         seed: 15,
         extra: scope.sim_args(),
         ..SimOpts::default()
     });
-    let mut dcvd = Dcvd::new(&sim);
+    let mut dcvd = HARNESS.dcvd(&sim);
     let aws_secret = aws_env(&mut dcvd);
     let rest = format!(
         "{}\n{}\n{}",
@@ -496,7 +497,7 @@ async fn mixed_zones(scope: Scope, id: u64, at_route53: &[&str], at_cloudflare: 
         cloudflare_provider("cf", &dcvd, &fake, &["shop.mixed.test"]),
         scope.order_toml(id, "dns-txt-token", &names)
     );
-    dcvd.write_config(&dcvd.config(&sim, fe.port(), &rest));
+    dcvd.write_config(&dcvd.config(fe.port(), &rest));
     let status = dcvd.once(ONCE_LIMIT).await;
     let log = dcvd.assert_success(status, "dcvd once");
 
@@ -555,20 +556,20 @@ async fn delegated_validation(scope: Scope, provider_zones: &[&str], id: u64, ta
         .zone(ZoneSpec::new("delegated.test"))
         .with_lagging_secondary()
         .start();
-    let sim = SimProc::start(SimOpts {
+    let sim = HARNESS.start_sim(SimOpts {
         dns: vec![bind.primary_addr(), bind.secondary_addr().expect("secondary")],
         orders: vec![NewOrder::new(id, &["www.example.test"])],
         seed: id,
         extra: scope.sim_args(),
         ..SimOpts::default()
     });
-    let dcvd = Dcvd::new(&sim);
+    let dcvd = HARNESS.dcvd(&sim);
     let mut order = scope.order_toml(id, "dns-txt-token", &["www.example.test"]);
     if !provider_zones.contains(&"example.test") {
         order.push_str("provider = \"bind\"\n");
     }
     let rest = format!("{}\n{}", rfc2136_provider("bind", &bind, provider_zones), order);
-    dcvd.write_config(&dcvd.config(&sim, bind.port(), &rest));
+    dcvd.write_config(&dcvd.config(bind.port(), &rest));
     let value = sim.order(id).await.dcv_random_value;
     let mut child = dcvd.spawn(&["once"]);
     let seen = hold_until_published(&bind, &["delegated.test"], 1, &dcvd, &mut child).await;
@@ -610,19 +611,19 @@ async fn gcloud_dv_txt_order() {
     let reader = fake.clone();
     let fe = Frontend::builder().custom("gc.test", move || reader.entries("gc.test")).lag(LAG).start().await;
     let names = ["gc.test", "*.gc.test"];
-    let sim = SimProc::start(SimOpts {
+    let sim = HARNESS.start_sim(SimOpts {
         dns: fe.addrs(),
         orders: vec![NewOrder::new(4001, &names)],
         seed: 14,
         ..SimOpts::default()
     });
-    let dcvd = Dcvd::new(&sim);
+    let dcvd = HARNESS.dcvd(&sim);
     let rest = format!(
         "{}\n{}",
         gcloud_provider("gcp", &dcvd, &fake, &key, &["gc.test"]),
         order_toml(4001, "dns-txt-token", &names)
     );
-    dcvd.write_config(&dcvd.config(&sim, fe.port(), &rest));
+    dcvd.write_config(&dcvd.config(fe.port(), &rest));
     let status = dcvd.once(ONCE_LIMIT).await;
     let log = dcvd.assert_success(status, "dcvd once");
 
@@ -641,7 +642,7 @@ async fn gcloud_dv_txt_order() {
     assert!(fake.entries("gc.test").is_empty(), "records left in Cloud DNS: {:?}", fake.entries("gc.test"));
     assert_eq!(fake.refused_changes(), Vec::<u16>::new(), "dcvd raced itself");
     assert_eq!(fake.change_count("gc-test"), 2, "one change to publish, one to remove");
-    assert!(log.contains("gcloud change done"), "the change was waited for: {}", e2e_common::tail(&log, 40));
+    assert!(log.contains("gcloud change done"), "the change was waited for: {}", test_support::harness::tail(&log, 40));
     assert_all_cleaned_up(&dcvd, &[4001]);
     let private_key: serde_json::Value = serde_json::from_str(&key).expect("key json");
     let pem = private_key["private_key"].as_str().expect("pem");
@@ -665,13 +666,13 @@ async fn gcloud_dv_txt_order() {
 async fn powerdns_dv_txt_order() {
     let pdns = PowerDns::start(&["example.com"]).await;
     let names = ["example.com", "*.example.com"];
-    let sim = SimProc::start(SimOpts {
+    let sim = HARNESS.start_sim(SimOpts {
         dns: vec![pdns.dns_addr()],
         orders: vec![NewOrder::new(7001, &names)],
         seed: 17,
         ..SimOpts::default()
     });
-    let dcvd = Dcvd::new(&sim);
+    let dcvd = HARNESS.dcvd(&sim);
     let key = dcvd.secret_file("pdns-api-key", pdns.api_key());
     let rest = format!(
         "[providers.pdns]\ntype = \"powerdns\"\nzones = [\"example.com\"]\napi_url = \"{}\"\napi_key_file = \"{}\"\n\n{}",
@@ -679,7 +680,7 @@ async fn powerdns_dv_txt_order() {
         key.display(),
         order_toml(7001, "dns-txt-token", &names)
     );
-    dcvd.write_config(&dcvd.config(&sim, pdns.dns_port(), &rest));
+    dcvd.write_config(&dcvd.config(pdns.dns_port(), &rest));
     let child = dcvd.spawn(&["once"]);
     let (status, seen) = watch_zone_until_exit(&dcvd, child, pdns.dns_addr(), "example.com", ONCE_LIMIT).await;
     let log = dcvd.assert_success(status, "dcvd once");
@@ -735,13 +736,13 @@ async fn acmedns_dv_txt_order_through_cname_delegation() {
         .start()
         .await;
     let names = ["example.com", "*.example.com"];
-    let sim = SimProc::start(SimOpts {
+    let sim = HARNESS.start_sim(SimOpts {
         dns: fe.addrs(),
         orders: vec![NewOrder::new(8001, &names)],
         seed: 18,
         ..SimOpts::default()
     });
-    let dcvd = Dcvd::new(&sim);
+    let dcvd = HARNESS.dcvd(&sim);
     let password = dcvd.secret_file("acmedns-example.com", &account.password);
     let rest = format!(
         "[providers.adns]\ntype = \"acmedns\"\napi_url = \"{}\"\nzones = [\"auth.example.org\"]\n\n\
@@ -754,7 +755,7 @@ async fn acmedns_dv_txt_order_through_cname_delegation() {
         full,
         order_toml(8001, "dns-txt-token", &names)
     );
-    dcvd.write_config(&dcvd.config(&sim, fe.port(), &rest));
+    dcvd.write_config(&dcvd.config(fe.port(), &rest));
     let status = dcvd.once(ONCE_LIMIT).await;
     let log = dcvd.assert_success(status, "dcvd once");
 

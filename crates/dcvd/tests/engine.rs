@@ -3,21 +3,22 @@
 //! that leave the configuration. Durations are short real ones: the simulator, the name servers
 //! and the store are real, so tokio's paused clock cannot drive them.
 
-mod common;
-
 use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
 use certcentral_sim::{FaultConfig, FaultRule, NewOrder, Sim, SimConfig};
-use common::{Harness, eventually};
 use dcvd::config::Config;
 use dcvd::engine::{self, Control, Mode, NoObserver, Summary};
 use dcvd::metrics::Metrics;
 use dcvd::store::{Store, UnitState};
+use test_support::harness::{Harness, LocalSim, eventually_sync};
 use tokio::sync::mpsc;
 
-fn parse(_h: &Harness, text: &str) -> Config {
+/// The binaries under test.
+const HARNESS: Harness = Harness::new(env!("CARGO_BIN_EXE_dcvd"));
+
+fn parse(_h: &LocalSim, text: &str) -> Config {
     Config::from_toml_named(text, Path::new("engine-test.toml")).unwrap_or_else(|e| panic!("config: {e}\n{text}"))
 }
 
@@ -63,7 +64,7 @@ async fn check_backoff_doubles() {
     )
     .await
     .unwrap();
-    let h = Harness::start(Some(empty.addrs().to_vec())).await;
+    let h = HARNESS.start_local(Some(empty.addrs().to_vec())).await;
     h.sim().add_order(NewOrder::new(11, &["a.backoff.test"]));
     let text =
         h.config(h.dns_port, &format!("{}{}", mem(&h, "b1", &["backoff.test"]), order(11, "\"a.backoff.test\"")));
@@ -71,7 +72,7 @@ async fn check_backoff_doubles() {
         .replace("min_interval = \"200ms\"", "min_interval = \"300ms\"")
         .replace("max_interval = \"2s\"", "max_interval = \"1200ms\"");
     let (tx, store, handle) = start(parse(&h, &text), Mode::Daemon);
-    eventually(Duration::from_secs(30), "six checks", || endpoint_calls(h.sim(), 11, "check_dcv") >= 6).await;
+    eventually_sync(Duration::from_secs(30), "six checks", || endpoint_calls(h.sim(), 11, "check_dcv") >= 6).await;
     tx.send(Control::Stop).await.unwrap();
     finish(handle).await;
     let checks: Vec<i64> = h.sim().stats().checks.iter().filter(|c| c.id == 11).map(|c| c.unix_ms).collect();
@@ -86,7 +87,7 @@ async fn check_backoff_doubles() {
     assert!(row.last_error.as_deref().unwrap_or("").contains("invalid_dns_txt"), "{row:?}");
 }
 
-fn mem(h: &Harness, name: &str, zones: &[&str]) -> String {
+fn mem(h: &LocalSim, name: &str, zones: &[&str]) -> String {
     h.memory_provider(zones, 0).replace("[providers.mem]", &format!("[providers.{name}]"))
 }
 
@@ -94,7 +95,7 @@ fn mem(h: &Harness, name: &str, zones: &[&str]) -> String {
 /// value fetched, and the order ends valid with the second value.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_renews_then_validates() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     let text = h.config(h.dns_port, &format!("{}{}", mem(&h, "r1", &["renew.test"]), order(21, "\"renew.test\"")));
     // The simulator's random values live 2 s here.
     let sim2 = restart_sim_with_validity(&h, Duration::from_secs(2)).await;
@@ -102,7 +103,7 @@ async fn expiry_renews_then_validates() {
     sim2.sim().set_faults(broken_checks());
     let text = text.replace(&h.sim.base_url, &sim2.base_url);
     let (_tx, store, handle) = start(parse(&h, &text), Mode::Once);
-    eventually(Duration::from_secs(30), "a second random value", || {
+    eventually_sync(Duration::from_secs(30), "a second random value", || {
         endpoint_calls(sim2.sim(), 21, "dcv_random_value") >= 2
     })
     .await;
@@ -120,7 +121,7 @@ async fn expiry_renews_then_validates() {
 /// With `on_expiry = "fail"` an expired token ends the unit `expired`, records removed.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn expiry_fails_with_fail_policy() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     let sim2 = restart_sim_with_validity(&h, Duration::from_secs(2)).await;
     sim2.sim().add_order(NewOrder::new(31, &["expire.test"]));
     sim2.sim().set_faults(broken_checks());
@@ -142,7 +143,7 @@ async fn expiry_fails_with_fail_policy() {
 /// gets a token or a record.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn terminal_order_statuses_are_honoured() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     let mut issued = NewOrder::new(41, &["issued.test"]);
     issued.status = Some("issued".into());
     let mut canceled = NewOrder::new(42, &["canceled.test"]);
@@ -165,18 +166,18 @@ async fn terminal_order_statuses_are_honoured() {
 /// A unit removed from the configuration (reload) has its records removed and ends `removed`.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unit_removed_from_config_is_cleaned_up() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     h.sim().add_order(NewOrder::new(51, &["gone.test"]));
     // The second name server lags an hour: the unit waits in `published`.
     let provider = h.memory_provider(&["gone.test"], 3_600_000).replace("[providers.mem]", "[providers.g1]");
     let with = h.config(h.dns_port, &format!("{provider}{}", order(51, "\"gone.test\"")));
     let without = h.config(h.dns_port, &provider);
     let (tx, store, handle) = start(parse(&h, &with), Mode::Daemon);
-    eventually(Duration::from_secs(20), "published", || state(&store, 51) == UnitState::Published).await;
+    eventually_sync(Duration::from_secs(20), "published", || state(&store, 51) == UnitState::Published).await;
     let (mem_store, _) = dcvd::providers::memory_store("g1").unwrap();
     assert_eq!(mem_store.snapshot().len(), 1);
     tx.send(Control::Reload { config: Box::new(parse(&h, &without)), retry_failed: true }).await.unwrap();
-    eventually(Duration::from_secs(20), "removed", || state(&store, 51) == UnitState::Removed).await;
+    eventually_sync(Duration::from_secs(20), "removed", || state(&store, 51) == UnitState::Removed).await;
     assert!(mem_store.snapshot().is_empty(), "records left: {:?}", mem_store.snapshot());
     assert_eq!(endpoint_calls(h.sim(), 51, "check_dcv"), 0, "never checked before propagation");
     tx.send(Control::Stop).await.unwrap();
@@ -189,7 +190,7 @@ fn broken_checks() -> FaultConfig {
     faults
 }
 
-async fn restart_sim_with_validity(h: &Harness, validity: Duration) -> certcentral_sim::RunningSim {
+async fn restart_sim_with_validity(h: &LocalSim, validity: Duration) -> certcentral_sim::RunningSim {
     let cfg = h.sim().config().clone();
     Sim::new(SimConfig { token_validity: validity, ..cfg }).spawn("127.0.0.1:0".parse().unwrap()).await.unwrap()
 }
@@ -198,7 +199,7 @@ async fn restart_sim_with_validity(h: &Harness, validity: Duration) -> certcentr
 /// of the process (running tasks and new ones share them); a changed section gets new ones.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_keeps_the_shared_limits() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     let text = h.config(h.dns_port, &mem(&h, "k1", &["keep.test"]));
     let config = Arc::new(parse(&h, &text));
     let store = Arc::new(Store::open(&config.daemon.state_dir).unwrap());
@@ -209,7 +210,7 @@ async fn reload_keeps_the_shared_limits() {
     assert!(Arc::ptr_eq(&env.permits, &same.permits));
     assert!(Arc::ptr_eq(env.router.provider("k1").unwrap(), same.router.provider("k1").unwrap()));
     let changed = text
-        .replace("timeout = \"60s\"", "timeout = \"61s\"")
+        .replace("timeout = \"120s\"", "timeout = \"121s\"")
         .replace("[certcentral]", "[certcentral]\ntimeout = \"9s\"");
     let other = env.rebuild(Arc::new(parse(&h, &changed))).await.unwrap();
     assert!(

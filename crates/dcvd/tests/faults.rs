@@ -7,17 +7,18 @@
 //!   503, and Cloudflare (the fake) answers 429 with `Retry-After`;
 //! - one of BIND's two name servers is down for a while.
 
-mod e2e_common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
 use certcentral_sim::{NewDomain, NewOrder};
-use e2e_common::{Dcvd, SimOpts, SimProc, dcv_records, eventually, order_toml, rfc2136_provider, states};
 use test_support::bind::{Bind, ZoneSpec};
 use test_support::cloudflare_fake::CloudflareFake;
 use test_support::frontend::Frontend;
+use test_support::harness::{Dcvd, Harness, SimOpts, dcv_records, eventually, order_toml, rfc2136_provider, states};
 use test_support::moto::{Fault, Moto};
+
+/// The binaries under test.
+const HARNESS: Harness = Harness::new(env!("CARGO_BIN_EXE_dcvd"));
 
 const ONCE_LIMIT: Duration = Duration::from_secs(150);
 
@@ -38,7 +39,7 @@ fn assert_all_cleaned_up(dcvd: &Dcvd, ids: &[u64]) {
 async fn certcentral_errors_latency_and_429_bursts() {
     let bind = Bind::start(&["faulty.test"]);
     let orders: Vec<NewOrder> = (0..10).map(|i| NewOrder::new(8000 + i, &[&format!("o{i}.faulty.test")])).collect();
-    let sim = SimProc::start(SimOpts {
+    let sim = HARNESS.start_sim(SimOpts {
         dns: vec![bind.primary_addr()],
         orders: orders.clone(),
         domains: vec![NewDomain::new(8100, "corp.faulty.test"), NewDomain::new(8101, "shop.faulty.test")],
@@ -57,7 +58,7 @@ async fn certcentral_errors_latency_and_429_bursts() {
         seed: 2024,
         ..SimOpts::default()
     });
-    let dcvd = Dcvd::new(&sim);
+    let dcvd = HARNESS.dcvd(&sim);
     let mut rest = rfc2136_provider("bind", &bind, &["faulty.test"]);
     for o in &orders {
         rest.push_str(&format!("\n{}", order_toml(o.id, "dns-txt-token", &[&o.dns_names[0]])));
@@ -66,7 +67,7 @@ async fn certcentral_errors_latency_and_429_bursts() {
         "\n[[domain]]\nid = 8100\nname = \"corp.faulty.test\"\nmethod = \"dns-txt-token\"\nsubmit = [\"ov\"]\n\
          \n[[domain]]\nid = 8101\nname = \"shop.faulty.test\"\nmethod = \"dns-txt-token\"\n",
     );
-    dcvd.write_config(&dcvd.config(&sim, bind.port(), &rest));
+    dcvd.write_config(&dcvd.config(bind.port(), &rest));
     let status = dcvd.once(ONCE_LIMIT).await;
     let log = dcvd.assert_success(status, "dcvd once under CertCentral faults");
 
@@ -111,7 +112,7 @@ async fn route53_throttling_and_cloudflare_429() {
         .lag(Duration::from_millis(300))
         .start()
         .await;
-    let sim = SimProc::start(SimOpts {
+    let sim = HARNESS.start_sim(SimOpts {
         dns: fe.addrs(),
         orders: vec![
             NewOrder::new(8201, &["thr-r53.test", "www.thr-r53.test"]),
@@ -120,7 +121,7 @@ async fn route53_throttling_and_cloudflare_429() {
         seed: 7,
         ..SimOpts::default()
     });
-    let mut dcvd = Dcvd::new(&sim);
+    let mut dcvd = HARNESS.dcvd(&sim);
     let aws_secret = format!("awsSecret{:032x}", rand::random::<u128>());
     dcvd.env("AWS_ACCESS_KEY_ID", "AKIAE2EFAULTS0000001");
     dcvd.env("AWS_SECRET_ACCESS_KEY", &aws_secret);
@@ -136,7 +137,7 @@ async fn route53_throttling_and_cloudflare_429() {
         order_toml(8201, "dns-txt-token", &["thr-r53.test", "www.thr-r53.test"]),
         order_toml(8202, "dns-txt-token", &["thr-cf.test", "www.thr-cf.test"]),
     );
-    dcvd.write_config(&dcvd.config(&sim, fe.port(), &rest));
+    dcvd.write_config(&dcvd.config(fe.port(), &rest));
     moto.inject(Fault::Throttling, 4);
     moto.inject(Fault::PriorRequestNotComplete, 2);
     moto.inject(Fault::ServiceUnavailable, 1);
@@ -176,18 +177,18 @@ async fn one_name_server_down_for_a_while() {
     let secondary = bind.secondary_addr().expect("secondary");
     let primary = bind.primary_addr();
     let ids: Vec<u64> = (0..4).map(|i| 8300 + i).collect();
-    let sim = SimProc::start(SimOpts {
+    let sim = HARNESS.start_sim(SimOpts {
         dns: vec![primary, secondary],
         orders: ids.iter().map(|id| NewOrder::new(*id, &[&format!("n{id}.down.test")])).collect(),
         seed: 9,
         ..SimOpts::default()
     });
-    let dcvd = Dcvd::new(&sim);
+    let dcvd = HARNESS.dcvd(&sim);
     let mut rest = rfc2136_provider("bind", &bind, &["down.test"]);
     for id in &ids {
         rest.push_str(&format!("\n{}", order_toml(*id, "dns-txt-token", &[&format!("n{id}.down.test")])));
     }
-    dcvd.write_config(&dcvd.config(&sim, bind.port(), &rest));
+    dcvd.write_config(&dcvd.config(bind.port(), &rest));
     bind.stop_secondary();
     let child = dcvd.spawn(&["once"]);
     eventually(Duration::from_secs(60), "every record on the primary", || async {

@@ -3,26 +3,23 @@
 //! the state directory. The real binary, run as an unprivileged user where the check depends on
 //! who runs dcvd (the state directory).
 
-mod common;
-
 use std::os::unix::fs::PermissionsExt as _;
 use std::path::Path;
 use std::process::{Command, Output};
 
-use common::{Harness, set_mode, text};
+use test_support::harness::{Harness, LocalSim, set_mode, text};
+
+/// The binaries under test.
+const HARNESS: Harness = Harness::new(env!("CARGO_BIN_EXE_dcvd"));
 
 /// A `dcvd` command, as user `nobody` when the tests run as root (root may write anywhere, so
 /// only another user shows the state directory check), else as the current user.
-fn dcvd_as_service_user(h: &Harness, args: &[&str]) -> Command {
-    if is_root() {
-        let mut cmd = Command::new("setpriv");
-        cmd.args(["--reuid=65534", "--regid=65534", "--clear-groups", "--", env!("CARGO_BIN_EXE_dcvd")]).args(args);
-        cmd.env("RUST_LOG", "info").env_remove("JOURNAL_STREAM").env_remove("CREDENTIALS_DIRECTORY");
-        cmd.current_dir("/");
-        cmd
-    } else {
-        h.command(args)
-    }
+fn dcvd_as_service_user(h: &LocalSim, args: &[&str]) -> Command {
+    let wrapper: &[&str] =
+        if is_root() { &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--"] } else { &[] };
+    let mut cmd = h.command_via(wrapper, args);
+    cmd.current_dir("/");
+    cmd
 }
 
 fn is_root() -> bool {
@@ -32,7 +29,7 @@ fn is_root() -> bool {
 
 /// A configuration readable by the service user: API key from an environment variable, the
 /// given state directory, a memory provider and one order.
-fn config(h: &Harness, state_dir: &Path, extra: &str) -> String {
+fn config(h: &LocalSim, state_dir: &Path, extra: &str) -> String {
     format!(
         "[certcentral]\nbase_url = \"{}\"\napi_key_env = \"DCVD_TEST_API_KEY\"\n\n[daemon]\nstate_dir = \"{}\"\n\
          log_format = \"text\"\n\n[providers.mem]\ntype = \"memory\"\nzones = [\"example.test\"]\n\n{extra}\
@@ -42,7 +39,7 @@ fn config(h: &Harness, state_dir: &Path, extra: &str) -> String {
     )
 }
 
-fn run(h: &Harness, args: &[&str]) -> Output {
+fn run(h: &LocalSim, args: &[&str]) -> Output {
     dcvd_as_service_user(h, args).env("DCVD_TEST_API_KEY", &h.api_key).output().expect("run dcvd")
 }
 
@@ -50,7 +47,7 @@ fn run(h: &Harness, args: &[&str]) -> Output {
 /// state directory) now fail both with the same positioned message, and nothing is created.
 #[tokio::test]
 async fn check_config_refuses_what_start_up_refuses() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     let state = h.dir.path().join("state");
     let cases = [
         (
@@ -95,13 +92,13 @@ async fn check_config_refuses_what_start_up_refuses() {
 /// is created; root, who can write it, passes.
 #[tokio::test]
 async fn unwritable_state_dir_is_a_configuration_error() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     set_mode(h.dir.path(), 0o755);
     let preflight = dcvd_as_service_user(&h, &["--version"]).output().expect("run dcvd");
     assert!(
         preflight.status.success(),
         "cannot run {} as the service user (the checkout must be readable by others): {}",
-        env!("CARGO_BIN_EXE_dcvd"),
+        HARNESS.dcvd_binary().display(),
         text(&preflight)
     );
     let (user, chown) = if is_root() { ("user nobody (uid 65534)", "nobody:") } else { ("", "") };

@@ -6,6 +6,8 @@
 //! silently.
 //!
 //! # Layout
+//! - [`harness`]: runs the real dcvd binary (clean environment, working directory, one log)
+//!   against the CertCentral simulator, in-process or as its binary; waiting helpers.
 //! - [`bind`]: BIND 9 primary (and optional lagging secondary on 127.0.0.2) with TSIG updates.
 //! - [`ports`]: free-port helpers.
 //! - [`moto`]: moto (Route53) behind a proxy that enforces Route53's change-batch rules, counts
@@ -29,6 +31,7 @@ pub mod bind;
 pub mod cloudflare_fake;
 pub mod frontend;
 pub mod gcloud_fake;
+pub mod harness;
 pub mod moto;
 pub mod ports;
 pub mod powerdns;
