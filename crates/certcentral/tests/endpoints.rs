@@ -1,5 +1,6 @@
-//! Every endpoint against DigiCert's documented success and error bodies (fixtures copied from
-//! `shared/digicert-api`), plus the quirks: tokens as numbers, `Z` and `+00:00` timestamps,
+//! Every endpoint against DigiCert's documented success and error bodies (the shared fixtures in
+//! `crates/test-support/fixtures/digicert`, copied from `shared/digicert-api`; the simulator's
+//! tests assert it answers in the same shapes), plus the quirks: tokens as numbers, `Z` and `+00:00` timestamps,
 //! codes with stray spaces, unknown fields, `dns_names: [" "]`.
 
 mod common;
@@ -13,7 +14,7 @@ use wiremock::{Mock, MockServer, ResponseTemplate};
 
 macro_rules! fixture {
     ($name:literal) => {
-        include_str!(concat!("fixtures/", $name))
+        include_str!(concat!("../../test-support/fixtures/digicert/", $name))
     };
 }
 
@@ -36,7 +37,7 @@ async fn dcv_random_value_documented_answer() {
         .and(header("X-DC-DEVKEY", KEY))
         .and(header("Content-Type", "application/json"))
         .and(header("User-Agent", concat!("dcvd/", env!("CARGO_PKG_VERSION"))))
-        .respond_with(json(200, fixture!("dv-dcv-random-value.json")))
+        .respond_with(json(200, fixture!("dv-generate-dcv-token.200.json")))
         .expect(1)
         .mount(&server)
         .await;
@@ -61,7 +62,7 @@ async fn dcv_random_value_quirks() {
 #[tokio::test]
 async fn check_dcv_valid() {
     let server = MockServer::start().await;
-    serve(&server, "PUT", "/order/certificate/42/check-dcv", 200, fixture!("dv-check-dcv-200.json")).await;
+    serve(&server, "PUT", "/order/certificate/42/check-dcv", 200, fixture!("dv-check-dcv.200.json")).await;
     let answer = client(&server).check_dcv(42).await.unwrap();
     assert!(answer.is_valid());
     assert_eq!(answer.order_status.as_deref(), Some("pending"));
@@ -92,9 +93,9 @@ async fn check_dcv_with_dns_name_validations() {
 #[tokio::test]
 async fn check_dcv_documented_errors() {
     let cases = [
-        (fixture!("dv-check-dcv-400-dns-txt.json"), "invalid_dns_txt", true, false),
-        (fixture!("dv-check-dcv-400-http-token.json"), "file_random_value_not_found", true, false),
-        (fixture!("dv-check-dcv-400-email.json"), "invalid_dns_method", false, true),
+        (fixture!("dv-check-dcv.400-dns-txt-token.json"), "invalid_dns_txt", true, false),
+        (fixture!("dv-check-dcv.400-http-token.json"), "file_random_value_not_found", true, false),
+        (fixture!("dv-check-dcv.400-email.json"), "invalid_dns_method", false, true),
     ];
     for (body, code, not_found_yet, wrong_method) in cases {
         let server = MockServer::start().await;
@@ -115,7 +116,7 @@ async fn check_dcv_documented_errors() {
 #[tokio::test]
 async fn order_info_documented_shape() {
     let server = MockServer::start().await;
-    serve(&server, "GET", "/order/certificate/12345678", 200, fixture!("order-info.json")).await;
+    serve(&server, "GET", "/order/certificate/12345678", 200, fixture!("order-info.200.json")).await;
     let order = client(&server).order_info(12345678).await.unwrap();
     assert_eq!(order.id, 12345678);
     assert_eq!(order.status, "pending");
@@ -128,7 +129,7 @@ async fn order_info_documented_shape() {
 #[tokio::test]
 async fn order_info_blank_dns_names() {
     let server = MockServer::start().await;
-    serve(&server, "GET", "/order/certificate/12345679", 200, fixture!("order-info-blank-names.json")).await;
+    serve(&server, "GET", "/order/certificate/12345679", 200, fixture!("order-info.200-blank-names.json")).await;
     let order = client(&server).order_info(12345679).await.unwrap();
     assert_eq!(order.certificate.dns_names, vec![" "]);
     assert_eq!(order.dns_names(), vec!["blank.example"]);
@@ -140,8 +141,7 @@ async fn order_info_blank_dns_names() {
 #[tokio::test]
 async fn order_info_not_found() {
     let server = MockServer::start().await;
-    let body = r#"{"errors":[{"code":"not_found","message":"The requested resource could not be found."}]}"#;
-    serve(&server, "GET", "/order/certificate/9", 404, body).await;
+    serve(&server, "GET", "/order/certificate/9", 404, fixture!("error.404-not-found.json")).await;
     let err = api_error(client(&server).order_info(9).await);
     assert!(err.is_not_found());
     assert!(!err.is_retryable());
@@ -152,7 +152,7 @@ async fn order_info_not_found() {
 #[tokio::test]
 async fn order_validation_per_name() {
     let server = MockServer::start().await;
-    serve(&server, "GET", "/order/certificate/5/validation", 200, fixture!("order-validation.json")).await;
+    serve(&server, "GET", "/order/certificate/5/validation", 200, fixture!("order-validation.200.json")).await;
     let validation = client(&server).order_validation(5).await.unwrap();
     let names = validation.dns_name_validations;
     assert_eq!(names.len(), 2);
@@ -180,7 +180,8 @@ async fn change_order_dcv_method_body() {
 #[tokio::test]
 async fn change_order_dcv_method_refused() {
     let server = MockServer::start().await;
-    serve(&server, "PUT", "/order/certificate/77/dcv-method", 400, fixture!("ovev-token-400-dcv-method.json")).await;
+    serve(&server, "PUT", "/order/certificate/77/dcv-method", 400, fixture!("ovev-generate-dcv-token.400-email.json"))
+        .await;
     let err = api_error(client(&server).change_order_dcv_method(77, &DcvMethod::DnsTxtToken).await);
     assert!(err.is_wrong_method());
     assert_eq!(err.code(), Some("invalid_dcv_method"));
@@ -190,12 +191,12 @@ async fn change_order_dcv_method_refused() {
 #[tokio::test]
 async fn submit_validation_request_body_and_token_answer() {
     let server = MockServer::start().await;
-    let expected: serde_json::Value = serde_json::from_str(fixture!("submit-request.json")).unwrap();
+    let expected: serde_json::Value = serde_json::from_str(fixture!("submit-for-validation.request.json")).unwrap();
     Mock::given(method("POST"))
         .and(path(api("/domain/112233/validation")))
         .and(header("X-DC-DEVKEY", KEY))
         .and(body_json(expected))
-        .respond_with(json(201, fixture!("submit-dns-txt.json")))
+        .respond_with(json(201, fixture!("submit-for-validation.200-dns-txt-token.json")))
         .expect(1)
         .mount(&server)
         .await;
@@ -223,7 +224,7 @@ async fn submit_validation_with_method_and_emails() {
             "dcv_method": "email",
             "email_array": ["admin@example.com"]
         })))
-        .respond_with(json(200, fixture!("submit-email.json")))
+        .respond_with(json(200, fixture!("submit-for-validation.200-email.json")))
         .expect(1)
         .mount(&server)
         .await;
@@ -270,8 +271,9 @@ async fn submit_validation_cname_and_http_answers() {
         email_array: None,
     };
     let server = MockServer::start().await;
-    serve(&server, "POST", "/domain/1/validation", 200, fixture!("submit-dns-cname.json")).await;
-    serve(&server, "POST", "/domain/2/validation", 200, fixture!("submit-http.json")).await;
+    serve(&server, "POST", "/domain/1/validation", 200, fixture!("submit-for-validation.200-dns-cname-token.json"))
+        .await;
+    serve(&server, "POST", "/domain/2/validation", 200, fixture!("submit-for-validation.200-http-token.json")).await;
     let client = client(&server);
     let cname = client.submit_domain_validation(1, &request).await.unwrap().dcv_token.unwrap();
     assert_eq!(cname.verification_value.as_deref(), Some("dcv.digicert.com"));
@@ -285,9 +287,9 @@ async fn submit_validation_cname_and_http_answers() {
 async fn generate_domain_token_documented_answers() {
     let server = MockServer::start().await;
     for (id, body) in [
-        (1, fixture!("ovev-token-dns-txt.json")),
-        (2, fixture!("ovev-token-http.json")),
-        (3, fixture!("ovev-token-dns-cname.json")),
+        (1, fixture!("ovev-generate-dcv-token.200-dns-txt-token.json")),
+        (2, fixture!("ovev-generate-dcv-token.200-http-token.json")),
+        (3, fixture!("ovev-generate-dcv-token.200-dns-cname-token.json")),
     ] {
         Mock::given(method("POST"))
             .and(path(api(&format!("/domain/{id}/dcv/token"))))
@@ -314,7 +316,7 @@ async fn generate_domain_token_documented_answers() {
 #[tokio::test]
 async fn generate_domain_token_wrong_method() {
     let server = MockServer::start().await;
-    serve(&server, "POST", "/domain/4/dcv/token", 400, fixture!("ovev-token-400-dcv-method.json")).await;
+    serve(&server, "POST", "/domain/4/dcv/token", 400, fixture!("ovev-generate-dcv-token.400-email.json")).await;
     let err = api_error(client(&server).generate_domain_token(4).await);
     assert!(err.is_wrong_method());
     assert!(!err.is_not_found_yet() && !err.is_retryable());
@@ -325,7 +327,7 @@ async fn generate_domain_token_wrong_method() {
 #[tokio::test]
 async fn validate_domain_token_active_and_numeric_token() {
     let server = MockServer::start().await;
-    serve(&server, "PUT", "/domain/6/dcv/validate-token", 200, fixture!("ovev-validate-token-200.json")).await;
+    serve(&server, "PUT", "/domain/6/dcv/validate-token", 200, fixture!("ovev-check-dcv.200.json")).await;
     serve(&server, "PUT", "/domain/7/dcv/validate-token", 200, r#"{"token": 998877, "status": "inactive"}"#).await;
     let client = client(&server);
     let active = client.validate_domain_token(6).await.unwrap();
@@ -340,10 +342,10 @@ async fn validate_domain_token_active_and_numeric_token() {
 #[tokio::test]
 async fn validate_domain_token_documented_errors() {
     let cases = [
-        (fixture!("ovev-validate-token-400-dns-txt.json"), "invalid_dns_txt", true),
-        (fixture!("ovev-validate-token-400-http-token.json"), "file_random_value_not_found", true),
-        (fixture!("ovev-validate-token-400-dns-cname.json"), "invalid_dns_cname", true),
-        (fixture!("ovev-validate-token-400-email.json"), "invalid_dns_method", false),
+        (fixture!("ovev-check-dcv.400-dns-txt-token.json"), "invalid_dns_txt", true),
+        (fixture!("ovev-check-dcv.400-http-token.json"), "file_random_value_not_found", true),
+        (fixture!("ovev-check-dcv.400-dns-cname-token.json"), "invalid_dns_cname", true),
+        (fixture!("ovev-check-dcv.400-email.json"), "invalid_dns_method", false),
     ];
     for (body, code, not_found_yet) in cases {
         let server = MockServer::start().await;
@@ -370,7 +372,7 @@ async fn domain_info_query_and_shape() {
         .and(query_param("include_dcv", "true"))
         .and(query_param("include_validation", "true"))
         .and(header("X-DC-DEVKEY", KEY))
-        .respond_with(json(200, fixture!("domain-info.json")))
+        .respond_with(json(200, fixture!("domain-info.200.json")))
         .expect(1)
         .mount(&server)
         .await;
@@ -389,12 +391,11 @@ async fn domain_info_query_and_shape() {
 #[tokio::test]
 async fn unauthorized_is_auth_and_not_retried() {
     let server = MockServer::start().await;
-    let body = r#"{"errors":[{"code":"invalid_api_key","message":"The specified API key is invalid."}]}"#;
-    serve(&server, "PUT", "/order/certificate/1/check-dcv", 401, body).await;
+    serve(&server, "PUT", "/order/certificate/1/check-dcv", 401, fixture!("error.401-unauthorized.json")).await;
     let err = api_error(client(&server).check_dcv(1).await);
     assert!(err.is_auth());
     assert!(!err.is_retryable());
-    assert_eq!(err.code(), Some("invalid_api_key"));
+    assert_eq!(err.code(), Some("unauthorized"));
 }
 
 /// Unknown codes are kept verbatim (only trimmed); every entry is kept; predicates look at all.
@@ -433,7 +434,7 @@ async fn bodyless_calls_send_empty_body() {
         .and(header("Content-Type", "application/json"))
         .and(header("Content-Length", "0"))
         .and(body_string(""))
-        .respond_with(json(200, fixture!("ovev-token-dns-txt.json")))
+        .respond_with(json(200, fixture!("ovev-generate-dcv-token.200-dns-txt-token.json")))
         .expect(1)
         .mount(&server)
         .await;

@@ -15,7 +15,7 @@ use wiremock::{Mock, MockServer};
 
 macro_rules! fixture {
     ($name:literal) => {
-        include_str!(concat!("fixtures/", $name))
+        include_str!(concat!("../../test-support/fixtures/digicert/", $name))
     };
 }
 
@@ -42,7 +42,7 @@ async fn list_orders_documented_page() {
         .and(query_param("offset", "0"))
         .and(query_param("limit", "1000"))
         .and(query_param_is_missing("filters[product_name_id]"))
-        .respond_with(json(200, fixture!("list-orders.json")))
+        .respond_with(json(200, fixture!("list-orders.200-varied.json")))
         .expect(1)
         .mount(&server)
         .await;
@@ -118,7 +118,7 @@ async fn list_orders_empty_answer_has_no_orders_key() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(api("/order/certificate")))
-        .respond_with(json(200, fixture!("list-orders-empty.json")))
+        .respond_with(json(200, fixture!("list-orders.200-empty.json")))
         .expect(1)
         .mount(&server)
         .await;
@@ -172,7 +172,7 @@ async fn list_domains_documented_shapes() {
         .and(query_param("filters[status]", "active"))
         .and(query_param("offset", "0"))
         .and(query_param("limit", "1000"))
-        .respond_with(json(200, fixture!("list-domains.json")))
+        .respond_with(json(200, fixture!("list-domains.200-varied.json")))
         .expect(1)
         .mount(&server)
         .await;
@@ -269,7 +269,7 @@ async fn order_info_fixture_has_product_without_container() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(api("/order/certificate/12345678")))
-        .respond_with(json(200, fixture!("order-info.json")))
+        .respond_with(json(200, fixture!("order-info.200.json")))
         .expect(1)
         .mount(&server)
         .await;
@@ -285,7 +285,7 @@ async fn order_validation_scope_fields() {
     let server = MockServer::start().await;
     Mock::given(method("GET"))
         .and(path(api("/order/certificate/112211/validation")))
-        .respond_with(json(200, fixture!("order-validation-scope.json")))
+        .respond_with(json(200, fixture!("order-validation.200-scope.json")))
         .expect(1)
         .mount(&server)
         .await;
@@ -312,7 +312,7 @@ async fn domain_info_full_documented_answer() {
         .and(path(api("/domain/12345678")))
         .and(query_param("include_dcv", "true"))
         .and(query_param("include_validation", "true"))
-        .respond_with(json(200, fixture!("domain-info-full.json")))
+        .respond_with(json(200, fixture!("domain-info.200-full.json")))
         .expect(1)
         .mount(&server)
         .await;

@@ -10,9 +10,10 @@ use common::{api, client, config, json, observed_client};
 use wiremock::matchers::{method, path};
 use wiremock::{Mock, MockServer, ResponseTemplate};
 
-const RATE_LIMITED: &str =
-    r#"{"errors":[{"code":"request_limit_exceeded","message":"Rate limit exceeded. Please retry later."}]}"#;
-const CHECK_OK: &str = r#"{"order_status":"pending","certificate_id":1,"dcv_status":"valid"}"#;
+/// The simulator's 429 body (shared fixture).
+const RATE_LIMITED: &str = include_str!("../../test-support/fixtures/digicert/error.429-request-limit-exceeded.json");
+/// DigiCert's documented DV check-dcv success.
+const CHECK_OK: &str = include_str!("../../test-support/fixtures/digicert/dv-check-dcv.200.json");
 const HTML_502: &str = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad \
                         Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
 
