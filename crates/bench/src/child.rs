@@ -145,20 +145,25 @@ pub fn unix_ms_of(at: tokio::time::Instant) -> i64 {
     }
 }
 
+/// The scenario's propagation: a per-record lag drawn from the scenario's range, plus its server
+/// lag on the last of `servers` name servers.
+pub fn lag_model(s: &Scenario, servers: usize) -> LagModel {
+    LagModel {
+        per_server: (0..servers)
+            .map(|i| if i + 1 == servers { Duration::from_millis(s.server_lag_ms) } else { Duration::ZERO })
+            .collect(),
+        uniform: (Duration::from_millis(s.lag_min_ms), Duration::from_millis(s.lag_max_ms)),
+        seed: s.seed,
+    }
+}
+
 /// Starts the two name servers of the scenario for `store`.
 pub async fn start_dns(store: MemoryStore, spec: &ChildSpec) -> anyhow::Result<MemoryDnsServer> {
     let s = &spec.scenario;
-    let n = spec.dns_addrs.len();
     let cfg = ServerConfig {
         zones: vec![spec.zone.clone()],
         addrs: spec.dns_addrs.clone(),
-        lag: LagModel {
-            per_server: (0..n)
-                .map(|i| if i + 1 == n { Duration::from_millis(s.server_lag_ms) } else { Duration::ZERO })
-                .collect(),
-            uniform: (Duration::from_millis(s.lag_min_ms), Duration::from_millis(s.lag_max_ms)),
-            seed: s.seed,
-        },
+        lag: lag_model(s, spec.dns_addrs.len()),
         soa_minimum: s.negative_ttl_s,
     };
     dns_provider::memory::serve(store, cfg)

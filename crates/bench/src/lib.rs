@@ -10,6 +10,7 @@
 //!
 //! # Modules
 //! - [`scenario`]: scenario presets, rate windows and the rate-limit floor.
+//! - [`floor`]: the true floor of a run (propagation times and an exact window schedule).
 //! - [`child`]: the child side: name servers, the strategies, resource readings.
 //! - [`baseline`]: the fixed-interval `check-dcv` polling strategy.
 //! - [`daemon`]: dcvd's engine as a strategy.
@@ -20,6 +21,7 @@
 pub mod baseline;
 pub mod child;
 pub mod daemon;
+pub mod floor;
 pub mod procfs;
 pub mod report;
 pub mod runner;

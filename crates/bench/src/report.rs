@@ -7,7 +7,10 @@ use std::fmt::Write as _;
 use certcentral_sim::{CheckOutcome, Stats, UnitKind};
 use serde::Serialize;
 
+use std::time::Duration;
+
 use crate::child::ChildResult;
+use crate::floor::{self, RollingWindow};
 use crate::scenario::{Scenario, Strategy, rate_floor};
 
 /// Nearest-rank percentiles of a sample.
@@ -70,6 +73,19 @@ pub struct Figures {
     pub floor_window: String,
     /// `wall_s / floor_s` (none when the floor is 0).
     pub wall_over_floor: Option<f64>,
+    /// Per order, its propagation time (publication until the last name server serves it): the
+    /// earliest its check can succeed after its token, seconds.
+    pub lag_bound_s: Option<Pct>,
+    /// The true floor of this run ([`floor::true_floor`]) under the scenario's windows, seconds.
+    pub true_floor_s: f64,
+    /// The same with every window widened by the client limiter's safety margin, seconds.
+    pub true_floor_margin_s: f64,
+    /// What no schedule can beat ([`floor::lower_bound`]), seconds.
+    pub floor_lower_bound_s: f64,
+    /// `wall_s / true_floor_s`.
+    pub wall_over_true_floor: Option<f64>,
+    /// Time to valid p95 over the lag bound's p95.
+    pub ttv_p95_over_lag_p95: Option<f64>,
     /// Child VmRSS before the strategy's work (name servers running), MiB.
     pub rss_start_mib: f64,
     /// Child peak RSS (VmHWM), MiB.
@@ -92,8 +108,14 @@ pub struct Figures {
 
 const MIB: f64 = 1024.0;
 
-/// Computes the figures of one run.
-pub fn figures(scenario: &Scenario, strategy: Strategy, child: &ChildResult, stats: &Stats) -> Figures {
+/// Computes the figures of one run; `lags`: each order's propagation time in this run.
+pub fn figures(
+    scenario: &Scenario,
+    strategy: Strategy,
+    child: &ChildResult,
+    stats: &Stats,
+    lags: &[Duration],
+) -> Figures {
     let mut valid_at: HashMap<u64, i64> = HashMap::new();
     for c in &stats.checks {
         if c.kind == UnitKind::Order && c.outcome == CheckOutcome::Valid {
@@ -118,6 +140,13 @@ pub fn figures(scenario: &Scenario, strategy: Strategy, child: &ChildResult, sta
     let floor = rate_floor(scenario.min_calls(), &scenario.windows);
     let floor_s = floor.map_or(0.0, |f| f.seconds);
     let wall_s = (child.finished_unix_ms - child.started_unix_ms) as f64 / 1000.0;
+    let windows: Vec<RollingWindow> =
+        scenario.windows.iter().map(|w| RollingWindow { requests: w.requests, per: w.per() }).collect();
+    let true_floor_s = floor::true_floor(lags, &windows).as_secs_f64();
+    let true_floor_margin_s =
+        floor::true_floor(lags, &floor::widened(&windows, certcentral::safety_margin)).as_secs_f64();
+    let lag_bound_s = percentiles(&lags.iter().map(Duration::as_secs_f64).collect::<Vec<_>>());
+    let time_to_valid_s = percentiles(&ttv);
     Figures {
         strategy: strategy.to_string(),
         orders: scenario.orders,
@@ -129,11 +158,17 @@ pub fn figures(scenario: &Scenario, strategy: Strategy, child: &ChildResult, sta
         http_429: stats.too_many_requests(),
         detection_s: percentiles(&detection),
         detection_unmeasured: unmeasured,
-        time_to_valid_s: percentiles(&ttv),
+        time_to_valid_s,
         wall_s,
         floor_s,
         floor_window: floor.map(|f| f.window.to_string()).unwrap_or_default(),
         wall_over_floor: (floor_s > 0.0).then(|| wall_s / floor_s),
+        lag_bound_s,
+        true_floor_s,
+        true_floor_margin_s,
+        floor_lower_bound_s: floor::lower_bound(lags, &windows).as_secs_f64(),
+        wall_over_true_floor: (true_floor_s > 0.0).then(|| wall_s / true_floor_s),
+        ttv_p95_over_lag_p95: time_to_valid_s.zip(lag_bound_s).filter(|(_, l)| l.p95 > 0.0).map(|(t, l)| t.p95 / l.p95),
         rss_start_mib: child.rss_start_kib as f64 / MIB,
         peak_rss_mib: child.peak_rss_kib as f64 / MIB,
         cpu_s: child.cpu_s,
@@ -179,6 +214,10 @@ pub fn table(scenario: &Scenario, runs: &[(Strategy, RunOutcome)]) -> String {
         ("time to valid p50/p95 (s)", |f| pct2(f.time_to_valid_s)),
         ("wall time (s)", |f| format!("{:.1}", f.wall_s)),
         ("wall / rate-limit floor", |f| f.wall_over_floor.map_or("- (floor 0)".into(), |r| format!("{r:.3}"))),
+        ("lag bound p50/p95/max (s)", |f| pct3(f.lag_bound_s)),
+        ("true floor / with margin (s)", |f| format!("{:.1} / {:.1}", f.true_floor_s, f.true_floor_margin_s)),
+        ("wall / true floor", |f| f.wall_over_true_floor.map_or("-".into(), |r| format!("{r:.3}"))),
+        ("time to valid p95 / lag p95", |f| f.ttv_p95_over_lag_p95.map_or("-".into(), |r| format!("{r:.3}"))),
         ("peak RSS (MiB)", |f| format!("{:.1}", f.peak_rss_mib)),
         ("CPU user+sys (s)", |f| format!("{:.2}", f.cpu_s)),
         ("DNS queries / record", |f| format!("{:.1}", f.dns_queries_per_record)),
@@ -264,7 +303,9 @@ mod tests {
             peak_rss_kib: 4096,
             cpu_s: 0.5,
         };
-        let f = figures(&scenario, Strategy::Dcvd, &child, &stats);
+        // order 1 propagates in 1 s, order 2 in 2.5 s; DigiCert's windows do not bind
+        let lags = [Duration::from_secs(1), Duration::from_millis(2500)];
+        let f = figures(&scenario, Strategy::Dcvd, &child, &stats, &lags);
         assert_eq!(f.valid_orders, 2);
         assert_eq!(f.calls_per_valid_order, Some(2.5));
         let d = f.detection_s.unwrap();
@@ -275,6 +316,9 @@ mod tests {
         assert_eq!(f.dns_queries_per_record, 12.0);
         assert_eq!(f.provider_calls_per_record, 2.0);
         assert_eq!(f.peak_rss_mib, 4.0);
+        assert_eq!((f.true_floor_s, f.floor_lower_bound_s, f.wall_over_true_floor), (2.5, 2.5, Some(2.0)));
+        assert_eq!(f.lag_bound_s.map(|l| l.p95), Some(2.5));
+        assert_eq!(f.ttv_p95_over_lag_p95, Some(4.0 / 2.5));
         let t = table(&scenario, &[(Strategy::Dcvd, Ok(f)), (Strategy::Poll { interval_s: 2 }, Err("boom".into()))]);
         assert!(t.contains("2/2") && t.contains("2.50") && t.contains("poll-2s: run failed: boom"), "{t}");
     }

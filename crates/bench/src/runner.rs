@@ -56,6 +56,7 @@ async fn run_one(scenario: &Scenario, strategy: Strategy, opts: &Options) -> any
     let port = free_dns_port()?;
     let dns_addrs: Vec<SocketAddr> =
         ["127.0.0.1", "127.0.0.2"].iter().map(|ip| SocketAddr::new(ip.parse().expect("ip literal"), port)).collect();
+    let servers = dns_addrs.len();
     let api_key = format!("bench-{:016x}", rand::random::<u64>());
     let sim = Sim::new(SimConfig {
         api_key: api_key.clone(),
@@ -102,11 +103,26 @@ async fn run_one(scenario: &Scenario, strategy: Strategy, opts: &Options) -> any
     let child = result.with_context(|| format!("child log: {}", log_path.display()))?;
     // Keep the log of a run that left orders invalid; the state store and key are not needed.
     let _ = std::fs::remove_dir_all(run_dir.join("work"));
-    let figures = report::figures(scenario, strategy, &child, &stats);
+    let lags = propagation_times(scenario, &sim, servers);
+    let figures = report::figures(scenario, strategy, &child, &stats, &lags);
     if figures.valid_orders == figures.orders && figures.errors.is_empty() {
         let _ = std::fs::remove_dir_all(&run_dir);
     }
     Ok(figures)
+}
+
+/// Each order's propagation time in this run: from publication until the last name server
+/// serves its (last) random value, by the child's lag model (the value decides the draw, so it is
+/// known only once the simulator issued it).
+fn propagation_times(scenario: &Scenario, sim: &Sim, servers: usize) -> Vec<Duration> {
+    let lag = crate::child::lag_model(scenario, servers);
+    let last_server = (0..servers).map(|i| lag.server_lag(i)).max().unwrap_or_default();
+    (FIRST_ID..FIRST_ID + scenario.orders as u64)
+        .map(|id| {
+            let value = sim.order(id).map(|o| o.dcv_random_value).unwrap_or_default();
+            lag.record_lag(&format!("_dnsauth.{}", order_domain(id, ZONE)), &value) + last_server
+        })
+        .collect()
 }
 
 async fn spawn_child(spec: &ChildSpec, log_path: &std::path::Path, limit: Duration) -> anyhow::Result<ChildResult> {
