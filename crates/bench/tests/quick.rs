@@ -47,6 +47,10 @@ fn quick_mode_runs_dcvd_and_the_baseline() {
         assert!(f["peak_rss_mib"].as_f64().unwrap() > 1.0, "{strategy}: {f}");
         assert_eq!(f["detection_s"]["n"], 5, "{strategy}: {f}");
         assert!(f["time_to_valid_s"]["max"].as_f64().unwrap() <= f["wall_s"].as_f64().unwrap(), "{f}");
+        // no run beats what no schedule can beat; the floor covers the longest propagation time
+        let (wall, bound) = (f["wall_s"].as_f64().unwrap(), f["floor_lower_bound_s"].as_f64().unwrap());
+        assert!(bound > 0.0 && wall >= bound, "{strategy}: {f}");
+        assert!(f["true_floor_s"].as_f64().unwrap() >= f["lag_bound_s"]["max"].as_f64().unwrap(), "{f}");
     }
     // dcvd checks only once every name server serves the record: never early, never negative
     // detection latency, and it queried the name servers itself.
