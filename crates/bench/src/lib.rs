@@ -16,6 +16,7 @@
 //! - [`daemon`]: dcvd's engine as a strategy.
 //! - [`runner`]: the parent side: simulator, child processes, collection.
 //! - [`report`]: per-strategy figures and the tables.
+//! - [`scale`]: the store-scale scenario (many finished units, a few active; the real binary).
 //! - [`procfs`]: `/proc/self` readings (VmHWM, CPU time).
 
 pub mod baseline;
@@ -25,4 +26,5 @@ pub mod floor;
 pub mod procfs;
 pub mod report;
 pub mod runner;
+pub mod scale;
 pub mod scenario;

@@ -73,6 +73,19 @@ struct Cli {
     /// dcvd `check.max_interval` override.
     #[arg(long, value_parser = humantime::parse_duration)]
     dcvd_check_max: Option<Duration>,
+    /// Instead of the scenarios: the store-scale scenario with this many finished units in the
+    /// state store (plus `--store-active` orders), run by the real dcvd binary.
+    #[arg(long, conflicts_with_all = ["quick", "large"])]
+    store_scale: Option<u64>,
+    /// Active orders of the store-scale scenario.
+    #[arg(long, default_value_t = 100)]
+    store_active: u64,
+    /// How long the store-scale scenario samples dcvd's idle CPU.
+    #[arg(long, value_parser = humantime::parse_duration, default_value = "60s")]
+    idle: Duration,
+    /// The dcvd binary of the store-scale scenario (default: `dcvd` next to this program).
+    #[arg(long)]
+    dcvd_bin: Option<PathBuf>,
     /// Internal: run one strategy as a child process (spec as JSON on stdin).
     #[arg(long, hide = true)]
     child: bool,
@@ -161,6 +174,9 @@ fn scenarios(cli: &Cli) -> anyhow::Result<Vec<Scenario>> {
 }
 
 async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    if let Some(seeded) = cli.store_scale {
+        return run_scale(&cli, seeded).await;
+    }
     let list = scenarios(&cli)?;
     let opts = Options {
         strategies: cli.strategies.clone(),
@@ -196,4 +212,26 @@ async fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
     }
     Ok(if all_ok { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+async fn run_scale(cli: &Cli, seeded: u64) -> anyhow::Result<ExitCode> {
+    anyhow::ensure!(cli.store_active > 0, "--store-active: at least one active order");
+    let dcvd_bin = match &cli.dcvd_bin {
+        Some(path) => path.clone(),
+        None => std::env::current_exe()?.with_file_name("dcvd"),
+    };
+    let opts = dcvd_bench::scale::ScaleOptions {
+        seeded,
+        active: cli.store_active,
+        idle: cli.idle,
+        dcvd_bin,
+        work_dir: cli.work_dir.clone().unwrap_or_else(|| std::env::temp_dir().join("dcvd-bench")).join("store-scale"),
+    };
+    let figures = dcvd_bench::scale::run(&opts).await?;
+    println!("{}", dcvd_bench::scale::table(&figures));
+    if let Some(path) = &cli.json {
+        std::fs::write(path, serde_json::to_string_pretty(&figures)?)
+            .map_err(|e| anyhow::anyhow!("cannot write {}: {e}", path.display()))?;
+    }
+    Ok(ExitCode::SUCCESS)
 }

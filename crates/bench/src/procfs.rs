@@ -1,4 +1,4 @@
-//! Resource readings of the current process from `/proc/self`.
+//! Resource readings of the current process (`/proc/self`) or another one (`/proc/<pid>`).
 
 /// Kernel clock ticks per second of `utime`/`stime` in `/proc/<pid>/stat`. Linux fixes
 /// `USER_HZ` at 100 for user space on every architecture it supports.
@@ -12,6 +12,16 @@ pub fn peak_rss_kib() -> Option<u64> {
 /// Current resident set size (VmRSS) in KiB.
 pub fn rss_kib() -> Option<u64> {
     status_field("VmRSS:")
+}
+
+/// Peak resident set size (VmHWM) of process `pid`, in KiB.
+pub fn peak_rss_kib_of(pid: u32) -> Option<u64> {
+    parse_status_field(&std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?, "VmHWM:")
+}
+
+/// User plus system CPU time of process `pid` (every thread), in seconds.
+pub fn cpu_seconds_of(pid: u32) -> Option<f64> {
+    parse_cpu_seconds(&std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?)
 }
 
 fn status_field(key: &str) -> Option<u64> {
@@ -60,5 +70,8 @@ mod tests {
     fn reads_this_process() {
         assert!(peak_rss_kib().unwrap() >= rss_kib().unwrap() / 2);
         assert!(cpu_seconds().unwrap() >= 0.0);
+        let me = std::process::id();
+        assert!(peak_rss_kib_of(me).unwrap() > 0 && cpu_seconds_of(me).unwrap() >= 0.0);
+        assert!(peak_rss_kib_of(u32::MAX).is_none());
     }
 }
