@@ -240,8 +240,8 @@ mod tests {
                         assert!(within <= win.requests as usize, "{win:?} overfilled at {t:?}: {all:?}");
                     }
                 }
-                for i in 0..n {
-                    assert!(sched.checks[i] >= sched.tokens[i] + lags[i], "order {i} checked before its lag");
+                for (i, lag) in lags.iter().enumerate() {
+                    assert!(sched.checks[i] >= sched.tokens[i] + *lag, "order {i} checked before its lag");
                 }
             }
             assert!(true_floor(&lags, &w) >= lower_bound(&lags, &w), "{lags:?} {w:?}");
