@@ -721,3 +721,61 @@ pub async fn watch_zone_until_exit(
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn child_env(dcvd: &Dcvd, wrapper: &[&str]) -> std::collections::BTreeMap<String, String> {
+        let out = dcvd.command_via(wrapper, &[]).output().expect("run env");
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    /// A child sees only the kept variables, the AWS chain pointed nowhere, the log filter and
+    /// what the test added: nothing of the test's own environment (cargo sets `CARGO_*` for
+    /// every test process; CI machines set `AWS_*`), also through a wrapper.
+    #[test]
+    fn children_get_a_clean_environment() {
+        assert!(std::env::var_os("CARGO_MANIFEST_DIR").is_some(), "cargo sets it for tests");
+        // `env` stands in for dcvd: it prints the environment it was given.
+        let mut dcvd = Dcvd::new(Path::new("/usr/bin/env"), "http://127.0.0.1:9/services/v2", "k3y-for-the-test");
+        dcvd.set_log_filter(Some("debug"));
+        dcvd.env("CF_TOKEN", "t0k3n");
+        for wrapper in [&[][..], &["/usr/bin/env", "--"][..]] {
+            let env = child_env(&dcvd, wrapper);
+            let allowed = [
+                "PATH",
+                "HOME",
+                "TMPDIR",
+                "AWS_CONFIG_FILE",
+                "AWS_SHARED_CREDENTIALS_FILE",
+                "AWS_EC2_METADATA_DISABLED",
+                "RUST_LOG",
+                "CF_TOKEN",
+            ];
+            let unexpected: Vec<&String> = env.keys().filter(|k| !allowed.contains(&k.as_str())).collect();
+            assert!(unexpected.is_empty(), "leaked into the child: {unexpected:?}");
+            assert_eq!(env.get("AWS_EC2_METADATA_DISABLED").map(String::as_str), Some("true"));
+            assert_eq!(env.get("RUST_LOG").map(String::as_str), Some("debug"));
+            assert_eq!(env.get("CF_TOKEN").map(String::as_str), Some("t0k3n"));
+        }
+        // the key file is private and the configuration names it and the state directory
+        use std::os::unix::fs::PermissionsExt as _;
+        assert_eq!(std::fs::metadata(dcvd.key_path()).unwrap().permissions().mode() & 0o777, 0o600);
+        let config = dcvd.config(5353, "# rest");
+        assert!(config.contains(&dcvd.key_path().display().to_string()) && config.ends_with("# rest\n"), "{config}");
+        assert!(config.contains(&format!("state_dir = \"{}\"", dcvd.state_dir().display())), "{config}");
+    }
+
+    #[test]
+    fn tail_and_unquote() {
+        assert_eq!(tail("a\nb\nc", 2), "b\nc");
+        assert_eq!(tail("a", 5), "a");
+        assert_eq!(unquote(r#""v=1" "a\"b""#), r#"v=1a"b"#);
+    }
+}
