@@ -23,6 +23,7 @@ pub mod config;
 pub mod demo;
 pub mod engine;
 pub mod logging;
+pub mod machine;
 pub mod metrics;
 pub mod notify;
 pub mod providers;

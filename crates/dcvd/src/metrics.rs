@@ -480,6 +480,9 @@ mod tests {
             state_since: 0,
             created_at: 0,
             updated_at: 0,
+            negative_ttl_ms: None,
+            method_switched: false,
+            transient_failures: 0,
         }
     }
 
@@ -490,7 +493,7 @@ mod tests {
             provider: provider.into(),
             zone: "example.com".into(),
             name: "_dnsauth.example.com".into(),
-            rtype: "TXT".into(),
+            rtype: dns_provider::RecordType::Txt,
             value: "tok".into(),
             ttl: 60,
             provider_id: None,

@@ -6,6 +6,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 
+use dns_provider::RecordType;
+
 use dcvd::store::{
     DB_FILE, EVENT_DETAIL_MAX, EVENTS_PER_UNIT, LOCK_FILE, NewRecord, PublishConfirmation, RecordStatus, Store,
     StoreError, StoreThread, UnitId, UnitSpec, UnitState, schema_version,
@@ -16,7 +18,7 @@ fn txt(name: &str, value: &str) -> NewRecord {
         provider: "bind".to_owned(),
         zone: "example.net".to_owned(),
         name: name.to_owned(),
-        rtype: "TXT".to_owned(),
+        rtype: RecordType::Txt,
         value: value.to_owned(),
         ttl: 60,
     }
@@ -32,6 +34,26 @@ fn store_with_order(dir: &Path, id: u64) -> (Store, UnitId) {
     let unit = UnitId::order(id);
     store.sync_unit(unit, "dns-txt-token", &domains(&["example.net"]), Some("bind")).unwrap();
     (store, unit)
+}
+
+/// Moves `unit` forward along the flow (pending, token_issued, published, propagated, checking,
+/// valid, cleaned_up) until it is in `to`: the store refuses shortcuts.
+fn walk(store: &Store, unit: UnitId, to: UnitState) {
+    const FLOW: [UnitState; 7] = [
+        UnitState::Pending,
+        UnitState::TokenIssued,
+        UnitState::Published,
+        UnitState::Propagated,
+        UnitState::Checking,
+        UnitState::Valid,
+        UnitState::CleanedUp,
+    ];
+    let from = store.unit(unit).unwrap().unwrap().state;
+    let start = FLOW.iter().position(|s| *s == from).expect("walk starts in the flow");
+    let end = FLOW.iter().position(|s| *s == to).expect("walk ends in the flow");
+    for state in &FLOW[start + 1..=end] {
+        store.transition(unit, *state, |_| {}).unwrap();
+    }
 }
 
 /// A second connection to the database file, to inspect or tamper with it behind the store.
@@ -450,7 +472,8 @@ fn record_status_changes_are_checked_and_atomic() {
     assert!(matches!(err, StoreError::UnknownRecord { id: -1 }), "{err:?}");
 }
 
-/// Intents for a unit the store does not know, or of a type dcvd never publishes, are refused.
+/// Intents for a unit the store does not know are refused; a record type dcvd never publishes
+/// cannot be written (the type is `RecordType`), and one planted in the file is refused on read.
 #[test]
 fn publish_intent_validates_its_input() {
     let dir = tempfile::tempdir().unwrap();
@@ -458,11 +481,48 @@ fn publish_intent_validates_its_input() {
     let err = store.record_publish_intent(UnitId::domain(25), &[txt("a.example.net", "v")]).unwrap_err();
     assert!(matches!(err, StoreError::UnknownUnit { .. }), "{err:?}");
     assert!(err.to_string().contains("domain 25"), "{err}");
-    let mut bad = txt("a.example.net", "v");
-    bad.rtype = "A".to_owned();
-    let err = store.record_publish_intent(unit, &[txt("b.example.net", "v"), bad]).unwrap_err();
-    assert!(matches!(err, StoreError::Invalid { .. }), "{err:?}");
     assert!(store.records(unit).unwrap().is_empty(), "nothing of a refused batch is written");
+    store.record_publish_intent(unit, &[txt("b.example.net", "v")]).unwrap();
+    raw(dir.path()).execute("UPDATE records SET rtype = 'A'", []).unwrap();
+    let err = store.records(unit).unwrap_err();
+    assert!(err.to_string().contains("unsupported record type \"A\""), "{err}");
+}
+
+/// The store refuses a state change the state machine's table has no edge for, and writes
+/// nothing of it.
+#[test]
+fn transition_refuses_an_edge_the_table_lacks() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, unit) = store_with_order(dir.path(), 26);
+    let err = store.transition(unit, UnitState::Checking, |r| r.attempts = 9).unwrap_err();
+    assert!(matches!(err, StoreError::IllegalTransition { from: UnitState::Pending, to: UnitState::Checking, .. }));
+    assert!(err.to_string().contains("from pending to checking"), "{err}");
+    let row = store.unit(unit).unwrap().unwrap();
+    assert_eq!((row.state, row.attempts), (UnitState::Pending, 0));
+    // Every edge of the table is accepted.
+    store.transition(unit, UnitState::TokenIssued, |_| {}).unwrap();
+    store.transition(unit, UnitState::Failed, |_| {}).unwrap();
+    store.transition(unit, UnitState::Pending, |_| {}).unwrap();
+}
+
+/// What a restart must know is persisted: the negative TTL seen, the method switch and the count
+/// of transient failures.
+#[test]
+fn progress_facts_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let (store, unit) = store_with_order(dir.path(), 27);
+        store
+            .transition(unit, UnitState::Pending, |r| {
+                r.negative_ttl_ms = Some(300_000);
+                r.method_switched = true;
+                r.transient_failures = 4;
+            })
+            .unwrap();
+    }
+    let store = Store::open(dir.path()).unwrap();
+    let row = store.unit(UnitId::order(27)).unwrap().unwrap();
+    assert_eq!((row.negative_ttl_ms, row.method_switched, row.transient_failures), (Some(300_000), true, 4));
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -575,7 +635,7 @@ fn sync_unit_inserts_and_updates() {
     assert_eq!((row.renewals, row.attempts, row.token.as_ref()), (0, 0, None));
     assert_eq!(store.unit(unit).unwrap().unwrap(), row);
 
-    store.transition(unit, UnitState::Published, |_| {}).unwrap();
+    walk(&store, unit, UnitState::Published);
     raw(dir.path()).execute("UPDATE units SET updated_at = 1", []).unwrap();
     let same = store.sync_unit(unit, "dns-txt-token", &domains(&["example.org"]), None).unwrap();
     assert_eq!(same.updated_at, 1, "unchanged config: nothing written");
@@ -600,7 +660,7 @@ fn sync_units_in_one_batch() {
     let d1 = domains(&["example.com"]);
     let d2 = domains(&["example.org"]);
     store.sync_unit(UnitId::order(2), "dns-txt-token", &d1, None).unwrap();
-    store.transition(UnitId::order(2), UnitState::Checking, |_| {}).unwrap();
+    walk(&store, UnitId::order(2), UnitState::Checking);
     let specs = [
         UnitSpec { unit: UnitId::domain(9), method: "dns-cname-token", domains: &d2, provider: Some("aws") },
         UnitSpec { unit: UnitId::order(2), method: "dns-txt-token", domains: &d2, provider: None },
@@ -632,8 +692,8 @@ fn mark_missing_from_config() {
     for unit in [a, b, c, e] {
         store.sync_unit(unit, "dns-txt-token", &d, None).unwrap();
     }
-    store.transition(c, UnitState::CleanedUp, |_| {}).unwrap();
-    store.transition(e, UnitState::Valid, |_| {}).unwrap();
+    walk(&store, c, UnitState::CleanedUp);
+    walk(&store, e, UnitState::Valid);
 
     assert_eq!(store.mark_missing_from_config(&[a]).unwrap(), vec![b, e]);
     let flags: Vec<(UnitId, bool)> = store.units().unwrap().iter().map(|r| (r.unit, r.in_config)).collect();
@@ -654,8 +714,8 @@ fn counts_by_state() {
     for id in 0..5 {
         store.sync_unit(UnitId::order(id), "dns-txt-token", &domains(&["example.com"]), None).unwrap();
     }
-    store.transition(UnitId::order(0), UnitState::Checking, |_| {}).unwrap();
-    store.transition(UnitId::order(1), UnitState::Checking, |_| {}).unwrap();
+    walk(&store, UnitId::order(0), UnitState::Checking);
+    walk(&store, UnitId::order(1), UnitState::Checking);
     store.transition(UnitId::order(2), UnitState::Failed, |_| {}).unwrap();
     let counts = store.counts_by_state().unwrap();
     assert_eq!(counts.len(), UnitState::ALL.len());
@@ -693,6 +753,7 @@ fn events_are_capped_per_unit() {
 fn data_survives_reopen() {
     let dir = tempfile::tempdir().unwrap();
     let (store, unit) = store_with_order(dir.path(), 61);
+    walk(&store, unit, UnitState::TokenIssued);
     let row = store
         .transition(unit, UnitState::Published, |r| {
             r.token = Some("abc".to_owned());
@@ -710,7 +771,7 @@ fn data_survives_reopen() {
     assert_eq!(store.units().unwrap(), vec![row]);
     assert_eq!(store.records(unit).unwrap(), records);
     assert_eq!(records[0].status, RecordStatus::Published);
-    assert_eq!(store.events(unit).unwrap()[0].1, "published");
+    assert_eq!(store.events(unit).unwrap().last().unwrap().1, "published");
 }
 
 /// The store is shared between threads; concurrent writers each see their own writes.
@@ -724,6 +785,7 @@ fn concurrent_writers_from_threads() {
             std::thread::spawn(move || {
                 let unit = UnitId::order(100 + t);
                 store.sync_unit(unit, "dns-txt-token", &domains(&["example.com"]), None).unwrap();
+                walk(&store, unit, UnitState::Propagated);
                 for i in 0..25u32 {
                     store.transition(unit, UnitState::Checking, |r| r.attempts = i + 1).unwrap();
                 }
