@@ -194,6 +194,7 @@ pub async fn run(
         if mode == Mode::Once && live.is_idle() {
             break;
         }
+        metrics.set_scheduler_units(live.running.len(), live.timers.len());
         let next_timer = live.timers.next_wake();
         tokio::select! {
             () = &mut shutdown => break,

@@ -48,6 +48,11 @@ impl Timers {
         Some(unit)
     }
 
+    /// How many units wait.
+    pub(super) fn len(&self) -> usize {
+        self.queue.len()
+    }
+
     /// No unit waits.
     pub(super) fn is_empty(&self) -> bool {
         self.queue.is_empty()
