@@ -93,7 +93,6 @@ fn child_process() {
         }
         "group-commits" => {
             group_commits_until_killed(store);
-            unreachable!("the group-commit child runs until killed");
         }
         other => panic!("unknown child action {other}"),
     }
@@ -123,10 +122,9 @@ fn group_commits_until_killed(store: Store) -> ! {
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async move {
         let thread = StoreThread::start(store).unwrap();
-        let mut tasks = Vec::new();
         for unit in units {
             let thread = thread.clone();
-            tasks.push(tokio::spawn(async move {
+            tokio::spawn(async move {
                 let mut round = thread.read(move |s| Ok(s.unit(unit)?.unwrap().attempts)).await.unwrap();
                 loop {
                     round += 1;
@@ -143,13 +141,12 @@ fn group_commits_until_killed(store: Store) -> ! {
                         .unwrap();
                     println!("ack {} {r}", unit.id);
                 }
-            }));
+            });
         }
-        for t in tasks {
-            t.await.unwrap();
-        }
+        // The writers loop until the process is killed.
+        std::future::pending::<()>().await;
     });
-    unreachable!()
+    unreachable!("the writers never stop")
 }
 
 /// Starts the child with `action` on `dir` and waits until it has done its work.
