@@ -169,7 +169,7 @@ pub async fn build_with(
     metrics: Option<Arc<Metrics>>,
 ) -> anyhow::Result<SharedProvider> {
     let gate = match (provider.rate_limit, provider.settings.account()) {
-        (Some(limit), Some(account)) => Some(account_limiter(&account, limit)?),
+        (Some(limit), Some(account)) => Some(account_limiter(&account, limit)? as SharedGate),
         _ => None,
     };
     let cx = BuildContext { name, zones: &provider.zones, gate, metrics };
@@ -184,6 +184,14 @@ pub async fn build_with(
 pub struct AccountLimiter {
     account: String,
     limiter: certcentral::RateLimiter,
+    admitted: Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl AccountLimiter {
+    /// Requests admitted so far, by every provider section of the account.
+    pub fn admitted(&self) -> u64 {
+        self.admitted.load(std::sync::atomic::Ordering::Relaxed)
+    }
 }
 
 impl fmt::Debug for AccountLimiter {
@@ -196,11 +204,12 @@ impl fmt::Debug for AccountLimiter {
 impl RequestGate for AccountLimiter {
     async fn admit(&self) {
         self.limiter.acquire().await;
+        self.admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     }
 }
 
 /// The one limiter of `account` with `limit` (created on first use).
-pub fn account_limiter(account: &str, limit: RateLimit) -> anyhow::Result<SharedGate> {
+pub fn account_limiter(account: &str, limit: RateLimit) -> anyhow::Result<Arc<AccountLimiter>> {
     static REGISTRY: OnceLock<Mutex<HashMap<(String, RateLimit), Arc<AccountLimiter>>>> = OnceLock::new();
     let mut registry = REGISTRY.get_or_init(Default::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let key = (account.to_owned(), limit);
@@ -209,7 +218,7 @@ pub fn account_limiter(account: &str, limit: RateLimit) -> anyhow::Result<Shared
     }
     let limiter = certcentral::RateLimiter::new(&[certcentral::RateWindow::new(limit.requests, limit.per)])
         .map_err(|e| anyhow::anyhow!("rate limit of {account}: {e}"))?;
-    let limiter = Arc::new(AccountLimiter { account: account.to_owned(), limiter });
+    let limiter = Arc::new(AccountLimiter { account: account.to_owned(), limiter, admitted: Arc::default() });
     registry.insert(key, limiter.clone());
     Ok(limiter)
 }
@@ -239,5 +248,7 @@ mod tests {
             other.admit().await;
         }
         assert_eq!(before.elapsed(), Duration::ZERO);
+        assert_eq!((a.admitted(), other.admitted()), (6, 3));
+        assert!(Arc::ptr_eq(&a, &b));
     }
 }
