@@ -10,7 +10,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dns_provider::SharedProvider;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use toml::Spanned;
 
 use super::{BuildContext, ProviderSettings};
@@ -20,16 +19,13 @@ use crate::config::section::{ApiUrl, ConfigError, P, Section, Zone, normalize};
 /// Default timeout of one API request.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(rename = "zones")]
-    _zones: IgnoredAny,
-    api_url: P<ApiUrl>,
-    accounts: Spanned<BTreeMap<Spanned<String>, Spanned<RawAccount>>>,
-    timeout: Option<P<Duration>>,
+super::section_schema! {
+    /// The section as written.
+    struct Raw {
+        api_url: P<ApiUrl>,
+        accounts: Spanned<BTreeMap<Spanned<String>, Spanned<RawAccount>>>,
+        timeout: Option<P<Duration>>,
+    }
 }
 
 #[derive(Deserialize)]

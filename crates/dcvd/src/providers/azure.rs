@@ -19,7 +19,6 @@ use async_trait::async_trait;
 use dns_provider::SharedProvider;
 use dns_provider::azure::AzureCredential;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use toml::Spanned;
 
 use super::{BuildContext, ProviderSettings};
@@ -61,24 +60,21 @@ impl AzureAuth {
     }
 }
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(rename = "zones")]
-    _zones: IgnoredAny,
-    subscription_id: Spanned<String>,
-    resource_group: Spanned<String>,
-    auth: Spanned<AzureAuth>,
-    tenant_id: Option<Spanned<String>>,
-    client_id: Option<Spanned<String>>,
-    client_secret_file: Option<Spanned<String>>,
-    client_secret_env: Option<Spanned<String>>,
-    federated_token_file: Option<Spanned<String>>,
-    management_url: Option<Spanned<P<HttpUrl>>>,
-    authority_url: Option<Spanned<P<HttpUrl>>>,
-    imds_url: Option<Spanned<P<HttpUrl>>>,
+super::section_schema! {
+    /// The section as written.
+    struct Raw {
+        subscription_id: Spanned<String>,
+        resource_group: Spanned<String>,
+        auth: Spanned<AzureAuth>,
+        tenant_id: Option<Spanned<String>>,
+        client_id: Option<Spanned<String>>,
+        client_secret_file: Option<Spanned<String>>,
+        client_secret_env: Option<Spanned<String>>,
+        federated_token_file: Option<Spanned<String>>,
+        management_url: Option<Spanned<P<HttpUrl>>>,
+        authority_url: Option<Spanned<P<HttpUrl>>>,
+        imds_url: Option<Spanned<P<HttpUrl>>>,
+    }
 }
 
 fn is_guid(s: &str) -> bool {

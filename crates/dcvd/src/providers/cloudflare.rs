@@ -8,25 +8,20 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use dns_provider::SharedProvider;
 use secrecy::ExposeSecret as _;
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 use toml::Spanned;
 
 use super::{BuildContext, ProviderSettings, fingerprint};
 use crate::config::Secret;
 use crate::config::section::{ConfigError, HttpUrl, P, Section, insecure_http_host, normalize};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(rename = "zones")]
-    _zones: IgnoredAny,
-    api_token_file: Option<Spanned<String>>,
-    api_token_env: Option<Spanned<String>>,
-    base_url: Option<Spanned<P<HttpUrl>>>,
-    zone_ids: Option<Spanned<BTreeMap<String, String>>>,
+super::section_schema! {
+    /// The section as written.
+    struct Raw {
+        api_token_file: Option<Spanned<String>>,
+        api_token_env: Option<Spanned<String>>,
+        base_url: Option<Spanned<P<HttpUrl>>>,
+        zone_ids: Option<Spanned<BTreeMap<String, String>>>,
+    }
 }
 
 /// The settings of a Cloudflare provider.

@@ -7,8 +7,6 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use dns_provider::SharedProvider;
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 use toml::Spanned;
 
 use super::{BuildContext, ProviderSettings};
@@ -17,16 +15,13 @@ use crate::config::section::{ConfigError, P, Section};
 /// Default timeout of one hook run.
 const EXEC_TIMEOUT: Duration = Duration::from_secs(60);
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(rename = "zones")]
-    _zones: IgnoredAny,
-    command: Spanned<Vec<String>>,
-    timeout: Option<P<Duration>>,
-    env_pass: Option<Vec<Spanned<String>>>,
+super::section_schema! {
+    /// The section as written.
+    struct Raw {
+        command: Spanned<Vec<String>>,
+        timeout: Option<P<Duration>>,
+        env_pass: Option<Vec<Spanned<String>>>,
+    }
 }
 
 /// The settings of an exec provider.

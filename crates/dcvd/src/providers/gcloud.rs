@@ -13,27 +13,22 @@ use async_trait::async_trait;
 use dns_provider::SharedProvider;
 use dns_provider::gcloud::Credentials;
 use secrecy::ExposeSecret as _;
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 use toml::Spanned;
 
 use super::{BuildContext, ProviderSettings};
 use crate::config::section::{BaseUrl, ConfigError, FromConfigStr, P, Section, normalize};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(rename = "zones")]
-    _zones: IgnoredAny,
-    project: Spanned<String>,
-    managed_zones: Option<Spanned<BTreeMap<String, String>>>,
-    credentials_file: Option<Spanned<String>>,
-    auth: Option<Spanned<String>>,
-    api_url: Option<P<EndpointUrl>>,
-    metadata_url: Option<P<EndpointUrl>>,
-    token_url: Option<P<EndpointUrl>>,
+super::section_schema! {
+    /// The section as written.
+    struct Raw {
+        project: Spanned<String>,
+        managed_zones: Option<Spanned<BTreeMap<String, String>>>,
+        credentials_file: Option<Spanned<String>>,
+        auth: Option<Spanned<String>>,
+        api_url: Option<P<EndpointUrl>>,
+        metadata_url: Option<P<EndpointUrl>>,
+        token_url: Option<P<EndpointUrl>>,
+    }
 }
 
 /// An endpoint override: https, or http to a loopback test server (the rule of `base_url`).

@@ -10,21 +10,16 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dns_provider::SharedProvider;
 use dns_provider::memory::{MemoryDnsServer, MemoryProvider, MemoryStore};
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 
 use super::{BuildContext, ProviderSettings};
 use crate::config::section::{ConfigError, Lag, ListenAddr, P, Section};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(rename = "zones")]
-    _zones: IgnoredAny,
-    listen: Option<Vec<P<ListenAddr>>>,
-    lag: Option<P<Lag>>,
+super::section_schema! {
+    /// The section as written.
+    struct Raw {
+        listen: Option<Vec<P<ListenAddr>>>,
+        lag: Option<P<Lag>>,
+    }
 }
 
 /// The settings of a memory provider.

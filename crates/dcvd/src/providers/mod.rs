@@ -42,6 +42,25 @@ use crate::metrics::Metrics;
 
 pub use memory::memory_store;
 
+/// Declares a provider section's serde schema: `deny_unknown_fields`, with the envelope's `type`
+/// and `zones` declared first (the loader reads them) so that unknown-key errors list every key
+/// the section takes.
+macro_rules! section_schema {
+    ($(#[$meta:meta])* struct $name:ident { $($fields:tt)* }) => {
+        $(#[$meta])*
+        #[derive(serde::Deserialize)]
+        #[serde(deny_unknown_fields)]
+        struct $name {
+            #[serde(rename = "type")]
+            _type: serde::de::IgnoredAny,
+            #[serde(rename = "zones")]
+            _zones: serde::de::IgnoredAny,
+            $($fields)*
+        }
+    };
+}
+pub(crate) use section_schema;
+
 /// One provider type: how its section is parsed, and its API's documented request limit.
 pub struct ProviderType {
     /// The `type` value.

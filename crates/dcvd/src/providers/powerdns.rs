@@ -8,8 +8,6 @@ use std::time::Duration;
 use async_trait::async_trait;
 use dns_provider::SharedProvider;
 use secrecy::ExposeSecret as _;
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 use toml::Spanned;
 
 use super::{BuildContext, ProviderSettings, fingerprint};
@@ -19,18 +17,15 @@ use crate::config::section::{ApiUrl, ConfigError, P, Section};
 /// Default timeout of one API request.
 const HTTP_TIMEOUT: Duration = Duration::from_secs(30);
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(rename = "zones")]
-    _zones: IgnoredAny,
-    api_url: P<ApiUrl>,
-    api_key_file: Option<Spanned<String>>,
-    api_key_env: Option<Spanned<String>>,
-    server_id: Option<Spanned<String>>,
-    timeout: Option<P<Duration>>,
+super::section_schema! {
+    /// The section as written.
+    struct Raw {
+        api_url: P<ApiUrl>,
+        api_key_file: Option<Spanned<String>>,
+        api_key_env: Option<Spanned<String>>,
+        server_id: Option<Spanned<String>>,
+        timeout: Option<P<Duration>>,
+    }
 }
 
 /// The settings of a PowerDNS provider.

@@ -10,7 +10,6 @@ use base64::Engine as _;
 use dns_provider::SharedProvider;
 use secrecy::ExposeSecret as _;
 use serde::Deserialize;
-use serde::de::IgnoredAny;
 use toml::Spanned;
 
 use super::{BuildContext, ProviderSettings};
@@ -20,19 +19,16 @@ use crate::config::section::{ConfigError, P, Section, ServerAddr, Zone};
 /// Default timeout of an update exchange.
 const RFC2136_TIMEOUT: Duration = Duration::from_secs(10);
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(rename = "zones")]
-    _zones: IgnoredAny,
-    server: P<ServerAddr>,
-    tsig_key_name: P<Zone>,
-    tsig_algorithm: Option<TsigAlgorithm>,
-    tsig_secret_file: Option<Spanned<String>>,
-    tsig_secret_env: Option<Spanned<String>>,
-    timeout: Option<P<Duration>>,
+super::section_schema! {
+    /// The section as written.
+    struct Raw {
+        server: P<ServerAddr>,
+        tsig_key_name: P<Zone>,
+        tsig_algorithm: Option<TsigAlgorithm>,
+        tsig_secret_file: Option<Spanned<String>>,
+        tsig_secret_env: Option<Spanned<String>>,
+        timeout: Option<P<Duration>>,
+    }
 }
 
 /// `tsig_algorithm`.

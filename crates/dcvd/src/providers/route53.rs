@@ -5,23 +5,18 @@
 
 use async_trait::async_trait;
 use dns_provider::SharedProvider;
-use serde::Deserialize;
-use serde::de::IgnoredAny;
 use toml::Spanned;
 
 use super::{BuildContext, ProviderSettings};
 use crate::config::section::{ConfigError, HttpUrl, P, Section};
 
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-struct Raw {
-    #[serde(rename = "type")]
-    _type: IgnoredAny,
-    #[serde(rename = "zones")]
-    _zones: IgnoredAny,
-    hosted_zone_id: Option<Spanned<String>>,
-    region: Option<String>,
-    endpoint_url: Option<P<HttpUrl>>,
+super::section_schema! {
+    /// The section as written.
+    struct Raw {
+        hosted_zone_id: Option<Spanned<String>>,
+        region: Option<String>,
+        endpoint_url: Option<P<HttpUrl>>,
+    }
 }
 
 /// The settings of a Route 53 provider.
