@@ -27,11 +27,8 @@ async fn sections_of_one_account_share_one_limiter() {
             fake.base_url
         )
     };
-    let text = format!(
-        "[certcentral]\napi_key_env = \"KEY\"\n{}{}",
-        section("one", "a.example"),
-        section("two", "b.example")
-    );
+    let text =
+        format!("[certcentral]\napi_key_env = \"KEY\"\n{}{}", section("one", "a.example"), section("two", "b.example"));
     let config = config(&text, &env);
     let (one, two) = (&config.providers["one"], &config.providers["two"]);
     let limit = RateLimit { requests: 1000, per: Duration::from_secs(1) };
@@ -73,22 +70,28 @@ fn documented_defaults_and_refusals() {
         "api_url = \"https://pdns.example\"\n",
         "api_url = \"https://pdns.example\"\nrate_limit = { requests = 20, per = \"1m\" }\n",
     );
-    assert_eq!(
-        config_limit(&overridden, &env, "pdns"),
-        Some(RateLimit { requests: 20, per: Duration::from_secs(60) })
-    );
+    assert_eq!(config_limit(&overridden, &env, "pdns"), Some(RateLimit { requests: 20, per: Duration::from_secs(60) }));
 
     let cases = [
         (
-            text.replace("tsig_secret_env = \"TSIG\"\n", "tsig_secret_env = \"TSIG\"\nrate_limit = { requests = 1, per = \"1s\" }\n"),
+            text.replace(
+                "tsig_secret_env = \"TSIG\"\n",
+                "tsig_secret_env = \"TSIG\"\nrate_limit = { requests = 1, per = \"1s\" }\n",
+            ),
             "dcvd.toml:21:14: provider `bind`: type `rfc2136` has no HTTP API to rate limit: remove `rate_limit`",
         ),
         (
-            text.replace("api_token_env = \"TOKEN\"\n", "api_token_env = \"TOKEN\"\nrate_limit = { requests = 0, per = \"1s\" }\n"),
+            text.replace(
+                "api_token_env = \"TOKEN\"\n",
+                "api_token_env = \"TOKEN\"\nrate_limit = { requests = 0, per = \"1s\" }\n",
+            ),
             "dcvd.toml:10:27: provider `cf`: `requests` of `rate_limit` must be at least 1",
         ),
         (
-            text.replace("api_token_env = \"TOKEN\"\n", "api_token_env = \"TOKEN\"\nrate_limit = { requests = 5, every = \"1s\" }\n"),
+            text.replace(
+                "api_token_env = \"TOKEN\"\n",
+                "api_token_env = \"TOKEN\"\nrate_limit = { requests = 5, every = \"1s\" }\n",
+            ),
             "dcvd.toml:10:30: unknown field `every`, expected `requests` or `per`",
         ),
     ];

@@ -97,7 +97,11 @@ pub struct AcmeDnsSettings {
 impl AcmeDnsSettings {
     /// Settings with the default timeout and retries.
     pub fn new(api_url: impl Into<String>, zones: Vec<String>, accounts: Vec<AcmeDnsAccount>) -> Self {
-        Self { api_url: api_url.into(), zones, accounts, timeout: DEFAULT_TIMEOUT,
+        Self {
+            api_url: api_url.into(),
+            zones,
+            accounts,
+            timeout: DEFAULT_TIMEOUT,
             retry: crate::PROVIDER_RETRY,
             gate: None,
         }

@@ -326,8 +326,10 @@ async fn insync_is_reported_and_every_request_is_gated() {
     let provider = Route53Provider::new(settings).await.expect("provider");
     let before = moto.requests();
     moto.throttle_next(1);
-    let published =
-        provider.publish_batch(ZONE, &[Record::txt(format!("_dnsauth.sync.{ZONE}"), "in-sync")]).await.expect("publish");
+    let published = provider
+        .publish_batch(ZONE, &[Record::txt(format!("_dnsauth.sync.{ZONE}"), "in-sync")])
+        .await
+        .expect("publish");
     let change_id = published[0].change_id.clone().expect("a change id");
     assert!(synced.lock().unwrap().is_empty(), "nothing is reported before the wait");
     provider.wait_until_applied(&published, Duration::from_secs(30)).await.expect("moto is INSYNC at once");

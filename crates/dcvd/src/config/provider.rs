@@ -132,9 +132,7 @@ fn parse_one(
     };
     let (kind, kind_span) = match table.get("type") {
         None => {
-            return Err(
-                src.error(&span, format!("provider `{name}` has no `type`: set it to one of {}", type_list()))
-            );
+            return Err(src.error(&span, format!("provider `{name}` has no `type`: set it to one of {}", type_list())));
         }
         Some(t) => match t.get_ref().as_str() {
             Some(kind) => (kind.to_owned(), t.span()),
@@ -190,10 +188,8 @@ fn rate_limit(
     let Some(value) = value else { return Ok(default) };
     let raw = RawRateLimit::deserialize(toml::de::ValueDeserializer::from(value)).map_err(|e| src.toml_error(&e))?;
     if *raw.requests.get_ref() == 0 {
-        return Err(src.error(
-            &raw.requests.span(),
-            format!("provider `{name}`: `requests` of `rate_limit` must be at least 1"),
-        ));
+        return Err(src
+            .error(&raw.requests.span(), format!("provider `{name}`: `requests` of `rate_limit` must be at least 1")));
     }
     Ok(Some(RateLimit { requests: *raw.requests.get_ref(), per: raw.per.0 }))
 }

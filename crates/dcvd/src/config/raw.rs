@@ -14,9 +14,7 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use super::names;
-use super::{
-    CnameName, LogFormat, Method, OnExpiry, PropagationMode, Resolver, TxtName, ValidationScope,
-};
+use super::{CnameName, LogFormat, Method, OnExpiry, PropagationMode, Resolver, TxtName, ValidationScope};
 
 /// A value parsed from a TOML string, with an error message that says what is expected.
 pub(crate) trait FromConfigStr: Sized {

@@ -17,8 +17,8 @@ use serde::Deserialize;
 use toml::Spanned;
 use toml::de::DeTable;
 
-pub(crate) use super::error::ConfigError;
 use super::env::{Context, SecretKeys};
+pub(crate) use super::error::ConfigError;
 use super::error::Source;
 pub(crate) use super::names::normalize;
 pub(crate) use super::raw::{

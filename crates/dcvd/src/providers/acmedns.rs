@@ -151,7 +151,8 @@ impl ProviderSettings for AcmeDns {
                 fulldomain: a.fulldomain.clone(),
             })
             .collect();
-        let mut settings = dns_provider::acmedns::AcmeDnsSettings::new(self.api_url.clone(), cx.zones.to_vec(), accounts);
+        let mut settings =
+            dns_provider::acmedns::AcmeDnsSettings::new(self.api_url.clone(), cx.zones.to_vec(), accounts);
         settings.timeout = self.timeout;
         settings.gate = cx.gate.clone();
         Ok(Arc::new(dns_provider::acmedns::AcmeDnsProvider::new(settings)?))

@@ -156,8 +156,9 @@ pub(crate) fn parse(section: &mut Section<'_, '_>) -> Result<Arc<dyn ProviderSet
     }
     let resource_group = text(section, "resource_group", &raw.resource_group)?;
     if resource_group.contains('/') {
-        return Err(section
-            .error(&raw.resource_group.span(), "`resource_group` is a name, not a resource id: remove the path"));
+        return Err(
+            section.error(&raw.resource_group.span(), "`resource_group` is a name, not a resource id: remove the path")
+        );
     }
     let auth = *raw.auth.get_ref();
     let span_of = |v: &Option<Spanned<String>>| v.as_ref().map(Spanned::span);

@@ -53,8 +53,11 @@ pub(crate) fn parse(section: &mut Section<'_, '_>) -> Result<Arc<dyn ProviderSet
             ),
         ));
     }
-    let token =
-        section.secret(("api_token_file", raw.api_token_file.as_ref()), ("api_token_env", raw.api_token_env.as_ref()), None)?;
+    let token = section.secret(
+        ("api_token_file", raw.api_token_file.as_ref()),
+        ("api_token_env", raw.api_token_env.as_ref()),
+        None,
+    )?;
     let mut zone_ids = BTreeMap::new();
     if let Some(ids) = &raw.zone_ids {
         for (zone, id) in ids.get_ref() {
@@ -71,11 +74,7 @@ pub(crate) fn parse(section: &mut Section<'_, '_>) -> Result<Arc<dyn ProviderSet
             zone_ids.insert(zone, id.trim().to_owned());
         }
     }
-    Ok(Arc::new(Cloudflare {
-        api_token: token.value,
-        base_url: raw.base_url.map(|u| u.into_inner().0.0),
-        zone_ids,
-    }))
+    Ok(Arc::new(Cloudflare { api_token: token.value, base_url: raw.base_url.map(|u| u.into_inner().0.0), zone_ids }))
 }
 
 #[async_trait]

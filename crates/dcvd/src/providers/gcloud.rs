@@ -156,8 +156,11 @@ impl ProviderSettings for Gcloud {
     }
 
     async fn build(&self, cx: &BuildContext<'_>) -> anyhow::Result<SharedProvider> {
-        let mut settings =
-            dns_provider::gcloud::GcloudSettings::new(self.project.clone(), cx.zones.to_vec(), self.credentials.clone());
+        let mut settings = dns_provider::gcloud::GcloudSettings::new(
+            self.project.clone(),
+            cx.zones.to_vec(),
+            self.credentials.clone(),
+        );
         settings.managed_zones = self.managed_zones.clone();
         if let Some(url) = &self.api_url {
             settings.api_url.clone_from(url);

@@ -229,7 +229,9 @@ impl RequestGate for AccountLimiter {
 
 /// The one limiter of `account` with `limit` (created on first use).
 pub fn account_limiter(account: &str, limit: RateLimit) -> anyhow::Result<Arc<AccountLimiter>> {
-    static REGISTRY: OnceLock<Mutex<HashMap<(String, RateLimit), Arc<AccountLimiter>>>> = OnceLock::new();
+    /// Limiters by account and limit.
+    type Registry = HashMap<(String, RateLimit), Arc<AccountLimiter>>;
+    static REGISTRY: OnceLock<Mutex<Registry>> = OnceLock::new();
     let mut registry = REGISTRY.get_or_init(Default::default).lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let key = (account.to_owned(), limit);
     if let Some(existing) = registry.get(&key) {

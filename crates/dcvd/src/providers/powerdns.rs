@@ -44,7 +44,8 @@ pub struct PowerDns {
 /// Validates a `powerdns` section.
 pub(crate) fn parse(section: &mut Section<'_, '_>) -> Result<Arc<dyn ProviderSettings>, ConfigError> {
     let raw: Raw = section.schema()?;
-    let key = section.secret(("api_key_file", raw.api_key_file.as_ref()), ("api_key_env", raw.api_key_env.as_ref()), None)?;
+    let key =
+        section.secret(("api_key_file", raw.api_key_file.as_ref()), ("api_key_env", raw.api_key_env.as_ref()), None)?;
     let server_id = match raw.server_id {
         None => "localhost".to_owned(),
         Some(id) => {

@@ -92,9 +92,12 @@ pub struct Route53Settings {
     pub on_insync: Option<ChangeSyncObserver>,
 }
 
+/// A callback taking a change id and how long the change took to be applied.
+pub type ChangeSyncFn = dyn Fn(&str, Duration) + Send + Sync;
+
 /// Called with a change id and how long it took to be applied.
 #[derive(Clone)]
-pub struct ChangeSyncObserver(pub std::sync::Arc<dyn Fn(&str, Duration) + Send + Sync>);
+pub struct ChangeSyncObserver(pub std::sync::Arc<ChangeSyncFn>);
 
 impl fmt::Debug for ChangeSyncObserver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
