@@ -120,3 +120,21 @@ fn one_account_cannot_have_two_limits() {
          rate limit: give both the same `rate_limit` (or none)"
     );
 }
+
+/// A reload keeps an adapter only when its section is equal: a changed limit or token is a
+/// change (the adapter is rebuilt with the new limiter), the same text is not.
+#[test]
+fn provider_equality_covers_the_limit_and_the_secret() {
+    let env = Environment::isolated().with_var("KEY", "k").with_var("TOKEN", "t0ken").with_var("OTHER", "0ther");
+    let text = "[certcentral]\napi_key_env = \"KEY\"\n\
+                [providers.cf]\ntype = \"cloudflare\"\nzones = [\"a.example\"]\napi_token_env = \"TOKEN\"\n";
+    let base = config(text, &env);
+    assert_eq!(config(text, &env).providers["cf"], base.providers["cf"]);
+    let limited = config(&format!("{text}rate_limit = {{ requests = 10, per = \"1s\" }}\n"), &env);
+    assert_ne!(limited.providers["cf"], base.providers["cf"], "a new limit is a change");
+    let rotated = config(&text.replace("\"TOKEN\"", "\"OTHER\""), &env);
+    assert_ne!(rotated.providers["cf"], base.providers["cf"], "a new token is a change");
+    assert_ne!(rotated.providers["cf"].settings.account(), base.providers["cf"].settings.account());
+    let debug = format!("{:?}", rotated.providers["cf"]);
+    assert!(!debug.contains("0ther") && debug.contains("REDACTED"), "{debug}");
+}
