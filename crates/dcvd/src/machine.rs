@@ -439,27 +439,10 @@ mod tests {
     }
 
     fn row(state: UnitState) -> UnitRow {
-        UnitRow {
-            unit: UnitId::order(1),
-            state,
-            method: "dns-txt-token".into(),
-            domains: vec!["example.com".into()],
-            provider: None,
-            token: Some("t".into()),
-            token_expires_at: None,
-            verification_value: None,
-            renewals: 0,
-            attempts: 0,
-            next_action_at: None,
-            last_error: None,
-            in_config: true,
-            state_since: 0,
-            created_at: 0,
-            updated_at: 0,
-            negative_ttl_ms: None,
-            method_switched: false,
-            transient_failures: 0,
-        }
+        let mut row = UnitRow::new_pending(UnitId::order(1), "dns-txt-token", &["example.com".into()], None, 0);
+        row.state = state;
+        row.token = Some("t".into());
+        row
     }
 
     #[test]

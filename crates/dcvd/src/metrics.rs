@@ -512,27 +512,11 @@ mod tests {
     use crate::store::{RecordStatus, UnitId};
 
     fn unit(id: UnitId, state: UnitState, expires: Option<i64>) -> UnitRow {
-        UnitRow {
-            unit: id,
-            state,
-            method: "dns-txt-token".into(),
-            domains: vec!["example.com".into()],
-            provider: None,
-            token: expires.map(|_| "tok".into()),
-            token_expires_at: expires,
-            verification_value: None,
-            renewals: 0,
-            attempts: 0,
-            next_action_at: None,
-            last_error: None,
-            in_config: true,
-            state_since: 0,
-            created_at: 0,
-            updated_at: 0,
-            negative_ttl_ms: None,
-            method_switched: false,
-            transient_failures: 0,
-        }
+        let mut row = UnitRow::new_pending(id, "dns-txt-token", &["example.com".into()], None, 0);
+        row.state = state;
+        row.token = expires.map(|_| "tok".into());
+        row.token_expires_at = expires;
+        row
     }
 
     fn record(id: i64, unit: UnitId, provider: &str) -> RecordRow {

@@ -595,27 +595,7 @@ fn sync_one(conn: &Connection, spec: &UnitSpec<'_>, now: i64) -> Result<UnitRow,
     let UnitSpec { unit, method, domains, provider } = *spec;
     let row = match read_unit(conn, unit)? {
         None => {
-            let row = UnitRow {
-                unit,
-                state: UnitState::Pending,
-                method: method.to_owned(),
-                domains: domains.to_vec(),
-                provider: provider.map(str::to_owned),
-                token: None,
-                token_expires_at: None,
-                verification_value: None,
-                renewals: 0,
-                attempts: 0,
-                next_action_at: None,
-                last_error: None,
-                in_config: true,
-                state_since: now,
-                created_at: now,
-                updated_at: now,
-                negative_ttl_ms: None,
-                method_switched: false,
-                transient_failures: 0,
-            };
+            let row = UnitRow::new_pending(unit, method, domains, provider, now);
             // The progress columns start at their defaults.
             conn.prepare_cached(
                 "INSERT INTO units (kind, id, state, method, domains, provider, token, token_expires_at, \

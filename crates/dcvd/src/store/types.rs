@@ -288,6 +288,33 @@ pub struct UnitRow {
     pub transient_failures: u32,
 }
 
+impl UnitRow {
+    /// A unit as the store first records it: `Pending`, nothing done, all times `now`.
+    pub fn new_pending(unit: UnitId, method: &str, domains: &[String], provider: Option<&str>, now: i64) -> Self {
+        Self {
+            unit,
+            state: UnitState::Pending,
+            method: method.to_owned(),
+            domains: domains.to_vec(),
+            provider: provider.map(str::to_owned),
+            token: None,
+            token_expires_at: None,
+            verification_value: None,
+            renewals: 0,
+            attempts: 0,
+            next_action_at: None,
+            last_error: None,
+            in_config: true,
+            state_since: now,
+            created_at: now,
+            updated_at: now,
+            negative_ttl_ms: None,
+            method_switched: false,
+            transient_failures: 0,
+        }
+    }
+}
+
 /// A DNS record dcvd published (or intends to publish, or removed).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct RecordRow {
