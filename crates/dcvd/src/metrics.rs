@@ -480,6 +480,7 @@ mod tests {
             state_since: 0,
             created_at: 0,
             updated_at: 0,
+            source: crate::store::UnitSource::Config,
         }
     }
 

@@ -8,7 +8,7 @@ use std::process::{Child, Command, Stdio};
 
 use dcvd::store::{
     DB_FILE, EVENT_DETAIL_MAX, EVENTS_PER_UNIT, LOCK_FILE, NewRecord, PublishConfirmation, RecordStatus, Store,
-    StoreError, StoreThread, UnitId, UnitSpec, UnitState, schema_version,
+    StoreError, StoreThread, UnitId, UnitSource, UnitSpec, UnitState, schema_version,
 };
 
 fn txt(name: &str, value: &str) -> NewRecord {
@@ -602,9 +602,9 @@ fn sync_units_in_one_batch() {
     store.sync_unit(UnitId::order(2), "dns-txt-token", &d1, None).unwrap();
     store.transition(UnitId::order(2), UnitState::Checking, |_| {}).unwrap();
     let specs = [
-        UnitSpec { unit: UnitId::domain(9), method: "dns-cname-token", domains: &d2, provider: Some("aws") },
-        UnitSpec { unit: UnitId::order(2), method: "dns-txt-token", domains: &d2, provider: None },
-        UnitSpec { unit: UnitId::order(1), method: "dns-txt-token", domains: &d1, provider: None },
+        UnitSpec { unit: UnitId::domain(9), method: "dns-cname-token", domains: &d2, provider: Some("aws"), source: UnitSource::Config },
+        UnitSpec { unit: UnitId::order(2), method: "dns-txt-token", domains: &d2, provider: None, source: UnitSource::Config },
+        UnitSpec { unit: UnitId::order(1), method: "dns-txt-token", domains: &d1, provider: None, source: UnitSource::Config },
     ];
     let rows = store.sync_units(&specs).unwrap();
     let got: Vec<_> = rows.iter().map(|r| (r.unit, r.state, r.domains.clone())).collect();
@@ -748,7 +748,7 @@ async fn store_thread_groups_concurrent_writes_into_few_commits() {
     let units: Vec<UnitId> = (1..=200).map(UnitId::order).collect();
     let names = domains(&["example.com"]);
     let specs: Vec<UnitSpec<'_>> =
-        units.iter().map(|u| UnitSpec { unit: *u, method: "dns-txt-token", domains: &names, provider: None }).collect();
+        units.iter().map(|u| UnitSpec { unit: *u, method: "dns-txt-token", domains: &names, provider: None, source: UnitSource::Config }).collect();
     store.sync_units(&specs).unwrap();
     let thread = StoreThread::start(store.clone()).unwrap();
 

@@ -73,6 +73,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_by_unit ON events (unit_kind, unit_id, seq);
     "#,
+    // 2: where a unit comes from (`[discovery]` scans add units the TOML does not list).
+    r#"
+    ALTER TABLE units ADD COLUMN source TEXT NOT NULL DEFAULT 'config'
+        CHECK (source IN ('config', 'discovered'));
+    "#,
 ];
 
 /// The schema version this build writes.
