@@ -123,6 +123,14 @@ async fn run(print_config: bool) -> anyhow::Result<ExitCode> {
         stats.premature_checks,
         stats.too_many_requests(),
     );
+    let scan = |e: &str| stats.calls.get(e).copied().unwrap_or(0);
+    println!(
+        "of which the discovery scan: {} list calls, {} info calls (units: {} discovered next to {} from the TOML)",
+        scan("list_orders") + scan("list_domains"),
+        scan("order_validation") + scan("domain_info"),
+        summary.units.iter().filter(|u| u.source == crate::store::UnitSource::Discovered).count(),
+        summary.units.iter().filter(|u| u.source == crate::store::UnitSource::Config).count(),
+    );
     running.shutdown().await;
     Ok(if summary.all_valid() && leftovers == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }

@@ -267,7 +267,7 @@ mod tests {
         assert_eq!(d.set_method, None, "set_method is off by default");
         assert_eq!(d.revalidate_before, DEFAULT_REVALIDATE_BEFORE);
         assert_eq!(d.zones, None);
-        assert_eq!((d.origin.line, d.origin.col), (10, 1));
+        assert_eq!((d.origin.line, d.origin.col), (9, 1));
         assert!(c.warnings.iter().all(|w| !w.contains("nothing to validate")), "{:?}", c.warnings);
 
         let c = parse(
@@ -290,21 +290,21 @@ mod tests {
     #[test]
     fn errors_name_the_position_and_the_fix() {
         let cases: &[(&str, (usize, usize), &str)] = &[
-            ("[discovery]\norders = true\nset_method = \"email\"\n", (12, 14), "dcvd validates by DNS only"),
-            ("[discovery]\norders = true\nset_method = \"dns\"\n", (12, 14), "unknown method \"dns\""),
-            ("[discovery]\norders = true\nrevalidate_before = \"soon\"\n", (12, 21), "invalid duration \"soon\""),
-            ("[discovery]\norders = true\nzones = [\"example.com\", \"example.org\"]\n", (12, 25),
+            ("[discovery]\norders = true\nset_method = \"email\"\n", (11, 14), "dcvd validates by DNS only"),
+            ("[discovery]\norders = true\nset_method = \"dns\"\n", (11, 14), "unknown method \"dns\""),
+            ("[discovery]\norders = true\nrevalidate_before = \"soon\"\n", (11, 21), "invalid duration \"soon\""),
+            ("[discovery]\norders = true\nzones = [\"example.com\", \"example.org\"]\n", (11, 25),
                 "zone example.org is served by no provider"),
-            ("[discovery]\norders = true\nzones = []\n", (12, 9), "`zones` is empty"),
-            ("[discovery]\norders = true\nproducts = { allow = [\"SSL Plus\"] }\n", (12, 23),
+            ("[discovery]\norders = true\nzones = []\n", (11, 9), "`zones` is empty"),
+            ("[discovery]\norders = true\nproducts = { allow = [\"SSL Plus\"] }\n", (11, 23),
                 "invalid product name id \"SSL Plus\""),
-            ("[discovery]\norders = true\nproducts = { allow = [\"a\"], deny = [\"a\"] }\n", (12, 37),
+            ("[discovery]\norders = true\nproducts = { allow = [\"a\"], deny = [\"a\"] }\n", (11, 37),
                 "both allowed and denied"),
-            ("[discovery]\norders = true\ncontainers = [0]\n", (12, 15), "must be a positive integer"),
-            ("[discovery]\norders = true\nexclude = { orders = [0] }\n", (12, 23), "`exclude.orders`"),
-            ("[discovery]\norders = true\nexclude = [1]\n", (12, 11), "invalid type"),
-            ("[discovery]\norders = true\nzone = [\"example.com\"]\n", (12, 1), "unknown field `zone`"),
-            ("[discovery]\norders = \"yes\"\n", (11, 10), "invalid type"),
+            ("[discovery]\norders = true\ncontainers = [0]\n", (11, 15), "must be a positive integer"),
+            ("[discovery]\norders = true\nexclude = { orders = [0] }\n", (11, 23), "`exclude.orders`"),
+            ("[discovery]\norders = true\nexclude = [1]\n", (11, 12), "invalid type"),
+            ("[discovery]\norders = true\nzone = [\"example.com\"]\n", (11, 1), "unknown field `zone`"),
+            ("[discovery]\norders = \"yes\"\n", (10, 10), "invalid type"),
         ];
         for (text, (line, col), message) in cases {
             let err = parse(text).expect_err(text);
@@ -320,6 +320,7 @@ mod tests {
     fn with_discovered_appends_and_the_toml_wins() {
         use crate::config::{UnitKey, UnitSource};
         let c = parse("[discovery]\norders = true\n\n[[order]]\nid = 5\nmethod = \"dns-cname-token\"\n").unwrap();
+        let origin = c.discovery.as_ref().unwrap().origin.clone();
         let found = |id: u64| crate::config::Unit {
             key: UnitKey::Order(id),
             method: Method::DnsTxtToken,
@@ -329,7 +330,7 @@ mod tests {
             txt_name: Default::default(),
             cname_name: Default::default(),
             scope: Default::default(),
-            origin: c.discovery.as_ref().unwrap().origin.clone(),
+            origin: origin.clone(),
             source: UnitSource::Discovered,
         };
         let again: std::collections::HashSet<UnitKey> = [UnitKey::Order(5), UnitKey::Order(6)].into();
