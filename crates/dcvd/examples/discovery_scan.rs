@@ -31,12 +31,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
          [discovery]\norders = true\ndomains = true\n",
         running.base_url
     );
-    let config = Config::from_toml_with(&text, Path::new("bench.toml"), &Environment::isolated().with_var("KEY", "discovery-scan"))?;
+    let config = Config::from_toml_with(
+        &text,
+        Path::new("bench.toml"),
+        &Environment::isolated().with_var("KEY", "discovery-scan"),
+    )?;
     let client = dcvd::engine::build_client(&config.certcentral, &Arc::new(Metrics::new()), None)?;
-    println!(
-        "account: {} orders ({} pending), {} domains",
-        account.orders, account.pending, account.domains
-    );
+    println!("account: {} orders ({} pending), {} domains", account.orders, account.pending, account.domains);
     println!("| scan | list calls | info calls | total calls | order units | domain units | wall time |");
     println!("|---|---|---|---|---|---|---|");
     let mut scanner = Scanner::new();

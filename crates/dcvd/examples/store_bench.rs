@@ -54,7 +54,13 @@ fn run(dir: &Path, units: u64) -> Result<(), Box<dyn Error>> {
     report("sync_units (all in one transaction)", units, || {
         let specs: Vec<UnitSpec<'_>> = ids
             .iter()
-            .map(|&unit| UnitSpec { unit, method: "dns-txt-token", domains: &domains, provider: Some("cf"), source: UnitSource::Config })
+            .map(|&unit| UnitSpec {
+                unit,
+                method: "dns-txt-token",
+                domains: &domains,
+                provider: Some("cf"),
+                source: UnitSource::Config,
+            })
             .collect();
         store.sync_units(&specs)?;
         Ok(())

@@ -57,7 +57,9 @@ fn seed_simulator(sim: &Sim) {
     sim.add_order(NewOrder::new(1004, &["blog.example.test"]));
     sim.add_domain(NewDomain::new(2002, "mail.example.test").validated("ov", sim.now() + chrono::Duration::days(10)));
     // Seen by the scan and left alone: validated for another 200 days.
-    sim.add_domain(NewDomain::new(2003, "intranet.example.test").validated("ov", sim.now() + chrono::Duration::days(200)));
+    sim.add_domain(
+        NewDomain::new(2003, "intranet.example.test").validated("ov", sim.now() + chrono::Duration::days(200)),
+    );
 }
 
 /// Runs the demo; with `print_config`, prints the configuration it would use and exits.

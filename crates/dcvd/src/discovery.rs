@@ -130,8 +130,7 @@ impl Scanner {
             self.orders.clear();
         }
         if settings.domains {
-            let before: HashSet<UnitKey> =
-                self.last_domains.iter().flatten().map(|u| u.key).collect();
+            let before: HashSet<UnitKey> = self.last_domains.iter().flatten().map(|u| u.key).collect();
             match self.scan_domains(config, settings, client, &mut report).await {
                 Some(found) => {
                     rediscovered.extend(found.iter().map(|u| u.key).filter(|k| !before.contains(k)));
@@ -212,8 +211,7 @@ impl Scanner {
             }
         }
 
-        let previous: HashMap<UnitKey, Unit> =
-            self.last_orders.iter().flatten().map(|u| (u.key, u.clone())).collect();
+        let previous: HashMap<UnitKey, Unit> = self.last_orders.iter().flatten().map(|u| (u.key, u.clone())).collect();
         let mut units = Vec::new();
         for (order, names) in candidates {
             let key = UnitKey::Order(order.id);
@@ -237,8 +235,11 @@ impl Scanner {
                 Some(m) => m,
                 None => {
                     let Some(wanted) = settings.set_method else {
-                        debug!(order_id = order.id, method = facts.method.as_ref().map_or("none", DcvMethod::as_str),
-                            "discovery: skipping an order with a non-DNS DCV method (set_method is off)");
+                        debug!(
+                            order_id = order.id,
+                            method = facts.method.as_ref().map_or("none", DcvMethod::as_str),
+                            "discovery: skipping an order with a non-DNS DCV method (set_method is off)"
+                        );
                         continue;
                     };
                     let from = facts.method.as_ref().map_or("none", DcvMethod::as_str).to_string();
@@ -326,8 +327,7 @@ impl Scanner {
             }
         }
 
-        let previous: HashMap<UnitKey, Unit> =
-            self.last_domains.iter().flatten().map(|u| (u.key, u.clone())).collect();
+        let previous: HashMap<UnitKey, Unit> = self.last_domains.iter().flatten().map(|u| (u.key, u.clone())).collect();
         let mut units = Vec::new();
         for (domain, name) in candidates {
             let key = UnitKey::Domain(domain.id);
@@ -346,12 +346,8 @@ impl Scanner {
                 continue;
             }
             // Submitting for validation sets the method: the domain's own when it is DNS.
-            let method = domain
-                .dcv_method
-                .as_ref()
-                .and_then(dns_method)
-                .or(settings.set_method)
-                .unwrap_or(Method::DnsTxtToken);
+            let method =
+                domain.dcv_method.as_ref().and_then(dns_method).or(settings.set_method).unwrap_or(Method::DnsTxtToken);
             units.push(Unit {
                 key,
                 method,
@@ -403,7 +399,10 @@ fn order_facts(v: &OrderValidation) -> OrderFacts {
     };
     let dcv_done = !v.dns_name_validations.is_empty()
         && v.dns_name_validations.iter().all(|n| {
-            matches!(n.status.as_deref().map(str::to_ascii_lowercase).as_deref(), Some("approved" | "valid" | "complete"))
+            matches!(
+                n.status.as_deref().map(str::to_ascii_lowercase).as_deref(),
+                Some("approved" | "valid" | "complete")
+            )
         });
     OrderFacts { method: v.order_dcv_method.clone(), scope, dcv_done }
 }
@@ -415,10 +414,8 @@ fn due_kinds(domain: &DomainInfo, horizon: chrono::DateTime<chrono::Utc>) -> Vec
     for kind in ["ov", "ev"] {
         let Some(v) = domain.validation(kind) else { continue };
         let status = v.status.as_deref().unwrap_or("").to_ascii_lowercase();
-        let ends = [v.validated_until, domain.dcv_expiration.as_ref().and_then(|e| e.of(kind))]
-            .into_iter()
-            .flatten()
-            .min();
+        let ends =
+            [v.validated_until, domain.dcv_expiration.as_ref().and_then(|e| e.of(kind))].into_iter().flatten().min();
         let needed = match status.as_str() {
             "pending" | "expired" => true,
             _ => ends.is_none_or(|t| t <= horizon),
@@ -500,7 +497,10 @@ mod tests {
         let now = Utc::now();
         let horizon = now + Days::days(30);
         let d = domain(
-            vec![validation("ov", "active", Some(now + Days::days(10))), validation("ev", "active", Some(now + Days::days(200)))],
+            vec![
+                validation("ov", "active", Some(now + Days::days(10))),
+                validation("ev", "active", Some(now + Days::days(200))),
+            ],
             None,
         );
         assert_eq!(due_kinds(&d, horizon), vec!["ov"]);

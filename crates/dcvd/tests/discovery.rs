@@ -203,13 +203,22 @@ async fn discovery_runs_exactly_the_pending_work_of_managed_zones() {
     assert_eq!(domain_calls(&sim, 201).await.values().sum::<u64>(), 2, "201: submit + check");
     assert_eq!(domain_calls(&sim, 203).await.values().sum::<u64>(), 3, "203: info + submit + check");
     for id in [102, 103, 104, 105] {
-        assert_eq!(order_calls(&sim, id).await.values().sum::<u64>(), 3, "order {id}: validation status + token + check");
+        assert_eq!(
+            order_calls(&sim, id).await.values().sum::<u64>(),
+            3,
+            "order {id}: validation status + token + check"
+        );
     }
     assert_eq!(stats.premature_checks, 0);
 
     // CertCentral's order list fails: the scan keeps the units it had (106 keeps waiting).
-    admin(&sim, reqwest::Method::PUT, "/_sim/faults", serde_json::json!({"endpoints": {"list_orders": {"error_503": 1.0}}}))
-        .await;
+    admin(
+        &sim,
+        reqwest::Method::PUT,
+        "/_sim/faults",
+        serde_json::json!({"endpoints": {"list_orders": {"error_503": 1.0}}}),
+    )
+    .await;
     signal(&child, "HUP");
     eventually(LIMIT, "the failed scan", || async { scans(&dcvd) == 2 }).await;
     assert!(dcvd.log().contains("cannot list pending orders"), "{}", tail(&dcvd.log(), 40));

@@ -602,9 +602,27 @@ fn sync_units_in_one_batch() {
     store.sync_unit(UnitId::order(2), "dns-txt-token", &d1, None).unwrap();
     store.transition(UnitId::order(2), UnitState::Checking, |_| {}).unwrap();
     let specs = [
-        UnitSpec { unit: UnitId::domain(9), method: "dns-cname-token", domains: &d2, provider: Some("aws"), source: UnitSource::Config },
-        UnitSpec { unit: UnitId::order(2), method: "dns-txt-token", domains: &d2, provider: None, source: UnitSource::Config },
-        UnitSpec { unit: UnitId::order(1), method: "dns-txt-token", domains: &d1, provider: None, source: UnitSource::Config },
+        UnitSpec {
+            unit: UnitId::domain(9),
+            method: "dns-cname-token",
+            domains: &d2,
+            provider: Some("aws"),
+            source: UnitSource::Config,
+        },
+        UnitSpec {
+            unit: UnitId::order(2),
+            method: "dns-txt-token",
+            domains: &d2,
+            provider: None,
+            source: UnitSource::Config,
+        },
+        UnitSpec {
+            unit: UnitId::order(1),
+            method: "dns-txt-token",
+            domains: &d1,
+            provider: None,
+            source: UnitSource::Config,
+        },
     ];
     let rows = store.sync_units(&specs).unwrap();
     let got: Vec<_> = rows.iter().map(|r| (r.unit, r.state, r.domains.clone())).collect();
@@ -747,8 +765,16 @@ async fn store_thread_groups_concurrent_writes_into_few_commits() {
     let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
     let units: Vec<UnitId> = (1..=200).map(UnitId::order).collect();
     let names = domains(&["example.com"]);
-    let specs: Vec<UnitSpec<'_>> =
-        units.iter().map(|u| UnitSpec { unit: *u, method: "dns-txt-token", domains: &names, provider: None, source: UnitSource::Config }).collect();
+    let specs: Vec<UnitSpec<'_>> = units
+        .iter()
+        .map(|u| UnitSpec {
+            unit: *u,
+            method: "dns-txt-token",
+            domains: &names,
+            provider: None,
+            source: UnitSource::Config,
+        })
+        .collect();
     store.sync_units(&specs).unwrap();
     let thread = StoreThread::start(store.clone()).unwrap();
 

@@ -110,10 +110,7 @@ pub(super) fn parse(
     let orders = raw.orders.unwrap_or(false);
     let domains = raw.domains.unwrap_or(false);
     if !orders && !domains {
-        warnings.push(src.warning(
-            &span,
-            "[discovery] has neither `orders = true` nor `domains = true`: no scan runs",
-        ));
+        warnings.push(src.warning(&span, "[discovery] has neither `orders = true` nor `domains = true`: no scan runs"));
     }
     let zones = match raw.zones {
         None => None,
@@ -195,8 +192,8 @@ fn product_ids(
     let mut out: Vec<(String, std::ops::Range<usize>)> = Vec::new();
     for value in raw {
         let id = value.get_ref().trim();
-        let valid = !id.is_empty()
-            && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
+        let valid =
+            !id.is_empty() && id.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '_' || c == '-');
         if !valid {
             return Err(src.error(
                 &value.span(),
@@ -293,13 +290,22 @@ mod tests {
             ("[discovery]\norders = true\nset_method = \"email\"\n", (11, 14), "dcvd validates by DNS only"),
             ("[discovery]\norders = true\nset_method = \"dns\"\n", (11, 14), "unknown method \"dns\""),
             ("[discovery]\norders = true\nrevalidate_before = \"soon\"\n", (11, 21), "invalid duration \"soon\""),
-            ("[discovery]\norders = true\nzones = [\"example.com\", \"example.org\"]\n", (11, 25),
-                "zone example.org is served by no provider"),
+            (
+                "[discovery]\norders = true\nzones = [\"example.com\", \"example.org\"]\n",
+                (11, 25),
+                "zone example.org is served by no provider",
+            ),
             ("[discovery]\norders = true\nzones = []\n", (11, 9), "`zones` is empty"),
-            ("[discovery]\norders = true\nproducts = { allow = [\"SSL Plus\"] }\n", (11, 23),
-                "invalid product name id \"SSL Plus\""),
-            ("[discovery]\norders = true\nproducts = { allow = [\"a\"], deny = [\"a\"] }\n", (11, 37),
-                "both allowed and denied"),
+            (
+                "[discovery]\norders = true\nproducts = { allow = [\"SSL Plus\"] }\n",
+                (11, 23),
+                "invalid product name id \"SSL Plus\"",
+            ),
+            (
+                "[discovery]\norders = true\nproducts = { allow = [\"a\"], deny = [\"a\"] }\n",
+                (11, 37),
+                "both allowed and denied",
+            ),
             ("[discovery]\norders = true\ncontainers = [0]\n", (11, 15), "must be a positive integer"),
             ("[discovery]\norders = true\nexclude = { orders = [0] }\n", (11, 23), "`exclude.orders`"),
             ("[discovery]\norders = true\nexclude = [1]\n", (11, 12), "invalid type"),

@@ -48,9 +48,9 @@ use secrecy::SecretString;
 use serde::Deserialize;
 
 pub use azure::AzureConfig;
+pub use discovery::{DEFAULT_REVALIDATE_BEFORE, Discovery};
 pub use env::Environment;
 pub use error::{ConfigError, Location};
-pub use discovery::{DEFAULT_REVALIDATE_BEFORE, Discovery};
 pub use notify::Notify;
 
 pub use crate::store::UnitSource;
@@ -134,11 +134,7 @@ impl Config {
     /// configured unit has is dropped (the TOML wins). `rediscovered` lists discovered units to
     /// start over if they ended (see [`Config::rediscovered`]).
     #[must_use]
-    pub fn with_discovered(
-        mut self,
-        discovered: Vec<Unit>,
-        rediscovered: std::collections::HashSet<UnitKey>,
-    ) -> Self {
+    pub fn with_discovered(mut self, discovered: Vec<Unit>, rediscovered: std::collections::HashSet<UnitKey>) -> Self {
         self.units.retain(|u| u.source == UnitSource::Config);
         let configured: std::collections::HashSet<UnitKey> = self.units.iter().map(|u| u.key).collect();
         self.units.extend(discovered.into_iter().filter(|u| !configured.contains(&u.key)));

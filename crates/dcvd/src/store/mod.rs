@@ -217,8 +217,7 @@ impl Store {
         domains: &[String],
         provider: Option<&str>,
     ) -> Result<UnitRow, StoreError> {
-        let mut rows =
-            self.sync_units(&[UnitSpec { unit, method, domains, provider, source: UnitSource::Config }])?;
+        let mut rows = self.sync_units(&[UnitSpec { unit, method, domains, provider, source: UnitSource::Config }])?;
         Ok(rows.remove(0))
     }
 
