@@ -808,3 +808,21 @@ async fn store_thread_groups_concurrent_writes_into_few_commits() {
             .all(|r| r.state == UnitState::TokenIssued && r.token.as_deref() == Some("tok"))
     );
 }
+
+/// A unit's source is stored and follows the configuration: a discovered unit that the TOML
+/// lists later becomes `config`; the database refuses any other value.
+#[test]
+fn unit_source_is_stored_and_follows_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let names = domains(&["example.com"]);
+    let spec =
+        |source| UnitSpec { unit: UnitId::order(7), method: "dns-txt-token", domains: &names, provider: None, source };
+    let rows = store.sync_units(&[spec(UnitSource::Discovered)]).unwrap();
+    assert_eq!(rows[0].source, UnitSource::Discovered);
+    assert_eq!(store.unit(UnitId::order(7)).unwrap().unwrap().source, UnitSource::Discovered);
+    store.sync_units(&[spec(UnitSource::Config)]).unwrap();
+    assert_eq!(store.unit(UnitId::order(7)).unwrap().unwrap().source, UnitSource::Config);
+    let err = raw(dir.path()).execute("UPDATE units SET source = 'toml' WHERE id = 7", []);
+    assert!(err.is_err(), "the CHECK constraint refuses an unknown source");
+}

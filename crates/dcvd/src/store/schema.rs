@@ -175,6 +175,22 @@ mod tests {
         assert_eq!(row, (7, "new".to_owned()));
     }
 
+    /// Units stored before the `source` column existed (schema version 1) read as `config`.
+    #[test]
+    fn units_of_version_1_get_source_config() {
+        let mut conn = memory();
+        migrate(&mut conn, &MIGRATIONS[..1], Path::new("t")).unwrap();
+        conn.execute(
+            "INSERT INTO units (kind, id, state, method, domains, state_since, created_at, updated_at) \
+             VALUES ('order', 1, 'pending', 'dns-txt-token', '[]', 0, 0, 0)",
+            [],
+        )
+        .unwrap();
+        assert_eq!(migrate(&mut conn, MIGRATIONS, Path::new("t")).unwrap(), (1, current_version()));
+        let source: String = conn.query_row("SELECT source FROM units WHERE id = 1", [], |r| r.get(0)).unwrap();
+        assert_eq!(source, "config");
+    }
+
     /// A failing step rolls back completely: neither its tables nor the version bump remain.
     #[test]
     fn failing_step_leaves_previous_version() {
