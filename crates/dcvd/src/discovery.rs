@@ -535,6 +535,105 @@ mod tests {
         assert!(!order_facts(&v).dcv_done, "no per-name entries: not known to be done");
     }
 
+    /// An in-process simulator, a configuration whose provider serves `example.com`, and a
+    /// client that does not retry (a failed list call fails the scan at once).
+    async fn account(extra: &str) -> (certcentral_sim::Sim, certcentral_sim::RunningSim, Config, Client) {
+        let sim = certcentral_sim::Sim::new(certcentral_sim::SimConfig {
+            api_key: "discovery-unit-test".into(),
+            ..Default::default()
+        });
+        let running = sim.clone().spawn("127.0.0.1:0".parse().unwrap()).await.unwrap();
+        let text = format!(
+            "[certcentral]\nbase_url = \"{}\"\napi_key_env = \"KEY\"\n\n[providers.dns]\ntype = \"memory\"\n\
+             zones = [\"example.com\"]\n\n[discovery]\norders = true\ndomains = true\n{extra}",
+            running.base_url
+        );
+        let env = crate::config::Environment::isolated().with_var("KEY", "discovery-unit-test");
+        let config = Config::from_toml_with(&text, std::path::Path::new("t.toml"), &env).unwrap();
+        let mut cc = certcentral::ClientConfig::new(running.base_url.clone(), "discovery-unit-test".to_string().into());
+        cc.allow_insecure_http = true;
+        cc.retry = certcentral::RetryPolicy::new(1, Duration::from_millis(10), Duration::from_millis(10));
+        (sim, running, config, certcentral::Client::new(cc).unwrap())
+    }
+
+    fn keys(config: &Config) -> Vec<UnitKey> {
+        let mut k: Vec<UnitKey> =
+            config.units.iter().filter(|u| u.source == UnitSource::Discovered).map(|u| u.key).collect();
+        k.sort();
+        k
+    }
+
+    /// A domain that was revalidated leaves the set; when it is due again it comes back as
+    /// "rediscovered" (so a unit of it that ended starts over), exactly once.
+    #[tokio::test]
+    async fn a_domain_due_again_is_rediscovered() {
+        let (sim, _running, config, client) = account("").await;
+        sim.add_domain(
+            certcentral_sim::NewDomain::new(1, "a.example.com").validated("ov", Utc::now() + Days::days(10)),
+        );
+        let mut scanner = Scanner::new();
+        let (units, again) = scanner.scan(&config, config.discovery.as_ref().unwrap(), &client).await;
+        assert_eq!(units.iter().map(|u| u.key).collect::<Vec<_>>(), [UnitKey::Domain(1)]);
+        assert_eq!(units[0].submit, ["ov"]);
+        assert_eq!(again, [UnitKey::Domain(1)].into(), "new to this process");
+        let (_, again) = scanner.scan(&config, config.discovery.as_ref().unwrap(), &client).await;
+        assert!(again.is_empty(), "still in the set: not rediscovered");
+        let revalidated = certcentral_sim::DomainPatch {
+            validations: [("ov".to_string(), Some(Utc::now() + Days::days(300)))].into(),
+            ..Default::default()
+        };
+        sim.update_domain(1, revalidated).unwrap();
+        let (units, _) = scanner.scan(&config, config.discovery.as_ref().unwrap(), &client).await;
+        assert!(units.is_empty(), "validated for 300 days: not due");
+        let due = certcentral_sim::DomainPatch {
+            validations: [("ov".to_string(), Some(Utc::now() + Days::days(5)))].into(),
+            ..Default::default()
+        };
+        sim.update_domain(1, due).unwrap();
+        let (units, again) = scanner.scan(&config, config.discovery.as_ref().unwrap(), &client).await;
+        assert_eq!((units.len(), again), (1, [UnitKey::Domain(1)].into()));
+        assert_eq!(scanner.last_report.info_calls, 0, "listed validations need no Domain info");
+    }
+
+    /// A failed list keeps the previous units of that kind only; the next good scan replaces them.
+    /// Known candidates and ids the TOML lists cost no info call.
+    #[tokio::test]
+    async fn a_failed_list_keeps_the_previous_units_and_known_candidates_cost_nothing() {
+        let (sim, _running, config, client) =
+            account("\n[[order]]\nid = 3\nmethod = \"dns-txt-token\"\ndomains = [\"c.example.com\"]\n").await;
+        sim.add_order(certcentral_sim::NewOrder::new(1, &["a.example.com"]));
+        sim.add_order(certcentral_sim::NewOrder::new(2, &["b.example.org"]));
+        sim.add_order(certcentral_sim::NewOrder::new(3, &["c.example.com"]));
+        sim.add_domain(certcentral_sim::NewDomain::new(9, "d.example.com").pending("ev"));
+        let mut scanner = Scanner::new();
+        let config = scanner.apply(config, &client).await;
+        assert_eq!(keys(&config), [UnitKey::Order(1), UnitKey::Domain(9)]);
+        assert_eq!(config.unit(UnitKey::Domain(9)).unwrap().submit, ["ev"]);
+        assert_eq!(config.unit(UnitKey::Order(3)).unwrap().source, UnitSource::Config, "the TOML wins");
+        let r = scanner.last_report.clone();
+        assert_eq!((r.list_calls, r.info_calls), (2, 2), "order 1's validation status, domain 9's info");
+        let stats = sim.stats();
+        assert!(!stats.order_calls.contains_key(&2) && !stats.order_calls.contains_key(&3), "{:?}", stats.order_calls);
+
+        let mut faults = certcentral_sim::FaultConfig::default();
+        faults
+            .endpoints
+            .insert("list_orders".into(), certcentral_sim::FaultRule { error_503: 1.0, ..Default::default() });
+        sim.set_faults(faults);
+        sim.add_order(certcentral_sim::NewOrder::new(4, &["e.example.com"]));
+        let config = scanner.apply(config, &client).await;
+        assert!(scanner.last_report.failed);
+        assert_eq!(keys(&config), [UnitKey::Order(1), UnitKey::Domain(9)], "order 1 kept through the outage");
+
+        sim.set_faults(certcentral_sim::FaultConfig::default());
+        sim.update_order(1, certcentral_sim::OrderPatch { status: Some("issued".into()), ..Default::default() })
+            .unwrap();
+        let config = scanner.apply(config, &client).await;
+        assert_eq!(keys(&config), [UnitKey::Order(4), UnitKey::Domain(9)], "1 left the pending list, 4 is new");
+        let r = scanner.last_report.clone();
+        assert_eq!((r.list_calls, r.info_calls, r.failed), (2, 1, false), "only order 4 is new");
+    }
+
     #[test]
     fn order_names_drop_blanks_and_fall_back_to_the_common_name() {
         let mut o: OrderSummary = serde_json::from_value(serde_json::json!({
