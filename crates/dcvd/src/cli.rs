@@ -292,8 +292,21 @@ async fn run(path: &Path, mode: Mode) -> ExitCode {
     }
 }
 
-/// Loads the configuration again for a reload; an invalid one is logged with its position.
-pub fn reload_config(path: &Path) -> Option<Config> {
+/// Loads the configuration again for a reload, on a blocking thread (file reads and host-name
+/// resolution must not stall a tokio worker); an invalid one is logged with its position.
+pub async fn reload_config(path: &Path) -> Option<Config> {
+    let owned = path.to_owned();
+    let span = tracing::Span::current();
+    match tokio::task::spawn_blocking(move || span.in_scope(|| load_for_reload(&owned))).await {
+        Ok(config) => config,
+        Err(e) => {
+            error!(error = %e, "reading the new configuration failed; keeping the running one");
+            None
+        }
+    }
+}
+
+fn load_for_reload(path: &Path) -> Option<Config> {
     match Config::load(path) {
         Ok(cfg) => {
             for w in &cfg.warnings {
@@ -322,7 +335,7 @@ fn spawn_signal_handlers(path: PathBuf, tx: mpsc::Sender<Control>) {
                 _ = hup.recv() => {
                     info!(config = %path.display(), "SIGHUP: reloading configuration");
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                    if let Some(cfg) = reload_config(&path) {
+                    if let Some(cfg) = reload_config(&path).await {
                         let _ = tx.send(Control::Reload { config: Box::new(cfg), retry_failed: true }).await;
                     }
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

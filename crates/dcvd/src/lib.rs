@@ -26,6 +26,7 @@ pub mod demo;
 pub mod discovery;
 pub mod engine;
 pub mod logging;
+pub mod machine;
 pub mod metrics;
 pub mod notify;
 pub mod providers;

@@ -74,12 +74,18 @@ pub struct Metrics {
     token_expiry: Family<UnitLabel, Gauge>,
     live_records: Family<RecordLabel, Gauge>,
     last_successful_check: Gauge,
+    scheduler_units: Family<PlaceLabel, Gauge>,
     notifications: Family<NotificationLabel, Counter>,
     notifications_dropped: Counter,
     /// Every registered metric and its type, for [`Metrics::sample_names`].
     families: Vec<(&'static str, MetricType)>,
     /// Label sets set by the last [`Metrics::set_store_view`], to drop the ones that vanish.
     store_series: std::sync::Mutex<(Vec<UnitLabel>, Vec<RecordLabel>)>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlaceLabel {
+    place: &'static str,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -169,6 +175,15 @@ impl Metrics {
              process until then)",
             last_successful_check.clone(),
         );
+        let scheduler_units = Family::<PlaceLabel, Gauge>::default();
+        register(
+            &mut registry,
+            &mut families,
+            "scheduler_units",
+            "Units with work left, by place: running (a task acting for the unit) or waiting (a timer \
+             entry until its next check or retry)",
+            scheduler_units.clone(),
+        );
         let notifications = Family::<NotificationLabel, Counter>::default();
         register(
             &mut registry,
@@ -206,6 +221,7 @@ impl Metrics {
             token_expiry,
             live_records,
             last_successful_check,
+            scheduler_units,
             notifications,
             notifications_dropped,
             families,
@@ -334,6 +350,12 @@ impl Metrics {
     /// Records how long validation took.
     pub fn observe_validation(&self, d: Duration) {
         self.validation.observe(d.as_secs_f64());
+    }
+
+    /// Sets how many units run as tasks and how many wait in the timer queue.
+    pub fn set_scheduler_units(&self, running: usize, waiting: usize) {
+        self.scheduler_units.get_or_create(&PlaceLabel { place: "running" }).set(running as i64);
+        self.scheduler_units.get_or_create(&PlaceLabel { place: "waiting" }).set(waiting as i64);
     }
 
     /// Sets the units-by-state gauges.
@@ -480,6 +502,9 @@ mod tests {
             state_since: 0,
             created_at: 0,
             updated_at: 0,
+            negative_ttl_ms: None,
+            method_switched: false,
+            transient_failures: 0,
             source: crate::store::UnitSource::Config,
         }
     }
@@ -491,7 +516,7 @@ mod tests {
             provider: provider.into(),
             zone: "example.com".into(),
             name: "_dnsauth.example.com".into(),
-            rtype: "TXT".into(),
+            rtype: dns_provider::RecordType::Txt,
             value: "tok".into(),
             ttl: 60,
             provider_id: None,

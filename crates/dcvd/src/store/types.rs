@@ -1,5 +1,6 @@
 //! The values the store keeps: units of work, their states, and the DNS records published for them.
 
+use dns_provider::RecordType;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -318,6 +319,13 @@ pub struct UnitRow {
     pub created_at: i64,
     /// Last write.
     pub updated_at: i64,
+    /// The zones' largest negative TTL (SOA minimum) seen during propagation, in milliseconds:
+    /// the first check after "not found" waits at least this long, also after a restart.
+    pub negative_ttl_ms: Option<u64>,
+    /// Whether dcvd already switched the order's DCV method at DigiCert (done once per unit).
+    pub method_switched: bool,
+    /// Consecutive retryable failures of the current step, for its backoff.
+    pub transient_failures: u32,
     /// Where the unit comes from (the configuration or a discovery scan).
     pub source: UnitSource,
 }
@@ -336,7 +344,7 @@ pub struct RecordRow {
     /// Absolute owner name.
     pub name: String,
     /// `TXT` or `CNAME`.
-    pub rtype: String,
+    pub rtype: RecordType,
     /// Record data exactly as published (TXT text or CNAME target).
     pub value: String,
     /// TTL in seconds.
@@ -363,7 +371,7 @@ pub struct NewRecord {
     /// Absolute owner name.
     pub name: String,
     /// `TXT` or `CNAME`.
-    pub rtype: String,
+    pub rtype: RecordType,
     /// Record data (TXT text or CNAME target).
     pub value: String,
     /// TTL in seconds.
