@@ -459,6 +459,7 @@ mod tests {
             negative_ttl_ms: None,
             method_switched: false,
             transient_failures: 0,
+            source: crate::store::UnitSource::Config,
         }
     }
 

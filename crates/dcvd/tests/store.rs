@@ -115,7 +115,13 @@ fn group_commits_until_killed(store: Store) -> ! {
     let units: Vec<UnitId> = (1..=GROUP_UNITS).map(UnitId::order).collect();
     let specs: Vec<UnitSpec<'_>> = units
         .iter()
-        .map(|u| UnitSpec { unit: *u, method: "dns-txt-token", domains: &specs_domains, provider: None })
+        .map(|u| UnitSpec {
+            unit: *u,
+            method: "dns-txt-token",
+            domains: &specs_domains,
+            provider: None,
+            source: UnitSource::Config,
+        })
         .collect();
     store.sync_units(&specs).unwrap();
     println!("{CHILD_READY}");
