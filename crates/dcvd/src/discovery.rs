@@ -634,6 +634,42 @@ mod tests {
         assert_eq!((r.list_calls, r.info_calls, r.failed), (2, 1, false), "only order 4 is new");
     }
 
+    /// Product, container and `exclude` filters and the zone filter reject orders and domains
+    /// before any info call.
+    #[tokio::test]
+    async fn filters_reject_before_any_info_call() {
+        let (sim, _running, config, client) = account(
+            "zones = [\"shop.example.com\"]\nproducts = { deny = [\"ssl_ev_basic\"] }\ncontainers = [5]\n\
+             exclude = { orders = [4], domains = [8] }\n",
+        )
+        .await;
+        let order = |id: u64, name: &str| certcentral_sim::NewOrder::new(id, &[name]).with_container(5);
+        sim.add_order(order(1, "a.shop.example.com"));
+        sim.add_order(certcentral_sim::NewOrder {
+            product_name_id: Some("ssl_ev_basic".into()),
+            ..order(2, "b.shop.example.com")
+        });
+        sim.add_order(certcentral_sim::NewOrder::new(3, &["c.shop.example.com"]).with_container(6));
+        sim.add_order(order(4, "d.shop.example.com"));
+        sim.add_order(order(5, "www.example.com")); // outside `zones`
+        let due = || Utc::now() + Days::days(3);
+        sim.add_domain(
+            certcentral_sim::NewDomain::new(7, "x.shop.example.com").with_container(5).validated("ov", due()),
+        );
+        sim.add_domain(
+            certcentral_sim::NewDomain::new(8, "y.shop.example.com").with_container(5).validated("ov", due()),
+        );
+        sim.add_domain(certcentral_sim::NewDomain::new(9, "z.shop.example.com").with_container(6).pending("ov"));
+        let mut scanner = Scanner::new();
+        // exact scope: with base, every name here is validated at example.com, outside `zones`
+        sim.set_validation_scope(ValidationScope::Exact);
+        let config = scanner.apply(config, &client).await;
+        assert_eq!(keys(&config), [UnitKey::Order(1), UnitKey::Domain(7)]);
+        let stats = sim.stats();
+        assert_eq!(stats.order_calls.keys().collect::<Vec<_>>(), [&1], "{:?}", stats.order_calls);
+        assert!(stats.domain_calls.is_empty(), "{:?}", stats.domain_calls);
+    }
+
     #[test]
     fn order_names_drop_blanks_and_fall_back_to_the_common_name() {
         let mut o: OrderSummary = serde_json::from_value(serde_json::json!({
