@@ -178,6 +178,10 @@ async fn check_config(path: &Path, online: bool) -> ExitCode {
     let probe = match cfg.units.first().map(|u| u.key) {
         Some(crate::config::UnitKey::Order(id)) => client.order_info(id).await.map(|_| true),
         Some(crate::config::UnitKey::Domain(id)) => client.domain_info(id).await.map(|_| true),
+        // Discovery alone: the call every scan starts with (one entry).
+        None if cfg.discovery.is_some() => {
+            client.list_orders(&certcentral::OrderFilter::pending(), 0, 1).await.map(|_| true)
+        }
         None => Ok(false),
     };
     match probe {

@@ -306,4 +306,17 @@ async fn set_method_switches_email_orders_to_dns() {
     let u = units(&dcvd);
     assert_eq!(u.len(), 3, "{u:?}");
     assert!(u.values().all(|(state, source)| state == "cleaned_up" && source == "discovered"), "{u:?}");
+
+    // `check-config` shows the section; `--online` with discovery alone checks the key with the
+    // call a scan starts with.
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_dcvd"))
+        .args(["check-config", "--online", "--config"])
+        .arg(dcvd.config_path())
+        .output()
+        .expect("run dcvd check-config");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(stdout.contains("discovery: orders on, domains off, set_method dns-txt-token"), "{stdout}");
+    assert!(stdout.contains(&format!("certcentral {}: ok", sim.base_url)), "{stdout}");
+    assert_eq!(sim.stats().await.calls.get("list_orders"), Some(&2), "one List orders more");
 }
