@@ -128,7 +128,10 @@ async fn discovery_runs_exactly_the_pending_work_of_managed_zones() {
         hook_log.display(),
         order_toml(101, "dns-txt-token", &["www.example.com"]),
     );
-    let text = dcvd.config(&sim, bind.port(), &rest).replace("[daemon]\n", "[daemon]\nrescan = \"off\"\n");
+    let metrics_port = test_support::ports::free_port();
+    let text = dcvd
+        .config(&sim, bind.port(), &rest)
+        .replace("[daemon]\n", &format!("[daemon]\nrescan = \"off\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\"\n"));
     dcvd.write_config(&text);
     let mut child = dcvd.spawn(&["run"]);
 
@@ -246,6 +249,15 @@ async fn discovery_runs_exactly_the_pending_work_of_managed_zones() {
     }
     for id in [201, 203] {
         assert_eq!(after[&("domain".to_string(), id)].0, "cleaned_up", "domain {id}");
+    }
+    let metrics = reqwest::get(format!("http://127.0.0.1:{metrics_port}/metrics"))
+        .await
+        .expect("GET /metrics")
+        .text()
+        .await
+        .expect("metrics body");
+    for line in ["dcvd_discovery_scans_total{result=\"ok\"} 2", "dcvd_discovery_scans_total{result=\"failed\"} 1"] {
+        assert!(metrics.lines().any(|l| l == line), "{line} missing from:\n{metrics}");
     }
     signal(&child, "TERM");
     let status = dcvd.wait(child, Duration::from_secs(30), "dcvd run").await;

@@ -197,6 +197,7 @@ pub async fn run(
     let mut scanner = crate::discovery::Scanner::new();
     if env.config.discovery.is_some() {
         env.config = Arc::new(scanner.apply((*env.config).clone(), &env.client).await);
+        metrics.observe_discovery_scan(scanner.last_report.failed);
     }
     sync_in_thread(&store, &env.config, true).await?;
     let mut env = Arc::new(env);
@@ -316,6 +317,9 @@ async fn reload(
     // client (the same one, and so the same limiter, unless [certcentral] changed).
     if new.config.discovery.is_some() || env.config.discovery.is_some() {
         new.config = Arc::new(scanner.apply((*new.config).clone(), &new.client).await);
+        if new.config.discovery.is_some() {
+            env.metrics.observe_discovery_scan(scanner.last_report.failed);
+        }
     }
     // Only once everything built: a provider that fails to build leaves the old config running.
     sync_in_thread(&env.store, &new.config, retry_failed).await?;
