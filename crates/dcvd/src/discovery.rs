@@ -41,6 +41,13 @@ pub const DOMAIN_INFO_TTL: Duration = Duration::from_secs(24 * 3600);
 /// Info calls in flight at once during a scan (each still waits for the rate limiter).
 const INFO_CONCURRENCY: usize = 8;
 
+/// Info calls one scan may make once the daemon runs (rescan, SIGHUP): one burst of DigiCert's
+/// 100-per-5-seconds window. A reload scan runs in the engine's control loop, which also starts
+/// waiting units when their next check is due, so a long scan would delay those checks; the
+/// candidates beyond the budget are asked about at the next scans. The scan at start has no
+/// budget (nothing runs yet).
+pub const RELOAD_INFO_BUDGET: usize = 100;
+
 /// What one scan did and cost.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ScanReport {
@@ -60,6 +67,8 @@ pub struct ScanReport {
     pub domain_units: usize,
     /// Whether a list call failed (the previous units of that kind were kept).
     pub failed: bool,
+    /// New candidates left for a later scan because the info budget was spent.
+    pub deferred: usize,
 }
 
 /// What Order validation status said about an order.
@@ -88,6 +97,8 @@ pub struct Scanner {
     last_domains: Option<Vec<Unit>>,
     /// The last scan's report.
     pub last_report: ScanReport,
+    /// Info calls one scan may make (`None`: no limit); see [`RELOAD_INFO_BUDGET`].
+    pub info_budget: Option<usize>,
 }
 
 impl Scanner {
@@ -100,7 +111,7 @@ impl Scanner {
     /// when it has no `[discovery]` section.
     pub async fn apply(&mut self, config: Config, client: &Client) -> Config {
         let Some(settings) = config.discovery.clone() else {
-            *self = Self::default();
+            *self = Self { info_budget: self.info_budget, ..Self::default() };
             return config.with_discovered(Vec::new(), HashSet::new());
         };
         let (units, rediscovered) = self.scan(&config, &settings, client).await;
@@ -153,6 +164,7 @@ impl Scanner {
             list_calls = report.list_calls,
             info_calls = report.info_calls,
             method_changes = report.method_changes,
+            deferred = report.deferred,
             elapsed_ms = started.elapsed().as_millis() as u64,
             "discovery scan"
         );
@@ -200,6 +212,7 @@ impl Scanner {
             .collect();
         let unknown: Vec<u64> =
             candidates.iter().map(|(o, _)| o.id).filter(|id| !self.orders.contains_key(id)).collect();
+        let unknown = self.within_budget(unknown, report);
         let answers = fetch_all(client, unknown, |c, id| async move { c.order_validation(id).await }).await;
         for (id, answer) in answers {
             report.info_calls += 1;
@@ -316,6 +329,7 @@ impl Scanner {
             .filter(|(d, _)| d.validations.is_empty() && !self.domains.contains_key(&d.id))
             .map(|(d, _)| d.id)
             .collect();
+        let unknown = self.within_budget(unknown, report);
         let answers = fetch_all(client, unknown, |c, id| async move { c.domain_info(id).await }).await;
         for (id, answer) in answers {
             report.info_calls += 1;
@@ -362,6 +376,20 @@ impl Scanner {
             });
         }
         Some(units)
+    }
+}
+
+impl Scanner {
+    /// The ids the info budget still allows this scan (the rest are counted as deferred).
+    fn within_budget(&self, mut ids: Vec<u64>, report: &mut ScanReport) -> Vec<u64> {
+        if let Some(budget) = self.info_budget {
+            let left = budget.saturating_sub(report.info_calls as usize);
+            if ids.len() > left {
+                report.deferred += ids.len() - left;
+                ids.truncate(left);
+            }
+        }
+        ids
     }
 }
 
@@ -632,6 +660,27 @@ mod tests {
         assert_eq!(keys(&config), [UnitKey::Order(4), UnitKey::Domain(9)], "1 left the pending list, 4 is new");
         let r = scanner.last_report.clone();
         assert_eq!((r.list_calls, r.info_calls, r.failed), (2, 1, false), "only order 4 is new");
+    }
+
+    /// With an info budget, new candidates beyond it wait for the next scans; known ones cost
+    /// nothing, so every candidate is found after a few scans.
+    #[tokio::test]
+    async fn the_info_budget_defers_new_candidates_to_later_scans() {
+        let (sim, _running, config, client) = account("").await;
+        for id in 1..=5 {
+            sim.add_order(certcentral_sim::NewOrder::new(id, &[&format!("o{id}.example.com")]));
+        }
+        sim.add_domain(certcentral_sim::NewDomain::new(9, "d.example.com").pending("ov"));
+        let mut scanner = Scanner { info_budget: Some(2), ..Scanner::new() };
+        let config = scanner.apply(config, &client).await;
+        assert_eq!(keys(&config), [UnitKey::Order(1), UnitKey::Order(2)]);
+        assert_eq!((scanner.last_report.info_calls, scanner.last_report.deferred), (2, 4));
+        let config = scanner.apply(config, &client).await;
+        assert_eq!(keys(&config).len(), 4);
+        let config = scanner.apply(config, &client).await;
+        assert_eq!(keys(&config).len(), 6, "{:?}", keys(&config));
+        assert_eq!((scanner.last_report.info_calls, scanner.last_report.deferred), (2, 0), "order 5, domain 9");
+        assert_eq!(sim.stats().calls.get("order_validation"), Some(&5), "each order asked about once");
     }
 
     /// Product, container and `exclude` filters and the zone filter reject orders and domains

@@ -199,6 +199,9 @@ pub async fn run(
         env.config = Arc::new(scanner.apply((*env.config).clone(), &env.client).await);
         metrics.observe_discovery_scan(scanner.last_report.failed);
     }
+    // Later scans run in the control loop, which starts waiting units when their check is due:
+    // bound how long one can take (new candidates beyond the budget wait for the next scan).
+    scanner.info_budget = Some(crate::discovery::RELOAD_INFO_BUDGET);
     sync_in_thread(&store, &env.config, true).await?;
     let mut env = Arc::new(env);
     observer.ready();
