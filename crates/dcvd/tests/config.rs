@@ -875,7 +875,7 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(p.check, PropagationMode::Authoritative);
     assert_eq!(p.nameserver_port, 53);
     assert_eq!(p.poll_min, Duration::from_millis(250));
-    assert_eq!(p.poll_max, Duration::from_secs(10));
+    assert_eq!(p.poll_max, Duration::from_secs(2));
     assert_eq!(p.timeout, Duration::from_secs(3600));
     assert_eq!(p.max_queries_per_second, 200);
 

@@ -299,7 +299,7 @@ impl Default for Propagation {
             check: PropagationMode::Authoritative,
             nameserver_port: 53,
             poll_min: Duration::from_millis(250),
-            poll_max: Duration::from_secs(10),
+            poll_max: Duration::from_secs(2),
             timeout: Duration::from_secs(3600),
             max_queries_per_second: 200,
         }
