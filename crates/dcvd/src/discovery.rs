@@ -14,9 +14,9 @@
 //! List orders carries no DCV method, so a new candidate costs one Order validation status call
 //! (`GET /order/certificate/{id}/validation`: method, scope and per-name DCV status, documented);
 //! List domains lists active validations only, so a domain without any costs one Domain info
-//! call. What a call taught is kept in memory between scans (for domains without a validation,
-//! [`DOMAIN_INFO_TTL`]), so a scan of an account whose candidates are all known costs the list
-//! calls only. Entries outside the filters (zones no provider serves, products, containers,
+//! call. What a call taught is kept in memory between scans (an answer that made no unit, such
+//! as an email order or a domain without a pending validation, for [`INFO_TTL`]), so a scan of
+//! an account whose candidates are all known costs the list calls only. Entries outside the filters (zones no provider serves, products, containers,
 //! excluded ids, ids a TOML unit has) cost no call at all.
 //!
 //! A list call that fails keeps the previous scan's units of that kind: a CertCentral outage
@@ -34,9 +34,9 @@ use tracing::{debug, info, warn};
 
 use crate::config::{Config, Discovery, Method, Unit, UnitKey, UnitSource};
 
-/// How long what Domain info said about a domain without an active validation is trusted (a
-/// validation submitted later in CertCentral's UI is seen after at most this long).
-pub const DOMAIN_INFO_TTL: Duration = Duration::from_secs(24 * 3600);
+/// How long an info answer that made no unit is trusted: an order switched to a DNS method, or a
+/// domain submitted for validation, in CertCentral's UI is seen after at most this long.
+pub const INFO_TTL: Duration = Duration::from_secs(24 * 3600);
 
 /// Info calls in flight at once during a scan (each still waits for the rate limiter).
 const INFO_CONCURRENCY: usize = 8;
@@ -77,6 +77,17 @@ struct OrderFacts {
     method: Option<DcvMethod>,
     scope: Option<ValidationScope>,
     dcv_done: bool,
+    asked_at: Instant,
+}
+
+impl OrderFacts {
+    /// Whether the answer is still trusted: one that makes a unit (a DNS method, DCV not done)
+    /// stays true while the order is pending (dcvd's own switch updates it); others may change
+    /// in CertCentral's UI and are asked again after [`INFO_TTL`].
+    fn fresh(&self, now: Instant) -> bool {
+        (self.method.as_ref().and_then(dns_method).is_some() && !self.dcv_done)
+            || now.duration_since(self.asked_at) < INFO_TTL
+    }
 }
 
 /// What Domain info said about a domain without an active validation.
@@ -191,7 +202,8 @@ impl Scanner {
         let configured: HashSet<UnitKey> =
             config.units.iter().filter(|u| u.source == UnitSource::Config).map(|u| u.key).collect();
         let pending: HashSet<u64> = listing.items.iter().map(|o| o.id).collect();
-        self.orders.retain(|id, _| pending.contains(id));
+        let now = Instant::now();
+        self.orders.retain(|id, f| pending.contains(id) && f.fresh(now));
 
         // Entries the filters reject cost nothing; the rest need their method once.
         let candidates: Vec<(OrderSummary, Vec<String>)> = listing
@@ -309,7 +321,7 @@ impl Scanner {
             config.units.iter().filter(|u| u.source == UnitSource::Config).map(|u| u.key).collect();
         let listed: HashSet<u64> = listing.items.iter().map(|d| d.id).collect();
         let now_instant = Instant::now();
-        self.domains.retain(|id, f| listed.contains(id) && now_instant.duration_since(f.asked_at) < DOMAIN_INFO_TTL);
+        self.domains.retain(|id, f| listed.contains(id) && now_instant.duration_since(f.asked_at) < INFO_TTL);
         let horizon = chrono::Utc::now()
             + chrono::Duration::from_std(settings.revalidate_before).unwrap_or_else(|_| chrono::Duration::days(30));
 
@@ -432,7 +444,7 @@ fn order_facts(v: &OrderValidation) -> OrderFacts {
                 Some("approved" | "valid" | "complete")
             )
         });
-    OrderFacts { method: v.order_dcv_method.clone(), scope, dcv_done }
+    OrderFacts { method: v.order_dcv_method.clone(), scope, dcv_done, asked_at: Instant::now() }
 }
 
 /// The OV/EV validation types of `domain` that are pending, expired, or end by `horizon` (the
@@ -542,6 +554,20 @@ mod tests {
         assert_eq!(due_kinds(&pending, horizon), vec!["ov", "ev"]);
         // other validation types are not dcvd's business
         assert!(due_kinds(&domain(vec![validation("cs", "pending", None)], None), horizon).is_empty());
+    }
+
+    /// Answers that made a unit are kept while the order is pending; the others (an email
+    /// order, a completed DCV) are asked again after a day.
+    #[test]
+    fn order_facts_that_made_no_unit_expire() {
+        let asked = Instant::now();
+        let facts = |method, dcv_done| OrderFacts { method: Some(method), scope: None, dcv_done, asked_at: asked };
+        let later = asked + INFO_TTL + Duration::from_secs(1);
+        assert!(facts(DcvMethod::DnsTxtToken, false).fresh(later));
+        for f in [facts(DcvMethod::Email, false), facts(DcvMethod::DnsCnameToken, true)] {
+            assert!(f.fresh(asked + Duration::from_secs(3600)), "{f:?}");
+            assert!(!f.fresh(later), "{f:?}");
+        }
     }
 
     #[test]
