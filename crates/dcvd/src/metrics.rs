@@ -74,6 +74,7 @@ pub struct Metrics {
     provider_calls: Family<ProviderLabel, Counter>,
     propagation: Histogram,
     validation: Histogram,
+    change_sync: Family<ProviderNameLabel, Histogram, fn() -> Histogram>,
     rate_limit_wait: Counter<f64, AtomicU64>,
     account_condition: Family<ConditionLabel, Gauge>,
     token_expiry: Family<UnitLabel, Gauge>,
@@ -92,6 +93,15 @@ pub struct Metrics {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PlaceLabel {
     place: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderNameLabel {
+    provider: String,
+}
+
+fn change_sync_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.25, 2.0, 12))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -146,6 +156,17 @@ impl Metrics {
             "validation_seconds",
             "Time from a unit's creation to DigiCert reporting it valid",
             validation.clone(),
+        );
+        let change_sync = Family::<ProviderNameLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            change_sync_histogram as fn() -> Histogram,
+        );
+        register(
+            &mut registry,
+            &mut families,
+            "provider_change_sync_seconds",
+            "Time from the start of the wait until a provider reported a change applied to its name \
+             servers (Route 53 GetChange INSYNC), by provider",
+            change_sync.clone(),
         );
         let rate_limit_wait = Counter::<f64, AtomicU64>::default();
         register(
@@ -234,6 +255,7 @@ impl Metrics {
             provider_calls,
             propagation,
             validation,
+            change_sync,
             rate_limit_wait,
             token_expiry,
             live_records,
@@ -321,6 +343,11 @@ impl Metrics {
                 result: "ok".into(),
             });
         }
+    }
+
+    /// Records how long a provider change took to be applied (Route 53 `INSYNC`).
+    pub fn observe_change_sync(&self, provider: &str, took: Duration) {
+        self.change_sync.get_or_create(&ProviderNameLabel { provider: provider.into() }).observe(took.as_secs_f64());
     }
 
     /// Counts one CertCentral call.
