@@ -118,6 +118,7 @@ pub fn sync_units(store: &Store, config: &Config, retry_failed: bool) -> anyhow:
             method: u.method.as_str(),
             domains: &u.domains,
             provider: u.provider.as_deref(),
+            source: u.source,
         })
         .collect();
     // One transaction (one fsync) for the whole configuration.
@@ -126,6 +127,9 @@ pub fn sync_units(store: &Store, config: &Config, retry_failed: bool) -> anyhow:
             UnitState::Failed | UnitState::Expired => retry_failed,
             // Back in the configuration after it was removed: validate it again.
             UnitState::Removed => true,
+            // A discovered unit that a scan found due again (a domain nearing the end of its
+            // validation once more) validates again.
+            UnitState::CleanedUp => config.rediscovered.contains(&config_key(row.unit)),
             _ => false,
         };
         if restart {
@@ -142,7 +146,16 @@ pub fn sync_units(store: &Store, config: &Config, retry_failed: bool) -> anyhow:
             })?;
         }
     }
-    let present = ids;
+    let mut present = ids;
+    // A discovered unit that DigiCert reports done (the order issued, the domain validated) while
+    // it is still cleaning up leaves the scan's list: let it finish instead of retiring it.
+    if config.discovery.is_some() {
+        let finishing = store
+            .units()?
+            .into_iter()
+            .filter(|r| r.source == crate::store::UnitSource::Discovered && r.state == UnitState::Valid);
+        present.extend(finishing.map(|r| r.unit));
+    }
     for gone in store.mark_missing_from_config(&present)? {
         let _unit = unit::unit_span(gone).entered();
         info!("unit is no longer configured; it will be cleaned up");
@@ -163,7 +176,6 @@ pub async fn run(
 ) -> anyhow::Result<Summary> {
     let store = StoreThread::start(store).context("cannot start the state store's thread")?;
     let config = Arc::new(config);
-    sync_in_thread(&store, &config, true).await?;
     // `dcvd run` pauses every unit while CertCentral refuses the key; `dcvd once` fails them.
     let account = (mode == Mode::Daemon).then(|| Arc::new(AccountGate::new(metrics.clone())));
     let notify_stop = CancellationToken::new();
@@ -180,6 +192,17 @@ pub async fn run(
     }
     let mut env = Env::build_with(config, store.clone(), metrics.clone(), account).await.map_err(SetupError)?;
     env.notifier = notifier;
+    // The first scan goes through the daemon's own client (the one rate limiter), before the
+    // first sync, so discovered units start with the configured ones.
+    let mut scanner = crate::discovery::Scanner::new();
+    if env.config.discovery.is_some() {
+        env.config = Arc::new(scanner.apply((*env.config).clone(), &env.client).await);
+        metrics.observe_discovery_scan(scanner.last_report.failed);
+    }
+    // Later scans run in the control loop, which starts waiting units when their check is due:
+    // bound how long one can take (new candidates beyond the budget wait for the next scan).
+    scanner.info_budget = Some(crate::discovery::RELOAD_INFO_BUDGET);
+    sync_in_thread(&store, &env.config, true).await?;
     let mut env = Arc::new(env);
     observer.ready();
     let stop = CancellationToken::new();
@@ -218,7 +241,7 @@ pub async fn run(
             msg = control.recv() => match msg {
                 None | Some(Control::Stop) => break,
                 Some(Control::Reload { config: new, retry_failed }) => {
-                    match reload(&env, *new, retry_failed).await {
+                    match reload(&env, *new, retry_failed, &mut scanner).await {
                         Ok(new_env) => {
                             // A new CertCentral client (a changed key, URL or limits): running
                             // units must use it too, or a fixed API key would never reach them.
@@ -286,8 +309,21 @@ pub async fn run(
     Ok(summary)
 }
 
-async fn reload(env: &Arc<Env>, config: Config, retry_failed: bool) -> anyhow::Result<Arc<Env>> {
-    let new = env.rebuild(Arc::new(config)).await?;
+async fn reload(
+    env: &Arc<Env>,
+    config: Config,
+    retry_failed: bool,
+    scanner: &mut crate::discovery::Scanner,
+) -> anyhow::Result<Arc<Env>> {
+    let mut new = env.rebuild(Arc::new(config)).await?;
+    // Every reload (SIGHUP, the cron rescan) scans the account, with the new configuration's
+    // client (the same one, and so the same limiter, unless [certcentral] changed).
+    if new.config.discovery.is_some() || env.config.discovery.is_some() {
+        new.config = Arc::new(scanner.apply((*new.config).clone(), &new.client).await);
+        if new.config.discovery.is_some() {
+            env.metrics.observe_discovery_scan(scanner.last_report.failed);
+        }
+    }
     // Only once everything built: a provider that fails to build leaves the old config running.
     sync_in_thread(&env.store, &new.config, retry_failed).await?;
     Ok(Arc::new(new))
@@ -367,9 +403,13 @@ pub async fn cleanup_all(config: Config, store: Arc<Store>, metrics: Arc<Metrics
 
 /// The configured unit for a store id.
 pub fn config_unit(config: &Config, id: UnitId) -> Option<&Unit> {
-    let key = match id.kind {
+    config.unit(config_key(id))
+}
+
+/// The configuration's key of a store id.
+fn config_key(id: UnitId) -> UnitKey {
+    match id.kind {
         UnitKind::Order => UnitKey::Order(id.id),
         UnitKind::Domain => UnitKey::Domain(id.id),
-    };
-    config.unit(key)
+    }
 }
