@@ -202,6 +202,9 @@ pub async fn run(
     // Later scans run in the control loop, which starts waiting units when their check is due:
     // bound how long one can take (new candidates beyond the budget wait for the next scan).
     scanner.info_budget = Some(crate::discovery::RELOAD_INFO_BUDGET);
+    let scanner = Arc::new(tokio::sync::Mutex::new(scanner));
+    let mut reloading: Option<tokio::task::JoinHandle<anyhow::Result<Arc<Env>>>> = None;
+    let mut queued_reload: Option<(Box<Config>, bool)> = None;
     sync_in_thread(&store, &env.config, true).await?;
     let mut env = Arc::new(env);
     observer.ready();
@@ -241,7 +244,21 @@ pub async fn run(
             msg = control.recv() => match msg {
                 None | Some(Control::Stop) => break,
                 Some(Control::Reload { config: new, retry_failed }) => {
-                    match reload(&env, *new, retry_failed, &mut scanner).await {
+                    // One reload at a time, off the loop (its scan may take seconds of rate
+                    // limit): a second one waits for the first; a third replaces the second.
+                    if reloading.is_none() {
+                        reloading = Some(spawn_reload(&env, *new, retry_failed, &scanner));
+                    } else {
+                        queued_reload = Some((new, retry_failed));
+                    }
+                }
+            },
+            reloaded = async { reloading.as_mut().expect("guarded").await }, if reloading.is_some() => {
+                reloading = None;
+                if let Some((new, retry_failed)) = queued_reload.take() {
+                    reloading = Some(spawn_reload(&env, *new, retry_failed, &scanner));
+                }
+                match reloaded.unwrap_or_else(|e| Err(anyhow::anyhow!("reload task: {e}"))) {
                         Ok(new_env) => {
                             // A new CertCentral client (a changed key, URL or limits): running
                             // units must use it too, or a fixed API key would never reach them.
@@ -272,9 +289,8 @@ pub async fn run(
                             info!(units = env.config.units.len(), "configuration reloaded");
                         }
                         Err(e) => error!(error = %format!("{e:#}"), "reload failed; the previous configuration keeps running"),
-                    }
                 }
-            },
+            }
             _ = status_tick.tick() => {
                 if let Ok(counts) = store.read(|s| s.counts_by_state()).await {
                     metrics.set_unit_counts(&counts);
@@ -307,6 +323,20 @@ pub async fn run(
         warn!("notifications still queued after 10 s were dropped");
     }
     Ok(summary)
+}
+
+/// Runs [`reload`] in a task of its own, so the control loop keeps starting due units meanwhile.
+fn spawn_reload(
+    env: &Arc<Env>,
+    config: Config,
+    retry_failed: bool,
+    scanner: &Arc<tokio::sync::Mutex<crate::discovery::Scanner>>,
+) -> tokio::task::JoinHandle<anyhow::Result<Arc<Env>>> {
+    let (env, scanner) = (env.clone(), scanner.clone());
+    tokio::spawn(tracing::Instrument::in_current_span(async move {
+        let mut scanner = scanner.lock().await;
+        reload(&env, config, retry_failed, &mut scanner).await
+    }))
 }
 
 async fn reload(
