@@ -292,10 +292,13 @@ pub async fn run(
                 }
             }
             _ = status_tick.tick() => {
-                if let Ok(counts) = store.read(|s| s.counts_by_state()).await {
-                    metrics.set_unit_counts(&counts);
-                    let line = counts.iter().map(|(s, n)| format!("{}={n}", s.as_str())).collect::<Vec<_>>().join(" ");
-                    observer.status(&line);
+                match store.read(|s| s.counts_by_state()).await {
+                    Ok(counts) => {
+                        metrics.set_unit_counts(&counts);
+                        let line = counts.iter().map(|(s, n)| format!("{}={n}", s.as_str())).collect::<Vec<_>>().join(" ");
+                        observer.status(&line);
+                    }
+                    Err(e) => warn!(error = %e, "cannot count the units by state for the status line"),
                 }
             }
         }
@@ -310,8 +313,9 @@ pub async fn run(
         warn!("some unit tasks did not stop within 10 s; aborting them");
         live.tasks.abort_all();
     }
-    if let Ok(counts) = store.read(|s| s.counts_by_state()).await {
-        metrics.set_unit_counts(&counts);
+    match store.read(|s| s.counts_by_state()).await {
+        Ok(counts) => metrics.set_unit_counts(&counts),
+        Err(e) => warn!(error = %e, "cannot count the units by state at shutdown"),
     }
     let summary = Summary { units: store.read(|s| s.units()).await? };
     // Deliver what is queued (the last units' events) before returning: the senders go with the
