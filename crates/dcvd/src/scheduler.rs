@@ -1,5 +1,6 @@
 //! The `rescan` cron job (tokio-cron-scheduler): re-reads the configuration and order files so
-//! new units are picked up and removed ones cleaned up, without waiting for a SIGHUP.
+//! new units are picked up and removed ones cleaned up, without waiting for a SIGHUP. With
+//! `[discovery]`, the engine scans the CertCentral account on every such reload.
 
 use std::path::PathBuf;
 
@@ -24,7 +25,7 @@ pub async fn start_rescan(expr: Option<&str>, path: PathBuf, tx: mpsc::Sender<Co
         let tx = tx.clone();
         Box::pin(async move {
             debug!(config = %path.display(), "rescan");
-            if let Some(cfg) = crate::cli::reload_config(&path) {
+            if let Some(cfg) = crate::cli::reload_config(&path).await {
                 let _ = tx.send(Control::Reload { config: Box::new(cfg), retry_failed: false }).await;
             }
         })

@@ -1,12 +1,14 @@
-//! The orchestrator: one task per unit (DV order or OV/EV domain) driving the state machine of
-//! [`unit`], supervised by [`run`], which also applies reloads and stops gracefully.
+//! The orchestrator: [`run`] schedules units (DV orders and OV/EV domains), applies reloads and
+//! stops gracefully; [`unit`] executes one unit's effects as [`crate::machine`] decides.
 //!
-//! Concurrency: every unit has its own task, so thousands of units wait for DNS or for their
-//! next DigiCert check without blocking each other; `max_concurrent` bounds the external
+//! Scheduling: a unit that has work runs as a task (at most [`MAX_LIVE_UNITS`] at once); a unit
+//! that waits for its next DigiCert check or a retry costs one timer entry, not a task, so an
+//! account's thousands of waiting units cost little memory. `max_concurrent` bounds the external
 //! operations in flight (API and provider calls), not the waits.
 
 mod account;
 mod env;
+mod timers;
 mod unit;
 
 use std::collections::{HashMap, HashSet};
@@ -26,7 +28,14 @@ pub use env::{Env, build_client, checker_config};
 use crate::config::{Config, Unit, UnitKey};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::store::{Store, StoreThread, UnitId, UnitKind, UnitRow, UnitSpec, UnitState};
+use crate::store::{Store, StoreThread, UnitId, UnitKind, UnitRow, UnitSpec, UnitState, now_millis};
+use timers::Timers;
+use unit::Parked;
+
+/// Units driven as tasks at the same time; more due units wait their turn in due order. A live
+/// unit is usually waiting for DNS propagation (a few KiB); the bound keeps a burst of due units
+/// from costing memory without limit.
+pub const MAX_LIVE_UNITS: usize = 10_000;
 
 /// The configuration could not be turned into working parts (a provider refused its settings):
 /// a configuration error for the command line (exit 78), not a runtime failure.
@@ -109,6 +118,7 @@ pub fn sync_units(store: &Store, config: &Config, retry_failed: bool) -> anyhow:
             method: u.method.as_str(),
             domains: &u.domains,
             provider: u.provider.as_deref(),
+            source: u.source,
         })
         .collect();
     // One transaction (one fsync) for the whole configuration.
@@ -117,6 +127,9 @@ pub fn sync_units(store: &Store, config: &Config, retry_failed: bool) -> anyhow:
             UnitState::Failed | UnitState::Expired => retry_failed,
             // Back in the configuration after it was removed: validate it again.
             UnitState::Removed => true,
+            // A discovered unit that a scan found due again (a domain nearing the end of its
+            // validation once more) validates again.
+            UnitState::CleanedUp => config.rediscovered.contains(&config_key(row.unit)),
             _ => false,
         };
         if restart {
@@ -127,12 +140,22 @@ pub fn sync_units(store: &Store, config: &Config, retry_failed: bool) -> anyhow:
                 r.token_expires_at = None;
                 r.renewals = 0;
                 r.attempts = 0;
+                r.transient_failures = 0;
                 r.last_error = None;
                 r.next_action_at = None;
             })?;
         }
     }
-    let present = ids;
+    let mut present = ids;
+    // A discovered unit that DigiCert reports done (the order issued, the domain validated) while
+    // it is still cleaning up leaves the scan's list: let it finish instead of retiring it.
+    if config.discovery.is_some() {
+        let finishing = store
+            .units()?
+            .into_iter()
+            .filter(|r| r.source == crate::store::UnitSource::Discovered && r.state == UnitState::Valid);
+        present.extend(finishing.map(|r| r.unit));
+    }
     for gone in store.mark_missing_from_config(&present)? {
         let _unit = unit::unit_span(gone).entered();
         info!("unit is no longer configured; it will be cleaned up");
@@ -153,7 +176,6 @@ pub async fn run(
 ) -> anyhow::Result<Summary> {
     let store = StoreThread::start(store).context("cannot start the state store's thread")?;
     let config = Arc::new(config);
-    sync_in_thread(&store, &config, true).await?;
     // `dcvd run` pauses every unit while CertCentral refuses the key; `dcvd once` fails them.
     let account = (mode == Mode::Daemon).then(|| Arc::new(AccountGate::new(metrics.clone())));
     let notify_stop = CancellationToken::new();
@@ -170,36 +192,73 @@ pub async fn run(
     }
     let mut env = Env::build_with(config, store.clone(), metrics.clone(), account).await.map_err(SetupError)?;
     env.notifier = notifier;
+    // The first scan goes through the daemon's own client (the one rate limiter), before the
+    // first sync, so discovered units start with the configured ones.
+    let mut scanner = crate::discovery::Scanner::new();
+    if env.config.discovery.is_some() {
+        env.config = Arc::new(scanner.apply((*env.config).clone(), &env.client).await);
+        metrics.observe_discovery_scan(scanner.last_report.failed);
+    }
+    // Later scans run in the control loop, which starts waiting units when their check is due:
+    // bound how long one can take (new candidates beyond the budget wait for the next scan).
+    scanner.info_budget = Some(crate::discovery::RELOAD_INFO_BUDGET);
+    let scanner = Arc::new(tokio::sync::Mutex::new(scanner));
+    let mut reloading: Option<tokio::task::JoinHandle<anyhow::Result<Arc<Env>>>> = None;
+    let mut queued_reload: Option<(Box<Config>, bool)> = None;
+    sync_in_thread(&store, &env.config, true).await?;
     let mut env = Arc::new(env);
     observer.ready();
     let stop = CancellationToken::new();
-    let mut tasks: JoinSet<UnitId> = JoinSet::new();
-    let mut running: HashMap<UnitId, CancellationToken> = HashMap::new();
+    let mut live =
+        Live { tasks: JoinSet::new(), running: HashMap::new(), timers: Timers::default(), stop: stop.clone() };
     let mut respawn: HashSet<UnitId> = HashSet::new();
-    spawn_pending(&env, &stop, &mut tasks, &mut running).await?;
+    live.schedule_from_store(&env).await?;
+    live.start_due(&env);
     let mut status_tick = tokio::time::interval(Duration::from_secs(5));
     tokio::pin!(shutdown);
     loop {
-        if mode == Mode::Once && tasks.is_empty() {
+        if mode == Mode::Once && live.is_idle() {
             break;
         }
+        metrics.set_scheduler_units(live.running.len(), live.timers.len());
+        let next_timer = live.timers.next_wake();
         tokio::select! {
             () = &mut shutdown => break,
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+            Some(joined) = live.tasks.join_next(), if !live.tasks.is_empty() => {
                 match joined {
-                    Ok(id) => {
-                        running.remove(&id);
+                    Ok((id, parked)) => {
+                        live.running.remove(&id);
                         if respawn.remove(&id) {
-                            spawn_pending(&env, &stop, &mut tasks, &mut running).await?;
+                            live.timers.wake_at(id, 0);
+                        } else if let Parked::Until(at) = parked {
+                            live.timers.wake_at(id, at);
                         }
+                        live.start_due(&env);
                     }
                     Err(e) => error!(error = %e, "unit task panicked"),
                 }
             }
+            // Only while a task slot is free: due units beyond the bound wait for a task to end.
+            () = sleep_until_millis(next_timer.unwrap_or(0)),
+                if next_timer.is_some() && live.running.len() < MAX_LIVE_UNITS => live.start_due(&env),
             msg = control.recv() => match msg {
                 None | Some(Control::Stop) => break,
                 Some(Control::Reload { config: new, retry_failed }) => {
-                    match reload(&env, *new, retry_failed).await {
+                    // One reload at a time, off the loop (its scan may take seconds of rate
+                    // limit): a second one waits for the first; a third replaces the second.
+                    if reloading.is_none() {
+                        reloading = Some(spawn_reload(&env, *new, retry_failed, &scanner));
+                    } else {
+                        queued_reload = Some((new, retry_failed));
+                    }
+                }
+            },
+            reloaded = async { reloading.as_mut().expect("guarded").await }, if reloading.is_some() => {
+                reloading = None;
+                if let Some((new, retry_failed)) = queued_reload.take() {
+                    reloading = Some(spawn_reload(&env, *new, retry_failed, &scanner));
+                }
+                match reloaded.unwrap_or_else(|e| Err(anyhow::anyhow!("reload task: {e}"))) {
                         Ok(new_env) => {
                             // A new CertCentral client (a changed key, URL or limits): running
                             // units must use it too, or a fixed API key would never reach them.
@@ -212,7 +271,7 @@ pub async fn run(
                             for row in store.read(|s| s.units()).await? {
                                 if (new_client || !row.in_config)
                                     && !row.state.is_terminal()
-                                    && let Some(cancel) = running.get(&row.unit)
+                                    && let Some(cancel) = live.running.get(&row.unit)
                                 {
                                     cancel.cancel();
                                     respawn.insert(row.unit);
@@ -224,19 +283,22 @@ pub async fn run(
                                 account.probe_now();
                             }
                             // Units keep their running task (they read their row at every step);
-                            // new ones and ones to clean up get a task.
-                            spawn_pending(&env, &stop, &mut tasks, &mut running).await?;
+                            // new ones and ones to clean up are scheduled.
+                            live.schedule_from_store(&env).await?;
+                            live.start_due(&env);
                             info!(units = env.config.units.len(), "configuration reloaded");
                         }
                         Err(e) => error!(error = %format!("{e:#}"), "reload failed; the previous configuration keeps running"),
-                    }
                 }
-            },
+            }
             _ = status_tick.tick() => {
-                if let Ok(counts) = store.read(|s| s.counts_by_state()).await {
-                    metrics.set_unit_counts(&counts);
-                    let line = counts.iter().map(|(s, n)| format!("{}={n}", s.as_str())).collect::<Vec<_>>().join(" ");
-                    observer.status(&line);
+                match store.read(|s| s.counts_by_state()).await {
+                    Ok(counts) => {
+                        metrics.set_unit_counts(&counts);
+                        let line = counts.iter().map(|(s, n)| format!("{}={n}", s.as_str())).collect::<Vec<_>>().join(" ");
+                        observer.status(&line);
+                    }
+                    Err(e) => warn!(error = %e, "cannot count the units by state for the status line"),
                 }
             }
         }
@@ -246,13 +308,14 @@ pub async fn run(
     // Steps are atomic store transactions around idempotent side effects, so cancelling at an
     // await point leaves a state the next start resumes exactly.
     let drained =
-        tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+        tokio::time::timeout(Duration::from_secs(10), async { while live.tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         warn!("some unit tasks did not stop within 10 s; aborting them");
-        tasks.abort_all();
+        live.tasks.abort_all();
     }
-    if let Ok(counts) = store.read(|s| s.counts_by_state()).await {
-        metrics.set_unit_counts(&counts);
+    match store.read(|s| s.counts_by_state()).await {
+        Ok(counts) => metrics.set_unit_counts(&counts),
+        Err(e) => warn!(error = %e, "cannot count the units by state at shutdown"),
     }
     let summary = Summary { units: store.read(|s| s.units()).await? };
     // Deliver what is queued (the last units' events) before returning: the senders go with the
@@ -266,8 +329,35 @@ pub async fn run(
     Ok(summary)
 }
 
-async fn reload(env: &Arc<Env>, config: Config, retry_failed: bool) -> anyhow::Result<Arc<Env>> {
-    let new = env.rebuild(Arc::new(config)).await?;
+/// Runs [`reload`] in a task of its own, so the control loop keeps starting due units meanwhile.
+fn spawn_reload(
+    env: &Arc<Env>,
+    config: Config,
+    retry_failed: bool,
+    scanner: &Arc<tokio::sync::Mutex<crate::discovery::Scanner>>,
+) -> tokio::task::JoinHandle<anyhow::Result<Arc<Env>>> {
+    let (env, scanner) = (env.clone(), scanner.clone());
+    tokio::spawn(tracing::Instrument::in_current_span(async move {
+        let mut scanner = scanner.lock().await;
+        reload(&env, config, retry_failed, &mut scanner).await
+    }))
+}
+
+async fn reload(
+    env: &Arc<Env>,
+    config: Config,
+    retry_failed: bool,
+    scanner: &mut crate::discovery::Scanner,
+) -> anyhow::Result<Arc<Env>> {
+    let mut new = env.rebuild(Arc::new(config)).await?;
+    // Every reload (SIGHUP, the cron rescan) scans the account, with the new configuration's
+    // client (the same one, and so the same limiter, unless [certcentral] changed).
+    if new.config.discovery.is_some() || env.config.discovery.is_some() {
+        new.config = Arc::new(scanner.apply((*new.config).clone(), &new.client).await);
+        if new.config.discovery.is_some() {
+            env.metrics.observe_discovery_scan(scanner.last_report.failed);
+        }
+    }
     // Only once everything built: a provider that fails to build leaves the old config running.
     sync_in_thread(&env.store, &new.config, retry_failed).await?;
     Ok(Arc::new(new))
@@ -279,29 +369,63 @@ async fn sync_in_thread(store: &StoreThread, config: &Arc<Config>, retry_failed:
     store.write(move |s| Ok(sync_units(s, &config, retry_failed))).await?
 }
 
-async fn spawn_pending(
-    env: &Arc<Env>,
-    stop: &CancellationToken,
-    tasks: &mut JoinSet<UnitId>,
-    running: &mut HashMap<UnitId, CancellationToken>,
-) -> anyhow::Result<()> {
-    for row in env.store.read(|s| s.units()).await? {
-        if row.state.is_terminal() || running.contains_key(&row.unit) {
-            continue;
-        }
-        if row.state == UnitState::Valid && !env.config.daemon.cleanup {
-            continue;
-        }
-        let cancel = stop.child_token();
-        running.insert(row.unit, cancel.clone());
-        let env = env.clone();
-        let id = row.unit;
-        tasks.spawn(async move {
-            unit::drive(env, id, cancel).await;
-            id
-        });
+/// The units being driven (tasks) and the ones waiting (timer entries).
+struct Live {
+    tasks: JoinSet<(UnitId, Parked)>,
+    running: HashMap<UnitId, CancellationToken>,
+    timers: Timers,
+    stop: CancellationToken,
+}
+
+impl Live {
+    /// Nothing runs and nothing waits.
+    fn is_idle(&self) -> bool {
+        self.tasks.is_empty() && self.timers.is_empty()
     }
-    Ok(())
+
+    /// Gives every unit of the store that has work left and no task a timer entry at its
+    /// `next_action_at` (now when it has none).
+    async fn schedule_from_store(&mut self, env: &Env) -> anyhow::Result<()> {
+        let cleanup = env.config.daemon.cleanup;
+        let waiting: Vec<(UnitId, i64)> = env
+            .store
+            .read(move |s| {
+                s.units().map(|rows| {
+                    rows.into_iter()
+                        .filter(|r| !r.state.is_terminal() && (r.state != UnitState::Valid || cleanup))
+                        .map(|r| (r.unit, r.next_action_at.unwrap_or(0)))
+                        .collect()
+                })
+            })
+            .await?;
+        for (id, at) in waiting {
+            if !self.running.contains_key(&id) {
+                self.timers.wake_at(id, at);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts tasks for the units whose time has come, earliest first, up to [`MAX_LIVE_UNITS`].
+    fn start_due(&mut self, env: &Arc<Env>) {
+        let now = now_millis();
+        while self.running.len() < MAX_LIVE_UNITS {
+            let Some(id) = self.timers.pop_due(now) else { break };
+            if self.running.contains_key(&id) {
+                continue;
+            }
+            let cancel = self.stop.child_token();
+            self.running.insert(id, cancel.clone());
+            let env = env.clone();
+            self.tasks.spawn(async move { (id, unit::drive(env, id, cancel).await) });
+        }
+    }
+}
+
+/// Sleeps until the unix-millis time `at` (at once when it has passed).
+async fn sleep_until_millis(at: i64) {
+    let wait = u64::try_from(at.saturating_sub(now_millis())).unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
 }
 
 /// Removes every record the store still lists as published (`dcvd cleanup`).
@@ -313,9 +437,13 @@ pub async fn cleanup_all(config: Config, store: Arc<Store>, metrics: Arc<Metrics
 
 /// The configured unit for a store id.
 pub fn config_unit(config: &Config, id: UnitId) -> Option<&Unit> {
-    let key = match id.kind {
+    config.unit(config_key(id))
+}
+
+/// The configuration's key of a store id.
+fn config_key(id: UnitId) -> UnitKey {
+    match id.kind {
         UnitKind::Order => UnitKey::Order(id.id),
         UnitKind::Domain => UnitKey::Domain(id.id),
-    };
-    config.unit(key)
+    }
 }

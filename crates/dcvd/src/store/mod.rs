@@ -42,7 +42,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 pub use error::StoreError;
 pub use thread::{GroupStats, StoreThread};
 pub use types::{
-    NewRecord, ParseError, RecordRow, RecordStatus, StoreInfo, UnitId, UnitKind, UnitRow, UnitSpec, UnitState,
+    NewRecord, ParseError, RecordRow, RecordStatus, StoreInfo, UnitId, UnitKind, UnitRow, UnitSource, UnitSpec,
+    UnitState,
 };
 
 /// File name of the SQLite database inside `state_dir`.
@@ -90,7 +91,7 @@ macro_rules! unit_cols {
     () => {
         "kind, id, state, method, domains, provider, token, token_expires_at, verification_value, \
          renewals, attempts, next_action_at, last_error, in_config, state_since, created_at, \
-         updated_at"
+         updated_at, negative_ttl_ms, method_switched, transient_failures, source"
     };
 }
 
@@ -216,7 +217,7 @@ impl Store {
         domains: &[String],
         provider: Option<&str>,
     ) -> Result<UnitRow, StoreError> {
-        let mut rows = self.sync_units(&[UnitSpec { unit, method, domains, provider }])?;
+        let mut rows = self.sync_units(&[UnitSpec { unit, method, domains, provider, source: UnitSource::Config }])?;
         Ok(rows.remove(0))
     }
 
@@ -308,6 +309,9 @@ impl Store {
         let mut conn = self.write()?;
         let tx = conn.savepoint()?;
         let old = read_unit(&tx, unit)?.ok_or(StoreError::UnknownUnit { unit })?;
+        if !crate::machine::allowed(old.state, to) {
+            return Err(StoreError::IllegalTransition { unit, from: old.state, to });
+        }
         let now = now_millis();
         let mut row = old.clone();
         edit(&mut row);
@@ -357,16 +361,6 @@ impl Store {
     /// [`RecordStatus::Removed`] is revived to `Publishing` (with the new zone and ttl, and its
     /// provider ids cleared), since the latest intent is to have it published.
     pub fn record_publish_intent(&self, unit: UnitId, recs: &[NewRecord]) -> Result<Vec<RecordRow>, StoreError> {
-        for rec in recs {
-            if rec.rtype != "TXT" && rec.rtype != "CNAME" {
-                return Err(StoreError::Invalid {
-                    message: format!(
-                        "record {} has type {:?}; dcvd publishes only TXT and CNAME records",
-                        rec.name, rec.rtype
-                    ),
-                });
-            }
-        }
         let unit_id = sql_id(unit)?;
         let mut conn = self.write()?;
         let tx = conn.savepoint()?;
@@ -396,7 +390,7 @@ impl Store {
             for rec in recs {
                 let existing = find
                     .query_row(
-                        params![unit.kind, unit_id, rec.provider, rec.name, rec.rtype, rec.value],
+                        params![unit.kind, unit_id, rec.provider, rec.name, rec.rtype.as_str(), rec.value],
                         record_from_row,
                     )
                     .optional()?;
@@ -408,7 +402,7 @@ impl Store {
                             rec.provider,
                             rec.zone,
                             rec.name,
-                            rec.rtype,
+                            rec.rtype.as_str(),
                             rec.value,
                             rec.ttl,
                             now
@@ -599,32 +593,18 @@ fn configure_writer(conn: &mut Connection, path: &Path) -> Result<(), StoreError
 
 /// Inserts or updates one unit from the config (see [`Store::sync_unit`]).
 fn sync_one(conn: &Connection, spec: &UnitSpec<'_>, now: i64) -> Result<UnitRow, StoreError> {
-    let UnitSpec { unit, method, domains, provider } = *spec;
+    let UnitSpec { unit, method, domains, provider, source } = *spec;
     let row = match read_unit(conn, unit)? {
         None => {
-            let row = UnitRow {
-                unit,
-                state: UnitState::Pending,
-                method: method.to_owned(),
-                domains: domains.to_vec(),
-                provider: provider.map(str::to_owned),
-                token: None,
-                token_expires_at: None,
-                verification_value: None,
-                renewals: 0,
-                attempts: 0,
-                next_action_at: None,
-                last_error: None,
-                in_config: true,
-                state_since: now,
-                created_at: now,
-                updated_at: now,
-            };
-            conn.prepare_cached(concat!(
-                "INSERT INTO units (",
-                unit_cols!(),
-                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
-            ))?
+            let mut row = UnitRow::new_pending(unit, method, domains, provider, now);
+            row.source = source;
+            // The progress columns start at their defaults.
+            conn.prepare_cached(
+                "INSERT INTO units (kind, id, state, method, domains, provider, token, token_expires_at, \
+                 verification_value, renewals, attempts, next_action_at, last_error, in_config, state_since, \
+                 created_at, updated_at, source) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+            )?
             .execute(params![
                 row.unit.kind,
                 sql_id(unit)?,
@@ -643,21 +623,26 @@ fn sync_one(conn: &Connection, spec: &UnitSpec<'_>, now: i64) -> Result<UnitRow,
                 row.state_since,
                 row.created_at,
                 row.updated_at,
+                row.source,
             ])?;
             row
         }
         Some(mut row) => {
-            let changed =
-                row.method != method || row.domains != domains || row.provider.as_deref() != provider || !row.in_config;
+            let changed = row.method != method
+                || row.domains != domains
+                || row.provider.as_deref() != provider
+                || !row.in_config
+                || row.source != source;
             if changed {
                 row.method = method.to_owned();
                 row.domains = domains.to_vec();
                 row.provider = provider.map(str::to_owned);
                 row.in_config = true;
+                row.source = source;
                 row.updated_at = now;
                 conn.prepare_cached(
                     "UPDATE units SET method = ?3, domains = ?4, provider = ?5, in_config = 1, \
-                     updated_at = ?6 WHERE kind = ?1 AND id = ?2",
+                     updated_at = ?6, source = ?7 WHERE kind = ?1 AND id = ?2",
                 )?
                 .execute(params![
                     unit.kind,
@@ -665,7 +650,8 @@ fn sync_one(conn: &Connection, spec: &UnitSpec<'_>, now: i64) -> Result<UnitRow,
                     row.method,
                     domains_json(&row.domains),
                     row.provider,
-                    now
+                    now,
+                    row.source
                 ])?;
             }
             row
@@ -744,6 +730,10 @@ fn unit_from_row(row: &Row<'_>) -> rusqlite::Result<UnitRow> {
         state_since: row.get(14)?,
         created_at: row.get(15)?,
         updated_at: row.get(16)?,
+        negative_ttl_ms: row.get::<_, Option<i64>>(17)?.map(|ms| u64::try_from(ms).unwrap_or(0)),
+        method_switched: row.get(18)?,
+        transient_failures: row.get(19)?,
+        source: row.get(20)?,
     })
 }
 
@@ -754,7 +744,10 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<RecordRow> {
         provider: row.get(3)?,
         zone: row.get(4)?,
         name: row.get(5)?,
-        rtype: row.get(6)?,
+        rtype: {
+            let text: String = row.get(6)?;
+            text.parse().map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(6, Type::Text, e.into()))?
+        },
         value: row.get(7)?,
         ttl: row.get(8)?,
         provider_id: row.get(9)?,
@@ -782,7 +775,8 @@ fn write_unit(conn: &Connection, row: &UnitRow, now: i64) -> Result<(), StoreErr
             "UPDATE units SET state = ?3, method = ?4, domains = ?5, provider = ?6, token = ?7, \
              token_expires_at = ?8, verification_value = ?9, renewals = ?10, attempts = ?11, \
              next_action_at = ?12, last_error = ?13, in_config = ?14, \
-             state_since = CASE WHEN state = ?3 THEN state_since ELSE ?15 END, updated_at = ?15 \
+             state_since = CASE WHEN state = ?3 THEN state_since ELSE ?15 END, updated_at = ?15, \
+             negative_ttl_ms = ?16, method_switched = ?17, transient_failures = ?18 \
              WHERE kind = ?1 AND id = ?2",
         )?
         .execute(params![
@@ -801,6 +795,9 @@ fn write_unit(conn: &Connection, row: &UnitRow, now: i64) -> Result<(), StoreErr
             row.last_error,
             row.in_config,
             now,
+            row.negative_ttl_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+            row.method_switched,
+            row.transient_failures,
         ])?;
     if changed == 0 {
         return Err(StoreError::UnknownUnit { unit: row.unit });

@@ -1,5 +1,6 @@
 //! The values the store keeps: units of work, their states, and the DNS records published for them.
 
+use dns_provider::RecordType;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -205,7 +206,47 @@ impl FromStr for RecordStatus {
     }
 }
 
-/// A string that is not the name of a [`UnitKind`], [`UnitState`] or [`RecordStatus`].
+/// Where a unit comes from: the TOML configuration (`[[order]]`, `[[domain]]`, order files) or
+/// a discovery scan of the CertCentral account (`[discovery]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum UnitSource {
+    /// Listed in the configuration or an order file.
+    #[default]
+    Config,
+    /// Found pending in the account by a discovery scan.
+    Discovered,
+}
+
+impl UnitSource {
+    /// The lowercase name used in the database and `dcvd status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Config => "config",
+            Self::Discovered => "discovered",
+        }
+    }
+}
+
+impl fmt::Display for UnitSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for UnitSource {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "config" => Ok(Self::Config),
+            "discovered" => Ok(Self::Discovered),
+            _ => Err(ParseError::new("unit source", s, "config, discovered")),
+        }
+    }
+}
+
+/// A string that is not the name of a [`UnitKind`], [`UnitState`], [`RecordStatus`] or
+/// [`UnitSource`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {what} {value:?} (expected one of: {expected})")]
 pub struct ParseError {
@@ -237,7 +278,7 @@ macro_rules! sql_text_enum {
     )*};
 }
 
-sql_text_enum!(UnitKind, UnitState, RecordStatus);
+sql_text_enum!(UnitKind, UnitState, RecordStatus, UnitSource);
 
 /// A unit as stored. Timestamps are unix milliseconds unless noted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -278,6 +319,43 @@ pub struct UnitRow {
     pub created_at: i64,
     /// Last write.
     pub updated_at: i64,
+    /// The zones' largest negative TTL (SOA minimum) seen during propagation, in milliseconds:
+    /// the first check after "not found" waits at least this long, also after a restart.
+    pub negative_ttl_ms: Option<u64>,
+    /// Whether dcvd already switched the order's DCV method at DigiCert (done once per unit).
+    pub method_switched: bool,
+    /// Consecutive retryable failures of the current step, for its backoff.
+    pub transient_failures: u32,
+    /// Where the unit comes from (the configuration or a discovery scan).
+    pub source: UnitSource,
+}
+
+impl UnitRow {
+    /// A unit as the store first records it: `Pending`, nothing done, all times `now`.
+    pub fn new_pending(unit: UnitId, method: &str, domains: &[String], provider: Option<&str>, now: i64) -> Self {
+        Self {
+            unit,
+            state: UnitState::Pending,
+            method: method.to_owned(),
+            domains: domains.to_vec(),
+            provider: provider.map(str::to_owned),
+            token: None,
+            token_expires_at: None,
+            verification_value: None,
+            renewals: 0,
+            attempts: 0,
+            next_action_at: None,
+            last_error: None,
+            in_config: true,
+            state_since: now,
+            created_at: now,
+            updated_at: now,
+            negative_ttl_ms: None,
+            method_switched: false,
+            transient_failures: 0,
+            source: UnitSource::Config,
+        }
+    }
 }
 
 /// A DNS record dcvd published (or intends to publish, or removed).
@@ -294,7 +372,7 @@ pub struct RecordRow {
     /// Absolute owner name.
     pub name: String,
     /// `TXT` or `CNAME`.
-    pub rtype: String,
+    pub rtype: RecordType,
     /// Record data exactly as published (TXT text or CNAME target).
     pub value: String,
     /// TTL in seconds.
@@ -321,7 +399,7 @@ pub struct NewRecord {
     /// Absolute owner name.
     pub name: String,
     /// `TXT` or `CNAME`.
-    pub rtype: String,
+    pub rtype: RecordType,
     /// Record data (TXT text or CNAME target).
     pub value: String,
     /// TTL in seconds.
@@ -339,6 +417,8 @@ pub struct UnitSpec<'a> {
     pub domains: &'a [String],
     /// Provider name when the config sets one.
     pub provider: Option<&'a str>,
+    /// Where the unit comes from.
+    pub source: UnitSource,
 }
 
 /// How the store's connection is configured, for `dcvd status` and tests.
