@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use certcentral_sim::{NewOrder, Sim, SimConfig};
-use dcvd::store::{Store, StoreThread, UnitId, UnitSpec, UnitState};
+use dcvd::store::{Store, StoreThread, UnitId, UnitSource, UnitSpec, UnitState};
 use serde::Serialize;
 
 use crate::procfs;
@@ -224,7 +224,13 @@ async fn seed(state_dir: &Path, n: u64) -> anyhow::Result<()> {
     let domains: Vec<Vec<String>> = (FIRST_SEEDED..FIRST_SEEDED + n).map(|id| vec![format!("s{id}.{ZONE}")]).collect();
     let specs: Vec<UnitSpec<'_>> = (FIRST_SEEDED..FIRST_SEEDED + n)
         .zip(&domains)
-        .map(|(id, domains)| UnitSpec { unit: UnitId::order(id), method: "dns-txt-token", domains, provider: None })
+        .map(|(id, domains)| UnitSpec {
+            unit: UnitId::order(id),
+            method: "dns-txt-token",
+            domains,
+            provider: None,
+            source: UnitSource::Config,
+        })
         .collect();
     store.sync_units(&specs).context("seeding the units")?;
     let thread = StoreThread::start(store).context("store thread")?;
