@@ -427,10 +427,60 @@ async fn status_and_cleanup_after_a_stop() {
     let direct = h.command(&["status", "--state-dir", state.to_str().unwrap()]).output().unwrap();
     assert!(String::from_utf8_lossy(&direct.stdout).contains("published"), "{}", text(&direct));
 
+    // Neither status nor cleanup needs the CertCentral key (the service's credentials may be
+    // gone once it is stopped): only cleanup reads the DNS provider's secret.
+    std::fs::remove_file(h.dir.path().join("api-key")).unwrap();
+    let table = h.command(&["status", "--config", path.to_str().unwrap()]).output().unwrap();
+    let shown = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(table.status.success(), "{}", text(&table));
+    assert!(shown.contains("RECORDS STILL PUBLISHED") && shown.contains("_dnsauth.cleanup.test"), "{shown}");
+    assert!(shown.contains("in use"), "the record of a running unit is not a left-over: {shown}");
+    // One unit's history: its state changes with times, from the store.
+    let one = h.command(&["status", "order:701", "--config", path.to_str().unwrap()]).output().unwrap();
+    let shown = String::from_utf8_lossy(&one.stdout).to_string();
+    assert!(one.status.success(), "{}", text(&one));
+    let history = shown.split("HISTORY").nth(1).unwrap_or_else(|| panic!("no history: {shown}"));
+    let events: Vec<&str> = history.lines().skip(2).filter_map(|l| l.split_whitespace().nth(2)).collect();
+    assert_eq!(events, ["token_issued", "published"], "{shown}");
+    let one = h.command(&["status", "701", "--json", "--state-dir", state.to_str().unwrap()]).output().unwrap();
+    let unit: serde_json::Value = serde_json::from_slice(&one.stdout).unwrap();
+    assert_eq!(unit["history"][1]["event"], "published", "{unit}");
+    assert_eq!(unit["records"][0]["status"], "published", "{unit}");
+    // A state directory that does not exist is a mistake, not "nothing ran yet".
+    let missing = h.dir.path().join("no-such-state");
+    let out = h.command(&["status", "--state-dir", missing.to_str().unwrap()]).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("no-such-state: no such directory"), "{}", text(&out));
+
+    // A record of a provider that left the configuration cannot be removed; cleanup still
+    // removes the others, then reports the failure and exits 1.
+    {
+        use dcvd::store::{NewRecord, Store, UnitId};
+        let store = Store::open(&state).unwrap();
+        let stray = UnitId::order(700);
+        store.sync_unit(stray, "dns-txt-token", &["old.example".to_string()], None).unwrap();
+        let rec = NewRecord {
+            provider: "retired".into(),
+            zone: "old.example".into(),
+            name: "_dnsauth.old.example".into(),
+            rtype: "TXT".into(),
+            value: "stale".into(),
+            ttl: 60,
+        };
+        let rows = store.record_publish_intent(stray, &[rec]).unwrap();
+        store.mark_published(rows[0].id, None, None).unwrap();
+        store.mark_missing_from_config(&[UnitId::order(701)]).unwrap();
+    }
     let out = h.command(&["cleanup", "--config", path.to_str().unwrap()]).output().unwrap();
-    assert!(out.status.success(), "{}", text(&out));
-    assert!(String::from_utf8_lossy(&out.stdout).contains("removed 1 records"), "{}", text(&out));
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(said.contains("removed 1 records") && said.contains("removal failed for 1 group"), "{said}");
+    assert!(said.contains("order 700: _dnsauth.old.example TXT in zone old.example (provider retired)"), "{said}");
     assert!(bind.query(bind.primary_addr(), "_dnsauth.cleanup.test", "TXT").is_empty(), "cleanup left the record");
+    let table = h.command(&["status", "--state-dir", state.to_str().unwrap()]).output().unwrap();
+    let shown = String::from_utf8_lossy(&table.stdout).to_string();
+    assert!(shown.contains("_dnsauth.old.example") && shown.contains("left over"), "{shown}");
+    assert!(!shown.contains("_dnsauth.cleanup.test"), "{shown}");
 }
 
 /// `check-config --online` runs each provider's preflight and one authenticated CertCentral call:

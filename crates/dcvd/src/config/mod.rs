@@ -119,6 +119,15 @@ impl Config {
         Self::from_toml_with(&text, path, env)
     }
 
+    /// Only the `[daemon]` section of `path` (the file's schema is still checked), without
+    /// reading any secret or order file: for commands that only look at the state directory
+    /// (`dcvd status`), so they work without the service's credentials.
+    pub fn load_daemon(path: &Path, env: &Environment) -> Result<Daemon, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, format!("cannot read configuration: {e}")))?;
+        load::build_daemon(&text, path, env)
+    }
+
     /// The unit with this key.
     pub fn unit(&self, key: UnitKey) -> Option<&Unit> {
         // The index is built at load; `units` is public, so fall back to a scan if it was edited.
