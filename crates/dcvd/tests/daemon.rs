@@ -533,3 +533,149 @@ async fn rescan_picks_up_new_order_files() {
             .status;
     assert!(status.success(), "{}", h.log());
 }
+
+/// Forwards every connection on `listener` to `to` (CertCentral coming back on its address).
+async fn forward(listener: tokio::net::TcpListener, to: std::net::SocketAddr) {
+    loop {
+        let Ok((mut inbound, _)) = listener.accept().await else { return };
+        tokio::spawn(async move {
+            if let Ok(mut outbound) = tokio::net::TcpStream::connect(to).await {
+                let _ = tokio::io::copy_bidirectional(&mut inbound, &mut outbound).await;
+            }
+        });
+    }
+}
+
+/// CertCentral not answering at all is an account-wide condition like a refused key: one ERROR
+/// that says what to check, no unit failed, `/healthz` failing and
+/// `dcvd_account_condition{condition="certcentral_unreachable"}` at 1; once it answers again
+/// (here: after SIGHUP, which probes at once) the units resume and validate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_certcentral_pauses_every_unit_until_it_answers() {
+    let h = Harness::start(None).await;
+    h.sim().add_order(NewOrder::new(321, &["u321.example.test"]));
+    let dead_port = test_support::ports::free_port();
+    let metrics_port = test_support::ports::free_port();
+    let sim_url = h.sim.base_url.clone();
+    let dead_url = sim_url.replace(&h.sim.addr.to_string(), &format!("127.0.0.1:{dead_port}"));
+    assert_ne!(sim_url, dead_url);
+    let cfg = h
+        .config(
+            h.dns_port,
+            &format!(
+                "{}\n[[order]]\nid = 321\nmethod = \"dns-txt-token\"\ndomains = [\"u321.example.test\"]\n",
+                h.memory_provider(&["example.test"], 0)
+            ),
+        )
+        .replace(&sim_url, &dead_url)
+        .replace("log_format = \"text\"", &format!("log_format = \"text\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\""));
+    let mut child = h.spawn_run(&h.write_config(&cfg));
+    let unreachable = "CertCentral is unreachable";
+    eventually(Duration::from_secs(60), "the account ERROR", || h.log().contains(unreachable)).await;
+    let base = format!("http://127.0.0.1:{metrics_port}");
+    let http = reqwest::Client::new();
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 503, "/healthz must fail while CertCentral is unreachable");
+    let metrics = http.get(format!("{base}/metrics")).send().await.unwrap().text().await.unwrap();
+    assert!(metrics.contains("dcvd_account_condition{condition=\"certcentral_unreachable\"} 1"), "{metrics}");
+    let log = h.log();
+    assert_eq!(log.lines().filter(|l| l.contains(" ERROR ")).count(), 1, "one ERROR for the account:\n{log}");
+    let line = log.lines().find(|l| l.contains(unreachable)).unwrap();
+    assert!(line.contains(&format!("127.0.0.1:{dead_port}")) && line.contains("after 5 attempts"), "{line}");
+    assert!(!log.contains("state=\"failed\""), "no unit may fail:\n{log}");
+
+    // CertCentral answers again on its address; the reload makes dcvd ask at once.
+    let listener = tokio::net::TcpListener::bind(("127.0.0.1", dead_port)).await.unwrap();
+    tokio::spawn(forward(listener, h.sim.addr));
+    signal(&child, "HUP");
+    eventually(Duration::from_secs(60), "order 321 valid", || {
+        h.sim().order(321).is_some_and(|o| o.dcv_status == "valid")
+    })
+    .await;
+    let health = http.get(format!("{base}/healthz")).send().await.unwrap();
+    assert_eq!(health.status().as_u16(), 200);
+    assert!(h.log().contains("CertCentral answers again; units resume"), "{}", h.log());
+    signal(&child, "TERM");
+    let _ = child.wait();
+}
+
+/// `dcvd once --deadline` gives up when the deadline passes first: it says so, removes the
+/// records it published and exits 75; the unit keeps its state for the next run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn once_gives_up_at_the_deadline_and_cleans_up() {
+    let h = Harness::start(None).await;
+    h.sim().add_order(NewOrder::new(331, &["slow.example.test"]));
+    // The second name server serves the record only after an hour: propagation never ends.
+    let cfg = h.config(
+        h.dns_port,
+        &format!(
+            "{}\n[[order]]\nid = 331\nmethod = \"dns-txt-token\"\ndomains = [\"slow.example.test\"]\n",
+            h.memory_provider(&["example.test"], 3_600_000)
+        ),
+    );
+    let path = h.write_config(&cfg);
+    let child = h
+        .command(&["once", "--deadline", "3s", "--config", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(child, Duration::from_secs(60));
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(75), "{log}");
+    assert!(log.contains("gave up after the deadline of 3s: 1 unit(s) unfinished: order 331 (published)"), "{log}");
+    assert_eq!(log.lines().filter(|l| l.contains(" ERROR ")).count(), 1, "one ERROR:\n{log}");
+    assert!(log.contains("record removed"), "the record must be removed:\n{log}");
+    let state = h.dir.path().join("state");
+    let status = h.command(&["status", "--json", "--state-dir", state.to_str().unwrap()]).output().unwrap();
+    let units: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(units[0]["state"], "published", "{units}");
+    assert_eq!(units[0]["records"], serde_json::json!([]), "no record left: {units}");
+}
+
+/// An order whose names come from DigiCert (no `domains` in the configuration) with a name no
+/// provider serves fails with the documented message, which says what to add.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn names_from_digicert_that_no_provider_serves_fail_clearly() {
+    let h = Harness::start(None).await;
+    h.sim().add_order(NewOrder::new(341, &["shop.elsewhere.example"]));
+    let cfg = h.config(
+        h.dns_port,
+        &format!("{}\n[[order]]\nid = 341\nmethod = \"dns-txt-token\"\n", h.memory_provider(&["example.test"], 0)),
+    );
+    let out = h.once(&h.write_config(&cfg));
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    let failed = log.lines().find(|l| l.contains("state=\"failed\"")).unwrap_or_else(|| panic!("no failure:\n{log}"));
+    assert!(
+        failed.contains("no provider serves") && failed.contains("add its zone to the `zones` of a [providers.NAME] section"),
+        "{failed}"
+    );
+    assert!(failed.contains("unit_id=341"), "{failed}");
+}
+
+/// A name whose zone the resolvers cannot find (they answer REFUSED) fails once the propagation
+/// timeout has passed, naming the cause, instead of being retried until its token expires.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_in_no_zone_fails_after_the_propagation_timeout() {
+    // The resolver knows only other.test: it REFUSES example.test.
+    let bind = Bind::builder().zone(ZoneSpec::new("other.test")).start();
+    let h = Harness::start(None).await;
+    h.sim().add_order(NewOrder::new(351, &["lost.example.test"]));
+    let cfg = h
+        .config(
+            bind.port(),
+            &format!(
+                "{}\n[[order]]\nid = 351\nmethod = \"dns-txt-token\"\ndomains = [\"lost.example.test\"]\n",
+                h.memory_provider(&["example.test"], 0)
+            ),
+        )
+        .replace("timeout = \"60s\"", "timeout = \"3s\"");
+    let out = h.once(&h.write_config(&cfg));
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    let failed = log.lines().find(|l| l.contains("state=\"failed\"")).unwrap_or_else(|| panic!("no failure:\n{log}"));
+    assert!(failed.contains("not served by every name server after 3s"), "{failed}");
+    assert!(failed.contains("no zone found for _dnsauth.example.test") && failed.contains("REFUSED"), "{failed}");
+    assert_eq!(h.sim().stats().order_calls.get(&351).map(|m| m.values().sum::<u64>()), Some(1), "one token, no check");
+}

@@ -245,6 +245,13 @@ impl Error {
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Resolve { .. } | Self::NoNameServers { .. } | Self::Timeout { .. })
     }
+
+    /// No zone holds the name as the resolvers see it (every resolver REFUSED, or no SOA up to
+    /// the root): following CNAMEs from it is impossible, and waiting for it is bounded by the
+    /// caller's deadline ([`Checker::wait_visible`] turns it into [`Error::Timeout`] there).
+    pub fn is_no_zone(&self) -> bool {
+        matches!(self, Self::NoZone { .. })
+    }
 }
 
 /// The shared propagation checker. Cheap to clone; clones share the zone cache and the

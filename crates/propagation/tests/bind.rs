@@ -219,3 +219,30 @@ async fn negative_ttl_is_the_soa_minimum() {
     let err = checker.target("nowhere.invalid", true).await.expect_err("no zone");
     assert!(matches!(err, Error::NoZone { .. }), "{err:?}");
 }
+
+/// A name in no zone the resolvers know (they answer REFUSED) is waited for until the deadline,
+/// then the wait ends as a timeout that names the cause, not as an error to retry for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_in_no_zone_times_out_with_the_cause() {
+    let bind = Bind::builder().zone(ZoneSpec::new("known.test")).start();
+    let checker = checker(&bind, Duration::from_millis(50), Duration::from_millis(200));
+    let err = checker.target("_dnsauth.unknown.example", true).await.expect_err("no zone");
+    assert!(err.is_no_zone(), "{err:?}");
+    let err = checker
+        .wait_visible(
+            "_dnsauth.unknown.example",
+            &Expected::Txt("v".into()),
+            deadline(Duration::from_secs(2)),
+            &CancellationToken::new(),
+            &mut |_| {},
+        )
+        .await
+        .expect_err("cannot be visible");
+    match &err {
+        Error::Timeout { name, lagging, .. } => {
+            assert_eq!(name, "_dnsauth.unknown.example");
+            assert!(lagging.len() == 1 && lagging[0].contains("no zone found") && lagging[0].contains("REFUSED"), "{lagging:?}");
+        }
+        other => panic!("expected a timeout naming the cause, got {other:?}"),
+    }
+}

@@ -367,11 +367,17 @@ impl UnitTask {
             if record.rtype == RecordType::Txt && record.name.starts_with("_dnsauth.") {
                 // Delegated validation: `_dnsauth.<domain>` may be a CNAME into a zone with
                 // narrower credentials; the TXT goes where the CNAME points.
-                let target =
-                    self.env.checker.target(&record.name, true).await.map_err(|e| StepError::Retry(e.to_string()))?;
-                if target.is_delegated() {
-                    info!(record = %record.name, target = %target.owner, "following CNAME delegation");
-                    record.name = target.owner.clone();
+                match self.env.checker.target(&record.name, true).await {
+                    Ok(target) if target.is_delegated() => {
+                        info!(record = %record.name, target = %target.owner, "following CNAME delegation");
+                        record.name = target.owner.clone();
+                    }
+                    Ok(_) => {}
+                    // No zone found: nothing to follow. Publishing where configured lets the
+                    // routing below, or the propagation wait (bounded by [propagation] timeout),
+                    // fail with the cause instead of retrying until the token expires.
+                    Err(e) if e.is_no_zone() => {}
+                    Err(e) => return Err(StepError::Retry(e.to_string())),
                 }
             }
             let routed = match spec.provider.as_deref() {
