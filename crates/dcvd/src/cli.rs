@@ -229,8 +229,8 @@ async fn run(path: &Path, mode: Mode, deadline: Option<Duration>) -> ExitCode {
     let store = match Store::open(&cfg.daemon.state_dir) {
         Ok(s) => Arc::new(s),
         Err(e) => {
+            // Logging is set up: one line, on stderr or in the journal (not both).
             error!(error = %e, "cannot open the state store");
-            eprintln!("dcvd: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -298,7 +298,6 @@ async fn run(path: &Path, mode: Mode, deadline: Option<Duration>) -> ExitCode {
         }
         Err(e) if e.downcast_ref::<engine::SetupError>().is_some() => {
             error!(error = %format!("{e:#}"), "configuration cannot be used");
-            eprintln!("dcvd: {e:#}");
             ExitCode::from(EXIT_CONFIG)
         }
         Err(e) => {

@@ -652,6 +652,32 @@ async fn names_from_digicert_that_no_provider_serves_fail_clearly() {
         "{failed}"
     );
     assert!(failed.contains("unit_id=341"), "{failed}");
+    // text values with spaces are quoted, so the line splits into key=value pairs
+    assert!(failed.contains(" error=\"no provider serves"), "{failed}");
+    assert_eq!(log.lines().filter(|l| l.contains(" ERROR ")).count(), 1, "one ERROR per failure:\n{log}");
+}
+
+/// A start-up error is printed once (the log line), not once by the logger and again by main.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_start_up_error_is_printed_once() {
+    let h = Harness::start(None).await;
+    let cfg = h.config(h.dns_port, &h.memory_provider(&["example.test"], 0));
+    let path = h.write_config(&cfg);
+    let mut first = h.spawn_run(&path);
+    eventually(Duration::from_secs(30), "the first daemon's banner", || h.log().contains("dcvd starting")).await;
+    eventually(Duration::from_secs(30), "the first daemon's lock", || h.dir.path().join("state/dcvd.lock").exists()).await;
+    let second = h
+        .command(&["run", "--config", path.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(second, Duration::from_secs(30));
+    signal(&first, "TERM");
+    let _ = first.wait();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert_eq!(said.matches("another dcvd is running").count(), 1, "printed once:\n{said}");
 }
 
 /// A name whose zone the resolvers cannot find (they answer REFUSED) fails once the propagation

@@ -615,15 +615,15 @@ impl UnitTask {
             .await?;
             return Ok(Flow::Continue);
         }
+        // The transition's ERROR line is the one line about it (with the error).
         let msg = format!("token expired before DigiCert validated it ({} renewals)", row.renewals);
-        error!(error = %msg, "unit expired");
         let why = msg.clone();
         self.transition(row, UnitState::Expired, move |r| r.last_error = Some(why)).await?;
         Ok(Flow::Done)
     }
 
     async fn fail(&mut self, row: &UnitRow, msg: String) -> Flow {
-        error!(state = row.state.as_str(), error = %msg, "unit failed");
+        // One ERROR per failure: the transition to `failed` logs it, with the error and `from`.
         if let Err(e) = self.remove_records().await {
             // The records stay in the store as live; `dcvd cleanup` or the next start removes them.
             let e = match e {

@@ -101,7 +101,7 @@ impl Http {
                     let resp = build()
                         .send()
                         .await
-                        .map_err(|e| ApiError::Transient(format!("{what}: {}", e.without_url())))?;
+                        .map_err(|e| ApiError::Transient(format!("{what}: {}", crate::error_chain(&e.without_url()))))?;
                     let status = resp.status();
                     let headers = resp.headers().clone();
                     let after = retry_after(&headers);

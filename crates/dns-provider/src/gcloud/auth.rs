@@ -551,7 +551,7 @@ impl Authenticator {
             .run(
                 move |_| async move {
                     let resp =
-                        build().send().await.map_err(|e| TokenFailure::Retryable(e.without_url().to_string()))?;
+                        build().send().await.map_err(|e| TokenFailure::Retryable(crate::error_chain(&e.without_url())))?;
                     let status = resp.status();
                     let bytes = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
                     if status.is_success() {
