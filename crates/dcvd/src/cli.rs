@@ -307,8 +307,9 @@ async fn run(path: &Path, mode: Mode, deadline: Option<Duration>) -> ExitCode {
     }
 }
 
-/// Loads the configuration again for a reload; an invalid one is logged with its position.
-pub fn reload_config(path: &Path) -> Option<Config> {
+/// Loads the configuration again for a reload (`trigger`: `sighup` or `rescan`, for the log); an
+/// invalid one is logged with its position.
+pub fn reload_config(path: &Path, trigger: &str) -> Option<Config> {
     match Config::load(path) {
         Ok(cfg) => {
             for w in &cfg.warnings {
@@ -317,7 +318,7 @@ pub fn reload_config(path: &Path) -> Option<Config> {
             Some(cfg)
         }
         Err(e) => {
-            error!(error = %e, "new configuration is invalid; keeping the running one");
+            error!(trigger, error = %e, "new configuration is invalid; keeping the running one");
             None
         }
     }
@@ -335,9 +336,9 @@ fn spawn_signal_handlers(path: PathBuf, tx: mpsc::Sender<Control>) {
         loop {
             tokio::select! {
                 _ = hup.recv() => {
-                    info!(config = %path.display(), "SIGHUP: reloading configuration");
+                    info!(trigger = "sighup", config = %path.display(), "reloading configuration");
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                    if let Some(cfg) = reload_config(&path) {
+                    if let Some(cfg) = reload_config(&path, "sighup") {
                         let _ = tx.send(Control::Reload { config: Box::new(cfg), retry_failed: true }).await;
                     }
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);

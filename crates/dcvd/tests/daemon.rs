@@ -705,3 +705,43 @@ async fn a_name_in_no_zone_fails_after_the_propagation_timeout() {
     assert!(failed.contains("no zone found for _dnsauth.example.test") && failed.contains("REFUSED"), "{failed}");
     assert_eq!(h.sim().stats().order_calls.get(&351).map(|m| m.values().sum::<u64>()), Some(1), "one token, no check");
 }
+
+/// A reload says what triggered it, warns about keys that need a restart, and a unit that
+/// failed in this very run starts over without being called one of an earlier run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn reload_names_its_trigger_and_the_keys_that_need_a_restart() {
+    let h = Harness::start(None).await;
+    // Its name is not served by any provider: it fails.
+    h.sim().add_order(NewOrder::new(421, &["x.elsewhere.example"]));
+    let rest = format!("{}\n[[order]]\nid = 421\nmethod = \"dns-txt-token\"\n", h.memory_provider(&["example.test"], 0));
+    let path = h.write_config(&h.config(h.dns_port, &rest));
+    let mut child = h.spawn_run(&path);
+    eventually(Duration::from_secs(30), "order 421 failed", || h.log().contains("state=\"failed\"")).await;
+
+    let changed = h.config(h.dns_port, &rest).replace(
+        "log_format = \"text\"",
+        &format!("log_format = \"json\"\nmetrics_listen = \"127.0.0.1:{}\"", test_support::ports::free_port()),
+    );
+    std::fs::write(&path, changed).unwrap();
+    signal(&child, "HUP");
+    eventually(Duration::from_secs(30), "the reload", || h.log().contains("configuration reloaded")).await;
+    let start = std::time::Instant::now();
+    while h.log().matches("state=\"failed\"").count() < 2 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the unit did not fail again:\n{}", h.log());
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    signal(&child, "TERM");
+    let _ = child.wait();
+    let log = h.log();
+    let reloaded = log.lines().find(|l| l.contains("configuration reloaded")).unwrap();
+    assert!(reloaded.contains("trigger=\"sighup\""), "{reloaded}");
+    for key in ["log_format", "metrics_listen"] {
+        assert!(
+            log.lines().any(|l| l.contains(" WARN ") && l.contains(&format!("`{key}` changed, but it takes effect only after a restart"))),
+            "no restart warning for {key}:\n{log}"
+        );
+    }
+    assert!(!log.contains("state_dir` changed"), "{log}");
+    assert!(log.contains("starting over a unit that ended, after the reload"), "{log}");
+    assert!(!log.contains("ended in an earlier run"), "the unit failed in this run:\n{log}");
+}

@@ -128,6 +128,25 @@ impl Config {
         load::build_daemon(&text, path, env)
     }
 
+    /// The settings a running process cannot change (they take effect at the next start) that
+    /// differ in `new`: `(key, old, new)` for `daemon.state_dir`, `daemon.metrics_listen` and
+    /// `daemon.log_format`.
+    pub fn restart_only_changes(&self, new: &Self) -> Vec<(&'static str, String, String)> {
+        let (a, b) = (&self.daemon, &new.daemon);
+        let listen = |l: Option<SocketAddr>| l.map_or_else(|| "(none)".to_owned(), |l| l.to_string());
+        let mut changes = Vec::new();
+        if a.state_dir != b.state_dir {
+            changes.push(("state_dir", a.state_dir.display().to_string(), b.state_dir.display().to_string()));
+        }
+        if a.metrics_listen != b.metrics_listen {
+            changes.push(("metrics_listen", listen(a.metrics_listen), listen(b.metrics_listen)));
+        }
+        if a.log_format != b.log_format {
+            changes.push(("log_format", format!("{:?}", a.log_format), format!("{:?}", b.log_format)));
+        }
+        changes
+    }
+
     /// The unit with this key.
     pub fn unit(&self, key: UnitKey) -> Option<&Unit> {
         // The index is built at load; `units` is public, so fall back to a scan if it was edited.

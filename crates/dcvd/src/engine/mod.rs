@@ -104,6 +104,12 @@ pub fn unit_id(key: UnitKey) -> UnitId {
 /// `retry_failed`, units that failed or expired in an earlier run start over (an operator who
 /// restarts or reloads dcvd after fixing something expects that).
 pub fn sync_units(store: &Store, config: &Config, retry_failed: bool) -> anyhow::Result<()> {
+    sync_units_when(store, config, retry_failed, true)
+}
+
+/// [`sync_units`]; `at_start` says whether this is the process's first sync (a unit that is
+/// failed then ended in an earlier run) or a reload's (it may have failed in this one).
+fn sync_units_when(store: &Store, config: &Config, retry_failed: bool, at_start: bool) -> anyhow::Result<()> {
     let ids: Vec<UnitId> = config.units.iter().map(|u| unit_id(u.key)).collect();
     let specs: Vec<UnitSpec<'_>> = config
         .units
@@ -126,7 +132,11 @@ pub fn sync_units(store: &Store, config: &Config, retry_failed: bool) -> anyhow:
         };
         if restart {
             let _unit = unit::unit_span(row.unit).entered();
-            info!(state = row.state.as_str(), "starting over a unit that ended in an earlier run");
+            match row.state {
+                UnitState::Removed => info!(state = row.state.as_str(), "unit is configured again; starting it over"),
+                _ if at_start => info!(state = row.state.as_str(), "starting over a unit that ended in an earlier run"),
+                _ => info!(state = row.state.as_str(), "starting over a unit that ended, after the reload"),
+            }
             store.transition(row.unit, UnitState::Pending, |r| {
                 r.token = None;
                 r.token_expires_at = None;
@@ -158,7 +168,7 @@ pub async fn run(
 ) -> anyhow::Result<Summary> {
     let store = StoreThread::start(store).context("cannot start the state store's thread")?;
     let config = Arc::new(config);
-    sync_in_thread(&store, &config, true).await?;
+    sync_in_thread(&store, &config, true, true).await?;
     // `dcvd run` pauses every unit while CertCentral refuses the key; `dcvd once` fails them.
     let account = (mode == Mode::Daemon).then(|| Arc::new(AccountGate::new(metrics.clone())));
     let notify_stop = CancellationToken::new();
@@ -226,6 +236,10 @@ pub async fn run(
                                 {
                                     cancel.cancel();
                                     respawn.insert(row.unit);
+                                } else if row.state == UnitState::Pending && running.contains_key(&row.unit) {
+                                    // Started over by this reload while its task may be ending
+                                    // (it saw the unit failed): a new task once that one ends.
+                                    respawn.insert(row.unit);
                                 }
                             }
                             // The operator may have fixed the API key: ask CertCentral at once
@@ -236,9 +250,12 @@ pub async fn run(
                             // Units keep their running task (they read their row at every step);
                             // new ones and ones to clean up get a task.
                             spawn_pending(&env, &stop, &mut tasks, &mut running).await?;
-                            info!(units = env.config.units.len(), "configuration reloaded");
+                            // Only SIGHUP retries failed units; the cron rescan does not.
+                            let trigger = if retry_failed { "sighup" } else { "rescan" };
+                            info!(trigger, units = env.config.units.len(), "configuration reloaded");
                         }
-                        Err(e) => error!(error = %format!("{e:#}"), "reload failed; the previous configuration keeps running"),
+                        Err(e) => error!(trigger = if retry_failed { "sighup" } else { "rescan" }, error = %format!("{e:#}"),
+                            "reload failed; the previous configuration keeps running"),
                     }
                 }
             },
@@ -289,14 +306,22 @@ pub async fn run(
 async fn reload(env: &Arc<Env>, config: Config, retry_failed: bool) -> anyhow::Result<Arc<Env>> {
     let new = env.rebuild(Arc::new(config)).await?;
     // Only once everything built: a provider that fails to build leaves the old config running.
-    sync_in_thread(&env.store, &new.config, retry_failed).await?;
+    sync_in_thread(&env.store, &new.config, retry_failed, false).await?;
+    for (key, old, new) in env.config.restart_only_changes(&new.config) {
+        warn!(key, old = %old, new = %new, "`{key}` changed, but it takes effect only after a restart (systemctl restart dcvd); the running value stays");
+    }
     Ok(Arc::new(new))
 }
 
 /// [`sync_units`] on the store's thread, as one group commit.
-async fn sync_in_thread(store: &StoreThread, config: &Arc<Config>, retry_failed: bool) -> anyhow::Result<()> {
+async fn sync_in_thread(
+    store: &StoreThread,
+    config: &Arc<Config>,
+    retry_failed: bool,
+    at_start: bool,
+) -> anyhow::Result<()> {
     let config = config.clone();
-    store.write(move |s| Ok(sync_units(s, &config, retry_failed))).await?
+    store.write(move |s| Ok(sync_units_when(s, &config, retry_failed, at_start))).await?
 }
 
 async fn spawn_pending(
