@@ -451,7 +451,8 @@ fn status_all(store: &Store, json: bool) -> anyhow::Result<String> {
 fn status_unit(store: &Store, spec: &str, json: bool) -> anyhow::Result<String> {
     let units = store.units()?;
     let unit = parse_unit(spec, &units)?;
-    let row = units.iter().find(|u| u.unit == unit).ok_or_else(|| anyhow::anyhow!("{unit} is not in the state store"))?;
+    let row =
+        units.iter().find(|u| u.unit == unit).ok_or_else(|| anyhow::anyhow!("{unit} is not in the state store"))?;
     let records = store.records(unit)?;
     let events = store.events(unit)?;
     let when = |ms: i64| {
@@ -495,7 +496,9 @@ fn status_unit(store: &Store, spec: &str, json: bool) -> anyhow::Result<String> 
     out.push_str("\nHISTORY\n");
     let rows = events
         .iter()
-        .map(|(at, event, detail)| vec![when(*at), event.clone(), if detail.is_empty() { "-".into() } else { detail.clone() }])
+        .map(|(at, event, detail)| {
+            vec![when(*at), event.clone(), if detail.is_empty() { "-".into() } else { detail.clone() }]
+        })
         .collect();
     out.push_str(&table(&["TIME", "EVENT", "DETAIL"], rows));
     Ok(out)
@@ -554,8 +557,9 @@ fn record_json(r: &RecordRow, left_over: bool) -> serde_json::Value {
 fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
     let mut all = vec![header.iter().map(|h| (*h).to_string()).collect::<Vec<_>>()];
     all.extend(rows);
-    let widths: Vec<usize> =
-        (0..header.len()).map(|i| all.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| all.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).max().unwrap_or(0))
+        .collect();
     let mut out = String::new();
     for r in all {
         let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();

@@ -41,9 +41,8 @@ pub fn init(format: LogFormat) {
             .with(base.json().flatten_event(true).with_current_span(true).with_span_list(false).with_filter(filter()))
             .try_init();
     } else {
-        let _ = tracing_subscriber::registry()
-            .with(base.compact().fmt_fields(TextFields).with_filter(filter()))
-            .try_init();
+        let _ =
+            tracing_subscriber::registry().with(base.compact().fmt_fields(TextFields).with_filter(filter())).try_init();
     }
 }
 
@@ -167,7 +166,13 @@ mod tests {
             "{}",
             lines[0]
         );
-        assert!(lines[1].ends_with("cannot reach error=\"error sending request: connection refused\" unit_kind=\"order\" unit_id=7"), "{}", lines[1]);
+        assert!(
+            lines[1].ends_with(
+                "cannot reach error=\"error sending request: connection refused\" unit_kind=\"order\" unit_id=7"
+            ),
+            "{}",
+            lines[1]
+        );
         assert!(lines[2].contains(r#"empty="" said="a \"b\" c=d""#), "{}", lines[2]);
     }
 }

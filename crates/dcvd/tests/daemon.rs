@@ -568,7 +568,10 @@ async fn unreachable_certcentral_pauses_every_unit_until_it_answers() {
             ),
         )
         .replace(&sim_url, &dead_url)
-        .replace("log_format = \"text\"", &format!("log_format = \"text\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\""));
+        .replace(
+            "log_format = \"text\"",
+            &format!("log_format = \"text\"\nmetrics_listen = \"127.0.0.1:{metrics_port}\""),
+        );
     let mut child = h.spawn_run(&h.write_config(&cfg));
     let unreachable = "CertCentral is unreachable";
     eventually(Duration::from_secs(60), "the account ERROR", || h.log().contains(unreachable)).await;
@@ -648,7 +651,8 @@ async fn names_from_digicert_that_no_provider_serves_fail_clearly() {
     assert_eq!(out.status.code(), Some(1), "{log}");
     let failed = log.lines().find(|l| l.contains("state=\"failed\"")).unwrap_or_else(|| panic!("no failure:\n{log}"));
     assert!(
-        failed.contains("no provider serves") && failed.contains("add its zone to the `zones` of a [providers.NAME] section"),
+        failed.contains("no provider serves")
+            && failed.contains("add its zone to the `zones` of a [providers.NAME] section"),
         "{failed}"
     );
     assert!(failed.contains("unit_id=341"), "{failed}");
@@ -665,7 +669,8 @@ async fn a_start_up_error_is_printed_once() {
     let path = h.write_config(&cfg);
     let mut first = h.spawn_run(&path);
     eventually(Duration::from_secs(30), "the first daemon's banner", || h.log().contains("dcvd starting")).await;
-    eventually(Duration::from_secs(30), "the first daemon's lock", || h.dir.path().join("state/dcvd.lock").exists()).await;
+    eventually(Duration::from_secs(30), "the first daemon's lock", || h.dir.path().join("state/dcvd.lock").exists())
+        .await;
     let second = h
         .command(&["run", "--config", path.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
@@ -713,7 +718,8 @@ async fn reload_names_its_trigger_and_the_keys_that_need_a_restart() {
     let h = Harness::start(None).await;
     // Its name is not served by any provider: it fails.
     h.sim().add_order(NewOrder::new(421, &["x.elsewhere.example"]));
-    let rest = format!("{}\n[[order]]\nid = 421\nmethod = \"dns-txt-token\"\n", h.memory_provider(&["example.test"], 0));
+    let rest =
+        format!("{}\n[[order]]\nid = 421\nmethod = \"dns-txt-token\"\n", h.memory_provider(&["example.test"], 0));
     let path = h.write_config(&h.config(h.dns_port, &rest));
     let mut child = h.spawn_run(&path);
     eventually(Duration::from_secs(30), "order 421 failed", || h.log().contains("state=\"failed\"")).await;
@@ -737,7 +743,8 @@ async fn reload_names_its_trigger_and_the_keys_that_need_a_restart() {
     assert!(reloaded.contains("trigger=\"sighup\""), "{reloaded}");
     for key in ["log_format", "metrics_listen"] {
         assert!(
-            log.lines().any(|l| l.contains(" WARN ") && l.contains(&format!("`{key}` changed, but it takes effect only after a restart"))),
+            log.lines().any(|l| l.contains(" WARN ")
+                && l.contains(&format!("`{key}` changed, but it takes effect only after a restart"))),
             "no restart warning for {key}:\n{log}"
         );
     }

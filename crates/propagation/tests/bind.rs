@@ -241,7 +241,10 @@ async fn a_name_in_no_zone_times_out_with_the_cause() {
     match &err {
         Error::Timeout { name, lagging, .. } => {
             assert_eq!(name, "_dnsauth.unknown.example");
-            assert!(lagging.len() == 1 && lagging[0].contains("no zone found") && lagging[0].contains("REFUSED"), "{lagging:?}");
+            assert!(
+                lagging.len() == 1 && lagging[0].contains("no zone found") && lagging[0].contains("REFUSED"),
+                "{lagging:?}"
+            );
         }
         other => panic!("expected a timeout naming the cause, got {other:?}"),
     }

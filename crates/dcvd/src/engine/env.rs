@@ -153,7 +153,9 @@ pub fn build_client(
             // The last attempt of a call got nothing usable: the client gave up on CertCentral.
             // (401/403 are reported by the unit, with DigiCert's message.)
             None | Some(500..) if call.attempt >= max_attempts => {
-                let got = call.status.map_or_else(|| "no answer (connection error or timeout)".to_owned(), |s| format!("HTTP {s}"));
+                let got = call
+                    .status
+                    .map_or_else(|| "no answer (connection error or timeout)".to_owned(), |s| format!("HTTP {s}"));
                 gate.unreachable(&format!(
                     "certcentral: {} at {base_url}: {got} after {} attempts",
                     call.endpoint.as_str(),
