@@ -1,4 +1,4 @@
-//! The command line (clap): `run`, `once`, `check-config`, `status`, `cleanup`, `demo`.
+//! The command line (clap): `run`, `once`, `check-config`, `status`, `cleanup`, `doctor`, `demo`.
 //!
 //! Exit codes: 0 success, 1 failure, 2 usage, 78 configuration error (EX_CONFIG).
 
@@ -76,6 +76,9 @@ enum Command {
     },
     /// Remove every record dcvd still has published (reads the DNS providers' credentials only).
     Cleanup(ConfigArg),
+    /// Check the configuration, the state directory, CertCentral, each provider's credentials and
+    /// each zone's name servers; print what is ok and what to fix (exit 1 when something failed).
+    Doctor(ConfigArg),
     /// A self-contained run on an embedded default: CertCentral simulator, DNS server and the
     /// in-memory provider, all in this process.
     Demo {
@@ -105,6 +108,7 @@ async fn dispatch(command: Command) -> ExitCode {
         Command::CheckConfig { config, online } => check_config(&config.config, online).await,
         Command::Status { config, unit, json, state_dir } => status(&config.config, unit.as_deref(), json, state_dir),
         Command::Cleanup(c) => cleanup(&c.config).await,
+        Command::Doctor(c) => crate::doctor::main(&c.config).await,
         Command::Demo { config } => crate::demo::main(config).await,
     }
 }

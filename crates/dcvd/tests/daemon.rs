@@ -752,3 +752,42 @@ async fn reload_names_its_trigger_and_the_keys_that_need_a_restart() {
     assert!(log.contains("starting over a unit that ended, after the reload"), "{log}");
     assert!(!log.contains("ended in an earlier run"), "the unit failed in this run:\n{log}");
 }
+
+/// `dcvd doctor` against the simulator and BIND: every check passes with the right settings
+/// (exit 0); a refused API key and a zone nobody serves are reported with what to do (exit 1),
+/// and the key never appears.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_reports_each_dependency() {
+    let bind = Bind::builder().zone(ZoneSpec::new("doctor.test")).with_lagging_secondary().start();
+    let h = Harness::start(Some(vec![bind.primary_addr()])).await;
+    let provider = |zones: &str| {
+        format!(
+            "[providers.bind]\ntype = \"rfc2136\"\nserver = \"{}\"\nzones = [{zones}]\ntsig_key_name = \"dcvd\"\ntsig_secret_file = \"{}\"\n",
+            bind.primary_addr(),
+            bind.tsig_secret_file().display()
+        )
+    };
+    let path = h.write_config(&h.config(bind.port(), &provider("\"doctor.test\"")));
+    let out = h.command(&["doctor", "--config", path.to_str().unwrap()]).output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    for row in ["configuration", "state directory", "certcentral http://", "provider bind (rfc2136)", "zone doctor.test"] {
+        let line = report.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("no {row} row:\n{report}"));
+        assert!(line.contains(" ok "), "{line}");
+    }
+    let zone = report.lines().find(|l| l.starts_with("zone doctor.test")).unwrap();
+    assert!(zone.contains("127.0.0.1") && zone.contains("127.0.0.2"), "both name servers: {zone}");
+
+    std::fs::write(h.dir.path().join("api-key"), "a-wrong-key").unwrap();
+    let path = h.write_config(&h.config(bind.port(), &provider("\"doctor.test\", \"gone.test\"")));
+    let out = h.command(&["doctor", "--config", path.to_str().unwrap()]).output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let cc = report.lines().find(|l| l.starts_with("certcentral")).unwrap();
+    assert!(cc.contains("FAILED") && cc.contains("the API key is refused"), "{cc}");
+    let gone = report.lines().find(|l| l.starts_with("zone gone.test")).unwrap_or_else(|| panic!("{report}"));
+    assert!(gone.contains("FAILED") && gone.contains("check that it is delegated"), "{gone}");
+    let good = report.lines().find(|l| l.starts_with("zone doctor.test")).unwrap();
+    assert!(good.contains(" ok "), "{good}");
+    assert!(!text(&out).contains("a-wrong-key"), "the key must not be printed");
+}

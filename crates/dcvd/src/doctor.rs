@@ -1,0 +1,178 @@
+//! `dcvd doctor`: checks everything validation depends on, once, and prints a table of what is
+//! ok and what failed with what to do: the configuration, the state directory, CertCentral (one
+//! cheap authenticated call), each provider's credentials (its read-only preflight) and the
+//! authoritative name servers of each configured zone.
+//!
+//! It only reads: no record is published, no token requested, the state store is not opened
+//! (the daemon may be running).
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+use propagation::{Expected, ServerStatus};
+
+use crate::config::Config;
+use crate::metrics::Metrics;
+
+/// One line of the report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Check {
+    /// What was checked (`certcentral`, `provider cf`, `zone example.com`, ...).
+    pub subject: String,
+    /// Whether it passed.
+    pub ok: bool,
+    /// What was found, and for a failure what to do.
+    pub detail: String,
+}
+
+impl Check {
+    fn ok(subject: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self { subject: subject.into(), ok: true, detail: detail.into() }
+    }
+    fn failed(subject: impl Into<String>, detail: impl Into<String>) -> Self {
+        Self { subject: subject.into(), ok: false, detail: detail.into() }
+    }
+}
+
+/// Runs every check for `path`; a configuration that does not load is the only check then.
+pub async fn run_checks(path: &Path) -> Vec<Check> {
+    let mut checks = Vec::new();
+    let mut cfg = match Config::load(path) {
+        Ok(cfg) => {
+            checks.push(Check::ok(
+                "configuration",
+                format!(
+                    "{} ({} units, {} providers, {} files)",
+                    path.display(),
+                    cfg.units.len(),
+                    cfg.providers.len(),
+                    cfg.files.len()
+                ),
+            ));
+            cfg
+        }
+        Err(e) => {
+            checks.push(Check::failed("configuration", format!("{e}: fix it (`dcvd check-config` says the same)")));
+            return checks;
+        }
+    };
+    let state_dir = cfg.daemon.state_dir.display().to_string();
+    match cfg.check_state_dir() {
+        Ok(()) => {
+            let warnings: Vec<&String> = cfg.warnings.iter().filter(|w| w.contains(&state_dir)).collect();
+            match warnings.first() {
+                None => checks.push(Check::ok("state directory", format!("{state_dir}: writable by this user"))),
+                Some(w) => checks.push(Check::failed("state directory", (*w).clone())),
+            }
+        }
+        Err(e) => checks.push(Check::failed("state directory", e.to_string())),
+    }
+    checks.push(certcentral(&cfg).await);
+    for (name, provider) in &cfg.providers {
+        let subject = format!("provider {name} ({})", provider.kind());
+        let result = match crate::providers::build(name, provider).await {
+            Ok(built) => built.preflight().await.map_err(|e| e.to_string()),
+            Err(e) => Err(format!("{e:#}")),
+        };
+        checks.push(match result {
+            Ok(()) => Check::ok(subject, format!("credentials work for {}", provider.zones().join(", "))),
+            Err(e) => Check::failed(subject, format!("{e} (see providers.md for the permissions it needs)")),
+        });
+    }
+    let checker = match propagation::Checker::new(crate::engine::checker_config(&cfg.propagation)) {
+        Ok(c) => c,
+        Err(e) => {
+            checks.push(Check::failed("propagation", format!("{e}: fix [propagation] resolvers")));
+            return checks;
+        }
+    };
+    for provider in cfg.providers.values() {
+        for zone in provider.zones() {
+            checks.push(zone_servers(&checker, &zone).await);
+        }
+    }
+    checks
+}
+
+/// One authenticated call that needs no unit: the first page (one order) of List orders.
+async fn certcentral(cfg: &Config) -> Check {
+    let subject = format!("certcentral {}", cfg.certcentral.base_url);
+    let client = match crate::engine::build_client(&cfg.certcentral, &Arc::new(Metrics::new()), None) {
+        Ok(c) => c,
+        Err(e) => return Check::failed(subject, format!("{e:#}")),
+    };
+    match client.list_orders(&certcentral::OrderFilter::default(), 0, 1).await {
+        Ok(_) => Check::ok(subject, "reachable; the API key is accepted"),
+        Err(e) if e.is_auth() => Check::failed(
+            subject,
+            format!("{e}: the API key is refused: put a key of this account with API access in [certcentral] api_key_file"),
+        ),
+        Err(e) if e.is_retryable() => Check::failed(
+            subject,
+            format!("{e}: CertCentral is not reachable: check DNS, the firewall and any HTTPS proxy on the way to base_url"),
+        ),
+        Err(e) => Check::failed(subject, e.to_string()),
+    }
+}
+
+/// Every address of every authoritative name server of `zone` answers a query for a name in it
+/// (any answer counts: the record is not expected to exist).
+async fn zone_servers(checker: &propagation::Checker, zone: &str) -> Check {
+    let subject = format!("zone {zone}");
+    let probe = format!("_dnsauth.{zone}");
+    match checker.check_once(&probe, &Expected::Txt("dcvd-doctor".into())).await {
+        Ok(progress) => {
+            let failing: Vec<String> = progress
+                .servers
+                .iter()
+                .filter_map(|(name, addr, status)| match status {
+                    ServerStatus::Failing(why) => Some(format!("{name} ({addr}): {why}")),
+                    _ => None,
+                })
+                .collect();
+            if progress.servers.is_empty() {
+                Check::failed(subject, "no name server address found: check the zone's NS records and their addresses")
+            } else if failing.is_empty() {
+                let names: Vec<String> = progress.servers.iter().map(|(n, a, _)| format!("{n} ({a})")).collect();
+                Check::ok(subject, format!("every name server answers: {}", names.join(", ")))
+            } else {
+                Check::failed(
+                    subject,
+                    format!(
+                        "{}: these name servers do not answer for the zone; DigiCert may ask any of them, so fix them or \
+                         remove them from the zone's NS set",
+                        failing.join("; ")
+                    ),
+                )
+            }
+        }
+        Err(e) => Check::failed(
+            subject,
+            format!("{e}: the [propagation] resolvers cannot find the zone or its name servers; check that it is delegated"),
+        ),
+    }
+}
+
+/// A table of the checks: `CHECK  RESULT  DETAIL`.
+pub fn render(checks: &[Check]) -> String {
+    let width = checks.iter().map(|c| c.subject.chars().count()).max().unwrap_or(5).max(5);
+    let mut out = format!("{:<width$}  {:<6}  DETAIL\n", "CHECK", "RESULT");
+    for c in checks {
+        let result = if c.ok { "ok" } else { "FAILED" };
+        out.push_str(&format!("{:<width$}  {result:<6}  {}\n", c.subject, c.detail));
+    }
+    out
+}
+
+/// `dcvd doctor`: prints the table; exit 0 when every check passed, 78 when the configuration
+/// does not load, 1 otherwise.
+pub async fn main(path: &Path) -> ExitCode {
+    let checks = run_checks(path).await;
+    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), render(&checks).as_bytes());
+    match checks.first() {
+        Some(first) if !first.ok => ExitCode::from(crate::cli::EXIT_CONFIG),
+        _ if checks.iter().all(|c| c.ok) => ExitCode::SUCCESS,
+        _ => ExitCode::FAILURE,
+    }
+}
