@@ -79,7 +79,7 @@ const CASES: &[Case] = &[
         toml: "[certcentral]\napi_key = \"abc\"\n",
         at: (2, 1),
         message: "unknown field `api_key`, expected one of `base_url`, `api_key_file`, \
-                  `api_key_env`, `rate_limits`, `timeout`, `validation_scope`",
+                  `api_key_env`, `rate_limits`, `timeout`, `validation_scope`, `caa_check`",
     },
     Case {
         name: "unknown validation scope",

@@ -791,3 +791,49 @@ async fn doctor_reports_each_dependency() {
     assert!(good.contains(" ok "), "{good}");
     assert!(!text(&out).contains("a-wrong-key"), "the key must not be printed");
 }
+
+/// CAA pre-flight: a unit whose name's CAA set (here at the zone apex, found by climbing from
+/// the name) allows only another CA fails before any token is requested, with the record in the
+/// one ERROR; a name whose CAA allows DigiCert validates; `caa_check = false` skips the check.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caa_forbidding_digicert_fails_the_unit_before_any_token() {
+    let bind = Bind::builder()
+        .zone(
+            ZoneSpec::new("caa.test")
+                .with_line("@ 60 IN CAA 0 issue \"letsencrypt.org\"")
+                .with_line("ok 60 IN CAA 0 issue \"digicert.com\""),
+        )
+        .start();
+    let h = Harness::start(Some(vec![bind.primary_addr()])).await;
+    h.sim().add_order(NewOrder::new(501, &["shop.caa.test"]));
+    h.sim().add_order(NewOrder::new(502, &["ok.caa.test"]));
+    let rest = format!(
+        "[providers.bind]\ntype = \"rfc2136\"\nserver = \"{}\"\nzones = [\"caa.test\"]\ntsig_key_name = \"dcvd\"\ntsig_secret_file = \"{}\"\n\n\
+         [[order]]\nid = 501\nmethod = \"dns-txt-token\"\ndomains = [\"shop.caa.test\"]\n\n\
+         [[order]]\nid = 502\nmethod = \"dns-txt-token\"\ndomains = [\"ok.caa.test\"]\n",
+        bind.primary_addr(),
+        bind.tsig_secret_file().display()
+    );
+    let cfg = h.config(bind.port(), &rest);
+    let out = h.once(&h.write_config(&cfg));
+    let log = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{log}");
+    let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
+    assert_eq!(errors.len(), 1, "one ERROR:\n{log}");
+    assert!(
+        errors[0].contains("unit_id=501")
+            && errors[0].contains("state=\"failed\"")
+            && errors[0].contains("caa.test CAA 0 issue \\\"letsencrypt.org\\\""),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(h.sim().stats().order_calls.get(&501), None, "no token requested for the forbidden unit");
+    assert_eq!(h.sim().order(502).expect("order").dcv_status, "valid", "{log}");
+
+    // Turned off: the unit is not failed by dcvd (the simulator does not check CAA).
+    let off = cfg.replace("[certcentral]\n", "[certcentral]\ncaa_check = false\n");
+    std::fs::remove_dir_all(h.dir.path().join("state")).unwrap();
+    let out = h.once(&h.write_config(&off));
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(h.sim().order(501).expect("order").dcv_status, "valid");
+}

@@ -22,6 +22,7 @@
 //! - [`CheckerConfig`], [`Mode`], [`ResolverSpec`]: how to find and query servers.
 //! - [`Expected`]: what must be served; [`Target`]: where it must be served (after CNAMEs).
 //! - [`Progress`], [`ServerStatus`]: per-name-server view of a wait.
+//! - [`Checker::caa`], [`CaaSet`]: the CAA records that apply to a name (RFC 8659).
 //! - [`Error`]: what went wrong, naming the servers that lag.
 
 use std::collections::HashMap;
@@ -182,6 +183,26 @@ impl Progress {
     }
 }
 
+/// One CAA record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caa {
+    /// The issuer-critical flag.
+    pub critical: bool,
+    /// The property tag, lower case (`issue`, `issuewild`, `iodef`, ...).
+    pub tag: String,
+    /// The property value as text (`digicert.com; cansignhttpexchanges=yes`, `;`).
+    pub value: String,
+}
+
+/// The CAA records that apply to a name, and the name that holds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaaSet {
+    /// Where the records were found (the name itself or a parent).
+    pub owner: String,
+    /// The records there.
+    pub records: Vec<Caa>,
+}
+
 /// What went wrong.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -336,6 +357,15 @@ impl Checker {
     /// servers (cached for their TTLs).
     pub async fn target(&self, name: &str, follow_cnames: bool) -> Result<Target, Error> {
         discovery::target(&self.inner, name, follow_cnames).await
+    }
+
+    /// The relevant CAA record set of `name` (RFC 8659 section 3): the CAA records at `name`, or,
+    /// when it has none, at its parent, and so on below the root, through the configured
+    /// resolvers (which follow CNAMEs). `None` when no name up the tree has any: every CA may
+    /// issue. A name the resolvers REFUSE counts as having none (they do not serve that part of
+    /// the tree); no answer at all is an error.
+    pub async fn caa(&self, name: &str) -> Result<Option<CaaSet>, Error> {
+        discovery::caa(&self.inner, name).await
     }
 
     /// Asks every required server once.

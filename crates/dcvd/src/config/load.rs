@@ -132,6 +132,7 @@ fn certcentral(
         timeout: raw.timeout.map_or(Duration::from_secs(30), |t| t.0),
         allow_insecure_http,
         validation_scope: raw.validation_scope.unwrap_or_default(),
+        caa_check: raw.caa_check.unwrap_or(true),
     })
 }
 

@@ -193,6 +193,9 @@ pub struct CertCentral {
     /// The account's domain validation scope (CertCentral's default: base domains); orders may
     /// override it.
     pub validation_scope: ValidationScope,
+    /// Look up CAA before requesting a token and fail a unit whose names CAA forbids to DigiCert
+    /// (`caa_check`, default true).
+    pub caa_check: bool,
 }
 
 /// At most `requests` requests per `per`.

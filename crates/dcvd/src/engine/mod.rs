@@ -6,6 +6,7 @@
 //! operations in flight (API and provider calls), not the waits.
 
 mod account;
+mod caa;
 mod cleanup;
 mod env;
 mod unit;
@@ -342,7 +343,10 @@ async fn spawn_pending(
         let env = env.clone();
         let id = row.unit;
         tasks.spawn(async move {
-            unit::drive(env, id, cancel).await;
+            // CAA first: a unit whose names CAA forbids to DigiCert fails before any token.
+            if caa::preflight(&env, id).await {
+                unit::drive(env, id, cancel).await;
+            }
             id
         });
     }
