@@ -82,7 +82,8 @@ enum Command {
     /// A self-contained run on an embedded default: CertCentral simulator, DNS server and the
     /// in-memory provider, all in this process.
     Demo {
-        /// Print the configuration the demo uses, then exit.
+        /// Print the demo's configuration, runnable as printed against a standalone
+        /// certcentral-sim (key "sim-devkey", read from CERTCENTRAL_SIM_API_KEY), then exit.
         #[arg(long)]
         config: bool,
     },

@@ -106,11 +106,15 @@ async fn certcentral(cfg: &Config) -> Check {
         Ok(_) => Check::ok(subject, "reachable; the API key is accepted"),
         Err(e) if e.is_auth() => Check::failed(
             subject,
-            format!("{e}: the API key is refused: put a key of this account with API access in [certcentral] api_key_file"),
+            format!(
+                "{e}: the API key is refused: put a key of this account with API access in [certcentral] api_key_file"
+            ),
         ),
         Err(e) if e.is_retryable() => Check::failed(
             subject,
-            format!("{e}: CertCentral is not reachable: check DNS, the firewall and any HTTPS proxy on the way to base_url"),
+            format!(
+                "{e}: CertCentral is not reachable: check DNS, the firewall and any HTTPS proxy on the way to base_url"
+            ),
         ),
         Err(e) => Check::failed(subject, e.to_string()),
     }
@@ -149,7 +153,9 @@ async fn zone_servers(checker: &propagation::Checker, zone: &str) -> Check {
         }
         Err(e) => Check::failed(
             subject,
-            format!("{e}: the [propagation] resolvers cannot find the zone or its name servers; check that it is delegated"),
+            format!(
+                "{e}: the [propagation] resolvers cannot find the zone or its name servers; check that it is delegated"
+            ),
         ),
     }
 }

@@ -771,7 +771,9 @@ async fn doctor_reports_each_dependency() {
     let out = h.command(&["doctor", "--config", path.to_str().unwrap()]).output().unwrap();
     let report = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    for row in ["configuration", "state directory", "certcentral http://", "provider bind (rfc2136)", "zone doctor.test"] {
+    for row in
+        ["configuration", "state directory", "certcentral http://", "provider bind (rfc2136)", "zone doctor.test"]
+    {
         let line = report.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("no {row} row:\n{report}"));
         assert!(line.contains(" ok "), "{line}");
     }
@@ -836,4 +838,60 @@ async fn caa_forbidding_digicert_fails_the_unit_before_any_token() {
     let out = h.once(&h.write_config(&off));
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(h.sim().order(501).expect("order").dcv_status, "valid");
+}
+
+/// `dcvd demo --config` prints a configuration that runs as printed against the CertCentral
+/// simulator started as its header says (fixed port, the fixture file, key "sim-devkey"): every
+/// unit ends valid and `dcvd once` exits 0.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_config_runs_as_printed_against_the_simulator() {
+    let h = Harness::start(None).await;
+    let out = h.command(&["demo", "--config"]).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        printed.contains("sim-devkey") && printed.contains("--orders crates/certcentral-sim/fixtures/demo.toml"),
+        "{printed}"
+    );
+    // Started as the header says: `--listen 127.0.0.1:18443 --dns 127.0.0.1:15353 --dns
+    // 127.0.0.2:15353 --orders crates/certcentral-sim/fixtures/demo.toml`, the default key.
+    let fixtures =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../certcentral-sim/fixtures/demo.toml")).unwrap();
+    let fixtures = certcentral_sim::Fixtures::parse(&fixtures).unwrap();
+    let dns: Vec<std::net::SocketAddr> = vec!["127.0.0.1:15353".parse().unwrap(), "127.0.0.2:15353".parse().unwrap()];
+    let sim = certcentral_sim::Sim::new(certcentral_sim::SimConfig {
+        api_key: "sim-devkey".into(),
+        dns_servers: dns,
+        ..certcentral_sim::SimConfig::default()
+    });
+    let ids: Vec<u64> = fixtures.orders.iter().map(|o| o.id).collect();
+    for o in fixtures.orders {
+        sim.add_order(o);
+    }
+    for d in fixtures.domains {
+        sim.add_domain(d);
+    }
+    let running =
+        sim.clone().spawn("127.0.0.1:18443".parse().unwrap()).await.expect("port 18443 free for the simulator");
+    let path = h.dir.path().join("demo.toml");
+    // Its own state directory, so the test leaves nothing in /tmp/dcvd-demo.
+    std::fs::write(
+        &path,
+        printed.replace("/tmp/dcvd-demo/state", &h.dir.path().join("demo-state").display().to_string()),
+    )
+    .unwrap();
+    let child = h
+        .command(&["once", "--config", path.to_str().unwrap()])
+        .env("CERTCENTRAL_SIM_API_KEY", "sim-devkey")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let out = wait_output(child, Duration::from_secs(90));
+    assert!(out.status.success(), "the printed configuration did not run:\n{}", text(&out));
+    for id in ids {
+        assert_eq!(sim.order(id).expect("order").dcv_status, "valid");
+    }
+    assert!(sim.domain(2001).expect("domain").dcv_valid);
+    running.shutdown().await;
 }

@@ -109,7 +109,10 @@ impl Rest {
                     let resp = match request.send().await {
                         // reqwest errors name the URL (never headers); keep messages short
                         Err(e) => {
-                            return Err(Failure::Transient(format!("{what}: {}", crate::error_chain(&e.without_url()))));
+                            return Err(Failure::Transient(format!(
+                                "{what}: {}",
+                                crate::error_chain(&e.without_url())
+                            )));
                         }
                         Ok(resp) => resp,
                     };

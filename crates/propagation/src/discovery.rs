@@ -330,7 +330,10 @@ pub(crate) async fn caa(inner: &Arc<Inner>, name: &str) -> Result<Option<crate::
                 continue;
             }
             Err(why) => {
-                return Err(Error::Resolve { name: dns::show(&candidate), message: format!("CAA query failed: {why}") });
+                return Err(Error::Resolve {
+                    name: dns::show(&candidate),
+                    message: format!("CAA query failed: {why}"),
+                });
             }
         };
         let records: Vec<crate::Caa> = message

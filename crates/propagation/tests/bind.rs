@@ -271,6 +271,9 @@ async fn caa_is_found_at_the_name_or_its_closest_parent() {
     assert!(www.records.iter().any(|r| r.tag == "issue" && r.value == "letsencrypt.org" && !r.critical), "{www:?}");
     let shop = checker.caa("a.shop.caa.test").await.expect("caa").expect("a set");
     assert_eq!(shop.owner, "shop.caa.test");
-    assert_eq!(shop.records, vec![propagation::Caa { critical: true, tag: "issuewild".into(), value: "digicert.com; x=y".into() }]);
+    assert_eq!(
+        shop.records,
+        vec![propagation::Caa { critical: true, tag: "issuewild".into(), value: "digicert.com; x=y".into() }]
+    );
     assert_eq!(checker.caa("x.plain.test").await.expect("caa"), None);
 }
