@@ -89,7 +89,7 @@ pub async fn run_checks(path: &Path) -> Vec<Check> {
     };
     for provider in cfg.providers.values() {
         for zone in provider.zones() {
-            checks.push(zone_servers(&checker, &zone).await);
+            checks.push(zone_servers(&checker, zone).await);
         }
     }
     checks

@@ -81,40 +81,6 @@ pub(super) async fn check_names(checker: &propagation::Checker, names: &[String]
     None
 }
 
-#[cfg(test)]
-mod tests {
-    use propagation::Caa;
-
-    use super::*;
-
-    fn set(records: &[(bool, &str, &str)]) -> CaaSet {
-        CaaSet {
-            owner: "example.com".into(),
-            records: records
-                .iter()
-                .map(|(critical, tag, value)| Caa { critical: *critical, tag: (*tag).into(), value: (*value).into() })
-                .collect(),
-        }
-    }
-
-    #[test]
-    fn issue_and_issuewild_decide_for_their_names() {
-        let le = set(&[(false, "issue", "letsencrypt.org")]);
-        let reason = forbids("www.example.com", &le).expect("forbidden");
-        assert!(reason.contains("example.com CAA 0 issue \"letsencrypt.org\""), "{reason}");
-        assert!(forbids("*.example.com", &le).is_some(), "issue applies to wildcards without issuewild");
-        let both = set(&[(false, "issue", "letsencrypt.org"), (false, "issuewild", "digicert.com; x=y")]);
-        assert!(forbids("*.example.com", &both).is_none());
-        assert!(forbids("example.com", &both).is_some());
-        assert!(forbids("example.com", &set(&[(false, "issue", "DigiCert.com.")])).is_none());
-        let nobody = set(&[(false, "issue", ";")]);
-        assert!(forbids("example.com", &nobody).is_some(), "an empty issuer forbids every CA");
-        assert!(forbids("example.com", &set(&[(false, "iodef", "mailto:a@example.com")])).is_none());
-        let critical = forbids("example.com", &set(&[(true, "future", "x"), (false, "issue", "digicert.com")]));
-        assert!(critical.is_some_and(|r| r.contains("critical")));
-    }
-}
-
 /// Before a pending unit's first step: `false` when CAA forbids DigiCert for one of its names;
 /// the unit is then failed (one ERROR, the notification) and must not be driven.
 pub(super) async fn preflight(env: &super::Env, unit: crate::store::UnitId) -> bool {
@@ -122,9 +88,8 @@ pub(super) async fn preflight(env: &super::Env, unit: crate::store::UnitId) -> b
     if !env.config.certcentral.caa_check {
         return true;
     }
-    let row = match env.store.read(move |s| s.unit(unit)).await {
-        Ok(Some(row)) => row,
-        _ => return true,
+    let Ok(Some(row)) = env.store.read(move |s| s.unit(unit)).await else {
+        return true;
     };
     // Names learnt from DigiCert are not known before the first step; those are left to
     // DigiCert's own check.
@@ -173,5 +138,39 @@ pub(super) async fn preflight(env: &super::Env, unit: crate::store::UnitId) -> b
             tracing::warn!(error = %e, caa = %reason, "cannot record the CAA failure");
             true
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use propagation::Caa;
+
+    use super::*;
+
+    fn set(records: &[(bool, &str, &str)]) -> CaaSet {
+        CaaSet {
+            owner: "example.com".into(),
+            records: records
+                .iter()
+                .map(|(critical, tag, value)| Caa { critical: *critical, tag: (*tag).into(), value: (*value).into() })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn issue_and_issuewild_decide_for_their_names() {
+        let le = set(&[(false, "issue", "letsencrypt.org")]);
+        let reason = forbids("www.example.com", &le).expect("forbidden");
+        assert!(reason.contains("example.com CAA 0 issue \"letsencrypt.org\""), "{reason}");
+        assert!(forbids("*.example.com", &le).is_some(), "issue applies to wildcards without issuewild");
+        let both = set(&[(false, "issue", "letsencrypt.org"), (false, "issuewild", "digicert.com; x=y")]);
+        assert!(forbids("*.example.com", &both).is_none());
+        assert!(forbids("example.com", &both).is_some());
+        assert!(forbids("example.com", &set(&[(false, "issue", "DigiCert.com.")])).is_none());
+        let nobody = set(&[(false, "issue", ";")]);
+        assert!(forbids("example.com", &nobody).is_some(), "an empty issuer forbids every CA");
+        assert!(forbids("example.com", &set(&[(false, "iodef", "mailto:a@example.com")])).is_none());
+        let critical = forbids("example.com", &set(&[(true, "future", "x"), (false, "issue", "digicert.com")]));
+        assert!(critical.is_some_and(|r| r.contains("critical")));
     }
 }
