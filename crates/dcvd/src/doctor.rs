@@ -1,7 +1,7 @@
 //! `dcvd doctor`: checks everything validation depends on, once, and prints a table of what is
 //! ok and what failed with what to do: the configuration, the state directory, CertCentral (one
-//! cheap authenticated call), each provider's credentials (its read-only preflight) and the
-//! authoritative name servers of each configured zone.
+//! cheap authenticated call), each provider's credentials (its read-only preflight), the
+//! authoritative name servers of each configured zone and the CAA records of each configured name.
 //!
 //! It only reads: no record is published, no token requested, the state store is not opened
 //! (the daemon may be running).
@@ -92,6 +92,7 @@ pub async fn run_checks(path: &Path) -> Vec<Check> {
             checks.push(zone_servers(&checker, zone).await);
         }
     }
+    checks.push(caa(&checker, &cfg).await);
     checks
 }
 
@@ -157,6 +158,24 @@ async fn zone_servers(checker: &propagation::Checker, zone: &str) -> Check {
                 "{e}: the [propagation] resolvers cannot find the zone or its name servers; check that it is delegated"
             ),
         ),
+    }
+}
+
+/// The CAA records of every configured name allow DigiCert (what the pre-flight checks).
+async fn caa(checker: &propagation::Checker, cfg: &Config) -> Check {
+    let mut names: Vec<String> = cfg.units.iter().flat_map(|u| u.domains.iter().cloned()).collect();
+    names.sort();
+    names.dedup();
+    let mut forbidden = Vec::new();
+    for name in &names {
+        if let Some(reason) = crate::engine::caa_forbids(checker, std::slice::from_ref(name)).await {
+            forbidden.push(reason);
+        }
+    }
+    if forbidden.is_empty() {
+        Check::ok("caa", format!("the CAA records of the {} configured names allow DigiCert", names.len()))
+    } else {
+        Check::failed("caa", forbidden.join("; "))
     }
 }
 

@@ -758,7 +758,10 @@ async fn reload_names_its_trigger_and_the_keys_that_need_a_restart() {
 /// and the key never appears.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn doctor_reports_each_dependency() {
-    let bind = Bind::builder().zone(ZoneSpec::new("doctor.test")).with_lagging_secondary().start();
+    let bind = Bind::builder()
+        .zone(ZoneSpec::new("doctor.test").with_line("bad 60 IN CAA 0 issue \"letsencrypt.org\""))
+        .with_lagging_secondary()
+        .start();
     let h = Harness::start(Some(vec![bind.primary_addr()])).await;
     let provider = |zones: &str| {
         format!(
@@ -771,9 +774,14 @@ async fn doctor_reports_each_dependency() {
     let out = h.command(&["doctor", "--config", path.to_str().unwrap()]).output().unwrap();
     let report = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
-    for row in
-        ["configuration", "state directory", "certcentral http://", "provider bind (rfc2136)", "zone doctor.test"]
-    {
+    for row in [
+        "configuration",
+        "state directory",
+        "certcentral http://",
+        "provider bind (rfc2136)",
+        "zone doctor.test",
+        "caa",
+    ] {
         let line = report.lines().find(|l| l.starts_with(row)).unwrap_or_else(|| panic!("no {row} row:\n{report}"));
         assert!(line.contains(" ok "), "{line}");
     }
@@ -781,7 +789,9 @@ async fn doctor_reports_each_dependency() {
     assert!(zone.contains("127.0.0.1") && zone.contains("127.0.0.2"), "both name servers: {zone}");
 
     std::fs::write(h.dir.path().join("api-key"), "a-wrong-key").unwrap();
-    let path = h.write_config(&h.config(bind.port(), &provider("\"doctor.test\", \"gone.test\"")));
+    let order = "[[order]]\nid = 1\nmethod = \"dns-txt-token\"\ndomains = [\"bad.doctor.test\"]\n";
+    let rest = format!("{}\n{order}", provider("\"doctor.test\", \"gone.test\""));
+    let path = h.write_config(&h.config(bind.port(), &rest));
     let out = h.command(&["doctor", "--config", path.to_str().unwrap()]).output().unwrap();
     let report = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
@@ -789,6 +799,8 @@ async fn doctor_reports_each_dependency() {
     assert!(cc.contains("FAILED") && cc.contains("the API key is refused"), "{cc}");
     let gone = report.lines().find(|l| l.starts_with("zone gone.test")).unwrap_or_else(|| panic!("{report}"));
     assert!(gone.contains("FAILED") && gone.contains("check that it is delegated"), "{gone}");
+    let caa = report.lines().find(|l| l.starts_with("caa")).unwrap_or_else(|| panic!("{report}"));
+    assert!(caa.contains("FAILED") && caa.contains("bad.doctor.test CAA 0 issue \"letsencrypt.org\""), "{caa}");
     let good = report.lines().find(|l| l.starts_with("zone doctor.test")).unwrap();
     assert!(good.contains(" ok "), "{good}");
     assert!(!text(&out).contains("a-wrong-key"), "the key must not be printed");

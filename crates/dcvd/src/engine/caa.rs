@@ -65,7 +65,7 @@ pub(super) fn forbids(name: &str, set: &CaaSet) -> Option<String> {
 
 /// The first of `names` whose CAA forbids DigiCert, with the reason; lookups that fail are
 /// skipped (and logged at WARN by the caller's span).
-pub(super) async fn check_names(checker: &propagation::Checker, names: &[String]) -> Option<String> {
+pub async fn check_names(checker: &propagation::Checker, names: &[String]) -> Option<String> {
     for name in names {
         let lookup = name.strip_prefix("*.").unwrap_or(name);
         match checker.caa(lookup).await {

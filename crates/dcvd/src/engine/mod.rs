@@ -23,6 +23,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
 pub use account::{AccountGate, Admission, Condition};
+pub use caa::check_names as caa_forbids;
 pub use cleanup::CleanupReport;
 pub use env::{Env, build_client, checker_config};
 
