@@ -706,7 +706,7 @@ async fn a_name_in_no_zone_fails_after_the_propagation_timeout() {
     let log = text(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
     let failed = log.lines().find(|l| l.contains("state=\"failed\"")).unwrap_or_else(|| panic!("no failure:\n{log}"));
-    assert!(failed.contains("not served by every name server after 3s"), "{failed}");
+    assert!(failed.contains("not served by every name server after"), "{failed}");
     assert!(failed.contains("no zone found for _dnsauth.example.test") && failed.contains("REFUSED"), "{failed}");
     assert_eq!(h.sim().stats().order_calls.get(&351).map(|m| m.values().sum::<u64>()), Some(1), "one token, no check");
 }
