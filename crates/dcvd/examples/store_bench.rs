@@ -152,7 +152,7 @@ fn record(unit: UnitId, name: &str) -> NewRecord {
         provider: "cf".to_owned(),
         zone: "example.com".to_owned(),
         name: name.to_owned(),
-        rtype: "TXT".to_owned(),
+        rtype: dns_provider::RecordType::Txt,
         value: format!("token-{}", unit.id),
         ttl: 60,
     }

@@ -312,9 +312,22 @@ async fn run(path: &Path, mode: Mode, deadline: Option<Duration>) -> ExitCode {
     }
 }
 
-/// Loads the configuration again for a reload (`trigger`: `sighup` or `rescan`, for the log); an
-/// invalid one is logged with its position.
-pub fn reload_config(path: &Path, trigger: &str) -> Option<Config> {
+/// Loads the configuration again for a reload, on a blocking thread (file reads and host-name
+/// resolution must not stall a tokio worker); an invalid one is logged with its position
+/// (`trigger`: `sighup` or `rescan`, for the log).
+pub async fn reload_config(path: &Path, trigger: &'static str) -> Option<Config> {
+    let owned = path.to_owned();
+    let span = tracing::Span::current();
+    match tokio::task::spawn_blocking(move || span.in_scope(|| load_for_reload(&owned, trigger))).await {
+        Ok(config) => config,
+        Err(e) => {
+            error!(trigger, error = %e, "reading the new configuration failed; keeping the running one");
+            None
+        }
+    }
+}
+
+fn load_for_reload(path: &Path, trigger: &str) -> Option<Config> {
     match Config::load(path) {
         Ok(cfg) => {
             for w in &cfg.warnings {
@@ -343,7 +356,7 @@ fn spawn_signal_handlers(path: PathBuf, tx: mpsc::Sender<Control>) {
                 _ = hup.recv() => {
                     info!(trigger = "sighup", config = %path.display(), "reloading configuration");
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                    if let Some(cfg) = reload_config(&path, "sighup") {
+                    if let Some(cfg) = reload_config(&path, "sighup").await {
                         let _ = tx.send(Control::Reload { config: Box::new(cfg), retry_failed: true }).await;
                     }
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -538,7 +551,7 @@ fn record_cells(r: &RecordRow, note: &str) -> Vec<String> {
     vec![
         r.unit.to_string(),
         r.name.clone(),
-        r.rtype.clone(),
+        r.rtype.as_str().to_string(),
         r.value.clone(),
         r.provider.clone(),
         r.status.as_str().to_string(),
@@ -549,7 +562,7 @@ fn record_cells(r: &RecordRow, note: &str) -> Vec<String> {
 fn record_json(r: &RecordRow, left_over: bool) -> serde_json::Value {
     serde_json::json!({
         "name": r.name,
-        "type": r.rtype,
+        "type": r.rtype.as_str(),
         "value": r.value,
         "provider": r.provider,
         "zone": r.zone,

@@ -24,6 +24,7 @@ pub mod demo;
 pub mod doctor;
 pub mod engine;
 pub mod logging;
+pub mod machine;
 pub mod metrics;
 pub mod notify;
 pub mod providers;

@@ -69,17 +69,33 @@ pub struct Metrics {
     provider_calls: Family<ProviderLabel, Counter>,
     propagation: Histogram,
     validation: Histogram,
+    change_sync: Family<ProviderNameLabel, Histogram, fn() -> Histogram>,
     rate_limit_wait: Counter<f64, AtomicU64>,
     account_condition: Family<ConditionLabel, Gauge>,
     token_expiry: Family<UnitLabel, Gauge>,
     live_records: Family<RecordLabel, Gauge>,
     last_successful_check: Gauge,
+    scheduler_units: Family<PlaceLabel, Gauge>,
     notifications: Family<NotificationLabel, Counter>,
     notifications_dropped: Counter,
     /// Every registered metric and its type, for [`Metrics::sample_names`].
     families: Vec<(&'static str, MetricType)>,
     /// Label sets set by the last [`Metrics::set_store_view`], to drop the ones that vanish.
     store_series: std::sync::Mutex<(Vec<UnitLabel>, Vec<RecordLabel>)>,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct PlaceLabel {
+    place: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ProviderNameLabel {
+    provider: String,
+}
+
+fn change_sync_histogram() -> Histogram {
+    Histogram::new(exponential_buckets(0.25, 2.0, 12))
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -138,6 +154,17 @@ impl Metrics {
             "Time from a unit's creation to DigiCert reporting it valid",
             validation.clone(),
         );
+        let change_sync = Family::<ProviderNameLabel, Histogram, fn() -> Histogram>::new_with_constructor(
+            change_sync_histogram as fn() -> Histogram,
+        );
+        register(
+            &mut registry,
+            &mut families,
+            "provider_change_sync_seconds",
+            "Time from the start of the wait until a provider reported a change applied to its name \
+             servers (Route 53 GetChange INSYNC), by provider",
+            change_sync.clone(),
+        );
         let rate_limit_wait = Counter::<f64, AtomicU64>::default();
         register(
             &mut registry,
@@ -171,6 +198,15 @@ impl Metrics {
             "When DigiCert last answered a DCV check with success (unix seconds; the start of the \
              process until then)",
             last_successful_check.clone(),
+        );
+        let scheduler_units = Family::<PlaceLabel, Gauge>::default();
+        register(
+            &mut registry,
+            &mut families,
+            "scheduler_units",
+            "Units with work left, by place: running (a task acting for the unit) or waiting (a timer \
+             entry until its next check or retry)",
+            scheduler_units.clone(),
         );
         let notifications = Family::<NotificationLabel, Counter>::default();
         register(
@@ -207,10 +243,12 @@ impl Metrics {
             provider_calls,
             propagation,
             validation,
+            change_sync,
             rate_limit_wait,
             token_expiry,
             live_records,
             last_successful_check,
+            scheduler_units,
             notifications,
             notifications_dropped,
             families,
@@ -306,6 +344,11 @@ impl Metrics {
         }
     }
 
+    /// Records how long a provider change took to be applied (Route 53 `INSYNC`).
+    pub fn observe_change_sync(&self, provider: &str, took: Duration) {
+        self.change_sync.get_or_create(&ProviderNameLabel { provider: provider.into() }).observe(took.as_secs_f64());
+    }
+
     /// Counts one CertCentral call.
     pub fn observe_certcentral(&self, call: &certcentral::CallRecord) {
         let status = call.status.map_or_else(|| "error".to_string(), |s| s.to_string());
@@ -351,6 +394,12 @@ impl Metrics {
     /// Records how long validation took.
     pub fn observe_validation(&self, d: Duration) {
         self.validation.observe(d.as_secs_f64());
+    }
+
+    /// Sets how many units run as tasks and how many wait in the timer queue.
+    pub fn set_scheduler_units(&self, running: usize, waiting: usize) {
+        self.scheduler_units.get_or_create(&PlaceLabel { place: "running" }).set(running as i64);
+        self.scheduler_units.get_or_create(&PlaceLabel { place: "waiting" }).set(waiting as i64);
     }
 
     /// Sets the units-by-state gauges.
@@ -486,24 +535,11 @@ mod tests {
     use crate::store::{RecordStatus, UnitId};
 
     fn unit(id: UnitId, state: UnitState, expires: Option<i64>) -> UnitRow {
-        UnitRow {
-            unit: id,
-            state,
-            method: "dns-txt-token".into(),
-            domains: vec!["example.com".into()],
-            provider: None,
-            token: expires.map(|_| "tok".into()),
-            token_expires_at: expires,
-            verification_value: None,
-            renewals: 0,
-            attempts: 0,
-            next_action_at: None,
-            last_error: None,
-            in_config: true,
-            state_since: 0,
-            created_at: 0,
-            updated_at: 0,
-        }
+        let mut row = UnitRow::new_pending(id, "dns-txt-token", &["example.com".into()], None, 0);
+        row.state = state;
+        row.token = expires.map(|_| "tok".into());
+        row.token_expires_at = expires;
+        row
     }
 
     fn record(id: i64, unit: UnitId, provider: &str) -> RecordRow {
@@ -513,7 +549,7 @@ mod tests {
             provider: provider.into(),
             zone: "example.com".into(),
             name: "_dnsauth.example.com".into(),
-            rtype: "TXT".into(),
+            rtype: dns_provider::RecordType::Txt,
             value: "tok".into(),
             ttl: 60,
             provider_id: None,

@@ -156,6 +156,13 @@ struct Delivery {
 }
 
 /// How one attempt ended.
+/// A delivery attempt that failed, for the retry policy.
+struct Failed {
+    attempt: u32,
+    message: String,
+    retryable: bool,
+}
+
 enum Attempt {
     Delivered,
     /// Try again later.
@@ -198,38 +205,46 @@ impl Delivery {
         }
     }
 
-    /// Delivers to one sink with retries and exponential backoff (stops waiting on `stop`).
+    /// Delivers to one sink with the workspace's retry policy (jittered exponential backoff
+    /// between `backoff_min` and `backoff_max`); stops waiting on `stop`.
     async fn deliver(&self, sink: &'static str, event: &Event, body: &[u8], stop: &CancellationToken) {
-        let mut backoff = self.config.backoff_min;
-        for attempt in 1..=self.config.max_attempts {
-            let result = match sink {
-                "hook" => self.run_hook(event, body).await,
-                _ => self.post(body).await,
-            };
-            let error = match result {
-                Attempt::Delivered => {
-                    debug!(sink, attempt, "notification delivered");
-                    self.metrics.observe_notification(sink, "delivered");
-                    return;
+        let policy =
+            retry::RetryPolicy::new(self.config.max_attempts, self.config.backoff_min, self.config.backoff_max);
+        let attempts = policy.run(
+            |attempt| async move {
+                let result = match sink {
+                    "hook" => self.run_hook(event, body).await,
+                    _ => self.post(body).await,
+                };
+                match result {
+                    Attempt::Delivered => Ok(attempt),
+                    Attempt::Retry(message) => Err(Failed { attempt, message, retryable: true }),
+                    Attempt::GiveUp(message) => Err(Failed { attempt, message, retryable: false }),
                 }
-                Attempt::GiveUp(error) => {
-                    warn!(sink, attempt, %error, event = ?event, "notification refused; not retried");
-                    self.metrics.observe_notification(sink, "failed");
-                    return;
-                }
-                Attempt::Retry(error) => error,
-            };
-            if attempt == self.config.max_attempts {
-                warn!(sink, attempts = attempt, %error, event = ?event, "notification not delivered; giving up");
+            },
+            |failed: &Failed| if failed.retryable { retry::Verdict::Retry } else { retry::Verdict::Stop },
+            |r| {
+                debug!(sink, attempt = r.attempt, error = %r.error.message, retry_in_ms = r.delay_ms(),
+                    "notification not delivered; retrying");
+            },
+        );
+        let result = tokio::select! {
+            _ = stop.cancelled() => return,
+            result = attempts => result,
+        };
+        match result {
+            Ok(attempt) => {
+                debug!(sink, attempt, "notification delivered");
+                self.metrics.observe_notification(sink, "delivered");
+            }
+            Err(Failed { attempt, message, retryable: false }) => {
+                warn!(sink, attempt, error = %message, event = ?event, "notification refused; not retried");
                 self.metrics.observe_notification(sink, "failed");
-                return;
             }
-            debug!(sink, attempt, %error, retry_in = ?backoff, "notification not delivered; retrying");
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(backoff) => {}
+            Err(Failed { attempt, message, retryable: true }) => {
+                warn!(sink, attempts = attempt, error = %message, event = ?event, "notification not delivered; giving up");
+                self.metrics.observe_notification(sink, "failed");
             }
-            backoff = (backoff * 2).min(self.config.backoff_max);
         }
     }
 

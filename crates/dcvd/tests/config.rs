@@ -7,9 +7,17 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use dcvd::config::{
-    AzureConfig, CnameName, Config, ConfigError, Environment, LogFormat, Method, OnExpiry, PropagationMode, Provider,
-    RateLimit, Resolver, TsigAlgorithm, TxtName, UnitKey,
+    CnameName, Config, ConfigError, Environment, LogFormat, Method, OnExpiry, PropagationMode, RateLimit, Resolver,
+    TxtName, UnitKey,
 };
+use dcvd::providers::acmedns::AcmeDns;
+use dcvd::providers::azure::Azure;
+use dcvd::providers::cloudflare::Cloudflare;
+use dcvd::providers::exec::Exec;
+use dcvd::providers::gcloud::Gcloud;
+use dcvd::providers::memory::Memory;
+use dcvd::providers::powerdns::PowerDns;
+use dcvd::providers::rfc2136::{Rfc2136, TsigAlgorithm};
 use secrecy::ExposeSecret;
 use tempfile::TempDir;
 
@@ -744,14 +752,14 @@ fn example_configuration_parses() {
 
     let kinds: Vec<_> = config.providers.iter().map(|(n, p)| (n.as_str(), p.kind())).collect();
     assert_eq!(kinds, [("aws", "route53"), ("bind", "rfc2136"), ("cf", "cloudflare"), ("hook", "exec")]);
-    let Provider::Cloudflare { api_token, zone_ids, base_url, .. } = &config.providers["cf"] else {
+    let Some(Cloudflare { api_token, zone_ids, base_url, .. }) = config.providers["cf"].settings() else {
         panic!("cf is not cloudflare");
     };
     assert_eq!(api_token.expose_secret(), "example-cf-token");
     assert_eq!(zone_ids["example.com"], "023e105f4ecef8ad9ca31a8372d0c353");
     assert_eq!(*base_url, None);
-    let Provider::Rfc2136 { server, tsig_key_name, tsig_algorithm, tsig_secret, timeout, .. } =
-        &config.providers["bind"]
+    let Some(Rfc2136 { server, tsig_key_name, tsig_algorithm, tsig_secret, timeout, .. }) =
+        config.providers["bind"].settings()
     else {
         panic!("bind is not rfc2136");
     };
@@ -875,7 +883,7 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(p.check, PropagationMode::Authoritative);
     assert_eq!(p.nameserver_port, 53);
     assert_eq!(p.poll_min, Duration::from_millis(250));
-    assert_eq!(p.poll_max, Duration::from_secs(10));
+    assert_eq!(p.poll_max, Duration::from_secs(2));
     assert_eq!(p.timeout, Duration::from_secs(3600));
     assert_eq!(p.max_queries_per_second, 200);
 
@@ -1016,7 +1024,7 @@ tsig_secret_file = "tsig"
         assert!(!debug.contains(secret), "secret {secret} in Debug: {debug}");
     }
     assert!(debug.contains("REDACTED"), "{debug}");
-    let Provider::Rfc2136 { tsig_key_name, tsig_algorithm, tsig_secret, .. } = &config.providers["bind"] else {
+    let Some(Rfc2136 { tsig_key_name, tsig_algorithm, tsig_secret, .. }) = config.providers["bind"].settings() else {
         panic!("not rfc2136")
     };
     assert_eq!(tsig_key_name, "dcvd");
@@ -1203,11 +1211,11 @@ fn memory_provider_and_demo_configuration() {
                 zones = [\"example.test\"]\nlisten = [\"127.0.0.1:5300\", \"[::1]:5300\"]\n\
                 lag = \"1500ms\"\n[providers.bare]\ntype = \"memory\"\nzones = [\"b.test\"]\n";
     let config = parse(text, &env).unwrap();
-    let Provider::Memory { zones, listen, lag } = &config.providers["mem"] else { panic!("not memory") };
-    assert_eq!(zones, &["example.test"]);
+    let Some(Memory { listen, lag }) = config.providers["mem"].settings() else { panic!("not memory") };
+    assert_eq!(config.providers["mem"].zones(), ["example.test"]);
     assert_eq!(listen, &["127.0.0.1:5300".parse().unwrap(), "[::1]:5300".parse().unwrap()]);
     assert_eq!(*lag, Duration::from_millis(1500));
-    let Provider::Memory { listen, lag, .. } = &config.providers["bare"] else { panic!("not memory") };
+    let Some(Memory { listen, lag }) = config.providers["bare"].settings() else { panic!("not memory") };
     assert!(listen.is_empty());
     assert_eq!(*lag, Duration::ZERO);
 
@@ -1256,9 +1264,9 @@ fn exec_env_pass_is_an_explicit_allow_list() {
                 command = [\"/bin/hook\"]\nenv_pass = [\"AWS_SECRET_ACCESS_KEY\", \"HOME\", \"AWS_SECRET_ACCESS_KEY\"]\n\
                 [providers.other]\ntype = \"exec\"\nzones = [\"example.net\"]\ncommand = [\"/bin/hook\"]\n";
     let config = parse(text, &env).unwrap_or_else(|e| panic!("{e}"));
-    let Provider::Exec { env_pass, .. } = &config.providers["hook"] else { panic!("hook is not exec") };
+    let Some(Exec { env_pass, .. }) = config.providers["hook"].settings() else { panic!("hook is not exec") };
     assert_eq!(env_pass, &["AWS_SECRET_ACCESS_KEY", "HOME"]);
-    let Provider::Exec { env_pass, .. } = &config.providers["other"] else { panic!("other is not exec") };
+    let Some(Exec { env_pass, .. }) = config.providers["other"].settings() else { panic!("other is not exec") };
     assert!(env_pass.is_empty(), "nothing is passed by default: {env_pass:?}");
 }
 
@@ -1406,10 +1414,10 @@ fn azure_toml(auth_keys: &str) -> String {
     )
 }
 
-fn azure_config(config: &Config) -> &AzureConfig {
-    match &config.providers["az"] {
-        Provider::Azure(azure) => azure,
-        other => panic!("not azure: {other:?}"),
+fn azure_config(config: &Config) -> &Azure {
+    match config.providers["az"].settings::<Azure>() {
+        Some(azure) => azure,
+        None => panic!("not azure: {:?}", config.providers["az"]),
     }
 }
 
@@ -1605,12 +1613,12 @@ method = "dns-txt-token"
 "#;
     let config = parse(text, &env).unwrap();
     assert!(config.warnings.is_empty(), "{:?}", config.warnings);
-    let Provider::Gcloud { zones, project, managed_zones, credentials, api_url, metadata_url, token_url } =
-        &config.providers["gcp"]
+    let Some(Gcloud { project, managed_zones, credentials, api_url, metadata_url, token_url }) =
+        config.providers["gcp"].settings()
     else {
         panic!("not gcloud: {:?}", config.providers["gcp"])
     };
-    assert_eq!(zones, &["example.com", "example.org"]);
+    assert_eq!(config.providers["gcp"].zones(), ["example.com", "example.org"]);
     assert_eq!(project, "my-project");
     assert_eq!(managed_zones.get("example.com").map(String::as_str), Some("example-com"));
     assert_eq!(api_url.as_deref(), Some("http://127.0.0.1:9/dns/v1"));
@@ -1620,15 +1628,16 @@ method = "dns-txt-token"
     };
     assert_eq!(client_email, "dcvd@my-project.iam.gserviceaccount.com");
     assert!(private_key.expose_secret().contains("BEGIN PRIVATE KEY"));
-    assert!(matches!(&config.providers["gce"], Provider::Gcloud { credentials: Credentials::Metadata, .. }));
+    assert!(matches!(config.providers["gce"].settings(), Some(Gcloud { credentials: Credentials::Metadata, .. })));
     assert_eq!(config.providers["gcp"].kind(), "gcloud");
 
     let debug = format!("{config:?}");
     let key_line = private_key.expose_secret().lines().nth(2).unwrap().to_string();
     assert!(!debug.contains(&key_line) && !debug.contains("PRIVATE KEY"), "key in Debug: {debug}");
     assert!(debug.contains("dcvd@my-project.iam.gserviceaccount.com"), "{debug}");
-    // Debug is the reload comparison: the same file parsed twice compares equal
+    // The reload comparison: the same file parsed twice compares equal
     let again = parse(text, &env).unwrap();
+    assert_eq!(again.providers["gcp"], config.providers["gcp"]);
     assert_eq!(format!("{:?}", again.providers["gcp"]), format!("{:?}", config.providers["gcp"]));
 }
 
@@ -1726,18 +1735,18 @@ domains = ["example.com", "*.example.com"]
 provider = "pdns"
 "#;
     let config = parse(text, &env).unwrap_or_else(|e| panic!("{e}"));
-    let Provider::PowerDns { zones, api_url, api_key, server_id, timeout } = &config.providers["pdns"] else {
+    let Some(PowerDns { api_url, api_key, server_id, timeout }) = config.providers["pdns"].settings() else {
         panic!("pdns is not powerdns");
     };
-    assert_eq!(zones, &["example.com"]);
+    assert_eq!(config.providers["pdns"].zones(), ["example.com"]);
     assert_eq!(api_url, "http://127.0.0.1:8081");
     assert_eq!(api_key.expose_secret(), "pdns-secret-key");
     assert_eq!(server_id, "localhost");
     assert_eq!(*timeout, Duration::from_secs(30));
-    let Provider::AcmeDns { zones, api_url, accounts, timeout } = &config.providers["adns"] else {
+    let Some(AcmeDns { api_url, accounts, timeout }) = config.providers["adns"].settings() else {
         panic!("adns is not acmedns");
     };
-    assert_eq!(zones, &["auth.example.org"]);
+    assert_eq!(config.providers["adns"].zones(), ["auth.example.org"]);
     assert_eq!(api_url, "https://auth.example.org");
     assert_eq!(*timeout, Duration::from_secs(10));
     assert_eq!(accounts.keys().collect::<Vec<_>>(), ["example.com", "shop.example.net"]);
@@ -1747,15 +1756,19 @@ provider = "pdns"
     assert_eq!(shop.password.expose_secret(), "acme-password-two");
     assert_eq!(accounts["example.com"].password.expose_secret(), "acme-password-one");
 
-    let secrets: Vec<&str> = config.providers["adns"].secrets().iter().map(|s| s.expose_secret()).collect();
-    assert_eq!(secrets, ["acme-password-one", "acme-password-two"]);
     let debug = format!("{:?}", config.providers);
     for secret in ["pdns-secret-key", "acme-password-one", "acme-password-two"] {
         assert!(!debug.contains(secret), "{secret} in {debug}");
     }
-    // deterministic: a reload compares providers by this string
+    // deterministic, and a reload compares providers by value, secrets included
     let again = parse(text, &env).unwrap_or_else(|e| panic!("{e}"));
     assert_eq!(debug, format!("{:?}", again.providers));
+    assert_eq!(again.providers, config.providers);
+    // a rotated password is a change, though Debug (which never shows it) stays the same
+    let rotated = parse(text, &env.clone().with_var("ADNS_SHOP", "acme-password-three")).unwrap();
+    assert_ne!(rotated.providers["adns"], config.providers["adns"], "a changed password is a change");
+    assert_eq!(rotated.providers["pdns"], config.providers["pdns"]);
+    assert_eq!(debug, format!("{:?}", rotated.providers));
 }
 
 /// A command that only removes records (`dcvd cleanup`) reads the DNS providers' secrets and

@@ -463,7 +463,7 @@ async fn status_and_cleanup_after_a_stop() {
             provider: "retired".into(),
             zone: "old.example".into(),
             name: "_dnsauth.old.example".into(),
-            rtype: "TXT".into(),
+            rtype: dns_provider::RecordType::Txt,
             value: "stale".into(),
             ttl: 60,
         };

@@ -130,6 +130,10 @@ async fn route53_dv_txt(scope: Scope, id: u64, owners: &[&str], not_owners: &[&s
 
     let order = sim.order(id).await;
     assert_eq!(order.dcv_status, "valid", "{log}");
+    // Route 53's INSYNC is logged before the unit is propagated (polling starts after it).
+    let insync = log.find("route53 change INSYNC").unwrap_or_else(|| panic!("no INSYNC line: {log}"));
+    let propagated = log.find("state=\"propagated\"").unwrap_or_else(|| panic!("no propagated state: {log}"));
+    assert!(insync < propagated, "INSYNC after propagation: {log}");
     let stats = sim.stats().await;
     assert_eq!(sim.order_calls(id).await, 2, "token + one check: {:?}", stats.order_calls);
     assert_eq!(stats.premature_checks, 0, "a check before every name server served the record");

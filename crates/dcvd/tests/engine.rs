@@ -86,6 +86,53 @@ async fn check_backoff_doubles() {
     assert!(row.last_error.as_deref().unwrap_or("").contains("invalid_dns_txt"), "{row:?}");
 }
 
+/// Units waiting for their next check cost a timer entry, not a task: with 40 orders whose
+/// records DigiCert never sees and a long check interval, no unit runs and all 40 wait.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiting_units_hold_a_timer_not_a_task() {
+    let empty = dns_provider::memory::serve(
+        dns_provider::memory::MemoryStore::default(),
+        dns_provider::memory::ServerConfig::new(vec!["park.test".into()], vec!["127.0.0.1:0".parse().unwrap()]),
+    )
+    .await
+    .unwrap();
+    let h = Harness::start(Some(empty.addrs().to_vec())).await;
+    let mut orders = String::new();
+    for id in 1..=40 {
+        let name = format!("o{id}.park.test");
+        h.sim().add_order(NewOrder::new(id, &[name.as_str()]));
+        orders.push_str(&order(id, &format!("\"{name}\"")));
+    }
+    let text = h.config(h.dns_port, &format!("{}{orders}", mem(&h, "p1", &["park.test"])));
+    let text = text
+        .replace("min_interval = \"200ms\"", "min_interval = \"60s\"")
+        .replace("max_interval = \"2s\"", "max_interval = \"120s\"");
+    let config = parse(&h, &text);
+    let store = Arc::new(Store::open(&config.daemon.state_dir).expect("store"));
+    let metrics = Arc::new(Metrics::new());
+    let (tx, rx) = mpsc::channel(4);
+    let (s, m) = (store.clone(), metrics.clone());
+    let handle = tokio::spawn(async move {
+        engine::run(config, s, m, Mode::Daemon, rx, Arc::new(NoObserver), std::future::pending()).await
+    });
+    let gauge = |place: &str| -> i64 {
+        let text = metrics.encode();
+        let prefix = format!("dcvd_scheduler_units{{place=\"{place}\"}} ");
+        text.lines().find_map(|l| l.strip_prefix(&prefix)).map_or(-1, |v| v.trim().parse().unwrap())
+    };
+    eventually(Duration::from_secs(30), "every unit checked once", || {
+        (1..=40).all(|id| endpoint_calls(h.sim(), id, "check_dcv") >= 1)
+    })
+    .await;
+    eventually(Duration::from_secs(10), "all 40 waiting, none running", || {
+        gauge("waiting") == 40 && gauge("running") == 0
+    })
+    .await;
+    assert!((1..=40).all(|id| state(&store, id) == UnitState::Checking));
+    tx.send(Control::Stop).await.unwrap();
+    finish(handle).await;
+}
+
 fn mem(h: &Harness, name: &str, zones: &[&str]) -> String {
     h.memory_provider(zones, 0).replace("[providers.mem]", &format!("[providers.{name}]"))
 }

@@ -90,12 +90,21 @@ pub struct AcmeDnsSettings {
     pub timeout: Duration,
     /// Retries of throttled and transient calls.
     pub retry: RetryPolicy,
+    /// Awaited before every API request: the account's client-side rate limit (shared).
+    pub gate: Option<crate::SharedGate>,
 }
 
 impl AcmeDnsSettings {
     /// Settings with the default timeout and retries.
     pub fn new(api_url: impl Into<String>, zones: Vec<String>, accounts: Vec<AcmeDnsAccount>) -> Self {
-        Self { api_url: api_url.into(), zones, accounts, timeout: DEFAULT_TIMEOUT, retry: crate::PROVIDER_RETRY }
+        Self {
+            api_url: api_url.into(),
+            zones,
+            accounts,
+            timeout: DEFAULT_TIMEOUT,
+            retry: crate::PROVIDER_RETRY,
+            gate: None,
+        }
     }
 }
 
@@ -222,7 +231,9 @@ impl AcmeDnsProvider {
                 "no accounts configured: add one [providers.NAME.accounts.\"<domain>\"] per domain",
             ));
         }
-        let rest = Rest::new(KIND, loopback, settings.timeout, settings.retry).map_err(err_config)?;
+        let rest = Rest::new(KIND, loopback, settings.timeout, settings.retry)
+            .map_err(err_config)?
+            .with_gate(settings.gate.clone());
         Ok(Self {
             rest,
             api_url: settings.api_url.trim_end_matches('/').to_string(),

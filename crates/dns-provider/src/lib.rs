@@ -15,6 +15,8 @@
 //! - `rrset` (private): merging values into a record set, shared by Route53 and Cloud DNS.
 //! - `locks` (private): per-name in-process locks of the read-merge-write adapters.
 //! - `txt` (private): TXT quoting in zone-file form, shared by every adapter whose API wants it.
+//! - [`RequestGate`]: what an adapter awaits before each API request (the daemon's per-account
+//!   client-side rate limit, shared by every provider section of one account).
 //! - adapters: [`memory`], [`exec`], [`rfc2136`], [`route53`], [`cloudflare`], [`azure`], [`gcloud`],
 //!   [`powerdns`], [`acmedns`].
 
@@ -69,6 +71,25 @@ pub const PROVIDER_RETRY: RetryPolicy = RetryPolicy::new(6, Duration::from_milli
 /// to 60 s.
 pub(crate) const CLOUD_API_RETRY: RetryPolicy =
     RetryPolicy::new(5, Duration::from_millis(500), Duration::from_secs(60));
+
+/// Awaited by an adapter before each request to its provider's API (every attempt, retries
+/// included): the daemon's client-side rate limit of the provider account, shared by every
+/// adapter instance acting as that account. The adapter does not know the limit.
+#[async_trait]
+pub trait RequestGate: Send + Sync + fmt::Debug {
+    /// Returns when one more request may be sent.
+    async fn admit(&self);
+}
+
+/// A gate shared by adapters.
+pub type SharedGate = Arc<dyn RequestGate>;
+
+/// Awaits `gate` when there is one.
+pub(crate) async fn admit(gate: Option<&SharedGate>) {
+    if let Some(gate) = gate {
+        gate.admit().await;
+    }
+}
 
 /// The type of a DCV record.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -63,6 +63,8 @@ pub struct PowerDnsSettings {
     pub timeout: Duration,
     /// Retries of throttled and transient calls.
     pub retry: RetryPolicy,
+    /// Awaited before every API request: the account's client-side rate limit (shared).
+    pub gate: Option<crate::SharedGate>,
 }
 
 impl PowerDnsSettings {
@@ -75,6 +77,7 @@ impl PowerDnsSettings {
             zones,
             timeout: DEFAULT_TIMEOUT,
             retry: crate::PROVIDER_RETRY,
+            gate: None,
         }
     }
 }
@@ -254,7 +257,9 @@ impl PowerDnsProvider {
         let loopback = rest::check_url("api_url", &settings.api_url).map_err(err_config)?;
         let base = settings.api_url.trim_end_matches('/');
         let base = base.strip_suffix("/api/v1").unwrap_or(base);
-        let rest = Rest::new(KIND, loopback, settings.timeout, settings.retry).map_err(err_config)?;
+        let rest = Rest::new(KIND, loopback, settings.timeout, settings.retry)
+            .map_err(err_config)?
+            .with_gate(settings.gate.clone());
         Ok(Self {
             rest,
             api_root: format!("{base}/api/v1"),

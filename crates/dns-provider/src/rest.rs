@@ -56,6 +56,8 @@ pub(crate) struct Rest {
     http: reqwest::Client,
     provider: &'static str,
     retry: RetryPolicy,
+    /// Awaited before every attempt (the account's client-side rate limit).
+    gate: Option<crate::SharedGate>,
 }
 
 /// Whether `url` may be used: https anywhere, plain http only to a loopback host. Returns
@@ -92,7 +94,13 @@ impl Rest {
             .timeout(timeout)
             .build()
             .map_err(|e| format!("cannot build the HTTP client: {e}"))?;
-        Ok(Self { http, provider, retry })
+        Ok(Self { http, provider, retry, gate: None })
+    }
+
+    /// Awaits `gate` before every request attempt.
+    pub(crate) fn with_gate(mut self, gate: Option<crate::SharedGate>) -> Self {
+        self.gate = gate;
+        self
     }
 
     /// Sends the request `build` makes (called again for each attempt) until it gets an answer
@@ -101,10 +109,11 @@ impl Rest {
     where
         F: Fn(reqwest::RequestBuilder) -> reqwest::RequestBuilder,
     {
-        let (http, build, method) = (&self.http, &build, &method);
+        let (http, build, method, gate) = (&self.http, &build, &method, &self.gate);
         self.retry
             .run(
                 move |_| async move {
+                    crate::admit(gate.as_ref()).await;
                     let request = build(http.request(method.clone(), url));
                     let resp = match request.send().await {
                         // reqwest errors name the URL (never headers); keep messages short

@@ -26,6 +26,7 @@ fn make_provider(fake: &CloudflareFake, token: &str) -> CloudflareProvider {
         api_token: token.to_string().into(),
         base_url: fake.base_url.clone(),
         zone_ids: BTreeMap::new(),
+        gate: None,
     })
     .expect("cloudflare provider")
 }
@@ -210,6 +211,7 @@ async fn zone_lookup() {
         api_token: fake.token.clone().into(),
         base_url: fake.base_url.clone(),
         zone_ids: BTreeMap::from([(ZONE.to_string(), fake.zone_id(ZONE))]),
+        gate: None,
     })
     .expect("provider");
     pinned.publish(ZONE, &Record::txt(format!("_dnsauth.p.{ZONE}"), "v")).await.expect("publish");
@@ -220,6 +222,7 @@ async fn zone_lookup() {
         api_token: fake.token.clone().into(),
         base_url: fake.base_url.clone(),
         zone_ids: BTreeMap::new(),
+        gate: None,
     })
     .expect("provider");
     let err = missing.preflight().await.expect_err("zone not in account");
@@ -239,4 +242,45 @@ fn settings_are_validated() {
     let err = CloudflareProvider::new(CloudflareSettings::new(vec![ZONE.into()], String::new().into()))
         .expect_err("empty token");
     assert!(matches!(err, ProviderError::Config { .. }));
+}
+
+/// A gate that counts admissions and holds every request until released: the adapter waits at
+/// it before each API request (the daemon's per-account rate limit).
+#[derive(Debug)]
+struct CountingGate {
+    admitted: std::sync::atomic::AtomicUsize,
+    open: tokio::sync::Semaphore,
+}
+
+#[async_trait]
+impl dns_provider::RequestGate for CountingGate {
+    async fn admit(&self) {
+        self.open.acquire().await.expect("gate open").forget();
+        self.admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// Every API request waits at the gate: none is sent before it admits one, and the number of
+/// admissions is the number of requests the API saw (retries included).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_request_waits_at_the_gate() {
+    let fake = CloudflareFake::start().await;
+    let gate = Arc::new(CountingGate { admitted: Default::default(), open: tokio::sync::Semaphore::new(0) });
+    let mut settings = CloudflareSettings::new(vec![ZONE.into()], fake.token.clone().into());
+    settings.base_url = fake.base_url.clone();
+    settings.gate = Some(gate.clone());
+    let provider = Arc::new(CloudflareProvider::new(settings).expect("provider"));
+    fake.rate_limit_next(1, 0);
+    let record = Record::txt(format!("_dnsauth.gate.{ZONE}"), "gated");
+    let publish = {
+        let (provider, record) = (provider.clone(), record.clone());
+        tokio::spawn(async move { provider.publish(ZONE, &record).await })
+    };
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    assert_eq!(fake.request_count(), 0, "nothing is sent before the gate admits it");
+    gate.open.add_permits(1000);
+    publish.await.expect("task").expect("publish");
+    let admitted = gate.admitted.load(std::sync::atomic::Ordering::SeqCst);
+    assert!(fake.request_count() >= 3, "a 429, its retry and the write: {:?}", fake.requests());
+    assert_eq!(admitted, fake.request_count(), "one admission per request, retries included");
 }

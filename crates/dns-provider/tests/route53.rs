@@ -297,3 +297,47 @@ async fn debug_output_has_no_secret() {
     let p = Route53Provider::new(s).await.expect("provider");
     assert!(!format!("{p:?}").contains("very-secret-key-123"));
 }
+
+/// Counts admissions; admits at once.
+#[derive(Debug, Default)]
+struct CountingGate(std::sync::atomic::AtomicU64);
+
+#[async_trait]
+impl dns_provider::RequestGate for CountingGate {
+    async fn admit(&self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A change reaching INSYNC is reported (change id and wait) before propagation polling starts,
+/// and every SDK request (throttled attempts included) first waits at the account's gate.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn insync_is_reported_and_every_request_is_gated() {
+    let moto = Moto::start().await;
+    moto.create_hosted_zone(ZONE).await;
+    let synced: Arc<std::sync::Mutex<Vec<(String, Duration)>>> = Arc::default();
+    let gate = Arc::new(CountingGate::default());
+    let mut settings = settings(&moto, moto::ACCESS_KEY_ID);
+    settings.gate = Some(gate.clone());
+    let sink = synced.clone();
+    settings.on_insync = Some(dns_provider::route53::ChangeSyncObserver(Arc::new(move |id: &str, took| {
+        sink.lock().unwrap().push((id.to_string(), took));
+    })));
+    let provider = Route53Provider::new(settings).await.expect("provider");
+    let before = moto.requests();
+    moto.throttle_next(1);
+    let published = provider
+        .publish_batch(ZONE, &[Record::txt(format!("_dnsauth.sync.{ZONE}"), "in-sync")])
+        .await
+        .expect("publish");
+    let change_id = published[0].change_id.clone().expect("a change id");
+    assert!(synced.lock().unwrap().is_empty(), "nothing is reported before the wait");
+    provider.wait_until_applied(&published, Duration::from_secs(30)).await.expect("moto is INSYNC at once");
+    let reported = synced.lock().unwrap().clone();
+    assert_eq!(reported.len(), 1, "{reported:?}");
+    assert_eq!(reported[0].0, change_id);
+    assert!(reported[0].1 < Duration::from_secs(30));
+    let sent = moto.requests() - before;
+    assert!(sent >= 4, "zone lookup, a throttled attempt and its retry, read, change, GetChange: {sent}");
+    assert_eq!(gate.0.load(std::sync::atomic::Ordering::SeqCst), sent, "one admission per request");
+}

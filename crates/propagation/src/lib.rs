@@ -89,7 +89,7 @@ impl Default for CheckerConfig {
             mode: Mode::Authoritative,
             nameserver_port: 53,
             poll_min: Duration::from_millis(250),
-            poll_max: Duration::from_secs(10),
+            poll_max: Duration::from_secs(2),
             query_timeout: Duration::from_secs(2),
             max_queries_per_second: 200,
         }

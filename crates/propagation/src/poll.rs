@@ -103,9 +103,12 @@ pub(crate) async fn wait_visible(
     cancel: &CancellationToken,
     on_progress: &mut (dyn FnMut(&Progress) + Send),
 ) -> Result<Progress, Error> {
+    /// How long after the last change the lagging servers are polled every `poll_min`.
+    const PARTIAL_FAST: std::time::Duration = std::time::Duration::from_secs(30);
     let (poll_min, poll_max) = (inner.config.poll_min, inner.config.poll_max);
     let started = Instant::now();
     let mut interval = poll_min;
+    let mut last_change = Instant::now();
     let mut statuses: HashMap<Server, ServerStatus> = HashMap::new();
     let mut queries = 0u64;
     loop {
@@ -170,9 +173,19 @@ pub(crate) async fn wait_visible(
             Err(e) => return Err(e),
         };
         // Once some servers serve the value, the others usually follow within seconds (NOTIFY
-        // and a zone transfer), so the lagging ones are polled at most 4 x poll_min apart.
+        // and a zone transfer): for PARTIAL_FAST after the last change the lagging ones are
+        // polled every poll_min, so the moment the last one serves is seen at once (only the
+        // lagging servers are asked); a server that lags longer is polled at most 4 x poll_min
+        // apart.
+        if changed {
+            last_change = Instant::now();
+        }
         let some_serving = statuses.values().any(|s| *s == ServerStatus::Serving);
-        let cap = if some_serving { poll_max.min(poll_min.saturating_mul(4)).max(poll_min) } else { poll_max };
+        let cap = match some_serving {
+            true if last_change.elapsed() < PARTIAL_FAST => poll_min,
+            true => poll_max.min(poll_min.saturating_mul(4)).max(poll_min),
+            false => poll_max,
+        };
         interval = if changed { poll_min } else { interval.mul_f64(1.5).min(cap) };
         let wake = (Instant::now() + interval).min(deadline);
         tokio::select! {

@@ -16,24 +16,24 @@
 //! - `env`: [`Environment`] (where `*_env`, `$CREDENTIALS_DIRECTORY`, `$STATE_DIRECTORY` come
 //!   from) and secret resolution.
 //! - `raw`: the serde schema as written; values checkable on their own are parsed there.
-//! - `provider`: `[providers.NAME]` sections, dispatched on `type`.
-//! - `azure`: the `azure` provider's schema and validation.
+//! - `provider`: the `[providers.NAME]` envelope (`type`, `zones`, `rate_limit`); the rest of
+//!   each section goes to its type's home in `crate::providers` through `section`.
+//! - `section`: what a provider's home gets: [`section::Section`], [`Secret`], value types.
 //! - `notify`: the `[notify]` section (delivery is `crate::notify`).
 //! - `load`: cross-field validation, order files, units.
 //! - `names`: domain/zone normalization and zone matching.
 //! - `host`: [`Config::check_state_dir`], the checks of the state directory as the running user
 //!   (the only part that looks at the host beyond reading files).
 
-mod azure;
 mod env;
 mod error;
-mod gcloud;
 mod host;
 mod load;
 mod names;
 mod notify;
 mod provider;
 mod raw;
+pub(crate) mod section;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -45,10 +45,10 @@ pub use certcentral::ValidationScope;
 use secrecy::SecretString;
 use serde::Deserialize;
 
-pub use azure::AzureConfig;
 pub use env::Environment;
 pub use error::{ConfigError, Location};
 pub use notify::Notify;
+pub use section::Secret;
 
 /// The default configuration file.
 pub const DEFAULT_PATH: &str = "/etc/dcvd/dcvd.toml";
@@ -199,7 +199,7 @@ pub struct CertCentral {
 }
 
 /// At most `requests` requests per `per`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct RateLimit {
     /// Requests allowed in one window (>= 1).
     pub requests: u32,
@@ -306,7 +306,7 @@ impl Default for Propagation {
             check: PropagationMode::Authoritative,
             nameserver_port: 53,
             poll_min: Duration::from_millis(250),
-            poll_max: Duration::from_secs(10),
+            poll_max: Duration::from_secs(2),
             timeout: Duration::from_secs(3600),
             max_queries_per_second: 200,
         }
@@ -350,204 +350,47 @@ impl Default for Check {
     }
 }
 
-/// A DNS provider (`[providers.NAME]`, selected by `type`). Zone names are normalized.
+/// A DNS provider section (`[providers.NAME]`): the envelope the configuration knows (`type`,
+/// `zones`, `rate_limit`) and the settings its type's home (`crate::providers::<type>`) parsed.
+/// Compares by value, secrets included (a reload keeps an adapter only when nothing changed);
+/// `Debug` shows no secret.
 #[derive(Debug, Clone)]
-pub enum Provider {
-    /// `type = "route53"`: credentials from the standard AWS chain.
-    Route53 {
-        /// Zones served.
-        zones: Vec<String>,
-        /// Skip the hosted zone lookup.
-        hosted_zone_id: Option<String>,
-        /// AWS region.
-        region: Option<String>,
-        /// Endpoint override (moto in tests).
-        endpoint_url: Option<String>,
-    },
-    /// `type = "cloudflare"`.
-    Cloudflare {
-        /// Zones served.
-        zones: Vec<String>,
-        /// API token (`api_token_file` or `api_token_env`).
-        api_token: SecretString,
-        /// API base override (`.../client/v4`), for fakes.
-        base_url: Option<String>,
-        /// Zone ids by zone name, to skip the lookup.
-        zone_ids: BTreeMap<String, String>,
-    },
-    /// `type = "azure"`: Azure DNS through Azure Resource Manager.
-    Azure(AzureConfig),
-    /// `type = "gcloud"`: Google Cloud DNS. `Debug` shows the credentials' identity, no secret.
-    Gcloud {
-        /// Zones served.
-        zones: Vec<String>,
-        /// The Google Cloud project holding the managed zones.
-        project: String,
-        /// Managed zone names by zone, to skip the lookup by DNS name.
-        managed_zones: BTreeMap<String, String>,
-        /// Service-account key, workload identity configuration, or the metadata server.
-        credentials: dns_provider::gcloud::Credentials,
-        /// API root override (fakes).
-        api_url: Option<String>,
-        /// Metadata server override (fakes).
-        metadata_url: Option<String>,
-        /// Token endpoint override (fakes).
-        token_url: Option<String>,
-    },
-    /// `type = "powerdns"`: PowerDNS Authoritative's HTTP API.
-    PowerDns {
-        /// Zones served.
-        zones: Vec<String>,
-        /// The webserver URL (https, or http to loopback); `/api/v1` is appended.
-        api_url: String,
-        /// The `api-key` of pdns.conf (`api_key_file` or `api_key_env`).
-        api_key: SecretString,
-        /// Server id in API paths (default `localhost`).
-        server_id: String,
-        /// Timeout of one API request (default 30s).
-        timeout: Duration,
-    },
-    /// `type = "acmedns"`: joohoi/acme-dns's `/update` API, for `_dnsauth` CNAME delegation.
-    AcmeDns {
-        /// Zones served: the acme-dns server's domain, holding every account's `fulldomain`.
-        zones: Vec<String>,
-        /// The acme-dns API (https, or http to loopback).
-        api_url: String,
-        /// Accounts by the domain they validate (normalized).
-        accounts: BTreeMap<String, AcmeDnsAccount>,
-        /// Timeout of one API request (default 30s).
-        timeout: Duration,
-    },
-    /// `type = "rfc2136"`: dynamic updates signed with TSIG.
-    Rfc2136 {
-        /// Zones served.
-        zones: Vec<String>,
-        /// The primary server accepting updates.
-        server: SocketAddr,
-        /// TSIG key name (normalized).
-        tsig_key_name: String,
-        /// TSIG algorithm (default hmac-sha256).
-        tsig_algorithm: TsigAlgorithm,
-        /// TSIG secret, base64 as `tsig-keygen` prints it (`tsig_secret_file` or `tsig_secret_env`).
-        tsig_secret: SecretString,
-        /// Timeout of one update exchange (default 10s).
-        timeout: Duration,
-    },
-    /// `type = "exec"`: an external hook.
-    Exec {
-        /// Zones served.
-        zones: Vec<String>,
-        /// Program and arguments (non-empty).
-        command: Vec<String>,
-        /// Timeout of one run (default 60s).
-        timeout: Duration,
-        /// Variables of dcvd's environment passed to the hook besides `PATH`, `LANG`, `TZ` and
-        /// `CREDENTIALS_DIRECTORY` (never one a `*_env` key names).
-        env_pass: Vec<String>,
-    },
-    /// `type = "memory"`: in-process records served by dcvd's own DNS server (demo, tests).
-    Memory {
-        /// Zones served.
-        zones: Vec<String>,
-        /// Addresses of the in-process authoritative servers for the zones (none = no server).
-        listen: Vec<SocketAddr>,
-        /// How late the last of the `listen` servers serves new records (models a lagging
-        /// secondary; default zero).
-        lag: Duration,
-    },
+pub struct Provider {
+    /// The `type`.
+    pub kind: &'static str,
+    /// The zones it serves (normalized).
+    pub zones: Vec<String>,
+    /// The client-side request limit of its account (`rate_limit`, else the type's default;
+    /// `None`: unlimited).
+    pub rate_limit: Option<RateLimit>,
+    /// The type's own settings.
+    pub settings: std::sync::Arc<dyn crate::providers::ProviderSettings>,
+}
+
+impl PartialEq for Provider {
+    fn eq(&self, other: &Self) -> bool {
+        self.kind == other.kind
+            && self.zones == other.zones
+            && self.rate_limit == other.rate_limit
+            && self.settings.dyn_eq(other.settings.as_any())
+    }
 }
 
 impl Provider {
     /// The `type` of the provider.
     pub fn kind(&self) -> &'static str {
-        match self {
-            Self::Route53 { .. } => "route53",
-            Self::Cloudflare { .. } => "cloudflare",
-            Self::Azure(_) => "azure",
-            Self::Gcloud { .. } => "gcloud",
-            Self::PowerDns { .. } => "powerdns",
-            Self::AcmeDns { .. } => "acmedns",
-            Self::Rfc2136 { .. } => "rfc2136",
-            Self::Exec { .. } => "exec",
-            Self::Memory { .. } => "memory",
-        }
+        self.kind
     }
 
     /// The zones it serves.
     pub fn zones(&self) -> &[String] {
-        match self {
-            Self::Route53 { zones, .. }
-            | Self::Cloudflare { zones, .. }
-            | Self::Gcloud { zones, .. }
-            | Self::PowerDns { zones, .. }
-            | Self::AcmeDns { zones, .. }
-            | Self::Rfc2136 { zones, .. }
-            | Self::Exec { zones, .. }
-            | Self::Memory { zones, .. } => zones,
-            Self::Azure(azure) => &azure.zones,
-        }
+        &self.zones
     }
-}
 
-impl Provider {
-    /// The provider's secrets, for comparing two configurations in memory (a reload keeps an
-    /// adapter only when its settings and secrets are unchanged); never for output.
-    pub fn secrets(&self) -> Vec<&SecretString> {
-        match self {
-            Self::Cloudflare { api_token, .. } => vec![api_token],
-            Self::PowerDns { api_key, .. } => vec![api_key],
-            Self::AcmeDns { accounts, .. } => accounts.values().map(|a| &a.password).collect(),
-            Self::Rfc2136 { tsig_secret, .. } => vec![tsig_secret],
-            Self::Azure(azure) => match &azure.credential {
-                dns_provider::azure::AzureCredential::ClientSecret { client_secret, .. } => vec![client_secret],
-                _ => Vec::new(),
-            },
-            Self::Gcloud { credentials, .. } => match credentials {
-                dns_provider::gcloud::Credentials::ServiceAccount { private_key, .. } => vec![private_key],
-                _ => Vec::new(),
-            },
-            Self::Route53 { .. } | Self::Exec { .. } | Self::Memory { .. } => Vec::new(),
-        }
-    }
-}
-
-/// One acme-dns account (`[providers.NAME.accounts."<domain>"]`), as acme-dns's `/register`
-/// returned it.
-#[derive(Debug, Clone)]
-pub struct AcmeDnsAccount {
-    /// `username` (`X-Api-User`).
-    pub username: String,
-    /// `password` (`X-Api-Key`; `password_file` or `password_env`).
-    pub password: SecretString,
-    /// `subdomain`.
-    pub subdomain: String,
-    /// `fulldomain` (normalized): the CNAME target of `_dnsauth.<domain>`.
-    pub fulldomain: String,
-}
-
-/// `tsig_algorithm`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
-pub enum TsigAlgorithm {
-    /// `hmac-sha256` (default).
-    #[default]
-    #[serde(rename = "hmac-sha256")]
-    HmacSha256,
-    /// `hmac-sha384`.
-    #[serde(rename = "hmac-sha384")]
-    HmacSha384,
-    /// `hmac-sha512`.
-    #[serde(rename = "hmac-sha512")]
-    HmacSha512,
-}
-
-impl TsigAlgorithm {
-    /// The configuration spelling, e.g. `hmac-sha256`.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::HmacSha256 => "hmac-sha256",
-            Self::HmacSha384 => "hmac-sha384",
-            Self::HmacSha512 => "hmac-sha512",
-        }
+    /// The settings as their concrete type (`crate::providers::cloudflare::Cloudflare`, ...),
+    /// `None` for another type.
+    pub fn settings<T: 'static>(&self) -> Option<&T> {
+        self.settings.as_any().downcast_ref::<T>()
     }
 }
 

@@ -6,7 +6,7 @@ use dns_provider::DnsName;
 
 /// Normalizes a domain name: lower case, no trailing dot, ASCII letters/digits/`-`/`_` labels,
 /// and (when `wildcard`) an optional leading `*.` label. The rules are [`DnsName`]'s.
-pub(super) fn normalize(name: &str, wildcard: bool) -> Result<String, String> {
+pub(crate) fn normalize(name: &str, wildcard: bool) -> Result<String, String> {
     let parsed = if wildcard { DnsName::parse_wildcard(name) } else { DnsName::parse(name) };
     parsed.map(String::from)
 }

@@ -14,12 +14,10 @@ use serde::{Deserialize, Deserializer};
 use toml::Spanned;
 
 use super::names;
-use super::{
-    CnameName, LogFormat, Method, OnExpiry, PropagationMode, Resolver, TsigAlgorithm, TxtName, ValidationScope,
-};
+use super::{CnameName, LogFormat, Method, OnExpiry, PropagationMode, Resolver, TxtName, ValidationScope};
 
 /// A value parsed from a TOML string, with an error message that says what is expected.
-pub(super) trait FromConfigStr: Sized {
+pub(crate) trait FromConfigStr: Sized {
     /// Completes "invalid type: integer `3`, expected ..." for values of the wrong type.
     const EXPECTING: &'static str;
     fn from_config_str(s: &str) -> Result<Self, String>;
@@ -27,7 +25,7 @@ pub(super) trait FromConfigStr: Sized {
 
 /// A string value parsed into `T` during deserialization.
 #[derive(Debug, Clone)]
-pub(super) struct P<T>(pub(super) T);
+pub(crate) struct P<T>(pub(crate) T);
 
 impl<'de, T: FromConfigStr> Deserialize<'de> for P<T> {
     fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
@@ -100,7 +98,7 @@ fn parse_addr(s: &str, default_port: u16) -> Option<SocketAddr> {
 }
 
 /// A duration that may be zero (`lag`).
-pub(super) struct Lag(pub(super) Duration);
+pub(crate) struct Lag(pub(crate) Duration);
 
 impl FromConfigStr for Lag {
     const EXPECTING: &'static str = "a duration such as \"1500ms\"";
@@ -112,7 +110,7 @@ impl FromConfigStr for Lag {
 }
 
 /// `metrics_listen`, memory `listen`: an IP address and a port.
-pub(super) struct ListenAddr(pub(super) SocketAddr);
+pub(crate) struct ListenAddr(pub(crate) SocketAddr);
 
 impl FromConfigStr for ListenAddr {
     const EXPECTING: &'static str = "an address such as \"127.0.0.1:9465\"";
@@ -127,7 +125,7 @@ impl FromConfigStr for ListenAddr {
 }
 
 /// An RFC 2136 server: `ip[:port]` or `host[:port]` (resolved once, at load), port 53 by default.
-pub(super) struct ServerAddr(pub(super) SocketAddr);
+pub(crate) struct ServerAddr(pub(crate) SocketAddr);
 
 impl FromConfigStr for ServerAddr {
     const EXPECTING: &'static str = "a server address such as \"192.0.2.53:53\"";
@@ -166,7 +164,7 @@ impl FromConfigStr for Domain {
 }
 
 /// A zone name, normalized.
-pub(super) struct Zone(pub(super) String);
+pub(crate) struct Zone(pub(crate) String);
 
 impl FromConfigStr for Zone {
     const EXPECTING: &'static str = "a zone name such as \"example.com\"";
@@ -202,9 +200,9 @@ impl FromConfigStr for Cron {
 }
 
 /// A CertCentral `base_url`: https, or http to a loopback host (simulators).
-pub(super) struct BaseUrl {
-    pub(super) url: String,
-    pub(super) insecure_http: bool,
+pub(crate) struct BaseUrl {
+    pub(crate) url: String,
+    pub(crate) insecure_http: bool,
 }
 
 impl FromConfigStr for BaseUrl {
@@ -233,7 +231,7 @@ impl FromConfigStr for BaseUrl {
 }
 
 /// The host of `authority/path...` (after the scheme), without userinfo, port or brackets.
-pub(super) fn url_host(rest: &str) -> Option<&str> {
+pub(crate) fn url_host(rest: &str) -> Option<&str> {
     let authority = rest.split(['/', '?', '#']).next()?;
     let authority = authority.rsplit_once('@').map_or(authority, |(_, a)| a);
     let host =
@@ -243,17 +241,17 @@ pub(super) fn url_host(rest: &str) -> Option<&str> {
 
 /// Whether an http(s) URL (already parsed by [`HttpUrl`]) is plain http to a host that is not
 /// loopback: the host, for the error.
-pub(super) fn insecure_http_host(url: &str) -> Option<&str> {
+pub(crate) fn insecure_http_host(url: &str) -> Option<&str> {
     let host = url_host(url.strip_prefix("http://")?)?;
     (!is_loopback(host)).then_some(host)
 }
 
-pub(super) fn is_loopback(host: &str) -> bool {
+pub(crate) fn is_loopback(host: &str) -> bool {
     host.eq_ignore_ascii_case("localhost") || host.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
 }
 
 /// A plain http(s) URL (provider endpoints for tests against fakes, webhooks).
-pub(super) struct HttpUrl(pub(super) String);
+pub(crate) struct HttpUrl(pub(crate) String);
 
 impl FromConfigStr for HttpUrl {
     const EXPECTING: &'static str = "a URL such as \"https://api.example.com/v1\"";
@@ -269,7 +267,7 @@ impl FromConfigStr for HttpUrl {
 
 /// A provider API URL (`api_url`): https, or plain http only to a loopback host, since the
 /// requests carry the provider's credentials.
-pub(super) struct ApiUrl(pub(super) String);
+pub(crate) struct ApiUrl(pub(crate) String);
 
 impl FromConfigStr for ApiUrl {
     const EXPECTING: &'static str = "a URL such as \"https://pdns.example.net:8081\"";
@@ -398,101 +396,6 @@ pub(super) struct RawDomain {
     pub(super) provider: Option<Spanned<String>>,
     pub(super) txt_name: Option<Spanned<TxtName>>,
     pub(super) cname_name: Option<Spanned<CnameName>>,
-}
-
-// One schema per provider type; each names `type` (already dispatched on) so that unknown-key
-// errors list it among the expected keys.
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawRoute53 {
-    #[serde(rename = "type")]
-    pub(super) _type: IgnoredAny,
-    pub(super) zones: Spanned<Vec<Spanned<P<Zone>>>>,
-    pub(super) hosted_zone_id: Option<Spanned<String>>,
-    pub(super) region: Option<String>,
-    pub(super) endpoint_url: Option<P<HttpUrl>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawCloudflare {
-    #[serde(rename = "type")]
-    pub(super) _type: IgnoredAny,
-    pub(super) zones: Spanned<Vec<Spanned<P<Zone>>>>,
-    pub(super) api_token_file: Option<Spanned<String>>,
-    pub(super) api_token_env: Option<Spanned<String>>,
-    pub(super) base_url: Option<Spanned<P<HttpUrl>>>,
-    pub(super) zone_ids: Option<Spanned<std::collections::BTreeMap<String, String>>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawPowerDns {
-    #[serde(rename = "type")]
-    pub(super) _type: IgnoredAny,
-    pub(super) zones: Spanned<Vec<Spanned<P<Zone>>>>,
-    pub(super) api_url: P<ApiUrl>,
-    pub(super) api_key_file: Option<Spanned<String>>,
-    pub(super) api_key_env: Option<Spanned<String>>,
-    pub(super) server_id: Option<Spanned<String>>,
-    pub(super) timeout: Option<P<Duration>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawAcmeDns {
-    #[serde(rename = "type")]
-    pub(super) _type: IgnoredAny,
-    pub(super) zones: Spanned<Vec<Spanned<P<Zone>>>>,
-    pub(super) api_url: P<ApiUrl>,
-    pub(super) accounts: Spanned<std::collections::BTreeMap<Spanned<String>, Spanned<RawAcmeDnsAccount>>>,
-    pub(super) timeout: Option<P<Duration>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawAcmeDnsAccount {
-    pub(super) username: Spanned<String>,
-    pub(super) password_file: Option<Spanned<String>>,
-    pub(super) password_env: Option<Spanned<String>>,
-    pub(super) subdomain: Spanned<String>,
-    pub(super) fulldomain: Spanned<P<Zone>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawRfc2136 {
-    #[serde(rename = "type")]
-    pub(super) _type: IgnoredAny,
-    pub(super) zones: Spanned<Vec<Spanned<P<Zone>>>>,
-    pub(super) server: P<ServerAddr>,
-    pub(super) tsig_key_name: P<Zone>,
-    pub(super) tsig_algorithm: Option<TsigAlgorithm>,
-    pub(super) tsig_secret_file: Option<Spanned<String>>,
-    pub(super) tsig_secret_env: Option<Spanned<String>>,
-    pub(super) timeout: Option<P<Duration>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawExec {
-    #[serde(rename = "type")]
-    pub(super) _type: IgnoredAny,
-    pub(super) zones: Spanned<Vec<Spanned<P<Zone>>>>,
-    pub(super) command: Spanned<Vec<String>>,
-    pub(super) timeout: Option<P<Duration>>,
-    pub(super) env_pass: Option<Vec<Spanned<String>>>,
-}
-
-#[derive(Deserialize)]
-#[serde(deny_unknown_fields)]
-pub(super) struct RawMemory {
-    #[serde(rename = "type")]
-    pub(super) _type: IgnoredAny,
-    pub(super) zones: Spanned<Vec<Spanned<P<Zone>>>>,
-    pub(super) listen: Option<Vec<P<ListenAddr>>>,
-    pub(super) lag: Option<P<Lag>>,
 }
 
 #[cfg(test)]

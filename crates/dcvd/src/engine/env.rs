@@ -54,7 +54,9 @@ impl Env {
         let client = build_client(&config.certcentral, &metrics, account.as_ref())?;
         let mut router = dns_provider::Router::new();
         for (name, provider) in &config.providers {
-            let built = providers::build(name, provider).await.with_context(|| format!("provider {name}"))?;
+            let built = providers::build_with(name, provider, Some(metrics.clone()))
+                .await
+                .with_context(|| format!("provider {name}"))?;
             metrics.register_provider(name);
             router.add(name.clone(), built);
         }
@@ -87,10 +89,13 @@ impl Env {
         };
         let mut router = dns_provider::Router::new();
         for (name, provider) in &config.providers {
-            let unchanged = self.config.providers.get(name).is_some_and(|old| same_provider(old, provider));
+            // Settings compare by value, secrets included (`config::Provider: PartialEq`).
+            let unchanged = self.config.providers.get(name) == Some(provider);
             let built = match (unchanged, self.router.provider(name)) {
                 (true, Some(existing)) => existing.clone(),
-                _ => providers::build(name, provider).await.with_context(|| format!("provider {name}"))?,
+                _ => providers::build_with(name, provider, Some(self.metrics.clone()))
+                    .await
+                    .with_context(|| format!("provider {name}"))?,
             };
             self.metrics.register_provider(name);
             router.add(name.clone(), built);
@@ -116,15 +121,6 @@ fn same_certcentral(a: &config::CertCentral, b: &config::CertCentral) -> bool {
         && a.timeout == b.timeout
         && a.allow_insecure_http == b.allow_insecure_http
         && a.api_key.expose_secret() == b.api_key.expose_secret()
-}
-
-/// Providers compare by their settings; secrets are redacted in `Debug`, so they are compared
-/// separately (in memory only).
-fn same_provider(a: &config::Provider, b: &config::Provider) -> bool {
-    use secrecy::ExposeSecret as _;
-    // `Debug` shows every setting but no secret; the secrets are compared separately.
-    let secrets = |p: &config::Provider| p.secrets().iter().map(|s| s.expose_secret().to_owned()).collect::<Vec<_>>();
-    format!("{a:?}") == format!("{b:?}") && secrets(a) == secrets(b)
 }
 
 /// The client settings of `[certcentral]`.

@@ -1,14 +1,16 @@
-//! The orchestrator: one task per unit (DV order or OV/EV domain) driving the state machine of
-//! [`unit`], supervised by [`run`], which also applies reloads and stops gracefully.
+//! The orchestrator: [`run`] schedules units (DV orders and OV/EV domains), applies reloads and
+//! stops gracefully; [`unit`] executes one unit's effects as [`crate::machine`] decides.
 //!
-//! Concurrency: every unit has its own task, so thousands of units wait for DNS or for their
-//! next DigiCert check without blocking each other; `max_concurrent` bounds the external
+//! Scheduling: a unit that has work runs as a task (at most [`MAX_LIVE_UNITS`] at once); a unit
+//! that waits for its next DigiCert check or a retry costs one timer entry, not a task, so an
+//! account's thousands of waiting units cost little memory. `max_concurrent` bounds the external
 //! operations in flight (API and provider calls), not the waits.
 
 mod account;
 mod caa;
 mod cleanup;
 mod env;
+mod timers;
 mod unit;
 
 use std::collections::{HashMap, HashSet};
@@ -30,7 +32,14 @@ pub use env::{Env, build_client, checker_config};
 use crate::config::{Config, Unit, UnitKey};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::store::{Store, StoreThread, UnitId, UnitKind, UnitRow, UnitSpec, UnitState};
+use crate::store::{Store, StoreThread, UnitId, UnitKind, UnitRow, UnitSpec, UnitState, now_millis};
+use timers::Timers;
+use unit::Parked;
+
+/// Units driven as tasks at the same time; more due units wait their turn in due order. A live
+/// unit is usually waiting for DNS propagation (a few KiB); the bound keeps a burst of due units
+/// from costing memory without limit.
+pub const MAX_LIVE_UNITS: usize = 10_000;
 
 /// The configuration could not be turned into working parts (a provider refused its settings):
 /// a configuration error for the command line (exit 78), not a runtime failure.
@@ -144,6 +153,7 @@ fn sync_units_when(store: &Store, config: &Config, retry_failed: bool, at_start:
                 r.token_expires_at = None;
                 r.renewals = 0;
                 r.attempts = 0;
+                r.transient_failures = 0;
                 r.last_error = None;
                 r.next_action_at = None;
             })?;
@@ -190,30 +200,39 @@ pub async fn run(
     let mut env = Arc::new(env);
     observer.ready();
     let stop = CancellationToken::new();
-    let mut tasks: JoinSet<UnitId> = JoinSet::new();
-    let mut running: HashMap<UnitId, CancellationToken> = HashMap::new();
+    let mut live =
+        Live { tasks: JoinSet::new(), running: HashMap::new(), timers: Timers::default(), stop: stop.clone() };
     let mut respawn: HashSet<UnitId> = HashSet::new();
-    spawn_pending(&env, &stop, &mut tasks, &mut running).await?;
+    live.schedule_from_store(&env).await?;
+    live.start_due(&env);
     let mut status_tick = tokio::time::interval(Duration::from_secs(5));
     let mut give_up = false;
     tokio::pin!(shutdown);
     loop {
-        if mode == Mode::Once && tasks.is_empty() {
+        if mode == Mode::Once && live.is_idle() {
             break;
         }
+        metrics.set_scheduler_units(live.running.len(), live.timers.len());
+        let next_timer = live.timers.next_wake();
         tokio::select! {
             () = &mut shutdown => break,
-            Some(joined) = tasks.join_next(), if !tasks.is_empty() => {
+            Some(joined) = live.tasks.join_next(), if !live.tasks.is_empty() => {
                 match joined {
-                    Ok(id) => {
-                        running.remove(&id);
+                    Ok((id, parked)) => {
+                        live.running.remove(&id);
                         if respawn.remove(&id) {
-                            spawn_pending(&env, &stop, &mut tasks, &mut running).await?;
+                            live.timers.wake_at(id, 0);
+                        } else if let Parked::Until(at) = parked {
+                            live.timers.wake_at(id, at);
                         }
+                        live.start_due(&env);
                     }
                     Err(e) => error!(error = %e, "unit task panicked"),
                 }
             }
+            // Only while a task slot is free: due units beyond the bound wait for a task to end.
+            () = sleep_until_millis(next_timer.unwrap_or(0)),
+                if next_timer.is_some() && live.running.len() < MAX_LIVE_UNITS => live.start_due(&env),
             msg = control.recv() => match msg {
                 None | Some(Control::Stop) => break,
                 Some(Control::GiveUp) => {
@@ -234,11 +253,11 @@ pub async fn run(
                             for row in store.read(|s| s.units()).await? {
                                 if (new_client || !row.in_config)
                                     && !row.state.is_terminal()
-                                    && let Some(cancel) = running.get(&row.unit)
+                                    && let Some(cancel) = live.running.get(&row.unit)
                                 {
                                     cancel.cancel();
                                     respawn.insert(row.unit);
-                                } else if row.state == UnitState::Pending && running.contains_key(&row.unit) {
+                                } else if row.state == UnitState::Pending && live.running.contains_key(&row.unit) {
                                     // Started over by this reload while its task may be ending
                                     // (it saw the unit failed): a new task once that one ends.
                                     respawn.insert(row.unit);
@@ -250,8 +269,9 @@ pub async fn run(
                                 account.probe_now();
                             }
                             // Units keep their running task (they read their row at every step);
-                            // new ones and ones to clean up get a task.
-                            spawn_pending(&env, &stop, &mut tasks, &mut running).await?;
+                            // new ones and ones to clean up are scheduled.
+                            live.schedule_from_store(&env).await?;
+                            live.start_due(&env);
                             // Only SIGHUP retries failed units; the cron rescan does not.
                             let trigger = if retry_failed { "sighup" } else { "rescan" };
                             info!(trigger, units = env.config.units.len(), "configuration reloaded");
@@ -275,10 +295,10 @@ pub async fn run(
     // Steps are atomic store transactions around idempotent side effects, so cancelling at an
     // await point leaves a state the next start resumes exactly.
     let drained =
-        tokio::time::timeout(Duration::from_secs(10), async { while tasks.join_next().await.is_some() {} }).await;
+        tokio::time::timeout(Duration::from_secs(10), async { while live.tasks.join_next().await.is_some() {} }).await;
     if drained.is_err() {
         warn!("some unit tasks did not stop within 10 s; aborting them");
-        tasks.abort_all();
+        live.tasks.abort_all();
     }
     if give_up {
         match cleanup::remove_every_record(&env).await {
@@ -326,32 +346,69 @@ async fn sync_in_thread(
     store.write(move |s| Ok(sync_units_when(s, &config, retry_failed, at_start))).await?
 }
 
-async fn spawn_pending(
-    env: &Arc<Env>,
-    stop: &CancellationToken,
-    tasks: &mut JoinSet<UnitId>,
-    running: &mut HashMap<UnitId, CancellationToken>,
-) -> anyhow::Result<()> {
-    for row in env.store.read(|s| s.units()).await? {
-        if row.state.is_terminal() || running.contains_key(&row.unit) {
-            continue;
-        }
-        if row.state == UnitState::Valid && !env.config.daemon.cleanup {
-            continue;
-        }
-        let cancel = stop.child_token();
-        running.insert(row.unit, cancel.clone());
-        let env = env.clone();
-        let id = row.unit;
-        tasks.spawn(async move {
-            // CAA first: a unit whose names CAA forbids to DigiCert fails before any token.
-            if caa::preflight(&env, id).await {
-                unit::drive(env, id, cancel).await;
-            }
-            id
-        });
+/// The units being driven (tasks) and the ones waiting (timer entries).
+struct Live {
+    tasks: JoinSet<(UnitId, Parked)>,
+    running: HashMap<UnitId, CancellationToken>,
+    timers: Timers,
+    stop: CancellationToken,
+}
+
+impl Live {
+    /// Nothing runs and nothing waits.
+    fn is_idle(&self) -> bool {
+        self.tasks.is_empty() && self.timers.is_empty()
     }
-    Ok(())
+
+    /// Gives every unit of the store that has work left and no task a timer entry at its
+    /// `next_action_at` (now when it has none).
+    async fn schedule_from_store(&mut self, env: &Env) -> anyhow::Result<()> {
+        let cleanup = env.config.daemon.cleanup;
+        let waiting: Vec<(UnitId, i64)> = env
+            .store
+            .read(move |s| {
+                s.units().map(|rows| {
+                    rows.into_iter()
+                        .filter(|r| !r.state.is_terminal() && (r.state != UnitState::Valid || cleanup))
+                        .map(|r| (r.unit, r.next_action_at.unwrap_or(0)))
+                        .collect()
+                })
+            })
+            .await?;
+        for (id, at) in waiting {
+            if !self.running.contains_key(&id) {
+                self.timers.wake_at(id, at);
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts tasks for the units whose time has come, earliest first, up to [`MAX_LIVE_UNITS`].
+    fn start_due(&mut self, env: &Arc<Env>) {
+        let now = now_millis();
+        while self.running.len() < MAX_LIVE_UNITS {
+            let Some(id) = self.timers.pop_due(now) else { break };
+            if self.running.contains_key(&id) {
+                continue;
+            }
+            let cancel = self.stop.child_token();
+            self.running.insert(id, cancel.clone());
+            let env = env.clone();
+            self.tasks.spawn(async move {
+                // CAA first: a unit whose names CAA forbids to DigiCert fails before any token.
+                if !caa::preflight(&env, id).await {
+                    return (id, Parked::Done);
+                }
+                (id, unit::drive(env, id, cancel).await)
+            });
+        }
+    }
+}
+
+/// Sleeps until the unix-millis time `at` (at once when it has passed).
+async fn sleep_until_millis(at: i64) {
+    let wait = u64::try_from(at.saturating_sub(now_millis())).unwrap_or(0);
+    tokio::time::sleep(Duration::from_millis(wait)).await;
 }
 
 /// Removes every record the store still lists as published (`dcvd cleanup`), trying each one

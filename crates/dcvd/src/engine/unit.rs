@@ -1,9 +1,12 @@
-//! One unit's state machine: token -> publish -> propagation -> check -> cleanup.
+//! The executor of one unit's state machine: it performs the external effect that
+//! [`machine::next_effect`] names for the unit's row (token, publish, propagation, check,
+//! removal), reports the [`Outcome`] to [`machine::decide`], and commits the decision (state and
+//! fields) in one store transaction.
 //!
-//! Every step reads the unit's row, does at most one kind of external side effect, and writes
-//! the outcome in one store transaction. Intent is written before a record is published or
-//! removed, so a crash between any two steps is repaired by running the step again: publishing
-//! and removing are idempotent at every provider.
+//! Every effect is idempotent or guarded by an intent written before it: publish and remove
+//! intents are in the store before a provider is called, so a crash between any two steps is
+//! repaired by taking the same effect again. The executor decides nothing itself: which state
+//! follows which outcome is the machine's table.
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -17,63 +20,82 @@ use tracing::{Instrument as _, error, info, warn};
 
 use super::account::Admission;
 use super::env::Env;
-use crate::config::{Method, OnExpiry, Unit};
+use crate::config::{Method, Unit};
+use crate::machine::{self, Decision, Effect, IssuedToken, Note, Outcome, Policy, Removal, Wake};
 use crate::records;
 use crate::store::{
-    NewRecord, PublishConfirmation, RecordRow, RecordStatus, UnitId, UnitKind, UnitRow, UnitState, now_millis,
+    NewRecord, PublishConfirmation, RecordRow, RecordStatus, StoreError, UnitId, UnitKind, UnitRow, UnitState,
+    now_millis,
 };
 
 /// How often, at most, a unit waiting for a lagging name server says so at INFO: a minute, or
 /// four of the longest poll intervals when polls are faster (tests).
 const PROPAGATION_REPORT_EVERY: Duration = Duration::from_secs(60);
 
-/// What the loop does after a step.
-#[derive(Debug)]
-enum Flow {
-    /// Run the next step at once.
-    Continue,
-    /// Sleep until this unix-millis time, then run the step again.
-    SleepUntil(i64),
-    /// The unit needs nothing more from this task.
-    Done,
+/// How long a unit waits before trying again when the store itself failed (disk full, I/O).
+const STORE_RETRY: Duration = Duration::from_secs(5);
+
+/// What went wrong in an effect, with its typed source.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum Cause {
+    /// CertCentral answered with an error or could not be reached.
+    #[error(transparent)]
+    CertCentral(#[from] certcentral::Error),
+    /// A DNS provider failed.
+    #[error(transparent)]
+    Provider(#[from] ProviderError),
+    /// The state store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// Name-server discovery or a DNS query failed.
+    #[error(transparent)]
+    Propagation(#[from] propagation::Error),
+    /// No provider serves a name the unit must publish at.
+    #[error("{0}")]
+    Routing(String),
+    /// Anything else, said in words (an order status, a timeout summary).
+    #[error("{0}")]
+    Other(String),
 }
 
-/// Why a step did not complete.
-#[derive(Debug)]
-enum StepError {
+/// Why an effect did not complete, by what the unit should do about it.
+#[derive(Debug, thiserror::Error)]
+pub(super) enum StepError {
     /// Worth trying again later (network, 5xx, throttling, DNS discovery hiccup).
-    Retry(String),
+    #[error(transparent)]
+    Retry(Cause),
     /// Permanent for this unit: it fails (records are cleaned up).
-    Fatal(String),
+    #[error(transparent)]
+    Fatal(Cause),
     /// CertCentral refused the API key (401/403): a condition of the account, not of the unit.
-    Account(String),
+    #[error(transparent)]
+    Account(Cause),
 }
 
 impl From<certcentral::Error> for StepError {
     fn from(e: certcentral::Error) -> Self {
         if e.is_auth() {
-            Self::Account(e.to_string())
+            Self::Account(e.into())
         } else if e.is_retryable() {
-            Self::Retry(e.to_string())
+            Self::Retry(e.into())
         } else {
-            Self::Fatal(e.to_string())
+            Self::Fatal(e.into())
         }
     }
 }
 
 impl From<ProviderError> for StepError {
     fn from(e: ProviderError) -> Self {
-        if e.is_retryable() { Self::Retry(e.to_string()) } else { Self::Fatal(e.to_string()) }
+        if e.is_retryable() { Self::Retry(e.into()) } else { Self::Fatal(e.into()) }
     }
 }
 
-impl From<crate::store::StoreError> for StepError {
-    fn from(e: crate::store::StoreError) -> Self {
-        use crate::store::StoreError as E;
+impl From<StoreError> for StepError {
+    fn from(e: StoreError) -> Self {
         match e {
             // The disk or a concurrent reader may recover; a logic error will not.
-            E::Sqlite(_) | E::Io { .. } | E::Unavailable { .. } => Self::Retry(format!("state store: {e}")),
-            _ => Self::Fatal(format!("state store: {e}")),
+            StoreError::Sqlite(_) | StoreError::Io { .. } | StoreError::Unavailable { .. } => Self::Retry(e.into()),
+            _ => Self::Fatal(e.into()),
         }
     }
 }
@@ -92,178 +114,174 @@ impl Drop for ReleaseProbe {
     }
 }
 
-/// Drives one unit until it is terminal or `cancel` fires, inside the unit's span.
-pub(super) async fn drive(env: Arc<Env>, unit: UnitId, cancel: CancellationToken) {
-    drive_in_span(env, unit, cancel).instrument(unit_span(unit)).await;
+/// Why [`drive`] returned: the scheduler keeps a timer entry for a parked unit, not a task.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Parked {
+    /// Nothing more to do in this run (terminal, or valid without cleanup).
+    Done,
+    /// Wake the unit again at this unix-millis time.
+    Until(i64),
+    /// The task was cancelled (shutdown or reload).
+    Cancelled,
 }
 
-async fn drive_in_span(env: Arc<Env>, unit: UnitId, cancel: CancellationToken) {
-    let mut task = UnitTask { env, unit, transient_failures: 0, negative_ttl: None, method_changed: false };
+/// Drives one unit, inside its span, until it has to wait (a check backoff, a retry), is done,
+/// or `cancel` fires.
+pub(super) async fn drive(env: Arc<Env>, unit: UnitId, cancel: CancellationToken) -> Parked {
+    drive_in_span(env, unit, cancel).instrument(unit_span(unit)).await
+}
+
+async fn drive_in_span(env: Arc<Env>, unit: UnitId, cancel: CancellationToken) -> Parked {
+    let executor = Executor { env, unit };
     loop {
-        let row = match task.env.store.read(move |s| s.unit(unit)).await {
+        let row = match executor.env.store.read(move |s| s.unit(unit)).await {
             Ok(Some(row)) => row,
-            Ok(None) => return,
+            Ok(None) => return Parked::Done,
             Err(e) => {
-                error!(error = %e, "cannot read unit state");
-                return;
+                error!(error = %e, retry_in_ms = STORE_RETRY.as_millis() as u64, "cannot read the unit's state; check the state directory's disk");
+                return Parked::Until(now_millis() + STORE_RETRY.as_millis() as i64);
             }
         };
-        let flow = tokio::select! {
-            biased;
-            () = cancel.cancelled() => return,
-            // Boxed: a unit that sleeps between steps then holds only this small loop.
-            flow = Box::pin(task.step(row)) => flow,
+        let policy = executor.policy();
+        let effect = match machine::next_effect(&row, &policy, now_millis()) {
+            Effect::Stop => return Parked::Done,
+            Effect::SleepUntil(at) => return Parked::Until(at),
+            effect => effect,
         };
-        match flow {
-            Flow::Continue => {}
-            Flow::Done => return,
-            Flow::SleepUntil(at) => {
-                let wait = Duration::from_millis(u64::try_from(at - now_millis()).unwrap_or(0));
-                tokio::select! {
-                    biased;
-                    () = cancel.cancelled() => return,
-                    () = tokio::time::sleep(wait) => {}
-                }
+        let outcome = tokio::select! {
+            biased;
+            () = cancel.cancelled() => return Parked::Cancelled,
+            // Boxed: a parked unit's future then stays small.
+            outcome = Box::pin(executor.perform_gated(&row, effect)) => outcome,
+        };
+        let decision = machine::decide(&row, outcome, &policy, now_millis(), rand::random::<f64>() * 0.1);
+        match executor.commit(&row, decision).await {
+            Ok(Wake::Now) => {}
+            Ok(Wake::At(at)) => return Parked::Until(at),
+            Ok(Wake::Stop) => return Parked::Done,
+            Err(e) => {
+                error!(state = row.state.as_str(), error = %e, retry_in_ms = STORE_RETRY.as_millis() as u64,
+                    "cannot record the unit's progress; the step runs again");
+                return Parked::Until(now_millis() + STORE_RETRY.as_millis() as i64);
             }
         }
     }
 }
 
-struct UnitTask {
+struct Executor {
     env: Arc<Env>,
     unit: UnitId,
-    /// Consecutive retryable failures, for the backoff of transient errors.
-    transient_failures: u32,
-    /// The zones' negative TTL learned during propagation: a "not found" from DigiCert means its
-    /// resolver cached the absence for about that long, so checking sooner is wasted.
-    negative_ttl: Option<Duration>,
-    /// Whether this task already asked DigiCert to switch the order to the configured method.
-    method_changed: bool,
 }
 
-impl UnitTask {
-    fn config_unit(&self) -> Option<Unit> {
-        let key = match self.unit.kind {
-            UnitKind::Order => crate::config::UnitKey::Order(self.unit.id),
-            UnitKind::Domain => crate::config::UnitKey::Domain(self.unit.id),
-        };
-        self.env.config.unit(key).cloned()
+impl Executor {
+    fn policy(&self) -> Policy {
+        let config = &self.env.config;
+        Policy {
+            check_min: config.check.min_interval,
+            check_max: config.check.max_interval,
+            renew_on_expiry: config.daemon.on_expiry == crate::config::OnExpiry::Renew,
+            max_renewals: config.daemon.max_renewals,
+            cleanup: config.daemon.cleanup,
+        }
     }
 
-    async fn step(&mut self, row: UnitRow) -> Flow {
-        if row.state.is_terminal() {
-            return Flow::Done;
-        }
-        if let Some(at) = row.next_action_at.filter(|at| *at > now_millis()) {
-            return Flow::SleepUntil(at);
-        }
-        // While CertCentral refuses the key, steps that call it wait here (one unit probes).
-        let calls_digicert =
-            row.in_config && matches!(row.state, UnitState::Pending | UnitState::Propagated | UnitState::Checking);
-        let gate = self.env.account.clone().filter(|_| calls_digicert);
-        // The probe slot is released however the step ends, cancellation included (a reload
+    fn config_unit(&self) -> Option<&Unit> {
+        super::config_unit(&self.env.config, self.unit)
+    }
+
+    /// Performs `effect`, waiting at the account gate first when it calls DigiCert, and turns
+    /// every error into the outcome the machine decides on.
+    async fn perform_gated(&self, row: &UnitRow, effect: Effect) -> Outcome {
+        let gate = self.env.account.clone().filter(|_| machine::calls_digicert(effect));
+        // The probe slot is released however the effect ends, cancellation included (a reload
         // cancels units mid-call); after a success or a refusal the release changes nothing.
         let _probe = match &gate {
             Some(gate) if gate.admit().await == Admission::Probe => Some(ReleaseProbe(gate.clone())),
             _ => None,
         };
-        let result = if !row.in_config {
-            self.retire(&row).await
-        } else if let Some(spec) = self.config_unit() {
-            self.advance(row.clone(), &spec).await
-        } else {
-            self.retire(&row).await
-        };
-        match result {
-            Ok(flow) => {
-                self.transient_failures = 0;
-                flow
-            }
-            Err(StepError::Retry(msg)) => {
-                self.transient_failures += 1;
-                let delay = backoff(
-                    self.env.config.check.min_interval.min(Duration::from_secs(2)),
-                    self.env.config.check.max_interval,
-                    self.transient_failures,
-                );
-                warn!(state = row.state.as_str(), error = %msg, attempt = self.transient_failures,
-                    retry_in_ms = delay.as_millis() as u64, "step failed, will retry");
-                let at = now_millis() + delay.as_millis() as i64;
-                let (unit, state, why) = (self.unit, row.state, msg.clone());
-                let _ = self
-                    .env
-                    .store
-                    .write(move |s| {
-                        s.transition(unit, state, move |r| {
-                            r.last_error = Some(why);
-                            r.next_action_at = Some(at);
-                        })
-                    })
-                    .await;
-                Flow::SleepUntil(at)
-            }
-            Err(StepError::Account(msg)) if gate.is_some() => {
-                // One ERROR for the account (the gate logs it), none per unit; the unit keeps
-                // its state and waits at the gate.
+        match self.perform(row, effect).await {
+            Ok(outcome) => outcome,
+            Err(StepError::Retry(cause)) => Outcome::Transient { why: cause.to_string() },
+            Err(StepError::Account(cause)) if gate.is_some() => {
+                let why = cause.to_string();
+                // One ERROR for the account (the gate logs it), none per unit; the unit keeps its
+                // state and waits at the gate.
                 if let Some(gate) = &gate {
-                    gate.refused(&msg);
+                    gate.refused(&why);
                 }
-                let (unit, state) = (self.unit, row.state);
-                let _ =
-                    self.env.store.write(move |s| s.transition(unit, state, move |r| r.last_error = Some(msg))).await;
-                Flow::Continue
+                Outcome::AccountRefused { why }
             }
-            Err(StepError::Fatal(msg) | StepError::Account(msg)) => self.fail(&row, msg).await,
+            Err(StepError::Fatal(cause) | StepError::Account(cause)) => {
+                if let Err(e) = self.remove_live_records().await {
+                    // The records stay listed as live; `dcvd cleanup` or the next start removes them.
+                    warn!(error = %e, "cleanup after failure failed; records remain listed in the state store");
+                }
+                Outcome::Failed { why: cause.to_string() }
+            }
         }
     }
 
-    /// One step of the state machine for a unit that is in the configuration.
-    async fn advance(&mut self, row: UnitRow, spec: &Unit) -> Result<Flow, StepError> {
-        if matches!(
-            row.state,
-            UnitState::TokenIssued | UnitState::Published | UnitState::Propagated | UnitState::Checking
-        ) && token_expired(&row)
-        {
-            return self.expire(&row).await;
+    async fn perform(&self, row: &UnitRow, effect: Effect) -> Result<Outcome, StepError> {
+        let spec = match effect {
+            Effect::RemoveRecords(reason) => {
+                self.remove_live_records().await?;
+                if reason == Removal::Retired {
+                    info!("unit left the configuration; its records are removed");
+                }
+                return Ok(Outcome::Removed(reason));
+            }
+            Effect::Stop | Effect::SleepUntil(_) => unreachable!("the driver handles {effect:?}"),
+            _ => match self.config_unit() {
+                Some(spec) => spec.clone(),
+                // Synced out of the configuration between two reads: retire it.
+                None => {
+                    self.remove_live_records().await?;
+                    return Ok(Outcome::Removed(Removal::Retired));
+                }
+            },
+        };
+        match effect {
+            Effect::FetchToken => self.fetch_token(row, &spec).await,
+            Effect::Publish => self.publish(row, &spec).await,
+            Effect::AwaitPropagation => self.wait_propagated(row).await,
+            Effect::Check => self.check(row, &spec).await,
+            Effect::Stop | Effect::SleepUntil(_) | Effect::RemoveRecords(_) => unreachable!("handled above"),
         }
-        match row.state {
-            UnitState::Pending => self.fetch_token(&row, spec).await,
-            UnitState::TokenIssued => self.publish(&row, spec).await,
-            UnitState::Published => self.wait_propagated(&row).await,
-            UnitState::Propagated | UnitState::Checking => self.check(&row, spec).await,
-            UnitState::Valid => self.finish_valid(&row).await,
-            UnitState::CleanedUp | UnitState::Expired | UnitState::Failed | UnitState::Removed => Ok(Flow::Done),
+    }
+
+    /// Commits `decision` in one store transaction, then logs and notifies.
+    async fn commit(&self, row: &UnitRow, decision: Decision) -> Result<Wake, StoreError> {
+        let Decision { to, changes, wake, note } = decision;
+        match &note {
+            Some(Note::WillRetry { attempt, retry_in }) => {
+                warn!(
+                    state = row.state.as_str(),
+                    error = changes.last_error.as_deref().unwrap_or(""),
+                    attempt,
+                    retry_in_ms = retry_in.as_millis() as u64,
+                    "step failed, will retry"
+                );
+            }
+            Some(Note::Recheck { attempt, retry_in }) => {
+                warn!(
+                    attempt,
+                    error = changes.last_error.as_deref().unwrap_or(""),
+                    retry_in_ms = retry_in.as_millis() as u64,
+                    "digicert has not seen the record yet"
+                );
+            }
+            Some(Note::Renewing { renewal }) => {
+                warn!(renewal, max = self.env.config.daemon.max_renewals, "token expired, fetching a new one");
+            }
+            None => {}
         }
-    }
-
-    async fn records(&self) -> Result<Vec<RecordRow>, crate::store::StoreError> {
-        let unit = self.unit;
-        self.env.store.read(move |s| s.records(unit)).await
-    }
-
-    async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
-        self.env.permits.acquire().await.expect("semaphore never closed")
-    }
-
-    async fn transition(
-        &self,
-        row: &UnitRow,
-        to: UnitState,
-        edit: impl FnOnce(&mut UnitRow) + Send + 'static,
-    ) -> Result<UnitRow, StepError> {
+        if to == UnitState::Valid && row.state != UnitState::Valid {
+            let validated_in = Duration::from_millis(u64::try_from(now_millis() - row.created_at).unwrap_or(0));
+            self.env.metrics.observe_validation(validated_in);
+        }
         let elapsed_ms = u64::try_from(now_millis() - row.state_since).unwrap_or(0);
         let unit = self.unit;
-        let new = self
-            .env
-            .store
-            .write(move |s| {
-                s.transition(unit, to, move |r| {
-                    r.next_action_at = None;
-                    r.last_error = None;
-                    edit(r);
-                })
-            })
-            .await?;
+        let new = self.env.store.write(move |s| s.transition(unit, to, move |r| changes.apply(r))).await?;
         if new.state != row.state {
             log_transition(&new, row.state, elapsed_ms);
             let ended = new.state.is_terminal() || (new.state == UnitState::Valid && !self.env.config.daemon.cleanup);
@@ -277,12 +295,21 @@ impl UnitTask {
                 ));
             }
         }
-        Ok(new)
+        Ok(wake)
+    }
+
+    async fn records(&self) -> Result<Vec<RecordRow>, StoreError> {
+        let unit = self.unit;
+        self.env.store.read(move |s| s.records(unit)).await
+    }
+
+    async fn permit(&self) -> tokio::sync::SemaphorePermit<'_> {
+        self.env.permits.acquire().await.expect("semaphore never closed")
     }
 
     // ---- Pending -> TokenIssued ------------------------------------------------------------
 
-    async fn fetch_token(&mut self, row: &UnitRow, spec: &Unit) -> Result<Flow, StepError> {
+    async fn fetch_token(&self, row: &UnitRow, spec: &Unit) -> Result<Outcome, StepError> {
         let _permit = self.permit().await;
         match self.unit.kind {
             UnitKind::Order => {
@@ -291,25 +318,27 @@ impl UnitTask {
                     // Only ask for the order when the config leaves its names out: every call
                     // counts against DigiCert's rate limit.
                     let info = self.env.client.order_info(self.unit.id).await?;
+                    if info.status == "issued" {
+                        info!(status = %info.status, "order already issued at DigiCert, nothing to validate");
+                        return Ok(Outcome::AlreadyIssued);
+                    }
                     if is_terminal_order_status(&info.status) {
-                        return self.order_terminal(row, &info.status).await;
+                        return Err(StepError::Fatal(Cause::Other(format!("order is {} at DigiCert", info.status))));
                     }
                     domains = info.dns_names();
                     if domains.is_empty() {
-                        return Err(StepError::Fatal("DigiCert returned no dns_names for the order".into()));
+                        return Err(StepError::Fatal(Cause::Other(
+                            "DigiCert returned no dns_names for the order".into(),
+                        )));
                     }
                 }
                 let value = self.env.client.dcv_random_value(self.unit.id).await?;
-                let expires = value.expiration_date.map(|t| t.timestamp());
-                let token = value.dcv_random_value;
-                self.transition(row, UnitState::TokenIssued, move |r| {
-                    r.domains = domains;
-                    r.token = Some(token);
-                    r.token_expires_at = expires;
-                    r.verification_value = None;
-                    r.attempts = 0;
-                })
-                .await?;
+                Ok(Outcome::TokenIssued(IssuedToken {
+                    domains,
+                    token: value.dcv_random_value,
+                    expires_at: value.expiration_date.map(|t| t.timestamp()),
+                    verification_value: None,
+                }))
             }
             UnitKind::Domain => {
                 let mut token = None;
@@ -325,34 +354,20 @@ impl UnitTask {
                     Some(t) => t,
                     None => self.env.client.generate_domain_token(self.unit.id).await?,
                 };
-                let domains = spec.domains.clone();
-                self.transition(row, UnitState::TokenIssued, move |r| {
-                    r.domains = domains;
-                    r.token_expires_at = token.expiration_date.map(|t| t.timestamp());
-                    r.verification_value = token.verification_value;
-                    r.token = Some(token.token);
-                    r.attempts = 0;
-                })
-                .await?;
+                Ok(Outcome::TokenIssued(IssuedToken {
+                    domains: spec.domains.clone(),
+                    token: token.token,
+                    expires_at: token.expiration_date.map(|t| t.timestamp()),
+                    verification_value: token.verification_value,
+                }))
             }
-        }
-        Ok(Flow::Continue)
-    }
-
-    async fn order_terminal(&self, row: &UnitRow, status: &str) -> Result<Flow, StepError> {
-        if status == "issued" {
-            info!(status, "order already issued at DigiCert, nothing to validate");
-            self.transition(row, UnitState::Valid, |_| {}).await?;
-            Ok(Flow::Continue)
-        } else {
-            Err(StepError::Fatal(format!("order is {status} at DigiCert")))
         }
     }
 
     // ---- TokenIssued -> Published ----------------------------------------------------------
 
-    async fn publish(&mut self, row: &UnitRow, spec: &Unit) -> Result<Flow, StepError> {
-        let token = row.token.clone().ok_or_else(|| StepError::Retry("no token stored".into()))?;
+    async fn publish(&self, row: &UnitRow, spec: &Unit) -> Result<Outcome, StepError> {
+        let token = row.token.clone().ok_or_else(|| StepError::Retry(Cause::Other("no token stored".into())))?;
         let wanted = records::records_for(
             spec.method,
             spec.txt_name,
@@ -377,7 +392,7 @@ impl UnitTask {
                     // routing below, or the propagation wait (bounded by [propagation] timeout),
                     // fail with the cause instead of retrying until the token expires.
                     Err(e) if e.is_no_zone() => {}
-                    Err(e) => return Err(StepError::Retry(e.to_string())),
+                    Err(e) => return Err(StepError::Retry(e.into())),
                 }
             }
             let routed = match spec.provider.as_deref() {
@@ -385,7 +400,7 @@ impl UnitTask {
                 None => self.env.router.route(&record.name),
             };
             let (provider, _, zone) = routed.map_err(|e| {
-                StepError::Fatal(match self.unit.kind {
+                StepError::Fatal(Cause::Routing(match self.unit.kind {
                     // The names may have come from DigiCert, unchecked by check-config.
                     UnitKind::Order => format!(
                         "{e} (validation_scope = \"{}\" puts the record for {} there; serve that name with a \
@@ -394,13 +409,13 @@ impl UnitTask {
                         row.domains.join(", ")
                     ),
                     UnitKind::Domain => e.to_string(),
-                })
+                }))
             })?;
             intents.push(NewRecord {
                 provider: provider.to_string(),
                 zone: zone.to_string(),
                 name: record.name.clone(),
-                rtype: record.rtype.as_str().to_string(),
+                rtype: record.rtype,
                 value: record.value.clone(),
                 ttl: record.ttl,
             });
@@ -415,7 +430,7 @@ impl UnitTask {
                 .env
                 .router
                 .provider(&provider)
-                .ok_or_else(|| StepError::Fatal(format!("provider {provider} is no longer configured")))?
+                .ok_or_else(|| StepError::Fatal(Cause::Other(format!("provider {provider} is no longer configured"))))?
                 .clone();
             let recs: Vec<Record> = group.iter().map(|r| to_record(r)).collect();
             let started = Instant::now();
@@ -443,19 +458,17 @@ impl UnitTask {
                 s.mark_all_published(&confirmations)
             })
             .await?;
-        self.transition(row, UnitState::Published, |_| {}).await?;
-        Ok(Flow::Continue)
+        Ok(Outcome::Published)
     }
 
     // ---- Published -> Propagated -----------------------------------------------------------
 
-    async fn wait_propagated(&mut self, row: &UnitRow) -> Result<Flow, StepError> {
+    async fn wait_propagated(&self, row: &UnitRow) -> Result<Outcome, StepError> {
         let recs: Vec<RecordRow> =
             self.records().await?.into_iter().filter(|r| r.status == RecordStatus::Published).collect();
         if recs.is_empty() {
             // Nothing live (e.g. the intents were cleaned): publish again.
-            self.transition(row, UnitState::TokenIssued, |_| {}).await?;
-            return Ok(Flow::Continue);
+            return Ok(Outcome::NothingLive);
         }
         let timeout = self.env.config.propagation.timeout;
         let waited = Duration::from_millis(u64::try_from(now_millis() - row.state_since).unwrap_or(0));
@@ -479,9 +492,9 @@ impl UnitTask {
         let poll_max = self.env.config.propagation.poll_max;
         for r in &recs {
             let checker = self.env.checker.clone();
-            let expected = match r.rtype.as_str() {
-                "CNAME" => Expected::Cname(r.value.clone()),
-                _ => Expected::Txt(r.value.clone()),
+            let expected = match r.rtype {
+                RecordType::Cname => Expected::Cname(r.value.clone()),
+                RecordType::Txt => Expected::Txt(r.value.clone()),
             };
             let name = r.name.clone();
             let cancel = cancel.clone();
@@ -509,25 +522,23 @@ impl UnitTask {
             match joined {
                 Ok(Ok(progress)) => negative_ttl = negative_ttl.max(progress.target.negative_ttl),
                 Ok(Err(propagation::Error::Timeout { name, waited, lagging })) => {
-                    return Err(StepError::Fatal(format!(
+                    return Err(StepError::Fatal(Cause::Other(format!(
                         "{name}: not served by every name server after {}; lagging: {}",
                         humantime::format_duration(Duration::from_secs(waited.as_secs())),
                         lagging.join(", ")
-                    )));
+                    ))));
                 }
-                Ok(Err(e)) => return Err(StepError::Retry(e.to_string())),
-                Err(e) => return Err(StepError::Retry(format!("propagation task: {e}"))),
+                Ok(Err(e)) => return Err(StepError::Retry(e.into())),
+                Err(e) => return Err(StepError::Retry(Cause::Other(format!("propagation task: {e}")))),
             }
         }
-        self.negative_ttl = Some(negative_ttl);
         self.env.metrics.observe_propagation(started.elapsed());
-        self.transition(row, UnitState::Propagated, |_| {}).await?;
-        Ok(Flow::Continue)
+        Ok(Outcome::Propagated { negative_ttl })
     }
 
     // ---- Propagated/Checking -> Valid ------------------------------------------------------
 
-    async fn check(&mut self, row: &UnitRow, spec: &Unit) -> Result<Flow, StepError> {
+    async fn check(&self, row: &UnitRow, spec: &Unit) -> Result<Outcome, StepError> {
         // No permit: a propagated unit's check must not queue behind token requests that hold
         // permits while they wait for the rate limiter; the limiter's check lane orders them.
         let outcome = match self.unit.kind {
@@ -543,108 +554,28 @@ impl UnitTask {
             UnitKind::Domain => self.env.client.validate_domain_token(self.unit.id).await.map(|r| (r.is_active(), None)),
         };
         match outcome {
-            Ok((true, _)) => {
-                let validated_in = Duration::from_millis(u64::try_from(now_millis() - row.created_at).unwrap_or(0));
-                self.env.metrics.observe_validation(validated_in);
-                self.transition(row, UnitState::Valid, |r| r.attempts += 1).await?;
-                Ok(Flow::Continue)
-            }
-            Ok((false, Some(status))) => Err(StepError::Fatal(format!("order is {status} at DigiCert"))),
-            Ok((false, None)) => self.schedule_recheck(row, "dcv status not valid yet".into()).await,
+            Ok((true, _)) => Ok(Outcome::Valid),
+            Ok((false, Some(status))) => Err(StepError::Fatal(Cause::Other(format!("order is {status} at DigiCert")))),
+            Ok((false, None)) => Ok(Outcome::NotSeenYet { why: "dcv status not valid yet".into() }),
             Err(e) if e.is_not_found_yet() => {
                 method_mismatch_hint(spec.method, e.code().unwrap_or(""), row.attempts + 1);
-                self.schedule_recheck(row, e.to_string()).await
+                Ok(Outcome::NotSeenYet { why: e.to_string() })
             }
-            Err(e) if e.is_wrong_method() && self.unit.kind == UnitKind::Order && !self.method_changed => {
-                // The order was placed with another DCV method: switch it once, then check again.
-                self.method_changed = true;
+            Err(e) if e.is_wrong_method() && machine::may_switch_method(row) => {
+                // The order was placed with another DCV method: switch it once (remembered in the
+                // store, also across restarts), then check again.
                 warn!(code = e.code().unwrap_or(""), method = spec.method.as_str(), "switching the order's DCV method");
                 let _permit = self.permit().await;
                 self.env.client.change_order_dcv_method(self.unit.id, &dcv_method(spec.method)).await?;
-                Ok(Flow::Continue)
+                Ok(Outcome::MethodSwitched)
             }
-            Err(e) if e.is_wrong_method() => Err(StepError::Fatal(e.to_string())),
+            Err(e) if e.is_wrong_method() => Err(StepError::Fatal(e.into())),
             Err(e) => Err(e.into()),
         }
     }
 
-    async fn schedule_recheck(&mut self, row: &UnitRow, why: String) -> Result<Flow, StepError> {
-        let attempts = row.attempts + 1;
-        let check = &self.env.config.check;
-        let mut delay = backoff(check.min_interval, check.max_interval, attempts);
-        if attempts == 1
-            && let Some(nttl) = self.negative_ttl
-        {
-            delay = delay.max(nttl.min(check.max_interval));
-        }
-        let at = now_millis() + delay.as_millis() as i64;
-        warn!(attempt = attempts, error = %why, retry_in_ms = delay.as_millis() as u64, "digicert has not seen the record yet");
-        self.transition(row, UnitState::Checking, move |r| {
-            r.attempts = attempts;
-            r.next_action_at = Some(at);
-            r.last_error = Some(why);
-        })
-        .await?;
-        Ok(Flow::SleepUntil(at))
-    }
-
-    // ---- Valid -> CleanedUp ----------------------------------------------------------------
-
-    async fn finish_valid(&mut self, row: &UnitRow) -> Result<Flow, StepError> {
-        if !self.env.config.daemon.cleanup {
-            return Ok(Flow::Done);
-        }
-        self.remove_records().await?;
-        self.transition(row, UnitState::CleanedUp, |_| {}).await?;
-        Ok(Flow::Done)
-    }
-
-    // ---- expiry, failure, retirement -------------------------------------------------------
-
-    async fn expire(&mut self, row: &UnitRow) -> Result<Flow, StepError> {
-        self.remove_records().await?;
-        let daemon = &self.env.config.daemon;
-        if daemon.on_expiry == OnExpiry::Renew && row.renewals < daemon.max_renewals {
-            warn!(renewal = row.renewals + 1, max = daemon.max_renewals, "token expired, fetching a new one");
-            self.transition(row, UnitState::Pending, |r| {
-                r.renewals += 1;
-                r.token = None;
-                r.token_expires_at = None;
-                r.attempts = 0;
-            })
-            .await?;
-            return Ok(Flow::Continue);
-        }
-        // The transition's ERROR line is the one line about it (with the error).
-        let msg = format!("token expired before DigiCert validated it ({} renewals)", row.renewals);
-        let why = msg.clone();
-        self.transition(row, UnitState::Expired, move |r| r.last_error = Some(why)).await?;
-        Ok(Flow::Done)
-    }
-
-    async fn fail(&mut self, row: &UnitRow, msg: String) -> Flow {
-        // One ERROR per failure: the transition to `failed` logs it, with the error and `from`.
-        if let Err(e) = self.remove_records().await {
-            // The records stay in the store as live; `dcvd cleanup` or the next start removes them.
-            let e = match e {
-                StepError::Retry(m) | StepError::Fatal(m) | StepError::Account(m) => m,
-            };
-            error!(error = %e, "cleanup after failure failed; records remain listed in the state store");
-        }
-        let why = msg.clone();
-        let _ = self.transition(row, UnitState::Failed, move |r| r.last_error = Some(why)).await;
-        Flow::Done
-    }
-
-    async fn retire(&mut self, row: &UnitRow) -> Result<Flow, StepError> {
-        self.remove_records().await?;
-        info!("unit left the configuration; its records are removed");
-        self.transition(row, UnitState::Removed, |_| {}).await?;
-        Ok(Flow::Done)
-    }
-
     /// Removes every record of this unit that may be live, intent first.
-    async fn remove_records(&mut self) -> Result<(), StepError> {
+    async fn remove_live_records(&self) -> Result<(), StepError> {
         let live: Vec<RecordRow> =
             self.records().await?.into_iter().filter(|r| r.status != RecordStatus::Removed).collect();
         remove_rows(&self.env, &live).await
@@ -661,7 +592,10 @@ async fn remove_rows(env: &Env, rows: &[RecordRow]) -> Result<(), StepError> {
     let _permit = env.permits.acquire().await.expect("semaphore never closed");
     for ((provider, zone), group) in group_by_zone(rows.iter()) {
         let p = env.router.provider(&provider).ok_or_else(|| {
-            StepError::Retry(format!("provider {provider} is no longer configured; cannot remove {}", group[0].name))
+            StepError::Retry(Cause::Other(format!(
+                "provider {provider} is no longer configured; cannot remove {}",
+                group[0].name
+            )))
         })?;
         let recs: Vec<Record> = group.iter().map(|r| to_record(r)).collect();
         let started = Instant::now();
@@ -686,9 +620,7 @@ pub(super) async fn remove_all(env: &Env) -> anyhow::Result<usize> {
     }
     let mut n = 0;
     for (unit, rows) in by_unit {
-        remove_rows(env, &rows).instrument(unit_span(unit)).await.map_err(|e| match e {
-            StepError::Retry(m) | StepError::Fatal(m) | StepError::Account(m) => anyhow::anyhow!("{unit}: {m}"),
-        })?;
+        remove_rows(env, &rows).instrument(unit_span(unit)).await.map_err(|e| anyhow::anyhow!("{unit}: {e}"))?;
         n += rows.len();
     }
     Ok(n)
@@ -703,9 +635,9 @@ fn group_by_zone<'a>(rows: impl Iterator<Item = &'a RecordRow>) -> BTreeMap<(Str
 }
 
 fn to_record(r: &RecordRow) -> Record {
-    let mut rec = match r.rtype.as_str() {
-        "CNAME" => Record::cname(&r.name, &r.value),
-        _ => Record::txt(&r.name, &r.value),
+    let mut rec = match r.rtype {
+        RecordType::Cname => Record::cname(&r.name, &r.value),
+        RecordType::Txt => Record::txt(&r.name, &r.value),
     };
     rec.ttl = r.ttl;
     rec
@@ -741,17 +673,8 @@ fn dcv_method(m: Method) -> DcvMethod {
     }
 }
 
-fn token_expired(row: &UnitRow) -> bool {
-    row.token_expires_at.is_some_and(|exp| exp * 1000 <= now_millis())
-}
-
-/// `min * 2^(attempt-1)`, capped at `max`, with up to 10% jitter subtracted so that many units
-/// do not check in lockstep.
-pub(crate) fn backoff(min: Duration, max: Duration, attempt: u32) -> Duration {
-    let nominal = retry::RetryPolicy::new(u32::MAX, min, max).nominal(attempt);
-    retry::jittered(nominal, 0.1).max(min.min(max))
-}
-
+/// One line per state change; a unit that ends failed or expired gets exactly one ERROR: this
+/// one, with the reason and what was tried.
 fn log_transition(row: &UnitRow, from: UnitState, elapsed_ms: u64) {
     let domain = row.domains.join(",");
     let state = row.state.as_str();
@@ -762,22 +685,5 @@ fn log_transition(row: &UnitRow, from: UnitState, elapsed_ms: u64) {
         error!(domain, state, from, elapsed_ms, attempts, error, "state changed");
     } else {
         info!(domain, state, from, elapsed_ms, attempts, "state changed");
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn backoff_doubles_and_caps() {
-        let min = Duration::from_secs(5);
-        let max = Duration::from_secs(600);
-        let b1 = backoff(min, max, 1);
-        assert!(b1 >= Duration::from_millis(4500) && b1 <= min, "{b1:?}");
-        let b3 = backoff(min, max, 3);
-        assert!(b3 >= Duration::from_secs(18) && b3 <= Duration::from_secs(20), "{b3:?}");
-        let b20 = backoff(min, max, 20);
-        assert!(b20 >= Duration::from_secs(540) && b20 <= max, "{b20:?}");
     }
 }

@@ -29,6 +29,18 @@ pub enum StoreError {
         source: std::io::Error,
     },
 
+    /// A state change the flow has no edge for (`machine::TRANSITIONS`): a bug in the engine,
+    /// refused so that it cannot corrupt a unit's progress.
+    #[error("state store: refused to move {unit} from {from} to {to}: the state machine has no such transition")]
+    IllegalTransition {
+        /// The unit.
+        unit: super::UnitId,
+        /// Its stored state.
+        from: super::UnitState,
+        /// The state asked for.
+        to: super::UnitState,
+    },
+
     /// SQLite reported an error.
     #[error("state store: sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),

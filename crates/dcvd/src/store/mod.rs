@@ -90,7 +90,7 @@ macro_rules! unit_cols {
     () => {
         "kind, id, state, method, domains, provider, token, token_expires_at, verification_value, \
          renewals, attempts, next_action_at, last_error, in_config, state_since, created_at, \
-         updated_at"
+         updated_at, negative_ttl_ms, method_switched, transient_failures"
     };
 }
 
@@ -312,6 +312,9 @@ impl Store {
         let mut conn = self.write()?;
         let tx = conn.savepoint()?;
         let old = read_unit(&tx, unit)?.ok_or(StoreError::UnknownUnit { unit })?;
+        if !crate::machine::allowed(old.state, to) {
+            return Err(StoreError::IllegalTransition { unit, from: old.state, to });
+        }
         let now = now_millis();
         let mut row = old.clone();
         edit(&mut row);
@@ -361,16 +364,6 @@ impl Store {
     /// [`RecordStatus::Removed`] is revived to `Publishing` (with the new zone and ttl, and its
     /// provider ids cleared), since the latest intent is to have it published.
     pub fn record_publish_intent(&self, unit: UnitId, recs: &[NewRecord]) -> Result<Vec<RecordRow>, StoreError> {
-        for rec in recs {
-            if rec.rtype != "TXT" && rec.rtype != "CNAME" {
-                return Err(StoreError::Invalid {
-                    message: format!(
-                        "record {} has type {:?}; dcvd publishes only TXT and CNAME records",
-                        rec.name, rec.rtype
-                    ),
-                });
-            }
-        }
         let unit_id = sql_id(unit)?;
         let mut conn = self.write()?;
         let tx = conn.savepoint()?;
@@ -400,7 +393,7 @@ impl Store {
             for rec in recs {
                 let existing = find
                     .query_row(
-                        params![unit.kind, unit_id, rec.provider, rec.name, rec.rtype, rec.value],
+                        params![unit.kind, unit_id, rec.provider, rec.name, rec.rtype.as_str(), rec.value],
                         record_from_row,
                     )
                     .optional()?;
@@ -412,7 +405,7 @@ impl Store {
                             rec.provider,
                             rec.zone,
                             rec.name,
-                            rec.rtype,
+                            rec.rtype.as_str(),
                             rec.value,
                             rec.ttl,
                             now
@@ -606,29 +599,14 @@ fn sync_one(conn: &Connection, spec: &UnitSpec<'_>, now: i64) -> Result<UnitRow,
     let UnitSpec { unit, method, domains, provider } = *spec;
     let row = match read_unit(conn, unit)? {
         None => {
-            let row = UnitRow {
-                unit,
-                state: UnitState::Pending,
-                method: method.to_owned(),
-                domains: domains.to_vec(),
-                provider: provider.map(str::to_owned),
-                token: None,
-                token_expires_at: None,
-                verification_value: None,
-                renewals: 0,
-                attempts: 0,
-                next_action_at: None,
-                last_error: None,
-                in_config: true,
-                state_since: now,
-                created_at: now,
-                updated_at: now,
-            };
-            conn.prepare_cached(concat!(
-                "INSERT INTO units (",
-                unit_cols!(),
-                ") VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)"
-            ))?
+            let row = UnitRow::new_pending(unit, method, domains, provider, now);
+            // The progress columns start at their defaults.
+            conn.prepare_cached(
+                "INSERT INTO units (kind, id, state, method, domains, provider, token, token_expires_at, \
+                 verification_value, renewals, attempts, next_action_at, last_error, in_config, state_since, \
+                 created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+            )?
             .execute(params![
                 row.unit.kind,
                 sql_id(unit)?,
@@ -748,6 +726,9 @@ fn unit_from_row(row: &Row<'_>) -> rusqlite::Result<UnitRow> {
         state_since: row.get(14)?,
         created_at: row.get(15)?,
         updated_at: row.get(16)?,
+        negative_ttl_ms: row.get::<_, Option<i64>>(17)?.map(|ms| u64::try_from(ms).unwrap_or(0)),
+        method_switched: row.get(18)?,
+        transient_failures: row.get(19)?,
     })
 }
 
@@ -758,7 +739,10 @@ fn record_from_row(row: &Row<'_>) -> rusqlite::Result<RecordRow> {
         provider: row.get(3)?,
         zone: row.get(4)?,
         name: row.get(5)?,
-        rtype: row.get(6)?,
+        rtype: {
+            let text: String = row.get(6)?;
+            text.parse().map_err(|e: String| rusqlite::Error::FromSqlConversionFailure(6, Type::Text, e.into()))?
+        },
         value: row.get(7)?,
         ttl: row.get(8)?,
         provider_id: row.get(9)?,
@@ -786,7 +770,8 @@ fn write_unit(conn: &Connection, row: &UnitRow, now: i64) -> Result<(), StoreErr
             "UPDATE units SET state = ?3, method = ?4, domains = ?5, provider = ?6, token = ?7, \
              token_expires_at = ?8, verification_value = ?9, renewals = ?10, attempts = ?11, \
              next_action_at = ?12, last_error = ?13, in_config = ?14, \
-             state_since = CASE WHEN state = ?3 THEN state_since ELSE ?15 END, updated_at = ?15 \
+             state_since = CASE WHEN state = ?3 THEN state_since ELSE ?15 END, updated_at = ?15, \
+             negative_ttl_ms = ?16, method_switched = ?17, transient_failures = ?18 \
              WHERE kind = ?1 AND id = ?2",
         )?
         .execute(params![
@@ -805,6 +790,9 @@ fn write_unit(conn: &Connection, row: &UnitRow, now: i64) -> Result<(), StoreErr
             row.last_error,
             row.in_config,
             now,
+            row.negative_ttl_ms.map(|ms| i64::try_from(ms).unwrap_or(i64::MAX)),
+            row.method_switched,
+            row.transient_failures,
         ])?;
     if changed == 0 {
         return Err(StoreError::UnknownUnit { unit: row.unit });

@@ -73,6 +73,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX events_by_unit ON events (unit_kind, unit_id, seq);
     "#,
+    // 2: what a restart must know about a unit's progress.
+    r#"
+    ALTER TABLE units ADD COLUMN negative_ttl_ms INTEGER CHECK (negative_ttl_ms >= 0);
+    ALTER TABLE units ADD COLUMN method_switched INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE units ADD COLUMN transient_failures INTEGER NOT NULL DEFAULT 0;
+    "#,
 ];
 
 /// The schema version this build writes.

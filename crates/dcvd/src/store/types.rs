@@ -1,5 +1,6 @@
 //! The values the store keeps: units of work, their states, and the DNS records published for them.
 
+use dns_provider::RecordType;
 use std::fmt;
 use std::path::PathBuf;
 use std::str::FromStr;
@@ -278,6 +279,40 @@ pub struct UnitRow {
     pub created_at: i64,
     /// Last write.
     pub updated_at: i64,
+    /// The zones' largest negative TTL (SOA minimum) seen during propagation, in milliseconds:
+    /// the first check after "not found" waits at least this long, also after a restart.
+    pub negative_ttl_ms: Option<u64>,
+    /// Whether dcvd already switched the order's DCV method at DigiCert (done once per unit).
+    pub method_switched: bool,
+    /// Consecutive retryable failures of the current step, for its backoff.
+    pub transient_failures: u32,
+}
+
+impl UnitRow {
+    /// A unit as the store first records it: `Pending`, nothing done, all times `now`.
+    pub fn new_pending(unit: UnitId, method: &str, domains: &[String], provider: Option<&str>, now: i64) -> Self {
+        Self {
+            unit,
+            state: UnitState::Pending,
+            method: method.to_owned(),
+            domains: domains.to_vec(),
+            provider: provider.map(str::to_owned),
+            token: None,
+            token_expires_at: None,
+            verification_value: None,
+            renewals: 0,
+            attempts: 0,
+            next_action_at: None,
+            last_error: None,
+            in_config: true,
+            state_since: now,
+            created_at: now,
+            updated_at: now,
+            negative_ttl_ms: None,
+            method_switched: false,
+            transient_failures: 0,
+        }
+    }
 }
 
 /// A DNS record dcvd published (or intends to publish, or removed).
@@ -294,7 +329,7 @@ pub struct RecordRow {
     /// Absolute owner name.
     pub name: String,
     /// `TXT` or `CNAME`.
-    pub rtype: String,
+    pub rtype: RecordType,
     /// Record data exactly as published (TXT text or CNAME target).
     pub value: String,
     /// TTL in seconds.
@@ -321,7 +356,7 @@ pub struct NewRecord {
     /// Absolute owner name.
     pub name: String,
     /// `TXT` or `CNAME`.
-    pub rtype: String,
+    pub rtype: RecordType,
     /// Record data (TXT text or CNAME target).
     pub value: String,
     /// TTL in seconds.

@@ -70,12 +70,20 @@ pub(crate) struct Http {
     client: reqwest::Client,
     /// Without any proxy: for IMDS, a link-local endpoint that proxies cannot reach.
     direct: reqwest::Client,
+    /// Awaited before every attempt (token requests included: they are rare, tokens are cached).
+    gate: Option<crate::SharedGate>,
 }
 
 impl Http {
     /// `loopback`: every endpoint is a local test server, reached without any configured proxy.
     pub(crate) fn new(loopback: bool) -> Result<Self, String> {
-        Ok(Self { client: crate::http_client(loopback)?, direct: crate::http_client(true)? })
+        Ok(Self { client: crate::http_client(loopback)?, direct: crate::http_client(true)?, gate: None })
+    }
+
+    /// Awaits `gate` before every request attempt (the account's client-side rate limit).
+    pub(crate) fn with_gate(mut self, gate: Option<crate::SharedGate>) -> Self {
+        self.gate = gate;
+        self
     }
 
     pub(crate) fn post_form(&self, url: &str, body: String) -> RequestBuilder {
@@ -93,10 +101,11 @@ impl Http {
         what: &str,
         build: impl Fn() -> RequestBuilder,
     ) -> Result<(StatusCode, HeaderMap, Vec<u8>), ApiError> {
-        let build = &build;
+        let (build, gate) = (&build, &self.gate);
         crate::CLOUD_API_RETRY
             .run(
                 move |_| async move {
+                    crate::admit(gate.as_ref()).await;
                     // reqwest errors carry the URL (never a secret); drop it to keep messages short
                     let resp = build().send().await.map_err(|e| {
                         ApiError::Transient(format!("{what}: {}", crate::error_chain(&e.without_url())))

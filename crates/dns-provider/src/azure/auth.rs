@@ -66,6 +66,25 @@ pub enum AzureCredential {
     },
 }
 
+/// Equal when every field is, the client secret included (compared in memory only): a reload
+/// keeps an adapter only when its credential is unchanged.
+impl PartialEq for AzureCredential {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (
+                Self::ClientSecret { tenant_id: a, client_id: b, client_secret: c },
+                Self::ClientSecret { tenant_id: d, client_id: e, client_secret: f },
+            ) => a == d && b == e && c.expose_secret() == f.expose_secret(),
+            (Self::ManagedIdentity { client_id: a }, Self::ManagedIdentity { client_id: b }) => a == b,
+            (
+                Self::WorkloadIdentity { tenant_id: a, client_id: b, token_file: c },
+                Self::WorkloadIdentity { tenant_id: d, client_id: e, token_file: f },
+            ) => a == d && b == e && c == f,
+            _ => false,
+        }
+    }
+}
+
 impl AzureCredential {
     /// `client_secret`, `managed_identity` or `workload_identity`, as the configuration names it.
     pub fn kind(&self) -> &'static str {

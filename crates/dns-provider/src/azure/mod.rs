@@ -65,6 +65,8 @@ pub struct AzureSettings {
     pub authority_url: String,
     /// IMDS token endpoint, [`DEFAULT_IMDS_URL`] unless testing.
     pub imds_url: String,
+    /// Awaited before every API request: the account's client-side rate limit (shared).
+    pub gate: Option<crate::SharedGate>,
 }
 
 impl AzureSettings {
@@ -83,6 +85,7 @@ impl AzureSettings {
             management_url: DEFAULT_MANAGEMENT_URL.to_string(),
             authority_url: DEFAULT_AUTHORITY_URL.to_string(),
             imds_url: DEFAULT_IMDS_URL.to_string(),
+            gate: None,
         }
     }
 }
@@ -340,7 +343,7 @@ impl AzureProvider {
         check_url("imds_url", &settings.imds_url, true)?;
         // No proxy when the endpoints are local test servers; IMDS never goes through one.
         let direct = management_loopback && authority_loopback;
-        let http = Http::new(direct).map_err(err_config)?;
+        let http = Http::new(direct).map_err(err_config)?.with_gate(settings.gate.clone());
         let tokens = Arc::new(TokenSource::new(
             http.clone(),
             settings.credential,

@@ -113,6 +113,7 @@ pub(crate) struct Api {
     http: reqwest::Client,
     base_url: String,
     token: SecretString,
+    gate: Option<crate::SharedGate>,
 }
 
 impl std::fmt::Debug for Api {
@@ -125,7 +126,13 @@ impl Api {
     /// `loopback`: the API is a local test server, reached without any configured HTTP proxy.
     pub(crate) fn new(base_url: &str, token: SecretString, loopback: bool) -> Result<Self, String> {
         let http = crate::http_client(loopback)?;
-        Ok(Self { http, base_url: base_url.trim_end_matches('/').to_string(), token })
+        Ok(Self { http, base_url: base_url.trim_end_matches('/').to_string(), token, gate: None })
+    }
+
+    /// Awaits `gate` before every request attempt (the account's client-side rate limit).
+    pub(crate) fn with_gate(mut self, gate: Option<crate::SharedGate>) -> Self {
+        self.gate = gate;
+        self
     }
 
     /// Sends one request, retrying 429/5xx/network failures; returns `result` and `result_info`.
@@ -142,6 +149,7 @@ impl Api {
         crate::CLOUD_API_RETRY
             .run(
                 move |_| async move {
+                    crate::admit(this.gate.as_ref()).await;
                     let mut req = this.http.request(method.clone(), url.clone()).bearer_auth(this.token.expose_secret());
                     if let Some(b) = body {
                         req = req.json(b);

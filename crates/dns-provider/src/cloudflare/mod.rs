@@ -45,12 +45,14 @@ pub struct CloudflareSettings {
     pub base_url: String,
     /// Zone ids known in advance (zone name -> id); others are looked up by name.
     pub zone_ids: BTreeMap<String, String>,
+    /// Awaited before every API request: the account's client-side rate limit (shared).
+    pub gate: Option<crate::SharedGate>,
 }
 
 impl CloudflareSettings {
     /// Settings for `zones` with the default API root and zone lookup by name.
     pub fn new(zones: Vec<String>, api_token: SecretString) -> Self {
-        Self { zones, api_token, base_url: DEFAULT_BASE_URL.to_string(), zone_ids: BTreeMap::new() }
+        Self { zones, api_token, base_url: DEFAULT_BASE_URL.to_string(), zone_ids: BTreeMap::new(), gate: None }
     }
 }
 
@@ -174,7 +176,9 @@ impl CloudflareProvider {
             ));
         }
         let loopback = check_base_url(&settings.base_url)?;
-        let api = Api::new(&settings.base_url, settings.api_token.clone(), loopback).map_err(err_config)?;
+        let api = Api::new(&settings.base_url, settings.api_token.clone(), loopback)
+            .map_err(err_config)?
+            .with_gate(settings.gate.clone());
         let zone_ids = settings.zone_ids.iter().map(|(z, id)| (normalize_name(z), id.trim().to_string())).collect();
         Ok(Self { api, zones, base_url: settings.base_url, zone_ids: Mutex::new(zone_ids), locks: NameLocks::new() })
     }

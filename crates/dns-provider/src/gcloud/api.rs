@@ -160,13 +160,26 @@ pub(crate) struct Api {
     base_url: String,
     project: String,
     auth: Arc<Authenticator>,
+    gate: Option<crate::SharedGate>,
 }
 
 impl Api {
     /// `loopback`: the API is a local test server, reached without any configured HTTP proxy.
     pub(crate) fn new(base_url: &str, project: &str, auth: Arc<Authenticator>, loopback: bool) -> Result<Self, String> {
         let http = crate::http_client(loopback)?;
-        Ok(Self { http, base_url: base_url.trim_end_matches('/').to_string(), project: project.to_string(), auth })
+        Ok(Self {
+            http,
+            base_url: base_url.trim_end_matches('/').to_string(),
+            project: project.to_string(),
+            auth,
+            gate: None,
+        })
+    }
+
+    /// Awaits `gate` before every request attempt (the account's client-side rate limit).
+    pub(crate) fn with_gate(mut self, gate: Option<crate::SharedGate>) -> Self {
+        self.gate = gate;
+        self
     }
 
     pub(crate) fn auth(&self) -> &Authenticator {
@@ -254,6 +267,7 @@ impl Api {
                         Ok(token) => token,
                         Err(e) => return Ok(Err(ApiError::Token(e))),
                     };
+                    crate::admit(this.gate.as_ref()).await;
                     let mut req = this.http.request(method.clone(), url.clone()).bearer_auth(token.expose_secret());
                     if let Some(b) = body {
                         req = req.json(b);

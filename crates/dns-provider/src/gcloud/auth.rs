@@ -102,6 +102,37 @@ pub enum Credentials {
     Metadata,
 }
 
+/// Equal when every field is, the private key included (compared in memory only): a reload keeps
+/// an adapter only when its credentials are unchanged.
+impl PartialEq for Credentials {
+    fn eq(&self, other: &Self) -> bool {
+        match (self, other) {
+            (
+                Self::ServiceAccount { client_email: a, private_key_id: b, private_key: c, token_uri: d },
+                Self::ServiceAccount { client_email: e, private_key_id: f, private_key: g, token_uri: h },
+            ) => a == e && b == f && c.expose_secret() == g.expose_secret() && d == h,
+            (
+                Self::ExternalAccount {
+                    audience: a,
+                    subject_token_type: b,
+                    token_url: c,
+                    subject_token: d,
+                    impersonation_url: e,
+                },
+                Self::ExternalAccount {
+                    audience: f,
+                    subject_token_type: g,
+                    token_url: h,
+                    subject_token: i,
+                    impersonation_url: j,
+                },
+            ) => a == f && b == g && c == h && d == i && e == j,
+            (Self::Metadata, Self::Metadata) => true,
+            _ => false,
+        }
+    }
+}
+
 impl fmt::Debug for Credentials {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {

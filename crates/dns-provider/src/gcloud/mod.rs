@@ -64,6 +64,8 @@ pub struct GcloudSettings {
     pub metadata_url: Option<String>,
     /// Overrides the token endpoint of the credentials (service-account `token_uri`, STS `token_url`).
     pub token_url: Option<String>,
+    /// Awaited before every API request: the account's client-side rate limit (shared).
+    pub gate: Option<crate::SharedGate>,
 }
 
 impl GcloudSettings {
@@ -77,6 +79,7 @@ impl GcloudSettings {
             api_url: DEFAULT_API_URL.to_string(),
             metadata_url: None,
             token_url: None,
+            gate: None,
         }
     }
 }
@@ -199,7 +202,9 @@ impl GcloudProvider {
         auth::check_url("api_url", &settings.api_url)?;
         let loopback = auth::is_loopback(&settings.api_url);
         let authenticator = auth::Authenticator::new(settings.credentials, settings.token_url, settings.metadata_url)?;
-        let api = Api::new(&settings.api_url, &project, Arc::new(authenticator), loopback).map_err(err_config)?;
+        let api = Api::new(&settings.api_url, &project, Arc::new(authenticator), loopback)
+            .map_err(err_config)?
+            .with_gate(settings.gate.clone());
         Ok(Self {
             api,
             project,

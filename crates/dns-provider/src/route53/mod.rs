@@ -37,7 +37,9 @@ use tracing::{debug, info, warn};
 use crate::locks::NameLocks;
 use crate::rrset::{self, Encoding, Op, Submitted, ValueSet, decode_value, same_value};
 use crate::txt;
-use crate::{DnsProvider, PROVIDER_RETRY, ProviderError, Published, Record, RecordType, RetryPolicy, normalize_name};
+use crate::{
+    DnsProvider, PROVIDER_RETRY, ProviderError, Published, Record, RecordType, RetryPolicy, SharedGate, normalize_name,
+};
 
 const KIND: &str = "route53";
 /// Route53 limits per `ChangeResourceRecordSets` request.
@@ -83,6 +85,24 @@ pub struct Route53Settings {
     pub credentials: Option<StaticCredentials>,
     /// Retries of throttled/transient calls.
     pub retry: RetryPolicy,
+    /// Awaited before every API request: the account's client-side rate limit (Route 53 allows
+    /// five requests per second per account).
+    pub gate: Option<SharedGate>,
+    /// Told when a change reaches `INSYNC`: its id and how long the wait took (metrics).
+    pub on_insync: Option<ChangeSyncObserver>,
+}
+
+/// A callback taking a change id and how long the change took to be applied.
+pub type ChangeSyncFn = dyn Fn(&str, Duration) + Send + Sync;
+
+/// Called with a change id and how long it took to be applied.
+#[derive(Clone)]
+pub struct ChangeSyncObserver(pub std::sync::Arc<ChangeSyncFn>);
+
+impl fmt::Debug for ChangeSyncObserver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("ChangeSyncObserver")
+    }
 }
 
 impl Default for Route53Settings {
@@ -95,6 +115,8 @@ impl Default for Route53Settings {
             profile: None,
             credentials: None,
             retry: PROVIDER_RETRY,
+            gate: None,
+            on_insync: None,
         }
     }
 }
@@ -133,6 +155,8 @@ pub struct Route53Provider {
     retry: RetryPolicy,
     zone_ids: Mutex<HashMap<String, String>>,
     locks: NameLocks,
+    gate: Option<SharedGate>,
+    on_insync: Option<ChangeSyncObserver>,
 }
 
 impl fmt::Debug for Route53Provider {
@@ -367,6 +391,8 @@ impl Route53Provider {
             retry: settings.retry,
             zone_ids: Mutex::new(zone_ids),
             locks: NameLocks::new(),
+            gate: settings.gate,
+            on_insync: settings.on_insync,
         })
     }
 
@@ -381,8 +407,13 @@ impl Route53Provider {
             .retry
             .run(
                 |_| {
+                    // SDK futures are lazy: nothing is sent before the gate admits the request
                     let attempt = f();
-                    async move { attempt.await.map_err(|err| classify(&err, op, zone, zone_id)) }
+                    let gate = self.gate.clone();
+                    async move {
+                        crate::admit(gate.as_ref()).await;
+                        attempt.await.map_err(|err| classify(&err, op, zone, zone_id))
+                    }
                 },
                 |failure| if matches!(failure, Failure::Retry { .. }) { Verdict::Retry } else { Verdict::Stop },
                 |retry| {
@@ -730,7 +761,8 @@ impl DnsProvider for Route53Provider {
     async fn wait_until_applied(&self, published: &[Published], timeout: Duration) -> Result<(), ProviderError> {
         let ids: BTreeSet<&str> =
             published.iter().filter_map(|p| p.change_id.as_deref()).filter(|id| !id.is_empty()).collect();
-        let deadline = tokio::time::Instant::now() + timeout;
+        let started = tokio::time::Instant::now();
+        let deadline = started + timeout;
         for id in ids {
             let polled = retry::poll_until(Duration::from_millis(500), Duration::from_secs(10), deadline, || async {
                 let out = self
@@ -749,7 +781,11 @@ impl DnsProvider for Route53Provider {
                     ),
                 });
             }
-            debug!(change_id = id, "route53 change in sync");
+            let took = started.elapsed();
+            info!(change_id = id, took_ms = took.as_millis() as u64, "route53 change INSYNC");
+            if let Some(observe) = &self.on_insync {
+                (observe.0)(id, took);
+            }
         }
         Ok(())
     }
