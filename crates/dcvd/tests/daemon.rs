@@ -532,6 +532,9 @@ async fn rescan_picks_up_new_order_files() {
         wait_output(std::mem::replace(&mut child, h.command(&["--version"]).spawn().unwrap()), Duration::from_secs(15))
             .status;
     assert!(status.success(), "{}", h.log());
+    // the cron reloads say what triggered them
+    let reloaded = h.log().lines().find(|l| l.contains("configuration reloaded")).map(str::to_owned);
+    assert!(reloaded.as_deref().is_some_and(|l| l.contains("trigger=\"rescan\"")), "{reloaded:?}");
 }
 
 /// Forwards every connection on `listener` to `to` (CertCentral coming back on its address).
