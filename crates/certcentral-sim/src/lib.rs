@@ -57,6 +57,9 @@
 //!   dates).
 //! - GUESS: `product.type` is `dv_ssl_certificate` when the product id contains `dv`, else
 //!   `ssl_certificate`.
+//! - GUESS: Order validation status gives `dns_name_validations[].status` `valid` once a name
+//!   validated and `pending` before (DigiCert's example shows `approved`; dcvd's discovery takes
+//!   either as done).
 //!
 //! DNS rules (DigiCert's): TXT at `_dnsauth.<name>` then `<name>`, a record that *contains* the
 //! value counts; CNAME `_dnsauth.<name>` -> `<value>.dcv.digicert.com`, or the older

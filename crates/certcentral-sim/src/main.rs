@@ -44,6 +44,9 @@ GUESSES (DigiCert's docs are silent; the simulator picks)
   GUESS: product.type is dv_ssl_certificate when the product id contains \"dv\", else
          ssl_certificate.
   GUESS: how DigiCert treats the PSL's private section is not documented; ignored here.
+  GUESS: Order validation status answers dns_name_validations[].status \"valid\" for a validated
+         name and \"pending\" before (DigiCert's example shows \"approved\"; dcvd's discovery
+         takes either as done).
 
 ADMIN (http://ADDR/_sim, no key)
   POST /_sim/orders   (NewOrder or array: {id, dns_names, dcv_method?, status?, common_name?,

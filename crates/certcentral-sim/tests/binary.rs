@@ -120,6 +120,7 @@ fn help_documents_every_option() {
         "PATCH /_sim/domains/{id}",
         "POST /_sim/bulk",
         "GUESS: limit > 1000 answers 400 invalid_param",
+        "GUESS: Order validation status answers dns_name_validations[].status",
     ] {
         assert!(help.contains(opt), "--help does not mention {opt}:\n{help}");
     }

@@ -45,7 +45,10 @@
 //! - **Order validation status**, `GET /order/certificate/{id}/validation`
 //!   ([`Client::order_validation`]): documented `order_name_scope` (`base_domain` or `fqdn`) and
 //!   per entry of `dns_name_validations` the `name_scope` that covers its `dns_names`, with ids
-//!   sent as strings. It tells where DigiCert will look for an order's record.
+//!   sent as strings. It tells where DigiCert will look for an order's record. Discovery reads
+//!   a new candidate's DCV method from its documented `order_dcv_method` (List orders has none)
+//!   and whether its DCV is complete from each entry's `status` (`approved` in DigiCert's
+//!   example; `valid` is taken as done too, anything else as not done).
 //! - **Change order DCV method**, `PUT /order/certificate/{id}/dcv-method`
 //!   ([`Client::change_order_dcv_method`]): documented, pending orders only; the answer body
 //!   (204, or 200 with a random value) is not used.

@@ -14,7 +14,7 @@ use std::error::Error;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use dcvd::store::{NewRecord, Store, UnitId, UnitSpec, UnitState};
+use dcvd::store::{NewRecord, Store, UnitId, UnitSource, UnitSpec, UnitState};
 
 fn main() -> Result<(), Box<dyn Error>> {
     let mut args = std::env::args().skip(1);
@@ -54,7 +54,13 @@ fn run(dir: &Path, units: u64) -> Result<(), Box<dyn Error>> {
     report("sync_units (all in one transaction)", units, || {
         let specs: Vec<UnitSpec<'_>> = ids
             .iter()
-            .map(|&unit| UnitSpec { unit, method: "dns-txt-token", domains: &domains, provider: Some("cf") })
+            .map(|&unit| UnitSpec {
+                unit,
+                method: "dns-txt-token",
+                domains: &domains,
+                provider: Some("cf"),
+                source: UnitSource::Config,
+            })
             .collect();
         store.sync_units(&specs)?;
         Ok(())

@@ -150,6 +150,16 @@ async fn check_config(path: &Path, online: bool) -> ExitCode {
         cfg.providers.len(),
         cfg.files.len()
     );
+    if let Some(d) = &cfg.discovery {
+        let zones = d.zones.as_ref().map_or_else(|| "every provider zone".to_string(), |z| z.join(", "));
+        println!(
+            "discovery: orders {}, domains {}, set_method {}, revalidate_before {}, zones: {zones}",
+            if d.orders { "on" } else { "off" },
+            if d.domains { "on" } else { "off" },
+            d.set_method.map_or("off", |m| m.as_str()),
+            humantime::format_duration(d.revalidate_before),
+        );
+    }
     if !online {
         return ExitCode::SUCCESS;
     }
@@ -179,6 +189,10 @@ async fn check_config(path: &Path, online: bool) -> ExitCode {
     let probe = match cfg.units.first().map(|u| u.key) {
         Some(crate::config::UnitKey::Order(id)) => client.order_info(id).await.map(|_| true),
         Some(crate::config::UnitKey::Domain(id)) => client.domain_info(id).await.map(|_| true),
+        // Discovery alone: the call every scan starts with (one entry).
+        None if cfg.discovery.is_some() => {
+            client.list_orders(&certcentral::OrderFilter::pending(), 0, 1).await.map(|_| true)
+        }
         None => Ok(false),
     };
     match probe {
@@ -204,6 +218,12 @@ fn log_banner(path: &Path, cfg: &crate::config::Config) {
         units = cfg.units.len(),
         providers = %providers.join(", "),
         validation_scope = cfg.certcentral.validation_scope.as_str(),
+        discovery = cfg.discovery.as_ref().map_or("off", |d| match (d.orders, d.domains) {
+            (true, true) => "orders, domains",
+            (true, false) => "orders",
+            (false, true) => "domains",
+            (false, false) => "off",
+        }),
         certcentral = %cfg.certcentral.base_url,
         "dcvd starting"
     );
@@ -598,6 +618,7 @@ fn unit_json(u: &UnitRow) -> serde_json::Value {
         "attempts": u.attempts,
         "renewals": u.renewals,
         "in_config": u.in_config,
+        "source": u.source.as_str(),
         "last_error": u.last_error,
     })
 }
@@ -606,6 +627,7 @@ fn unit_json(u: &UnitRow) -> serde_json::Value {
 pub fn status_table(units: &[UnitRow]) -> String {
     let mut rows = vec![[
         "UNIT".to_string(),
+        "SOURCE".into(),
         "DOMAINS".into(),
         "METHOD".into(),
         "STATE".into(),
@@ -616,6 +638,7 @@ pub fn status_table(units: &[UnitRow]) -> String {
     for u in units {
         rows.push([
             u.unit.to_string(),
+            u.source.as_str().to_string(),
             u.domains.join(","),
             u.method.clone(),
             u.state.as_str().to_string(),
@@ -627,7 +650,7 @@ pub fn status_table(units: &[UnitRow]) -> String {
             u.last_error.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
-    let widths: Vec<usize> = (0..7).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..8).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for r in rows {
         let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();

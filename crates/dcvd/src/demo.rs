@@ -1,7 +1,9 @@
 //! `dcvd demo`: a self-contained run on an embedded default. It starts the CertCentral
 //! simulator and dcvd in this process; dcvd's memory provider serves its zone from two name
 //! servers on loopback (the second one lags), the simulator checks DNS there. The log shows each
-//! unit moving token -> published -> propagated -> valid -> cleaned up, then a summary.
+//! unit moving token -> published -> propagated -> valid -> cleaned up, then a summary. Besides
+//! the units its TOML lists, `[discovery]` finds a pending order and an OV domain due for
+//! revalidation in the simulator's account (`SOURCE discovered` in the summary).
 
 use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
@@ -9,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use certcentral_sim::{Fixtures, Sim, SimConfig};
+use certcentral_sim::{Fixtures, NewDomain, NewOrder, Sim, SimConfig};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, LogFormat};
@@ -60,6 +62,14 @@ fn seed_simulator(sim: &Sim) -> anyhow::Result<()> {
     for domain in fixtures.domains {
         sim.add_domain(domain);
     }
+    // Not in the demo's TOML: `[discovery]` finds them in the account. A DV order placed in
+    // CertCentral's UI, and an OV domain whose validation ends in 10 days (revalidated).
+    sim.add_order(NewOrder::new(1004, &["blog.example.test"]));
+    sim.add_domain(NewDomain::new(2002, "mail.example.test").validated("ov", sim.now() + chrono::Duration::days(10)));
+    // Seen by the scan and left alone: validated for another 200 days.
+    sim.add_domain(
+        NewDomain::new(2003, "intranet.example.test").validated("ov", sim.now() + chrono::Duration::days(200)),
+    );
     Ok(())
 }
 
@@ -150,6 +160,14 @@ async fn run(print_config: bool) -> anyhow::Result<ExitCode> {
         calls as f64 / summary.units.len().max(1) as f64,
         stats.premature_checks,
         stats.too_many_requests(),
+    );
+    let scan = |e: &str| stats.calls.get(e).copied().unwrap_or(0);
+    println!(
+        "of which the discovery scan: {} list calls, {} info calls (units: {} discovered next to {} from the TOML)",
+        scan("list_orders") + scan("list_domains"),
+        scan("order_validation") + scan("domain_info"),
+        summary.units.iter().filter(|u| u.source == crate::store::UnitSource::Discovered).count(),
+        summary.units.iter().filter(|u| u.source == crate::store::UnitSource::Config).count(),
     );
     running.shutdown().await;
     Ok(if summary.all_valid() && leftovers == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })

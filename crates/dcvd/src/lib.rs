@@ -13,6 +13,8 @@
 //!   file:line:col).
 //! - [`store`]: the SQLite state store (units, records, intents) with migrations and a lock.
 //! - [`engine`]: the orchestrator: one task per unit driving the state machine.
+//! - [`discovery`]: `[discovery]` scans of the account (pending orders, domains due for
+//!   revalidation) turned into units.
 //! - [`records`]: DigiCert's record formats applied to a unit's names.
 //! - [`providers`]: builds provider adapters from the configuration.
 //! - [`scheduler`]: the `rescan` cron job.
@@ -21,6 +23,7 @@
 pub mod cli;
 pub mod config;
 pub mod demo;
+pub mod discovery;
 pub mod doctor;
 pub mod engine;
 pub mod logging;

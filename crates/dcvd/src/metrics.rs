@@ -37,6 +37,11 @@ struct NotificationLabel {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct ScanLabel {
+    result: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct RecordLabel {
     provider: String,
     unit_state: String,
@@ -78,6 +83,7 @@ pub struct Metrics {
     scheduler_units: Family<PlaceLabel, Gauge>,
     notifications: Family<NotificationLabel, Counter>,
     notifications_dropped: Counter,
+    discovery_scans: Family<ScanLabel, Counter>,
     /// Every registered metric and its type, for [`Metrics::sample_names`].
     families: Vec<(&'static str, MetricType)>,
     /// Label sets set by the last [`Metrics::set_store_view`], to drop the ones that vanish.
@@ -224,6 +230,17 @@ impl Metrics {
             "Notifications dropped because the queue was full",
             notifications_dropped.clone(),
         );
+        let discovery_scans = Family::<ScanLabel, Counter>::default();
+        register(
+            &mut registry,
+            &mut families,
+            "discovery_scans",
+            "[discovery] scans of the CertCentral account by result (ok; failed: a list call failed and the units found before were kept)",
+            discovery_scans.clone(),
+        );
+        for result in ["ok", "failed"] {
+            let _ = discovery_scans.get_or_create(&ScanLabel { result: result.into() });
+        }
         let account_condition = Family::<ConditionLabel, Gauge>::default();
         register(
             &mut registry,
@@ -251,6 +268,7 @@ impl Metrics {
             scheduler_units,
             notifications,
             notifications_dropped,
+            discovery_scans,
             families,
             store_series: std::sync::Mutex::default(),
         }
@@ -367,6 +385,12 @@ impl Metrics {
     /// Counts one notification that was delivered or given up (`result`) by `sink`.
     pub fn observe_notification(&self, sink: &str, result: &str) {
         self.notifications.get_or_create(&NotificationLabel { sink: sink.into(), result: result.into() }).inc();
+    }
+
+    /// Counts one discovery scan (`failed`: a list call failed, the previous units were kept).
+    pub fn observe_discovery_scan(&self, failed: bool) {
+        let result = if failed { "failed" } else { "ok" };
+        self.discovery_scans.get_or_create(&ScanLabel { result: result.into() }).inc();
     }
 
     /// Counts one notification dropped because the queue was full.

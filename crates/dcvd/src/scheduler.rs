@@ -1,5 +1,6 @@
 //! The `rescan` cron job (tokio-cron-scheduler): re-reads the configuration and order files so
-//! new units are picked up and removed ones cleaned up, without waiting for a SIGHUP.
+//! new units are picked up and removed ones cleaned up, without waiting for a SIGHUP. With
+//! `[discovery]`, the engine scans the CertCentral account on every such reload.
 
 use std::path::PathBuf;
 

@@ -10,7 +10,7 @@ use dns_provider::RecordType;
 
 use dcvd::store::{
     DB_FILE, EVENT_DETAIL_MAX, EVENTS_PER_UNIT, LOCK_FILE, NewRecord, PublishConfirmation, RecordStatus, Store,
-    StoreError, StoreThread, UnitId, UnitSpec, UnitState, schema_version,
+    StoreError, StoreThread, UnitId, UnitSource, UnitSpec, UnitState, schema_version,
 };
 
 fn txt(name: &str, value: &str) -> NewRecord {
@@ -115,7 +115,13 @@ fn group_commits_until_killed(store: Store) -> ! {
     let units: Vec<UnitId> = (1..=GROUP_UNITS).map(UnitId::order).collect();
     let specs: Vec<UnitSpec<'_>> = units
         .iter()
-        .map(|u| UnitSpec { unit: *u, method: "dns-txt-token", domains: &specs_domains, provider: None })
+        .map(|u| UnitSpec {
+            unit: *u,
+            method: "dns-txt-token",
+            domains: &specs_domains,
+            provider: None,
+            source: UnitSource::Config,
+        })
         .collect();
     store.sync_units(&specs).unwrap();
     println!("{CHILD_READY}");
@@ -773,9 +779,27 @@ fn sync_units_in_one_batch() {
     store.sync_unit(UnitId::order(2), "dns-txt-token", &d1, None).unwrap();
     walk(&store, UnitId::order(2), UnitState::Checking);
     let specs = [
-        UnitSpec { unit: UnitId::domain(9), method: "dns-cname-token", domains: &d2, provider: Some("aws") },
-        UnitSpec { unit: UnitId::order(2), method: "dns-txt-token", domains: &d2, provider: None },
-        UnitSpec { unit: UnitId::order(1), method: "dns-txt-token", domains: &d1, provider: None },
+        UnitSpec {
+            unit: UnitId::domain(9),
+            method: "dns-cname-token",
+            domains: &d2,
+            provider: Some("aws"),
+            source: UnitSource::Config,
+        },
+        UnitSpec {
+            unit: UnitId::order(2),
+            method: "dns-txt-token",
+            domains: &d2,
+            provider: None,
+            source: UnitSource::Config,
+        },
+        UnitSpec {
+            unit: UnitId::order(1),
+            method: "dns-txt-token",
+            domains: &d1,
+            provider: None,
+            source: UnitSource::Config,
+        },
     ];
     let rows = store.sync_units(&specs).unwrap();
     let got: Vec<_> = rows.iter().map(|r| (r.unit, r.state, r.domains.clone())).collect();
@@ -921,8 +945,16 @@ async fn store_thread_groups_concurrent_writes_into_few_commits() {
     let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
     let units: Vec<UnitId> = (1..=200).map(UnitId::order).collect();
     let names = domains(&["example.com"]);
-    let specs: Vec<UnitSpec<'_>> =
-        units.iter().map(|u| UnitSpec { unit: *u, method: "dns-txt-token", domains: &names, provider: None }).collect();
+    let specs: Vec<UnitSpec<'_>> = units
+        .iter()
+        .map(|u| UnitSpec {
+            unit: *u,
+            method: "dns-txt-token",
+            domains: &names,
+            provider: None,
+            source: UnitSource::Config,
+        })
+        .collect();
     store.sync_units(&specs).unwrap();
     let thread = StoreThread::start(store.clone()).unwrap();
 
@@ -955,4 +987,22 @@ async fn store_thread_groups_concurrent_writes_into_few_commits() {
             .iter()
             .all(|r| r.state == UnitState::TokenIssued && r.token.as_deref() == Some("tok"))
     );
+}
+
+/// A unit's source is stored and follows the configuration: a discovered unit that the TOML
+/// lists later becomes `config`; the database refuses any other value.
+#[test]
+fn unit_source_is_stored_and_follows_the_configuration() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let names = domains(&["example.com"]);
+    let spec =
+        |source| UnitSpec { unit: UnitId::order(7), method: "dns-txt-token", domains: &names, provider: None, source };
+    let rows = store.sync_units(&[spec(UnitSource::Discovered)]).unwrap();
+    assert_eq!(rows[0].source, UnitSource::Discovered);
+    assert_eq!(store.unit(UnitId::order(7)).unwrap().unwrap().source, UnitSource::Discovered);
+    store.sync_units(&[spec(UnitSource::Config)]).unwrap();
+    assert_eq!(store.unit(UnitId::order(7)).unwrap().unwrap().source, UnitSource::Config);
+    let err = raw(dir.path()).execute("UPDATE units SET source = 'toml' WHERE id = 7", []);
+    assert!(err.is_err(), "the CHECK constraint refuses an unknown source");
 }

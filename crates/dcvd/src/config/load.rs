@@ -34,6 +34,7 @@ pub(super) fn build(text: &str, file: &Path, env: &Environment) -> Result<Config
     let propagation = propagation(&src, raw.propagation)?;
     let check = check(&src, raw.check)?;
     let providers = provider::parse(&src, &ctx, providers_value, &mut warnings)?;
+    let discovery = super::discovery::parse(&src, raw.discovery, &providers, &mut warnings)?;
 
     let mut units = Units::new(&providers, certcentral.validation_scope);
     units.add(&src, raw.order, raw.domain)?;
@@ -48,7 +49,7 @@ pub(super) fn build(text: &str, file: &Path, env: &Environment) -> Result<Config
     }
     warnings.append(&mut units.warnings);
     let units = units.units;
-    if units.is_empty() {
+    if units.is_empty() && discovery.as_ref().is_none_or(|d| !d.orders && !d.domains) {
         warnings.push(format!(
             "{}: no [[order]] or [[domain]] is configured: dcvd has nothing to validate",
             file.display()
@@ -62,11 +63,13 @@ pub(super) fn build(text: &str, file: &Path, env: &Environment) -> Result<Config
         check,
         providers,
         notify,
+        discovery,
         units,
         warnings,
         files,
         state_dir_origin,
         unit_index,
+        rediscovered: std::collections::HashSet::new(),
     })
 }
 
@@ -547,6 +550,7 @@ impl<'p> Units<'p> {
             cname_name: c.cname_name.map(Spanned::into_inner).unwrap_or_default(),
             scope,
             origin,
+            source: super::UnitSource::Config,
         });
         Ok(())
     }

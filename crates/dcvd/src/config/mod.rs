@@ -20,11 +20,13 @@
 //!   each section goes to its type's home in `crate::providers` through `section`.
 //! - `section`: what a provider's home gets: [`section::Section`], [`Secret`], value types.
 //! - `notify`: the `[notify]` section (delivery is `crate::notify`).
+//! - `discovery`: the `[discovery]` section (the scan is `crate::discovery`).
 //! - `load`: cross-field validation, order files, units.
 //! - `names`: domain/zone normalization and zone matching.
 //! - `host`: [`Config::check_state_dir`], the checks of the state directory as the running user
 //!   (the only part that looks at the host beyond reading files).
 
+mod discovery;
 mod env;
 mod error;
 mod host;
@@ -45,10 +47,13 @@ pub use certcentral::ValidationScope;
 use secrecy::SecretString;
 use serde::Deserialize;
 
+pub use discovery::{DEFAULT_REVALIDATE_BEFORE, Discovery};
 pub use env::Environment;
 pub use error::{ConfigError, Location};
 pub use notify::Notify;
 pub use section::Secret;
+
+pub use crate::store::UnitSource;
 
 /// The default configuration file.
 pub const DEFAULT_PATH: &str = "/etc/dcvd/dcvd.toml";
@@ -74,7 +79,10 @@ pub struct Config {
     pub providers: BTreeMap<String, Provider>,
     /// `[notify]`: where terminal unit states are reported (none when absent).
     pub notify: Option<Notify>,
-    /// `[[order]]` and `[[domain]]` units, in file order (main file first).
+    /// `[discovery]`: pending work taken from the account (none when absent).
+    pub discovery: Option<Discovery>,
+    /// `[[order]]` and `[[domain]]` units, in file order (main file first), then the units a
+    /// discovery scan added ([`Config::with_discovered`]).
     pub units: Vec<Unit>,
     /// Problems that are not errors, formatted `FILE:LINE:COL: message`; log them at WARN.
     pub warnings: Vec<String>,
@@ -85,6 +93,9 @@ pub struct Config {
     /// Where `daemon.state_dir` is written (`None`: `$STATE_DIRECTORY` or the default), for
     /// [`Config::check_state_dir`]'s messages.
     pub state_dir_origin: Option<Location>,
+    /// Discovered units that a scan found due again after they had left the discovered set (a
+    /// domain whose validation nears its end once more): one that ended is started over.
+    pub rediscovered: std::collections::HashSet<UnitKey>,
 }
 
 impl Config {
@@ -145,6 +156,19 @@ impl Config {
             changes.push(("log_format", format!("{:?}", a.log_format), format!("{:?}", b.log_format)));
         }
         changes
+    }
+
+    /// This configuration plus the units a discovery scan found: a discovered unit whose key a
+    /// configured unit has is dropped (the TOML wins). `rediscovered` lists discovered units to
+    /// start over if they ended (see [`Config::rediscovered`]).
+    #[must_use]
+    pub fn with_discovered(mut self, discovered: Vec<Unit>, rediscovered: std::collections::HashSet<UnitKey>) -> Self {
+        self.units.retain(|u| u.source == UnitSource::Config);
+        let configured: std::collections::HashSet<UnitKey> = self.units.iter().map(|u| u.key).collect();
+        self.units.extend(discovered.into_iter().filter(|u| !configured.contains(&u.key)));
+        self.rediscovered = rediscovered.into_iter().filter(|k| !configured.contains(k)).collect();
+        self.unit_index = self.units.iter().enumerate().map(|(i, u)| (u.key, i)).collect();
+        self
     }
 
     /// The unit with this key.
@@ -489,6 +513,9 @@ pub struct Unit {
     /// Where DigiCert validates the names: orders take their own `validation_scope` or the
     /// account's; OV/EV domains are always `Exact` (prevalidation validates the name as given).
     pub scope: ValidationScope,
-    /// Where the `[[order]]`/`[[domain]]` table starts.
+    /// Where the `[[order]]`/`[[domain]]` table starts (discovered units: the `[discovery]`
+    /// table).
     pub origin: Location,
+    /// Listed in the configuration, or found by a discovery scan.
+    pub source: UnitSource,
 }

@@ -131,6 +131,7 @@ fn sync_units_when(store: &Store, config: &Config, retry_failed: bool, at_start:
             method: u.method.as_str(),
             domains: &u.domains,
             provider: u.provider.as_deref(),
+            source: u.source,
         })
         .collect();
     // One transaction (one fsync) for the whole configuration.
@@ -139,12 +140,18 @@ fn sync_units_when(store: &Store, config: &Config, retry_failed: bool, at_start:
             UnitState::Failed | UnitState::Expired => retry_failed,
             // Back in the configuration after it was removed: validate it again.
             UnitState::Removed => true,
+            // A discovered unit that a scan found due again (a domain nearing the end of its
+            // validation once more) validates again.
+            UnitState::CleanedUp => config.rediscovered.contains(&config_key(row.unit)),
             _ => false,
         };
         if restart {
             let _unit = unit::unit_span(row.unit).entered();
             match row.state {
                 UnitState::Removed => info!(state = row.state.as_str(), "unit is configured again; starting it over"),
+                UnitState::CleanedUp => {
+                    info!(state = row.state.as_str(), "the scan found the unit due again; starting it over");
+                }
                 _ if at_start => info!(state = row.state.as_str(), "starting over a unit that ended in an earlier run"),
                 _ => info!(state = row.state.as_str(), "starting over a unit that ended, after the reload"),
             }
@@ -159,7 +166,16 @@ fn sync_units_when(store: &Store, config: &Config, retry_failed: bool, at_start:
             })?;
         }
     }
-    let present = ids;
+    let mut present = ids;
+    // A discovered unit that DigiCert reports done (the order issued, the domain validated) while
+    // it is still cleaning up leaves the scan's list: let it finish instead of retiring it.
+    if config.discovery.is_some() {
+        let finishing = store
+            .units()?
+            .into_iter()
+            .filter(|r| r.source == crate::store::UnitSource::Discovered && r.state == UnitState::Valid);
+        present.extend(finishing.map(|r| r.unit));
+    }
     for gone in store.mark_missing_from_config(&present)? {
         let _unit = unit::unit_span(gone).entered();
         info!("unit is no longer configured; it will be cleaned up");
@@ -180,7 +196,6 @@ pub async fn run(
 ) -> anyhow::Result<Summary> {
     let store = StoreThread::start(store).context("cannot start the state store's thread")?;
     let config = Arc::new(config);
-    sync_in_thread(&store, &config, true, true).await?;
     // `dcvd run` pauses every unit while CertCentral refuses the key; `dcvd once` fails them.
     let account = (mode == Mode::Daemon).then(|| Arc::new(AccountGate::new(metrics.clone())));
     let notify_stop = CancellationToken::new();
@@ -197,6 +212,22 @@ pub async fn run(
     }
     let mut env = Env::build_with(config, store.clone(), metrics.clone(), account).await.map_err(SetupError)?;
     env.notifier = notifier;
+    // The first scan goes through the daemon's own client (the one rate limiter), before the
+    // first sync, so discovered units start with the configured ones.
+    let mut scanner = crate::discovery::Scanner::new();
+    if env.config.discovery.is_some() {
+        env.config = Arc::new(scanner.apply((*env.config).clone(), &env.client).await);
+        metrics.observe_discovery_scan(scanner.last_report.failed);
+    }
+    // Later scans run in the control loop, which starts waiting units when their check is due:
+    // bound how long one can take (new candidates beyond the budget wait for the next scan).
+    scanner.info_budget = Some(crate::discovery::RELOAD_INFO_BUDGET);
+    let scanner = Arc::new(tokio::sync::Mutex::new(scanner));
+    let mut reloading: Option<tokio::task::JoinHandle<anyhow::Result<Arc<Env>>>> = None;
+    let mut queued_reload: Option<(Box<Config>, bool)> = None;
+    // Whether the reload in flight came from SIGHUP (it retries failed units) or the rescan.
+    let mut reloading_retry_failed = false;
+    sync_in_thread(&store, &env.config, true, true).await?;
     let mut env = Arc::new(env);
     observer.ready();
     let stop = CancellationToken::new();
@@ -240,7 +271,24 @@ pub async fn run(
                     break;
                 }
                 Some(Control::Reload { config: new, retry_failed }) => {
-                    match reload(&env, *new, retry_failed).await {
+                    // One reload at a time, off the loop (its scan may take seconds of rate
+                    // limit): a second one waits for the first; a third replaces the second.
+                    if reloading.is_none() {
+                        reloading = Some(spawn_reload(&env, *new, retry_failed, &scanner));
+                        reloading_retry_failed = retry_failed;
+                    } else {
+                        queued_reload = Some((new, retry_failed));
+                    }
+                }
+            },
+            reloaded = async { reloading.as_mut().expect("guarded").await }, if reloading.is_some() => {
+                reloading = None;
+                let retry_failed = reloading_retry_failed;
+                if let Some((new, queued_retry_failed)) = queued_reload.take() {
+                    reloading = Some(spawn_reload(&env, *new, queued_retry_failed, &scanner));
+                    reloading_retry_failed = queued_retry_failed;
+                }
+                match reloaded.unwrap_or_else(|e| Err(anyhow::anyhow!("reload task: {e}"))) {
                         Ok(new_env) => {
                             // A new CertCentral client (a changed key, URL or limits): running
                             // units must use it too, or a fixed API key would never reach them.
@@ -278,14 +326,16 @@ pub async fn run(
                         }
                         Err(e) => error!(trigger = if retry_failed { "sighup" } else { "rescan" }, error = %format!("{e:#}"),
                             "reload failed; the previous configuration keeps running"),
-                    }
                 }
-            },
+            }
             _ = status_tick.tick() => {
-                if let Ok(counts) = store.read(|s| s.counts_by_state()).await {
-                    metrics.set_unit_counts(&counts);
-                    let line = counts.iter().map(|(s, n)| format!("{}={n}", s.as_str())).collect::<Vec<_>>().join(" ");
-                    observer.status(&line);
+                match store.read(|s| s.counts_by_state()).await {
+                    Ok(counts) => {
+                        metrics.set_unit_counts(&counts);
+                        let line = counts.iter().map(|(s, n)| format!("{}={n}", s.as_str())).collect::<Vec<_>>().join(" ");
+                        observer.status(&line);
+                    }
+                    Err(e) => warn!(error = %e, "cannot count the units by state for the status line"),
                 }
             }
         }
@@ -310,8 +360,9 @@ pub async fn run(
             Err(e) => error!(error = %format!("{e:#}"), "cannot remove the records after giving up"),
         }
     }
-    if let Ok(counts) = store.read(|s| s.counts_by_state()).await {
-        metrics.set_unit_counts(&counts);
+    match store.read(|s| s.counts_by_state()).await {
+        Ok(counts) => metrics.set_unit_counts(&counts),
+        Err(e) => warn!(error = %e, "cannot count the units by state at shutdown"),
     }
     let summary = Summary { units: store.read(|s| s.units()).await? };
     // Deliver what is queued (the last units' events) before returning: the senders go with the
@@ -325,8 +376,35 @@ pub async fn run(
     Ok(summary)
 }
 
-async fn reload(env: &Arc<Env>, config: Config, retry_failed: bool) -> anyhow::Result<Arc<Env>> {
-    let new = env.rebuild(Arc::new(config)).await?;
+/// Runs [`reload`] in a task of its own, so the control loop keeps starting due units meanwhile.
+fn spawn_reload(
+    env: &Arc<Env>,
+    config: Config,
+    retry_failed: bool,
+    scanner: &Arc<tokio::sync::Mutex<crate::discovery::Scanner>>,
+) -> tokio::task::JoinHandle<anyhow::Result<Arc<Env>>> {
+    let (env, scanner) = (env.clone(), scanner.clone());
+    tokio::spawn(tracing::Instrument::in_current_span(async move {
+        let mut scanner = scanner.lock().await;
+        reload(&env, config, retry_failed, &mut scanner).await
+    }))
+}
+
+async fn reload(
+    env: &Arc<Env>,
+    config: Config,
+    retry_failed: bool,
+    scanner: &mut crate::discovery::Scanner,
+) -> anyhow::Result<Arc<Env>> {
+    let mut new = env.rebuild(Arc::new(config)).await?;
+    // Every reload (SIGHUP, the cron rescan) scans the account, with the new configuration's
+    // client (the same one, and so the same limiter, unless [certcentral] changed).
+    if new.config.discovery.is_some() || env.config.discovery.is_some() {
+        new.config = Arc::new(scanner.apply((*new.config).clone(), &new.client).await);
+        if new.config.discovery.is_some() {
+            env.metrics.observe_discovery_scan(scanner.last_report.failed);
+        }
+    }
     // Only once everything built: a provider that fails to build leaves the old config running.
     sync_in_thread(&env.store, &new.config, retry_failed, false).await?;
     for (key, old, new) in env.config.restart_only_changes(&new.config) {
@@ -427,9 +505,13 @@ const _: () = {
 
 /// The configured unit for a store id.
 pub fn config_unit(config: &Config, id: UnitId) -> Option<&Unit> {
-    let key = match id.kind {
+    config.unit(config_key(id))
+}
+
+/// The configuration's key of a store id.
+fn config_key(id: UnitId) -> UnitKey {
+    match id.kind {
         UnitKind::Order => UnitKey::Order(id.id),
         UnitKind::Domain => UnitKey::Domain(id.id),
-    };
-    config.unit(key)
+    }
 }

@@ -42,7 +42,8 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension, Row, params};
 pub use error::StoreError;
 pub use thread::{GroupStats, StoreThread};
 pub use types::{
-    NewRecord, ParseError, RecordRow, RecordStatus, StoreInfo, UnitId, UnitKind, UnitRow, UnitSpec, UnitState,
+    NewRecord, ParseError, RecordRow, RecordStatus, StoreInfo, UnitId, UnitKind, UnitRow, UnitSource, UnitSpec,
+    UnitState,
 };
 
 /// File name of the SQLite database inside `state_dir`.
@@ -90,7 +91,7 @@ macro_rules! unit_cols {
     () => {
         "kind, id, state, method, domains, provider, token, token_expires_at, verification_value, \
          renewals, attempts, next_action_at, last_error, in_config, state_since, created_at, \
-         updated_at, negative_ttl_ms, method_switched, transient_failures"
+         updated_at, negative_ttl_ms, method_switched, transient_failures, source"
     };
 }
 
@@ -216,7 +217,7 @@ impl Store {
         domains: &[String],
         provider: Option<&str>,
     ) -> Result<UnitRow, StoreError> {
-        let mut rows = self.sync_units(&[UnitSpec { unit, method, domains, provider }])?;
+        let mut rows = self.sync_units(&[UnitSpec { unit, method, domains, provider, source: UnitSource::Config }])?;
         Ok(rows.remove(0))
     }
 
@@ -596,16 +597,17 @@ fn configure_writer(conn: &mut Connection, path: &Path) -> Result<(), StoreError
 
 /// Inserts or updates one unit from the config (see [`Store::sync_unit`]).
 fn sync_one(conn: &Connection, spec: &UnitSpec<'_>, now: i64) -> Result<UnitRow, StoreError> {
-    let UnitSpec { unit, method, domains, provider } = *spec;
+    let UnitSpec { unit, method, domains, provider, source } = *spec;
     let row = match read_unit(conn, unit)? {
         None => {
-            let row = UnitRow::new_pending(unit, method, domains, provider, now);
+            let mut row = UnitRow::new_pending(unit, method, domains, provider, now);
+            row.source = source;
             // The progress columns start at their defaults.
             conn.prepare_cached(
                 "INSERT INTO units (kind, id, state, method, domains, provider, token, token_expires_at, \
                  verification_value, renewals, attempts, next_action_at, last_error, in_config, state_since, \
-                 created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
+                 created_at, updated_at, source) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
             )?
             .execute(params![
                 row.unit.kind,
@@ -625,21 +627,26 @@ fn sync_one(conn: &Connection, spec: &UnitSpec<'_>, now: i64) -> Result<UnitRow,
                 row.state_since,
                 row.created_at,
                 row.updated_at,
+                row.source,
             ])?;
             row
         }
         Some(mut row) => {
-            let changed =
-                row.method != method || row.domains != domains || row.provider.as_deref() != provider || !row.in_config;
+            let changed = row.method != method
+                || row.domains != domains
+                || row.provider.as_deref() != provider
+                || !row.in_config
+                || row.source != source;
             if changed {
                 row.method = method.to_owned();
                 row.domains = domains.to_vec();
                 row.provider = provider.map(str::to_owned);
                 row.in_config = true;
+                row.source = source;
                 row.updated_at = now;
                 conn.prepare_cached(
                     "UPDATE units SET method = ?3, domains = ?4, provider = ?5, in_config = 1, \
-                     updated_at = ?6 WHERE kind = ?1 AND id = ?2",
+                     updated_at = ?6, source = ?7 WHERE kind = ?1 AND id = ?2",
                 )?
                 .execute(params![
                     unit.kind,
@@ -647,7 +654,8 @@ fn sync_one(conn: &Connection, spec: &UnitSpec<'_>, now: i64) -> Result<UnitRow,
                     row.method,
                     domains_json(&row.domains),
                     row.provider,
-                    now
+                    now,
+                    row.source
                 ])?;
             }
             row
@@ -729,6 +737,7 @@ fn unit_from_row(row: &Row<'_>) -> rusqlite::Result<UnitRow> {
         negative_ttl_ms: row.get::<_, Option<i64>>(17)?.map(|ms| u64::try_from(ms).unwrap_or(0)),
         method_switched: row.get(18)?,
         transient_failures: row.get(19)?,
+        source: row.get(20)?,
     })
 }
 

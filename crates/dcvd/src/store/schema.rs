@@ -79,6 +79,11 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE units ADD COLUMN method_switched INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE units ADD COLUMN transient_failures INTEGER NOT NULL DEFAULT 0;
     "#,
+    // 3: where a unit comes from (`[discovery]` scans add units the TOML does not list).
+    r#"
+    ALTER TABLE units ADD COLUMN source TEXT NOT NULL DEFAULT 'config'
+        CHECK (source IN ('config', 'discovered'));
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -174,6 +179,22 @@ mod tests {
         assert_eq!(migrate(&mut conn, &steps, Path::new("t")).unwrap(), (1, 2));
         let row: (i64, String) = conn.query_row("SELECT x, y FROM a", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
         assert_eq!(row, (7, "new".to_owned()));
+    }
+
+    /// Units stored before the `source` column existed (schema version 1) read as `config`.
+    #[test]
+    fn units_of_version_1_get_source_config() {
+        let mut conn = memory();
+        migrate(&mut conn, &MIGRATIONS[..1], Path::new("t")).unwrap();
+        conn.execute(
+            "INSERT INTO units (kind, id, state, method, domains, state_since, created_at, updated_at) \
+             VALUES ('order', 1, 'pending', 'dns-txt-token', '[]', 0, 0, 0)",
+            [],
+        )
+        .unwrap();
+        assert_eq!(migrate(&mut conn, MIGRATIONS, Path::new("t")).unwrap(), (1, current_version()));
+        let source: String = conn.query_row("SELECT source FROM units WHERE id = 1", [], |r| r.get(0)).unwrap();
+        assert_eq!(source, "config");
     }
 
     /// A failing step rolls back completely: neither its tables nor the version bump remain.

@@ -206,7 +206,47 @@ impl FromStr for RecordStatus {
     }
 }
 
-/// A string that is not the name of a [`UnitKind`], [`UnitState`] or [`RecordStatus`].
+/// Where a unit comes from: the TOML configuration (`[[order]]`, `[[domain]]`, order files) or
+/// a discovery scan of the CertCentral account (`[discovery]`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum UnitSource {
+    /// Listed in the configuration or an order file.
+    #[default]
+    Config,
+    /// Found pending in the account by a discovery scan.
+    Discovered,
+}
+
+impl UnitSource {
+    /// The lowercase name used in the database and `dcvd status`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Config => "config",
+            Self::Discovered => "discovered",
+        }
+    }
+}
+
+impl fmt::Display for UnitSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for UnitSource {
+    type Err = ParseError;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "config" => Ok(Self::Config),
+            "discovered" => Ok(Self::Discovered),
+            _ => Err(ParseError::new("unit source", s, "config, discovered")),
+        }
+    }
+}
+
+/// A string that is not the name of a [`UnitKind`], [`UnitState`], [`RecordStatus`] or
+/// [`UnitSource`].
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error("unknown {what} {value:?} (expected one of: {expected})")]
 pub struct ParseError {
@@ -238,7 +278,7 @@ macro_rules! sql_text_enum {
     )*};
 }
 
-sql_text_enum!(UnitKind, UnitState, RecordStatus);
+sql_text_enum!(UnitKind, UnitState, RecordStatus, UnitSource);
 
 /// A unit as stored. Timestamps are unix milliseconds unless noted.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -286,6 +326,8 @@ pub struct UnitRow {
     pub method_switched: bool,
     /// Consecutive retryable failures of the current step, for its backoff.
     pub transient_failures: u32,
+    /// Where the unit comes from (the configuration or a discovery scan).
+    pub source: UnitSource,
 }
 
 impl UnitRow {
@@ -311,6 +353,7 @@ impl UnitRow {
             negative_ttl_ms: None,
             method_switched: false,
             transient_failures: 0,
+            source: UnitSource::Config,
         }
     }
 }
@@ -374,6 +417,8 @@ pub struct UnitSpec<'a> {
     pub domains: &'a [String],
     /// Provider name when the config sets one.
     pub provider: Option<&'a str>,
+    /// Where the unit comes from.
+    pub source: UnitSource,
 }
 
 /// How the store's connection is configured, for `dcvd status` and tests.
