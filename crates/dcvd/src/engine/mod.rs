@@ -497,12 +497,6 @@ pub async fn cleanup_all(config: Config, store: Arc<Store>, metrics: Arc<Metrics
     cleanup::remove_every_record(&env).await
 }
 
-// `unit::remove_all` stopped at the first failure; `dcvd cleanup` uses `cleanup` instead. Still
-// named here until the rewrite of unit.rs drops it (else it would be dead code).
-const _: () = {
-    let _ = unit::remove_all;
-};
-
 /// The configured unit for a store id.
 pub fn config_unit(config: &Config, id: UnitId) -> Option<&Unit> {
     config.unit(config_key(id))

@@ -611,21 +611,6 @@ async fn remove_rows(env: &Env, rows: &[RecordRow]) -> Result<(), StepError> {
     Ok(())
 }
 
-/// Removes every live record in the store (used by `dcvd cleanup`); returns how many.
-pub(super) async fn remove_all(env: &Env) -> anyhow::Result<usize> {
-    let live = env.store.read(|s| s.live_records()).await?;
-    let mut by_unit: BTreeMap<UnitId, Vec<RecordRow>> = BTreeMap::new();
-    for r in live {
-        by_unit.entry(r.unit).or_default().push(r);
-    }
-    let mut n = 0;
-    for (unit, rows) in by_unit {
-        remove_rows(env, &rows).instrument(unit_span(unit)).await.map_err(|e| anyhow::anyhow!("{unit}: {e}"))?;
-        n += rows.len();
-    }
-    Ok(n)
-}
-
 fn group_by_zone<'a>(rows: impl Iterator<Item = &'a RecordRow>) -> BTreeMap<(String, String), Vec<&'a RecordRow>> {
     let mut groups: BTreeMap<(String, String), Vec<&RecordRow>> = BTreeMap::new();
     for r in rows {
