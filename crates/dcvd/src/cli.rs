@@ -76,9 +76,19 @@ enum Command {
     },
     /// Remove every record dcvd still has published (reads the DNS providers' credentials only).
     Cleanup(ConfigArg),
-    /// Check the configuration, the state directory, CertCentral, each provider's credentials and
-    /// each zone's name servers; print what is ok and what to fix (exit 1 when something failed).
-    Doctor(ConfigArg),
+    /// Check the configuration and the state directory, then each DOMAIN (owner, zone, what each
+    /// name server serves, provider, CAA, DNSSEC) or, without DOMAINs, each zone's name servers
+    /// and CAA; print what is ok and what to fix (exit 1 when something would stop validation).
+    Doctor {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Also call CertCentral and each provider with the configured credentials.
+        #[arg(long)]
+        online: bool,
+        /// Names to look at in detail.
+        #[arg(value_name = "DOMAIN")]
+        domains: Vec<String>,
+    },
     /// A self-contained run on an embedded default: CertCentral simulator, DNS server and the
     /// in-memory provider, all in this process.
     Demo {
@@ -109,7 +119,9 @@ async fn dispatch(command: Command) -> ExitCode {
         Command::CheckConfig { config, online } => check_config(&config.config, online).await,
         Command::Status { config, unit, json, state_dir } => status(&config.config, unit.as_deref(), json, state_dir),
         Command::Cleanup(c) => cleanup(&c.config).await,
-        Command::Doctor(c) => crate::doctor::main(&c.config).await,
+        Command::Doctor { config, online, domains } => {
+            crate::doctor::main(&config.config, &crate::doctor::Scope { domains, online }).await
+        }
         Command::Demo { config } => crate::demo::main(config).await,
     }
 }

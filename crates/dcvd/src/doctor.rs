@@ -1,7 +1,10 @@
-//! `dcvd doctor`: checks everything validation depends on, once, and prints a table of what is
-//! ok and what failed with what to do: the configuration, the state directory, CertCentral (one
-//! cheap authenticated call), each provider's credentials (its read-only preflight), the
-//! authoritative name servers of each configured zone and the CAA records of each configured name.
+//! `dcvd doctor [DOMAIN...]`: checks everything validation depends on, once, and prints a table
+//! of what is ok and what failed with what to do: the configuration, the state directory, with
+//! `--online` CertCentral (one cheap authenticated call) and each provider's credentials (its
+//! read-only preflight); then, for each DOMAIN, the owner dcvd would publish at (scope-aware), the
+//! zone and its SOA minimum, what every authoritative server serves there now, the provider that
+//! would publish, CAA and DNSSEC; without DOMAINs, the name servers of each configured zone and
+//! the CAA records of each configured name.
 //!
 //! It only reads: no record is published, no token requested, the state store is not opened
 //! (the daemon may be running).
@@ -35,8 +38,17 @@ impl Check {
     }
 }
 
+/// What to check beyond the configuration.
+#[derive(Debug, Clone, Default)]
+pub struct Scope {
+    /// Names to look at in detail (none: every configured zone and name, briefly).
+    pub domains: Vec<String>,
+    /// Also call CertCentral and each provider with the configured credentials.
+    pub online: bool,
+}
+
 /// Runs every check for `path`; a configuration that does not load is the only check then.
-pub async fn run_checks(path: &Path) -> Vec<Check> {
+pub async fn run_checks(path: &Path, scope: &Scope) -> Vec<Check> {
     let mut checks = Vec::new();
     let mut cfg = match Config::load(path) {
         Ok(cfg) => {
@@ -68,8 +80,10 @@ pub async fn run_checks(path: &Path) -> Vec<Check> {
         }
         Err(e) => checks.push(Check::failed("state directory", e.to_string())),
     }
-    checks.push(certcentral(&cfg).await);
-    for (name, provider) in &cfg.providers {
+    if scope.online {
+        checks.push(certcentral(&cfg).await);
+    }
+    for (name, provider) in cfg.providers.iter().filter(|_| scope.online) {
         let subject = format!("provider {name} ({})", provider.kind());
         let result = match crate::providers::build(name, provider).await {
             Ok(built) => built.preflight().await.map_err(|e| e.to_string()),
@@ -87,6 +101,12 @@ pub async fn run_checks(path: &Path) -> Vec<Check> {
             return checks;
         }
     };
+    if !scope.domains.is_empty() {
+        for domain in &scope.domains {
+            checks.extend(name_checks(&checker, &cfg, domain).await);
+        }
+        return checks;
+    }
     for provider in cfg.providers.values() {
         for zone in provider.zones() {
             checks.push(zone_servers(&checker, zone).await);
@@ -94,6 +114,141 @@ pub async fn run_checks(path: &Path) -> Vec<Check> {
     }
     checks.push(caa(&checker, &cfg).await);
     checks
+}
+
+/// The checks of one name: where dcvd would publish for it and whether DigiCert could see it.
+async fn name_checks(checker: &propagation::Checker, cfg: &Config, domain: &str) -> Vec<Check> {
+    let domain = dns_provider::normalize_name(domain);
+    let subject = |what: &str| format!("{domain} {what}");
+    // The unit that lists the name decides method, scope and provider; else the account's scope.
+    let unit = cfg.units.iter().find(|u| u.domains.iter().any(|d| dns_provider::normalize_name(d) == domain));
+    let (method, txt_name, cname_name, scope, provider) = match unit {
+        Some(u) => (u.method, u.txt_name, u.cname_name, u.scope, u.provider.clone()),
+        None => (
+            crate::config::Method::DnsTxtToken,
+            crate::config::TxtName::default(),
+            crate::config::CnameName::default(),
+            cfg.certcentral.validation_scope,
+            None,
+        ),
+    };
+    let mut checks = Vec::new();
+    let records = crate::records::records_for(
+        method,
+        txt_name,
+        cname_name,
+        scope,
+        std::slice::from_ref(&domain),
+        "dcvd-doctor",
+        None,
+    );
+    let from = match unit {
+        Some(u) => format!("{} at {}", u.key, u.origin),
+        None => "no unit lists it; the account's [certcentral] validation_scope".to_string(),
+    };
+    for record in records {
+        checks.push(Check::ok(
+            subject("owner"),
+            format!("{} {} (validation_scope = \"{scope}\", method {method}; {from})", record.rtype, record.name),
+        ));
+        let inspection = match checker.inspect(&record.name).await {
+            Ok(i) => i,
+            Err(e) => {
+                checks.push(Check::failed(
+                    subject("zone"),
+                    format!(
+                        "{e}: the [propagation] resolvers cannot find the zone of {}; check its delegation",
+                        record.name
+                    ),
+                ));
+                continue;
+            }
+        };
+        let target = &inspection.target;
+        let delegated = if target.is_delegated() {
+            format!("; {} is a CNAME to {} (delegated validation)", record.name, target.owner)
+        } else {
+            String::new()
+        };
+        checks.push(Check::ok(
+            subject("zone"),
+            format!(
+                "{} (SOA minimum {} s: how long a \"not found\" is cached){delegated}",
+                target.zone,
+                target.negative_ttl.as_secs()
+            ),
+        ));
+        if inspection.servers.is_empty() {
+            checks.push(Check::failed(
+                subject("name servers"),
+                format!("no address found for the name servers of {}", target.zone),
+            ));
+        }
+        for server in &inspection.servers {
+            let row = subject(&format!("ns {} ({})", server.server, server.addr));
+            checks.push(match &server.answer {
+                Ok(values) if values.is_empty() => Check::ok(row, format!("answers; nothing at {} now", target.owner)),
+                Ok(values) => Check::ok(row, format!("serves {} at {}", values.join(", "), target.owner)),
+                Err(e) => Check::failed(
+                    row,
+                    format!("{e}: DigiCert may ask this server; fix it or remove it from the zone's NS set"),
+                ),
+            });
+        }
+        checks.push(route_check(cfg, provider.as_deref(), &target.owner, scope, subject("provider")));
+        checks.push(match inspection.dnssec {
+            propagation::Dnssec::Unsigned => Check::ok(subject("dnssec"), format!("{} is not signed", target.zone)),
+            propagation::Dnssec::Validated => {
+                Check::ok(subject("dnssec"), format!("{} is signed and the answer validates", target.zone))
+            }
+            propagation::Dnssec::NotValidated => Check::ok(
+                subject("dnssec"),
+                format!("{} is signed; the configured resolvers do not validate (DigiCert's do)", target.zone),
+            ),
+            propagation::Dnssec::Bogus(why) => Check::failed(
+                subject("dnssec"),
+                format!(
+                    "{why}: {} is signed but does not validate, so DigiCert cannot read the record; fix the DS at the \
+                     parent zone or the zone's signatures",
+                    target.zone
+                ),
+            ),
+        });
+    }
+    checks.push(match crate::engine::caa_forbids(checker, std::slice::from_ref(&domain)).await {
+        None => Check::ok(subject("caa"), "no CAA record forbids DigiCert"),
+        Some(reason) => Check::failed(subject("caa"), reason),
+    });
+    checks
+}
+
+/// Which configured provider would publish at `owner` (the unit's own, or the one whose zone
+/// holds it, the longest zone winning).
+fn route_check(
+    cfg: &Config,
+    pinned: Option<&str>,
+    owner: &str,
+    scope: certcentral::ValidationScope,
+    row: String,
+) -> Check {
+    let serving = |zones: &[String]| zones.iter().filter(|z| dns_provider::in_zone(owner, z)).map(String::len).max();
+    let found = cfg
+        .providers
+        .iter()
+        .filter(|(name, _)| pinned.is_none_or(|p| p == name.as_str()))
+        .filter_map(|(name, p)| serving(p.zones()).map(|len| (len, name, p)))
+        .max_by_key(|(len, _, _)| *len);
+    match found {
+        Some((_, name, p)) => Check::ok(row, format!("provider {name} ({}) publishes {owner}", p.kind())),
+        None => Check::failed(
+            row,
+            format!(
+                "no provider{} serves {owner}: add its zone to a provider's zones, or (when the owner is the base \
+                 domain) check that validation_scope = \"{scope}\" matches the CertCentral account",
+                pinned.map(|p| format!(" named {p}")).unwrap_or_default()
+            ),
+        ),
+    }
 }
 
 /// One authenticated call that needs no unit: the first page (one order) of List orders.
@@ -192,8 +347,8 @@ pub fn render(checks: &[Check]) -> String {
 
 /// `dcvd doctor`: prints the table; exit 0 when every check passed, 78 when the configuration
 /// does not load, 1 otherwise.
-pub async fn main(path: &Path) -> ExitCode {
-    let checks = run_checks(path).await;
+pub async fn main(path: &Path, scope: &Scope) -> ExitCode {
+    let checks = run_checks(path, scope).await;
     let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), render(&checks).as_bytes());
     match checks.first() {
         Some(first) if !first.ok => ExitCode::from(crate::cli::EXIT_CONFIG),

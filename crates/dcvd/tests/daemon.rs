@@ -774,7 +774,7 @@ async fn doctor_reports_each_dependency() {
         )
     };
     let path = h.write_config(&h.config(bind.port(), &provider("\"doctor.test\"")));
-    let out = h.command(&["doctor", "--config", path.to_str().unwrap()]).output().unwrap();
+    let out = h.command(&["doctor", "--online", "--config", path.to_str().unwrap()]).output().unwrap();
     let report = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     for row in [
@@ -795,7 +795,7 @@ async fn doctor_reports_each_dependency() {
     let order = "[[order]]\nid = 1\nmethod = \"dns-txt-token\"\ndomains = [\"bad.doctor.test\"]\n";
     let rest = format!("{}\n{order}", provider("\"doctor.test\", \"gone.test\""));
     let path = h.write_config(&h.config(bind.port(), &rest));
-    let out = h.command(&["doctor", "--config", path.to_str().unwrap()]).output().unwrap();
+    let out = h.command(&["doctor", "--online", "--config", path.to_str().unwrap()]).output().unwrap();
     let report = String::from_utf8_lossy(&out.stdout).to_string();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let cc = report.lines().find(|l| l.starts_with("certcentral")).unwrap();
@@ -807,6 +807,68 @@ async fn doctor_reports_each_dependency() {
     let good = report.lines().find(|l| l.starts_with("zone doctor.test")).unwrap();
     assert!(good.contains(" ok "), "{good}");
     assert!(!text(&out).contains("a-wrong-key"), "the key must not be printed");
+    // Offline (the default), neither CertCentral nor a provider is called.
+    let out = h.command(&["doctor", "--config", path.to_str().unwrap()]).output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert!(!report.lines().any(|l| l.starts_with("certcentral") || l.starts_with("provider ")), "{report}");
+}
+
+/// `dcvd doctor DOMAIN...`: per name, the owner dcvd would publish at (base scope: the zone's
+/// apex), the zone and its SOA minimum, what each authoritative server serves there now, the
+/// provider, DNSSEC and CAA; a name no provider serves and a name CAA forbids make it exit 1 with
+/// the fix.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn doctor_looks_at_each_name() {
+    let bind = Bind::builder()
+        .zone(
+            ZoneSpec::new("names.test")
+                .with_line("_dnsauth 60 IN TXT \"value-already-there\"")
+                .with_line("bad 60 IN CAA 0 issue \"letsencrypt.org\""),
+        )
+        .zone(ZoneSpec::new("other.test"))
+        .with_lagging_secondary()
+        .start();
+    let h = Harness::start(Some(vec![bind.primary_addr()])).await;
+    let rest = format!(
+        "[providers.bind]\ntype = \"rfc2136\"\nserver = \"{}\"\nzones = [\"names.test\"]\ntsig_key_name = \"dcvd\"\ntsig_secret_file = \"{}\"\n",
+        bind.primary_addr(),
+        bind.tsig_secret_file().display()
+    );
+    let path = h.write_config(&h.config(bind.port(), &rest));
+    let out = h.command(&["doctor", "--config", path.to_str().unwrap(), "www.names.test"]).output().unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let row = |report: &str, prefix: &str| -> String {
+        report
+            .lines()
+            .find(|l| l.starts_with(prefix))
+            .unwrap_or_else(|| panic!("no {prefix} row:\n{report}"))
+            .to_string()
+    };
+    let owner = row(&report, "www.names.test owner");
+    assert!(owner.contains("TXT _dnsauth.names.test") && owner.contains("validation_scope = \"base\""), "{owner}");
+    assert!(row(&report, "www.names.test zone").contains("names.test (SOA minimum"), "{report}");
+    let servers: Vec<&str> = report.lines().filter(|l| l.starts_with("www.names.test ns ")).collect();
+    assert_eq!(servers.len(), 2, "both name servers: {report}");
+    assert!(
+        servers.iter().all(|l| l.contains(" ok ") && l.contains("serves TXT \"value-already-there\"")),
+        "{servers:?}"
+    );
+    assert!(row(&report, "www.names.test provider").contains("provider bind (rfc2136) publishes _dnsauth.names.test"));
+    assert!(row(&report, "www.names.test dnssec").contains("not signed"), "{report}");
+    assert!(row(&report, "www.names.test caa").contains(" ok "), "{report}");
+
+    let out = h
+        .command(&["doctor", "--config", path.to_str().unwrap(), "bad.names.test", "shop.other.test"])
+        .output()
+        .unwrap();
+    let report = String::from_utf8_lossy(&out.stdout).to_string();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let caa = row(&report, "bad.names.test caa");
+    assert!(caa.contains("FAILED") && caa.contains("letsencrypt.org"), "{caa}");
+    let provider = row(&report, "shop.other.test provider");
+    assert!(provider.contains("FAILED") && provider.contains("no provider serves _dnsauth.other.test"), "{provider}");
+    assert!(provider.contains("validation_scope = \"base\""), "the fix names the scope: {provider}");
 }
 
 /// CAA pre-flight: a unit whose name's CAA set (here at the zone apex, found by climbing from

@@ -38,7 +38,12 @@ pub(crate) struct Sent {
 
 impl Inner {
     /// Sends one message through the global cap, bounded by the query timeout.
-    async fn send(&self, server: SocketAddr, query: &Message, protocol: Protocol) -> Result<Message, String> {
+    pub(crate) async fn send(
+        &self,
+        server: SocketAddr,
+        query: &Message,
+        protocol: Protocol,
+    ) -> Result<Message, String> {
         self.pacer.acquire().await;
         self.queries.fetch_add(1, Ordering::Relaxed);
         let proto = match protocol {

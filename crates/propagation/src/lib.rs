@@ -35,10 +35,12 @@ use tokio_util::sync::CancellationToken;
 
 mod discovery;
 mod dns;
+mod inspect;
 mod pacer;
 mod poll;
 pub mod transport;
 
+pub use inspect::{Dnssec, Inspection, ServerAnswer};
 pub use transport::{NetTransport, Protocol, Transport};
 
 /// Where to find zones and name servers (and, in `resolvers` mode, what to query).
@@ -366,6 +368,12 @@ impl Checker {
     /// the tree); no answer at all is an error.
     pub async fn caa(&self, name: &str) -> Result<Option<CaaSet>, Error> {
         discovery::caa(&self.inner, name).await
+    }
+
+    /// A one-time look at `name` for diagnostics: after CNAMEs, what every authoritative server
+    /// serves there now and whether the zone is signed and validates.
+    pub async fn inspect(&self, name: &str) -> Result<Inspection, Error> {
+        inspect::inspect(&self.inner, name).await
     }
 
     /// Asks every required server once.
