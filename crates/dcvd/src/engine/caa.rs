@@ -81,66 +81,6 @@ pub async fn check_names(checker: &propagation::Checker, names: &[String]) -> Op
     None
 }
 
-/// Before a pending unit's first step: `false` when CAA forbids DigiCert for one of its names;
-/// the unit is then failed (one ERROR, the notification) and must not be driven.
-pub(super) async fn preflight(env: &super::Env, unit: crate::store::UnitId) -> bool {
-    use tracing::Instrument as _;
-    if !env.config.certcentral.caa_check {
-        return true;
-    }
-    let Ok(Some(row)) = env.store.read(move |s| s.unit(unit)).await else {
-        return true;
-    };
-    // Names learnt from DigiCert are not known before the first step; those are left to
-    // DigiCert's own check.
-    if row.state != crate::store::UnitState::Pending || !row.in_config || row.domains.is_empty() {
-        return true;
-    }
-    let span = super::unit::unit_span(unit);
-    let Some(reason) = check_names(&env.checker, &row.domains).instrument(span.clone()).await else {
-        return true;
-    };
-    let why = reason.clone();
-    let elapsed_ms = u64::try_from(crate::store::now_millis() - row.state_since).unwrap_or(0);
-    let failed = env
-        .store
-        .write(move |s| {
-            s.transition(unit, crate::store::UnitState::Failed, move |r| {
-                r.last_error = Some(why);
-                r.next_action_at = None;
-            })
-        })
-        .await;
-    let _span = span.entered();
-    match failed {
-        Ok(new) => {
-            // The same line as any transition to `failed`: the one ERROR about it.
-            tracing::error!(
-                domain = new.domains.join(",").as_str(),
-                state = new.state.as_str(),
-                from = row.state.as_str(),
-                elapsed_ms,
-                attempts = new.attempts,
-                error = %reason,
-                "state changed"
-            );
-            env.notifier.send(crate::notify::Event::unit(
-                unit.kind.as_str(),
-                unit.id,
-                new.state.as_str(),
-                new.domains.clone(),
-                new.last_error.clone(),
-            ));
-            false
-        }
-        // Not recorded: let the unit run; DigiCert's own CAA check will refuse it.
-        Err(e) => {
-            tracing::warn!(error = %e, caa = %reason, "cannot record the CAA failure");
-            true
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use propagation::Caa;

@@ -472,13 +472,7 @@ impl Live {
             let cancel = self.stop.child_token();
             self.running.insert(id, cancel.clone());
             let env = env.clone();
-            self.tasks.spawn(async move {
-                // CAA first: a unit whose names CAA forbids to DigiCert fails before any token.
-                if !caa::preflight(&env, id).await {
-                    return (id, Parked::Done);
-                }
-                (id, unit::drive(env, id, cancel).await)
-            });
+            self.tasks.spawn(async move { (id, unit::drive(env, id, cancel).await) });
         }
     }
 }

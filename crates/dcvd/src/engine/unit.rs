@@ -50,6 +50,9 @@ pub(super) enum Cause {
     /// Name-server discovery or a DNS query failed.
     #[error(transparent)]
     Propagation(#[from] propagation::Error),
+    /// The CAA records that apply to a name forbid DigiCert to issue.
+    #[error("{0}")]
+    Caa(String),
     /// No provider serves a name the unit must publish at.
     #[error("{0}")]
     Routing(String),
@@ -310,6 +313,14 @@ impl Executor {
     // ---- Pending -> TokenIssued ------------------------------------------------------------
 
     async fn fetch_token(&self, row: &UnitRow, spec: &Unit) -> Result<Outcome, StepError> {
+        // CAA first: a unit whose names CAA forbids to DigiCert fails before any token is spent.
+        // Names learnt from DigiCert are not known yet; DigiCert's own check covers those.
+        if self.env.config.certcentral.caa_check
+            && !spec.domains.is_empty()
+            && let Some(reason) = super::caa::check_names(&self.env.checker, &spec.domains).await
+        {
+            return Err(StepError::Fatal(Cause::Caa(reason)));
+        }
         let _permit = self.permit().await;
         match self.unit.kind {
             UnitKind::Order => {
