@@ -219,8 +219,8 @@ pub async fn run(
         env.config = Arc::new(scanner.apply((*env.config).clone(), &env.client).await);
         metrics.observe_discovery_scan(scanner.last_report.failed);
     }
-    // Later scans run in the control loop, which starts waiting units when their check is due:
-    // bound how long one can take (new candidates beyond the budget wait for the next scan).
+    // Later scans (in the reload task) are bounded, so a burst of new orders does not hold the
+    // token lane for long (new candidates beyond the budget wait for the next scan).
     scanner.info_budget = Some(crate::discovery::RELOAD_INFO_BUDGET);
     let scanner = Arc::new(tokio::sync::Mutex::new(scanner));
     let mut reloading: Option<tokio::task::JoinHandle<anyhow::Result<Arc<Env>>>> = None;
