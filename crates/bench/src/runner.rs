@@ -128,7 +128,19 @@ fn propagation_times(scenario: &Scenario, sim: &Sim, servers: usize) -> Vec<Dura
 async fn spawn_child(spec: &ChildSpec, log_path: &std::path::Path, limit: Duration) -> anyhow::Result<ChildResult> {
     let exe = std::env::current_exe().context("cannot find this program to re-run it as a child")?;
     let log = std::fs::File::create(log_path)?;
-    let mut child = tokio::process::Command::new(exe)
+    // DCVD_BENCH_CHILD_PREFIX runs the child under a profiler (`heaptrack`, `perf record --`).
+    let prefix: Vec<String> = std::env::var("DCVD_BENCH_CHILD_PREFIX")
+        .map(|p| p.split_whitespace().map(str::to_owned).collect())
+        .unwrap_or_default();
+    let mut command = match prefix.split_first() {
+        Some((program, args)) => {
+            let mut c = tokio::process::Command::new(program);
+            c.args(args).arg(exe);
+            c
+        }
+        None => tokio::process::Command::new(exe),
+    };
+    let mut child = command
         .arg("--child")
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

@@ -1,4 +1,4 @@
-//! The command line (clap): `run`, `once`, `check-config`, `status`, `cleanup`, `demo`.
+//! The command line (clap): `run`, `once`, `check-config`, `status`, `cleanup`, `doctor`, `demo`.
 //!
 //! Exit codes: 0 success, 1 failure, 2 usage, 78 configuration error (EX_CONFIG).
 
@@ -14,10 +14,13 @@ use tracing::{error, info, warn};
 use crate::config::{Config, LogFormat};
 use crate::engine::{self, Control, Mode, Observer};
 use crate::metrics::Metrics;
-use crate::store::{Store, UnitRow};
+use crate::store::{RecordRow, RecordStatus, Store, UnitId, UnitRow};
 
 /// Exit code of a configuration error (sysexits EX_CONFIG).
 pub const EXIT_CONFIG: u8 = 78;
+/// Exit code of `dcvd once --deadline` when the deadline passed first (sysexits EX_TEMPFAIL:
+/// run it again later; the unfinished units resume).
+pub const EXIT_DEADLINE: u8 = 75;
 
 /// Unattended DigiCert domain control validation by DNS.
 #[derive(Debug, Parser)]
@@ -39,7 +42,14 @@ enum Command {
     /// Run the daemon in the foreground (systemd Type=notify; SIGHUP reloads, SIGTERM stops).
     Run(ConfigArg),
     /// Process every configured unit until each is terminal, then exit (0 when all are valid).
-    Once(ConfigArg),
+    Once {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Give up after this long (e.g. `30m`): remove the records published so far and exit 75;
+        /// unfinished units resume at the next run.
+        #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+        deadline: Option<Duration>,
+    },
     /// Validate the configuration, order files and secrets; exit 0 or 78.
     CheckConfig {
         #[command(flatten)]
@@ -48,24 +58,42 @@ enum Command {
         #[arg(long)]
         online: bool,
     },
-    /// Show every unit: id, domains, method, state, token expiry, attempts, last error.
+    /// Show every unit (id, domains, method, state, token expiry, attempts, last error) and the
+    /// records still published; with UNIT, that unit's records and history.
     Status {
         #[command(flatten)]
         config: ConfigArg,
+        /// One unit: `order:ID` or `domain:ID` (or just the id when it is unique).
+        #[arg(value_name = "UNIT")]
+        unit: Option<String>,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
-        /// Read this state directory instead of loading the configuration (which needs the
-        /// secrets).
+        /// Read this state directory instead of the configuration's `state_dir` (no secret is
+        /// read either way).
         #[arg(long, value_name = "DIR")]
         state_dir: Option<PathBuf>,
     },
-    /// Remove every record dcvd still has published.
+    /// Remove every record dcvd still has published (reads the DNS providers' credentials only).
     Cleanup(ConfigArg),
+    /// Check the configuration and the state directory, then each DOMAIN (owner, zone, what each
+    /// name server serves, provider, CAA, DNSSEC) or, without DOMAINs, each zone's name servers
+    /// and CAA; print what is ok and what to fix (exit 1 when something would stop validation).
+    Doctor {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// Also call CertCentral and each provider with the configured credentials.
+        #[arg(long)]
+        online: bool,
+        /// Names to look at in detail.
+        #[arg(value_name = "DOMAIN")]
+        domains: Vec<String>,
+    },
     /// A self-contained run on an embedded default: CertCentral simulator, DNS server and the
     /// in-memory provider, all in this process.
     Demo {
-        /// Print the configuration the demo uses, then exit.
+        /// Print the demo's configuration, runnable as printed against a standalone
+        /// certcentral-sim (key "sim-devkey", read from CERTCENTRAL_SIM_API_KEY), then exit.
         #[arg(long)]
         config: bool,
     },
@@ -86,29 +114,24 @@ pub fn main() -> ExitCode {
 
 async fn dispatch(command: Command) -> ExitCode {
     match command {
-        Command::Run(c) => run(&c.config, Mode::Daemon).await,
-        Command::Once(c) => run(&c.config, Mode::Once).await,
+        Command::Run(c) => run(&c.config, Mode::Daemon, None).await,
+        Command::Once { config, deadline } => run(&config.config, Mode::Once, deadline).await,
         Command::CheckConfig { config, online } => check_config(&config.config, online).await,
-        Command::Status { config, json, state_dir } => status(&config.config, json, state_dir),
+        Command::Status { config, unit, json, state_dir } => status(&config.config, unit.as_deref(), json, state_dir),
         Command::Cleanup(c) => cleanup(&c.config).await,
+        Command::Doctor { config, online, domains } => {
+            crate::doctor::main(&config.config, &crate::doctor::Scope { domains, online }).await
+        }
         Command::Demo { config } => crate::demo::main(config).await,
     }
 }
 
-/// Whether a command writes the state directory (and so checks it as the running user).
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum StateAccess {
-    Write,
-    Read,
-}
-
-/// Loads and validates the configuration, printing its warnings; configuration errors (the
-/// state directory included, for commands that write it) exit 78.
-fn load(path: &Path, access: StateAccess) -> Result<Config, ExitCode> {
-    let loaded = Config::load(path).and_then(|mut cfg| {
-        if access == StateAccess::Write {
-            cfg.check_state_dir()?;
-        }
+/// Loads and validates the configuration (with `env`'s secrets), printing its warnings;
+/// configuration errors, the state directory included (checked as the running user, since
+/// every command that loads the whole configuration writes it), exit 78.
+fn load(path: &Path, env: &crate::config::Environment) -> Result<Config, ExitCode> {
+    let loaded = Config::load_with(path, env).and_then(|mut cfg| {
+        cfg.check_state_dir()?;
         Ok(cfg)
     });
     match loaded {
@@ -126,7 +149,7 @@ fn load(path: &Path, access: StateAccess) -> Result<Config, ExitCode> {
 }
 
 async fn check_config(path: &Path, online: bool) -> ExitCode {
-    let cfg = match load(path, StateAccess::Write) {
+    let cfg = match load(path, &crate::config::Environment::process()) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -233,8 +256,8 @@ impl Observer for Systemd {
     }
 }
 
-async fn run(path: &Path, mode: Mode) -> ExitCode {
-    let cfg = match load(path, StateAccess::Write) {
+async fn run(path: &Path, mode: Mode, deadline: Option<Duration>) -> ExitCode {
+    let cfg = match load(path, &crate::config::Environment::process()) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -243,8 +266,8 @@ async fn run(path: &Path, mode: Mode) -> ExitCode {
     let store = match Store::open(&cfg.daemon.state_dir) {
         Ok(s) => Arc::new(s),
         Err(e) => {
+            // Logging is set up: one line, on stderr or in the journal (not both).
             error!(error = %e, "cannot open the state store");
-            eprintln!("dcvd: {e}");
             return ExitCode::FAILURE;
         }
     };
@@ -277,16 +300,41 @@ async fn run(path: &Path, mode: Mode) -> ExitCode {
     let (tx, rx) = mpsc::channel(4);
     spawn_signal_handlers(path.to_path_buf(), tx.clone());
     let _rescan = crate::scheduler::start_rescan(cfg.daemon.rescan.as_deref(), path.to_path_buf(), tx.clone()).await;
+    let gave_up = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    if let Some(limit) = deadline {
+        let (tx, gave_up) = (tx.clone(), gave_up.clone());
+        tokio::spawn(async move {
+            tokio::time::sleep(limit).await;
+            gave_up.store(true, std::sync::atomic::Ordering::SeqCst);
+            let _ = tx.send(Control::GiveUp).await;
+        });
+    }
     let result = engine::run(cfg, store, metrics, mode, rx, Arc::new(Systemd), std::future::pending()).await;
     stop_metrics.cancel();
     match result {
+        Ok(summary) if gave_up.load(std::sync::atomic::Ordering::SeqCst) && !summary.all_valid() => {
+            let open: Vec<String> = summary
+                .units
+                .iter()
+                .filter(|u| u.in_config && !u.state.is_terminal())
+                .map(|u| format!("{} ({})", u.unit, u.state.as_str()))
+                .collect();
+            let message = format!(
+                "gave up after the deadline of {}: {} unit(s) unfinished: {}; their records were removed, and the \
+                 next run resumes them",
+                humantime::format_duration(deadline.unwrap_or_default()),
+                open.len(),
+                open.join(", ")
+            );
+            error!(units = open.len(), "{message}");
+            ExitCode::from(EXIT_DEADLINE)
+        }
         Ok(summary) => {
             info!(units = summary.units.len(), all_valid = summary.all_valid(), "stopped");
             if mode == Mode::Once && !summary.all_valid() { ExitCode::FAILURE } else { ExitCode::SUCCESS }
         }
         Err(e) if e.downcast_ref::<engine::SetupError>().is_some() => {
             error!(error = %format!("{e:#}"), "configuration cannot be used");
-            eprintln!("dcvd: {e:#}");
             ExitCode::from(EXIT_CONFIG)
         }
         Err(e) => {
@@ -297,20 +345,21 @@ async fn run(path: &Path, mode: Mode) -> ExitCode {
 }
 
 /// Loads the configuration again for a reload, on a blocking thread (file reads and host-name
-/// resolution must not stall a tokio worker); an invalid one is logged with its position.
-pub async fn reload_config(path: &Path) -> Option<Config> {
+/// resolution must not stall a tokio worker); an invalid one is logged with its position
+/// (`trigger`: `sighup` or `rescan`, for the log).
+pub async fn reload_config(path: &Path, trigger: &'static str) -> Option<Config> {
     let owned = path.to_owned();
     let span = tracing::Span::current();
-    match tokio::task::spawn_blocking(move || span.in_scope(|| load_for_reload(&owned))).await {
+    match tokio::task::spawn_blocking(move || span.in_scope(|| load_for_reload(&owned, trigger))).await {
         Ok(config) => config,
         Err(e) => {
-            error!(error = %e, "reading the new configuration failed; keeping the running one");
+            error!(trigger, error = %e, "reading the new configuration failed; keeping the running one");
             None
         }
     }
 }
 
-fn load_for_reload(path: &Path) -> Option<Config> {
+fn load_for_reload(path: &Path, trigger: &str) -> Option<Config> {
     match Config::load(path) {
         Ok(cfg) => {
             for w in &cfg.warnings {
@@ -319,7 +368,7 @@ fn load_for_reload(path: &Path) -> Option<Config> {
             Some(cfg)
         }
         Err(e) => {
-            error!(error = %e, "new configuration is invalid; keeping the running one");
+            error!(trigger, error = %e, "new configuration is invalid; keeping the running one");
             None
         }
     }
@@ -337,9 +386,9 @@ fn spawn_signal_handlers(path: PathBuf, tx: mpsc::Sender<Control>) {
         loop {
             tokio::select! {
                 _ = hup.recv() => {
-                    info!(config = %path.display(), "SIGHUP: reloading configuration");
+                    info!(trigger = "sighup", config = %path.display(), "reloading configuration");
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Reloading]);
-                    if let Some(cfg) = reload_config(&path).await {
+                    if let Some(cfg) = reload_config(&path, "sighup").await {
                         let _ = tx.send(Control::Reload { config: Box::new(cfg), retry_failed: true }).await;
                     }
                     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
@@ -357,17 +406,31 @@ fn spawn_signal_handlers(path: PathBuf, tx: mpsc::Sender<Control>) {
     });
 }
 
-fn status(path: &Path, json: bool, state_dir: Option<PathBuf>) -> ExitCode {
+fn status(path: &Path, unit: Option<&str>, json: bool, state_dir: Option<PathBuf>) -> ExitCode {
     let state_dir = match state_dir {
-        Some(dir) => dir,
-        None => match load(path, StateAccess::Read) {
-            Ok(c) => c.daemon.state_dir,
-            Err(code) => return code,
+        Some(dir) => {
+            // A typo in --state-dir must not read as "nothing has run yet".
+            if !dir.is_dir() {
+                eprintln!(
+                    "dcvd: --state-dir {}: no such directory (the daemon's state_dir, /var/lib/dcvd by default)",
+                    dir.display()
+                );
+                return ExitCode::FAILURE;
+            }
+            dir
+        }
+        // Only `[daemon]`: status needs no secret, so it works without the service's credentials.
+        None => match Config::load_daemon(path, &crate::config::Environment::process()) {
+            Ok(daemon) => daemon.state_dir,
+            Err(e) => {
+                eprintln!("dcvd: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
         },
     };
     let store = match Store::open_read_only(&state_dir) {
         Ok(s) => s,
-        Err(crate::store::StoreError::Missing { .. }) => {
+        Err(crate::store::StoreError::Missing { .. }) if unit.is_none() => {
             // Nothing has run yet: an empty state is not an error.
             if json {
                 println!("[]");
@@ -381,22 +444,179 @@ fn status(path: &Path, json: bool, state_dir: Option<PathBuf>) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let units = match store.units() {
-        Ok(u) => u,
+    let text = match unit {
+        None => status_all(&store, json),
+        Some(spec) => status_unit(&store, spec, json),
+    };
+    match text {
+        Ok(text) => {
+            // A closed pipe (`dcvd status | head`) is not an error worth a panic.
+            let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
+            ExitCode::SUCCESS
+        }
         Err(e) => {
             eprintln!("dcvd: {e}");
-            return ExitCode::FAILURE;
+            ExitCode::FAILURE
         }
+    }
+}
+
+/// Every unit, then the records still published (those of finished units are left-overs).
+fn status_all(store: &Store, json: bool) -> anyhow::Result<String> {
+    let units = store.units()?;
+    let live = store.live_records()?;
+    // A record is a left-over once its unit is over or no longer configured.
+    let terminal: std::collections::HashMap<UnitId, bool> =
+        units.iter().map(|u| (u.unit, u.state.is_terminal() || !u.in_config)).collect();
+    let left_over = |r: &RecordRow| terminal.get(&r.unit).copied().unwrap_or(true);
+    if json {
+        let rows: Vec<serde_json::Value> = units
+            .iter()
+            .map(|u| {
+                let mut v = unit_json(u);
+                let recs: Vec<serde_json::Value> =
+                    live.iter().filter(|r| r.unit == u.unit).map(|r| record_json(r, left_over(r))).collect();
+                v["records"] = serde_json::Value::Array(recs);
+                v
+            })
+            .collect();
+        return Ok(format!("{}\n", serde_json::to_string_pretty(&rows)?));
+    }
+    let mut out = status_table(&units);
+    if !live.is_empty() {
+        out.push_str("\nRECORDS STILL PUBLISHED\n");
+        let rows: Vec<Vec<String>> = live
+            .iter()
+            .map(|r| {
+                let note = if left_over(r) { "left over: run `dcvd cleanup`" } else { "in use" };
+                record_cells(r, note)
+            })
+            .collect();
+        out.push_str(&table(&["UNIT", "NAME", "TYPE", "VALUE", "PROVIDER", "STATUS", "NOTE"], rows));
+    }
+    Ok(out)
+}
+
+/// One unit: its row, every record it ever had and its history (state changes with times).
+fn status_unit(store: &Store, spec: &str, json: bool) -> anyhow::Result<String> {
+    let units = store.units()?;
+    let unit = parse_unit(spec, &units)?;
+    let row =
+        units.iter().find(|u| u.unit == unit).ok_or_else(|| anyhow::anyhow!("{unit} is not in the state store"))?;
+    let records = store.records(unit)?;
+    let events = store.events(unit)?;
+    let when = |ms: i64| {
+        chrono::DateTime::from_timestamp_millis(ms)
+            .map(|t| t.format("%Y-%m-%d %H:%M:%S%.3fZ").to_string())
+            .unwrap_or_else(|| ms.to_string())
     };
-    let text = if json {
-        let rows: Vec<serde_json::Value> = units.iter().map(unit_json).collect();
-        format!("{}\n", serde_json::to_string_pretty(&rows).unwrap_or_default())
+    let finished = row.state.is_terminal() || !row.in_config;
+    if json {
+        let mut v = unit_json(row);
+        v["records"] = serde_json::Value::Array(
+            records.iter().map(|r| record_json(r, finished && r.status != RecordStatus::Removed)).collect(),
+        );
+        v["history"] = serde_json::Value::Array(
+            events
+                .iter()
+                .map(|(at, event, detail)| serde_json::json!({"at": when(*at), "event": event, "detail": detail}))
+                .collect(),
+        );
+        return Ok(format!("{}\n", serde_json::to_string_pretty(&v)?));
+    }
+    let mut out = status_table(std::slice::from_ref(row));
+    out.push_str(&format!("in configuration: {}\n", if row.in_config { "yes" } else { "no" }));
+    out.push_str("\nRECORDS\n");
+    if records.is_empty() {
+        out.push_str("none\n");
     } else {
-        status_table(&units)
+        let rows = records
+            .iter()
+            .map(|r| {
+                let note = match (r.status, finished) {
+                    (RecordStatus::Removed, _) => "-",
+                    (_, true) => "left over: run `dcvd cleanup`",
+                    (_, false) => "in use",
+                };
+                record_cells(r, note)
+            })
+            .collect();
+        out.push_str(&table(&["UNIT", "NAME", "TYPE", "VALUE", "PROVIDER", "STATUS", "NOTE"], rows));
+    }
+    out.push_str("\nHISTORY\n");
+    let rows = events
+        .iter()
+        .map(|(at, event, detail)| {
+            vec![when(*at), event.clone(), if detail.is_empty() { "-".into() } else { detail.clone() }]
+        })
+        .collect();
+    out.push_str(&table(&["TIME", "EVENT", "DETAIL"], rows));
+    Ok(out)
+}
+
+/// `order:ID`, `domain:ID` (also `order/ID`, `order ID`), or an id that names one unit.
+fn parse_unit(spec: &str, units: &[UnitRow]) -> anyhow::Result<UnitId> {
+    let spec = spec.trim();
+    let (kind, id) = match spec.split_once([':', '/', ' ']) {
+        Some((kind, id)) => (Some(kind.trim()), id.trim()),
+        None => (None, spec),
     };
-    // A closed pipe (`dcvd status | head`) is not an error worth a panic.
-    let _ = std::io::Write::write_all(&mut std::io::stdout().lock(), text.as_bytes());
-    ExitCode::SUCCESS
+    let id: u64 = id.parse().map_err(|_| anyhow::anyhow!("UNIT {spec:?}: expected order:ID or domain:ID"))?;
+    match kind {
+        Some(kind) => {
+            let kind: crate::store::UnitKind =
+                kind.parse().map_err(|_| anyhow::anyhow!("UNIT {spec:?}: the kind is `order` or `domain`"))?;
+            Ok(UnitId { kind, id })
+        }
+        None => {
+            let matches: Vec<UnitId> = units.iter().map(|u| u.unit).filter(|u| u.id == id).collect();
+            match matches.as_slice() {
+                [one] => Ok(*one),
+                [] => anyhow::bail!("no unit with id {id} in the state store"),
+                _ => anyhow::bail!("both an order and a domain have id {id}: say order:{id} or domain:{id}"),
+            }
+        }
+    }
+}
+
+fn record_cells(r: &RecordRow, note: &str) -> Vec<String> {
+    vec![
+        r.unit.to_string(),
+        r.name.clone(),
+        r.rtype.as_str().to_string(),
+        r.value.clone(),
+        r.provider.clone(),
+        r.status.as_str().to_string(),
+        note.to_string(),
+    ]
+}
+
+fn record_json(r: &RecordRow, left_over: bool) -> serde_json::Value {
+    serde_json::json!({
+        "name": r.name,
+        "type": r.rtype.as_str(),
+        "value": r.value,
+        "provider": r.provider,
+        "zone": r.zone,
+        "status": r.status.as_str(),
+        "left_over": left_over,
+    })
+}
+
+/// Left-aligned columns separated by two spaces.
+fn table(header: &[&str], rows: Vec<Vec<String>>) -> String {
+    let mut all = vec![header.iter().map(|h| (*h).to_string()).collect::<Vec<_>>()];
+    all.extend(rows);
+    let widths: Vec<usize> = (0..header.len())
+        .map(|i| all.iter().map(|r| r.get(i).map_or(0, |c| c.chars().count())).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for r in all {
+        let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();
+        out.push_str(line.join("  ").trim_end());
+        out.push('\n');
+    }
+    out
 }
 
 fn unit_json(u: &UnitRow) -> serde_json::Value {
@@ -453,7 +673,9 @@ pub fn status_table(units: &[UnitRow]) -> String {
 }
 
 async fn cleanup(path: &Path) -> ExitCode {
-    let cfg = match load(path, StateAccess::Write) {
+    // The DNS providers' credentials only: cleanup never calls CertCentral or a notification sink.
+    let env = crate::config::Environment::process().provider_secrets_only();
+    let cfg = match load(path, &env) {
         Ok(c) => c,
         Err(code) => return code,
     };
@@ -466,9 +688,21 @@ async fn cleanup(path: &Path) -> ExitCode {
         }
     };
     match engine::cleanup_all(cfg, store, Arc::new(Metrics::new())).await {
-        Ok(n) => {
-            println!("removed {n} records");
+        Ok(report) if report.failures.is_empty() => {
+            println!("removed {} records", report.removed);
             ExitCode::SUCCESS
+        }
+        Ok(report) => {
+            println!(
+                "removed {} records; removal failed for {} group(s) of records (still listed; run `dcvd cleanup` \
+                 again once fixed):",
+                report.removed,
+                report.failures.len()
+            );
+            for f in &report.failures {
+                println!("  {f}");
+            }
+            ExitCode::FAILURE
         }
         Err(e) => {
             eprintln!("dcvd: cleanup: {e:#}");

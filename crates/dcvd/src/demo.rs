@@ -11,7 +11,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use certcentral_sim::{NewDomain, NewOrder, Sim, SimConfig};
+use certcentral_sim::{Fixtures, NewDomain, NewOrder, Sim, SimConfig};
 use tokio::sync::mpsc;
 
 use crate::config::{Config, LogFormat};
@@ -46,12 +46,22 @@ fn free_dns_port() -> u16 {
     20_053
 }
 
-fn seed_simulator(sim: &Sim) {
-    use certcentral_sim::DcvMethod;
-    sim.add_order(NewOrder::new(1001, &["example.test", "www.example.test"]));
-    sim.add_order(NewOrder::new(1002, &["www.example-shop.test"]).with_method(DcvMethod::DnsCnameToken));
-    sim.add_order(NewOrder::new(1003, &["*.api.example.test"]));
-    sim.add_domain(NewDomain::new(2001, "corp.example.test"));
+/// The simulator's orders and domains (`crates/certcentral-sim/fixtures/demo.toml`), the same the standalone
+/// `certcentral-sim --orders` loads for the printed configuration.
+pub const ORDERS: &str = include_str!("../../certcentral-sim/fixtures/demo.toml");
+
+/// The key `certcentral-sim` accepts unless told otherwise (its `--api-key` default); the printed
+/// configuration reads it from the variable both programs read.
+pub const SIM_KEY: &str = "sim-devkey";
+
+fn seed_simulator(sim: &Sim) -> anyhow::Result<()> {
+    let fixtures = Fixtures::parse(ORDERS).map_err(|e| anyhow::anyhow!("certcentral-sim/fixtures/demo.toml: {e}"))?;
+    for order in fixtures.orders {
+        sim.add_order(order);
+    }
+    for domain in fixtures.domains {
+        sim.add_domain(domain);
+    }
     // Not in the demo's TOML: `[discovery]` finds them in the account. A DV order placed in
     // CertCentral's UI, and an OV domain whose validation ends in 10 days (revalidated).
     sim.add_order(NewOrder::new(1004, &["blog.example.test"]));
@@ -60,6 +70,31 @@ fn seed_simulator(sim: &Sim) {
     sim.add_domain(
         NewDomain::new(2003, "intranet.example.test").validated("ov", sim.now() + chrono::Duration::days(200)),
     );
+    Ok(())
+}
+
+/// What `dcvd demo --config` prints: the demo's configuration with the simulator's fixed port
+/// and key, runnable as printed against a standalone `certcentral-sim`.
+pub fn printed() -> String {
+    let body = TEMPLATE
+        .replace(
+            "api_key_file = \"/tmp/dcvd-demo/certcentral-api-key\"",
+            "api_key_env = \"CERTCENTRAL_SIM_API_KEY\"      # certcentral-sim reads its key from the same variable",
+        )
+        .replace("# the in-process CertCentral simulator", "# certcentral-sim --listen 127.0.0.1:18443");
+    format!(
+        "# `dcvd demo --config`: the demo's configuration. It runs as printed against the CertCentral\n\
+         # simulator (a test double; never DigiCert), whose key is \"{SIM_KEY}\". From a checkout:\n\
+         #\n\
+         #   export CERTCENTRAL_SIM_API_KEY={SIM_KEY}\n\
+         #   cargo run -p certcentral-sim -- --listen 127.0.0.1:18443 --dns 127.0.0.1:15353 \\\n\
+         #       --dns 127.0.0.2:15353 --orders crates/certcentral-sim/fixtures/demo.toml &\n\
+         #   dcvd demo --config > demo.toml && dcvd once --config demo.toml\n\
+         #\n\
+         # dcvd's memory provider serves example.test on 127.0.0.1:15353 and 127.0.0.2:15353 (the\n\
+         # simulator checks DNS there); the state goes to /tmp/dcvd-demo/state.\n\
+         #\n{body}"
+    )
 }
 
 /// Runs the demo; with `print_config`, prints the configuration it would use and exits.
@@ -74,6 +109,10 @@ pub async fn main(print_config: bool) -> ExitCode {
 }
 
 async fn run(print_config: bool) -> anyhow::Result<ExitCode> {
+    if print_config {
+        print!("{}", printed());
+        return Ok(ExitCode::SUCCESS);
+    }
     let dir = std::env::temp_dir().join(format!("dcvd-demo-{}", std::process::id()));
     std::fs::create_dir_all(&dir)?;
     let _cleanup = RemoveOnDrop(dir.clone());
@@ -85,7 +124,7 @@ async fn run(print_config: bool) -> anyhow::Result<ExitCode> {
         ["127.0.0.1", "127.0.0.2"].iter().map(|ip| SocketAddr::new(ip.parse().expect("ip"), dns_port)).collect();
 
     let sim = Sim::new(SimConfig { api_key, dns_servers, seed: 7, ..SimConfig::default() });
-    seed_simulator(&sim);
+    seed_simulator(&sim)?;
     let running = sim.clone().spawn("127.0.0.1:0".parse()?).await?;
     let text = render(
         running.addr.port(),
@@ -93,10 +132,7 @@ async fn run(print_config: bool) -> anyhow::Result<ExitCode> {
         &key_file.display().to_string(),
         &dir.join("state").display().to_string(),
     );
-    if print_config {
-        print!("{text}");
-        return Ok(ExitCode::SUCCESS);
-    }
+
     let config = Config::from_toml_named(&text, &PathBuf::from("demo.toml")).map_err(|e| anyhow::anyhow!("{e}"))?;
     crate::logging::init(LogFormat::Text);
     tracing::info!(simulator = %running.base_url, dns = dns_port, "demo: CertCentral simulator and name servers started");

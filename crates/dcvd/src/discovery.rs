@@ -42,10 +42,10 @@ pub const INFO_TTL: Duration = Duration::from_secs(24 * 3600);
 const INFO_CONCURRENCY: usize = 8;
 
 /// Info calls one scan may make once the daemon runs (rescan, SIGHUP): one burst of DigiCert's
-/// 100-per-5-seconds window. A reload scan runs in the engine's control loop, which also starts
-/// waiting units when their next check is due, so a long scan would delay those checks; the
-/// candidates beyond the budget are asked about at the next scans. The scan at start has no
-/// budget (nothing runs yet).
+/// 100-per-5-seconds window. A reload scan runs beside the engine, but its info calls share the
+/// token lane with the running units' token requests, so a burst of new orders must not hold it
+/// for long; the candidates beyond the budget are asked about at the next scans. The scan at
+/// start has no budget (nothing runs yet).
 pub const RELOAD_INFO_BUDGET: usize = 100;
 
 /// What one scan did and cost.

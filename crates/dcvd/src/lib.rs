@@ -19,11 +19,12 @@
 //! - [`providers`]: builds provider adapters from the configuration.
 //! - [`scheduler`]: the `rescan` cron job.
 //! - [`metrics`], [`logging`]: observability; [`notify`]: `[notify]` hook and webhook delivery.
-//! - [`demo`]: the self-contained demo.
+//! - [`demo`]: the self-contained demo; [`doctor`]: `dcvd doctor`, the operator's health check.
 pub mod cli;
 pub mod config;
 pub mod demo;
 pub mod discovery;
+pub mod doctor;
 pub mod engine;
 pub mod logging;
 pub mod machine;

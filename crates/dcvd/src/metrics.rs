@@ -111,6 +111,9 @@ struct ConditionLabel {
 
 /// The account condition `dcvd_account_condition` reports (1 while it holds).
 const API_KEY_REFUSED: &str = "api_key_refused";
+/// The account condition of a CertCentral that does not answer (connection errors, timeouts,
+/// 5xx after the client's retries).
+const CERTCENTRAL_UNREACHABLE: &str = "certcentral_unreachable";
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -243,10 +246,12 @@ impl Metrics {
             &mut registry,
             &mut families,
             "account_condition",
-            "Account-wide conditions that pause every unit (1 while they hold): api_key_refused",
+            "Account-wide conditions that pause every unit (1 while they hold): api_key_refused, \
+             certcentral_unreachable",
             account_condition.clone(),
         );
         let _ = account_condition.get_or_create(&ConditionLabel { condition: API_KEY_REFUSED.into() });
+        let _ = account_condition.get_or_create(&ConditionLabel { condition: CERTCENTRAL_UNREACHABLE.into() });
         Self {
             registry,
             account_condition,
@@ -279,6 +284,18 @@ impl Metrics {
     /// Whether CertCentral currently refuses the API key.
     pub fn api_key_refused(&self) -> bool {
         self.account_condition.get_or_create(&ConditionLabel { condition: API_KEY_REFUSED.into() }).get() > 0
+    }
+
+    /// Sets the `certcentral_unreachable` account condition (it also fails `/healthz`).
+    pub fn set_certcentral_unreachable(&self, unreachable: bool) {
+        self.account_condition
+            .get_or_create(&ConditionLabel { condition: CERTCENTRAL_UNREACHABLE.into() })
+            .set(i64::from(unreachable));
+    }
+
+    /// Whether CertCentral is currently unreachable (every unit that needs it waits).
+    pub fn certcentral_unreachable(&self) -> bool {
+        self.account_condition.get_or_create(&ConditionLabel { condition: CERTCENTRAL_UNREACHABLE.into() }).get() > 0
     }
 
     /// The names every sample of a scrape can have (`dcvd_units`, `dcvd_certcentral_requests_total`,
@@ -512,11 +529,17 @@ pub async fn serve(
             "/healthz",
             get(move || {
                 let refused = health.api_key_refused();
+                let unreachable = health.certcentral_unreachable();
                 async move {
                     if refused {
                         (
                             axum::http::StatusCode::SERVICE_UNAVAILABLE,
                             "CertCentral refuses the API key: every unit is paused\n",
+                        )
+                    } else if unreachable {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "CertCentral is unreachable: every unit is paused\n",
                         )
                     } else {
                         (axum::http::StatusCode::OK, "ok\n")

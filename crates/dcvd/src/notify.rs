@@ -319,7 +319,9 @@ impl Delivery {
                 }
             }
             // Without the URL: it may carry a token in its query.
-            Err(e) => Attempt::Retry(format!("POST to the webhook failed: {}", e.without_url())),
+            Err(e) => {
+                Attempt::Retry(format!("POST to the webhook failed: {}", dns_provider::error_chain(&e.without_url())))
+            }
         }
     }
 }

@@ -25,7 +25,7 @@ pub async fn start_rescan(expr: Option<&str>, path: PathBuf, tx: mpsc::Sender<Co
         let tx = tx.clone();
         Box::pin(async move {
             debug!(config = %path.display(), "rescan");
-            if let Some(cfg) = crate::cli::reload_config(&path).await {
+            if let Some(cfg) = crate::cli::reload_config(&path, "rescan").await {
                 let _ = tx.send(Control::Reload { config: Box::new(cfg), retry_failed: false }).await;
             }
         })

@@ -87,7 +87,7 @@ const CASES: &[Case] = &[
         toml: "[certcentral]\napi_key = \"abc\"\n",
         at: (2, 1),
         message: "unknown field `api_key`, expected one of `base_url`, `api_key_file`, \
-                  `api_key_env`, `rate_limits`, `timeout`, `validation_scope`",
+                  `api_key_env`, `rate_limits`, `timeout`, `validation_scope`, `caa_check`",
     },
     Case {
         name: "unknown validation scope",
@@ -1769,4 +1769,40 @@ provider = "pdns"
     assert_ne!(rotated.providers["adns"], config.providers["adns"], "a changed password is a change");
     assert_eq!(rotated.providers["pdns"], config.providers["pdns"]);
     assert_eq!(debug, format!("{:?}", rotated.providers));
+}
+
+/// A command that only removes records (`dcvd cleanup`) reads the DNS providers' secrets and
+/// neither the CertCentral key nor the webhook secret: theirs may be missing. A provider's
+/// missing secret is still an error; `status` reads `[daemon]` only.
+#[test]
+fn provider_secrets_only_skips_the_certcentral_key_and_the_webhook_secret() {
+    let (dir, env) = fixture();
+    let text = r#"
+[certcentral]
+api_key_file = "no-such-key"
+
+[daemon]
+state_dir = "/var/lib/dcvd-test"
+
+[notify]
+webhook_url = "https://hooks.example.com/dcvd"
+webhook_secret_env = "NO_SUCH_VARIABLE"
+
+[providers.cf]
+type = "cloudflare"
+api_token_env = "CF"
+zones = ["example.com"]
+"#;
+    let err = parse(text, &env).expect_err("the key is missing");
+    assert!(err.to_string().contains("no-such-key"), "{err}");
+    let cfg = parse(text, &env.clone().provider_secrets_only()).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(cfg.providers.len(), 1);
+    assert_ne!(cfg.certcentral.api_key.expose_secret(), "", "a placeholder, never sent");
+    let without_cf = text.replace("api_token_env = \"CF\"", "api_token_env = \"NO_CF\"");
+    let err = parse(&without_cf, &env.clone().provider_secrets_only()).expect_err("the provider's secret is read");
+    assert!(err.to_string().contains("NO_CF"), "{err}");
+    let path = dir.path().join("dcvd.toml");
+    fs::write(&path, &without_cf).unwrap();
+    let daemon = Config::load_daemon(&path, &env).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(daemon.state_dir, PathBuf::from("/var/lib/dcvd-test"));
 }

@@ -46,6 +46,23 @@ pub use name::{DnsName, below_zone, in_zone, normalize_name, relative_name};
 pub use retry::RetryPolicy;
 pub use router::{RouteError, Router};
 
+/// An error with every cause, `error: cause: cause`, each text once (some errors repeat their
+/// source in their own message). reqwest says only "error sending request"; its sources say
+/// why (connection refused, certificate, DNS), which is what an operator needs to read.
+pub fn error_chain(error: &(dyn std::error::Error + 'static)) -> String {
+    let mut message = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let text = cause.to_string();
+        if !message.contains(&text) {
+            message.push_str(": ");
+            message.push_str(&text);
+        }
+        source = cause.source();
+    }
+    message
+}
+
 /// Retries of throttled and transient calls of the Route53, PowerDNS and acme-dns adapters
 /// unless configured otherwise: 6 attempts, 400 ms doubling up to 10 s.
 pub const PROVIDER_RETRY: RetryPolicy = RetryPolicy::new(6, Duration::from_millis(400), Duration::from_secs(10));

@@ -117,7 +117,12 @@ impl Rest {
                     let request = build(http.request(method.clone(), url));
                     let resp = match request.send().await {
                         // reqwest errors name the URL (never headers); keep messages short
-                        Err(e) => return Err(Failure::Transient(format!("{what}: {}", e.without_url()))),
+                        Err(e) => {
+                            return Err(Failure::Transient(format!(
+                                "{what}: {}",
+                                crate::error_chain(&e.without_url())
+                            )));
+                        }
                         Ok(resp) => resp,
                     };
                     let status = resp.status();

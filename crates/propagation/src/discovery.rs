@@ -38,7 +38,12 @@ pub(crate) struct Sent {
 
 impl Inner {
     /// Sends one message through the global cap, bounded by the query timeout.
-    async fn send(&self, server: SocketAddr, query: &Message, protocol: Protocol) -> Result<Message, String> {
+    pub(crate) async fn send(
+        &self,
+        server: SocketAddr,
+        query: &Message,
+        protocol: Protocol,
+    ) -> Result<Message, String> {
         self.pacer.acquire().await;
         self.queries.fetch_add(1, Ordering::Relaxed);
         let proto = match protocol {
@@ -314,4 +319,44 @@ async fn load_zone(inner: &Arc<Inner>, zone: &Name, soa: Option<u32>) -> Result<
         negative_ttl: Duration::from_secs(u64::from(negative_ttl)),
         expires: Instant::now() + dns::cache_for(ttl),
     })
+}
+
+/// See [`crate::Checker::caa`]: RFC 8659's relevant RRset, climbing from `name` towards the root.
+pub(crate) async fn caa(inner: &Arc<Inner>, name: &str) -> Result<Option<crate::CaaSet>, Error> {
+    let mut candidate = dns::parse_name(name).map_err(|message| Error::Resolve { name: name.to_string(), message })?;
+    while !candidate.is_root() {
+        let answer = inner.resolve(&candidate, RecordType::CAA).await;
+        let message = match answer {
+            Ok(Ok(m)) => m,
+            // REFUSED: the resolvers do not serve this part of the tree (an authoritative server
+            // used as resolver, above its zones): nothing is known there; climb on.
+            Ok(Err(_)) => {
+                candidate = candidate.base_name();
+                continue;
+            }
+            Err(why) => {
+                return Err(Error::Resolve {
+                    name: dns::show(&candidate),
+                    message: format!("CAA query failed: {why}"),
+                });
+            }
+        };
+        let records: Vec<crate::Caa> = message
+            .answers
+            .iter()
+            .filter_map(|r| match &r.data {
+                hickory_proto::rr::RData::CAA(caa) => Some(crate::Caa {
+                    critical: caa.issuer_critical,
+                    tag: caa.tag.to_ascii_lowercase(),
+                    value: String::from_utf8_lossy(&caa.value).into_owned(),
+                }),
+                _ => None,
+            })
+            .collect();
+        if !records.is_empty() {
+            return Ok(Some(crate::CaaSet { owner: dns::show(&candidate), records }));
+        }
+        candidate = candidate.base_name();
+    }
+    Ok(None)
 }

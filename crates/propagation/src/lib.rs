@@ -22,6 +22,7 @@
 //! - [`CheckerConfig`], [`Mode`], [`ResolverSpec`]: how to find and query servers.
 //! - [`Expected`]: what must be served; [`Target`]: where it must be served (after CNAMEs).
 //! - [`Progress`], [`ServerStatus`]: per-name-server view of a wait.
+//! - [`Checker::caa`], [`CaaSet`]: the CAA records that apply to a name (RFC 8659).
 //! - [`Error`]: what went wrong, naming the servers that lag.
 
 use std::collections::HashMap;
@@ -34,10 +35,12 @@ use tokio_util::sync::CancellationToken;
 
 mod discovery;
 mod dns;
+mod inspect;
 mod pacer;
 mod poll;
 pub mod transport;
 
+pub use inspect::{Dnssec, Inspection, ServerAnswer};
 pub use transport::{NetTransport, Protocol, Transport};
 
 /// Where to find zones and name servers (and, in `resolvers` mode, what to query).
@@ -182,6 +185,26 @@ impl Progress {
     }
 }
 
+/// One CAA record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caa {
+    /// The issuer-critical flag.
+    pub critical: bool,
+    /// The property tag, lower case (`issue`, `issuewild`, `iodef`, ...).
+    pub tag: String,
+    /// The property value as text (`digicert.com; cansignhttpexchanges=yes`, `;`).
+    pub value: String,
+}
+
+/// The CAA records that apply to a name, and the name that holds them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CaaSet {
+    /// Where the records were found (the name itself or a parent).
+    pub owner: String,
+    /// The records there.
+    pub records: Vec<Caa>,
+}
+
 /// What went wrong.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
@@ -244,6 +267,13 @@ impl Error {
     /// problem with the name or the settings.
     pub fn is_transient(&self) -> bool {
         matches!(self, Self::Resolve { .. } | Self::NoNameServers { .. } | Self::Timeout { .. })
+    }
+
+    /// No zone holds the name as the resolvers see it (every resolver REFUSED, or no SOA up to
+    /// the root): following CNAMEs from it is impossible, and waiting for it is bounded by the
+    /// caller's deadline ([`Checker::wait_visible`] turns it into [`Error::Timeout`] there).
+    pub fn is_no_zone(&self) -> bool {
+        matches!(self, Self::NoZone { .. })
     }
 }
 
@@ -329,6 +359,21 @@ impl Checker {
     /// servers (cached for their TTLs).
     pub async fn target(&self, name: &str, follow_cnames: bool) -> Result<Target, Error> {
         discovery::target(&self.inner, name, follow_cnames).await
+    }
+
+    /// The relevant CAA record set of `name` (RFC 8659 section 3): the CAA records at `name`, or,
+    /// when it has none, at its parent, and so on below the root, through the configured
+    /// resolvers (which follow CNAMEs). `None` when no name up the tree has any: every CA may
+    /// issue. A name the resolvers REFUSE counts as having none (they do not serve that part of
+    /// the tree); no answer at all is an error.
+    pub async fn caa(&self, name: &str) -> Result<Option<CaaSet>, Error> {
+        discovery::caa(&self.inner, name).await
+    }
+
+    /// A one-time look at `name` for diagnostics: after CNAMEs, what every authoritative server
+    /// serves there now and whether the zone is signed and validates.
+    pub async fn inspect(&self, name: &str) -> Result<Inspection, Error> {
+        inspect::inspect(&self.inner, name).await
     }
 
     /// Asks every required server once.

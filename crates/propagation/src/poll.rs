@@ -155,9 +155,17 @@ pub(crate) async fn wait_visible(
                 }
                 changed
             }
-            Err(e @ (Error::Resolve { .. } | Error::NoNameServers { .. })) => {
+            // No zone (every resolver REFUSED or no SOA up to the root) may be a delegation
+            // that is not in place yet: retried like resolver trouble, but only until the
+            // deadline, which then ends the wait as a timeout naming the cause, so a caller
+            // that gives up on timeouts gives up on this too.
+            Err(e @ (Error::Resolve { .. } | Error::NoNameServers { .. } | Error::NoZone { .. })) => {
                 if Instant::now() >= deadline {
-                    return Err(e);
+                    return Err(Error::Timeout {
+                        name: name.to_string(),
+                        waited: started.elapsed(),
+                        lagging: vec![e.to_string()],
+                    });
                 }
                 tracing::warn!(name, error = %e, "zone discovery failed, retrying");
                 false

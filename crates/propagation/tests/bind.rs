@@ -219,3 +219,61 @@ async fn negative_ttl_is_the_soa_minimum() {
     let err = checker.target("nowhere.invalid", true).await.expect_err("no zone");
     assert!(matches!(err, Error::NoZone { .. }), "{err:?}");
 }
+
+/// A name in no zone the resolvers know (they answer REFUSED) is waited for until the deadline,
+/// then the wait ends as a timeout that names the cause, not as an error to retry for ever.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_name_in_no_zone_times_out_with_the_cause() {
+    let bind = Bind::builder().zone(ZoneSpec::new("known.test")).start();
+    let checker = checker(&bind, Duration::from_millis(50), Duration::from_millis(200));
+    let err = checker.target("_dnsauth.unknown.example", true).await.expect_err("no zone");
+    assert!(err.is_no_zone(), "{err:?}");
+    let err = checker
+        .wait_visible(
+            "_dnsauth.unknown.example",
+            &Expected::Txt("v".into()),
+            deadline(Duration::from_secs(2)),
+            &CancellationToken::new(),
+            &mut |_| {},
+        )
+        .await
+        .expect_err("cannot be visible");
+    match &err {
+        Error::Timeout { name, lagging, .. } => {
+            assert_eq!(name, "_dnsauth.unknown.example");
+            assert!(
+                lagging.len() == 1 && lagging[0].contains("no zone found") && lagging[0].contains("REFUSED"),
+                "{lagging:?}"
+            );
+        }
+        other => panic!("expected a timeout naming the cause, got {other:?}"),
+    }
+}
+
+/// The relevant CAA set is the first one found climbing from the name: the name's own, else its
+/// parent's; a name with none up the tree has none.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn caa_is_found_at_the_name_or_its_closest_parent() {
+    let bind = Bind::builder()
+        .zone(
+            ZoneSpec::new("caa.test")
+                .with_line("@ 60 IN CAA 0 issue \"letsencrypt.org\"")
+                .with_line("@ 60 IN CAA 0 iodef \"mailto:sec@caa.test\"")
+                .with_line("shop 60 IN CAA 128 issuewild \"digicert.com; x=y\"")
+                .with_line("www 60 IN A 192.0.2.1"),
+        )
+        .zone(ZoneSpec::new("plain.test"))
+        .start();
+    let checker = checker(&bind, Duration::from_millis(50), Duration::from_millis(200));
+    let www = checker.caa("www.caa.test").await.expect("caa").expect("a set");
+    assert_eq!(www.owner, "caa.test");
+    assert_eq!(www.records.len(), 2, "{www:?}");
+    assert!(www.records.iter().any(|r| r.tag == "issue" && r.value == "letsencrypt.org" && !r.critical), "{www:?}");
+    let shop = checker.caa("a.shop.caa.test").await.expect("caa").expect("a set");
+    assert_eq!(shop.owner, "shop.caa.test");
+    assert_eq!(
+        shop.records,
+        vec![propagation::Caa { critical: true, tag: "issuewild".into(), value: "digicert.com; x=y".into() }]
+    );
+    assert_eq!(checker.caa("x.plain.test").await.expect("caa"), None);
+}

@@ -22,17 +22,29 @@ use super::error::{ConfigError, Source};
 pub struct Environment {
     overrides: BTreeMap<String, String>,
     inherit: bool,
+    /// Read only the DNS providers' secrets (`dcvd cleanup`): the CertCentral key and the
+    /// `[notify]` secret are checked for presence in the file but not read.
+    provider_secrets_only: bool,
 }
 
 impl Environment {
     /// The process environment (plus any [`with_var`](Self::with_var) overrides).
     pub fn process() -> Self {
-        Self { overrides: BTreeMap::new(), inherit: true }
+        Self { overrides: BTreeMap::new(), inherit: true, provider_secrets_only: false }
     }
 
     /// An empty environment: only variables added with [`with_var`](Self::with_var) exist.
     pub fn isolated() -> Self {
-        Self { overrides: BTreeMap::new(), inherit: false }
+        Self { overrides: BTreeMap::new(), inherit: false, provider_secrets_only: false }
+    }
+
+    /// Reads only the DNS providers' secrets: a command that never calls CertCentral or a
+    /// notification sink (`dcvd cleanup`) must work where only the DNS credentials are at hand.
+    /// The other secrets get a placeholder value that is never sent anywhere.
+    #[must_use]
+    pub fn provider_secrets_only(mut self) -> Self {
+        self.provider_secrets_only = true;
+        self
     }
 
     /// Sets a variable (overriding the process environment, if inherited).
@@ -77,6 +89,7 @@ impl fmt::Debug for Environment {
         f.debug_struct("Environment")
             .field("overrides", &self.overrides.keys().collect::<Vec<_>>())
             .field("inherit", &self.inherit)
+            .field("provider_secrets_only", &self.provider_secrets_only)
             .finish()
     }
 }
@@ -144,9 +157,21 @@ impl<'a> Context<'a> {
                     keys.section_name
                 ),
             )),
+            (Some(file), None) if self.skips(keys.section_name) => Ok(not_loaded(file_key, file)),
+            (None, Some(env)) if self.skips(keys.section_name) => {
+                // Still recorded: exec hooks are refused this variable whatever the command.
+                self.secret_envs.borrow_mut().push((env.get_ref().trim().to_owned(), env_key, env.span()));
+                Ok(not_loaded(env_key, env))
+            }
             (Some(file), None) => self.secret_file(src, file_key, file, warnings),
             (None, Some(env)) => self.secret_env(src, env_key, env),
         }
+    }
+
+    /// Whether the secret of this section is left unread ([`Environment::provider_secrets_only`]):
+    /// `[certcentral]` and `[notify]` are the sections that are not a DNS provider's.
+    fn skips(&self, section_name: &str) -> bool {
+        self.env.provider_secrets_only && matches!(section_name, "[certcentral]" | "[notify]")
     }
 
     fn secret_file(
@@ -231,6 +256,16 @@ impl<'a> Context<'a> {
             self.env.var(name).ok_or_else(|| src.error(&span, format!("{origin} (from `{key}`) is not set")))?;
         let value = clean_secret(&value).map_err(|problem| src.error(&span, problem.message(key, &origin)))?;
         Ok(ResolvedSecret { value: SecretString::from(value), key, span, origin })
+    }
+}
+
+/// The placeholder of a secret left unread: never sent (the command does not use that secret).
+fn not_loaded(key: &'static str, at: &Spanned<String>) -> ResolvedSecret {
+    ResolvedSecret {
+        value: SecretString::from("not-loaded"),
+        key,
+        span: at.span(),
+        origin: "(not loaded by this command)".to_owned(),
     }
 }
 

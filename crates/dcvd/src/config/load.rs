@@ -73,6 +73,17 @@ pub(super) fn build(text: &str, file: &Path, env: &Environment) -> Result<Config
     })
 }
 
+/// Only `[daemon]` of a main file (the whole file's schema still checked), reading no secret
+/// and no order file: what `dcvd status` needs to find the state directory.
+pub(super) fn build_daemon(text: &str, file: &Path, env: &Environment) -> Result<Daemon, ConfigError> {
+    let src = Source::new(file, text);
+    let ctx = Context::new(env, file.parent().unwrap_or(Path::new("")));
+    let mut root = DeTable::parse(text).map_err(|e| src.toml_error(&e))?;
+    root.get_mut().remove("providers");
+    let raw = RawMain::deserialize(toml::de::Deserializer::from(root)).map_err(|e| src.toml_error(&e))?;
+    Ok(daemon(&src, &ctx, raw.daemon, &mut Vec::new())?.0)
+}
+
 fn certcentral(
     src: &Source<'_>,
     ctx: &Context<'_>,
@@ -124,6 +135,7 @@ fn certcentral(
         timeout: raw.timeout.map_or(Duration::from_secs(30), |t| t.0),
         allow_insecure_http,
         validation_scope: raw.validation_scope.unwrap_or_default(),
+        caa_check: raw.caa_check.unwrap_or(true),
     })
 }
 

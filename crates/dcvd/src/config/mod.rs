@@ -130,6 +130,34 @@ impl Config {
         Self::from_toml_with(&text, path, env)
     }
 
+    /// Only the `[daemon]` section of `path` (the file's schema is still checked), without
+    /// reading any secret or order file: for commands that only look at the state directory
+    /// (`dcvd status`), so they work without the service's credentials.
+    pub fn load_daemon(path: &Path, env: &Environment) -> Result<Daemon, ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, format!("cannot read configuration: {e}")))?;
+        load::build_daemon(&text, path, env)
+    }
+
+    /// The settings a running process cannot change (they take effect at the next start) that
+    /// differ in `new`: `(key, old, new)` for `daemon.state_dir`, `daemon.metrics_listen` and
+    /// `daemon.log_format`.
+    pub fn restart_only_changes(&self, new: &Self) -> Vec<(&'static str, String, String)> {
+        let (a, b) = (&self.daemon, &new.daemon);
+        let listen = |l: Option<SocketAddr>| l.map_or_else(|| "(none)".to_owned(), |l| l.to_string());
+        let mut changes = Vec::new();
+        if a.state_dir != b.state_dir {
+            changes.push(("state_dir", a.state_dir.display().to_string(), b.state_dir.display().to_string()));
+        }
+        if a.metrics_listen != b.metrics_listen {
+            changes.push(("metrics_listen", listen(a.metrics_listen), listen(b.metrics_listen)));
+        }
+        if a.log_format != b.log_format {
+            changes.push(("log_format", format!("{:?}", a.log_format), format!("{:?}", b.log_format)));
+        }
+        changes
+    }
+
     /// This configuration plus the units a discovery scan found: a discovered unit whose key a
     /// configured unit has is dropped (the TOML wins). `rediscovered` lists discovered units to
     /// start over if they ended (see [`Config::rediscovered`]).
@@ -189,6 +217,9 @@ pub struct CertCentral {
     /// The account's domain validation scope (CertCentral's default: base domains); orders may
     /// override it.
     pub validation_scope: ValidationScope,
+    /// Look up CAA before requesting a token and fail a unit whose names CAA forbids to DigiCert
+    /// (`caa_check`, default true).
+    pub caa_check: bool,
 }
 
 /// At most `requests` requests per `per`.

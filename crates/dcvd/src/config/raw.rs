@@ -332,6 +332,7 @@ pub(super) struct RawCertCentral {
     pub(super) rate_limits: Option<Vec<RawRateLimit>>,
     pub(super) timeout: Option<P<Duration>>,
     pub(super) validation_scope: Option<ValidationScope>,
+    pub(super) caa_check: Option<bool>,
 }
 
 #[derive(Deserialize)]

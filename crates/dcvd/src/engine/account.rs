@@ -1,15 +1,19 @@
-//! Account-wide conditions: CertCentral refusing the API key is one condition of the account,
-//! not a failure of every unit.
+//! Account-wide conditions: CertCentral refusing the API key, or not answering at all, is one
+//! condition of the account, not a failure of every unit.
 //!
-//! When a call answers 401/403 the gate closes: one ERROR says what to fix, `/healthz` fails and
-//! `dcvd_account_condition` reads 1, and every unit that needs DigiCert waits at the gate instead
-//! of failing (units that only publish, wait for DNS or clean up go on). While it is closed, one
-//! unit at a time is let through as a probe, with a growing interval (30 s doubling to 5 min);
-//! the first DigiCert answer that is not a refusal opens the gate again and every unit resumes.
-//! A reload (SIGHUP, after the operator fixed the key) lets a probe through at once.
+//! Two conditions close the gate: `api_key_refused` (a call answered 401/403) and
+//! `certcentral_unreachable` (a call got no answer, or only 5xx, through all of the client's
+//! retries). Either way one ERROR says what to fix, `/healthz` fails and
+//! `dcvd_account_condition{condition}` reads 1, and every unit that needs DigiCert waits at the
+//! gate instead of failing (units that only publish, wait for DNS or clean up go on). While it is
+//! closed, one unit at a time is let through as a probe, with a growing interval (30 s doubling
+//! to 5 min); the first DigiCert answer that says something about the request opens the gate
+//! again and every unit resumes. A reload (SIGHUP, after the operator fixed the key) lets a probe
+//! through at once.
 //!
 //! The gate knows nothing about units or steps; the unit task asks it before a DigiCert step and
-//! reports the outcome.
+//! reports a refusal; the client's observer (`env::build_client`) reports answers and
+//! exhausted retries.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -26,9 +30,29 @@ const PROBE_MIN: Duration = Duration::from_secs(30);
 /// Longest interval between probes.
 const PROBE_MAX: Duration = Duration::from_secs(300);
 
+/// Why the gate is closed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Condition {
+    /// CertCentral answered 401/403: the API key is wrong, revoked or lacks permission.
+    ApiKeyRefused,
+    /// No answer (connection errors, timeouts) or only 5xx through all of the client's retries.
+    CertCentralUnreachable,
+}
+
+impl Condition {
+    /// The `condition` label of `dcvd_account_condition` and of notifications.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ApiKeyRefused => "api_key_refused",
+            Self::CertCentralUnreachable => "certcentral_unreachable",
+        }
+    }
+}
+
 #[derive(Debug)]
 struct Closed {
-    /// The refusal, as CertCentral answered it.
+    condition: Condition,
+    /// The refusal or failure, as the client saw it.
     reason: String,
     next_probe: Instant,
     interval: Duration,
@@ -74,9 +98,21 @@ impl AccountGate {
         self.changes.send_modify(|n| *n += 1);
     }
 
-    /// The refusal while the gate is closed.
+    /// The refusal or failure while the gate is closed.
     pub fn condition(&self) -> Option<String> {
         self.lock().as_ref().map(|c| c.reason.clone())
+    }
+
+    /// Which condition holds, if any.
+    pub fn current(&self) -> Option<Condition> {
+        self.lock().as_ref().map(|c| c.condition)
+    }
+
+    fn set_metric(&self, condition: Condition, on: bool) {
+        match condition {
+            Condition::ApiKeyRefused => self.metrics.set_api_key_refused(on),
+            Condition::CertCentralUnreachable => self.metrics.set_certcentral_unreachable(on),
+        }
     }
 
     /// Waits until the unit may call DigiCert: at once while open, else until it is its turn to
@@ -110,28 +146,54 @@ impl AccountGate {
 
     /// CertCentral refused the key (`reason`: its error). The first refusal logs the ERROR.
     pub fn refused(&self, reason: &str) {
+        self.close(Condition::ApiKeyRefused, reason);
+    }
+
+    /// A call got no usable answer through all of the client's retries (`reason`: what the
+    /// last attempt got). The first one logs the ERROR.
+    pub fn unreachable(&self, reason: &str) {
+        self.close(Condition::CertCentralUnreachable, reason);
+    }
+
+    fn close(&self, condition: Condition, reason: &str) {
         let mut closed = self.lock();
-        match closed.as_mut() {
-            // The probe was refused: wait longer. (Other refusals are calls that were in flight
-            // when the gate closed; they say nothing new.)
-            Some(c) if c.probing => {
-                c.probing = false;
-                c.interval = (c.interval * 2).min(PROBE_MAX);
-                c.next_probe = Instant::now() + c.interval;
-            }
-            Some(_) => {}
-            None => {
-                error!(
-                    error = reason,
-                    "CertCentral refused the API key: fix [certcentral] api_key_file / api_key_env (a key of this \
-                     account with API access), then `systemctl reload dcvd`; until then every unit waits (none \
-                     fails) and dcvd retries by itself every few minutes"
-                );
-                self.metrics.set_api_key_refused(true);
-                if let Some(n) = self.notifier.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
-                    n.send(Event::account("api_key_refused", reason));
+        let previous = closed.as_ref().map(|c| (c.condition, c.probing));
+        match previous {
+            // The probe failed the same way: wait longer. (Other failures are calls that were in
+            // flight when the gate closed; they say nothing new.)
+            Some((held, probing)) if held == condition => {
+                if probing && let Some(c) = closed.as_mut() {
+                    c.probing = false;
+                    c.interval = (c.interval * 2).min(PROBE_MAX);
+                    c.next_probe = Instant::now() + c.interval;
                 }
+            }
+            // CertCentral answers again but refuses the key: the refusal is what to fix now.
+            // (Unreachable while the key is refused says nothing about the key: keep it.)
+            Some((held, probing)) if condition == Condition::ApiKeyRefused => {
+                self.set_metric(held, false);
+                self.announce(condition, reason);
+                let interval = closed.as_ref().map_or(PROBE_MIN, |c| c.interval);
+                let interval = if probing { (interval * 2).min(PROBE_MAX) } else { interval };
                 *closed = Some(Closed {
+                    condition,
+                    reason: reason.to_owned(),
+                    next_probe: Instant::now() + interval,
+                    interval,
+                    probing: false,
+                });
+            }
+            Some((_, probing)) => {
+                if probing && let Some(c) = closed.as_mut() {
+                    c.probing = false;
+                    c.interval = (c.interval * 2).min(PROBE_MAX);
+                    c.next_probe = Instant::now() + c.interval;
+                }
+            }
+            None => {
+                self.announce(condition, reason);
+                *closed = Some(Closed {
+                    condition,
                     reason: reason.to_owned(),
                     next_probe: Instant::now() + PROBE_MIN,
                     interval: PROBE_MIN,
@@ -143,12 +205,44 @@ impl AccountGate {
         self.changed();
     }
 
-    /// A DigiCert call was answered without a refusal: the key works.
+    /// The one ERROR of a condition, its metric and its notification.
+    fn announce(&self, condition: Condition, reason: &str) {
+        match condition {
+            Condition::ApiKeyRefused => error!(
+                condition = condition.as_str(),
+                error = reason,
+                "CertCentral refused the API key: fix [certcentral] api_key_file / api_key_env (a key of this \
+                 account with API access), then `systemctl reload dcvd`; until then every unit waits (none \
+                 fails) and dcvd retries by itself every few minutes"
+            ),
+            Condition::CertCentralUnreachable => error!(
+                condition = condition.as_str(),
+                error = reason,
+                "CertCentral is unreachable: check DNS, the firewall and any HTTPS proxy (HTTPS_PROXY) on the \
+                 way to [certcentral] base_url, and DigiCert's status page; until then every unit waits (none \
+                 fails) and dcvd retries by itself every few minutes"
+            ),
+        }
+        self.set_metric(condition, true);
+        if let Some(n) = self.notifier.lock().unwrap_or_else(std::sync::PoisonError::into_inner).as_ref() {
+            n.send(Event::account(condition.as_str(), reason));
+        }
+    }
+
+    /// A DigiCert call was answered without a refusal (and not with a 5xx): CertCentral is
+    /// reachable and the key works.
     pub fn accepted(&self) {
         let mut closed = self.lock();
-        if closed.take().is_some() {
-            self.metrics.set_api_key_refused(false);
-            info!("CertCentral accepts the API key again; units resume");
+        if let Some(c) = closed.take() {
+            self.set_metric(c.condition, false);
+            match c.condition {
+                Condition::ApiKeyRefused => {
+                    info!(condition = c.condition.as_str(), "CertCentral accepts the API key again; units resume");
+                }
+                Condition::CertCentralUnreachable => {
+                    info!(condition = c.condition.as_str(), "CertCentral answers again; units resume");
+                }
+            }
             drop(closed);
             self.changed();
         }
@@ -205,6 +299,35 @@ mod tests {
         gate.accepted();
         assert_eq!(gate.condition(), None);
         assert!(!metrics.api_key_refused());
+        assert_eq!(gate.admit().await, Admission::Open);
+    }
+
+    /// An unreachable CertCentral closes the gate as its own condition (its own metric, /healthz
+    /// through it), probes back off the same way, a refusal seen meanwhile takes over, and the
+    /// first answer opens the gate.
+    #[tokio::test(start_paused = true)]
+    async fn unreachable_is_a_condition_of_its_own() {
+        let metrics = Arc::new(Metrics::new());
+        let gate = Arc::new(AccountGate::new(metrics.clone()));
+        gate.unreachable("no answer after 5 attempts");
+        assert_eq!(gate.current(), Some(Condition::CertCentralUnreachable));
+        assert!(metrics.certcentral_unreachable() && !metrics.api_key_refused());
+        let start = Instant::now();
+        assert_eq!(gate.admit().await, Admission::Probe);
+        assert_eq!(Instant::now() - start, PROBE_MIN);
+        gate.unreachable("still nothing");
+        assert_eq!(gate.admit().await, Admission::Probe);
+        assert_eq!(Instant::now() - start, PROBE_MIN * 3, "the second probe waited twice as long");
+        // the probe reaches CertCentral, which refuses the key: that is what to fix now
+        gate.refused("certcentral: unauthorized (HTTP 401)");
+        assert_eq!(gate.current(), Some(Condition::ApiKeyRefused));
+        assert!(metrics.api_key_refused() && !metrics.certcentral_unreachable());
+        // an unreachable call while the key is refused says nothing about the key
+        gate.unreachable("timeout");
+        assert_eq!(gate.current(), Some(Condition::ApiKeyRefused));
+        gate.accepted();
+        assert_eq!(gate.current(), None);
+        assert!(!metrics.api_key_refused() && !metrics.certcentral_unreachable());
         assert_eq!(gate.admit().await, Admission::Open);
     }
 }

@@ -134,18 +134,31 @@ pub fn build_client(
     cfg.rate_limits =
         cc.rate_limits.iter().map(|r| certcentral::RateWindow { requests: r.requests, per: r.per }).collect();
     cfg.allow_insecure_http = cc.allow_insecure_http;
+    let max_attempts = cfg.retry.max_attempts;
     let mut client = certcentral::Client::new(cfg).map_err(|e| anyhow::anyhow!("{e}"))?;
     let m = metrics.clone();
     let gate = account.cloned();
+    let base_url = cc.base_url.clone();
     client.set_observer(Arc::new(move |call: &certcentral::CallRecord| {
         m.observe_certcentral(call);
-        // Any answer about the request (not 401/403, not a 429 or 5xx that says nothing about the
-        // key) shows that CertCentral accepts the key.
-        if let (Some(gate), Some(status)) = (&gate, call.status)
-            && !matches!(status, 401 | 403 | 429)
-            && status < 500
-        {
-            gate.accepted();
+        let Some(gate) = &gate else { return };
+        match call.status {
+            // Any answer about the request (not 401/403, not a 429 or 5xx that says nothing about
+            // the key) shows that CertCentral is reachable and accepts the key.
+            Some(status) if !matches!(status, 401 | 403 | 429) && status < 500 => gate.accepted(),
+            // The last attempt of a call got nothing usable: the client gave up on CertCentral.
+            // (401/403 are reported by the unit, with DigiCert's message.)
+            None | Some(500..) if call.attempt >= max_attempts => {
+                let got = call
+                    .status
+                    .map_or_else(|| "no answer (connection error or timeout)".to_owned(), |s| format!("HTTP {s}"));
+                gate.unreachable(&format!(
+                    "certcentral: {} at {base_url}: {got} after {} attempts",
+                    call.endpoint.as_str(),
+                    call.attempt
+                ));
+            }
+            _ => {}
         }
     }));
     Ok(client)

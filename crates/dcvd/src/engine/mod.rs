@@ -7,6 +7,8 @@
 //! operations in flight (API and provider calls), not the waits.
 
 mod account;
+mod caa;
+mod cleanup;
 mod env;
 mod timers;
 mod unit;
@@ -22,7 +24,9 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::{error, info, warn};
 
-pub use account::{AccountGate, Admission};
+pub use account::{AccountGate, Admission, Condition};
+pub use caa::check_names as caa_forbids;
+pub use cleanup::CleanupReport;
 pub use env::{Env, build_client, checker_config};
 
 use crate::config::{Config, Unit, UnitKey};
@@ -56,6 +60,9 @@ pub enum Control {
     },
     /// Stop gracefully.
     Stop,
+    /// Stop gracefully, then remove every record still published (`dcvd once --deadline`: the
+    /// units that did not finish keep their state and resume at the next run).
+    GiveUp,
 }
 
 /// How [`run`] behaves.
@@ -108,6 +115,12 @@ pub fn unit_id(key: UnitKey) -> UnitId {
 /// `retry_failed`, units that failed or expired in an earlier run start over (an operator who
 /// restarts or reloads dcvd after fixing something expects that).
 pub fn sync_units(store: &Store, config: &Config, retry_failed: bool) -> anyhow::Result<()> {
+    sync_units_when(store, config, retry_failed, true)
+}
+
+/// [`sync_units`]; `at_start` says whether this is the process's first sync (a unit that is
+/// failed then ended in an earlier run) or a reload's (it may have failed in this one).
+fn sync_units_when(store: &Store, config: &Config, retry_failed: bool, at_start: bool) -> anyhow::Result<()> {
     let ids: Vec<UnitId> = config.units.iter().map(|u| unit_id(u.key)).collect();
     let specs: Vec<UnitSpec<'_>> = config
         .units
@@ -134,7 +147,14 @@ pub fn sync_units(store: &Store, config: &Config, retry_failed: bool) -> anyhow:
         };
         if restart {
             let _unit = unit::unit_span(row.unit).entered();
-            info!(state = row.state.as_str(), "starting over a unit that ended in an earlier run");
+            match row.state {
+                UnitState::Removed => info!(state = row.state.as_str(), "unit is configured again; starting it over"),
+                UnitState::CleanedUp => {
+                    info!(state = row.state.as_str(), "the scan found the unit due again; starting it over");
+                }
+                _ if at_start => info!(state = row.state.as_str(), "starting over a unit that ended in an earlier run"),
+                _ => info!(state = row.state.as_str(), "starting over a unit that ended, after the reload"),
+            }
             store.transition(row.unit, UnitState::Pending, |r| {
                 r.token = None;
                 r.token_expires_at = None;
@@ -199,13 +219,15 @@ pub async fn run(
         env.config = Arc::new(scanner.apply((*env.config).clone(), &env.client).await);
         metrics.observe_discovery_scan(scanner.last_report.failed);
     }
-    // Later scans run in the control loop, which starts waiting units when their check is due:
-    // bound how long one can take (new candidates beyond the budget wait for the next scan).
+    // Later scans (in the reload task) are bounded, so a burst of new orders does not hold the
+    // token lane for long (new candidates beyond the budget wait for the next scan).
     scanner.info_budget = Some(crate::discovery::RELOAD_INFO_BUDGET);
     let scanner = Arc::new(tokio::sync::Mutex::new(scanner));
     let mut reloading: Option<tokio::task::JoinHandle<anyhow::Result<Arc<Env>>>> = None;
     let mut queued_reload: Option<(Box<Config>, bool)> = None;
-    sync_in_thread(&store, &env.config, true).await?;
+    // Whether the reload in flight came from SIGHUP (it retries failed units) or the rescan.
+    let mut reloading_retry_failed = false;
+    sync_in_thread(&store, &env.config, true, true).await?;
     let mut env = Arc::new(env);
     observer.ready();
     let stop = CancellationToken::new();
@@ -215,6 +237,7 @@ pub async fn run(
     live.schedule_from_store(&env).await?;
     live.start_due(&env);
     let mut status_tick = tokio::time::interval(Duration::from_secs(5));
+    let mut give_up = false;
     tokio::pin!(shutdown);
     loop {
         if mode == Mode::Once && live.is_idle() {
@@ -243,11 +266,16 @@ pub async fn run(
                 if next_timer.is_some() && live.running.len() < MAX_LIVE_UNITS => live.start_due(&env),
             msg = control.recv() => match msg {
                 None | Some(Control::Stop) => break,
+                Some(Control::GiveUp) => {
+                    give_up = true;
+                    break;
+                }
                 Some(Control::Reload { config: new, retry_failed }) => {
                     // One reload at a time, off the loop (its scan may take seconds of rate
                     // limit): a second one waits for the first; a third replaces the second.
                     if reloading.is_none() {
                         reloading = Some(spawn_reload(&env, *new, retry_failed, &scanner));
+                        reloading_retry_failed = retry_failed;
                     } else {
                         queued_reload = Some((new, retry_failed));
                     }
@@ -255,8 +283,10 @@ pub async fn run(
             },
             reloaded = async { reloading.as_mut().expect("guarded").await }, if reloading.is_some() => {
                 reloading = None;
-                if let Some((new, retry_failed)) = queued_reload.take() {
-                    reloading = Some(spawn_reload(&env, *new, retry_failed, &scanner));
+                let retry_failed = reloading_retry_failed;
+                if let Some((new, queued_retry_failed)) = queued_reload.take() {
+                    reloading = Some(spawn_reload(&env, *new, queued_retry_failed, &scanner));
+                    reloading_retry_failed = queued_retry_failed;
                 }
                 match reloaded.unwrap_or_else(|e| Err(anyhow::anyhow!("reload task: {e}"))) {
                         Ok(new_env) => {
@@ -275,6 +305,10 @@ pub async fn run(
                                 {
                                     cancel.cancel();
                                     respawn.insert(row.unit);
+                                } else if row.state == UnitState::Pending && live.running.contains_key(&row.unit) {
+                                    // Started over by this reload while its task may be ending
+                                    // (it saw the unit failed): a new task once that one ends.
+                                    respawn.insert(row.unit);
                                 }
                             }
                             // The operator may have fixed the API key: ask CertCentral at once
@@ -286,9 +320,12 @@ pub async fn run(
                             // new ones and ones to clean up are scheduled.
                             live.schedule_from_store(&env).await?;
                             live.start_due(&env);
-                            info!(units = env.config.units.len(), "configuration reloaded");
+                            // Only SIGHUP retries failed units; the cron rescan does not.
+                            let trigger = if retry_failed { "sighup" } else { "rescan" };
+                            info!(trigger, units = env.config.units.len(), "configuration reloaded");
                         }
-                        Err(e) => error!(error = %format!("{e:#}"), "reload failed; the previous configuration keeps running"),
+                        Err(e) => error!(trigger = if retry_failed { "sighup" } else { "rescan" }, error = %format!("{e:#}"),
+                            "reload failed; the previous configuration keeps running"),
                 }
             }
             _ = status_tick.tick() => {
@@ -312,6 +349,16 @@ pub async fn run(
     if drained.is_err() {
         warn!("some unit tasks did not stop within 10 s; aborting them");
         live.tasks.abort_all();
+    }
+    if give_up {
+        match cleanup::remove_every_record(&env).await {
+            Ok(report) => {
+                for f in &report.failures {
+                    warn!(error = %f, "record left published after giving up");
+                }
+            }
+            Err(e) => error!(error = %format!("{e:#}"), "cannot remove the records after giving up"),
+        }
     }
     match store.read(|s| s.counts_by_state()).await {
         Ok(counts) => metrics.set_unit_counts(&counts),
@@ -359,14 +406,22 @@ async fn reload(
         }
     }
     // Only once everything built: a provider that fails to build leaves the old config running.
-    sync_in_thread(&env.store, &new.config, retry_failed).await?;
+    sync_in_thread(&env.store, &new.config, retry_failed, false).await?;
+    for (key, old, new) in env.config.restart_only_changes(&new.config) {
+        warn!(key, old = %old, new = %new, "`{key}` changed, but it takes effect only after a restart (systemctl restart dcvd); the running value stays");
+    }
     Ok(Arc::new(new))
 }
 
 /// [`sync_units`] on the store's thread, as one group commit.
-async fn sync_in_thread(store: &StoreThread, config: &Arc<Config>, retry_failed: bool) -> anyhow::Result<()> {
+async fn sync_in_thread(
+    store: &StoreThread,
+    config: &Arc<Config>,
+    retry_failed: bool,
+    at_start: bool,
+) -> anyhow::Result<()> {
     let config = config.clone();
-    store.write(move |s| Ok(sync_units(s, &config, retry_failed))).await?
+    store.write(move |s| Ok(sync_units_when(s, &config, retry_failed, at_start))).await?
 }
 
 /// The units being driven (tasks) and the ones waiting (timer entries).
@@ -428,11 +483,12 @@ async fn sleep_until_millis(at: i64) {
     tokio::time::sleep(Duration::from_millis(wait)).await;
 }
 
-/// Removes every record the store still lists as published (`dcvd cleanup`).
-pub async fn cleanup_all(config: Config, store: Arc<Store>, metrics: Arc<Metrics>) -> anyhow::Result<usize> {
+/// Removes every record the store still lists as published (`dcvd cleanup`), trying each one
+/// even when others fail.
+pub async fn cleanup_all(config: Config, store: Arc<Store>, metrics: Arc<Metrics>) -> anyhow::Result<CleanupReport> {
     let store = StoreThread::start(store).context("cannot start the state store's thread")?;
     let env = Env::build(Arc::new(config), store, metrics).await?;
-    unit::remove_all(&env).await
+    cleanup::remove_every_record(&env).await
 }
 
 /// The configured unit for a store id.

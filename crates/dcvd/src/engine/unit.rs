@@ -50,6 +50,9 @@ pub(super) enum Cause {
     /// Name-server discovery or a DNS query failed.
     #[error(transparent)]
     Propagation(#[from] propagation::Error),
+    /// The CAA records that apply to a name forbid DigiCert to issue.
+    #[error("{0}")]
+    Caa(String),
     /// No provider serves a name the unit must publish at.
     #[error("{0}")]
     Routing(String),
@@ -310,6 +313,14 @@ impl Executor {
     // ---- Pending -> TokenIssued ------------------------------------------------------------
 
     async fn fetch_token(&self, row: &UnitRow, spec: &Unit) -> Result<Outcome, StepError> {
+        // CAA first: a unit whose names CAA forbids to DigiCert fails before any token is spent.
+        // Names learnt from DigiCert are not known yet; DigiCert's own check covers those.
+        if self.env.config.certcentral.caa_check
+            && !spec.domains.is_empty()
+            && let Some(reason) = super::caa::check_names(&self.env.checker, &spec.domains).await
+        {
+            return Err(StepError::Fatal(Cause::Caa(reason)));
+        }
         let _permit = self.permit().await;
         match self.unit.kind {
             UnitKind::Order => {
@@ -382,11 +393,17 @@ impl Executor {
             if record.rtype == RecordType::Txt && record.name.starts_with("_dnsauth.") {
                 // Delegated validation: `_dnsauth.<domain>` may be a CNAME into a zone with
                 // narrower credentials; the TXT goes where the CNAME points.
-                let target =
-                    self.env.checker.target(&record.name, true).await.map_err(|e| StepError::Retry(e.into()))?;
-                if target.is_delegated() {
-                    info!(record = %record.name, target = %target.owner, "following CNAME delegation");
-                    record.name = target.owner.clone();
+                match self.env.checker.target(&record.name, true).await {
+                    Ok(target) if target.is_delegated() => {
+                        info!(record = %record.name, target = %target.owner, "following CNAME delegation");
+                        record.name = target.owner.clone();
+                    }
+                    Ok(_) => {}
+                    // No zone found: nothing to follow. Publishing where configured lets the
+                    // routing below, or the propagation wait (bounded by [propagation] timeout),
+                    // fail with the cause instead of retrying until the token expires.
+                    Err(e) if e.is_no_zone() => {}
+                    Err(e) => return Err(StepError::Retry(e.into())),
                 }
             }
             let routed = match spec.provider.as_deref() {
@@ -603,21 +620,6 @@ async fn remove_rows(env: &Env, rows: &[RecordRow]) -> Result<(), StepError> {
         }
     }
     Ok(())
-}
-
-/// Removes every live record in the store (used by `dcvd cleanup`); returns how many.
-pub(super) async fn remove_all(env: &Env) -> anyhow::Result<usize> {
-    let live = env.store.read(|s| s.live_records()).await?;
-    let mut by_unit: BTreeMap<UnitId, Vec<RecordRow>> = BTreeMap::new();
-    for r in live {
-        by_unit.entry(r.unit).or_default().push(r);
-    }
-    let mut n = 0;
-    for (unit, rows) in by_unit {
-        remove_rows(env, &rows).instrument(unit_span(unit)).await.map_err(|e| anyhow::anyhow!("{unit}: {e}"))?;
-        n += rows.len();
-    }
-    Ok(n)
 }
 
 fn group_by_zone<'a>(rows: impl Iterator<Item = &'a RecordRow>) -> BTreeMap<(String, String), Vec<&'a RecordRow>> {

@@ -234,9 +234,10 @@ impl Store {
         Ok(rows)
     }
 
-    /// Sets `in_config = false` on every non-terminal unit not in `present` and returns all of
-    /// them (also those already marked by an earlier call, so a restarted daemon learns again
-    /// which units still need cleaning up), ordered by unit.
+    /// Sets `in_config = false` on every unit not in `present` (terminal ones too, so `dcvd
+    /// status` says which units the running configuration still lists) and returns the
+    /// non-terminal ones (also those already marked by an earlier call, so a restarted daemon
+    /// learns again which units still need cleaning up), ordered by unit.
     pub fn mark_missing_from_config(&self, present: &[UnitId]) -> Result<Vec<UnitId>, StoreError> {
         let present: HashSet<UnitId> = present.iter().copied().collect();
         let mut conn = self.write()?;
@@ -250,11 +251,14 @@ impl Store {
                 let unit = UnitId { kind: row.get(0)?, id: get_u64(row, 1)? };
                 let state: UnitState = row.get(2)?;
                 let in_config: bool = row.get(3)?;
-                if !state.is_terminal() && !present.contains(&unit) {
+                if present.contains(&unit) {
+                    continue;
+                }
+                if !state.is_terminal() {
                     missing.push(unit);
-                    if in_config {
-                        to_mark.push(unit);
-                    }
+                }
+                if in_config {
+                    to_mark.push(unit);
                 }
             }
         }

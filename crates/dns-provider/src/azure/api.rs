@@ -107,10 +107,9 @@ impl Http {
                 move |_| async move {
                     crate::admit(gate.as_ref()).await;
                     // reqwest errors carry the URL (never a secret); drop it to keep messages short
-                    let resp = build()
-                        .send()
-                        .await
-                        .map_err(|e| ApiError::Transient(format!("{what}: {}", e.without_url())))?;
+                    let resp = build().send().await.map_err(|e| {
+                        ApiError::Transient(format!("{what}: {}", crate::error_chain(&e.without_url())))
+                    })?;
                     let status = resp.status();
                     let headers = resp.headers().clone();
                     let after = retry_after(&headers);

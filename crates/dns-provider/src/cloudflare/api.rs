@@ -158,7 +158,7 @@ impl Api {
                     let resp = req
                         .send()
                         .await
-                        .map_err(|e| ApiError::Transient(format!("{method} {path}: {}", e.without_url())))?;
+                        .map_err(|e| ApiError::Transient(format!("{method} {path}: {}", crate::error_chain(&e.without_url()))))?;
                     let status = resp.status();
                     let after = retry_after(resp.headers());
                     let bytes = resp.bytes().await.unwrap_or_default();

@@ -581,8 +581,10 @@ impl Authenticator {
         let result = TOKEN_RETRY
             .run(
                 move |_| async move {
-                    let resp =
-                        build().send().await.map_err(|e| TokenFailure::Retryable(e.without_url().to_string()))?;
+                    let resp = build()
+                        .send()
+                        .await
+                        .map_err(|e| TokenFailure::Retryable(crate::error_chain(&e.without_url())))?;
                     let status = resp.status();
                     let bytes = resp.bytes().await.map(|b| b.to_vec()).unwrap_or_default();
                     if status.is_success() {
