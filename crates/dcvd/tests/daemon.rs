@@ -430,7 +430,7 @@ async fn status_and_cleanup_after_a_stop() {
 
     // Neither status nor cleanup needs the CertCentral key (the service's credentials may be
     // gone once it is stopped): only cleanup reads the DNS provider's secret.
-    std::fs::remove_file(h.dir.path().join("api-key")).unwrap();
+    std::fs::remove_file(h.key_path()).unwrap();
     let table = h.command(&["status", "--config", path.to_str().unwrap()]).output().unwrap();
     let shown = String::from_utf8_lossy(&table.stdout).to_string();
     assert!(table.status.success(), "{}", text(&table));
@@ -556,7 +556,7 @@ async fn forward(listener: tokio::net::TcpListener, to: std::net::SocketAddr) {
 /// (here: after SIGHUP, which probes at once) the units resume and validate.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unreachable_certcentral_pauses_every_unit_until_it_answers() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     h.sim().add_order(NewOrder::new(321, &["u321.example.test"]));
     let dead_port = test_support::ports::free_port();
     let metrics_port = test_support::ports::free_port();
@@ -578,7 +578,7 @@ async fn unreachable_certcentral_pauses_every_unit_until_it_answers() {
         );
     let mut child = h.spawn_run(&h.write_config(&cfg));
     let unreachable = "CertCentral is unreachable";
-    eventually(Duration::from_secs(60), "the account ERROR", || h.log().contains(unreachable)).await;
+    eventually_sync(Duration::from_secs(60), "the account ERROR", || h.log().contains(unreachable)).await;
     let base = format!("http://127.0.0.1:{metrics_port}");
     let http = reqwest::Client::new();
     let health = http.get(format!("{base}/healthz")).send().await.unwrap();
@@ -595,7 +595,7 @@ async fn unreachable_certcentral_pauses_every_unit_until_it_answers() {
     let listener = tokio::net::TcpListener::bind(("127.0.0.1", dead_port)).await.unwrap();
     tokio::spawn(forward(listener, h.sim.addr));
     signal(&child, "HUP");
-    eventually(Duration::from_secs(60), "order 321 valid", || {
+    eventually_sync(Duration::from_secs(60), "order 321 valid", || {
         h.sim().order(321).is_some_and(|o| o.dcv_status == "valid")
     })
     .await;
@@ -610,7 +610,7 @@ async fn unreachable_certcentral_pauses_every_unit_until_it_answers() {
 /// records it published and exits 75; the unit keeps its state for the next run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn once_gives_up_at_the_deadline_and_cleans_up() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     h.sim().add_order(NewOrder::new(331, &["slow.example.test"]));
     // The second name server serves the record only after an hour: propagation never ends.
     let cfg = h.config(
@@ -644,13 +644,13 @@ async fn once_gives_up_at_the_deadline_and_cleans_up() {
 /// provider serves fails with the documented message, which says what to add.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn names_from_digicert_that_no_provider_serves_fail_clearly() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     h.sim().add_order(NewOrder::new(341, &["shop.elsewhere.example"]));
     let cfg = h.config(
         h.dns_port,
         &format!("{}\n[[order]]\nid = 341\nmethod = \"dns-txt-token\"\n", h.memory_provider(&["example.test"], 0)),
     );
-    let out = h.once(&h.write_config(&cfg));
+    let out = h.once_output(&h.write_config(&cfg));
     let log = text(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
     let failed = log.lines().find(|l| l.contains("state=\"failed\"")).unwrap_or_else(|| panic!("no failure:\n{log}"));
@@ -668,13 +668,15 @@ async fn names_from_digicert_that_no_provider_serves_fail_clearly() {
 /// A start-up error is printed once (the log line), not once by the logger and again by main.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_start_up_error_is_printed_once() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     let cfg = h.config(h.dns_port, &h.memory_provider(&["example.test"], 0));
     let path = h.write_config(&cfg);
     let mut first = h.spawn_run(&path);
-    eventually(Duration::from_secs(30), "the first daemon's banner", || h.log().contains("dcvd starting")).await;
-    eventually(Duration::from_secs(30), "the first daemon's lock", || h.dir.path().join("state/dcvd.lock").exists())
-        .await;
+    eventually_sync(Duration::from_secs(30), "the first daemon's banner", || h.log().contains("dcvd starting")).await;
+    eventually_sync(Duration::from_secs(30), "the first daemon's lock", || {
+        h.dir.path().join("state/dcvd.lock").exists()
+    })
+    .await;
     let second = h
         .command(&["run", "--config", path.to_str().unwrap()])
         .stdout(std::process::Stdio::piped())
@@ -695,7 +697,7 @@ async fn a_start_up_error_is_printed_once() {
 async fn a_name_in_no_zone_fails_after_the_propagation_timeout() {
     // The resolver knows only other.test: it REFUSES example.test.
     let bind = Bind::builder().zone(ZoneSpec::new("other.test")).start();
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     h.sim().add_order(NewOrder::new(351, &["lost.example.test"]));
     let cfg = h
         .config(
@@ -706,7 +708,7 @@ async fn a_name_in_no_zone_fails_after_the_propagation_timeout() {
             ),
         )
         .replace("timeout = \"60s\"", "timeout = \"3s\"");
-    let out = h.once(&h.write_config(&cfg));
+    let out = h.once_output(&h.write_config(&cfg));
     let log = text(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
     let failed = log.lines().find(|l| l.contains("state=\"failed\"")).unwrap_or_else(|| panic!("no failure:\n{log}"));
@@ -719,14 +721,14 @@ async fn a_name_in_no_zone_fails_after_the_propagation_timeout() {
 /// failed in this very run starts over without being called one of an earlier run.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn reload_names_its_trigger_and_the_keys_that_need_a_restart() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     // Its name is not served by any provider: it fails.
     h.sim().add_order(NewOrder::new(421, &["x.elsewhere.example"]));
     let rest =
         format!("{}\n[[order]]\nid = 421\nmethod = \"dns-txt-token\"\n", h.memory_provider(&["example.test"], 0));
     let path = h.write_config(&h.config(h.dns_port, &rest));
     let mut child = h.spawn_run(&path);
-    eventually(Duration::from_secs(30), "order 421 failed", || h.log().contains("state=\"failed\"")).await;
+    eventually_sync(Duration::from_secs(30), "order 421 failed", || h.log().contains("state=\"failed\"")).await;
 
     let changed = h.config(h.dns_port, &rest).replace(
         "log_format = \"text\"",
@@ -734,7 +736,7 @@ async fn reload_names_its_trigger_and_the_keys_that_need_a_restart() {
     );
     std::fs::write(&path, changed).unwrap();
     signal(&child, "HUP");
-    eventually(Duration::from_secs(30), "the reload", || h.log().contains("configuration reloaded")).await;
+    eventually_sync(Duration::from_secs(30), "the reload", || h.log().contains("configuration reloaded")).await;
     let start = std::time::Instant::now();
     while h.log().matches("state=\"failed\"").count() < 2 {
         assert!(start.elapsed() < Duration::from_secs(30), "the unit did not fail again:\n{}", h.log());
@@ -766,7 +768,7 @@ async fn doctor_reports_each_dependency() {
         .zone(ZoneSpec::new("doctor.test").with_line("bad 60 IN CAA 0 issue \"letsencrypt.org\""))
         .with_lagging_secondary()
         .start();
-    let h = Harness::start(Some(vec![bind.primary_addr()])).await;
+    let h = HARNESS.start_local(Some(vec![bind.primary_addr()])).await;
     let provider = |zones: &str| {
         format!(
             "[providers.bind]\ntype = \"rfc2136\"\nserver = \"{}\"\nzones = [{zones}]\ntsig_key_name = \"dcvd\"\ntsig_secret_file = \"{}\"\n",
@@ -792,7 +794,7 @@ async fn doctor_reports_each_dependency() {
     let zone = report.lines().find(|l| l.starts_with("zone doctor.test")).unwrap();
     assert!(zone.contains("127.0.0.1") && zone.contains("127.0.0.2"), "both name servers: {zone}");
 
-    std::fs::write(h.dir.path().join("api-key"), "a-wrong-key").unwrap();
+    std::fs::write(h.key_path(), "a-wrong-key").unwrap();
     let order = "[[order]]\nid = 1\nmethod = \"dns-txt-token\"\ndomains = [\"bad.doctor.test\"]\n";
     let rest = format!("{}\n{order}", provider("\"doctor.test\", \"gone.test\""));
     let path = h.write_config(&h.config(bind.port(), &rest));
@@ -829,7 +831,7 @@ async fn doctor_looks_at_each_name() {
         .zone(ZoneSpec::new("other.test"))
         .with_lagging_secondary()
         .start();
-    let h = Harness::start(Some(vec![bind.primary_addr()])).await;
+    let h = HARNESS.start_local(Some(vec![bind.primary_addr()])).await;
     let rest = format!(
         "[providers.bind]\ntype = \"rfc2136\"\nserver = \"{}\"\nzones = [\"names.test\"]\ntsig_key_name = \"dcvd\"\ntsig_secret_file = \"{}\"\n",
         bind.primary_addr(),
@@ -884,7 +886,7 @@ async fn caa_forbidding_digicert_fails_the_unit_before_any_token() {
                 .with_line("ok 60 IN CAA 0 issue \"digicert.com\""),
         )
         .start();
-    let h = Harness::start(Some(vec![bind.primary_addr()])).await;
+    let h = HARNESS.start_local(Some(vec![bind.primary_addr()])).await;
     h.sim().add_order(NewOrder::new(501, &["shop.caa.test"]));
     h.sim().add_order(NewOrder::new(502, &["ok.caa.test"]));
     let rest = format!(
@@ -895,7 +897,7 @@ async fn caa_forbidding_digicert_fails_the_unit_before_any_token() {
         bind.tsig_secret_file().display()
     );
     let cfg = h.config(bind.port(), &rest);
-    let out = h.once(&h.write_config(&cfg));
+    let out = h.once_output(&h.write_config(&cfg));
     let log = text(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
     let errors: Vec<&str> = log.lines().filter(|l| l.contains(" ERROR ")).collect();
@@ -913,7 +915,7 @@ async fn caa_forbidding_digicert_fails_the_unit_before_any_token() {
     // Turned off: the unit is not failed by dcvd (the simulator does not check CAA).
     let off = cfg.replace("[certcentral]\n", "[certcentral]\ncaa_check = false\n");
     std::fs::remove_dir_all(h.dir.path().join("state")).unwrap();
-    let out = h.once(&h.write_config(&off));
+    let out = h.once_output(&h.write_config(&off));
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(h.sim().order(501).expect("order").dcv_status, "valid");
 }
@@ -923,7 +925,7 @@ async fn caa_forbidding_digicert_fails_the_unit_before_any_token() {
 /// unit ends valid and `dcvd once` exits 0.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_config_runs_as_printed_against_the_simulator() {
-    let h = Harness::start(None).await;
+    let h = HARNESS.start_local(None).await;
     let out = h.command(&["demo", "--config"]).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     let printed = String::from_utf8(out.stdout).unwrap();
