@@ -707,7 +707,7 @@ async fn a_name_in_no_zone_fails_after_the_propagation_timeout() {
                 h.memory_provider(&["example.test"], 0)
             ),
         )
-        .replace("timeout = \"60s\"", "timeout = \"3s\"");
+        .replace("timeout = \"120s\"", "timeout = \"3s\"");
     let out = h.once_output(&h.write_config(&cfg));
     let log = text(&out);
     assert_eq!(out.status.code(), Some(1), "{log}");
