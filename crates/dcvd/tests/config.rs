@@ -885,7 +885,7 @@ fn defaults_are_the_documented_ones() {
     assert_eq!(p.poll_min, Duration::from_millis(250));
     assert_eq!(p.poll_max, Duration::from_secs(2));
     assert_eq!(p.timeout, Duration::from_secs(3600));
-    assert_eq!(p.max_queries_per_second, 200);
+    assert_eq!(p.max_queries_per_second, 3000);
 
     assert_eq!(config.check.min_interval, Duration::from_secs(5));
     assert_eq!(config.check.max_interval, Duration::from_secs(600));

@@ -93,7 +93,7 @@ impl Default for CheckerConfig {
             poll_min: Duration::from_millis(250),
             poll_max: Duration::from_secs(2),
             query_timeout: Duration::from_secs(2),
-            max_queries_per_second: 200,
+            max_queries_per_second: 3000,
         }
     }
 }

@@ -332,7 +332,7 @@ impl Default for Propagation {
             poll_min: Duration::from_millis(250),
             poll_max: Duration::from_secs(2),
             timeout: Duration::from_secs(3600),
-            max_queries_per_second: 200,
+            max_queries_per_second: 3000,
         }
     }
 }
