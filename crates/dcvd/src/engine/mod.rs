@@ -284,10 +284,6 @@ pub async fn run(
             reloaded = async { reloading.as_mut().expect("guarded").await }, if reloading.is_some() => {
                 reloading = None;
                 let retry_failed = reloading_retry_failed;
-                if let Some((new, queued_retry_failed)) = queued_reload.take() {
-                    reloading = Some(spawn_reload(&env, *new, queued_retry_failed, &scanner));
-                    reloading_retry_failed = queued_retry_failed;
-                }
                 match reloaded.unwrap_or_else(|e| Err(anyhow::anyhow!("reload task: {e}"))) {
                         Ok(new_env) => {
                             // A new CertCentral client (a changed key, URL or limits): running
@@ -326,6 +322,11 @@ pub async fn run(
                         }
                         Err(e) => error!(trigger = if retry_failed { "sighup" } else { "rescan" }, error = %format!("{e:#}"),
                             "reload failed; the previous configuration keeps running"),
+                }
+                // The queued reload builds on what this one left running.
+                if let Some((new, queued_retry_failed)) = queued_reload.take() {
+                    reloading = Some(spawn_reload(&env, *new, queued_retry_failed, &scanner));
+                    reloading_retry_failed = queued_retry_failed;
                 }
             }
             _ = status_tick.tick() => {
