@@ -22,6 +22,8 @@
 //!   slots per account, its auth and validation errors).
 //! - [`powerdns`]: PowerDNS Authoritative (SQLite backend) with its HTTP API behind a proxy that
 //!   counts requests and injects 429/503.
+//! - [`postgres`]: a private PostgreSQL cluster (initdb/pg_ctl in a temp dir, as an unprivileged
+//!   user), which a test can stop and start again.
 //! - [`frontend`]: DNS front-ends serving what moto's Route53 or the Cloudflare fake holds, over
 //!   real DNS on two name servers (one optionally lagging).
 
@@ -34,4 +36,5 @@ pub mod gcloud_fake;
 pub mod harness;
 pub mod moto;
 pub mod ports;
+pub mod postgres;
 pub mod powerdns;
