@@ -191,6 +191,10 @@ pub struct CallRecord {
 /// Callback receiving a [`CallRecord`] after every HTTP attempt.
 pub type Observer = Arc<dyn Fn(&CallRecord) + Send + Sync>;
 
+/// Asked right before each request is sent (after the rate limiter admitted it): `Err(reason)`
+/// withholds the request ([`Error::Withheld`]).
+pub type SendGuard = Arc<dyn Fn() -> Result<(), String> + Send + Sync>;
+
 struct Inner {
     http: reqwest::Client,
     base_url: String,
@@ -208,6 +212,7 @@ struct Inner {
 pub struct Client {
     inner: Arc<Inner>,
     observer: Option<Observer>,
+    send_guard: Option<SendGuard>,
 }
 
 impl fmt::Debug for Client {
@@ -344,6 +349,7 @@ impl Client {
                 limiter,
             }),
             observer: None,
+            send_guard: None,
         })
     }
 
@@ -361,6 +367,14 @@ impl Client {
     /// status, rate-limit waits). Applies to this client and clones made from it afterwards.
     pub fn set_observer(&mut self, f: Arc<dyn Fn(&CallRecord) + Send + Sync>) {
         self.observer = Some(f);
+    }
+
+    /// Installs a guard asked right before every request goes out, after the rate limiter's
+    /// wait: a process that may have lost the right to act (a lease that lapsed while it was
+    /// paused) must not send what it queued before. Applies to this client and clones made from
+    /// it afterwards.
+    pub fn set_send_guard(&mut self, guard: SendGuard) {
+        self.send_guard = Some(guard);
     }
 
     // ---- DV (order level) ----
@@ -490,6 +504,14 @@ impl Client {
             .run(
                 move |attempt| async move {
                     let rate_limit_wait = this.inner.limiter.acquire_in(endpoint.lane()).await;
+                    if let Some(guard) = &this.send_guard
+                        && let Err(reason) = guard()
+                    {
+                        return Err(Failure {
+                            error: Error::Withheld { endpoint: endpoint.as_str(), reason },
+                            retry_after: None,
+                        });
+                    }
                     let started = Instant::now();
                     let result = this.attempt(endpoint, method.clone(), url, body).await;
                     let elapsed = started.elapsed();

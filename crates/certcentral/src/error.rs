@@ -57,6 +57,15 @@ pub enum Error {
         /// The parser's message.
         message: String,
     },
+    /// The call was not sent: the client's send guard refused it (the process no longer holds
+    /// the unit it would act for, see [`crate::Client::set_send_guard`]).
+    #[error("certcentral: {endpoint} not sent: {reason}")]
+    Withheld {
+        /// Which endpoint ([`crate::Endpoint::as_str`]).
+        endpoint: &'static str,
+        /// Why the guard refused.
+        reason: String,
+    },
     /// The client configuration is invalid (bad base URL, plain http not allowed, ...).
     #[error("certcentral: invalid configuration: {message}")]
     Config {
@@ -130,7 +139,8 @@ impl Error {
             Self::Timeout { .. } | Self::Connect { .. } => true,
             Self::Api { status, .. } => *status == 429 || *status >= 500 || self.is_rate_limited(),
             Self::Http { status, .. } => !(400..500).contains(status) || matches!(status, 408 | 429),
-            Self::Decode { .. } | Self::Config { .. } => false,
+            // Withheld: nothing was sent; the caller decides when (and whether) to act again.
+            Self::Decode { .. } | Self::Config { .. } | Self::Withheld { .. } => false,
         }
     }
 

@@ -81,7 +81,7 @@ mod listing;
 mod scope;
 pub mod types;
 
-pub use client::{CallRecord, Client, ClientConfig, Endpoint, Observer, RateWindow, RetryPolicy};
+pub use client::{CallRecord, Client, ClientConfig, Endpoint, Observer, RateWindow, RetryPolicy, SendGuard};
 pub use error::Error;
 pub use limiter::{Lane, RateLimiter, TOKENS_PER_CHECK, safety_margin};
 pub use listing::{DomainFilter, Listing, MAX_PAGE_SIZE, OrderFilter};

@@ -208,3 +208,32 @@ fn backoff_bounds() {
         assert!(capped >= Duration::from_millis(500) && capped <= Duration::from_secs(1), "{capped:?}");
     }
 }
+
+/// A send guard that refuses withholds the request (nothing reaches the server, no retry); once
+/// it allows, requests go out again.
+#[tokio::test]
+async fn a_refusing_send_guard_withholds_the_request() {
+    let server = MockServer::start().await;
+    Mock::given(method("PUT"))
+        .and(path(api("/order/certificate/1/check-dcv")))
+        .respond_with(json(200, CHECK_OK))
+        .mount(&server)
+        .await;
+    let allowed = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let mut guarded = client(&server);
+    let flag = allowed.clone();
+    guarded.set_send_guard(std::sync::Arc::new(move || {
+        if flag.load(std::sync::atomic::Ordering::SeqCst) { Ok(()) } else { Err("the lease lapsed".into()) }
+    }));
+    match guarded.check_dcv(1).await {
+        Err(e @ Error::Withheld { .. }) => {
+            assert!(!e.is_retryable());
+            assert_eq!(e.to_string(), "certcentral: check_dcv not sent: the lease lapsed");
+        }
+        other => panic!("expected Withheld, got {other:?}"),
+    }
+    assert_eq!(received(&server).await, 0, "a withheld request reached the server");
+    allowed.store(true, std::sync::atomic::Ordering::SeqCst);
+    assert!(guarded.check_dcv(1).await.unwrap().is_valid());
+    assert_eq!(received(&server).await, 1);
+}
