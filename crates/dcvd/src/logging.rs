@@ -26,6 +26,19 @@ fn filter() -> EnvFilter {
     EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(DEFAULT_FILTER))
 }
 
+static INSTANCE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// Names this process's instance (`[store] instance`) for every unit's log lines; the first call
+/// wins (one process, one instance).
+pub fn set_instance(id: &str) {
+    let _ = INSTANCE.set(id.to_owned());
+}
+
+/// This process's instance id, `""` before [`set_instance`].
+pub fn instance() -> &'static str {
+    INSTANCE.get().map_or("", String::as_str)
+}
+
 /// Installs the global subscriber; a second call is a no-op (tests, demo).
 pub fn init(format: LogFormat) {
     let journald = matches!(format, LogFormat::Auto) && std::env::var_os("JOURNAL_STREAM").is_some();

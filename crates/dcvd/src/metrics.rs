@@ -84,6 +84,8 @@ pub struct Metrics {
     notifications: Family<NotificationLabel, Counter>,
     notifications_dropped: Counter,
     discovery_scans: Family<ScanLabel, Counter>,
+    leases: Family<LeaseLabel, Counter>,
+    instance: Family<InstanceLabel, Gauge>,
     /// Every registered metric and its type, for [`Metrics::sample_names`].
     families: Vec<(&'static str, MetricType)>,
     /// Label sets set by the last [`Metrics::set_store_view`], to drop the ones that vanish.
@@ -93,6 +95,17 @@ pub struct Metrics {
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PlaceLabel {
     place: &'static str,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct LeaseLabel {
+    event: &'static str,
+}
+
+// Not `instance`: Prometheus sets that label on every scraped series itself.
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct InstanceLabel {
+    id: String,
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
@@ -114,6 +127,9 @@ const API_KEY_REFUSED: &str = "api_key_refused";
 /// The account condition of a CertCentral that does not answer (connection errors, timeouts,
 /// 5xx after the client's retries).
 const CERTCENTRAL_UNREACHABLE: &str = "certcentral_unreachable";
+/// The condition of a state store that does not answer (PostgreSQL down or unreachable): units
+/// pause once this instance's leases may have lapsed.
+const STORE_UNAVAILABLE: &str = "store_unavailable";
 
 impl Default for Metrics {
     fn default() -> Self {
@@ -241,17 +257,38 @@ impl Metrics {
         for result in ["ok", "failed"] {
             let _ = discovery_scans.get_or_create(&ScanLabel { result: result.into() });
         }
+        let leases = Family::<LeaseLabel, Counter>::default();
+        register(
+            &mut registry,
+            &mut families,
+            "leases",
+            "Unit leases by event: claimed (this instance took a unit nobody held, or one whose lease \
+             expired), lost (another instance took over a unit this one held)",
+            leases.clone(),
+        );
+        for event in ["claimed", "lost"] {
+            let _ = leases.get_or_create(&LeaseLabel { event });
+        }
+        let instance = Family::<InstanceLabel, Gauge>::default();
+        register(
+            &mut registry,
+            &mut families,
+            "instance",
+            "This process's instance id (`[store] instance`), the lease owner `dcvd status` shows; always 1",
+            instance.clone(),
+        );
         let account_condition = Family::<ConditionLabel, Gauge>::default();
         register(
             &mut registry,
             &mut families,
             "account_condition",
-            "Account-wide conditions that pause every unit (1 while they hold): api_key_refused, \
-             certcentral_unreachable",
+            "Conditions that pause every unit (1 while they hold): api_key_refused, \
+             certcentral_unreachable, store_unavailable",
             account_condition.clone(),
         );
-        let _ = account_condition.get_or_create(&ConditionLabel { condition: API_KEY_REFUSED.into() });
-        let _ = account_condition.get_or_create(&ConditionLabel { condition: CERTCENTRAL_UNREACHABLE.into() });
+        for condition in [API_KEY_REFUSED, CERTCENTRAL_UNREACHABLE, STORE_UNAVAILABLE] {
+            let _ = account_condition.get_or_create(&ConditionLabel { condition: condition.into() });
+        }
         Self {
             registry,
             account_condition,
@@ -269,6 +306,8 @@ impl Metrics {
             notifications,
             notifications_dropped,
             discovery_scans,
+            leases,
+            instance,
             families,
             store_series: std::sync::Mutex::default(),
         }
@@ -296,6 +335,30 @@ impl Metrics {
     /// Whether CertCentral is currently unreachable (every unit that needs it waits).
     pub fn certcentral_unreachable(&self) -> bool {
         self.account_condition.get_or_create(&ConditionLabel { condition: CERTCENTRAL_UNREACHABLE.into() }).get() > 0
+    }
+
+    /// Sets the `store_unavailable` condition (it also fails `/healthz`).
+    pub fn set_store_unavailable(&self, unavailable: bool) {
+        self.account_condition
+            .get_or_create(&ConditionLabel { condition: STORE_UNAVAILABLE.into() })
+            .set(i64::from(unavailable));
+    }
+
+    /// Whether the state store currently does not answer.
+    pub fn store_unavailable(&self) -> bool {
+        self.account_condition.get_or_create(&ConditionLabel { condition: STORE_UNAVAILABLE.into() }).get() > 0
+    }
+
+    /// Names this process's instance (`dcvd_instance{id}`).
+    pub fn set_instance(&self, id: &str) {
+        self.instance.clear();
+        self.instance.get_or_create(&InstanceLabel { id: id.to_owned() }).set(1);
+    }
+
+    /// Counts one lease renewal's claims and losses.
+    pub fn observe_leases(&self, claimed: usize, lost: usize) {
+        self.leases.get_or_create(&LeaseLabel { event: "claimed" }).inc_by(claimed as u64);
+        self.leases.get_or_create(&LeaseLabel { event: "lost" }).inc_by(lost as u64);
     }
 
     /// The names every sample of a scrape can have (`dcvd_units`, `dcvd_certcentral_requests_total`,
@@ -530,8 +593,14 @@ pub async fn serve(
             get(move || {
                 let refused = health.api_key_refused();
                 let unreachable = health.certcentral_unreachable();
+                let store_down = health.store_unavailable();
                 async move {
-                    if refused {
+                    if store_down {
+                        (
+                            axum::http::StatusCode::SERVICE_UNAVAILABLE,
+                            "the state store does not answer: units pause once this instance's leases may have lapsed\n",
+                        )
+                    } else if refused {
                         (
                             axum::http::StatusCode::SERVICE_UNAVAILABLE,
                             "CertCentral refuses the API key: every unit is paused\n",

@@ -8,6 +8,7 @@ use anyhow::Context as _;
 use tokio::sync::Semaphore;
 
 use super::account::AccountGate;
+use super::leases::Leases;
 use crate::config::{self, Config};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
@@ -36,22 +37,27 @@ pub struct Env {
     pub account: Option<Arc<AccountGate>>,
     /// Terminal unit states and account conditions go out through `[notify]` (never blocks).
     pub notifier: Notifier,
+    /// Whether this instance may still act for the units it holds: no DigiCert or provider call
+    /// goes out once its leases may have lapsed.
+    pub leases: Arc<Leases>,
 }
 
 impl Env {
     /// Builds the client, providers and checker for `config`.
+    /// Its leases never lapse: for commands that run alone (`dcvd cleanup`).
     pub async fn build(config: Arc<Config>, store: StoreThread, metrics: Arc<Metrics>) -> anyhow::Result<Self> {
-        Self::build_with(config, store, metrics, None).await
+        Self::build_with(config, store, metrics, None, Arc::new(Leases::unbounded())).await
     }
 
-    /// [`build`](Self::build) with the account gate of `dcvd run`.
+    /// [`build`](Self::build) with the account gate of `dcvd run` and the engine's leases.
     pub async fn build_with(
         config: Arc<Config>,
         store: StoreThread,
         metrics: Arc<Metrics>,
         account: Option<Arc<AccountGate>>,
+        leases: Arc<Leases>,
     ) -> anyhow::Result<Self> {
-        let client = build_client(&config.certcentral, &metrics, account.as_ref())?;
+        let client = guarded(build_client(&config.certcentral, &metrics, account.as_ref())?, &leases);
         let mut router = dns_provider::Router::new();
         for (name, provider) in &config.providers {
             let built = providers::build_with(name, provider, Some(metrics.clone()))
@@ -64,7 +70,7 @@ impl Env {
             .map_err(|e| anyhow::anyhow!("propagation checker: {e}"))?;
         let permits = Arc::new(Semaphore::new(config.daemon.max_concurrent.max(1)));
         let notifier = Notifier::disabled(metrics.clone());
-        Ok(Self { config, client, router, checker, store, metrics, permits, account, notifier })
+        Ok(Self { config, client, router, checker, store, metrics, permits, account, notifier, leases })
     }
 
     /// The parts for a reloaded `config`, reusing every part whose settings did not change: the
@@ -74,7 +80,7 @@ impl Env {
         let client = if same_certcentral(&self.config.certcentral, &config.certcentral) {
             self.client.clone()
         } else {
-            build_client(&config.certcentral, &self.metrics, self.account.as_ref())?
+            guarded(build_client(&config.certcentral, &self.metrics, self.account.as_ref())?, &self.leases)
         };
         let checker = if self.config.propagation == config.propagation {
             self.checker.clone()
@@ -110,8 +116,23 @@ impl Env {
             permits,
             account: self.account.clone(),
             notifier: self.notifier.clone(),
+            leases: self.leases.clone(),
         })
     }
+
+    /// `Err` when this instance may no longer act for its units (see [`Leases`]).
+    pub fn may_act(&self) -> Result<(), String> {
+        self.leases.check()
+    }
+}
+
+/// `client`, refusing to send once this instance's leases may have lapsed: a request that waited
+/// in the rate limiter while the process was paused must not go out for a unit another instance
+/// may hold by now.
+fn guarded(mut client: certcentral::Client, leases: &Arc<Leases>) -> certcentral::Client {
+    let leases = leases.clone();
+    client.set_send_guard(Arc::new(move || leases.check()));
+    client
 }
 
 fn same_certcentral(a: &config::CertCentral, b: &config::CertCentral) -> bool {

@@ -10,6 +10,7 @@ mod account;
 mod caa;
 mod cleanup;
 mod env;
+mod leases;
 mod timers;
 mod unit;
 
@@ -28,11 +29,12 @@ pub use account::{AccountGate, Admission, Condition};
 pub use caa::check_names as caa_forbids;
 pub use cleanup::CleanupReport;
 pub use env::{Env, build_client, checker_config};
+pub use leases::Leases;
 
 use crate::config::{Config, Unit, UnitKey};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::store::{Store, StoreThread, UnitId, UnitKind, UnitRow, UnitSpec, UnitState, now_millis};
+use crate::store::{Store, StoreError, StoreThread, UnitId, UnitKind, UnitRow, UnitSpec, UnitState, now_millis};
 use timers::Timers;
 use unit::Parked;
 
@@ -40,6 +42,12 @@ use unit::Parked;
 /// unit is usually waiting for DNS propagation (a few KiB); the bound keeps a burst of due units
 /// from costing memory without limit.
 pub const MAX_LIVE_UNITS: usize = 10_000;
+
+/// Units claimed at most at once.
+pub const CLAIM_BATCH: usize = 10_000;
+
+/// How often the engine looks for units nobody holds (new ones, those of a dead instance).
+const CLAIM_EVERY: Duration = Duration::from_secs(1);
 
 /// The configuration could not be turned into working parts (a provider refused its settings):
 /// a configuration error for the command line (exit 78), not a runtime failure.
@@ -190,6 +198,21 @@ pub async fn run(
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     mode: Mode,
+    control: mpsc::Receiver<Control>,
+    observer: Arc<dyn Observer>,
+    shutdown: impl Future<Output = ()> + Send,
+) -> anyhow::Result<Summary> {
+    crate::logging::set_instance(store.instance());
+    metrics.set_instance(store.instance());
+    let span = tracing::info_span!("engine", instance = store.instance());
+    tracing::Instrument::instrument(run_engine(config, store, metrics, mode, control, observer, shutdown), span).await
+}
+
+async fn run_engine(
+    config: Config,
+    store: Arc<Store>,
+    metrics: Arc<Metrics>,
+    mode: Mode,
     mut control: mpsc::Receiver<Control>,
     observer: Arc<dyn Observer>,
     shutdown: impl Future<Output = ()> + Send,
@@ -210,7 +233,9 @@ pub async fn run(
     if let Some(account) = &account {
         account.notify_through(notifier.clone());
     }
-    let mut env = Env::build_with(config, store.clone(), metrics.clone(), account).await.map_err(SetupError)?;
+    let leases = Arc::new(Leases::new(config.store.lease_ttl));
+    let mut env =
+        Env::build_with(config, store.clone(), metrics.clone(), account, leases.clone()).await.map_err(SetupError)?;
     env.notifier = notifier;
     // The first scan goes through the daemon's own client (the one rate limiter), before the
     // first sync, so discovered units start with the configured ones.
@@ -232,11 +257,23 @@ pub async fn run(
     observer.ready();
     let stop = CancellationToken::new();
     let mut live =
-        Live { tasks: JoinSet::new(), running: HashMap::new(), timers: Timers::default(), stop: stop.clone() };
+        Live {
+            tasks: JoinSet::new(),
+            running: HashMap::new(),
+            timers: Timers::default(),
+            stop: stop.clone(),
+            last_renewal: None,
+        };
     let mut respawn: HashSet<UnitId> = HashSet::new();
     live.schedule_from_store(&env).await?;
+    live.keep_leases(&env, &mut respawn).await?;
     live.start_due(&env);
     let mut status_tick = tokio::time::interval(Duration::from_secs(5));
+    // Claims every second (a dead instance's units are taken over within a second of its leases
+    // expiring), renewals every third of the lease.
+    let mut lease_tick = tokio::time::interval_at(tokio::time::Instant::now() + CLAIM_EVERY, CLAIM_EVERY);
+    lease_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut store_down = false;
     let mut give_up = false;
     tokio::pin!(shutdown);
     loop {
@@ -313,8 +350,12 @@ pub async fn run(
                                 account.probe_now();
                             }
                             // Units keep their running task (they read their row at every step);
-                            // new ones and ones to clean up are scheduled.
+                            // new ones and ones to clean up are scheduled, and units the reload
+                            // started over (their leases were released when they ended) claimed.
                             live.schedule_from_store(&env).await?;
+                            if let Err(e) = live.keep_leases(&env, &mut respawn).await {
+                                warn!(error = %e, "cannot claim the reloaded units yet; the next lease renewal will");
+                            }
                             live.start_due(&env);
                             // Only SIGHUP retries failed units; the cron rescan does not.
                             let trigger = if retry_failed { "sighup" } else { "rescan" };
@@ -327,6 +368,26 @@ pub async fn run(
                 if let Some((new, queued_retry_failed)) = queued_reload.take() {
                     reloading = Some(spawn_reload(&env, *new, queued_retry_failed, &scanner));
                     reloading_retry_failed = queued_retry_failed;
+                }
+            }
+            _ = lease_tick.tick() => {
+                match live.keep_leases(&env, &mut respawn).await {
+                    Ok(()) => {
+                        if std::mem::take(&mut store_down) {
+                            metrics.set_store_unavailable(false);
+                            info!("the state store answers again; units resume");
+                        }
+                        live.start_due(&env);
+                    }
+                    // One ERROR per outage; units pause on their own once the leases may have
+                    // lapsed (`Leases::check`), and resume after the next renewal.
+                    Err(e) => if !std::mem::replace(&mut store_down, true) {
+                        metrics.set_store_unavailable(true);
+                        error!(error = %e, "cannot renew this instance's leases: the state store does not answer; \
+                            units pause until it does (check the database and the network to it)");
+                    } else {
+                        tracing::debug!(error = %e, "lease renewal failed again");
+                    },
                 }
             }
             _ = status_tick.tick() => {
@@ -350,6 +411,11 @@ pub async fn run(
     if drained.is_err() {
         warn!("some unit tasks did not stop within 10 s; aborting them");
         live.tasks.abort_all();
+    }
+    // Others take over at once instead of after `lease_ttl`. Units still holding records keep
+    // them listed; whoever claims the unit next removes them.
+    if let Err(e) = store.write(|s| s.release_leases()).await {
+        warn!(error = %e, "cannot release this instance's leases; other instances take its units over after lease_ttl");
     }
     if give_up {
         match cleanup::remove_every_record(&env).await {
@@ -431,6 +497,8 @@ struct Live {
     running: HashMap<UnitId, CancellationToken>,
     timers: Timers,
     stop: CancellationToken,
+    /// When the last lease renewal that succeeded started.
+    last_renewal: Option<std::time::Instant>,
 }
 
 impl Live {
@@ -439,16 +507,19 @@ impl Live {
         self.tasks.is_empty() && self.timers.is_empty()
     }
 
-    /// Gives every unit of the store that has work left and no task a timer entry at its
-    /// `next_action_at` (now when it has none).
+    /// Gives every unit this instance holds that has work left and no task a timer entry at its
+    /// `next_action_at` (now when it has none). Units nobody holds come in through
+    /// [`keep_leases`](Self::keep_leases).
     async fn schedule_from_store(&mut self, env: &Env) -> anyhow::Result<()> {
         let cleanup = env.config.daemon.cleanup;
         let waiting: Vec<(UnitId, i64)> = env
             .store
             .read(move |s| {
+                let instance = s.instance().to_owned();
                 s.units().map(|rows| {
                     rows.into_iter()
-                        .filter(|r| !r.state.is_terminal() && (r.state != UnitState::Valid || cleanup))
+                        .filter(|r| r.owner.as_deref() == Some(instance.as_str()))
+                        .filter(|r| has_work(r, cleanup))
                         .map(|r| (r.unit, r.next_action_at.unwrap_or(0)))
                         .collect()
                 })
@@ -457,6 +528,43 @@ impl Live {
         for (id, at) in waiting {
             if !self.running.contains_key(&id) {
                 self.timers.wake_at(id, at);
+            }
+        }
+        Ok(())
+    }
+
+    /// Renews this instance's leases when a third of their TTL passed since the last renewal,
+    /// and claims units nobody holds (new ones, and those of an instance whose leases expired):
+    /// lost units stop at once, claimed ones get a timer entry.
+    async fn keep_leases(&mut self, env: &Env, respawn: &mut HashSet<UnitId>) -> Result<(), StoreError> {
+        let started = std::time::Instant::now();
+        let ttl = env.leases.ttl();
+        let renew = self.last_renewal.is_none_or(|at| at.elapsed() >= env.leases.renew_every());
+        let (lost, claimed) = env
+            .store
+            .write(move |s| {
+                let lost = if renew { s.renew_leases(ttl)? } else { Vec::new() };
+                Ok((lost, s.claim_units(ttl, CLAIM_BATCH)?))
+            })
+            .await?;
+        if renew {
+            env.leases.renewed(started);
+            self.last_renewal = Some(started);
+        }
+        env.metrics.observe_leases(claimed.len(), lost.len());
+        for id in lost {
+            let _unit = unit::unit_span(id).entered();
+            info!("another instance holds the unit now; this one stops driving it");
+            if let Some(cancel) = self.running.get(&id) {
+                cancel.cancel();
+            }
+            respawn.remove(&id);
+            self.timers.remove(id);
+        }
+        let cleanup = env.config.daemon.cleanup;
+        for row in claimed.into_iter().filter(|r| has_work(r, cleanup)) {
+            if !self.running.contains_key(&row.unit) {
+                self.timers.wake_at(row.unit, row.next_action_at.unwrap_or(0));
             }
         }
         Ok(())
@@ -476,6 +584,11 @@ impl Live {
             self.tasks.spawn(async move { (id, unit::drive(env, id, cancel).await) });
         }
     }
+}
+
+/// Whether a unit's row asks for work: not terminal, and not valid unless records are cleaned up.
+fn has_work(row: &UnitRow, cleanup: bool) -> bool {
+    !row.state.is_terminal() && (row.state != UnitState::Valid || cleanup)
 }
 
 /// Sleeps until the unix-millis time `at` (at once when it has passed).

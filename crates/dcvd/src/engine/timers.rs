@@ -32,6 +32,13 @@ impl Timers {
         }
     }
 
+    /// Forgets `unit`'s entry, if any (another instance took it over).
+    pub(super) fn remove(&mut self, unit: UnitId) {
+        if let Some(at) = self.due_at.remove(&unit) {
+            self.queue.remove(&(at, unit));
+        }
+    }
+
     /// The earliest wake-up time.
     pub(super) fn next_wake(&self) -> Option<i64> {
         self.queue.first().map(|(at, _)| *at)
@@ -87,5 +94,10 @@ mod tests {
         t.wake_at(UnitId::order(1), 0);
         assert_eq!(t.pop_due(0), Some(UnitId::order(1)));
         assert!(t.is_empty(), "the replaced entry is gone");
+        t.wake_at(UnitId::order(2), 10);
+        t.wake_at(UnitId::order(3), 20);
+        t.remove(UnitId::order(2));
+        t.remove(UnitId::order(9));
+        assert_eq!((t.len(), t.pop_due(100)), (1, Some(UnitId::order(3))));
     }
 }

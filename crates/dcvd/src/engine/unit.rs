@@ -73,11 +73,29 @@ pub(super) enum StepError {
     /// CertCentral refused the API key (401/403): a condition of the account, not of the unit.
     #[error(transparent)]
     Account(Cause),
+    /// Another instance took the unit over: nothing more is done for it here.
+    #[error(transparent)]
+    Lost(Cause),
+    /// This instance's leases may have lapsed (the store did not answer its renewals): nothing
+    /// goes out until a renewal succeeds.
+    #[error("{0}")]
+    Lapsed(String),
+}
+
+/// Why an effect ended without an outcome for the machine.
+#[derive(Debug)]
+pub(super) enum Interrupted {
+    /// Another instance holds the unit.
+    Lost(Cause),
+    /// This instance may not act until its leases are renewed.
+    Lapsed(String),
 }
 
 impl From<certcentral::Error> for StepError {
     fn from(e: certcentral::Error) -> Self {
-        if e.is_auth() {
+        if let certcentral::Error::Withheld { reason, .. } = e {
+            Self::Lapsed(reason)
+        } else if e.is_auth() {
             Self::Account(e.into())
         } else if e.is_retryable() {
             Self::Retry(e.into())
@@ -96,6 +114,7 @@ impl From<ProviderError> for StepError {
 impl From<StoreError> for StepError {
     fn from(e: StoreError) -> Self {
         match e {
+            StoreError::LeaseLost { .. } => Self::Lost(e.into()),
             // The disk or a concurrent reader may recover; a logic error will not.
             StoreError::Sqlite(_) | StoreError::Io { .. } | StoreError::Unavailable { .. } => Self::Retry(e.into()),
             _ => Self::Fatal(e.into()),
@@ -105,7 +124,12 @@ impl From<StoreError> for StepError {
 
 /// The span every line about `unit` is logged in, from any crate: one log identity.
 pub(crate) fn unit_span(unit: UnitId) -> tracing::Span {
-    tracing::info_span!("unit", unit_kind = unit.kind.as_str(), unit_id = unit.id)
+    tracing::info_span!(
+        "unit",
+        instance = crate::logging::instance(),
+        unit_kind = unit.kind.as_str(),
+        unit_id = unit.id
+    )
 }
 
 /// Frees the account gate's probe slot when dropped.
@@ -124,9 +148,12 @@ pub(super) enum Parked {
     Done,
     /// Wake the unit again at this unix-millis time.
     Until(i64),
-    /// The task was cancelled (shutdown or reload).
+    /// The task was cancelled (shutdown or reload), or this instance no longer holds the unit.
     Cancelled,
 }
+
+/// How long a unit waits before looking again while this instance's leases may have lapsed.
+const LEASE_WAIT: Duration = Duration::from_secs(1);
 
 /// Drives one unit, inside its span, until it has to wait (a check backoff, a retry), is done,
 /// or `cancel` fires.
@@ -140,11 +167,23 @@ async fn drive_in_span(env: Arc<Env>, unit: UnitId, cancel: CancellationToken) -
         let row = match executor.env.store.read(move |s| s.unit(unit)).await {
             Ok(Some(row)) => row,
             Ok(None) => return Parked::Done,
+            // The engine's lease renewal reports an unreachable store once, for every unit.
+            Err(e @ StoreError::Unavailable { .. }) => {
+                tracing::debug!(error = %e, "cannot read the unit's state");
+                return Parked::Until(now_millis() + STORE_RETRY.as_millis() as i64);
+            }
             Err(e) => {
                 error!(error = %e, retry_in_ms = STORE_RETRY.as_millis() as u64, "cannot read the unit's state; check the state directory's disk");
                 return Parked::Until(now_millis() + STORE_RETRY.as_millis() as i64);
             }
         };
+        if row.owner.as_deref() != Some(executor.env.store.store().instance()) {
+            info!(owner = row.owner.as_deref().unwrap_or(""), "another instance holds the unit now; this one stops driving it");
+            return Parked::Cancelled;
+        }
+        if executor.env.may_act().is_err() {
+            return Parked::Until(now_millis() + LEASE_WAIT.as_millis() as i64);
+        }
         let policy = executor.policy();
         let effect = match machine::next_effect(&row, &policy, now_millis()) {
             Effect::Stop => return Parked::Done,
@@ -157,11 +196,26 @@ async fn drive_in_span(env: Arc<Env>, unit: UnitId, cancel: CancellationToken) -
             // Boxed: a parked unit's future then stays small.
             outcome = Box::pin(executor.perform_gated(&row, effect)) => outcome,
         };
+        let outcome = match outcome {
+            Ok(outcome) => outcome,
+            Err(Interrupted::Lost(lost)) => {
+                info!(error = %lost, "this instance no longer holds the unit; it stops driving it");
+                return Parked::Cancelled;
+            }
+            Err(Interrupted::Lapsed(why)) => {
+                tracing::debug!(why, "waiting for the next lease renewal");
+                return Parked::Until(now_millis() + LEASE_WAIT.as_millis() as i64);
+            }
+        };
         let decision = machine::decide(&row, outcome, &policy, now_millis(), rand::random::<f64>() * 0.1);
         match executor.commit(&row, decision).await {
             Ok(Wake::Now) => {}
             Ok(Wake::At(at)) => return Parked::Until(at),
             Ok(Wake::Stop) => return Parked::Done,
+            Err(e @ StoreError::LeaseLost { .. }) => {
+                info!(error = %e, "this instance no longer holds the unit; it stops driving it");
+                return Parked::Cancelled;
+            }
             Err(e) => {
                 error!(state = row.state.as_str(), error = %e, retry_in_ms = STORE_RETRY.as_millis() as u64,
                     "cannot record the unit's progress; the step runs again");
@@ -193,8 +247,9 @@ impl Executor {
     }
 
     /// Performs `effect`, waiting at the account gate first when it calls DigiCert, and turns
-    /// every error into the outcome the machine decides on.
-    async fn perform_gated(&self, row: &UnitRow, effect: Effect) -> Outcome {
+    /// every error into the outcome the machine decides on; `Err` when this instance may not act
+    /// for the unit (nothing is decided then).
+    async fn perform_gated(&self, row: &UnitRow, effect: Effect) -> Result<Outcome, Interrupted> {
         let gate = self.env.account.clone().filter(|_| machine::calls_digicert(effect));
         // The probe slot is released however the effect ends, cancellation included (a reload
         // cancels units mid-call); after a success or a refusal the release changes nothing.
@@ -202,8 +257,10 @@ impl Executor {
             Some(gate) if gate.admit().await == Admission::Probe => Some(ReleaseProbe(gate.clone())),
             _ => None,
         };
-        match self.perform(row, effect).await {
+        Ok(match self.perform(row, effect).await {
             Ok(outcome) => outcome,
+            Err(StepError::Lost(cause)) => return Err(Interrupted::Lost(cause)),
+            Err(StepError::Lapsed(why)) => return Err(Interrupted::Lapsed(why)),
             Err(StepError::Retry(cause)) => Outcome::Transient { why: cause.to_string() },
             Err(StepError::Account(cause)) if gate.is_some() => {
                 let why = cause.to_string();
@@ -215,13 +272,16 @@ impl Executor {
                 Outcome::AccountRefused { why }
             }
             Err(StepError::Fatal(cause) | StepError::Account(cause)) => {
-                if let Err(e) = self.remove_live_records().await {
+                match self.remove_live_records().await {
+                    Err(StepError::Lost(lost)) => return Err(Interrupted::Lost(lost)),
+                    Err(StepError::Lapsed(why)) => return Err(Interrupted::Lapsed(why)),
                     // The records stay listed as live; `dcvd cleanup` or the next start removes them.
-                    warn!(error = %e, "cleanup after failure failed; records remain listed in the state store");
+                    Err(e) => warn!(error = %e, "cleanup after failure failed; records remain listed in the state store"),
+                    Ok(()) => {}
                 }
                 Outcome::Failed { why: cause.to_string() }
             }
-        }
+        })
     }
 
     async fn perform(&self, row: &UnitRow, effect: Effect) -> Result<Outcome, StepError> {
@@ -444,6 +504,7 @@ impl Executor {
                 .ok_or_else(|| StepError::Fatal(Cause::Other(format!("provider {provider} is no longer configured"))))?
                 .clone();
             let recs: Vec<Record> = group.iter().map(|r| to_record(r)).collect();
+            self.env.may_act().map_err(StepError::Lapsed)?;
             let started = Instant::now();
             let result = p.publish_batch(&zone, &recs).await;
             self.env.metrics.observe_provider(&provider, "publish", result.is_ok(), started.elapsed());
@@ -609,6 +670,7 @@ async fn remove_rows(env: &Env, rows: &[RecordRow]) -> Result<(), StepError> {
             )))
         })?;
         let recs: Vec<Record> = group.iter().map(|r| to_record(r)).collect();
+        env.may_act().map_err(StepError::Lapsed)?;
         let started = Instant::now();
         let result = p.remove_batch(&zone, &recs).await;
         env.metrics.observe_provider(&provider, "remove", result.is_ok(), started.elapsed());
