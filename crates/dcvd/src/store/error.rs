@@ -45,6 +45,24 @@ pub enum StoreError {
     #[error("state store: sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
 
+    /// PostgreSQL refused a statement (a connection that broke is [`StoreError::Unavailable`]).
+    #[error("state store: postgresql: {0}")]
+    Postgres(#[from] postgres::Error),
+
+    /// Another instance holds the unit's lease (it took the unit over after this instance's
+    /// lease expired): the write was refused and nothing was written. This instance must stop
+    /// working on the unit.
+    #[error(
+        "state store: another instance holds {unit} (instance {owner:?} holds its lease now); this instance \
+         lost its lease, wrote nothing, and must stop working on it"
+    )]
+    LeaseLost {
+        /// The unit.
+        unit: super::UnitId,
+        /// The instance that holds it now.
+        owner: String,
+    },
+
     /// The database file is not a dcvd state database, or its contents are inconsistent.
     #[error("state store: {message}")]
     Corrupt {
@@ -55,7 +73,7 @@ pub enum StoreError {
     /// The database was written by a newer dcvd whose schema this one does not know.
     #[error(
         "state database {} has schema version {found}, but this dcvd supports at most {supported}; \
-         it was written by a newer dcvd: run that version, or move the file aside to start afresh \
+         it was written by a newer dcvd: run that version, or start afresh with another database \
          (records it tracks would then have to be removed by hand)",
         path.display()
     )]
@@ -64,7 +82,7 @@ pub enum StoreError {
         found: u32,
         /// The newest version this build knows.
         supported: u32,
-        /// The database file.
+        /// The database file (SQLite) or URL without password (PostgreSQL).
         path: PathBuf,
     },
 
@@ -117,7 +135,8 @@ pub enum StoreError {
     /// A write on a store opened with [`open_read_only`](super::Store::open_read_only).
     #[error("state store: opened read-only (for dcvd status); writes go through the daemon")]
     ReadOnly,
-    /// A group commit failed or the store thread is gone: nothing of the call was kept; worth
+    /// The database cannot be reached (PostgreSQL down or unreachable: the next call reconnects),
+    /// a group commit failed or the store thread is gone: nothing of the call was kept; worth
     /// trying again.
     #[error("state store: {message}")]
     Unavailable {

@@ -1,4 +1,5 @@
-//! The schema as a list of migrations, tracked by `PRAGMA user_version`.
+//! The SQLite schema as a list of migrations, tracked by `PRAGMA user_version` (PostgreSQL's are
+//! in module `pg`).
 //!
 //! Migration `i` (0-based) takes the database from version `i` to `i + 1`. Append new steps; never
 //! edit a released one (databases in the field already ran it).
@@ -83,6 +84,12 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     r#"
     ALTER TABLE units ADD COLUMN source TEXT NOT NULL DEFAULT 'config'
         CHECK (source IN ('config', 'discovered'));
+    "#,
+    // 4: leases (which instance works on a unit, the claim's epoch for fencing, its expiry).
+    r#"
+    ALTER TABLE units ADD COLUMN owner TEXT;
+    ALTER TABLE units ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE units ADD COLUMN lease_expires_at INTEGER;          -- unix millis
     "#,
 ];
 

@@ -328,6 +328,15 @@ pub struct UnitRow {
     pub transient_failures: u32,
     /// Where the unit comes from (the configuration or a discovery scan).
     pub source: UnitSource,
+    /// The instance holding the unit's lease, if any. Maintained by the store
+    /// ([`Store::claim_units`](super::Store::claim_units) and friends); writes ignore it.
+    pub owner: Option<String>,
+    /// How many times the unit was claimed: each claim adds one, so a write carrying an older
+    /// epoch is refused (fencing). Maintained by the store.
+    pub epoch: i64,
+    /// When the lease ends (unix millis, the database's clock on PostgreSQL) unless renewed.
+    /// Maintained by the store.
+    pub lease_expires_at: Option<i64>,
 }
 
 impl UnitRow {
@@ -354,6 +363,9 @@ impl UnitRow {
             method_switched: false,
             transient_failures: 0,
             source: UnitSource::Config,
+            owner: None,
+            epoch: 0,
+            lease_expires_at: None,
         }
     }
 }
