@@ -632,7 +632,19 @@ fn unit_json(u: &UnitRow) -> serde_json::Value {
         "in_config": u.in_config,
         "source": u.source.as_str(),
         "last_error": u.last_error,
+        "held_by": u.owner,
+        "lease_expires_at": u.lease_expires_at.and_then(chrono::DateTime::from_timestamp_millis).map(|t| t.to_rfc3339()),
     })
+}
+
+/// Who holds `u`: its lease's owner, marked when the lease has expired (the instance is gone or
+/// cut off; another takes the unit over within a second of claiming), `-` when nobody does.
+fn held_by(u: &UnitRow, now_ms: i64) -> String {
+    match (&u.owner, u.lease_expires_at) {
+        (Some(owner), Some(until)) if until > now_ms => owner.clone(),
+        (Some(owner), _) => format!("{owner} (expired)"),
+        (None, _) => "-".into(),
+    }
 }
 
 /// A plain-text table of units (used by `status` and the demo's summary).
@@ -643,10 +655,12 @@ pub fn status_table(units: &[UnitRow]) -> String {
         "DOMAINS".into(),
         "METHOD".into(),
         "STATE".into(),
+        "HELD BY".into(),
         "TOKEN EXPIRES".into(),
         "CHECKS".into(),
         "LAST ERROR".into(),
     ]];
+    let now_ms = crate::store::now_millis();
     for u in units {
         rows.push([
             u.unit.to_string(),
@@ -654,6 +668,7 @@ pub fn status_table(units: &[UnitRow]) -> String {
             u.domains.join(","),
             u.method.clone(),
             u.state.as_str().to_string(),
+            held_by(u, now_ms),
             u.token_expires_at
                 .and_then(|t| chrono::DateTime::from_timestamp(t, 0))
                 .map(|t| t.format("%Y-%m-%d %H:%M").to_string())
@@ -662,7 +677,7 @@ pub fn status_table(units: &[UnitRow]) -> String {
             u.last_error.clone().unwrap_or_else(|| "-".into()),
         ]);
     }
-    let widths: Vec<usize> = (0..8).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
+    let widths: Vec<usize> = (0..9).map(|i| rows.iter().map(|r| r[i].chars().count()).max().unwrap_or(0)).collect();
     let mut out = String::new();
     for r in rows {
         let line: Vec<String> = r.iter().zip(&widths).map(|(c, w)| format!("{c:<w$}")).collect();

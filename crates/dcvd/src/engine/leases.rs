@@ -19,7 +19,8 @@ use std::time::{Duration, Instant};
 #[derive(Debug)]
 pub struct Leases {
     ttl: Duration,
-    /// Until when calls may go out; `None` before the first claim.
+    /// Until when calls may go out; `None` before the first renewal (no unit is held yet, so
+    /// only account-level calls, such as discovery's list calls, can be made).
     valid_until: Mutex<Option<Instant>>,
 }
 
@@ -61,7 +62,7 @@ impl Leases {
                 "this instance's leases may have lapsed (not renewed within {}); waiting for the state store",
                 humantime::format_duration(self.ttl * 2 / 3)
             )),
-            None => Err("this instance holds no lease yet".to_owned()),
+            None => Ok(()),
         }
     }
 
@@ -78,7 +79,7 @@ mod tests {
     #[test]
     fn a_lease_is_held_for_two_thirds_of_its_ttl_after_a_renewal_started() {
         let leases = Leases::new(Duration::from_millis(300));
-        assert!(!leases.valid(), "nothing claimed yet");
+        assert!(leases.valid(), "before the first renewal nothing is held, so nothing can lapse");
         leases.renewed(Instant::now());
         assert!(leases.valid());
         std::thread::sleep(Duration::from_millis(250));

@@ -233,7 +233,7 @@ async fn run_engine(
     if let Some(account) = &account {
         account.notify_through(notifier.clone());
     }
-    let leases = Arc::new(Leases::new(config.store.lease_ttl));
+    let leases = Arc::new(Leases::new(Duration::from_secs(30)));
     let mut env =
         Env::build_with(config, store.clone(), metrics.clone(), account, leases.clone()).await.map_err(SetupError)?;
     env.notifier = notifier;
