@@ -1339,3 +1339,68 @@ fn postgres_refuses_newer_and_foreign_databases() {
     let err = Store::open_postgres(&pg_settings(PgCluster::shared(), name), "a").unwrap_err();
     assert!(err.to_string().contains("not a dcvd state database"), "{err}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// Moving from SQLite to PostgreSQL
+
+/// `dcvd store migrate` copies every unit (leases cleared), record and event of a SQLite
+/// state_dir into an empty PostgreSQL database exactly, keeps record ids (new ones continue after
+/// them), prints the counts, and refuses a database that is not empty.
+#[test]
+fn migrate_copies_a_sqlite_store_into_an_empty_postgres_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, unit) = with_order(Store::open_sqlite(dir.path(), "old").unwrap(), 1);
+    five_orders(&store);
+    walk(&store, unit, UnitState::Published);
+    let recs =
+        store.record_publish_intent(unit, &[txt("_dnsauth.a.example", "v"), txt("_dnsauth.b.example", "v")]).unwrap();
+    store.mark_published(recs[0].id, Some("p-1"), Some("c-1")).unwrap();
+    store.record_remove_intent(&[recs[1].id]).unwrap();
+    store.mark_removed(&[recs[1].id]).unwrap();
+    store.append_event(UnitId::domain(77), "orphan", "an event of a unit not in the store").unwrap();
+    store.claim_units(LONG_LEASE, 100).unwrap();
+    let units = store.units().unwrap();
+    let records: Vec<_> = units.iter().flat_map(|u| store.records(u.unit).unwrap()).collect();
+    let events: Vec<_> = units.iter().map(|u| store.events(u.unit).unwrap()).collect();
+    let event_count = events.iter().map(Vec::len).sum::<usize>() + 1;
+    drop(store);
+
+    let target = pg_db();
+    let Db::Postgres(name) = &target else { unreachable!() };
+    let password_file = dir.path().join("pgpass");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let migrate = |state_dir: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_dcvd"))
+            .args(["store", "migrate", "--config", "/nonexistent/dcvd.toml", "--to-url"])
+            .arg(PgCluster::shared().url(name))
+            .arg("--password-file")
+            .arg(&password_file)
+            .arg("--state-dir")
+            .arg(state_dir)
+            .output()
+            .unwrap()
+    };
+    let out = migrate(dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains(&format!("copied {} units, {} records, {event_count} events", units.len(), records.len())),
+        "{stdout}"
+    );
+
+    let moved = target.open_as("new");
+    let expected: Vec<_> =
+        units.iter().map(|u| dcvd::store::UnitRow { owner: None, lease_expires_at: None, ..u.clone() }).collect();
+    assert_eq!(moved.units().unwrap(), expected, "units copied, leases cleared");
+    let moved_records: Vec<_> = units.iter().flat_map(|u| moved.records(u.unit).unwrap()).collect();
+    assert_eq!(moved_records, records);
+    let moved_events: Vec<_> = units.iter().map(|u| moved.events(u.unit).unwrap()).collect();
+    assert_eq!(moved_events, events);
+    assert_eq!(moved.events(UnitId::domain(77)).unwrap().len(), 1);
+    let fresh = moved.record_publish_intent(unit, &[txt("_dnsauth.c.example", "v")]).unwrap();
+    assert!(fresh[0].id > recs[1].id, "new ids continue after the copied ones");
+
+    let again = migrate(dir.path());
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("needs an empty database"), "{again:?}");
+}
