@@ -89,6 +89,11 @@ enum Command {
         #[arg(value_name = "DOMAIN")]
         domains: Vec<String>,
     },
+    /// The state store itself (see `dcvd store migrate --help`).
+    Store {
+        #[command(subcommand)]
+        command: StoreCommand,
+    },
     /// A self-contained run on an embedded default: CertCentral simulator, DNS server and the
     /// in-memory provider, all in this process.
     Demo {
@@ -96,6 +101,30 @@ enum Command {
         /// certcentral-sim (key "sim-devkey", read from CERTCENTRAL_SIM_API_KEY), then exit.
         #[arg(long)]
         config: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StoreCommand {
+    /// Copy every unit, record and event of the SQLite store in state_dir into an empty
+    /// PostgreSQL database, in one transaction, and print the counts. Stop the daemon first (this
+    /// takes its lock); then set `[store] url` and start the instances.
+    Migrate {
+        #[command(flatten)]
+        config: ConfigArg,
+        /// The PostgreSQL database: `postgres://USER@HOST:PORT/DATABASE`, without a password.
+        #[arg(long, value_name = "URL")]
+        to_url: String,
+        /// A file holding the database user's password.
+        #[arg(long, value_name = "FILE")]
+        password_file: Option<PathBuf>,
+        /// PEM file of the CA that signed the server's certificate (default: the system's roots).
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
+        /// The SQLite state directory to copy (default: the configuration's state_dir; no secret
+        /// of the configuration is read).
+        #[arg(long, value_name = "DIR")]
+        state_dir: Option<PathBuf>,
     },
 }
 
@@ -121,6 +150,9 @@ async fn dispatch(command: Command) -> ExitCode {
         Command::Cleanup(c) => cleanup(&c.config).await,
         Command::Doctor { config, online, domains } => {
             crate::doctor::main(&config.config, &crate::doctor::Scope { domains, online }).await
+        }
+        Command::Store { command: StoreCommand::Migrate { config, to_url, password_file, ca_file, state_dir } } => {
+            store_migrate(&config.config, &to_url, password_file.as_deref(), ca_file, state_dir)
         }
         Command::Demo { config } => crate::demo::main(config).await,
     }
@@ -162,6 +194,7 @@ async fn check_config(path: &Path, online: bool) -> ExitCode {
         cfg.providers.len(),
         cfg.files.len()
     );
+    println!("store: {}", cfg.store.describe(&cfg.daemon.state_dir));
     if let Some(d) = &cfg.discovery {
         let zones = d.zones.as_ref().map_or_else(|| "every provider zone".to_string(), |z| z.join(", "));
         println!(
@@ -227,6 +260,7 @@ fn log_banner(path: &Path, cfg: &crate::config::Config) {
         version = env!("CARGO_PKG_VERSION"),
         config = %path.display(),
         state_dir = %cfg.daemon.state_dir.display(),
+        store = %cfg.store.describe(&cfg.daemon.state_dir),
         units = cfg.units.len(),
         providers = %providers.join(", "),
         validation_scope = cfg.certcentral.validation_scope.as_str(),
@@ -263,7 +297,7 @@ async fn run(path: &Path, mode: Mode, deadline: Option<Duration>) -> ExitCode {
     };
     crate::logging::init(cfg.daemon.log_format);
     log_banner(path, &cfg);
-    let store = match Store::open(&cfg.daemon.state_dir) {
+    let store = match open_store(&cfg) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             // Logging is set up: one line, on stderr or in the journal (not both).
@@ -404,6 +438,70 @@ fn spawn_signal_handlers(path: PathBuf, tx: mpsc::Sender<Control>) {
             }
         }
     });
+}
+
+/// Opens the store `[store]` configures: PostgreSQL when `url` is set, else SQLite in
+/// `daemon.state_dir`, writing as `[store] instance`.
+fn open_store(cfg: &Config) -> Result<Store, crate::store::StoreError> {
+    match &cfg.store.postgres {
+        Some(pg) => Store::open_postgres(pg, &cfg.store.instance),
+        None => Store::open_sqlite(&cfg.daemon.state_dir, &cfg.store.instance),
+    }
+}
+
+/// `dcvd store migrate`: SQLite state_dir -> empty PostgreSQL database.
+fn store_migrate(
+    path: &Path,
+    url: &str,
+    password_file: Option<&Path>,
+    ca_file: Option<PathBuf>,
+    state_dir: Option<PathBuf>,
+) -> ExitCode {
+    let state_dir = match state_dir {
+        Some(dir) => dir,
+        None => match Config::load_daemon(path, &crate::config::Environment::process()) {
+            Ok(daemon) => daemon.state_dir,
+            Err(e) => {
+                eprintln!("dcvd: {e}");
+                return ExitCode::from(EXIT_CONFIG);
+            }
+        },
+    };
+    if !state_dir.join(crate::store::DB_FILE).exists() {
+        eprintln!("dcvd: no SQLite state database in {}: nothing to migrate", state_dir.display());
+        return ExitCode::FAILURE;
+    }
+    let password = match password_file.map(std::fs::read_to_string).transpose() {
+        Ok(password) => password.map(|p| secrecy::SecretString::from(p.trim_end_matches(['\r', '\n']).to_owned())),
+        Err(e) => {
+            eprintln!("dcvd: --password-file {}: {e}", password_file.map(Path::display).expect("read above"));
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    let settings = match crate::store::PgSettings::new(url, password, ca_file) {
+        Ok(settings) => settings,
+        Err(e) => {
+            eprintln!("dcvd: --to-url: {e}");
+            return ExitCode::from(EXIT_CONFIG);
+        }
+    };
+    match crate::store::migrate_sqlite_to_postgres(&state_dir, &settings) {
+        Ok(counts) => {
+            println!(
+                "copied {} units, {} records, {} events from {} to {}",
+                counts.units,
+                counts.records,
+                counts.events,
+                state_dir.display(),
+                settings.url()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("dcvd: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn status(path: &Path, unit: Option<&str>, json: bool, state_dir: Option<PathBuf>) -> ExitCode {
@@ -695,7 +793,7 @@ async fn cleanup(path: &Path) -> ExitCode {
         Err(code) => return code,
     };
     crate::logging::init(cfg.daemon.log_format);
-    let store = match Store::open(&cfg.daemon.state_dir) {
+    let store = match open_store(&cfg) {
         Ok(s) => Arc::new(s),
         Err(e) => {
             eprintln!("dcvd: {e}");

@@ -1,5 +1,8 @@
 //! Tests of the state store against real SQLite files in temporary directories, including real
-//! crashes (a child process killed with SIGKILL after writing an intent).
+//! crashes (a child process killed with SIGKILL after writing an intent), and against a real
+//! PostgreSQL (one private cluster per test binary, a database per test): every behaviour test
+//! runs on both backends (`name::sqlite`, `name::postgres`); leases, fencing, outages and the move
+//! from SQLite to PostgreSQL have tests of their own.
 
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::PermissionsExt;
@@ -9,9 +12,99 @@ use std::process::{Child, Command, Stdio};
 use dns_provider::RecordType;
 
 use dcvd::store::{
-    DB_FILE, EVENT_DETAIL_MAX, EVENTS_PER_UNIT, LOCK_FILE, NewRecord, PublishConfirmation, RecordStatus, Store,
-    StoreError, StoreThread, UnitId, UnitSource, UnitSpec, UnitState, schema_version,
+    DB_FILE, EVENT_DETAIL_MAX, EVENTS_PER_UNIT, LOCK_FILE, NewRecord, PgSettings, PublishConfirmation, RecordStatus,
+    Store, StoreError, StoreThread, UnitId, UnitSource, UnitSpec, UnitState, schema_version,
 };
+use test_support::postgres::{PASSWORD, PgCluster};
+
+/// Where a behaviour test's store lives: a SQLite state_dir, or a PostgreSQL database of its own
+/// on the test binary's shared cluster.
+enum Db {
+    Sqlite(tempfile::TempDir),
+    Postgres(String),
+}
+
+impl Db {
+    fn sqlite() -> Self {
+        Self::Sqlite(tempfile::tempdir().unwrap())
+    }
+
+    fn postgres() -> Self {
+        static NEXT: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+        let name = format!("store_{}", NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed));
+        PgCluster::shared().create_database(&name);
+        Self::Postgres(name)
+    }
+
+    /// Opens the store as instance "test".
+    fn open(&self) -> Store {
+        self.open_as("test")
+    }
+
+    fn open_as(&self, instance: &str) -> Store {
+        match self {
+            Self::Sqlite(dir) => Store::open_sqlite(dir.path(), instance).unwrap(),
+            Self::Postgres(name) => Store::open_postgres(&pg_settings(PgCluster::shared(), name), instance).unwrap(),
+        }
+    }
+
+    /// Runs SQL behind the store's back (to backdate or tamper).
+    fn exec(&self, sql: &str) -> Result<(), String> {
+        match self {
+            Self::Sqlite(dir) => raw(dir.path()).execute_batch(sql).map_err(|e| e.to_string()),
+            Self::Postgres(name) => {
+                let url = PgCluster::shared().url_with_password(name);
+                let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                client.batch_execute(sql).map_err(|e| e.to_string())
+            }
+        }
+    }
+}
+
+/// The settings of `database` on `cluster`, the password given apart from the URL.
+fn pg_settings(cluster: &PgCluster, database: &str) -> PgSettings {
+    PgSettings::new(&cluster.url(database), Some(PASSWORD.into()), None).unwrap()
+}
+
+/// Runs each behaviour test (a `fn(&Db)`) on both backends, as `name::sqlite` and `name::postgres`.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[test]
+            fn sqlite() {
+                super::$name(&super::Db::sqlite())
+            }
+            #[test]
+            fn postgres() {
+                super::$name(&super::Db::postgres())
+            }
+        }
+    )*};
+}
+
+on_both_backends!(
+    publish_intent_survives_a_drop_as_publishing,
+    remove_intent_survives_a_drop_as_removing,
+    publish_intents_are_idempotent_and_revive_removed_records,
+    publish_confirmations_of_a_step_are_one_transaction,
+    record_status_changes_are_checked_and_atomic,
+    publish_intent_validates_its_input,
+    transition_refuses_an_edge_the_table_lacks,
+    progress_facts_survive_a_reopen,
+    transition_sets_state_since_only_on_change,
+    transition_failures_write_nothing,
+    save_unit_round_trips_every_field,
+    sync_unit_inserts_and_updates,
+    sync_units_in_one_batch,
+    mark_missing_from_config,
+    counts_by_state,
+    events_are_capped_per_unit,
+    data_survives_reopen,
+    concurrent_writers_from_threads,
+    store_thread_groups_concurrent_writes_into_few_commits,
+    unit_source_is_stored_and_follows_the_configuration,
+    leases_of_a_single_instance,
+);
 
 fn txt(name: &str, value: &str) -> NewRecord {
     NewRecord {
@@ -28,9 +121,8 @@ fn domains(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| (*s).to_owned()).collect()
 }
 
-/// A store with one DV order already synced.
-fn store_with_order(dir: &Path, id: u64) -> (Store, UnitId) {
-    let store = Store::open(dir).unwrap();
+/// `store` with one DV order synced into it.
+fn with_order(store: Store, id: u64) -> (Store, UnitId) {
     let unit = UnitId::order(id);
     store.sync_unit(unit, "dns-txt-token", &domains(&["example.net"]), Some("bind")).unwrap();
     (store, unit)
@@ -79,7 +171,7 @@ fn child_process() {
     };
     let dir = Path::new(&dir);
     let action = std::env::var(CHILD_ACTION).unwrap();
-    let store = Store::open(dir).unwrap();
+    let store = open_when_unlocked(dir);
     let unit = UnitId::order(7);
     match action.as_str() {
         "hold" => {}
@@ -101,6 +193,19 @@ fn child_process() {
     let mut line = String::new();
     while std::io::stdin().read_line(&mut line).map(|n| n > 0).unwrap_or(false) {}
     drop(store);
+}
+
+/// Opens the store, waiting (up to 10 s) while the lock is held: a process another test thread of
+/// the parent forks at the moment the parent closes its store holds a copy of the lock's file
+/// descriptor until it execs.
+fn open_when_unlocked(dir: &Path) -> Store {
+    for _ in 0..100 {
+        match Store::open(dir) {
+            Err(e) if e.is_locked() => std::thread::sleep(std::time::Duration::from_millis(100)),
+            other => return other.unwrap(),
+        }
+    }
+    Store::open(dir).unwrap()
 }
 
 /// Units the group-commit child writes to.
@@ -319,7 +424,7 @@ fn creates_private_state_dir_and_files() {
 fn fresh_and_empty_databases_get_the_current_schema() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::write(dir.path().join(DB_FILE), b"").unwrap();
-    let (store, unit) = store_with_order(dir.path(), 1);
+    let (store, unit) = with_order(Store::open(dir.path()).unwrap(), 1);
     drop(store);
     let version: u32 = raw(dir.path()).pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
     assert_eq!(version, schema_version());
@@ -397,7 +502,7 @@ fn foreign_sqlite_database_is_refused() {
 #[test]
 fn read_only_open_works_while_the_daemon_runs() {
     let dir = tempfile::tempdir().unwrap();
-    let (store, unit) = store_with_order(dir.path(), 11);
+    let (store, unit) = with_order(Store::open(dir.path()).unwrap(), 11);
     let ro = Store::open_read_only(dir.path()).unwrap();
     assert!(ro.info().unwrap().read_only);
     assert_eq!(ro.unit(unit).unwrap().unwrap().state, UnitState::Pending);
@@ -438,10 +543,8 @@ fn read_only_open_of_a_missing_database() {
 
 /// Publish intent, then a drop without mark_published: on reopen the record is Publishing, so
 /// recovery republishes or cleans it up.
-#[test]
-fn publish_intent_survives_a_drop_as_publishing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, unit) = store_with_order(dir.path(), 21);
+fn publish_intent_survives_a_drop_as_publishing(db: &Db) {
+    let (store, unit) = with_order(db.open(), 21);
     let rows = store
         .record_publish_intent(unit, &[txt("_dnsauth.example.net", "v1"), txt("_dnsauth.www.example.net", "v1")])
         .unwrap();
@@ -449,7 +552,7 @@ fn publish_intent_survives_a_drop_as_publishing() {
     assert!(rows.iter().all(|r| r.status == RecordStatus::Publishing && r.unit == unit));
     drop(store);
 
-    let store = Store::open(dir.path()).unwrap();
+    let store = db.open();
     let live = store.live_records().unwrap();
     assert_eq!(live, rows);
     assert_eq!(live[0].name, "_dnsauth.example.net");
@@ -482,16 +585,14 @@ fn intents_survive_a_killed_process() {
 
 /// Remove intent, then a drop without mark_removed: on reopen the record is Removing and still
 /// live; mark_removed then takes it out of the live set but keeps it in the unit's history.
-#[test]
-fn remove_intent_survives_a_drop_as_removing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, unit) = store_with_order(dir.path(), 22);
+fn remove_intent_survives_a_drop_as_removing(db: &Db) {
+    let (store, unit) = with_order(db.open(), 22);
     let rec = store.record_publish_intent(unit, &[txt("_dnsauth.example.net", "v")]).unwrap().remove(0);
     store.mark_published(rec.id, Some("cf-123"), Some("C1")).unwrap();
     store.record_remove_intent(&[rec.id]).unwrap();
     drop(store);
 
-    let store = Store::open(dir.path()).unwrap();
+    let store = db.open();
     let live = store.live_records().unwrap();
     assert_eq!(live.len(), 1);
     assert_eq!(live[0].status, RecordStatus::Removing);
@@ -508,10 +609,8 @@ fn remove_intent_survives_a_drop_as_removing() {
 /// Publish intents are idempotent: the same record is returned as is (with its status and
 /// provider id), duplicates in one call collapse; a removed or removing record is revived to
 /// Publishing with its provider ids cleared.
-#[test]
-fn publish_intents_are_idempotent_and_revive_removed_records() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, unit) = store_with_order(dir.path(), 23);
+fn publish_intents_are_idempotent_and_revive_removed_records(db: &Db) {
+    let (store, unit) = with_order(db.open(), 23);
     let a = txt("_dnsauth.example.net", "v");
     let b = txt("_dnsauth.example.net", "w"); // same name, other value: another record
     let first = store.record_publish_intent(unit, &[a.clone(), b.clone(), a.clone()]).unwrap();
@@ -543,10 +642,8 @@ fn publish_intents_are_idempotent_and_revive_removed_records() {
 /// Remove intents and mark_removed are idempotent; an unknown id fails the whole batch without
 /// A whole publish step is confirmed in one transaction: every record, or (when one id is
 /// unknown) none of them.
-#[test]
-fn publish_confirmations_of_a_step_are_one_transaction() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, unit) = store_with_order(dir.path(), 25);
+fn publish_confirmations_of_a_step_are_one_transaction(db: &Db) {
+    let (store, unit) = with_order(db.open(), 25);
     let recs =
         store.record_publish_intent(unit, &[txt("_dnsauth.a.example", "v"), txt("_dnsauth.b.example", "v")]).unwrap();
     let confirm = |id: i64| PublishConfirmation { record_id: id, provider_id: Some("p"), change_id: Some("c") };
@@ -562,10 +659,8 @@ fn publish_confirmations_of_a_step_are_one_transaction() {
 }
 
 /// writing any of it; a publish cannot be confirmed after a remove intent.
-#[test]
-fn record_status_changes_are_checked_and_atomic() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, unit) = store_with_order(dir.path(), 24);
+fn record_status_changes_are_checked_and_atomic(db: &Db) {
+    let (store, unit) = with_order(db.open(), 24);
     let rec = store.record_publish_intent(unit, &[txt("_dnsauth.example.net", "v")]).unwrap().remove(0);
 
     let err = store.record_remove_intent(&[rec.id, 9999]).unwrap_err();
@@ -591,26 +686,22 @@ fn record_status_changes_are_checked_and_atomic() {
 
 /// Intents for a unit the store does not know are refused; a record type dcvd never publishes
 /// cannot be written (the type is `RecordType`), and one planted in the file is refused on read.
-#[test]
-fn publish_intent_validates_its_input() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, unit) = store_with_order(dir.path(), 25);
+fn publish_intent_validates_its_input(db: &Db) {
+    let (store, unit) = with_order(db.open(), 25);
     let err = store.record_publish_intent(UnitId::domain(25), &[txt("a.example.net", "v")]).unwrap_err();
     assert!(matches!(err, StoreError::UnknownUnit { .. }), "{err:?}");
     assert!(err.to_string().contains("domain 25"), "{err}");
     assert!(store.records(unit).unwrap().is_empty(), "nothing of a refused batch is written");
     store.record_publish_intent(unit, &[txt("b.example.net", "v")]).unwrap();
-    raw(dir.path()).execute("UPDATE records SET rtype = 'A'", []).unwrap();
+    db.exec("UPDATE records SET rtype = 'A'").unwrap();
     let err = store.records(unit).unwrap_err();
     assert!(err.to_string().contains("unsupported record type \"A\""), "{err}");
 }
 
 /// The store refuses a state change the state machine's table has no edge for, and writes
 /// nothing of it.
-#[test]
-fn transition_refuses_an_edge_the_table_lacks() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, unit) = store_with_order(dir.path(), 26);
+fn transition_refuses_an_edge_the_table_lacks(db: &Db) {
+    let (store, unit) = with_order(db.open(), 26);
     let err = store.transition(unit, UnitState::Checking, |r| r.attempts = 9).unwrap_err();
     assert!(matches!(err, StoreError::IllegalTransition { from: UnitState::Pending, to: UnitState::Checking, .. }));
     assert!(err.to_string().contains("from pending to checking"), "{err}");
@@ -624,11 +715,9 @@ fn transition_refuses_an_edge_the_table_lacks() {
 
 /// What a restart must know is persisted: the negative TTL seen, the method switch and the count
 /// of transient failures.
-#[test]
-fn progress_facts_survive_a_reopen() {
-    let dir = tempfile::tempdir().unwrap();
+fn progress_facts_survive_a_reopen(db: &Db) {
     {
-        let (store, unit) = store_with_order(dir.path(), 27);
+        let (store, unit) = with_order(db.open(), 27);
         store
             .transition(unit, UnitState::Pending, |r| {
                 r.negative_ttl_ms = Some(300_000);
@@ -637,7 +726,7 @@ fn progress_facts_survive_a_reopen() {
             })
             .unwrap();
     }
-    let store = Store::open(dir.path()).unwrap();
+    let store = db.open();
     let row = store.unit(UnitId::order(27)).unwrap().unwrap();
     assert_eq!((row.negative_ttl_ms, row.method_switched, row.transient_failures), (Some(300_000), true, 4));
 }
@@ -647,12 +736,10 @@ fn progress_facts_survive_a_reopen() {
 
 /// transition applies the edit and the new state in one write and moves state_since only when
 /// the state changes.
-#[test]
-fn transition_sets_state_since_only_on_change() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, unit) = store_with_order(dir.path(), 31);
+fn transition_sets_state_since_only_on_change(db: &Db) {
+    let (store, unit) = with_order(db.open(), 31);
     // Backdate state_since behind the store's back so a change is visible without sleeping.
-    raw(dir.path()).execute("UPDATE units SET state_since = 1, updated_at = 1", []).unwrap();
+    db.exec("UPDATE units SET state_since = 1, updated_at = 1").unwrap();
 
     let row = store
         .transition(unit, UnitState::Pending, |r| {
@@ -683,10 +770,8 @@ fn transition_sets_state_since_only_on_change() {
 
 /// transition on an unknown unit fails and writes nothing; a panic in the edit rolls back and
 /// leaves the store usable.
-#[test]
-fn transition_failures_write_nothing() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, unit) = store_with_order(dir.path(), 32);
+fn transition_failures_write_nothing(db: &Db) {
+    let (store, unit) = with_order(db.open(), 32);
     let err = store.transition(UnitId::order(404), UnitState::Valid, |_| {}).unwrap_err();
     assert!(matches!(err, StoreError::UnknownUnit { unit } if unit == UnitId::order(404)), "{err:?}");
     assert!(store.unit(UnitId::order(404)).unwrap().is_none());
@@ -701,11 +786,9 @@ fn transition_failures_write_nothing() {
 }
 
 /// save_unit writes every mutable field, keeps created_at, and maintains state_since itself.
-#[test]
-fn save_unit_round_trips_every_field() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, unit) = store_with_order(dir.path(), 33);
-    raw(dir.path()).execute("UPDATE units SET state_since = 5", []).unwrap();
+fn save_unit_round_trips_every_field(db: &Db) {
+    let (store, unit) = with_order(db.open(), 33);
+    db.exec("UPDATE units SET state_since = 5").unwrap();
     let mut row = store.unit(unit).unwrap().unwrap();
     let created = row.created_at;
     row.method = "dns-cname-token".to_owned();
@@ -741,10 +824,8 @@ fn save_unit_round_trips_every_field() {
 
 /// sync_unit inserts new units as Pending, updates changed config fields, leaves an unchanged
 /// unit untouched (no write), and never changes the state.
-#[test]
-fn sync_unit_inserts_and_updates() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+fn sync_unit_inserts_and_updates(db: &Db) {
+    let store = db.open();
     let unit = UnitId::domain(41);
     let row = store.sync_unit(unit, "dns-txt-token", &domains(&["example.org"]), None).unwrap();
     assert_eq!(row.state, UnitState::Pending);
@@ -753,7 +834,7 @@ fn sync_unit_inserts_and_updates() {
     assert_eq!(store.unit(unit).unwrap().unwrap(), row);
 
     walk(&store, unit, UnitState::Published);
-    raw(dir.path()).execute("UPDATE units SET updated_at = 1", []).unwrap();
+    db.exec("UPDATE units SET updated_at = 1").unwrap();
     let same = store.sync_unit(unit, "dns-txt-token", &domains(&["example.org"]), None).unwrap();
     assert_eq!(same.updated_at, 1, "unchanged config: nothing written");
     assert_eq!(same.state, UnitState::Published);
@@ -770,10 +851,8 @@ fn sync_unit_inserts_and_updates() {
 
 /// sync_units applies many units in one call with the same rules as sync_unit, returning rows in
 /// the order given.
-#[test]
-fn sync_units_in_one_batch() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+fn sync_units_in_one_batch(db: &Db) {
+    let store = db.open();
     let d1 = domains(&["example.com"]);
     let d2 = domains(&["example.org"]);
     store.sync_unit(UnitId::order(2), "dns-txt-token", &d1, None).unwrap();
@@ -819,10 +898,8 @@ fn sync_units_in_one_batch() {
 /// Units missing from the config are flagged (terminal ones too, so `status` is right after a
 /// reload), reported again on the next scan until terminal, and a unit back in the config is
 /// flagged present again.
-#[test]
-fn mark_missing_from_config() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+fn mark_missing_from_config(db: &Db) {
+    let store = db.open();
     let d = domains(&["example.com"]);
     let (a, b, c, e) = (UnitId::order(1), UnitId::order(2), UnitId::domain(1), UnitId::domain(2));
     for unit in [a, b, c, e] {
@@ -843,10 +920,8 @@ fn mark_missing_from_config() {
 }
 
 /// Every state appears in the counts, with the right numbers.
-#[test]
-fn counts_by_state() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+fn counts_by_state(db: &Db) {
+    let store = db.open();
     for id in 0..5 {
         store.sync_unit(UnitId::order(id), "dns-txt-token", &domains(&["example.com"]), None).unwrap();
     }
@@ -863,10 +938,8 @@ fn counts_by_state() {
 
 /// The event log keeps the last EVENTS_PER_UNIT events of each unit, oldest first, and cuts long
 /// details.
-#[test]
-fn events_are_capped_per_unit() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+fn events_are_capped_per_unit(db: &Db) {
+    let store = db.open();
     let (u, other) = (UnitId::order(51), UnitId::domain(51));
     store.append_event(other, "kept", "other unit").unwrap();
     let total = EVENTS_PER_UNIT + 5;
@@ -885,10 +958,8 @@ fn events_are_capped_per_unit() {
 }
 
 /// Everything written survives closing and reopening the store.
-#[test]
-fn data_survives_reopen() {
-    let dir = tempfile::tempdir().unwrap();
-    let (store, unit) = store_with_order(dir.path(), 61);
+fn data_survives_reopen(db: &Db) {
+    let (store, unit) = with_order(db.open(), 61);
     walk(&store, unit, UnitState::TokenIssued);
     let row = store
         .transition(unit, UnitState::Published, |r| {
@@ -903,7 +974,7 @@ fn data_survives_reopen() {
     let records = store.records(unit).unwrap();
     drop(store);
 
-    let store = Store::open(dir.path()).unwrap();
+    let store = db.open();
     assert_eq!(store.units().unwrap(), vec![row]);
     assert_eq!(store.records(unit).unwrap(), records);
     assert_eq!(records[0].status, RecordStatus::Published);
@@ -911,10 +982,8 @@ fn data_survives_reopen() {
 }
 
 /// The store is shared between threads; concurrent writers each see their own writes.
-#[test]
-fn concurrent_writers_from_threads() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+fn concurrent_writers_from_threads(db: &Db) {
+    let store = std::sync::Arc::new(db.open());
     let handles: Vec<_> = (0..4u64)
         .map(|t| {
             let store = store.clone();
@@ -939,10 +1008,13 @@ fn concurrent_writers_from_threads() {
 /// The store thread group-commits: 200 units writing at once share far fewer commits than 200,
 /// each caller gets its own result only after the commit (a failing write in the same group
 /// fails alone), and reads see only committed data.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn store_thread_groups_concurrent_writes_into_few_commits() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = std::sync::Arc::new(Store::open(dir.path()).unwrap());
+fn store_thread_groups_concurrent_writes_into_few_commits(db: &Db) {
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(store_thread_groups_concurrent_writes(db));
+}
+
+async fn store_thread_groups_concurrent_writes(db: &Db) {
+    let store = std::sync::Arc::new(db.open());
     let units: Vec<UnitId> = (1..=200).map(UnitId::order).collect();
     let names = domains(&["example.com"]);
     let specs: Vec<UnitSpec<'_>> = units
@@ -979,7 +1051,7 @@ async fn store_thread_groups_concurrent_writes_into_few_commits() {
     drop(thread);
     // durable: a fresh connection sees them
     drop(store);
-    let reopened = Store::open(dir.path()).unwrap();
+    let reopened = db.open();
     assert!(
         reopened
             .units()
@@ -991,10 +1063,8 @@ async fn store_thread_groups_concurrent_writes_into_few_commits() {
 
 /// A unit's source is stored and follows the configuration: a discovered unit that the TOML
 /// lists later becomes `config`; the database refuses any other value.
-#[test]
-fn unit_source_is_stored_and_follows_the_configuration() {
-    let dir = tempfile::tempdir().unwrap();
-    let store = Store::open(dir.path()).unwrap();
+fn unit_source_is_stored_and_follows_the_configuration(db: &Db) {
+    let store = db.open();
     let names = domains(&["example.com"]);
     let spec =
         |source| UnitSpec { unit: UnitId::order(7), method: "dns-txt-token", domains: &names, provider: None, source };
@@ -1003,6 +1073,334 @@ fn unit_source_is_stored_and_follows_the_configuration() {
     assert_eq!(store.unit(UnitId::order(7)).unwrap().unwrap().source, UnitSource::Discovered);
     store.sync_units(&[spec(UnitSource::Config)]).unwrap();
     assert_eq!(store.unit(UnitId::order(7)).unwrap().unwrap().source, UnitSource::Config);
-    let err = raw(dir.path()).execute("UPDATE units SET source = 'toml' WHERE id = 7", []);
+    let err = db.exec("UPDATE units SET source = 'toml' WHERE id = 7");
     assert!(err.is_err(), "the CHECK constraint refuses an unknown source");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Leases and fencing
+
+/// Five orders, one of them already cleaned up: the units with work left.
+fn five_orders(store: &Store) -> Vec<UnitId> {
+    let units: Vec<UnitId> = (1..=5).map(UnitId::order).collect();
+    for unit in &units {
+        store.sync_unit(*unit, "dns-txt-token", &domains(&["example.com"]), None).unwrap();
+    }
+    walk(store, units[4], UnitState::CleanedUp);
+    units[..4].to_vec()
+}
+
+const LONG_LEASE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// One instance (SQLite's only case): claims get every unit with work left, at epoch 1, once;
+/// a terminal transition releases the unit; release lets a claim take the others again at the
+/// next epoch; writes succeed throughout.
+fn leases_of_a_single_instance(db: &Db) {
+    let store = db.open_as("solo");
+    assert_eq!(store.instance(), "solo");
+    let open = five_orders(&store);
+    let claimed = store.claim_units(LONG_LEASE, 3).unwrap();
+    assert_eq!(claimed.iter().map(|r| r.unit).collect::<Vec<_>>(), open[..3], "limit and unit order");
+    assert!(claimed.iter().all(|r| r.owner.as_deref() == Some("solo") && r.epoch == 1 && r.lease_expires_at.is_some()));
+    let rest = store.claim_units(LONG_LEASE, 100).unwrap();
+    assert_eq!(rest.iter().map(|r| r.unit).collect::<Vec<_>>(), open[3..], "held units are not returned again");
+    assert!(store.claim_units(LONG_LEASE, 100).unwrap().is_empty());
+    assert!(store.renew_leases(LONG_LEASE).unwrap().is_empty(), "nothing lost");
+
+    let row = store.transition(open[0], UnitState::Failed, |r| r.last_error = Some("x".into())).unwrap();
+    assert_eq!((row.owner, row.epoch, row.lease_expires_at), (None, 1, None), "terminal: released, epoch kept");
+    assert_eq!(store.unit(open[0]).unwrap().unwrap().owner, None);
+    store.record_publish_intent(open[1], &[txt("_dnsauth.example.com", "v")]).unwrap();
+    store.append_event(open[1], "note", "held").unwrap();
+
+    store.release_leases().unwrap();
+    assert!(store.held_leases().is_empty());
+    assert!(store.units().unwrap().iter().all(|r| r.owner.is_none() && r.lease_expires_at.is_none()));
+    let again = store.claim_units(LONG_LEASE, 100).unwrap();
+    assert_eq!(again.iter().map(|r| (r.unit, r.epoch)).collect::<Vec<_>>(), [(open[1], 2), (open[2], 2), (open[3], 2)]);
+}
+
+/// A fresh PostgreSQL database.
+fn pg_db() -> Db {
+    Db::postgres()
+}
+
+/// Three instances claiming the same 300 units at once from their own threads, a few at a time:
+/// every unit is claimed exactly once (SKIP LOCKED never hands a row to two instances).
+#[test]
+fn concurrent_claims_never_overlap() {
+    let db = pg_db();
+    let setup = db.open_as("setup");
+    let units: Vec<UnitId> = (1..=300).map(UnitId::order).collect();
+    let names = domains(&["example.com"]);
+    let specs: Vec<UnitSpec<'_>> = units
+        .iter()
+        .map(|u| UnitSpec {
+            unit: *u,
+            method: "dns-txt-token",
+            domains: &names,
+            provider: None,
+            source: UnitSource::Config,
+        })
+        .collect();
+    setup.sync_units(&specs).unwrap();
+    let claims: Vec<Vec<UnitId>> = std::thread::scope(|scope| {
+        let workers: Vec<_> = ["a", "b", "c"]
+            .into_iter()
+            .map(|instance| {
+                let store = db.open_as(instance);
+                scope.spawn(move || {
+                    let mut mine = Vec::new();
+                    loop {
+                        let got = store.claim_units(LONG_LEASE, 7).unwrap();
+                        if got.is_empty() && store.claim_units(LONG_LEASE, 7).unwrap().is_empty() {
+                            break;
+                        }
+                        assert!(got.iter().all(|r| r.owner.as_deref() == Some(instance) && r.epoch == 1));
+                        mine.extend(got.iter().map(|r| r.unit));
+                    }
+                    mine
+                })
+            })
+            .collect();
+        workers.into_iter().map(|w| w.join().unwrap()).collect()
+    });
+    let mut all: Vec<UnitId> = claims.iter().flatten().copied().collect();
+    all.sort();
+    assert_eq!(all, units, "every unit claimed exactly once");
+    println!("claims per instance: {:?}", claims.iter().map(Vec::len).collect::<Vec<_>>());
+    for (instance, mine) in ["a", "b", "c"].iter().zip(&claims) {
+        for unit in mine {
+            assert_eq!(setup.unit(*unit).unwrap().unwrap().owner.as_deref(), Some(*instance));
+        }
+    }
+}
+
+/// After a's lease expires, b claims the unit at epoch + 1; every write a then tries for it is
+/// refused with LeaseLost and writes nothing; a's renewal reports the unit lost and forgets it.
+#[test]
+fn an_expired_lease_is_taken_over_and_fences_the_old_owner() {
+    let db = pg_db();
+    let a = db.open_as("a");
+    let b = db.open_as("b");
+    let unit = UnitId::order(1);
+    a.sync_unit(unit, "dns-txt-token", &domains(&["example.com"]), None).unwrap();
+    assert_eq!(a.claim_units(LONG_LEASE, 10).unwrap()[0].epoch, 1);
+    let rec = a.record_publish_intent(unit, &[txt("_dnsauth.example.com", "v1")]).unwrap().remove(0);
+    assert!(b.claim_units(LONG_LEASE, 10).unwrap().is_empty(), "a's lease is live");
+    // a pauses past its lease (the database's clock decides).
+    db.exec("UPDATE units SET lease_expires_at = 0").unwrap();
+    let taken = b.claim_units(LONG_LEASE, 10).unwrap();
+    assert_eq!((taken[0].unit, taken[0].owner.as_deref(), taken[0].epoch), (unit, Some("b"), 2));
+
+    let before = (a.unit(unit).unwrap(), a.records(unit).unwrap(), a.events(unit).unwrap());
+    let lost = |result: Result<(), StoreError>, what: &str| match result {
+        Err(StoreError::LeaseLost { unit: u, owner }) => {
+            assert_eq!((u, owner.as_str()), (unit, "b"), "{what}");
+        }
+        other => panic!("{what}: expected LeaseLost, got {other:?}"),
+    };
+    lost(a.transition(unit, UnitState::TokenIssued, |r| r.token = Some("stale".into())).map(drop), "transition");
+    let mut row = before.0.clone().unwrap();
+    row.attempts = 99;
+    lost(a.save_unit(&row), "save_unit");
+    lost(a.record_publish_intent(unit, &[txt("_dnsauth.example.com", "v2")]).map(drop), "publish intent");
+    lost(a.mark_published(rec.id, Some("p"), None), "mark_published");
+    lost(a.record_remove_intent(&[rec.id]), "remove intent");
+    lost(a.mark_removed(&[rec.id]), "mark_removed");
+    lost(a.append_event(unit, "stale", "x"), "append_event");
+    let err = a.append_event(unit, "stale", "x").unwrap_err();
+    assert!(err.to_string().contains("another instance holds order 1"), "{err}");
+    assert_eq!((a.unit(unit).unwrap(), a.records(unit).unwrap(), a.events(unit).unwrap()), before, "nothing written");
+
+    assert_eq!(a.renew_leases(LONG_LEASE).unwrap(), vec![unit], "the renewal reports the lost unit");
+    assert!(a.held_leases().is_empty());
+    assert!(a.renew_leases(LONG_LEASE).unwrap().is_empty(), "forgotten");
+    // b, the holder, writes.
+    b.transition(unit, UnitState::TokenIssued, |r| r.token = Some("fresh".into())).unwrap();
+    b.mark_published(rec.id, Some("p"), None).unwrap();
+    assert_eq!(b.renew_leases(LONG_LEASE).unwrap(), vec![]);
+}
+
+/// A graceful shutdown releases the leases: another instance claims them at once; a restarted
+/// instance with the same id reclaims its own units at once with a new epoch, and its old
+/// handle's epoch no longer writes.
+#[test]
+fn released_and_restarted_instances_hand_over_at_once() {
+    let db = pg_db();
+    let a = db.open_as("a");
+    let open = five_orders(&a);
+    assert_eq!(a.claim_units(LONG_LEASE, 100).unwrap().len(), open.len());
+    a.release_leases().unwrap();
+    let b = db.open_as("b");
+    let taken = b.claim_units(LONG_LEASE, 100).unwrap();
+    assert_eq!(
+        taken.iter().map(|r| (r.unit, r.epoch)).collect::<Vec<_>>(),
+        open.iter().map(|u| (*u, 2)).collect::<Vec<_>>()
+    );
+
+    // b crashes (no release) and restarts under the same id.
+    let stale_b = b;
+    let b2 = db.open_as("b");
+    let reclaimed = b2.claim_units(LONG_LEASE, 100).unwrap();
+    assert_eq!(reclaimed.len(), open.len());
+    assert!(reclaimed.iter().all(|r| r.owner.as_deref() == Some("b") && r.epoch == 3));
+    b2.transition(open[0], UnitState::TokenIssued, |_| {}).unwrap();
+    let err = stale_b.transition(open[1], UnitState::TokenIssued, |_| {}).unwrap_err();
+    assert!(matches!(err, StoreError::LeaseLost { .. }), "{err:?}");
+}
+
+/// PostgreSQL stopped: calls fail with Unavailable (promptly, figures printed), nothing panics;
+/// once it is back, the same store works again without being reopened.
+#[test]
+fn postgres_outage_gives_unavailable_then_recovers() {
+    let cluster = PgCluster::start_new();
+    cluster.create_database("outage");
+    let store = Store::open_postgres(&pg_settings(&cluster, "outage"), "a").unwrap();
+    let unit = UnitId::order(1);
+    store.sync_unit(unit, "dns-txt-token", &domains(&["example.com"]), None).unwrap();
+    store.claim_units(LONG_LEASE, 10).unwrap();
+
+    cluster.stop();
+    for round in 0..3 {
+        let started = std::time::Instant::now();
+        let read = store.units();
+        let write = store.transition(unit, UnitState::TokenIssued, |_| {});
+        println!("outage round {round}: a read and a write failed in {:?}", started.elapsed());
+        assert!(matches!(read, Err(StoreError::Unavailable { .. })), "{read:?}");
+        assert!(matches!(write, Err(StoreError::Unavailable { .. })), "{write:?}");
+    }
+    let err = store.units().unwrap_err();
+    assert!(err.to_string().contains(&cluster.url("outage")), "names the database: {err}");
+    assert!(!err.to_string().contains(PASSWORD), "{err}");
+
+    cluster.start();
+    // The store waits a moment between connection attempts: retry until it connects.
+    let mut result = store.units();
+    for _ in 0..50 {
+        if result.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        result = store.units();
+    }
+    assert_eq!(result.unwrap().len(), 1, "reconnected");
+    let row = store.transition(unit, UnitState::TokenIssued, |_| {}).unwrap();
+    assert_eq!(row.epoch, 1, "the lease survived the outage");
+    assert_eq!(store.renew_leases(LONG_LEASE).unwrap(), vec![]);
+}
+
+/// The store thread's group commit on PostgreSQL when the server goes away mid-run: every
+/// caller gets an error, none an acknowledgement of a lost write, and the thread recovers.
+#[test]
+fn group_commits_survive_a_postgres_restart() {
+    let cluster = PgCluster::start_new();
+    cluster.create_database("groups");
+    let store = std::sync::Arc::new(Store::open_postgres(&pg_settings(&cluster, "groups"), "a").unwrap());
+    let unit = UnitId::order(1);
+    store.sync_unit(unit, "dns-txt-token", &domains(&["example.com"]), None).unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
+    runtime.block_on(async {
+        let thread = StoreThread::start(store.clone()).unwrap();
+        thread.write(move |s| s.transition(unit, UnitState::Pending, |r| r.attempts = 1)).await.unwrap();
+        cluster.stop();
+        let failed = thread.write(move |s| s.transition(unit, UnitState::Pending, |r| r.attempts = 2)).await;
+        assert!(matches!(failed, Err(StoreError::Unavailable { .. })), "{failed:?}");
+        cluster.start();
+        let mut attempts = None;
+        for _ in 0..50 {
+            match thread.write(move |s| s.transition(unit, UnitState::Pending, |r| r.attempts = 3)).await {
+                Ok(row) => {
+                    attempts = Some(row.attempts);
+                    break;
+                }
+                Err(_) => tokio::time::sleep(std::time::Duration::from_millis(100)).await,
+            }
+        }
+        assert_eq!(attempts, Some(3), "the store thread writes again after the restart");
+    });
+    assert_eq!(store.unit(unit).unwrap().unwrap().attempts, 3);
+}
+
+/// A PostgreSQL database migrated by a newer dcvd, or holding someone else's tables, is refused.
+#[test]
+fn postgres_refuses_newer_and_foreign_databases() {
+    let newer = pg_db();
+    drop(newer.open());
+    newer.exec("UPDATE dcvd_schema SET version = 999").unwrap();
+    let Db::Postgres(name) = &newer else { unreachable!() };
+    let err = Store::open_postgres(&pg_settings(PgCluster::shared(), name), "a").unwrap_err();
+    assert!(matches!(err, StoreError::TooNew { found: 999, .. }), "{err:?}");
+    assert!(err.to_string().contains("newer dcvd"), "{err}");
+
+    let foreign = pg_db();
+    foreign.exec("CREATE TABLE invoices (id int)").unwrap();
+    let Db::Postgres(name) = &foreign else { unreachable!() };
+    let err = Store::open_postgres(&pg_settings(PgCluster::shared(), name), "a").unwrap_err();
+    assert!(err.to_string().contains("not a dcvd state database"), "{err}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// Moving from SQLite to PostgreSQL
+
+/// `dcvd store migrate` copies every unit (leases cleared), record and event of a SQLite
+/// state_dir into an empty PostgreSQL database exactly, keeps record ids (new ones continue after
+/// them), prints the counts, and refuses a database that is not empty.
+#[test]
+fn migrate_copies_a_sqlite_store_into_an_empty_postgres_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let (store, unit) = with_order(Store::open_sqlite(dir.path(), "old").unwrap(), 1);
+    five_orders(&store);
+    walk(&store, unit, UnitState::Published);
+    let recs =
+        store.record_publish_intent(unit, &[txt("_dnsauth.a.example", "v"), txt("_dnsauth.b.example", "v")]).unwrap();
+    store.mark_published(recs[0].id, Some("p-1"), Some("c-1")).unwrap();
+    store.record_remove_intent(&[recs[1].id]).unwrap();
+    store.mark_removed(&[recs[1].id]).unwrap();
+    store.append_event(UnitId::domain(77), "orphan", "an event of a unit not in the store").unwrap();
+    store.claim_units(LONG_LEASE, 100).unwrap();
+    let units = store.units().unwrap();
+    let records: Vec<_> = units.iter().flat_map(|u| store.records(u.unit).unwrap()).collect();
+    let events: Vec<_> = units.iter().map(|u| store.events(u.unit).unwrap()).collect();
+    let event_count = events.iter().map(Vec::len).sum::<usize>() + 1;
+    drop(store);
+
+    let target = pg_db();
+    let Db::Postgres(name) = &target else { unreachable!() };
+    let password_file = dir.path().join("pgpass");
+    std::fs::write(&password_file, format!("{PASSWORD}\n")).unwrap();
+    let migrate = |state_dir: &Path| {
+        Command::new(env!("CARGO_BIN_EXE_dcvd"))
+            .args(["store", "migrate", "--config", "/nonexistent/dcvd.toml", "--to-url"])
+            .arg(PgCluster::shared().url(name))
+            .arg("--password-file")
+            .arg(&password_file)
+            .arg("--state-dir")
+            .arg(state_dir)
+            .output()
+            .unwrap()
+    };
+    let out = migrate(dir.path());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        stdout.contains(&format!("copied {} units, {} records, {event_count} events", units.len(), records.len())),
+        "{stdout}"
+    );
+
+    let moved = target.open_as("new");
+    let expected: Vec<_> =
+        units.iter().map(|u| dcvd::store::UnitRow { owner: None, lease_expires_at: None, ..u.clone() }).collect();
+    assert_eq!(moved.units().unwrap(), expected, "units copied, leases cleared");
+    let moved_records: Vec<_> = units.iter().flat_map(|u| moved.records(u.unit).unwrap()).collect();
+    assert_eq!(moved_records, records);
+    let moved_events: Vec<_> = units.iter().map(|u| moved.events(u.unit).unwrap()).collect();
+    assert_eq!(moved_events, events);
+    assert_eq!(moved.events(UnitId::domain(77)).unwrap().len(), 1);
+    let fresh = moved.record_publish_intent(unit, &[txt("_dnsauth.c.example", "v")]).unwrap();
+    assert!(fresh[0].id > recs[1].id, "new ids continue after the copied ones");
+
+    let again = migrate(dir.path());
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("needs an empty database"), "{again:?}");
 }

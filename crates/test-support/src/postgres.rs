@@ -5,10 +5,12 @@
 //! root. The server is stopped (immediate mode) on drop.
 //!
 //! [`PgCluster::stop`] and [`PgCluster::start`] let a test take the database away and bring it
-//! back on the same port with the same data.
+//! back on the same port with the same data. [`PgCluster::shared`] is one cluster for a whole test
+//! binary (a database per test), stopped by a watchdog process once the tests exit.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use crate::ports;
@@ -92,6 +94,45 @@ impl PgCluster {
         let cluster = Self { bin, data, port: ports::free_port(), as_root, dir };
         cluster.start();
         cluster
+    }
+
+    /// One cluster for the whole test binary, started on first use. Statics are never dropped, so a
+    /// small watchdog process stops the server and removes its directory once this process has
+    /// exited (also when it was killed). Never stop it: other tests use it; take a
+    /// [`start_new`](Self::start_new) cluster of your own for that.
+    pub fn shared() -> &'static Self {
+        static SHARED: OnceLock<PgCluster> = OnceLock::new();
+        SHARED.get_or_init(|| {
+            let cluster = Self::start_new();
+            cluster.stop_after_exit();
+            cluster
+        })
+    }
+
+    /// Spawns `sh` waiting for this process to exit, then stopping the server and removing the
+    /// cluster's directory.
+    // The watchdog outlives this process by design: nobody waits for it here.
+    #[expect(clippy::zombie_processes)]
+    fn stop_after_exit(&self) {
+        let stop = command(&self.bin, "pg_ctl", self.as_root);
+        let stop_line = std::iter::once(stop.get_program())
+            .chain(stop.get_args())
+            .map(|part| shell_quote(&part.to_string_lossy()))
+            .collect::<Vec<_>>()
+            .join(" ");
+        let script = format!(
+            "while kill -0 {pid} 2>/dev/null; do sleep 0.5; done; {stop_line} -D {data} -m immediate stop; rm -rf {dir}",
+            pid = std::process::id(),
+            data = shell_quote(&self.data.to_string_lossy()),
+            dir = shell_quote(&self.dir.path().to_string_lossy()),
+        );
+        Command::new("sh")
+            .args(["-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn the PostgreSQL watchdog");
     }
 
     /// Starts the (stopped) server on its port and waits until it accepts connections.
@@ -199,6 +240,10 @@ fn command(bin: &Path, name: &str, as_root: bool) -> Command {
     } else {
         Command::new(program)
     }
+}
+
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
 }
 
 fn chown_unprivileged(path: &Path) {

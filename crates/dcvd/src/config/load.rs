@@ -35,6 +35,7 @@ pub(super) fn build(text: &str, file: &Path, env: &Environment) -> Result<Config
     let check = check(&src, raw.check)?;
     let providers = provider::parse(&src, &ctx, providers_value, &mut warnings)?;
     let discovery = super::discovery::parse(&src, raw.discovery, &providers, &mut warnings)?;
+    let store = super::store::parse(&src, &ctx, raw.store, &mut warnings)?;
 
     let mut units = Units::new(&providers, certcentral.validation_scope);
     units.add(&src, raw.order, raw.domain)?;
@@ -64,6 +65,7 @@ pub(super) fn build(text: &str, file: &Path, env: &Environment) -> Result<Config
         providers,
         notify,
         discovery,
+        store,
         units,
         warnings,
         files,

@@ -21,6 +21,7 @@
 //! - `section`: what a provider's home gets: [`section::Section`], [`Secret`], value types.
 //! - `notify`: the `[notify]` section (delivery is `crate::notify`).
 //! - `discovery`: the `[discovery]` section (the scan is `crate::discovery`).
+//! - `store`: the `[store]` section (SQLite or PostgreSQL, instance id, lease ttl).
 //! - `load`: cross-field validation, order files, units.
 //! - `names`: domain/zone normalization and zone matching.
 //! - `host`: [`Config::check_state_dir`], the checks of the state directory as the running user
@@ -36,6 +37,7 @@ mod notify;
 mod provider;
 mod raw;
 pub(crate) mod section;
+mod store;
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -52,6 +54,7 @@ pub use env::Environment;
 pub use error::{ConfigError, Location};
 pub use notify::Notify;
 pub use section::Secret;
+pub use store::{DEFAULT_LEASE_TTL, MIN_LEASE_TTL, StoreSettings};
 
 pub use crate::store::UnitSource;
 
@@ -81,6 +84,8 @@ pub struct Config {
     pub notify: Option<Notify>,
     /// `[discovery]`: pending work taken from the account (none when absent).
     pub discovery: Option<Discovery>,
+    /// `[store]`: SQLite in `daemon.state_dir` (the default) or PostgreSQL; instance and leases.
+    pub store: StoreSettings,
     /// `[[order]]` and `[[domain]]` units, in file order (main file first), then the units a
     /// discovery scan added ([`Config::with_discovered`]).
     pub units: Vec<Unit>,

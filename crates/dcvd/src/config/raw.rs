@@ -304,6 +304,7 @@ pub(super) struct RawMain {
     pub(super) check: Option<RawCheck>,
     pub(super) notify: Option<Spanned<super::notify::RawNotify>>,
     pub(super) discovery: Option<Spanned<super::discovery::RawDiscovery>>,
+    pub(super) store: Option<Spanned<super::store::RawStore>>,
     /// Parsed separately (see `provider.rs`); declared so unknown-key errors list it.
     #[serde(rename = "providers")]
     pub(super) _providers: Option<IgnoredAny>,
