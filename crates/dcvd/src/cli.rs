@@ -261,6 +261,7 @@ fn log_banner(path: &Path, cfg: &crate::config::Config) {
         config = %path.display(),
         state_dir = %cfg.daemon.state_dir.display(),
         store = %cfg.store.describe(&cfg.daemon.state_dir),
+        instance = %cfg.store.instance,
         units = cfg.units.len(),
         providers = %providers.join(", "),
         validation_scope = cfg.certcentral.validation_scope.as_str(),

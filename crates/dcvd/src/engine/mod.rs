@@ -233,7 +233,7 @@ async fn run_engine(
     if let Some(account) = &account {
         account.notify_through(notifier.clone());
     }
-    let leases = Arc::new(Leases::new(Duration::from_secs(30)));
+    let leases = Arc::new(Leases::new(config.store.lease_ttl));
     let mut env =
         Env::build_with(config, store.clone(), metrics.clone(), account, leases.clone()).await.map_err(SetupError)?;
     env.notifier = notifier;
@@ -256,14 +256,13 @@ async fn run_engine(
     let mut env = Arc::new(env);
     observer.ready();
     let stop = CancellationToken::new();
-    let mut live =
-        Live {
-            tasks: JoinSet::new(),
-            running: HashMap::new(),
-            timers: Timers::default(),
-            stop: stop.clone(),
-            last_renewal: None,
-        };
+    let mut live = Live {
+        tasks: JoinSet::new(),
+        running: HashMap::new(),
+        timers: Timers::default(),
+        stop: stop.clone(),
+        last_renewal: None,
+    };
     let mut respawn: HashSet<UnitId> = HashSet::new();
     live.schedule_from_store(&env).await?;
     live.keep_leases(&env, &mut respawn).await?;
@@ -560,6 +559,12 @@ impl Live {
             }
             respawn.remove(&id);
             self.timers.remove(id);
+        }
+        if !claimed.is_empty() {
+            // Epoch 1 is a unit's first claim; a higher one resumes a unit some instance (maybe
+            // this one, before a restart) held before.
+            let resumed = claimed.iter().filter(|r| r.epoch > 1).count();
+            info!(units = claimed.len(), resumed, "claimed units nobody held");
         }
         let cleanup = env.config.daemon.cleanup;
         for row in claimed.into_iter().filter(|r| has_work(r, cleanup)) {

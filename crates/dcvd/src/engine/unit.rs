@@ -178,7 +178,10 @@ async fn drive_in_span(env: Arc<Env>, unit: UnitId, cancel: CancellationToken) -
             }
         };
         if row.owner.as_deref() != Some(executor.env.store.store().instance()) {
-            info!(owner = row.owner.as_deref().unwrap_or(""), "another instance holds the unit now; this one stops driving it");
+            info!(
+                owner = row.owner.as_deref().unwrap_or(""),
+                "another instance holds the unit now; this one stops driving it"
+            );
             return Parked::Cancelled;
         }
         if executor.env.may_act().is_err() {
@@ -215,6 +218,11 @@ async fn drive_in_span(env: Arc<Env>, unit: UnitId, cancel: CancellationToken) -
             Err(e @ StoreError::LeaseLost { .. }) => {
                 info!(error = %e, "this instance no longer holds the unit; it stops driving it");
                 return Parked::Cancelled;
+            }
+            // Reported once for the instance by the lease renewal (ERROR, `/healthz`).
+            Err(e @ StoreError::Unavailable { .. }) => {
+                tracing::debug!(state = row.state.as_str(), error = %e, "cannot record the unit's progress");
+                return Parked::Until(now_millis() + STORE_RETRY.as_millis() as i64);
             }
             Err(e) => {
                 error!(state = row.state.as_str(), error = %e, retry_in_ms = STORE_RETRY.as_millis() as u64,
@@ -276,7 +284,9 @@ impl Executor {
                     Err(StepError::Lost(lost)) => return Err(Interrupted::Lost(lost)),
                     Err(StepError::Lapsed(why)) => return Err(Interrupted::Lapsed(why)),
                     // The records stay listed as live; `dcvd cleanup` or the next start removes them.
-                    Err(e) => warn!(error = %e, "cleanup after failure failed; records remain listed in the state store"),
+                    Err(e) => {
+                        warn!(error = %e, "cleanup after failure failed; records remain listed in the state store")
+                    }
                     Ok(()) => {}
                 }
                 Outcome::Failed { why: cause.to_string() }

@@ -179,6 +179,10 @@ impl PgSettings {
         }
         config
             .application_name("dcvd")
+            // An instance stopped inside a transaction (SIGSTOP, a VM pause) must not hold row
+            // locks that block the others: the server ends such a session after 2 s (groups take
+            // milliseconds), and a lock wait gives up after 5 s and is retried.
+            .options("-c idle_in_transaction_session_timeout=2000 -c lock_timeout=5000")
             .connect_timeout(CONNECT_TIMEOUT)
             .tcp_user_timeout(TCP_USER_TIMEOUT)
             .keepalives(true)

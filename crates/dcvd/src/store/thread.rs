@@ -172,8 +172,16 @@ fn serve(store: &Store, queue: &mpsc::Receiver<Job>, stats: &GroupStats) {
         let commit = if grouped { store.commit_group() } else { Ok(()) };
         stats.commits.fetch_add(1, Ordering::Relaxed);
         stats.writes.fetch_add(delivers.len() as u64, Ordering::Relaxed);
-        if let Err(e) = &commit {
-            tracing::error!(error = %e, writes = delivers.len(), "state store commit failed; the steps will be retried");
+        match &commit {
+            // A database that does not answer is one condition, which the engine's lease renewal
+            // reports once (ERROR, `/healthz`); each failed group would repeat it.
+            Err(e @ StoreError::Unavailable { .. }) => {
+                tracing::debug!(error = %e, writes = delivers.len(), "state store commit failed; the steps will be retried");
+            }
+            Err(e) => {
+                tracing::error!(error = %e, writes = delivers.len(), "state store commit failed; the steps will be retried");
+            }
+            Ok(()) => {}
         }
         for deliver in delivers {
             deliver(commit.as_ref().err());
