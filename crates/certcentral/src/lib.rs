@@ -83,7 +83,9 @@ pub mod types;
 
 pub use client::{CallRecord, Client, ClientConfig, Endpoint, Observer, RateWindow, RetryPolicy};
 pub use error::Error;
-pub use limiter::{Lane, RateLimiter, TOKENS_PER_CHECK, safety_margin};
+pub use limiter::{
+    Admission, Lane, RateLimiter, SharedWindows, SharedWindowsError, TOKENS_PER_CHECK, WindowSpan, safety_margin,
+};
 pub use listing::{DomainFilter, Listing, MAX_PAGE_SIZE, OrderFilter};
 pub use scope::{ValidationScope, base_domain};
 pub use secrecy::SecretString;
