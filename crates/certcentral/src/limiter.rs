@@ -468,7 +468,8 @@ mod tests {
     #[test]
     fn a_full_window_frees_when_its_oldest_admission_ages_out() {
         let now = Instant::now();
-        let mut log = WindowLog { window: WindowSpan::of(RateWindow::new(2, Duration::from_secs(5))), admitted: VecDeque::new() };
+        let mut log =
+            WindowLog { window: WindowSpan::of(RateWindow::new(2, Duration::from_secs(5))), admitted: VecDeque::new() };
         log.record(now);
         assert_eq!(log.next_free(now), now, "room for a second");
         log.record(now + Duration::from_secs(1));
