@@ -293,11 +293,11 @@ impl Drop for Asking<'_> {
 }
 
 /// What the caller at the head does next.
-enum Step {
+enum Step<'a> {
     /// Wait for a wake-up (an admission, a cancellation, an answer), or until this instant.
     Wait(Option<Instant>),
     /// Ask the shared ledger (the in-flight flag is set).
-    AskLedger,
+    AskLedger(&'a dyn SharedWindows),
 }
 
 /// A rate limiter enforcing several rolling windows at once, with priority lanes; clones share
@@ -405,19 +405,21 @@ impl RateLimiter {
                     let free = state.next_free(now);
                     if free > now {
                         Step::Wait(Some(free))
-                    } else if self.ledger.is_none() {
+                    } else if let Some(ledger) = self.ledger.as_deref() {
+                        if state.ledger.asking {
+                            // A caller that was at the head before this one (a token call before
+                            // this check arrived) is being answered.
+                            Step::Wait(None)
+                        } else {
+                            state.ledger.asking = true;
+                            Step::AskLedger(ledger)
+                        }
+                    } else {
                         state.admit(lane, now);
                         waiting.admitted = true;
                         drop(state);
                         shared.turn.notify_waiters();
                         return if waited { started.elapsed() } else { Duration::ZERO };
-                    } else if state.ledger.asking {
-                        // A caller that was at the head before this one (a token call before this
-                        // check arrived) is being answered.
-                        Step::Wait(None)
-                    } else {
-                        state.ledger.asking = true;
-                        Step::AskLedger
                     }
                 } else {
                     Step::Wait(None)
@@ -425,8 +427,7 @@ impl RateLimiter {
             };
             let sleep_until = match step {
                 Step::Wait(until) => until,
-                Step::AskLedger => {
-                    let ledger = self.ledger.as_deref().expect("asked only with a ledger");
+                Step::AskLedger(ledger) => {
                     let mut asking = Asking { shared, answered: false };
                     let answer = ledger.try_admit(&self.spans).await;
                     let mut state = shared.lock();
