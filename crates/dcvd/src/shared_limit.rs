@@ -17,6 +17,10 @@
 //! are the key's, from the same configuration); rows are kept for the longest span of the
 //! instance that prunes.
 //!
+//! The session ends an admission transaction left idle for 5 s and stops waiting for the lock
+//! after 5 s, so an instance paused inside one (SIGSTOP, a VM migration) blocks the others for
+//! 5 s at most.
+//!
 //! The connection is made on first use (then the table and its index are created if missing)
 //! and made again after any failure; a request that fails or takes longer than
 //! [`REQUEST_TIMEOUT`] is an error, which the limiter answers with a backoff and one WARN per
@@ -47,6 +51,11 @@ pub const LOCK_CLASS: i32 = 0x6463_7664;
 
 /// Longest a connection or an admission may take before it counts as failed.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// An instance stopped (SIGSTOP, a VM paused) inside an admission must not hold the key's lock
+/// for long: the server ends such a transaction after 5 s, and a waiter gives up after 5 s (and
+/// asks again after the limiter's backoff) instead of hanging.
+const SESSION_SETTINGS: &str = "SET idle_in_transaction_session_timeout = '5s'; SET lock_timeout = '5s';";
 
 const CREATE_SCHEMA: &str = "\
 CREATE TABLE IF NOT EXISTS dcvd_rate_admissions (key_id TEXT NOT NULL, at_ms BIGINT NOT NULL);
@@ -170,7 +179,9 @@ where
                     debug!(%error, "rate-limit ledger connection ended");
                 }
             });
-            let schema = format!("BEGIN; SELECT pg_advisory_xact_lock({LOCK_CLASS}, 0); {CREATE_SCHEMA} COMMIT;");
+            let schema = format!(
+                "{SESSION_SETTINGS} BEGIN; SELECT pg_advisory_xact_lock({LOCK_CLASS}, 0); {CREATE_SCHEMA} COMMIT;"
+            );
             let setup = async {
                 client.batch_execute(&schema).await.map_err(|e| self.error(&format!("create table {TABLE}"), e))?;
                 client.prepare(ADMIT).await.map_err(|e| self.error("prepare the admission", e))
