@@ -10,15 +10,18 @@
 //! (an index scan of at most N rows), inserts the admission when every window has room and
 //! otherwise answers how long until the oldest blocking admission ages out. The same statement
 //! prunes the key's admissions older than the longest span (a short index range, usually one
-//! row). The four statements are pipelined: one network round trip per admission.
+//! row). `BEGIN` with the lock, the admission and `COMMIT` are pipelined: one network round trip
+//! per admission. The admission's instant is the database's, taken before the answer travels
+//! back and the request goes out: the windows' safety margin
+//! ([`certcentral::safety_margin`], at least 250 ms) must cover that hop's jitter too.
 //!
 //! `key_id` is [`crate::providers::fingerprint`] of the API key (64 bits of its SHA-256): it
 //! tells keys apart without revealing them. Every instance must enforce the same windows (they
 //! are the key's, from the same configuration); rows are kept for the longest span of the
 //! instance that prunes.
 //!
-//! The session ends an admission transaction left idle for 5 s and stops waiting for the lock
-//! after 5 s, so an instance paused inside one (SIGSTOP, a VM migration) blocks the others for
+//! The server ends a session's admission transaction left idle for 5 s, and a session stops
+//! waiting for the lock after 5 s, so an instance paused inside one (SIGSTOP, a VM migration) blocks the others for
 //! 5 s at most.
 //!
 //! The connection is made on first use (then the table and its index are created if missing)
