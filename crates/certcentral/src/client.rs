@@ -16,7 +16,7 @@ pub use retry::RetryPolicy;
 use retry::{Verdict, parse_retry_after};
 
 use crate::Error;
-use crate::limiter::{Lane, RateLimiter};
+use crate::limiter::{Lane, RateLimiter, SharedWindows};
 use crate::types::{
     ApiErrorBody, CheckDcvResponse, DcvMethod, DcvRandomValue, DcvToken, DomainInfo, OrderInfo, OrderValidation,
     SubmitValidationRequest, SubmitValidationResponse, ValidateTokenResponse,
@@ -58,6 +58,9 @@ pub struct ClientConfig {
     pub timeout: Duration,
     /// Client-side rate-limit windows, all enforced at once (default [`RateWindow::defaults`]).
     pub rate_limits: Vec<RateWindow>,
+    /// A ledger sharing the windows with every other process using the API key (default none:
+    /// this process alone uses the key). See [`SharedWindows`].
+    pub shared_windows: Option<Arc<dyn SharedWindows>>,
     /// Retry policy.
     pub retry: RetryPolicy,
     /// Allow a plain `http://` base URL; only accepted for loopback hosts (127.0.0.0/8, ::1,
@@ -78,6 +81,7 @@ impl ClientConfig {
             api_key,
             timeout: Duration::from_secs(30),
             rate_limits: RateWindow::defaults(),
+            shared_windows: None,
             retry: RetryPolicy::default(),
             allow_insecure_http: false,
         }
@@ -91,6 +95,7 @@ impl fmt::Debug for ClientConfig {
             .field("api_key", &"[redacted]")
             .field("timeout", &self.timeout)
             .field("rate_limits", &self.rate_limits)
+            .field("shared_windows", &self.shared_windows)
             .field("retry", &self.retry)
             .field("allow_insecure_http", &self.allow_insecure_http)
             .finish()
@@ -326,7 +331,10 @@ impl Client {
                 message: "retry.max_attempts must be at least 1 (1 = no retries)".to_string(),
             });
         }
-        let limiter = RateLimiter::new(&config.rate_limits)?;
+        let limiter = match config.shared_windows {
+            Some(ledger) => RateLimiter::with_shared_windows(&config.rate_limits, ledger)?,
+            None => RateLimiter::new(&config.rate_limits)?,
+        };
 
         let mut headers = HeaderMap::new();
         headers.insert("X-DC-DEVKEY", key_header);

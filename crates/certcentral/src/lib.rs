@@ -10,7 +10,9 @@
 //! - [`types`]: request and response bodies.
 //! - [`Error`]: one error type with predicates (`is_not_found_yet`, `is_retryable`, ...).
 //! - [`RateWindow`]: one rate-limit window (`100 per 5 s`); [`RateLimiter`] enforces several
-//!   rolling windows at once on tokio's clock, checks ([`Lane::Check`]) before token requests.
+//!   rolling windows at once on tokio's clock, checks ([`Lane::Check`]) before token requests;
+//!   [`SharedWindows`] is the interface of a ledger that shares the windows with the other
+//!   processes using the API key (the crate has no implementation: it knows no database).
 //! - [`RetryPolicy`]: bounded attempts with jittered exponential backoff, `Retry-After` honoured
 //!   (the workspace's one policy, from the `retry` crate).
 //! - [`ValidationScope`]: where DigiCert looks for a DV order's record (base domain or exact
@@ -83,7 +85,9 @@ pub mod types;
 
 pub use client::{CallRecord, Client, ClientConfig, Endpoint, Observer, RateWindow, RetryPolicy, SendGuard};
 pub use error::Error;
-pub use limiter::{Lane, RateLimiter, TOKENS_PER_CHECK, safety_margin};
+pub use limiter::{
+    Admission, Lane, RateLimiter, SharedWindows, SharedWindowsError, TOKENS_PER_CHECK, WindowSpan, safety_margin,
+};
 pub use listing::{DomainFilter, Listing, MAX_PAGE_SIZE, OrderFilter};
 pub use scope::{ValidationScope, base_domain};
 pub use secrecy::SecretString;

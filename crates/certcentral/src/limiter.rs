@@ -24,18 +24,84 @@
 //! wait, token calls therefore get at least two thirds of the rate and a check waits behind at
 //! most two token calls. Within a lane, callers are served in arrival order.
 //!
+//! **Shared windows.** DigiCert's limits belong to the API key, so several processes using one
+//! key (dcvd instances sharing a database) must share the windows too. A limiter built with
+//! [`RateLimiter::with_shared_windows`] asks a [`SharedWindows`] ledger before every admission:
+//! the ledger records the admission where every process using the key sees it, or answers when to
+//! ask again. The local lanes, credits and window logs stay as they are (the local logs only
+//! hold this process's admissions, a subset of the ledger's, so they never admit what the ledger
+//! would refuse and save a round trip when this process alone fills a window). Only the caller at
+//! the head of the lanes asks, and only while no other request of this limiter is in flight (a
+//! flag in the state, set under the lock before the request and cleared after its answer or its
+//! cancellation), so one process issues at most one ledger request at a time per limiter. The
+//! ledger's "ask again in" holds for every lane, so nobody asks before then. A ledger that fails
+//! (database unreachable) is asked again after a backoff (100 ms doubling to 5 s); meanwhile
+//! nobody is admitted: the limit is never bypassed. One WARN per outage, one INFO when it ends.
+//!
 //! The limiter runs on tokio's clock (`tokio::time::Instant`), so it works under
-//! `tokio::time::pause()`. Clones share one state. A caller dropped while waiting takes nothing.
+//! `tokio::time::pause()`. Clones share one state. A caller dropped while waiting takes nothing
+//! (dropped while its ledger request is in flight, it may leave one admission recorded in the
+//! ledger unused: the error is on the safe side).
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
+use retry::RetryPolicy;
 use tokio::sync::Notify;
 use tokio::time::Instant;
+use tracing::{info, warn};
 
 use crate::Error;
 use crate::client::RateWindow;
+
+/// Backoff while the shared ledger fails: 100 ms doubling to 5 s, for as long as it takes.
+const LEDGER_BACKOFF: RetryPolicy = RetryPolicy::new(u32::MAX, Duration::from_millis(100), Duration::from_secs(5));
+
+/// One window as enforced: at most `requests` admissions within any `span` (the window's length
+/// plus the [`safety_margin`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct WindowSpan {
+    /// Admissions allowed within `span`.
+    pub requests: u32,
+    /// The window's length plus the safety margin.
+    pub span: Duration,
+}
+
+impl WindowSpan {
+    /// `window` with its safety margin.
+    pub fn of(window: RateWindow) -> Self {
+        Self { requests: window.requests, span: window.per + safety_margin(window.per) }
+    }
+}
+
+/// A shared ledger's answer to one admission request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Admission {
+    /// Admitted and recorded: the caller may send its request now.
+    Admitted,
+    /// Some window is full; ask again after this long (when its oldest blocking admission ages
+    /// out).
+    RetryIn(Duration),
+}
+
+/// Why a shared ledger could not answer (database unreachable, ...); shown in a WARN log line,
+/// so it must not contain secrets.
+pub type SharedWindowsError = Box<dyn std::error::Error + Send + Sync>;
+
+/// A ledger of admissions shared by every process using one API key (see the module
+/// documentation): the rolling windows are enforced over all of them together.
+///
+/// The limiter calls it for one caller ready to go, at most one call at a time per limiter.
+#[async_trait::async_trait]
+pub trait SharedWindows: Send + Sync + std::fmt::Debug {
+    /// Admits one request when every window of `windows` has room in the shared record
+    /// (recording the admission durably before answering), else says when to ask again.
+    ///
+    /// An error means the ledger could not decide; nothing is admitted and the limiter asks
+    /// again after a backoff.
+    async fn try_admit(&self, windows: &[WindowSpan]) -> Result<Admission, SharedWindowsError>;
+}
 
 /// Token-lane admissions owed for each check admitted while token calls wait.
 pub const TOKENS_PER_CHECK: u32 = 2;
@@ -65,24 +131,22 @@ pub fn safety_margin(per: Duration) -> Duration {
 
 /// One window: its limit and the instants of its last `requests` admissions, oldest first.
 struct WindowLog {
-    spec: RateWindow,
-    /// `per` plus the safety margin.
-    span: Duration,
+    window: WindowSpan,
     admitted: VecDeque<Instant>,
 }
 
 impl WindowLog {
     /// The earliest instant at which this window admits one more request.
     fn next_free(&self, now: Instant) -> Instant {
-        if self.admitted.len() < self.spec.requests as usize {
+        if self.admitted.len() < self.window.requests as usize {
             return now;
         }
         // Full: the oldest of the last N must age out of the span.
-        self.admitted.front().map_or(now, |oldest| (*oldest + self.span).max(now))
+        self.admitted.front().map_or(now, |oldest| (*oldest + self.window.span).max(now))
     }
 
     fn record(&mut self, at: Instant) {
-        if self.admitted.len() == self.spec.requests as usize {
+        if self.admitted.len() == self.window.requests as usize {
             self.admitted.pop_front();
         }
         self.admitted.push_back(at);
@@ -96,6 +160,18 @@ struct State {
     next_ticket: u64,
     /// Token-lane admissions still owed to waiting token calls.
     token_credits: u32,
+    /// The shared ledger's side (unused without one).
+    ledger: LedgerState,
+}
+
+#[derive(Default)]
+struct LedgerState {
+    /// A ledger request of this limiter is in flight: nobody else asks until it is answered.
+    asking: bool,
+    /// Nobody asks before this instant (the ledger's "retry in", or the backoff after a failure).
+    not_before: Option<Instant>,
+    /// Consecutive failed requests (backoff; the first one logs the outage).
+    failures: u32,
 }
 
 impl State {
@@ -109,9 +185,44 @@ impl State {
         }
     }
 
-    /// The earliest instant at which every window admits one more request.
+    /// The earliest instant at which every window admits one more request (and the ledger may
+    /// be asked).
     fn next_free(&self, now: Instant) -> Instant {
-        self.windows.iter().map(|w| w.next_free(now)).max().unwrap_or(now)
+        self.windows.iter().map(|w| w.next_free(now)).chain(self.ledger.not_before).max().unwrap_or(now).max(now)
+    }
+
+    /// Takes the ledger's answer (the request is no longer in flight); returns whether it
+    /// admitted.
+    fn ledger_answered(&mut self, answer: Result<Admission, SharedWindowsError>, now: Instant) -> bool {
+        self.ledger.asking = false;
+        let retry_in = match answer {
+            Ok(admission) => {
+                if self.ledger.failures > 0 {
+                    info!(failed_requests = self.ledger.failures, "rate-limit ledger reachable again");
+                    self.ledger.failures = 0;
+                }
+                match admission {
+                    Admission::Admitted => {
+                        self.ledger.not_before = None;
+                        return true;
+                    }
+                    Admission::RetryIn(after) => after,
+                }
+            }
+            Err(error) => {
+                self.ledger.failures = self.ledger.failures.saturating_add(1);
+                if self.ledger.failures == 1 {
+                    warn!(
+                        error = %error,
+                        "rate-limit ledger unreachable: no CertCentral call goes out until it answers; retrying"
+                    );
+                }
+                LEDGER_BACKOFF.backoff(self.ledger.failures)
+            }
+        };
+        // At least 1 ms, so a ledger answering "retry in 0" cannot make this a busy loop.
+        self.ledger.not_before = Some(now + retry_in.max(Duration::from_millis(1)));
+        false
     }
 
     fn admit(&mut self, lane: Lane, now: Instant) {
@@ -166,6 +277,29 @@ impl Drop for Waiting<'_> {
     }
 }
 
+/// Clears the in-flight flag when a caller gives up while its ledger request is in flight.
+struct Asking<'a> {
+    shared: &'a Shared,
+    answered: bool,
+}
+
+impl Drop for Asking<'_> {
+    fn drop(&mut self) {
+        if !self.answered {
+            self.shared.lock().ledger.asking = false;
+            self.shared.turn.notify_waiters();
+        }
+    }
+}
+
+/// What the caller at the head does next.
+enum Step<'a> {
+    /// Wait for a wake-up (an admission, a cancellation, an answer), or until this instant.
+    Wait(Option<Instant>),
+    /// Ask the shared ledger (the in-flight flag is set).
+    AskLedger(&'a dyn SharedWindows),
+}
+
 /// A rate limiter enforcing several rolling windows at once, with priority lanes; clones share
 /// the same state.
 ///
@@ -175,11 +309,13 @@ impl Drop for Waiting<'_> {
 pub struct RateLimiter {
     shared: Arc<Shared>,
     specs: Arc<[RateWindow]>,
+    spans: Arc<[WindowSpan]>,
+    ledger: Option<Arc<dyn SharedWindows>>,
 }
 
 impl std::fmt::Debug for RateLimiter {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("RateLimiter").field("windows", &self.specs).finish()
+        f.debug_struct("RateLimiter").field("windows", &self.specs).field("shared_windows", &self.ledger).finish()
     }
 }
 
@@ -200,13 +336,32 @@ impl RateLimiter {
                 });
             }
             logs.push(WindowLog {
-                spec,
-                span: spec.per + safety_margin(spec.per),
+                window: WindowSpan::of(spec),
                 admitted: VecDeque::with_capacity(spec.requests.min(4096) as usize),
             });
         }
-        let state = State { windows: logs, queues: Default::default(), next_ticket: 0, token_credits: 0 };
-        Ok(Self { shared: Arc::new(Shared { state: Mutex::new(state), turn: Notify::new() }), specs: windows.into() })
+        let spans = logs.iter().map(|log| log.window).collect();
+        let state = State {
+            windows: logs,
+            queues: Default::default(),
+            next_ticket: 0,
+            token_credits: 0,
+            ledger: LedgerState::default(),
+        };
+        Ok(Self {
+            shared: Arc::new(Shared { state: Mutex::new(state), turn: Notify::new() }),
+            specs: windows.into(),
+            spans,
+            ledger: None,
+        })
+    }
+
+    /// A limiter enforcing `windows` over every process that shares `ledger` (see the module
+    /// documentation), with this process's lanes in front.
+    ///
+    /// Fails like [`RateLimiter::new`].
+    pub fn with_shared_windows(windows: &[RateWindow], ledger: Arc<dyn SharedWindows>) -> Result<Self, Error> {
+        Ok(Self { ledger: Some(ledger), ..Self::new(windows)? })
     }
 
     /// The windows this limiter enforces.
@@ -243,21 +398,54 @@ impl RateLimiter {
             let turn = shared.turn.notified();
             tokio::pin!(turn);
             turn.as_mut().enable();
-            let sleep_until = {
+            let step = {
                 let mut state = shared.lock();
                 if state.eligible() == Some(ticket) {
                     let now = Instant::now();
                     let free = state.next_free(now);
-                    if free <= now {
+                    if free > now {
+                        Step::Wait(Some(free))
+                    } else if let Some(ledger) = self.ledger.as_deref() {
+                        if state.ledger.asking {
+                            // A caller that was at the head before this one (a token call before
+                            // this check arrived) is being answered.
+                            Step::Wait(None)
+                        } else {
+                            state.ledger.asking = true;
+                            Step::AskLedger(ledger)
+                        }
+                    } else {
                         state.admit(lane, now);
                         waiting.admitted = true;
                         drop(state);
                         shared.turn.notify_waiters();
                         return if waited { started.elapsed() } else { Duration::ZERO };
                     }
-                    Some(free)
                 } else {
-                    None
+                    Step::Wait(None)
+                }
+            };
+            let sleep_until = match step {
+                Step::Wait(until) => until,
+                Step::AskLedger(ledger) => {
+                    let mut asking = Asking { shared, answered: false };
+                    let answer = ledger.try_admit(&self.spans).await;
+                    let mut state = shared.lock();
+                    asking.answered = true;
+                    let now = Instant::now();
+                    let admitted = state.ledger_answered(answer, now);
+                    if admitted {
+                        // Still at the head of its lane: only heads are admitted or ask.
+                        state.admit(lane, now);
+                        waiting.admitted = true;
+                    }
+                    drop(state);
+                    shared.turn.notify_waiters();
+                    if admitted {
+                        return if waited { started.elapsed() } else { Duration::ZERO };
+                    }
+                    waited = true;
+                    continue;
                 }
             };
             waited = true;
@@ -281,8 +469,8 @@ mod tests {
     #[test]
     fn a_full_window_frees_when_its_oldest_admission_ages_out() {
         let now = Instant::now();
-        let spec = RateWindow::new(2, Duration::from_secs(5));
-        let mut log = WindowLog { spec, span: spec.per + safety_margin(spec.per), admitted: VecDeque::new() };
+        let mut log =
+            WindowLog { window: WindowSpan::of(RateWindow::new(2, Duration::from_secs(5))), admitted: VecDeque::new() };
         log.record(now);
         assert_eq!(log.next_free(now), now, "room for a second");
         log.record(now + Duration::from_secs(1));

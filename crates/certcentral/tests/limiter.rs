@@ -1,13 +1,19 @@
 //! The client-side rate limiter, driven directly under paused tokio time: no window of length T
 //! ever holds more than N admissions, across clones; bursts go out at once (the rolling-window
-//! floor, not a smoothed rate); checks go before token requests without starving them.
+//! floor, not a smoothed rate); checks go before token requests without starving them; limiters
+//! that are not clones share the windows through a ledger, one ledger request in flight each.
 
 mod common;
 
+use std::sync::atomic::AtomicUsize;
+use std::sync::atomic::Ordering::SeqCst;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use certcentral::{Lane, RateLimiter, RateWindow, TOKENS_PER_CHECK, safety_margin};
+use certcentral::{
+    Admission, Lane, RateLimiter, RateWindow, SharedWindows, SharedWindowsError, TOKENS_PER_CHECK, WindowSpan,
+    safety_margin,
+};
 use tokio::time::Instant;
 
 /// Runs `calls` concurrent acquisitions spread over the given limiter clones; returns the
@@ -220,4 +226,114 @@ async fn client_reports_rate_limit_wait() {
     assert!(records[1].rate_limit_wait > Duration::ZERO, "{:?}", records[1]);
     let span = Duration::from_millis(1500) + safety_margin(Duration::from_millis(1500));
     assert!(records[1].rate_limit_wait <= span + Duration::from_millis(100), "{:?}", records[1]);
+}
+
+/// A ledger in this process's memory (the same rule as the PostgreSQL one in dcvd). Each limiter
+/// gets its own handle ([`MemoryLedger::sharing`]: one record, counters of its own) as separate
+/// instances have their own connection; a handle counts its requests in flight and can be made
+/// to fail until an instant.
+#[derive(Debug, Default)]
+struct MemoryLedger {
+    admitted: Arc<Mutex<Vec<Instant>>>,
+    in_flight: AtomicUsize,
+    most_in_flight: AtomicUsize,
+    requests: AtomicUsize,
+    fail_until: Option<Instant>,
+}
+
+impl MemoryLedger {
+    /// Another handle on the same record.
+    fn sharing(&self) -> Self {
+        Self { admitted: self.admitted.clone(), ..Self::default() }
+    }
+}
+
+#[async_trait::async_trait]
+impl SharedWindows for MemoryLedger {
+    async fn try_admit(&self, windows: &[WindowSpan]) -> Result<Admission, SharedWindowsError> {
+        let now_in_flight = self.in_flight.fetch_add(1, SeqCst) + 1;
+        self.most_in_flight.fetch_max(now_in_flight, SeqCst);
+        self.requests.fetch_add(1, SeqCst);
+        tokio::time::sleep(Duration::from_millis(20)).await; // a round trip
+        self.in_flight.fetch_sub(1, SeqCst);
+        let now = Instant::now();
+        if self.fail_until.is_some_and(|until| now < until) {
+            return Err("ledger down".into());
+        }
+        let mut admitted = self.admitted.lock().unwrap();
+        let free_at = windows
+            .iter()
+            .filter_map(|w| admitted.iter().rev().nth(w.requests as usize - 1).map(|nth| *nth + w.span))
+            .filter(|free| *free > now)
+            .max();
+        Ok(match free_at {
+            Some(free) => Admission::RetryIn(free - now),
+            None => {
+                admitted.push(now);
+                Admission::Admitted
+            }
+        })
+    }
+}
+
+/// Two independent limiters (not clones: each keeps its own local logs and lanes) with one
+/// shared ledger hold the windows together, and each has at most one ledger request in flight
+/// although 100 callers wait on it.
+#[tokio::test(start_paused = true)]
+async fn independent_limiters_share_the_windows_through_a_ledger() {
+    let windows = [RateWindow::new(10, Duration::from_secs(1)), RateWindow::new(30, Duration::from_secs(5))];
+    let first = Arc::new(MemoryLedger::default());
+    let second = Arc::new(first.sharing());
+    let limiters = [
+        RateLimiter::with_shared_windows(&windows, first.clone()).unwrap(),
+        RateLimiter::with_shared_windows(&windows, second.clone()).unwrap(),
+    ];
+    // Callers of both lanes arrive every 7 ms, so checks arrive while a token call asks.
+    let start = Instant::now();
+    let admitted = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    for i in 0..200u32 {
+        let (limiter, admitted) = (limiters[i as usize % 2].clone(), admitted.clone());
+        let lane = if i % 3 == 0 { Lane::Check } else { Lane::Token };
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(7) * i).await;
+            limiter.acquire_in(lane).await;
+            admitted.lock().unwrap().push(Instant::now());
+        }));
+    }
+    for task in tasks {
+        task.await.unwrap();
+    }
+    let mut times = admitted.lock().unwrap().clone();
+    times.sort();
+    for window in windows {
+        let worst = max_in_window(&times, window.per);
+        assert!(worst <= window.requests as usize, "{worst} admissions within {:?}", window.per);
+    }
+    assert_eq!(first.admitted.lock().unwrap().len(), 200);
+    assert_eq!((first.most_in_flight.load(SeqCst), second.most_in_flight.load(SeqCst)), (1, 1));
+    assert!(first.requests.load(SeqCst) > 0 && second.requests.load(SeqCst) > 0, "one limiter did all the work");
+    // Together at the pace of one limiter alone: the floor, plus round trips.
+    let total = *times.last().unwrap() - start;
+    let floor = rolling_floor(&windows, 200);
+    assert!(total <= floor + Duration::from_millis(500), "took {total:?}, rolling-window floor {floor:?}");
+}
+
+/// While the ledger fails nobody is admitted (the limit is never bypassed) and the head asks
+/// again with backoff, not in a loop; once it answers, the calls resume.
+#[tokio::test(start_paused = true)]
+async fn a_failing_ledger_admits_nothing_until_it_answers() {
+    let start = Instant::now();
+    let outage_ends = start + Duration::from_secs(10);
+    let ledger = Arc::new(MemoryLedger { fail_until: Some(outage_ends), ..MemoryLedger::default() });
+    let limiter =
+        RateLimiter::with_shared_windows(&[RateWindow::new(10, Duration::from_secs(1))], ledger.clone()).unwrap();
+    let (_, times) = burst(std::slice::from_ref(&limiter), 5).await;
+    assert!(times[0] >= outage_ends, "admitted during the outage, at {:?}", times[0] - start);
+    // The backoff is at most 5 s.
+    assert!(times[4] <= outage_ends + Duration::from_secs(6), "resumed late, at {:?}", times[4] - start);
+    // 100 ms doubling to 5 s: a handful of requests over 10 s, not one per millisecond.
+    let requests = ledger.requests.load(SeqCst);
+    assert!(requests < 20, "{requests} ledger requests");
+    assert_eq!(ledger.admitted.lock().unwrap().len(), 5);
 }

@@ -18,6 +18,7 @@
 //! - [`records`]: DigiCert's record formats applied to a unit's names.
 //! - [`providers`]: builds provider adapters from the configuration.
 //! - [`scheduler`]: the `rescan` cron job.
+//! - [`shared_limit`]: DigiCert's rate-limit windows shared by instances through PostgreSQL.
 //! - [`metrics`], [`logging`]: observability; [`notify`]: `[notify]` hook and webhook delivery.
 //! - [`demo`]: the self-contained demo; [`doctor`]: `dcvd doctor`, the operator's health check.
 pub mod cli;
@@ -33,4 +34,5 @@ pub mod notify;
 pub mod providers;
 pub mod records;
 pub mod scheduler;
+pub mod shared_limit;
 pub mod store;

@@ -57,7 +57,7 @@ impl Env {
         account: Option<Arc<AccountGate>>,
         leases: Arc<Leases>,
     ) -> anyhow::Result<Self> {
-        let client = guarded(build_client(&config.certcentral, &metrics, account.as_ref())?, &leases);
+        let client = guarded(build_shared_client(&config, &metrics, account.as_ref())?, &leases);
         let mut router = dns_provider::Router::new();
         for (name, provider) in &config.providers {
             let built = providers::build_with(name, provider, Some(metrics.clone()))
@@ -77,10 +77,12 @@ impl Env {
     /// client (so its rate limiter keeps counting across reloads and stays the one limiter of
     /// the process), the checker (zone cache, query cap), the permits and unchanged providers.
     pub async fn rebuild(&self, config: Arc<Config>) -> anyhow::Result<Self> {
-        let client = if same_certcentral(&self.config.certcentral, &config.certcentral) {
+        let client = if same_certcentral(&self.config.certcentral, &config.certcentral)
+            && self.config.store.postgres.as_ref().map(|p| p.url()) == config.store.postgres.as_ref().map(|p| p.url())
+        {
             self.client.clone()
         } else {
-            guarded(build_client(&config.certcentral, &self.metrics, self.account.as_ref())?, &self.leases)
+            guarded(build_shared_client(&config, &self.metrics, self.account.as_ref())?, &self.leases)
         };
         let checker = if self.config.propagation == config.propagation {
             self.checker.clone()
@@ -144,13 +146,41 @@ fn same_certcentral(a: &config::CertCentral, b: &config::CertCentral) -> bool {
         && a.api_key.expose_secret() == b.api_key.expose_secret()
 }
 
-/// The client settings of `[certcentral]`.
+/// The engine's client: [`build_client`], counting its calls in the database's shared ledger
+/// when the store is PostgreSQL (every instance using the API key counts together, and a
+/// restarted instance knows what it sent before).
+fn build_shared_client(
+    config: &Config,
+    metrics: &Arc<Metrics>,
+    account: Option<&Arc<AccountGate>>,
+) -> anyhow::Result<certcentral::Client> {
+    let shared: Option<Arc<dyn certcentral::SharedWindows>> = match &config.store.postgres {
+        Some(pg) => {
+            let (settings, tls) = pg.connection_settings().map_err(|e| anyhow::anyhow!("{e}"))?;
+            Some(Arc::new(crate::shared_limit::PgSharedWindows::new(settings, tls, &config.certcentral.api_key)))
+        }
+        None => None,
+    };
+    build_client_with(&config.certcentral, metrics, account, shared)
+}
+
+/// The client settings of `[certcentral]`, its limiter counting in this process only.
 pub fn build_client(
     cc: &config::CertCentral,
     metrics: &Arc<Metrics>,
     account: Option<&Arc<AccountGate>>,
 ) -> anyhow::Result<certcentral::Client> {
+    build_client_with(cc, metrics, account, None)
+}
+
+fn build_client_with(
+    cc: &config::CertCentral,
+    metrics: &Arc<Metrics>,
+    account: Option<&Arc<AccountGate>>,
+    shared: Option<Arc<dyn certcentral::SharedWindows>>,
+) -> anyhow::Result<certcentral::Client> {
     let mut cfg = certcentral::ClientConfig::new(cc.base_url.clone(), cc.api_key.clone());
+    cfg.shared_windows = shared;
     cfg.timeout = cc.timeout;
     cfg.rate_limits =
         cc.rate_limits.iter().map(|r| certcentral::RateWindow { requests: r.requests, per: r.per }).collect();

@@ -139,7 +139,7 @@ impl PgSettings {
     /// [`StoreError::Invalid`] when the URL does not parse, holds a password, or names a host
     /// that is not loopback with `sslmode=disable` (TLS is required beyond this machine).
     pub fn new(url: &str, password: Option<SecretString>, ca_file: Option<PathBuf>) -> Result<Self, StoreError> {
-        let config = postgres::Config::from_str(url)
+        let config = tokio_postgres::Config::from_str(url)
             .map_err(|e| StoreError::Invalid { message: format!("[store] url is not a PostgreSQL URL: {e}") })?;
         if config.get_password().is_some() {
             return Err(StoreError::Invalid {
@@ -165,17 +165,25 @@ impl PgSettings {
 
     /// Whether connections must use TLS (a host that is not loopback).
     pub fn requires_tls(&self) -> bool {
-        postgres::Config::from_str(&self.url).is_ok_and(|config| needs_tls(&config))
+        tokio_postgres::Config::from_str(&self.url).is_ok_and(|config| needs_tls(&config))
     }
 
     fn client_config(&self) -> Result<(postgres::Config, MakeRustlsConnect), StoreError> {
-        let mut config = postgres::Config::from_str(&self.url)
+        let (config, tls) = self.connection_settings()?;
+        Ok((postgres::Config::from(config), tls))
+    }
+
+    /// The connection settings (password, TLS requirement, time-outs) and the TLS connector,
+    /// for the store and for every other connection to the same database (the shared
+    /// rate-limit ledger).
+    pub fn connection_settings(&self) -> Result<(tokio_postgres::Config, MakeRustlsConnect), StoreError> {
+        let mut config = tokio_postgres::Config::from_str(&self.url)
             .map_err(|e| StoreError::Invalid { message: format!("[store] url is not a PostgreSQL URL: {e}") })?;
         if let Some(password) = &self.password {
             config.password(password.expose_secret());
         }
         if needs_tls(&config) {
-            config.ssl_mode(SslMode::Require);
+            config.ssl_mode(tokio_postgres::config::SslMode::Require);
         }
         config
             .application_name("dcvd")
@@ -214,7 +222,7 @@ impl PgSettings {
 }
 
 /// True when a host of `config` is neither loopback nor a Unix socket.
-fn needs_tls(config: &postgres::Config) -> bool {
+fn needs_tls(config: &tokio_postgres::Config) -> bool {
     let loopback_name = |name: &str| {
         name == "localhost" || name.trim_matches(['[', ']']).parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
     };
