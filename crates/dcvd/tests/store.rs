@@ -161,6 +161,9 @@ fn raw(dir: &Path) -> rusqlite::Connection {
 const CHILD_DIR: &str = "DCVD_STORE_TEST_CHILD_DIR";
 const CHILD_ACTION: &str = "DCVD_STORE_TEST_CHILD_ACTION";
 const CHILD_READY: &str = "dcvd-store-child-ready";
+/// When set, the child writes to this PostgreSQL database (password [`PASSWORD`]) instead of the
+/// SQLite store in its directory.
+const CHILD_PG_URL: &str = "DCVD_STORE_TEST_CHILD_PG_URL";
 
 /// Not a test of its own: the body of the child process used by the crash and lock tests.
 #[test]
@@ -171,7 +174,10 @@ fn child_process() {
     };
     let dir = Path::new(&dir);
     let action = std::env::var(CHILD_ACTION).unwrap();
-    let store = open_when_unlocked(dir);
+    let store = match std::env::var(CHILD_PG_URL) {
+        Ok(url) => Store::open_postgres(&PgSettings::new(&url, Some(PASSWORD.into()), None).unwrap(), "child").unwrap(),
+        Err(_) => open_when_unlocked(dir),
+    };
     let unit = UnitId::order(7);
     match action.as_str() {
         "hold" => {}
@@ -265,10 +271,22 @@ fn spawn_child(dir: &Path, action: &str) -> Child {
     spawn_child_with_output(dir, action).0
 }
 
+/// The child's output after its ready marker.
+type ChildLines = std::io::Lines<BufReader<std::process::ChildStdout>>;
+
 /// [`spawn_child`], keeping the child's further output.
-fn spawn_child_with_output(dir: &Path, action: &str) -> (Child, std::io::Lines<BufReader<std::process::ChildStdout>>) {
+fn spawn_child_with_output(dir: &Path, action: &str) -> (Child, ChildLines) {
+    spawn_child_on(dir, None, action)
+}
+
+/// [`spawn_child_with_output`] writing to the PostgreSQL database at `pg_url` when given.
+fn spawn_child_on(dir: &Path, pg_url: Option<&str>, action: &str) -> (Child, ChildLines) {
     let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    if let Some(url) = pg_url {
+        command.env(CHILD_PG_URL, url);
+    }
+    let mut child = command
         .args(["--ignored", "--exact", "child_process", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR, dir)
         .env(CHILD_ACTION, action)
@@ -300,15 +318,30 @@ fn crash(mut child: Child) {
 /// commit can neither lose a confirmed step nor leave half of one.
 #[test]
 fn kills_during_group_commits_lose_no_acknowledged_write() {
+    group_commit_crashes(&Db::sqlite(), 50);
+}
+
+/// [`kills_during_group_commits_lose_no_acknowledged_write`] on PostgreSQL (20 kills): a client
+/// killed inside a group transaction loses nothing it was told was committed.
+#[test]
+fn kills_during_postgres_group_commits_lose_no_acknowledged_write() {
+    group_commit_crashes(&Db::postgres(), 20);
+}
+
+fn group_commit_crashes(db: &Db, kills: usize) {
     use rand::{RngExt, SeedableRng};
     let seed: u64 = std::env::var("DCVD_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     println!("group-commit crash seed {seed} (rerun with DCVD_CRASH_SEED={seed})");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let dir = tempfile::tempdir().unwrap();
+    let child_dir = tempfile::tempdir().unwrap();
+    let (dir, pg_url) = match db {
+        Db::Sqlite(dir) => (dir.path(), None),
+        Db::Postgres(name) => (child_dir.path(), Some(PgCluster::shared().url(name))),
+    };
     let mut acked: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
     let mut total_acks = 0usize;
-    for kill in 0..50 {
-        let (child, mut lines) = spawn_child_with_output(dir.path(), "group-commits");
+    for kill in 0..kills {
+        let (child, mut lines) = spawn_child_on(dir, pg_url.as_deref(), "group-commits");
         let wanted = rng.random_range(1..=300usize);
         let mut seen = 0;
         while seen < wanted {
@@ -325,9 +358,11 @@ fn kills_during_group_commits_lose_no_acknowledged_write() {
         total_acks += seen;
         assert_eq!(seen, wanted, "kill {kill}: the child stopped writing before it was killed");
         crash(child);
-        let store = Store::open(dir.path()).unwrap();
-        let ok: String = raw(dir.path()).query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
-        assert_eq!(ok, "ok", "kill {kill}");
+        let store = db.open();
+        if pg_url.is_none() {
+            let ok: String = raw(dir).query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+            assert_eq!(ok, "ok", "kill {kill}");
+        }
         for row in store.units().unwrap() {
             let confirmed = acked.get(&row.unit.id).copied().unwrap_or(0);
             assert!(
@@ -347,7 +382,7 @@ fn kills_during_group_commits_lose_no_acknowledged_write() {
             );
         }
     }
-    println!("group-commit crash suite: 50 kills, {total_acks} acknowledged writes checked");
+    println!("group-commit crash suite: {kills} kills, {total_acks} acknowledged writes checked");
 }
 
 // ---------------------------------------------------------------------------------------------

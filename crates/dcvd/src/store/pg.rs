@@ -1157,9 +1157,9 @@ mod tests {
     /// A password belongs in a file or variable, never in the URL; TLS beyond loopback.
     #[test]
     fn settings_refuse_passwords_in_the_url_and_plaintext_to_remote_hosts() {
-        let err = PgSettings::new("postgres://u:secret@db.example:5432/dcvd", None, None).unwrap_err();
+        let err = PgSettings::new("postgres://u:hunter2@db.example:5432/dcvd", None, None).unwrap_err();
         assert!(err.to_string().contains("password_file"), "{err}");
-        assert!(!err.to_string().contains("secret"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
         let err = PgSettings::new("postgres://u@db.example/dcvd?sslmode=disable", None, None).unwrap_err();
         assert!(err.to_string().contains("TLS is required"), "{err}");
         assert!(PgSettings::new("postgres://u@127.0.0.1:5432/dcvd?sslmode=disable", None, None).is_ok());
