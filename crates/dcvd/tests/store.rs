@@ -121,6 +121,24 @@ fn domains(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// Syncs DV orders 1..=`count` (one domain each) in one batch; returns their ids.
+fn sync_orders(store: &Store, count: u64) -> Vec<UnitId> {
+    let units: Vec<UnitId> = (1..=count).map(UnitId::order).collect();
+    let names = domains(&["example.com"]);
+    let specs: Vec<UnitSpec<'_>> = units
+        .iter()
+        .map(|u| UnitSpec {
+            unit: *u,
+            method: "dns-txt-token",
+            domains: &names,
+            provider: None,
+            source: UnitSource::Config,
+        })
+        .collect();
+    store.sync_units(&specs).unwrap();
+    units
+}
+
 /// `store` with one DV order synced into it.
 fn with_order(store: Store, id: u64) -> (Store, UnitId) {
     let unit = UnitId::order(id);
@@ -222,19 +240,7 @@ const GROUP_UNITS: u64 = 48;
 /// write, and prints `ack <unit> <r>` once the group commit holding it is durable.
 fn group_commits_until_killed(store: Store) -> ! {
     let store = std::sync::Arc::new(store);
-    let specs_domains = domains(&["example.net"]);
-    let units: Vec<UnitId> = (1..=GROUP_UNITS).map(UnitId::order).collect();
-    let specs: Vec<UnitSpec<'_>> = units
-        .iter()
-        .map(|u| UnitSpec {
-            unit: *u,
-            method: "dns-txt-token",
-            domains: &specs_domains,
-            provider: None,
-            source: UnitSource::Config,
-        })
-        .collect();
-    store.sync_units(&specs).unwrap();
+    let units = sync_orders(&store, GROUP_UNITS);
     println!("{CHILD_READY}");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async move {
@@ -1050,19 +1056,7 @@ fn store_thread_groups_concurrent_writes_into_few_commits(db: &Db) {
 
 async fn store_thread_groups_concurrent_writes(db: &Db) {
     let store = std::sync::Arc::new(db.open());
-    let units: Vec<UnitId> = (1..=200).map(UnitId::order).collect();
-    let names = domains(&["example.com"]);
-    let specs: Vec<UnitSpec<'_>> = units
-        .iter()
-        .map(|u| UnitSpec {
-            unit: *u,
-            method: "dns-txt-token",
-            domains: &names,
-            provider: None,
-            source: UnitSource::Config,
-        })
-        .collect();
-    store.sync_units(&specs).unwrap();
+    let units = sync_orders(&store, 200);
     let thread = StoreThread::start(store.clone()).unwrap();
 
     let mut writes = Vec::new();
@@ -1166,19 +1160,7 @@ fn pg_db() -> Db {
 fn concurrent_claims_never_overlap() {
     let db = pg_db();
     let setup = db.open_as("setup");
-    let units: Vec<UnitId> = (1..=300).map(UnitId::order).collect();
-    let names = domains(&["example.com"]);
-    let specs: Vec<UnitSpec<'_>> = units
-        .iter()
-        .map(|u| UnitSpec {
-            unit: *u,
-            method: "dns-txt-token",
-            domains: &names,
-            provider: None,
-            source: UnitSource::Config,
-        })
-        .collect();
-    setup.sync_units(&specs).unwrap();
+    let units = sync_orders(&setup, 300);
     let claims: Vec<Vec<UnitId>> = std::thread::scope(|scope| {
         let workers: Vec<_> = ["a", "b", "c"]
             .into_iter()
