@@ -1421,3 +1421,126 @@ fn migrate_copies_a_sqlite_store_into_an_empty_postgres_database() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("needs an empty database"), "{again:?}");
 }
+
+// ---------------------------------------------------------------------------------------------
+// TLS
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// With `sslmode=require` the store talks TLS and verifies the server against `ca_file`: the
+/// right CA connects; another CA, or the system's roots, is refused before any query.
+#[test]
+fn postgres_tls_verifies_the_server_against_ca_file() {
+    let cluster = PgCluster::start_new();
+    cluster.create_database("tls");
+    let dir = cluster.log_path().parent().unwrap().to_path_buf();
+    let ca = |name: &str| {
+        openssl(
+            &dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.pem"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+    };
+    ca("test-ca");
+    ca("other-ca");
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "test-ca.pem",
+            "-CAkey",
+            "test-ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+    // The server (run as `nobody` when the tests run as root) must own its key, mode 0600.
+    std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let owner = std::fs::metadata(cluster.log_path()).map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap();
+    for file in ["server.key", "server.pem"] {
+        let out = Command::new("chown").arg(owner.to_string()).arg(dir.join(file)).output().unwrap();
+        assert!(out.status.success(), "chown {file}: {out:?}");
+    }
+    for setting in [
+        "ALTER SYSTEM SET ssl_cert_file = 'server.pem'"
+            .replace("server.pem", &dir.join("server.pem").to_string_lossy()),
+        "ALTER SYSTEM SET ssl_key_file = 'server.key'".replace("server.key", &dir.join("server.key").to_string_lossy()),
+        "ALTER SYSTEM SET ssl = on".to_owned(),
+    ] {
+        cluster.psql("postgres", &setting);
+    }
+    cluster.psql("postgres", "SELECT pg_reload_conf()");
+    let url = format!("{}?sslmode=require", cluster.url("tls"));
+    let open = |ca_file: Option<&str>| {
+        let settings = PgSettings::new(&url, Some(PASSWORD.into()), ca_file.map(|f| dir.join(f))).unwrap();
+        Store::open_postgres(&settings, "a")
+    };
+    // The reload is asynchronous: wait until the server speaks TLS.
+    let mut store = open(Some("test-ca.pem"));
+    for _ in 0..50 {
+        if store.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        store = open(Some("test-ca.pem"));
+    }
+    let store = store.expect("TLS with the right CA");
+    store.sync_unit(UnitId::order(1), "dns-txt-token", &domains(&["example.com"]), None).unwrap();
+    assert_eq!(store.units().unwrap().len(), 1);
+
+    for ca_file in [Some("other-ca.pem"), None] {
+        let err = open(ca_file).unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+        assert!(err.to_string().contains("certificate"), "{ca_file:?}: {err}");
+    }
+}

@@ -241,12 +241,12 @@ struct Conn {
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 impl Conn {
-    fn prepare(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+    fn prepare(&mut self, sql: &'static str) -> Result<Statement, StoreError> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
         let client = &mut self.client;
-        let statement = off_runtime(|| client.prepare(sql))?;
+        let statement = off_runtime(|| client.prepare(sql)).map_err(classify)?;
         self.statements.insert(sql, statement.clone());
         Ok(statement)
     }
@@ -254,7 +254,7 @@ impl Conn {
     fn query(&mut self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
         let statement = self.prepare(sql)?;
         let client = &mut self.client;
-        Ok(off_runtime(|| client.query(&statement, params))?)
+        off_runtime(|| client.query(&statement, params)).map_err(classify)
     }
 
     fn query_opt(&mut self, sql: &'static str, params: Params<'_>) -> Result<Option<Row>, StoreError> {
@@ -269,12 +269,36 @@ impl Conn {
     fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64, StoreError> {
         let statement = self.prepare(sql)?;
         let client = &mut self.client;
-        Ok(off_runtime(|| client.execute(&statement, params))?)
+        off_runtime(|| client.execute(&statement, params)).map_err(classify)
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
         let client = &mut self.client;
-        Ok(off_runtime(|| client.batch_execute(sql))?)
+        off_runtime(|| client.batch_execute(sql)).map_err(classify)
+    }
+}
+
+/// A lost connection, a server shutting down, a serialization failure or deadlock is
+/// [`StoreError::Unavailable`] (worth retrying); anything else the server refused is
+/// [`StoreError::Postgres`].
+fn classify(error: postgres::Error) -> StoreError {
+    use postgres::error::SqlState;
+    let retryable = match error.code() {
+        Some(code) => {
+            let class = code.code();
+            class.starts_with("08")
+                || class.starts_with("57P")
+                || *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+        }
+        None => {
+            error.is_closed() || std::error::Error::source(&error).is_some_and(|source| source.is::<std::io::Error>())
+        }
+    };
+    if retryable {
+        StoreError::Unavailable { message: format!("postgresql: {}", super::error::error_chain(&error)) }
+    } else {
+        StoreError::Postgres(error)
     }
 }
 
@@ -426,8 +450,10 @@ impl PgStore {
                     link.conn = Some(Conn { client, statements: HashMap::new() });
                 }
                 Err(e) => {
-                    link.failed = Some((Instant::now(), e.to_string()));
-                    return Err(self.unavailable(&format!("cannot connect: {e}")));
+                    let why = super::error::error_chain(&e);
+                    let error = self.unavailable(&format!("cannot connect: {why}"));
+                    link.failed = Some((Instant::now(), why));
+                    return Err(error);
                 }
             }
         }
