@@ -1161,19 +1161,25 @@ fn concurrent_claims_never_overlap() {
     let db = pg_db();
     let setup = db.open_as("setup");
     let units = sync_orders(&setup, 300);
+    let instances = ["a", "b", "c"];
+    let stores: Vec<Store> = instances.iter().map(|instance| db.open_as(instance)).collect();
+    // All three start claiming at the same moment, 3 units at a time.
+    let start = std::sync::Barrier::new(instances.len());
     let claims: Vec<Vec<UnitId>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = ["a", "b", "c"]
-            .into_iter()
-            .map(|instance| {
-                let store = db.open_as(instance);
+        let workers: Vec<_> = instances
+            .iter()
+            .zip(&stores)
+            .map(|(instance, store)| {
+                let start = &start;
                 scope.spawn(move || {
+                    start.wait();
                     let mut mine = Vec::new();
                     loop {
-                        let got = store.claim_units(LONG_LEASE, 7).unwrap();
-                        if got.is_empty() && store.claim_units(LONG_LEASE, 7).unwrap().is_empty() {
+                        let got = store.claim_units(LONG_LEASE, 3).unwrap();
+                        if got.is_empty() && store.claim_units(LONG_LEASE, 3).unwrap().is_empty() {
                             break;
                         }
-                        assert!(got.iter().all(|r| r.owner.as_deref() == Some(instance) && r.epoch == 1));
+                        assert!(got.iter().all(|r| r.owner.as_deref() == Some(*instance) && r.epoch == 1));
                         mine.extend(got.iter().map(|r| r.unit));
                     }
                     mine
@@ -1186,7 +1192,7 @@ fn concurrent_claims_never_overlap() {
     all.sort();
     assert_eq!(all, units, "every unit claimed exactly once");
     println!("claims per instance: {:?}", claims.iter().map(Vec::len).collect::<Vec<_>>());
-    for (instance, mine) in ["a", "b", "c"].iter().zip(&claims) {
+    for (instance, mine) in instances.iter().zip(&claims) {
         for unit in mine {
             assert_eq!(setup.unit(*unit).unwrap().unwrap().owner.as_deref(), Some(*instance));
         }
