@@ -29,7 +29,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::{
     EVENT_DETAIL_MAX, EVENTS_PER_UNIT, EventRow, Fence, NewRecord, PublishConfirmation, RecordRow, RecordStatus,
     StoreError, UnitId, UnitRow, UnitSpec, UnitState, apply_spec, check_publishable, domains_json,
-    keeps_publish_intent, location_path, now_millis, sql_id, status_moves, sync_changes, transitioned, truncate,
+    keeps_publish_intent, now_millis, sql_id, status_moves, sync_changes, transitioned, truncate,
 };
 
 /// How long a connection attempt may take before the call fails with `Unavailable`.
@@ -409,7 +409,8 @@ impl PgStore {
         let found = u32::try_from(found).unwrap_or(0);
         let supported = current_version();
         if found > supported {
-            return Err(StoreError::TooNew { found, supported, path: location_path(&self.location) });
+            // The URL (without password) stands where SQLite names its file.
+            return Err(StoreError::TooNew { found, supported, path: PathBuf::from(&self.location) });
         }
         for (index, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
             let version = i32::try_from(index + 1).expect("few migrations");
