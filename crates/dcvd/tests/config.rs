@@ -72,7 +72,7 @@ const CASES: &[Case] = &[
         toml: "[certcentral]\napi_key_env = \"KEY\"\n[deamon]\ncleanup = false\n",
         at: (3, 2),
         message: "unknown field `deamon`, expected one of `certcentral`, `daemon`, \
-                  `propagation`, `check`, `notify`, `discovery`, `providers`, `order`, `domain`",
+                  `propagation`, `check`, `notify`, `discovery`, `store`, `providers`, `order`, `domain`",
     },
     Case {
         name: "unknown key in [daemon] lists the expected keys",

@@ -121,6 +121,24 @@ fn domains(names: &[&str]) -> Vec<String> {
     names.iter().map(|s| (*s).to_owned()).collect()
 }
 
+/// Syncs DV orders 1..=`count` (one domain each) in one batch; returns their ids.
+fn sync_orders(store: &Store, count: u64) -> Vec<UnitId> {
+    let units: Vec<UnitId> = (1..=count).map(UnitId::order).collect();
+    let names = domains(&["example.com"]);
+    let specs: Vec<UnitSpec<'_>> = units
+        .iter()
+        .map(|u| UnitSpec {
+            unit: *u,
+            method: "dns-txt-token",
+            domains: &names,
+            provider: None,
+            source: UnitSource::Config,
+        })
+        .collect();
+    store.sync_units(&specs).unwrap();
+    units
+}
+
 /// `store` with one DV order synced into it.
 fn with_order(store: Store, id: u64) -> (Store, UnitId) {
     let unit = UnitId::order(id);
@@ -161,6 +179,9 @@ fn raw(dir: &Path) -> rusqlite::Connection {
 const CHILD_DIR: &str = "DCVD_STORE_TEST_CHILD_DIR";
 const CHILD_ACTION: &str = "DCVD_STORE_TEST_CHILD_ACTION";
 const CHILD_READY: &str = "dcvd-store-child-ready";
+/// When set, the child writes to this PostgreSQL database (password [`PASSWORD`]) instead of the
+/// SQLite store in its directory.
+const CHILD_PG_URL: &str = "DCVD_STORE_TEST_CHILD_PG_URL";
 
 /// Not a test of its own: the body of the child process used by the crash and lock tests.
 #[test]
@@ -171,7 +192,10 @@ fn child_process() {
     };
     let dir = Path::new(&dir);
     let action = std::env::var(CHILD_ACTION).unwrap();
-    let store = open_when_unlocked(dir);
+    let store = match std::env::var(CHILD_PG_URL) {
+        Ok(url) => Store::open_postgres(&PgSettings::new(&url, Some(PASSWORD.into()), None).unwrap(), "child").unwrap(),
+        Err(_) => open_when_unlocked(dir),
+    };
     let unit = UnitId::order(7);
     match action.as_str() {
         "hold" => {}
@@ -216,19 +240,7 @@ const GROUP_UNITS: u64 = 48;
 /// write, and prints `ack <unit> <r>` once the group commit holding it is durable.
 fn group_commits_until_killed(store: Store) -> ! {
     let store = std::sync::Arc::new(store);
-    let specs_domains = domains(&["example.net"]);
-    let units: Vec<UnitId> = (1..=GROUP_UNITS).map(UnitId::order).collect();
-    let specs: Vec<UnitSpec<'_>> = units
-        .iter()
-        .map(|u| UnitSpec {
-            unit: *u,
-            method: "dns-txt-token",
-            domains: &specs_domains,
-            provider: None,
-            source: UnitSource::Config,
-        })
-        .collect();
-    store.sync_units(&specs).unwrap();
+    let units = sync_orders(&store, GROUP_UNITS);
     println!("{CHILD_READY}");
     let runtime = tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap();
     runtime.block_on(async move {
@@ -265,10 +277,22 @@ fn spawn_child(dir: &Path, action: &str) -> Child {
     spawn_child_with_output(dir, action).0
 }
 
+/// The child's output after its ready marker.
+type ChildLines = std::io::Lines<BufReader<std::process::ChildStdout>>;
+
 /// [`spawn_child`], keeping the child's further output.
-fn spawn_child_with_output(dir: &Path, action: &str) -> (Child, std::io::Lines<BufReader<std::process::ChildStdout>>) {
+fn spawn_child_with_output(dir: &Path, action: &str) -> (Child, ChildLines) {
+    spawn_child_on(dir, None, action)
+}
+
+/// [`spawn_child_with_output`] writing to the PostgreSQL database at `pg_url` when given.
+fn spawn_child_on(dir: &Path, pg_url: Option<&str>, action: &str) -> (Child, ChildLines) {
     let exe = std::env::current_exe().unwrap();
-    let mut child = Command::new(exe)
+    let mut command = Command::new(exe);
+    if let Some(url) = pg_url {
+        command.env(CHILD_PG_URL, url);
+    }
+    let mut child = command
         .args(["--ignored", "--exact", "child_process", "--nocapture", "--test-threads=1"])
         .env(CHILD_DIR, dir)
         .env(CHILD_ACTION, action)
@@ -300,15 +324,30 @@ fn crash(mut child: Child) {
 /// commit can neither lose a confirmed step nor leave half of one.
 #[test]
 fn kills_during_group_commits_lose_no_acknowledged_write() {
+    group_commit_crashes(&Db::sqlite(), 50);
+}
+
+/// [`kills_during_group_commits_lose_no_acknowledged_write`] on PostgreSQL (20 kills): a client
+/// killed inside a group transaction loses nothing it was told was committed.
+#[test]
+fn kills_during_postgres_group_commits_lose_no_acknowledged_write() {
+    group_commit_crashes(&Db::postgres(), 20);
+}
+
+fn group_commit_crashes(db: &Db, kills: usize) {
     use rand::{RngExt, SeedableRng};
     let seed: u64 = std::env::var("DCVD_CRASH_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or_else(rand::random);
     println!("group-commit crash seed {seed} (rerun with DCVD_CRASH_SEED={seed})");
     let mut rng = rand::rngs::StdRng::seed_from_u64(seed);
-    let dir = tempfile::tempdir().unwrap();
+    let child_dir = tempfile::tempdir().unwrap();
+    let (dir, pg_url) = match db {
+        Db::Sqlite(dir) => (dir.path(), None),
+        Db::Postgres(name) => (child_dir.path(), Some(PgCluster::shared().url(name))),
+    };
     let mut acked: std::collections::HashMap<u64, u32> = std::collections::HashMap::new();
     let mut total_acks = 0usize;
-    for kill in 0..50 {
-        let (child, mut lines) = spawn_child_with_output(dir.path(), "group-commits");
+    for kill in 0..kills {
+        let (child, mut lines) = spawn_child_on(dir, pg_url.as_deref(), "group-commits");
         let wanted = rng.random_range(1..=300usize);
         let mut seen = 0;
         while seen < wanted {
@@ -325,9 +364,11 @@ fn kills_during_group_commits_lose_no_acknowledged_write() {
         total_acks += seen;
         assert_eq!(seen, wanted, "kill {kill}: the child stopped writing before it was killed");
         crash(child);
-        let store = Store::open(dir.path()).unwrap();
-        let ok: String = raw(dir.path()).query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
-        assert_eq!(ok, "ok", "kill {kill}");
+        let store = db.open();
+        if pg_url.is_none() {
+            let ok: String = raw(dir).query_row("PRAGMA integrity_check", [], |r| r.get(0)).unwrap();
+            assert_eq!(ok, "ok", "kill {kill}");
+        }
         for row in store.units().unwrap() {
             let confirmed = acked.get(&row.unit.id).copied().unwrap_or(0);
             assert!(
@@ -347,7 +388,7 @@ fn kills_during_group_commits_lose_no_acknowledged_write() {
             );
         }
     }
-    println!("group-commit crash suite: 50 kills, {total_acks} acknowledged writes checked");
+    println!("group-commit crash suite: {kills} kills, {total_acks} acknowledged writes checked");
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1015,19 +1056,7 @@ fn store_thread_groups_concurrent_writes_into_few_commits(db: &Db) {
 
 async fn store_thread_groups_concurrent_writes(db: &Db) {
     let store = std::sync::Arc::new(db.open());
-    let units: Vec<UnitId> = (1..=200).map(UnitId::order).collect();
-    let names = domains(&["example.com"]);
-    let specs: Vec<UnitSpec<'_>> = units
-        .iter()
-        .map(|u| UnitSpec {
-            unit: *u,
-            method: "dns-txt-token",
-            domains: &names,
-            provider: None,
-            source: UnitSource::Config,
-        })
-        .collect();
-    store.sync_units(&specs).unwrap();
+    let units = sync_orders(&store, 200);
     let thread = StoreThread::start(store.clone()).unwrap();
 
     let mut writes = Vec::new();
@@ -1131,32 +1160,26 @@ fn pg_db() -> Db {
 fn concurrent_claims_never_overlap() {
     let db = pg_db();
     let setup = db.open_as("setup");
-    let units: Vec<UnitId> = (1..=300).map(UnitId::order).collect();
-    let names = domains(&["example.com"]);
-    let specs: Vec<UnitSpec<'_>> = units
-        .iter()
-        .map(|u| UnitSpec {
-            unit: *u,
-            method: "dns-txt-token",
-            domains: &names,
-            provider: None,
-            source: UnitSource::Config,
-        })
-        .collect();
-    setup.sync_units(&specs).unwrap();
+    let units = sync_orders(&setup, 300);
+    let instances = ["a", "b", "c"];
+    let stores: Vec<Store> = instances.iter().map(|instance| db.open_as(instance)).collect();
+    // All three start claiming at the same moment, 3 units at a time.
+    let start = std::sync::Barrier::new(instances.len());
     let claims: Vec<Vec<UnitId>> = std::thread::scope(|scope| {
-        let workers: Vec<_> = ["a", "b", "c"]
-            .into_iter()
-            .map(|instance| {
-                let store = db.open_as(instance);
+        let workers: Vec<_> = instances
+            .iter()
+            .zip(&stores)
+            .map(|(instance, store)| {
+                let start = &start;
                 scope.spawn(move || {
+                    start.wait();
                     let mut mine = Vec::new();
                     loop {
-                        let got = store.claim_units(LONG_LEASE, 7).unwrap();
-                        if got.is_empty() && store.claim_units(LONG_LEASE, 7).unwrap().is_empty() {
+                        let got = store.claim_units(LONG_LEASE, 3).unwrap();
+                        if got.is_empty() && store.claim_units(LONG_LEASE, 3).unwrap().is_empty() {
                             break;
                         }
-                        assert!(got.iter().all(|r| r.owner.as_deref() == Some(instance) && r.epoch == 1));
+                        assert!(got.iter().all(|r| r.owner.as_deref() == Some(*instance) && r.epoch == 1));
                         mine.extend(got.iter().map(|r| r.unit));
                     }
                     mine
@@ -1169,7 +1192,7 @@ fn concurrent_claims_never_overlap() {
     all.sort();
     assert_eq!(all, units, "every unit claimed exactly once");
     println!("claims per instance: {:?}", claims.iter().map(Vec::len).collect::<Vec<_>>());
-    for (instance, mine) in ["a", "b", "c"].iter().zip(&claims) {
+    for (instance, mine) in instances.iter().zip(&claims) {
         for unit in mine {
             assert_eq!(setup.unit(*unit).unwrap().unwrap().owner.as_deref(), Some(*instance));
         }
@@ -1403,4 +1426,127 @@ fn migrate_copies_a_sqlite_store_into_an_empty_postgres_database() {
     let again = migrate(dir.path());
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("needs an empty database"), "{again:?}");
+}
+
+// ---------------------------------------------------------------------------------------------
+// TLS
+
+/// Runs `openssl` with `args` in `dir`.
+fn openssl(dir: &Path, args: &[&str]) {
+    let out = Command::new("openssl").args(args).current_dir(dir).output().expect("run openssl");
+    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+}
+
+/// With `sslmode=require` the store talks TLS and verifies the server against `ca_file`: the
+/// right CA connects; another CA, or the system's roots, is refused before any query.
+#[test]
+fn postgres_tls_verifies_the_server_against_ca_file() {
+    let cluster = PgCluster::start_new();
+    cluster.create_database("tls");
+    let dir = cluster.log_path().parent().unwrap().to_path_buf();
+    let ca = |name: &str| {
+        openssl(
+            &dir,
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-days",
+                "2",
+                "-subj",
+                &format!("/CN={name}"),
+                "-keyout",
+                &format!("{name}.key"),
+                "-out",
+                &format!("{name}.pem"),
+                "-addext",
+                "basicConstraints=critical,CA:TRUE",
+                "-addext",
+                "keyUsage=critical,keyCertSign,cRLSign",
+            ],
+        );
+    };
+    ca("test-ca");
+    ca("other-ca");
+    openssl(
+        &dir,
+        &[
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:prime256v1",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.1",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+        ],
+    );
+    std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\nbasicConstraints=CA:FALSE\n").unwrap();
+    openssl(
+        &dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "test-ca.pem",
+            "-CAkey",
+            "test-ca.key",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+            "-out",
+            "server.pem",
+        ],
+    );
+    // The server (run as `nobody` when the tests run as root) must own its key, mode 0600.
+    std::fs::set_permissions(dir.join("server.key"), std::fs::Permissions::from_mode(0o600)).unwrap();
+    let owner = std::fs::metadata(cluster.log_path()).map(|m| std::os::unix::fs::MetadataExt::uid(&m)).unwrap();
+    for file in ["server.key", "server.pem"] {
+        let out = Command::new("chown").arg(owner.to_string()).arg(dir.join(file)).output().unwrap();
+        assert!(out.status.success(), "chown {file}: {out:?}");
+    }
+    for setting in [
+        "ALTER SYSTEM SET ssl_cert_file = 'server.pem'"
+            .replace("server.pem", &dir.join("server.pem").to_string_lossy()),
+        "ALTER SYSTEM SET ssl_key_file = 'server.key'".replace("server.key", &dir.join("server.key").to_string_lossy()),
+        "ALTER SYSTEM SET ssl = on".to_owned(),
+    ] {
+        cluster.psql("postgres", &setting);
+    }
+    cluster.psql("postgres", "SELECT pg_reload_conf()");
+    let url = format!("{}?sslmode=require", cluster.url("tls"));
+    let open = |ca_file: Option<&str>| {
+        let settings = PgSettings::new(&url, Some(PASSWORD.into()), ca_file.map(|f| dir.join(f))).unwrap();
+        Store::open_postgres(&settings, "a")
+    };
+    // The reload is asynchronous: wait until the server speaks TLS.
+    let mut store = open(Some("test-ca.pem"));
+    for _ in 0..50 {
+        if store.is_ok() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        store = open(Some("test-ca.pem"));
+    }
+    let store = store.expect("TLS with the right CA");
+    store.sync_unit(UnitId::order(1), "dns-txt-token", &domains(&["example.com"]), None).unwrap();
+    assert_eq!(store.units().unwrap().len(), 1);
+
+    for ca_file in [Some("other-ca.pem"), None] {
+        let err = open(ca_file).unwrap_err();
+        assert!(matches!(err, StoreError::Unavailable { .. }), "{err:?}");
+        assert!(err.to_string().contains("certificate"), "{ca_file:?}: {err}");
+    }
 }

@@ -179,12 +179,12 @@ mod tests {
     #[test]
     fn errors_name_the_place_and_never_the_password() {
         let err = load("[store]\nurl = \"postgres://dcvd:hunter2@db.example/dcvd\"\n").unwrap_err();
-        assert!(err.starts_with("/etc/dcvd/dcvd.toml:4:7:"), "{err}");
+        assert!(err.starts_with("/etc/dcvd/dcvd.toml:5:7:"), "{err}");
         assert!(err.contains("password_file") && !err.contains("hunter2"), "{err}");
         let err = load("[store]\nurl = \"postgres://dcvd@db.example/dcvd?sslmode=disable\"\n").unwrap_err();
         assert!(err.contains("TLS is required"), "{err}");
         let err = load("[store]\nlease_ttl = \"1s\"\n").unwrap_err();
-        assert!(err.contains(":4:13:") && err.contains("at least 3s"), "{err}");
+        assert!(err.contains(":5:13:") && err.contains("at least 3s"), "{err}");
         let err = load("[store]\npassword_env = \"PGPASS_TEST\"\n").unwrap_err();
         assert!(err.contains("`url`, which is not set"), "{err}");
         let err = load("[store]\ninstance = \"a b\"\n").unwrap_err();

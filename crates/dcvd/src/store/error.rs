@@ -46,7 +46,7 @@ pub enum StoreError {
     Sqlite(#[from] rusqlite::Error),
 
     /// PostgreSQL refused a statement (a connection that broke is [`StoreError::Unavailable`]).
-    #[error("state store: postgresql: {0}")]
+    #[error("state store: postgresql: {}", error_chain(.0))]
     Postgres(#[from] postgres::Error),
 
     /// Another instance holds the unit's lease (it took the unit over after this instance's
@@ -143,6 +143,22 @@ pub enum StoreError {
         /// What failed.
         message: String,
     },
+}
+
+/// `error` and its sources, joined by ": " (the `postgres` crate's errors say what failed, their
+/// sources why: "error performing TLS handshake: invalid peer certificate: UnknownIssuer").
+pub(crate) fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        let cause_text = cause.to_string();
+        if !text.ends_with(&cause_text) {
+            text.push_str(": ");
+            text.push_str(&cause_text);
+        }
+        source = cause.source();
+    }
+    text
 }
 
 impl StoreError {

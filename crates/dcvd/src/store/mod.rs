@@ -63,7 +63,7 @@ mod thread;
 mod types;
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -648,12 +648,6 @@ pub(crate) fn truncate(s: &str, max: usize) -> &str {
         end -= 1;
     }
     &s[..end]
-}
-
-/// A state store location for messages: `PathBuf` so [`StoreError`]'s variants name files and
-/// databases alike.
-pub(crate) fn location_path(location: &str) -> PathBuf {
-    PathBuf::from(location)
 }
 
 #[cfg(test)]

@@ -29,7 +29,7 @@ use tokio_postgres_rustls::MakeRustlsConnect;
 use super::{
     EVENT_DETAIL_MAX, EVENTS_PER_UNIT, EventRow, Fence, NewRecord, PublishConfirmation, RecordRow, RecordStatus,
     StoreError, UnitId, UnitRow, UnitSpec, UnitState, apply_spec, check_publishable, domains_json,
-    keeps_publish_intent, location_path, now_millis, sql_id, status_moves, sync_changes, transitioned, truncate,
+    keeps_publish_intent, now_millis, sql_id, status_moves, sync_changes, transitioned, truncate,
 };
 
 /// How long a connection attempt may take before the call fails with `Unavailable`.
@@ -253,12 +253,12 @@ struct Conn {
 type Params<'a> = &'a [&'a (dyn ToSql + Sync)];
 
 impl Conn {
-    fn prepare(&mut self, sql: &'static str) -> Result<Statement, postgres::Error> {
+    fn prepare(&mut self, sql: &'static str) -> Result<Statement, StoreError> {
         if let Some(statement) = self.statements.get(sql) {
             return Ok(statement.clone());
         }
         let client = &mut self.client;
-        let statement = off_runtime(|| client.prepare(sql))?;
+        let statement = off_runtime(|| client.prepare(sql)).map_err(classify)?;
         self.statements.insert(sql, statement.clone());
         Ok(statement)
     }
@@ -266,7 +266,7 @@ impl Conn {
     fn query(&mut self, sql: &'static str, params: Params<'_>) -> Result<Vec<Row>, StoreError> {
         let statement = self.prepare(sql)?;
         let client = &mut self.client;
-        Ok(off_runtime(|| client.query(&statement, params))?)
+        off_runtime(|| client.query(&statement, params)).map_err(classify)
     }
 
     fn query_opt(&mut self, sql: &'static str, params: Params<'_>) -> Result<Option<Row>, StoreError> {
@@ -281,12 +281,36 @@ impl Conn {
     fn execute(&mut self, sql: &'static str, params: Params<'_>) -> Result<u64, StoreError> {
         let statement = self.prepare(sql)?;
         let client = &mut self.client;
-        Ok(off_runtime(|| client.execute(&statement, params))?)
+        off_runtime(|| client.execute(&statement, params)).map_err(classify)
     }
 
     fn batch(&mut self, sql: &str) -> Result<(), StoreError> {
         let client = &mut self.client;
-        Ok(off_runtime(|| client.batch_execute(sql))?)
+        off_runtime(|| client.batch_execute(sql)).map_err(classify)
+    }
+}
+
+/// A lost connection, a server shutting down, a serialization failure or deadlock is
+/// [`StoreError::Unavailable`] (worth retrying); anything else the server refused is
+/// [`StoreError::Postgres`].
+fn classify(error: postgres::Error) -> StoreError {
+    use postgres::error::SqlState;
+    let retryable = match error.code() {
+        Some(code) => {
+            let class = code.code();
+            class.starts_with("08")
+                || class.starts_with("57P")
+                || *code == SqlState::T_R_SERIALIZATION_FAILURE
+                || *code == SqlState::T_R_DEADLOCK_DETECTED
+        }
+        None => {
+            error.is_closed() || std::error::Error::source(&error).is_some_and(|source| source.is::<std::io::Error>())
+        }
+    };
+    if retryable {
+        StoreError::Unavailable { message: format!("postgresql: {}", super::error::error_chain(&error)) }
+    } else {
+        StoreError::Postgres(error)
     }
 }
 
@@ -397,7 +421,8 @@ impl PgStore {
         let found = u32::try_from(found).unwrap_or(0);
         let supported = current_version();
         if found > supported {
-            return Err(StoreError::TooNew { found, supported, path: location_path(&self.location) });
+            // The URL (without password) stands where SQLite names its file.
+            return Err(StoreError::TooNew { found, supported, path: PathBuf::from(&self.location) });
         }
         for (index, step) in MIGRATIONS.iter().enumerate().skip(found as usize) {
             let version = i32::try_from(index + 1).expect("few migrations");
@@ -438,8 +463,10 @@ impl PgStore {
                     link.conn = Some(Conn { client, statements: HashMap::new() });
                 }
                 Err(e) => {
-                    link.failed = Some((Instant::now(), e.to_string()));
-                    return Err(self.unavailable(&format!("cannot connect: {e}")));
+                    let why = super::error::error_chain(&e);
+                    let error = self.unavailable(&format!("cannot connect: {why}"));
+                    link.failed = Some((Instant::now(), why));
+                    return Err(error);
                 }
             }
         }
@@ -1169,9 +1196,9 @@ mod tests {
     /// A password belongs in a file or variable, never in the URL; TLS beyond loopback.
     #[test]
     fn settings_refuse_passwords_in_the_url_and_plaintext_to_remote_hosts() {
-        let err = PgSettings::new("postgres://u:secret@db.example:5432/dcvd", None, None).unwrap_err();
+        let err = PgSettings::new("postgres://u:hunter2@db.example:5432/dcvd", None, None).unwrap_err();
         assert!(err.to_string().contains("password_file"), "{err}");
-        assert!(!err.to_string().contains("secret"), "{err}");
+        assert!(!err.to_string().contains("hunter2"), "{err}");
         let err = PgSettings::new("postgres://u@db.example/dcvd?sslmode=disable", None, None).unwrap_err();
         assert!(err.to_string().contains("TLS is required"), "{err}");
         assert!(PgSettings::new("postgres://u@127.0.0.1:5432/dcvd?sslmode=disable", None, None).is_ok());

@@ -410,32 +410,37 @@ impl SqliteStore {
         let mut conn = self.write()?;
         let tx = conn.savepoint()?;
         let now = now_millis();
-        let candidates: Vec<UnitRow> = {
+        let mut chosen = Vec::new();
+        {
             // One process owns the file: no other transaction can hold a row, nothing to skip.
-            let mut stmt = tx.prepare_cached(concat!(
-                "SELECT ",
-                unit_cols!(),
-                " FROM units WHERE state NOT IN ('cleaned_up', 'expired', 'failed', 'removed') \
-                 AND (owner IS NULL OR lease_expires_at <= ?1 OR owner = ?2) ORDER BY kind, id"
-            ))?;
-            stmt.query_map(params![now, fence.instance()], unit_from_row)?.collect::<Result<_, _>>()?
-        };
-        let mut claimed = Vec::new();
+            // Only the lease columns are read here: most candidates are this store's own.
+            let mut stmt = tx.prepare_cached(
+                "SELECT kind, id, owner, epoch, lease_expires_at FROM units \
+                 WHERE state NOT IN ('cleaned_up', 'expired', 'failed', 'removed') \
+                 AND (owner IS NULL OR lease_expires_at <= ?1 OR owner = ?2) ORDER BY kind, id",
+            )?;
+            let mut rows = stmt.query(params![now, fence.instance()])?;
+            while (chosen.len() as i64) < limit
+                && let Some(row) = rows.next()?
+            {
+                let unit = UnitId { kind: row.get(0)?, id: get_u64(row, 1)? };
+                let (owner, epoch, expires): (Option<String>, i64, Option<i64>) =
+                    (row.get(2)?, row.get(3)?, row.get(4)?);
+                let live = expires.is_some_and(|at| at > now);
+                if !(live && fence.check(unit, owner.as_deref(), epoch).is_ok()) {
+                    chosen.push(unit); // not already held by this store
+                }
+            }
+        }
+        let mut claimed = Vec::with_capacity(chosen.len());
         {
             let mut claim = tx.prepare_cached(concat!(
                 "UPDATE units SET owner = ?3, epoch = epoch + 1, lease_expires_at = ?4 \
                  WHERE kind = ?1 AND id = ?2 RETURNING ",
                 unit_cols!()
             ))?;
-            for row in candidates {
-                if claimed.len() as i64 >= limit {
-                    break;
-                }
-                let live = row.lease_expires_at.is_some_and(|at| at > now);
-                if live && fence.check(row.unit, row.owner.as_deref(), row.epoch).is_ok() {
-                    continue; // already held by this store
-                }
-                let params = params![row.unit.kind, sql_id(row.unit)?, fence.instance(), now.saturating_add(ttl_ms)];
+            for unit in chosen {
+                let params = params![unit.kind, sql_id(unit)?, fence.instance(), now.saturating_add(ttl_ms)];
                 claimed.push(claim.query_row(params, unit_from_row)?);
             }
         }
