@@ -15,8 +15,11 @@
 //!
 //! # Layout
 //! - [`Checker`]: the shared, cloneable entry point (zone cache + global query-rate cap).
-//!   Discovery lives in `discovery`, polling and backoff in `poll`, the query cap in `pacer`,
-//!   answer parsing in `dns`.
+//!   Discovery lives in `discovery`, one round of questions in `poll`, the shared poller that
+//!   runs every wait (timer queue, backoff) in `poller`, the query cap in `pacer`, answer parsing
+//!   in `dns`.
+//! - [`Watch`]: one record being waited for ([`Checker::watch`]); a small entry in the poller,
+//!   not a task.
 //! - [`transport`]: the one step that sends a query to an address, behind the [`Transport`]
 //!   trait so tests can script it.
 //! - [`CheckerConfig`], [`Mode`], [`ResolverSpec`]: how to find and query servers.
