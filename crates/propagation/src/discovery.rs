@@ -204,7 +204,11 @@ pub(crate) async fn target(inner: &Arc<Inner>, name: &str, follow: bool) -> Resu
     };
     // The name stays in its zone as long as the zone's data and the CNAMEs on the way hold.
     let until = info.expires.min(Instant::now() + dns::cache_for(ttl));
-    inner.targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert((dns::show(&start), follow), (target.clone(), until));
+    inner
+        .targets
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert((dns::show(&start), follow), (target.clone(), until));
     tracing::debug!(name = %target.name, owner = %target.owner, zone = %target.zone, servers = target.nameservers.len(), "zone found");
     Ok(target)
 }

@@ -90,7 +90,12 @@ async fn ask(
 }
 
 /// The view of a wait after a round: `statuses` of the servers asked so far.
-pub(crate) fn progress(target: Target, all: &[Server], statuses: &HashMap<Server, ServerStatus>, queries: u64) -> Progress {
+pub(crate) fn progress(
+    target: Target,
+    all: &[Server],
+    statuses: &HashMap<Server, ServerStatus>,
+    queries: u64,
+) -> Progress {
     Progress {
         servers: all
             .iter()

@@ -212,7 +212,8 @@ impl Poller {
                 Some(target) => self.on_target(inner, id, Ok(target)),
                 None => {
                     let (inner, name) = (Arc::clone(inner), name.clone());
-                    self.tasks.spawn(async move { Done::Target(id, crate::discovery::target(&inner, &name, follow).await) });
+                    self.tasks
+                        .spawn(async move { Done::Target(id, crate::discovery::target(&inner, &name, follow).await) });
                 }
             }
         }
@@ -253,7 +254,9 @@ impl Poller {
             Ok(target) => {
                 let owner = match dns::parse_name(&target.owner) {
                     Ok(owner) => owner,
-                    Err(message) => return self.finish(id, Err(Error::Resolve { name: target.owner.clone(), message })),
+                    Err(message) => {
+                        return self.finish(id, Err(Error::Resolve { name: target.owner.clone(), message }));
+                    }
                 };
                 let all = servers(inner, &target);
                 // A server that served the value keeps serving it (see the crate docs).
@@ -329,7 +332,11 @@ impl Poller {
             return self.finish(id, Ok(p));
         }
         if Instant::now() >= wait.request.deadline {
-            let error = Error::Timeout { name: wait.request.name.clone(), waited: wait.started.elapsed(), lagging: p.lagging() };
+            let error = Error::Timeout {
+                name: wait.request.name.clone(),
+                waited: wait.started.elapsed(),
+                lagging: p.lagging(),
+            };
             return self.finish(id, Err(error));
         }
         self.schedule(inner, id, changed);
