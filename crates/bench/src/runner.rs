@@ -104,6 +104,18 @@ async fn run_one(scenario: &Scenario, strategy: Strategy, opts: &Options) -> any
     // Keep the log of a run that left orders invalid; the state store and key are not needed.
     let _ = std::fs::remove_dir_all(run_dir.join("work"));
     let lags = propagation_times(scenario, &sim, servers);
+    if let Some(dir) = std::env::var_os("DCVD_BENCH_DUMP_CHECKS") {
+        // With the checks: per order, its propagation time and when every name server served it.
+        let path = PathBuf::from(dir).join(format!("orders-{}-{strategy}.json", scenario.orders));
+        let lag_ms: Vec<u128> = lags.iter().map(Duration::as_millis).collect();
+        let orders = serde_json::json!({
+            "started_unix_ms": child.started_unix_ms,
+            "first_id": FIRST_ID,
+            "lag_ms": lag_ms,
+            "visible_unix_ms": child.visible,
+        });
+        let _ = std::fs::write(&path, orders.to_string());
+    }
     let figures = report::figures(scenario, strategy, &child, &stats, &lags);
     if figures.valid_orders == figures.orders && figures.errors.is_empty() {
         let _ = std::fs::remove_dir_all(&run_dir);

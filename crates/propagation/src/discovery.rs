@@ -37,14 +37,18 @@ pub(crate) struct Sent {
 }
 
 impl Inner {
-    /// Sends one message through the global cap, bounded by the query timeout.
+    /// Sends one message through the global cap, bounded by the query timeout; `slot_taken`:
+    /// the caller already took this message's slot of the cap.
     pub(crate) async fn send(
         &self,
         server: SocketAddr,
         query: &Message,
         protocol: Protocol,
+        slot_taken: bool,
     ) -> Result<Message, String> {
-        self.pacer.acquire().await;
+        if !slot_taken {
+            self.pacer.acquire().await;
+        }
         self.queries.fetch_add(1, Ordering::Relaxed);
         let proto = match protocol {
             Protocol::Udp => "udp",
@@ -60,19 +64,32 @@ impl Inner {
     /// Asks `server` for `name`/`rtype`: UDP with EDNS, again over TCP when truncated, again
     /// without EDNS when the server does not understand it.
     pub(crate) async fn query(&self, server: SocketAddr, name: &Name, rtype: RecordType, recursion: bool) -> Sent {
+        self.query_in_slot(server, name, rtype, recursion, false).await
+    }
+
+    /// [`query`](Self::query); `slot_taken`: the caller already took the first message's slot of
+    /// the cap ([`crate::pacer::Pacer::try_acquire`]), the retries take their own.
+    pub(crate) async fn query_in_slot(
+        &self,
+        server: SocketAddr,
+        name: &Name,
+        rtype: RecordType,
+        recursion: bool,
+        slot_taken: bool,
+    ) -> Sent {
         let mut count = 1;
         let q = dns::build_query(name, rtype, recursion, true);
-        let mut result = self.send(server, &q, Protocol::Udp).await;
+        let mut result = self.send(server, &q, Protocol::Udp, slot_taken).await;
         let mut q_used = q;
         if matches!(&result, Ok(m) if m.metadata.response_code == ResponseCode::FormErr) {
             let plain = dns::build_query(name, rtype, recursion, false);
             count += 1;
-            result = self.send(server, &plain, Protocol::Udp).await;
+            result = self.send(server, &plain, Protocol::Udp, false).await;
             q_used = plain;
         }
         if matches!(&result, Ok(m) if m.metadata.truncation) {
             count += 1;
-            result = self.send(server, &q_used, Protocol::Tcp).await;
+            result = self.send(server, &q_used, Protocol::Tcp, false).await;
         }
         Sent { result, count }
     }
@@ -118,14 +135,22 @@ impl Inner {
     }
 }
 
+/// Where `name` lives, when the cache knows it (no query): what [`target`] would answer at once.
+pub(crate) fn cached_target(inner: &Inner, name: &str, follow: bool) -> Option<Target> {
+    cached(inner, &dns::parse_name(name).ok()?, follow)
+}
+
+fn cached(inner: &Inner, start: &Name, follow: bool) -> Option<Target> {
+    let targets = inner.targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let (t, until) = targets.get(&(dns::show(start), follow))?;
+    (*until > Instant::now()).then(|| t.clone())
+}
+
 /// See [`crate::Checker::target`].
 pub(crate) async fn target(inner: &Arc<Inner>, name: &str, follow: bool) -> Result<Target, Error> {
     let start = dns::parse_name(name).map_err(|message| Error::Resolve { name: name.to_string(), message })?;
-    let key = (dns::show(&start), follow);
-    if let Some((t, until)) = inner.targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).get(&key)
-        && *until > Instant::now()
-    {
-        return Ok(t.clone());
+    if let Some(t) = cached(inner, &start, follow) {
+        return Ok(t);
     }
 
     let mut chain: Vec<String> = Vec::new();
@@ -179,7 +204,11 @@ pub(crate) async fn target(inner: &Arc<Inner>, name: &str, follow: bool) -> Resu
     };
     // The name stays in its zone as long as the zone's data and the CNAMEs on the way hold.
     let until = info.expires.min(Instant::now() + dns::cache_for(ttl));
-    inner.targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner).insert(key, (target.clone(), until));
+    inner
+        .targets
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .insert((dns::show(&start), follow), (target.clone(), until));
     tracing::debug!(name = %target.name, owner = %target.owner, zone = %target.zone, servers = target.nameservers.len(), "zone found");
     Ok(target)
 }

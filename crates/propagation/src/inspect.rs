@@ -111,7 +111,7 @@ async fn validating_lookup(inner: &Arc<Inner>, owner: &Name) -> Dnssec {
     edns.set_dnssec_ok(true);
     query.set_edns(edns);
     for resolver in &inner.resolvers {
-        match inner.send(*resolver, &query, Protocol::Udp).await {
+        match inner.send(*resolver, &query, Protocol::Udp, false).await {
             Ok(m) if m.metadata.response_code == ResponseCode::ServFail => {
                 return Dnssec::Bogus(format!(
                     "resolver {resolver} answers SERVFAIL for {} with DNSSEC validation",

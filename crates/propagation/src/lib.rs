@@ -15,8 +15,11 @@
 //!
 //! # Layout
 //! - [`Checker`]: the shared, cloneable entry point (zone cache + global query-rate cap).
-//!   Discovery lives in `discovery`, polling and backoff in `poll`, the query cap in `pacer`,
-//!   answer parsing in `dns`.
+//!   Discovery lives in `discovery`, one round of questions in `poll`, the shared poller that
+//!   runs every wait (timer queue, backoff) in `poller`, the query cap in `pacer`, answer parsing
+//!   in `dns`.
+//! - [`Watch`]: one record being waited for ([`Checker::watch`]); a small entry in the poller,
+//!   not a task.
 //! - [`transport`]: the one step that sends a query to an address, behind the [`Transport`]
 //!   trait so tests can script it.
 //! - [`CheckerConfig`], [`Mode`], [`ResolverSpec`]: how to find and query servers.
@@ -38,9 +41,11 @@ mod dns;
 mod inspect;
 mod pacer;
 mod poll;
+mod poller;
 pub mod transport;
 
 pub use inspect::{Dnssec, Inspection, ServerAnswer};
+pub use poller::Watch;
 pub use transport::{NetTransport, Protocol, Transport};
 
 /// Where to find zones and name servers (and, in `resolvers` mode, what to query).
@@ -298,6 +303,8 @@ struct Inner {
     /// Zone -> its name servers; one async lock per zone so 10,000 names of one zone trigger one
     /// NS lookup.
     zones: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<discovery::ZoneInfo>>>>>,
+    /// The shared poller's inbox, once the first wait started it.
+    poller: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<poller::Request>>,
 }
 
 impl Checker {
@@ -341,6 +348,7 @@ impl Checker {
                 queries: AtomicU64::new(0),
                 targets: Mutex::new(HashMap::new()),
                 zones: Mutex::new(HashMap::new()),
+                poller: std::sync::OnceLock::new(),
             }),
         })
     }
@@ -381,15 +389,28 @@ impl Checker {
         poll::check_once(&self.inner, name, expected).await
     }
 
-    /// Polls until every required server serves `expected` at `name`, the `deadline` passes
-    /// ([`Error::Timeout`] naming the lagging servers) or `cancel` fires. `on_progress` sees
-    /// every poll's result.
+    /// Waits until every required server serves `expected` at `name`, or the `deadline` passes
+    /// ([`Error::Timeout`] naming the lagging servers). Dropping the [`Watch`] cancels the wait.
     ///
-    /// Polls start `poll_min` apart; each poll that changes nothing stretches the interval by
-    /// half, up to `poll_max`; any change (a server starts serving or failing) resets it to
-    /// `poll_min`, since the others usually follow soon. Servers that served the value are not
-    /// asked again. Discovery failures that may pass (resolver trouble) are retried until the
-    /// deadline.
+    /// Every wait of a checker (and its clones) is polled by one shared task, so a wait costs a
+    /// small entry, not a task. Polls start `poll_min` apart; each poll that changes nothing
+    /// stretches the interval by half, up to `poll_max`; any change (a server starts serving or
+    /// failing) resets it to `poll_min`, since the others usually follow soon, and once a server
+    /// serves, the lagging ones are polled every `poll_min` for 30 s after the last change, then
+    /// at most `4 x poll_min` apart. Servers that served the value are not asked again. Queries
+    /// go out as the process-wide `max_queries_per_second` allows, the earliest due first.
+    /// Discovery failures that may pass (resolver trouble) are retried until the deadline. The
+    /// poller logs about the wait in the caller's span: DEBUG when the number of lagging
+    /// servers changes, INFO `still waiting for propagation` at most once a minute (or every
+    /// `4 x poll_max` when shorter) while one lags.
+    ///
+    /// Must be called within a tokio runtime (the poller starts on first use).
+    pub fn watch(&self, name: &str, expected: &Expected, deadline: tokio::time::Instant) -> Watch {
+        poller::watch(&self.inner, name, expected, deadline, None)
+    }
+
+    /// [`watch`](Self::watch), until `cancel` fires ([`Error::Cancelled`]); `on_progress` sees
+    /// every poll's result.
     pub async fn wait_visible(
         &self,
         name: &str,
@@ -398,7 +419,22 @@ impl Checker {
         cancel: &CancellationToken,
         on_progress: &mut (dyn FnMut(&Progress) + Send),
     ) -> Result<Progress, Error> {
-        poll::wait_visible(&self.inner, name, expected, deadline, cancel, on_progress).await
+        let (tx, mut rounds) = tokio::sync::mpsc::unbounded_channel();
+        let mut watch = poller::watch(&self.inner, name, expected, deadline, Some(tx));
+        loop {
+            // Biased: a round's progress is sent before the outcome, so every one is seen first.
+            tokio::select! {
+                biased;
+                () = cancel.cancelled() => return Err(Error::Cancelled),
+                Some(p) = rounds.recv() => on_progress(&p),
+                result = &mut watch => {
+                    while let Ok(p) = rounds.try_recv() {
+                        on_progress(&p);
+                    }
+                    return result;
+                }
+            }
+        }
     }
 }
 

@@ -32,6 +32,21 @@ impl Pacer {
         (self.tolerance.as_nanos() / self.interval.as_nanos()) as u64 + 1
     }
 
+    /// Takes a slot if one is free now; otherwise says when the next one frees, taking nothing
+    /// (the shared poller queues its polls instead of holding a sleeping future for each).
+    pub(crate) fn try_acquire(&self) -> Result<(), Instant> {
+        let now = Instant::now();
+        let mut tat = self.tat.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let t = tat.map_or(now, |t| t.max(now));
+        match t.checked_sub(self.tolerance).filter(|at| *at > now) {
+            Some(at) => Err(at),
+            None => {
+                *tat = Some(t + self.interval);
+                Ok(())
+            }
+        }
+    }
+
     /// Waits for a slot.
     pub(crate) async fn acquire(&self) {
         let now = Instant::now();
@@ -65,5 +80,22 @@ mod tests {
             p.acquire().await;
         }
         assert_eq!(start.elapsed(), Duration::from_millis(1000));
+    }
+
+    /// `try_acquire` takes the burst, then names the instant the next slot frees and takes
+    /// nothing until then; it shares the budget with `acquire`.
+    #[tokio::test(start_paused = true)]
+    async fn try_acquire_takes_free_slots_only() {
+        let p = Pacer::new(50); // interval 20 ms, burst 10
+        let start = Instant::now();
+        for _ in 0..9 {
+            assert_eq!(p.try_acquire(), Ok(()));
+        }
+        p.acquire().await;
+        assert_eq!(p.try_acquire(), Err(start + Duration::from_millis(20)));
+        assert_eq!(p.try_acquire(), Err(start + Duration::from_millis(20)), "a refusal takes nothing");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(p.try_acquire(), Ok(()));
+        assert_eq!(p.try_acquire(), Err(start + Duration::from_millis(40)));
     }
 }

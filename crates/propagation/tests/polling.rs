@@ -366,3 +366,30 @@ async fn global_query_cap_is_shared_by_all_waits() {
         assert!(matches!(w.await.expect("task"), Err(Error::Cancelled)));
     }
 }
+
+/// Every wait of a checker is polled by one shared task, not a task each: with 1,000 records
+/// waiting, between two rounds the runtime holds the poller alone. Dropping the watches cancels
+/// them: no query for them after their next round is due.
+#[tokio::test(start_paused = true)]
+async fn a_thousand_waits_share_one_task_and_dropped_watches_stop() {
+    let fake = Fake::new(never(), never());
+    let checker =
+        Checker::with_transport(CheckerConfig { max_queries_per_second: 1_000_000, ..config(1, 8) }, fake.clone())
+            .expect("checker");
+    let runtime = tokio::runtime::Handle::current().metrics();
+    let before = runtime.num_alive_tasks();
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    let watches: Vec<_> =
+        (0..1000).map(|i| checker.watch(&format!("r{i}.f.test"), &Expected::Txt("v".into()), deadline)).collect();
+    // First round at 0 s, the next one poll_min later: half-way, nothing is in flight.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let txt = |server| fake.txt_queries(server).len();
+    assert_eq!((txt(NS1), txt(NS2)), (1000, 1000), "one round asked both servers for every record");
+    assert_eq!(runtime.num_alive_tasks() - before, 1, "1,000 waits, one task: the poller");
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!((txt(NS1), txt(NS2)), (2000, 2000), "the second round at poll_min");
+    drop(watches);
+    tokio::time::sleep(Duration::from_secs(60)).await;
+    assert_eq!((txt(NS1), txt(NS2)), (2000, 2000), "no query for a dropped watch");
+    assert_eq!(runtime.num_alive_tasks() - before, 1);
+}

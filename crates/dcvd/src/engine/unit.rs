@@ -28,10 +28,6 @@ use crate::store::{
     now_millis,
 };
 
-/// How often, at most, a unit waiting for a lagging name server says so at INFO: a minute, or
-/// four of the longest poll intervals when polls are faster (tests).
-const PROPAGATION_REPORT_EVERY: Duration = Duration::from_secs(60);
-
 /// How long a unit waits before trying again when the store itself failed (disk full, I/O).
 const STORE_RETRY: Duration = Duration::from_secs(5);
 
@@ -313,11 +309,13 @@ impl Executor {
                 }
             },
         };
+        // Each effect boxed on its own: a unit waiting for propagation (thousands at once) then
+        // holds the wait's state, not the size of the largest effect.
         match effect {
-            Effect::FetchToken => self.fetch_token(row, &spec).await,
-            Effect::Publish => self.publish(row, &spec).await,
-            Effect::AwaitPropagation => self.wait_propagated(row).await,
-            Effect::Check => self.check(row, &spec).await,
+            Effect::FetchToken => Box::pin(self.fetch_token(row, &spec)).await,
+            Effect::Publish => Box::pin(self.publish(row, &spec)).await,
+            Effect::AwaitPropagation => Box::pin(self.wait_propagated(row)).await,
+            Effect::Check => Box::pin(self.check(row, &spec)).await,
             Effect::Stop | Effect::SleepUntil(_) | Effect::RemoveRecords(_) => unreachable!("handled above"),
         }
     }
@@ -568,50 +566,43 @@ impl Executor {
         }
         let deadline = tokio::time::Instant::now() + remaining;
         let started = Instant::now();
-        let mut waits = tokio::task::JoinSet::new();
-        let cancel = CancellationToken::new();
-        let _guard = cancel.clone().drop_guard();
-        let poll_max = self.env.config.propagation.poll_max;
-        for r in &recs {
-            let checker = self.env.checker.clone();
-            let expected = match r.rtype {
-                RecordType::Cname => Expected::Cname(r.value.clone()),
-                RecordType::Txt => Expected::Txt(r.value.clone()),
-            };
-            let name = r.name.clone();
-            let cancel = cancel.clone();
-            waits.spawn(tracing::Instrument::in_current_span(async move {
-                let mut last_lagging = usize::MAX;
-                let mut last_report = tokio::time::Instant::now();
-                let report_every = PROPAGATION_REPORT_EVERY.min(poll_max * 4);
-                let mut on_progress = |p: &propagation::Progress| {
-                    let lagging = p.lagging();
-                    if lagging.len() != last_lagging {
-                        last_lagging = lagging.len();
-                        tracing::debug!(record = %name, lagging = ?lagging, "propagation progress");
-                    }
-                    // No silence while a name server lags: one line a minute naming the laggards.
-                    if !lagging.is_empty() && last_report.elapsed() >= report_every {
-                        last_report = tokio::time::Instant::now();
-                        info!(record = %name, lagging = %lagging.join(", "), "still waiting for propagation");
-                    }
+        // One entry per record in the checker's shared poller (no task per record); it logs
+        // the lagging servers in this unit's span. The first error ends the step and drops the
+        // other watches, which cancels them.
+        let mut waits: Vec<propagation::Watch> = recs
+            .iter()
+            .map(|r| {
+                let expected = match r.rtype {
+                    RecordType::Cname => Expected::Cname(r.value.clone()),
+                    RecordType::Txt => Expected::Txt(r.value.clone()),
                 };
-                checker.wait_visible(&name, &expected, deadline, &cancel, &mut on_progress).await
-            }));
-        }
+                self.env.checker.watch(&r.name, &expected, deadline)
+            })
+            .collect();
         let mut negative_ttl = Duration::ZERO;
-        while let Some(joined) = waits.join_next().await {
-            match joined {
-                Ok(Ok(progress)) => negative_ttl = negative_ttl.max(progress.target.negative_ttl),
-                Ok(Err(propagation::Error::Timeout { name, waited, lagging })) => {
+        while !waits.is_empty() {
+            let (index, result) = std::future::poll_fn(|cx| {
+                waits
+                    .iter_mut()
+                    .enumerate()
+                    .find_map(|(i, w)| match std::pin::Pin::new(w).poll(cx) {
+                        std::task::Poll::Ready(r) => Some((i, r)),
+                        std::task::Poll::Pending => None,
+                    })
+                    .map_or(std::task::Poll::Pending, std::task::Poll::Ready)
+            })
+            .await;
+            waits.swap_remove(index);
+            match result {
+                Ok(progress) => negative_ttl = negative_ttl.max(progress.target.negative_ttl),
+                Err(propagation::Error::Timeout { name, waited, lagging }) => {
                     return Err(StepError::Fatal(Cause::Other(format!(
                         "{name}: not served by every name server after {}; lagging: {}",
                         humantime::format_duration(Duration::from_secs(waited.as_secs())),
                         lagging.join(", ")
                     ))));
                 }
-                Ok(Err(e)) => return Err(StepError::Retry(e.into())),
-                Err(e) => return Err(StepError::Retry(Cause::Other(format!("propagation task: {e}")))),
+                Err(e) => return Err(StepError::Retry(e.into())),
             }
         }
         self.env.metrics.observe_propagation(started.elapsed());
@@ -660,7 +651,8 @@ impl Executor {
     async fn remove_live_records(&self) -> Result<(), StepError> {
         let live: Vec<RecordRow> =
             self.records().await?.into_iter().filter(|r| r.status != RecordStatus::Removed).collect();
-        remove_rows(&self.env, &live).await
+        // Boxed: the calls inside stay out of the waiting unit's future (see `perform`).
+        Box::pin(remove_rows(&self.env, &live)).await
     }
 }
 
