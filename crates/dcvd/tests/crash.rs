@@ -20,7 +20,8 @@ use certcentral_sim::{NewDomain, NewOrder};
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use test_support::bind::{Bind, ZoneSpec};
-use test_support::harness::{Harness, SimOpts, axfr, dcv_records, rfc2136_provider, states};
+use test_support::fleet::ZoneMonitor;
+use test_support::harness::{Harness, SimOpts, dcv_records, rfc2136_provider, states};
 
 /// The binaries under test.
 const HARNESS: Harness = Harness::new(env!("CARGO_BIN_EXE_dcvd"));
@@ -61,58 +62,6 @@ impl UnitSpec {
             Self::Order { id, .. } | Self::Domain { id, .. } => *id,
         }
     }
-}
-
-/// What the zone monitor saw.
-#[derive(Default, Debug)]
-struct Monitor {
-    snapshots: u64,
-    /// (name, value) ever seen.
-    seen: BTreeSet<(String, String)>,
-    /// (name, value) seen and then gone.
-    gone: BTreeSet<(String, String)>,
-    violations: Vec<String>,
-}
-
-impl Monitor {
-    fn observe(&mut self, records: &[(String, String, String)]) {
-        self.snapshots += 1;
-        let now: BTreeSet<(String, String)> = records.iter().map(|(n, _, v)| (n.clone(), v.clone())).collect();
-        let mut per_name: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-        for (n, v) in &now {
-            per_name.entry(n).or_default().push(v);
-        }
-        for (name, values) in per_name {
-            if values.len() > 1 {
-                self.violations.push(format!(
-                    "snapshot {}: {name} holds {} values at once: {values:?}",
-                    self.snapshots,
-                    values.len()
-                ));
-            }
-        }
-        for rv in &now {
-            if self.gone.contains(rv) {
-                self.violations
-                    .push(format!("snapshot {}: {rv:?} was published again after its removal", self.snapshots));
-            }
-        }
-        for rv in self.seen.difference(&now) {
-            self.gone.insert(rv.clone());
-        }
-        self.seen.extend(now);
-    }
-}
-
-fn spawn_monitor(primary: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Monitor> {
-    std::thread::spawn(move || {
-        let mut m = Monitor::default();
-        while !stop.load(Ordering::SeqCst) {
-            m.observe(&axfr(primary, ZONE));
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        m
-    })
 }
 
 /// Releases the lagging secondary every 0.5-1.1 s (seeded), like a secondary that catches up
@@ -188,7 +137,7 @@ async fn kill_9_at_random_moments_loses_nothing() {
     };
 
     let stop = Arc::new(AtomicBool::new(false));
-    let monitor = spawn_monitor(bind.primary_addr(), stop.clone());
+    let monitor = ZoneMonitor::spawn(bind.primary_addr(), ZONE, stop.clone());
     let releaser = spawn_releaser(bind.clone(), stop.clone(), seed);
 
     let started = Instant::now();
@@ -276,22 +225,4 @@ async fn kill_9_at_random_moments_loses_nothing() {
     );
     let tsig = std::fs::read_to_string(bind.tsig_secret_file()).unwrap();
     dcvd.assert_no_secrets(&[("TSIG secret", &tsig)]);
-}
-
-/// The monitor flags a name holding two values and a value that comes back after its removal,
-/// and nothing else.
-#[test]
-fn monitor_flags_double_values_and_republication() {
-    let r = |n: &str, v: &str| (n.to_string(), "TXT".to_string(), v.to_string());
-    let mut m = Monitor::default();
-    m.observe(&[r("_dnsauth.a", "1")]);
-    m.observe(&[r("_dnsauth.a", "1"), r("_dnsauth.b", "2")]);
-    m.observe(&[r("_dnsauth.b", "2")]);
-    m.observe(&[]);
-    assert!(m.violations.is_empty(), "{:?}", m.violations);
-    m.observe(&[r("_dnsauth.c", "3"), r("_dnsauth.c", "4")]);
-    assert_eq!(m.violations.len(), 1, "{:?}", m.violations);
-    m.observe(&[r("_dnsauth.a", "1")]);
-    assert_eq!(m.violations.len(), 2, "{:?}", m.violations);
-    assert!(m.violations[1].contains("published again"), "{:?}", m.violations);
 }

@@ -18,139 +18,12 @@ use certcentral_sim::NewOrder;
 use rand::rngs::StdRng;
 use rand::{RngExt, SeedableRng};
 use test_support::bind::{Bind, ZoneSpec};
-use test_support::harness::{Dcvd, Harness, SimOpts, SimProc, axfr, dcv_records, rfc2136_provider, signal, tail};
+use test_support::fleet::{Instance, ZoneMonitor};
+use test_support::harness::{Harness, SimOpts, SimProc, dcv_records, rfc2136_provider};
 use test_support::postgres::{PASSWORD, PgCluster};
 
 const HARNESS: Harness = Harness::new(env!("CARGO_BIN_EXE_dcvd"));
 const ZONE: &str = "ha.test";
-
-/// One dcvd instance: its directory and its running process, if any.
-struct Instance {
-    name: String,
-    dcvd: Dcvd,
-    child: Option<Child>,
-    metrics_port: u16,
-}
-
-impl Instance {
-    /// An instance named `name` with the configuration `body` (providers, units) on `pg`'s
-    /// database `db`, leases of `lease_ttl`.
-    fn new(sim: &SimProc, name: &str, pg: &PgCluster, db: &str, lease_ttl: &str) -> Self {
-        let dcvd = HARNESS.dcvd(sim);
-        let password = dcvd.secret_file("pg-password", PASSWORD);
-        let store = format!(
-            "[store]\nurl = \"{}\"\npassword_file = \"{}\"\ninstance = \"{name}\"\nlease_ttl = \"{lease_ttl}\"\n",
-            pg.url(db),
-            password.display()
-        );
-        std::fs::write(dcvd.dir.path().join("store.toml"), store).expect("write store section");
-        let metrics_port = test_support::ports::free_port();
-        Self { name: name.to_owned(), dcvd, child: None, metrics_port }
-    }
-
-    /// Writes the configuration: the harness's, this instance's `[store]` and metrics address,
-    /// then `body`.
-    fn write_config(&self, dns_port: u16, body: &str) {
-        let store = std::fs::read_to_string(self.dcvd.dir.path().join("store.toml")).expect("store section");
-        let config = self.dcvd.config(dns_port, &format!("{store}\n{body}")).replace(
-            "log_format = \"text\"\n",
-            &format!("log_format = \"text\"\nmetrics_listen = \"127.0.0.1:{}\"\n", self.metrics_port),
-        );
-        self.dcvd.write_config(&config);
-    }
-
-    fn start(&mut self) {
-        assert!(self.child.is_none(), "{} runs already", self.name);
-        self.child = Some(self.dcvd.spawn(&["run"]));
-    }
-
-    fn signal(&self, sig: &str) {
-        signal(self.child.as_ref().expect("running"), sig);
-    }
-
-    fn kill(&mut self) {
-        if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
-            let _ = child.wait();
-        }
-    }
-
-    /// SIGTERM once it serves `/healthz` (its signal handlers are in place then), then waits for
-    /// the exit.
-    async fn stop(&mut self) {
-        if self.child.is_some() {
-            let port = self.metrics_port;
-            test_support::harness::eventually(Duration::from_secs(30), "dcvd serves /healthz", || async move {
-                let url = format!("http://127.0.0.1:{port}/healthz");
-                let client = reqwest::Client::builder().no_proxy().build().expect("client");
-                client.get(url).send().await.is_ok()
-            })
-            .await;
-        }
-        if let Some(child) = self.child.take() {
-            signal(&child, "TERM");
-            let status = self.dcvd.wait(child, Duration::from_secs(30), &format!("{} stopping", self.name)).await;
-            assert!(status.success(), "{} exited with {status} on SIGTERM; log:\n{}", self.name, self.log_tail(60));
-        }
-    }
-
-    fn log_tail(&self, n: usize) -> String {
-        tail(&self.dcvd.log(), n)
-    }
-
-    /// `/healthz`'s status code.
-    async fn healthz(&self) -> Option<u16> {
-        let url = format!("http://127.0.0.1:{}/healthz", self.metrics_port);
-        let client = reqwest::Client::builder().no_proxy().timeout(Duration::from_secs(2)).build().ok()?;
-        client.get(url).send().await.ok().map(|r| r.status().as_u16())
-    }
-}
-
-impl Drop for Instance {
-    fn drop(&mut self) {
-        self.kill();
-    }
-}
-
-/// What the zone monitor saw.
-#[derive(Default, Debug)]
-struct Monitor {
-    snapshots: u64,
-    seen: BTreeSet<(String, String)>,
-    gone: BTreeSet<(String, String)>,
-    violations: Vec<String>,
-}
-
-impl Monitor {
-    fn observe(&mut self, records: &[(String, String, String)]) {
-        self.snapshots += 1;
-        let now: BTreeSet<(String, String)> = records.iter().map(|(n, _, v)| (n.clone(), v.clone())).collect();
-        let mut per_name: BTreeMap<&str, usize> = BTreeMap::new();
-        for (n, _) in &now {
-            *per_name.entry(n).or_default() += 1;
-        }
-        for (name, values) in per_name.into_iter().filter(|(_, v)| *v > 1) {
-            self.violations.push(format!("snapshot {}: {name} holds {values} values at once", self.snapshots));
-        }
-        for rv in now.intersection(&self.gone) {
-            self.violations.push(format!("snapshot {}: {rv:?} was published again after its removal", self.snapshots));
-        }
-        let gone: Vec<_> = self.seen.difference(&now).cloned().collect();
-        self.gone.extend(gone);
-        self.seen.extend(now);
-    }
-}
-
-fn spawn_monitor(primary: SocketAddr, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<Monitor> {
-    std::thread::spawn(move || {
-        let mut m = Monitor::default();
-        while !stop.load(Ordering::SeqCst) {
-            m.observe(&axfr(primary, ZONE));
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        m
-    })
-}
 
 /// `n` DV orders from `first_id`, one name each, exact scope (one owner name per order, so a
 /// name holding two values means a token was used twice).
@@ -200,7 +73,7 @@ fn world(db: &str, n: u64, lagging: bool) -> World {
 
 impl World {
     fn instance(&self, name: &str, db: &str, lease_ttl: &str) -> Instance {
-        let instance = Instance::new(&self.sim, name, &self.pg, db, lease_ttl);
+        let instance = Instance::new(&HARNESS, &self.sim, name, &self.pg, db, lease_ttl);
         instance.write_config(self.bind.port(), &self.body);
         instance
     }
@@ -263,7 +136,7 @@ fn state_changes(log: &str) -> usize {
 async fn two_instances_validate_200_orders_once_each() {
     let world = world("two_instances", 200, false);
     let stop = Arc::new(AtomicBool::new(false));
-    let monitor = spawn_monitor(world.bind.primary_addr(), stop.clone());
+    let monitor = ZoneMonitor::spawn(world.bind.primary_addr(), ZONE, stop.clone());
     let mut a = world.instance("a", "two_instances", "6s");
     let mut b = world.instance("b", "two_instances", "6s");
     a.start();
@@ -292,7 +165,7 @@ async fn two_instances_validate_200_orders_once_each() {
 async fn a_paused_instance_cannot_act_for_units_taken_over() {
     let world = world("paused", 20, true);
     let stop = Arc::new(AtomicBool::new(false));
-    let monitor = spawn_monitor(world.bind.primary_addr(), stop.clone());
+    let monitor = ZoneMonitor::spawn(world.bind.primary_addr(), ZONE, stop.clone());
     let mut a = world.instance("a", "paused", "3s");
     let mut b = world.instance("b", "paused", "3s");
     a.start();
@@ -347,7 +220,7 @@ async fn kill_9_of_either_instance_loses_nothing() {
     let mut rng = StdRng::seed_from_u64(seed);
     let world = world("kills", 60, true);
     let stop = Arc::new(AtomicBool::new(false));
-    let monitor = spawn_monitor(world.bind.primary_addr(), stop.clone());
+    let monitor = ZoneMonitor::spawn(world.bind.primary_addr(), ZONE, stop.clone());
     let mut instances = [world.instance("a", "kills", "3s"), world.instance("b", "kills", "3s")];
     for i in &mut instances {
         i.start();

@@ -22,6 +22,8 @@
 //!   slots per account, its auth and validation errors).
 //! - [`powerdns`]: PowerDNS Authoritative (SQLite backend) with its HTTP API behind a proxy that
 //!   counts requests and injects 429/503.
+//! - [`fleet`]: several `dcvd run` instances on one PostgreSQL store, and a monitor that flags
+//!   a name holding two values or a value published again.
 //! - [`postgres`]: a private PostgreSQL cluster (initdb/pg_ctl in a temp dir, as an unprivileged
 //!   user), which a test can stop and start again.
 //! - [`frontend`]: DNS front-ends serving what moto's Route53 or the Cloudflare fake holds, over
@@ -31,6 +33,7 @@ pub mod acmedns_fake;
 pub mod azure_fake;
 pub mod bind;
 pub mod cloudflare_fake;
+pub mod fleet;
 pub mod frontend;
 pub mod gcloud_fake;
 pub mod harness;

@@ -796,7 +796,7 @@ impl PgStore {
                     "WITH now AS (SELECT (extract(epoch from clock_timestamp()) * 1000)::bigint AS ms), \
                      candidates AS ( \
                        SELECT u.kind AS c_kind, u.id AS c_id FROM units u, now \
-                       WHERE u.state NOT IN ('cleaned_up', 'expired', 'failed', 'removed') \
+                       WHERE u.state IN ('pending', 'token_issued', 'published', 'propagated', 'checking', 'valid') \
                          AND (u.owner IS NULL OR u.lease_expires_at <= now.ms OR u.owner = $1) \
                          AND NOT (u.owner IS NOT DISTINCT FROM $1 AND u.lease_expires_at > now.ms AND EXISTS ( \
                            SELECT 1 FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS h(kind, id, epoch) \

@@ -413,10 +413,12 @@ impl SqliteStore {
         let mut chosen = Vec::new();
         {
             // One process owns the file: no other transaction can hold a row, nothing to skip.
-            // Only the lease columns are read here: most candidates are this store's own.
+            // Only the lease columns are read here: most candidates are this store's own. The
+            // states with work are listed (not the terminal ones excluded) so that the index on
+            // `state` keeps this per-second query from scanning finished units.
             let mut stmt = tx.prepare_cached(
                 "SELECT kind, id, owner, epoch, lease_expires_at FROM units \
-                 WHERE state NOT IN ('cleaned_up', 'expired', 'failed', 'removed') \
+                 WHERE state IN ('pending', 'token_issued', 'published', 'propagated', 'checking', 'valid') \
                  AND (owner IS NULL OR lease_expires_at <= ?1 OR owner = ?2) ORDER BY kind, id",
             )?;
             let mut rows = stmt.query(params![now, fence.instance()])?;
