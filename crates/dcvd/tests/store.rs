@@ -1059,6 +1059,7 @@ async fn store_thread_groups_concurrent_writes(db: &Db) {
     let units = sync_orders(&store, 200);
     let thread = StoreThread::start(store.clone()).unwrap();
 
+    let started = std::time::Instant::now();
     let mut writes = Vec::new();
     for unit in units.iter().copied() {
         let t = thread.clone();
@@ -1073,6 +1074,7 @@ async fn store_thread_groups_concurrent_writes(db: &Db) {
         assert_eq!(w.await.unwrap().unwrap().state, UnitState::TokenIssued);
     }
     let (commits, written) = thread.stats().get();
+    println!("{}: 201 concurrent writes in {commits} commits, {:?}", store.location(), started.elapsed());
     assert_eq!(written, 201, "every write ran");
     assert!(commits < 100, "200 concurrent writes took {commits} commits: no grouping");
     let rows = thread.read(|s| s.units()).await.unwrap();
