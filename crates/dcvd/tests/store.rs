@@ -1428,6 +1428,24 @@ fn migrate_copies_a_sqlite_store_into_an_empty_postgres_database() {
     let again = migrate(dir.path());
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("needs an empty database"), "{again:?}");
+
+    // `dcvd status` reads the PostgreSQL store `[store]` names.
+    let config = dir.path().join("dcvd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate_dir = \"{}\"\n[store]\nurl = \"{}\"\npassword_file = \"{}\"\n",
+            dir.path().join("unused").display(),
+            PgCluster::shared().url(name),
+            password_file.display()
+        ),
+    )
+    .unwrap();
+    let status =
+        Command::new(env!("CARGO_BIN_EXE_dcvd")).args(["status", "--json", "--config"]).arg(&config).output().unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(units.len()), "{listed}");
 }
 
 // ---------------------------------------------------------------------------------------------
