@@ -506,7 +506,7 @@ fn store_migrate(
 }
 
 fn status(path: &Path, unit: Option<&str>, json: bool, state_dir: Option<PathBuf>) -> ExitCode {
-    let state_dir = match state_dir {
+    let (state_dir, postgres) = match state_dir {
         Some(dir) => {
             // A typo in --state-dir must not read as "nothing has run yet".
             if !dir.is_dir() {
@@ -516,18 +516,23 @@ fn status(path: &Path, unit: Option<&str>, json: bool, state_dir: Option<PathBuf
                 );
                 return ExitCode::FAILURE;
             }
-            dir
+            (dir, None)
         }
-        // Only `[daemon]`: status needs no secret, so it works without the service's credentials.
-        None => match Config::load_daemon(path, &crate::config::Environment::process()) {
-            Ok(daemon) => daemon.state_dir,
+        // `[daemon]` and `[store]` only: status reads no other secret, so it works without the
+        // service's CertCentral and provider credentials.
+        None => match Config::load_daemon_and_store(path, &crate::config::Environment::process()) {
+            Ok((daemon, store)) => (daemon.state_dir, store.postgres.map(|pg| (pg, store.instance))),
             Err(e) => {
                 eprintln!("dcvd: {e}");
                 return ExitCode::from(EXIT_CONFIG);
             }
         },
     };
-    let store = match Store::open_read_only(&state_dir) {
+    let opened = match &postgres {
+        Some((pg, instance)) => Store::open_postgres(pg, instance),
+        None => Store::open_read_only(&state_dir),
+    };
+    let store = match opened {
         Ok(s) => s,
         Err(crate::store::StoreError::Missing { .. }) if unit.is_none() => {
             // Nothing has run yet: an empty state is not an error.

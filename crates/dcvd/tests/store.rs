@@ -1059,6 +1059,7 @@ async fn store_thread_groups_concurrent_writes(db: &Db) {
     let units = sync_orders(&store, 200);
     let thread = StoreThread::start(store.clone()).unwrap();
 
+    let started = std::time::Instant::now();
     let mut writes = Vec::new();
     for unit in units.iter().copied() {
         let t = thread.clone();
@@ -1073,6 +1074,7 @@ async fn store_thread_groups_concurrent_writes(db: &Db) {
         assert_eq!(w.await.unwrap().unwrap().state, UnitState::TokenIssued);
     }
     let (commits, written) = thread.stats().get();
+    println!("{}: 201 concurrent writes in {commits} commits, {:?}", store.location(), started.elapsed());
     assert_eq!(written, 201, "every write ran");
     assert!(commits < 100, "200 concurrent writes took {commits} commits: no grouping");
     let rows = thread.read(|s| s.units()).await.unwrap();
@@ -1426,6 +1428,24 @@ fn migrate_copies_a_sqlite_store_into_an_empty_postgres_database() {
     let again = migrate(dir.path());
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("needs an empty database"), "{again:?}");
+
+    // `dcvd status` reads the PostgreSQL store `[store]` names.
+    let config = dir.path().join("dcvd.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[daemon]\nstate_dir = \"{}\"\n[store]\nurl = \"{}\"\npassword_file = \"{}\"\n",
+            dir.path().join("unused").display(),
+            PgCluster::shared().url(name),
+            password_file.display()
+        ),
+    )
+    .unwrap();
+    let status =
+        Command::new(env!("CARGO_BIN_EXE_dcvd")).args(["status", "--json", "--config"]).arg(&config).output().unwrap();
+    assert!(status.status.success(), "{}", String::from_utf8_lossy(&status.stderr));
+    let listed: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(listed.as_array().map(Vec::len), Some(units.len()), "{listed}");
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -86,6 +86,23 @@ pub(super) fn build_daemon(text: &str, file: &Path, env: &Environment) -> Result
     Ok(daemon(&src, &ctx, raw.daemon, &mut Vec::new())?.0)
 }
 
+/// `[daemon]` and `[store]` of a main file (the whole file's schema still checked), reading only
+/// the store's password and no order file: what `dcvd status` needs to find the store.
+pub(super) fn build_daemon_and_store(
+    text: &str,
+    file: &Path,
+    env: &Environment,
+) -> Result<(Daemon, super::StoreSettings), ConfigError> {
+    let src = Source::new(file, text);
+    let ctx = Context::new(env, file.parent().unwrap_or(Path::new("")));
+    let mut root = DeTable::parse(text).map_err(|e| src.toml_error(&e))?;
+    root.get_mut().remove("providers");
+    let raw = RawMain::deserialize(toml::de::Deserializer::from(root)).map_err(|e| src.toml_error(&e))?;
+    let daemon = daemon(&src, &ctx, raw.daemon, &mut Vec::new())?.0;
+    let store = super::store::parse(&src, &ctx, raw.store, &mut Vec::new())?;
+    Ok((daemon, store))
+}
+
 fn certcentral(
     src: &Source<'_>,
     ctx: &Context<'_>,

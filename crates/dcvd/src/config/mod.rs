@@ -144,6 +144,14 @@ impl Config {
         load::build_daemon(&text, path, env)
     }
 
+    /// [`load_daemon`](Self::load_daemon) plus `[store]`: the store's password is the only
+    /// secret read (a PostgreSQL store needs it to be read at all).
+    pub fn load_daemon_and_store(path: &Path, env: &Environment) -> Result<(Daemon, StoreSettings), ConfigError> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| ConfigError::new(path, format!("cannot read configuration: {e}")))?;
+        load::build_daemon_and_store(&text, path, env)
+    }
+
     /// The settings a running process cannot change (they take effect at the next start) that
     /// differ in `new`: `(key, old, new)` for `daemon.state_dir`, `daemon.metrics_listen` and
     /// `daemon.log_format`.

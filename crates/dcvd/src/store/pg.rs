@@ -1113,15 +1113,15 @@ fn write_unit(conn: &mut Conn, row: &UnitRow, now: i64) -> Result<(), StoreError
 fn insert_event(conn: &mut Conn, unit: UnitId, event: &str, detail: &str) -> Result<(), StoreError> {
     let (kind, id) = (unit.kind.as_str(), sql_id(unit)?);
     let detail = truncate(detail, EVENT_DETAIL_MAX);
+    // One round trip. The DELETE runs on the snapshot before the INSERT, so it keeps the newest
+    // EVENTS_PER_UNIT - 1 older events, and the new one makes EVENTS_PER_UNIT.
     conn.execute(
-        "INSERT INTO events (unit_kind, unit_id, at, event, detail) VALUES ($1, $2, $3, $4, $5)",
-        &[&kind, &id, &now_millis(), &event, &detail],
-    )?;
-    conn.execute(
-        "DELETE FROM events WHERE unit_kind = $1 AND unit_id = $2 AND seq <= (\
-         SELECT seq FROM events WHERE unit_kind = $1 AND unit_id = $2 \
-         ORDER BY seq DESC LIMIT 1 OFFSET $3)",
-        &[&kind, &id, &i64::from(EVENTS_PER_UNIT)],
+        "WITH inserted AS (\
+           INSERT INTO events (unit_kind, unit_id, at, event, detail) VALUES ($1, $2, $3, $4, $5) RETURNING seq) \
+         DELETE FROM events WHERE unit_kind = $1 AND unit_id = $2 AND seq <= (\
+           SELECT seq FROM events WHERE unit_kind = $1 AND unit_id = $2 \
+           ORDER BY seq DESC LIMIT 1 OFFSET $6)",
+        &[&kind, &id, &now_millis(), &event, &detail, &(i64::from(EVENTS_PER_UNIT) - 1)],
     )?;
     Ok(())
 }
