@@ -7,9 +7,6 @@
 //! counts, the zone's contents (a monitor transfers it every ~100 ms and flags a name holding two
 //! values or a value published again after its removal), and each instance's log.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::net::SocketAddr;
-use std::process::Child;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
