@@ -304,7 +304,7 @@ struct Inner {
     /// NS lookup.
     zones: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<discovery::ZoneInfo>>>>>,
     /// The shared poller's inbox, once the first wait started it.
-    poller: std::sync::OnceLock<tokio::sync::mpsc::UnboundedSender<poller::Request>>,
+    poller: Mutex<Option<tokio::sync::mpsc::UnboundedSender<poller::Request>>>,
 }
 
 impl Checker {
@@ -348,7 +348,7 @@ impl Checker {
                 queries: AtomicU64::new(0),
                 targets: Mutex::new(HashMap::new()),
                 zones: Mutex::new(HashMap::new()),
-                poller: std::sync::OnceLock::new(),
+                poller: Mutex::new(None),
             }),
         })
     }

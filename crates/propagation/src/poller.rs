@@ -80,14 +80,20 @@ pub(crate) fn watch(
         progress,
         span: tracing::Span::current(),
     };
-    let poller = inner.poller.get_or_init(|| {
-        let (tx, rx) = mpsc::unbounded_channel();
-        tokio::spawn(run(Arc::downgrade(inner), rx));
-        tx
-    });
-    // A closed channel means the poller task is gone (its runtime shut down): the dropped
-    // sender then resolves the watch as cancelled.
-    let _ = poller.send(request);
+    let mut poller = inner.poller.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    // Started on first use, and again if it ended (a bug made it panic: its waits then resolved
+    // as cancelled, which callers retry).
+    let tx = match poller.as_ref() {
+        Some(tx) if !tx.is_closed() => tx,
+        _ => {
+            let (tx, requests) = mpsc::unbounded_channel();
+            tokio::spawn(run(Arc::downgrade(inner), requests));
+            poller.insert(tx)
+        }
+    };
+    // Refused only when the runtime is shutting down: the dropped sender then resolves the
+    // watch as cancelled.
+    let _ = tx.send(request);
     Watch { done: rx }
 }
 
@@ -153,8 +159,9 @@ async fn run(inner: Weak<Inner>, mut requests: mpsc::UnboundedReceiver<Request>)
                 _ => return,
             },
             Some(done) = poller.tasks.join_next(), if !poller.tasks.is_empty() => {
-                // A query task only panics on a bug; its wait then ends at the deadline.
-                let Ok(done) = done else { continue };
+                // A task panics only on a bug: end the poller with it (its waits resolve as
+                // cancelled; the next watch starts a new poller). Tasks are never aborted.
+                let done = done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
                 let Some(inner) = inner.upgrade() else { return };
                 match done {
                     Done::Target(id, found) => poller.on_target(&inner, id, found),

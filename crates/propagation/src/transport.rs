@@ -58,15 +58,23 @@ impl NetTransport {
         // (port unreachable -> "connection refused") on the next receive.
         socket.connect(server).await?;
         socket.send(bytes).await?;
-        let mut buf = vec![0u8; 65535];
         loop {
-            let n = socket.recv(&mut buf).await?;
-            // Anything that is not our answer (garbage, a late answer to another id) is skipped;
-            // the caller's timeout bounds the wait.
-            if let Ok(msg) = Message::from_vec(&buf[..n])
-                && answers(query, &msg)
-            {
-                return Ok(msg);
+            // The buffer exists only once a datagram is there: thousands of queries in flight
+            // (the poller at its query cap, a slow server) then hold no 64 KiB each.
+            socket.readable().await?;
+            let mut buf = Vec::with_capacity(usize::from(u16::MAX));
+            match socket.try_recv_buf(&mut buf) {
+                // Anything that is not our answer (garbage, a late answer to another id) is
+                // skipped; the caller's timeout bounds the wait.
+                Ok(_) => {
+                    if let Ok(msg) = Message::from_vec(&buf)
+                        && answers(query, &msg)
+                    {
+                        return Ok(msg);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => {}
+                Err(e) => return Err(e),
             }
         }
     }
