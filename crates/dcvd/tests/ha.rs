@@ -48,6 +48,11 @@ struct World {
 }
 
 fn world(db: &str, n: u64, lagging: bool) -> World {
+    world_with_faults(db, n, lagging, Vec::new())
+}
+
+/// [`world`] with `--fault` settings for the simulator.
+fn world_with_faults(db: &str, n: u64, lagging: bool, faults: Vec<String>) -> World {
     let pg = PgCluster::start_new();
     pg.create_database(db);
     let mut builder = Bind::builder().zone(ZoneSpec::new(ZONE));
@@ -62,6 +67,7 @@ fn world(db: &str, n: u64, lagging: bool) -> World {
         dns,
         orders: fixtures,
         extra: vec!["--validation-scope".into(), "exact".into()],
+        faults,
         ..SimOpts::default()
     });
     let body = format!("{}\n{units}", rfc2136_provider("bind", &bind, &[ZONE]));
@@ -263,7 +269,8 @@ async fn kill_9_of_either_instance_loses_nothing() {
 }
 
 /// PostgreSQL stopped for 30 s while two instances work: each logs exactly one ERROR about the
-/// store and fails `/healthz`, then both resume once it is back and every order validates.
+/// store and fails `/healthz`, then both resume once it is back and every order validates. A
+/// SIGHUP during the outage is postponed (no second ERROR) and runs once the store answers.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn both_instances_pause_while_postgres_is_down_and_resume() {
     let world = world("outage", 30, true);
@@ -283,6 +290,8 @@ async fn both_instances_pause_while_postgres_is_down_and_resume() {
     for i in [&a, &b] {
         assert_eq!(i.healthz().await, Some(503), "{}'s /healthz while the store is down", i.name);
     }
+    // An operator reloads meanwhile: the reload waits for the store instead of failing.
+    a.signal("HUP");
     tokio::time::sleep(Duration::from_secs(15)).await;
     world.pg.start();
     for i in [&a, &b] {
@@ -316,5 +325,47 @@ async fn both_instances_pause_while_postgres_is_down_and_resume() {
         let errors: Vec<&str> = outage.lines().filter(|l| l.contains(" ERROR ")).collect();
         assert_eq!(errors.len(), 1, "{}: one ERROR for the outage, got:\n{}", i.name, errors.join("\n"));
         assert!(errors[0].contains("state store"), "{}: {}", i.name, errors[0]);
+    }
+    let log = a.dcvd.log();
+    let (outage, after) = log.split_once("--- postgres started\n").expect("marker");
+    assert!(outage.contains("reload postponed"), "a's log during the outage:\n{}", a.log_tail(40));
+    assert!(
+        after.lines().any(|l| l.contains("configuration reloaded") && l.contains("sighup")),
+        "the postponed reload did not run after the outage:\n{after}"
+    );
+}
+
+/// DigiCert answers the random-value requests 3 s late, and PostgreSQL stops while they are on
+/// their way: the answers arrive when the store cannot record them. The instance keeps them and
+/// records them once the store is back, and neither instance asks again (each order still costs
+/// exactly two calls). Every lease expired during the outage, yet the standby instance leaves the
+/// holder's units to it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn outcomes_that_arrive_during_an_outage_are_recorded_afterwards_not_fetched_again() {
+    let faults = ["latency=1", "latency_max_ms=3000", "latency_min_ms=3000"];
+    let faults = faults.iter().map(|f| format!("dcv_random_value.{f}")).collect();
+    let world = world_with_faults("inflight", 10, false, faults);
+    let mut a = world.instance("a", "inflight", "6s");
+    let mut b = world.instance("b", "inflight", "6s");
+    a.start();
+    b.start();
+    test_support::harness::eventually(Duration::from_secs(60), "random-value requests sent", || async {
+        world.sim.stats().await.calls.get("dcv_random_value").copied().unwrap_or(0) == world.ids.len() as u64
+    })
+    .await;
+    world.pg.stop();
+    // Past the answers (3 s) and past every lease (6 s) on the database's clock.
+    tokio::time::sleep(Duration::from_secs(12)).await;
+    world.pg.start();
+    world.wait_all_done(Duration::from_secs(120), &[&a, &b]).await;
+    a.stop().await;
+    b.stop().await;
+    world.assert_two_calls_per_order().await;
+    // The holder renewed before the other took anything over: a unit changes hands only when its
+    // holder is gone, not because the store was.
+    for i in [&a, &b] {
+        let log = i.dcvd.log();
+        let moved: Vec<&str> = log.lines().filter(|l| l.contains("another instance holds the unit")).collect();
+        assert!(moved.is_empty(), "{}: units changed hands after the outage:\n{}", i.name, moved.join("\n"));
     }
 }

@@ -12,8 +12,8 @@ use std::process::{Child, Command, Stdio};
 use dns_provider::RecordType;
 
 use dcvd::store::{
-    DB_FILE, EVENT_DETAIL_MAX, EVENTS_PER_UNIT, LOCK_FILE, NewRecord, PgSettings, PublishConfirmation, RecordStatus,
-    Store, StoreError, StoreThread, UnitId, UnitSource, UnitSpec, UnitState, schema_version,
+    ClaimScope, DB_FILE, EVENT_DETAIL_MAX, EVENTS_PER_UNIT, LOCK_FILE, NewRecord, PgSettings, PublishConfirmation,
+    RecordStatus, Store, StoreError, StoreThread, UnitId, UnitSource, UnitSpec, UnitState, schema_version,
 };
 use test_support::postgres::{PASSWORD, PgCluster};
 
@@ -1130,12 +1130,12 @@ fn leases_of_a_single_instance(db: &Db) {
     let store = db.open_as("solo");
     assert_eq!(store.instance(), "solo");
     let open = five_orders(&store);
-    let claimed = store.claim_units(LONG_LEASE, 3).unwrap();
+    let claimed = store.claim_units(LONG_LEASE, 3, ClaimScope::All).unwrap();
     assert_eq!(claimed.iter().map(|r| r.unit).collect::<Vec<_>>(), open[..3], "limit and unit order");
     assert!(claimed.iter().all(|r| r.owner.as_deref() == Some("solo") && r.epoch == 1 && r.lease_expires_at.is_some()));
-    let rest = store.claim_units(LONG_LEASE, 100).unwrap();
+    let rest = store.claim_units(LONG_LEASE, 100, ClaimScope::All).unwrap();
     assert_eq!(rest.iter().map(|r| r.unit).collect::<Vec<_>>(), open[3..], "held units are not returned again");
-    assert!(store.claim_units(LONG_LEASE, 100).unwrap().is_empty());
+    assert!(store.claim_units(LONG_LEASE, 100, ClaimScope::All).unwrap().is_empty());
     assert!(store.renew_leases(LONG_LEASE).unwrap().is_empty(), "nothing lost");
 
     let row = store.transition(open[0], UnitState::Failed, |r| r.last_error = Some("x".into())).unwrap();
@@ -1147,7 +1147,7 @@ fn leases_of_a_single_instance(db: &Db) {
     store.release_leases().unwrap();
     assert!(store.held_leases().is_empty());
     assert!(store.units().unwrap().iter().all(|r| r.owner.is_none() && r.lease_expires_at.is_none()));
-    let again = store.claim_units(LONG_LEASE, 100).unwrap();
+    let again = store.claim_units(LONG_LEASE, 100, ClaimScope::All).unwrap();
     assert_eq!(again.iter().map(|r| (r.unit, r.epoch)).collect::<Vec<_>>(), [(open[1], 2), (open[2], 2), (open[3], 2)]);
 }
 
@@ -1177,8 +1177,8 @@ fn concurrent_claims_never_overlap() {
                     start.wait();
                     let mut mine = Vec::new();
                     loop {
-                        let got = store.claim_units(LONG_LEASE, 3).unwrap();
-                        if got.is_empty() && store.claim_units(LONG_LEASE, 3).unwrap().is_empty() {
+                        let got = store.claim_units(LONG_LEASE, 3, ClaimScope::All).unwrap();
+                        if got.is_empty() && store.claim_units(LONG_LEASE, 3, ClaimScope::All).unwrap().is_empty() {
                             break;
                         }
                         assert!(got.iter().all(|r| r.owner.as_deref() == Some(*instance) && r.epoch == 1));
@@ -1210,12 +1210,16 @@ fn an_expired_lease_is_taken_over_and_fences_the_old_owner() {
     let b = db.open_as("b");
     let unit = UnitId::order(1);
     a.sync_unit(unit, "dns-txt-token", &domains(&["example.com"]), None).unwrap();
-    assert_eq!(a.claim_units(LONG_LEASE, 10).unwrap()[0].epoch, 1);
+    assert_eq!(a.claim_units(LONG_LEASE, 10, ClaimScope::All).unwrap()[0].epoch, 1);
     let rec = a.record_publish_intent(unit, &[txt("_dnsauth.example.com", "v1")]).unwrap().remove(0);
-    assert!(b.claim_units(LONG_LEASE, 10).unwrap().is_empty(), "a's lease is live");
+    assert!(b.claim_units(LONG_LEASE, 10, ClaimScope::All).unwrap().is_empty(), "a's lease is live");
     // a pauses past its lease (the database's clock decides).
     db.exec("UPDATE units SET lease_expires_at = 0").unwrap();
-    let taken = b.claim_units(LONG_LEASE, 10).unwrap();
+    assert!(
+        b.claim_units(LONG_LEASE, 10, ClaimScope::NotOthers).unwrap().is_empty(),
+        "an instance that has just regained the store leaves the others' units to them"
+    );
+    let taken = b.claim_units(LONG_LEASE, 10, ClaimScope::All).unwrap();
     assert_eq!((taken[0].unit, taken[0].owner.as_deref(), taken[0].epoch), (unit, Some("b"), 2));
 
     let before = (a.unit(unit).unwrap(), a.records(unit).unwrap(), a.events(unit).unwrap());
@@ -1255,10 +1259,10 @@ fn released_and_restarted_instances_hand_over_at_once() {
     let db = pg_db();
     let a = db.open_as("a");
     let open = five_orders(&a);
-    assert_eq!(a.claim_units(LONG_LEASE, 100).unwrap().len(), open.len());
+    assert_eq!(a.claim_units(LONG_LEASE, 100, ClaimScope::All).unwrap().len(), open.len());
     a.release_leases().unwrap();
     let b = db.open_as("b");
-    let taken = b.claim_units(LONG_LEASE, 100).unwrap();
+    let taken = b.claim_units(LONG_LEASE, 100, ClaimScope::All).unwrap();
     assert_eq!(
         taken.iter().map(|r| (r.unit, r.epoch)).collect::<Vec<_>>(),
         open.iter().map(|u| (*u, 2)).collect::<Vec<_>>()
@@ -1267,7 +1271,7 @@ fn released_and_restarted_instances_hand_over_at_once() {
     // b crashes (no release) and restarts under the same id.
     let stale_b = b;
     let b2 = db.open_as("b");
-    let reclaimed = b2.claim_units(LONG_LEASE, 100).unwrap();
+    let reclaimed = b2.claim_units(LONG_LEASE, 100, ClaimScope::All).unwrap();
     assert_eq!(reclaimed.len(), open.len());
     assert!(reclaimed.iter().all(|r| r.owner.as_deref() == Some("b") && r.epoch == 3));
     b2.transition(open[0], UnitState::TokenIssued, |_| {}).unwrap();
@@ -1284,7 +1288,7 @@ fn postgres_outage_gives_unavailable_then_recovers() {
     let store = Store::open_postgres(&pg_settings(&cluster, "outage"), "a").unwrap();
     let unit = UnitId::order(1);
     store.sync_unit(unit, "dns-txt-token", &domains(&["example.com"]), None).unwrap();
-    store.claim_units(LONG_LEASE, 10).unwrap();
+    store.claim_units(LONG_LEASE, 10, ClaimScope::All).unwrap();
 
     cluster.stop();
     for round in 0..3 {
@@ -1383,7 +1387,7 @@ fn migrate_copies_a_sqlite_store_into_an_empty_postgres_database() {
     store.record_remove_intent(&[recs[1].id]).unwrap();
     store.mark_removed(&[recs[1].id]).unwrap();
     store.append_event(UnitId::domain(77), "orphan", "an event of a unit not in the store").unwrap();
-    store.claim_units(LONG_LEASE, 100).unwrap();
+    store.claim_units(LONG_LEASE, 100, ClaimScope::All).unwrap();
     let units = store.units().unwrap();
     let records: Vec<_> = units.iter().flat_map(|u| store.records(u.unit).unwrap()).collect();
     let events: Vec<_> = units.iter().map(|u| store.events(u.unit).unwrap()).collect();

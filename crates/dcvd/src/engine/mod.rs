@@ -34,7 +34,9 @@ pub use leases::Leases;
 use crate::config::{Config, Unit, UnitKey};
 use crate::metrics::Metrics;
 use crate::notify::Notifier;
-use crate::store::{Store, StoreError, StoreThread, UnitId, UnitKind, UnitRow, UnitSpec, UnitState, now_millis};
+use crate::store::{
+    ClaimScope, Store, StoreError, StoreThread, UnitId, UnitKind, UnitRow, UnitSpec, UnitState, now_millis,
+};
 use timers::Timers;
 use unit::Parked;
 
@@ -250,8 +252,10 @@ async fn run_engine(
     let scanner = Arc::new(tokio::sync::Mutex::new(scanner));
     let mut reloading: Option<tokio::task::JoinHandle<anyhow::Result<Arc<Env>>>> = None;
     let mut queued_reload: Option<(Box<Config>, bool)> = None;
-    // Whether the reload in flight came from SIGHUP (it retries failed units) or the rescan.
-    let mut reloading_retry_failed = false;
+    // The reload in flight (its configuration, and whether it came from SIGHUP, which retries
+    // failed units, or from the rescan), kept to run it again when the store did not answer.
+    let mut reloading_request: Option<(Box<Config>, bool)> = None;
+    let mut postponed_reload: Option<(Box<Config>, bool)> = None;
     sync_in_thread(&store, &env.config, true, true).await?;
     let mut env = Arc::new(env);
     observer.ready();
@@ -262,6 +266,7 @@ async fn run_engine(
         timers: Timers::default(),
         stop: stop.clone(),
         last_renewal: None,
+        store_answering_since: None,
     };
     let mut respawn: HashSet<UnitId> = HashSet::new();
     live.schedule_from_store(&env).await?;
@@ -310,8 +315,8 @@ async fn run_engine(
                     // One reload at a time, off the loop (its scan may take seconds of rate
                     // limit): a second one waits for the first; a third replaces the second.
                     if reloading.is_none() {
-                        reloading = Some(spawn_reload(&env, *new, retry_failed, &scanner));
-                        reloading_retry_failed = retry_failed;
+                        reloading = Some(spawn_reload(&env, (*new).clone(), retry_failed, &scanner));
+                        reloading_request = Some((new, retry_failed));
                     } else {
                         queued_reload = Some((new, retry_failed));
                     }
@@ -319,7 +324,9 @@ async fn run_engine(
             },
             reloaded = async { reloading.as_mut().expect("guarded").await }, if reloading.is_some() => {
                 reloading = None;
-                let retry_failed = reloading_retry_failed;
+                let request = reloading_request.take();
+                let retry_failed = request.as_ref().is_some_and(|(_, retry_failed)| *retry_failed);
+                let trigger = if retry_failed { "sighup" } else { "rescan" };
                 match reloaded.unwrap_or_else(|e| Err(anyhow::anyhow!("reload task: {e}"))) {
                         Ok(new_env) => {
                             // A new CertCentral client (a changed key, URL or limits): running
@@ -330,7 +337,14 @@ async fn run_engine(
                             // A unit that left the configuration may be deep in a wait: stop its
                             // task now; the replacement cleans it up. Steps are atomic, so a task
                             // stopped at an await point resumes exactly in its replacement.
-                            for row in store.read(|s| s.units()).await? {
+                            // A store outage from here on leaves the new configuration in place
+                            // (the lease renewal reports the outage); tasks not stopped here pick
+                            // it up when they next park.
+                            let rows = store.read(|s| s.units()).await.unwrap_or_else(|e| {
+                                warn!(error = %e, "cannot read the units to restart them on the new configuration");
+                                Vec::new()
+                            });
+                            for row in rows {
                                 if (new_client || !row.in_config)
                                     && !row.state.is_terminal()
                                     && let Some(cancel) = live.running.get(&row.unit)
@@ -351,22 +365,32 @@ async fn run_engine(
                             // Units keep their running task (they read their row at every step);
                             // new ones and ones to clean up are scheduled, and units the reload
                             // started over (their leases were released when they ended) claimed.
-                            live.schedule_from_store(&env).await?;
+                            if let Err(e) = live.schedule_from_store(&env).await {
+                                warn!(error = %e, "cannot schedule the reloaded units yet; the next lease renewal claims them");
+                            }
                             if let Err(e) = live.keep_leases(&env, &mut respawn).await {
                                 warn!(error = %e, "cannot claim the reloaded units yet; the next lease renewal will");
                             }
                             live.start_due(&env);
                             // Only SIGHUP retries failed units; the cron rescan does not.
-                            let trigger = if retry_failed { "sighup" } else { "rescan" };
                             info!(trigger, units = env.config.units.len(), "configuration reloaded");
                         }
-                        Err(e) => error!(trigger = if retry_failed { "sighup" } else { "rescan" }, error = %format!("{e:#}"),
+                        // The outage itself is reported once (ERROR, `/healthz`); the reload runs
+                        // again when the store answers.
+                        Err(e) if is_store_outage(&e) => {
+                            warn!(trigger, error = %format!("{e:#}"),
+                                "reload postponed: the state store does not answer; it runs once the store answers again");
+                            postponed_reload = request;
+                        }
+                        Err(e) => error!(trigger, error = %format!("{e:#}"),
                             "reload failed; the previous configuration keeps running"),
                 }
-                // The queued reload builds on what this one left running.
+                // The queued reload builds on what this one left running, and supersedes one
+                // postponed.
                 if let Some((new, queued_retry_failed)) = queued_reload.take() {
-                    reloading = Some(spawn_reload(&env, *new, queued_retry_failed, &scanner));
-                    reloading_retry_failed = queued_retry_failed;
+                    postponed_reload = None;
+                    reloading = Some(spawn_reload(&env, (*new).clone(), queued_retry_failed, &scanner));
+                    reloading_request = Some((new, queued_retry_failed));
                 }
             }
             _ = lease_tick.tick() => {
@@ -375,6 +399,10 @@ async fn run_engine(
                         if std::mem::take(&mut store_down) {
                             metrics.set_store_unavailable(false);
                             info!("the state store answers again; units resume");
+                        }
+                        if reloading.is_none() && let Some((new, retry_failed)) = postponed_reload.take() {
+                            reloading = Some(spawn_reload(&env, (*new).clone(), retry_failed, &scanner));
+                            reloading_request = Some((new, retry_failed));
                         }
                         live.start_due(&env);
                     }
@@ -442,6 +470,11 @@ async fn run_engine(
     Ok(summary)
 }
 
+/// Whether `e` comes from a state store that does not answer (PostgreSQL down or unreachable).
+fn is_store_outage(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| matches!(cause.downcast_ref::<StoreError>(), Some(StoreError::Unavailable { .. })))
+}
+
 /// Runs [`reload`] in a task of its own, so the control loop keeps starting due units meanwhile.
 fn spawn_reload(
     env: &Arc<Env>,
@@ -498,6 +531,9 @@ struct Live {
     stop: CancellationToken,
     /// When the last lease renewal that succeeded started.
     last_renewal: Option<std::time::Instant>,
+    /// Since when the store has answered every lease call (`None` while it does not): other
+    /// instances' units are taken over only after one lease TTL of this.
+    store_answering_since: Option<std::time::Instant>,
 }
 
 impl Live {
@@ -539,13 +575,29 @@ impl Live {
         let started = std::time::Instant::now();
         let ttl = env.leases.ttl();
         let renew = self.last_renewal.is_none_or(|at| at.elapsed() >= env.leases.renew_every());
-        let (lost, claimed) = env
+        // After an outage (or at start) every lease in the store may have expired while their
+        // holders live; each gets one TTL to renew before another instance takes its units.
+        let scope = match self.store_answering_since {
+            Some(since) if since.elapsed() >= ttl => ClaimScope::All,
+            _ => ClaimScope::NotOthers,
+        };
+        let result = env
             .store
             .write(move |s| {
                 let lost = if renew { s.renew_leases(ttl)? } else { Vec::new() };
-                Ok((lost, s.claim_units(ttl, CLAIM_BATCH)?))
+                Ok((lost, s.claim_units(ttl, CLAIM_BATCH, scope)?))
             })
-            .await?;
+            .await;
+        let (lost, claimed) = match result {
+            Ok(done) => {
+                self.store_answering_since.get_or_insert(started);
+                done
+            }
+            Err(e) => {
+                self.store_answering_since = None;
+                return Err(e);
+            }
+        };
         if renew {
             env.leases.renewed(started);
             self.last_renewal = Some(started);

@@ -207,18 +207,31 @@ async fn drive_in_span(env: Arc<Env>, unit: UnitId, cancel: CancellationToken) -
             }
         };
         let decision = machine::decide(&row, outcome, &policy, now_millis(), rand::random::<f64>() * 0.1);
-        match executor.commit(&row, decision).await {
+        executor.announce(&row, &decision);
+        // An outcome is kept until the store records it: performing the step again after an
+        // outage would repeat its calls (a second random value from DigiCert, a second check).
+        // Fencing still applies when the store answers, and a lost lease cancels the wait.
+        let committed = loop {
+            match executor.commit(&row, decision.clone()).await {
+                // Reported once for the instance by the lease renewal (ERROR, `/healthz`).
+                Err(e @ StoreError::Unavailable { .. }) => {
+                    tracing::debug!(state = row.state.as_str(), error = %e, "cannot record the unit's progress yet; keeping it");
+                    tokio::select! {
+                        biased;
+                        () = cancel.cancelled() => return Parked::Cancelled,
+                        () = tokio::time::sleep(LEASE_WAIT) => {}
+                    }
+                }
+                committed => break committed,
+            }
+        };
+        match committed {
             Ok(Wake::Now) => {}
             Ok(Wake::At(at)) => return Parked::Until(at),
             Ok(Wake::Stop) => return Parked::Done,
             Err(e @ StoreError::LeaseLost { .. }) => {
                 info!(error = %e, "this instance no longer holds the unit; it stops driving it");
                 return Parked::Cancelled;
-            }
-            // Reported once for the instance by the lease renewal (ERROR, `/healthz`).
-            Err(e @ StoreError::Unavailable { .. }) => {
-                tracing::debug!(state = row.state.as_str(), error = %e, "cannot record the unit's progress");
-                return Parked::Until(now_millis() + STORE_RETRY.as_millis() as i64);
             }
             Err(e) => {
                 error!(state = row.state.as_str(), error = %e, retry_in_ms = STORE_RETRY.as_millis() as u64,
@@ -320,10 +333,10 @@ impl Executor {
         }
     }
 
-    /// Commits `decision` in one store transaction, then logs and notifies.
-    async fn commit(&self, row: &UnitRow, decision: Decision) -> Result<Wake, StoreError> {
-        let Decision { to, changes, wake, note } = decision;
-        match &note {
+    /// Logs what `decision` asks the operator to read, once, before it is committed.
+    fn announce(&self, row: &UnitRow, decision: &Decision) {
+        let changes = &decision.changes;
+        match &decision.note {
             Some(Note::WillRetry { attempt, retry_in }) => {
                 warn!(
                     state = row.state.as_str(),
@@ -346,13 +359,18 @@ impl Executor {
             }
             None => {}
         }
+    }
+
+    /// Commits `decision` in one store transaction, then logs and notifies.
+    async fn commit(&self, row: &UnitRow, decision: Decision) -> Result<Wake, StoreError> {
+        let Decision { to, changes, wake, note: _ } = decision;
+        let elapsed_ms = u64::try_from(now_millis() - row.state_since).unwrap_or(0);
+        let unit = self.unit;
+        let new = self.env.store.write(move |s| s.transition(unit, to, move |r| changes.apply(r))).await?;
         if to == UnitState::Valid && row.state != UnitState::Valid {
             let validated_in = Duration::from_millis(u64::try_from(now_millis() - row.created_at).unwrap_or(0));
             self.env.metrics.observe_validation(validated_in);
         }
-        let elapsed_ms = u64::try_from(now_millis() - row.state_since).unwrap_or(0);
-        let unit = self.unit;
-        let new = self.env.store.write(move |s| s.transition(unit, to, move |r| changes.apply(r))).await?;
         if new.state != row.state {
             log_transition(&new, row.state, elapsed_ms);
             let ended = new.state.is_terminal() || (new.state == UnitState::Valid && !self.env.config.daemon.cleanup);

@@ -127,6 +127,17 @@ struct Leases {
     before_group: Option<HashMap<UnitId, i64>>,
 }
 
+/// Which units [`Store::claim_units`] may take besides those nobody holds and this instance's own.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClaimScope {
+    /// Also other instances' units whose lease expired: take over a dead instance's work.
+    All,
+    /// Not other instances' units. After the store was unreachable every lease has expired,
+    /// though their holders live and keep outcomes they could not record yet; an instance that
+    /// has just (re)gained the store gives them one lease TTL to renew first.
+    NotOthers,
+}
+
 /// Who may write a unit, as the backends check it inside each write's transaction.
 pub(crate) struct Fence<'a> {
     instance: &'a str,
@@ -418,8 +429,8 @@ impl Store {
     }
 
     /// Claims for this instance up to `limit` units that have work left and no live lease:
-    /// state not terminal (`UnitState::is_terminal`), and (owner IS NULL, or lease_expires_at <= now,
-    /// or owner = this instance). Each claim sets owner = me, epoch = epoch + 1,
+    /// state not terminal (`UnitState::is_terminal`), and (owner IS NULL, or owner = this
+    /// instance, or, with [`ClaimScope::All`], lease_expires_at <= now). Each claim sets owner = me, epoch = epoch + 1,
     /// lease_expires_at = now + ttl. Rows another transaction holds are skipped (PostgreSQL:
     /// `FOR UPDATE SKIP LOCKED`), so two instances claiming at once never both get a unit.
     /// Returns the claimed rows (with the new epoch). Units this instance already holds with a
@@ -427,11 +438,13 @@ impl Store {
     ///
     /// "now" is the database's clock on PostgreSQL (one clock for every instance), the local
     /// clock on SQLite.
-    pub fn claim_units(&self, ttl: Duration, limit: usize) -> Result<Vec<UnitRow>, StoreError> {
+    pub fn claim_units(&self, ttl: Duration, limit: usize, scope: ClaimScope) -> Result<Vec<UnitRow>, StoreError> {
         let mut leases = self.leases();
         let ttl_ms = duration_ms(ttl);
         let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let claimed = on_backend!(self, b => b.claim_units(&self.fence(&leases), ttl_ms, limit))?;
+        // On SQLite one process owns the file: whoever else is named in it is not running.
+        let others = scope == ClaimScope::All || matches!(self.backend, Backend::Sqlite(_));
+        let claimed = on_backend!(self, b => b.claim_units(&self.fence(&leases), ttl_ms, limit, others))?;
         for row in &claimed {
             leases.held.insert(row.unit, row.epoch);
         }

@@ -787,7 +787,13 @@ impl PgStore {
         })
     }
 
-    pub(crate) fn claim_units(&self, fence: &Fence<'_>, ttl_ms: i64, limit: i64) -> Result<Vec<UnitRow>, StoreError> {
+    pub(crate) fn claim_units(
+        &self,
+        fence: &Fence<'_>,
+        ttl_ms: i64,
+        limit: i64,
+        others: bool,
+    ) -> Result<Vec<UnitRow>, StoreError> {
         let (kinds, ids, epochs) = held_arrays(fence)?;
         let me = fence.instance();
         self.write(|conn| {
@@ -797,7 +803,7 @@ impl PgStore {
                      candidates AS ( \
                        SELECT u.kind AS c_kind, u.id AS c_id FROM units u, now \
                        WHERE u.state IN ('pending', 'token_issued', 'published', 'propagated', 'checking', 'valid') \
-                         AND (u.owner IS NULL OR u.lease_expires_at <= now.ms OR u.owner = $1) \
+                         AND (u.owner IS NULL OR u.owner = $1 OR ($7 AND u.lease_expires_at <= now.ms)) \
                          AND NOT (u.owner IS NOT DISTINCT FROM $1 AND u.lease_expires_at > now.ms AND EXISTS ( \
                            SELECT 1 FROM unnest($2::text[], $3::bigint[], $4::bigint[]) AS h(kind, id, epoch) \
                            WHERE h.kind = u.kind AND h.id = u.id AND h.epoch = u.epoch)) \
@@ -806,7 +812,7 @@ impl PgStore {
                      FROM candidates WHERE kind = c_kind AND id = c_id RETURNING ",
                     unit_cols!()
                 ),
-                &[&me, &kinds, &ids, &epochs, &limit, &ttl_ms],
+                &[&me, &kinds, &ids, &epochs, &limit, &ttl_ms, &others],
             )?
             .iter()
             .map(unit_row)

@@ -406,7 +406,13 @@ impl SqliteStore {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    pub(crate) fn claim_units(&self, fence: &Fence<'_>, ttl_ms: i64, limit: i64) -> Result<Vec<UnitRow>, StoreError> {
+    pub(crate) fn claim_units(
+        &self,
+        fence: &Fence<'_>,
+        ttl_ms: i64,
+        limit: i64,
+        others: bool,
+    ) -> Result<Vec<UnitRow>, StoreError> {
         let mut conn = self.write()?;
         let tx = conn.savepoint()?;
         let now = now_millis();
@@ -419,9 +425,9 @@ impl SqliteStore {
             let mut stmt = tx.prepare_cached(
                 "SELECT kind, id, owner, epoch, lease_expires_at FROM units \
                  WHERE state IN ('pending', 'token_issued', 'published', 'propagated', 'checking', 'valid') \
-                 AND (owner IS NULL OR lease_expires_at <= ?1 OR owner = ?2) ORDER BY kind, id",
+                 AND (owner IS NULL OR owner = ?2 OR (?3 AND lease_expires_at <= ?1)) ORDER BY kind, id",
             )?;
-            let mut rows = stmt.query(params![now, fence.instance()])?;
+            let mut rows = stmt.query(params![now, fence.instance(), others])?;
             while (chosen.len() as i64) < limit
                 && let Some(row) = rows.next()?
             {
