@@ -511,7 +511,9 @@ impl Client {
         let result = policy
             .run(
                 move |attempt| async move {
-                    let rate_limit_wait = this.inner.limiter.acquire_in(endpoint.lane()).await;
+                    // Held until the answer is read: the request counts in the windows until then.
+                    let permit = this.inner.limiter.admit(endpoint.lane()).await;
+                    let rate_limit_wait = permit.waited();
                     if let Some(guard) = &this.send_guard
                         && let Err(reason) = guard()
                     {
@@ -522,6 +524,7 @@ impl Client {
                     }
                     let started = Instant::now();
                     let result = this.attempt(endpoint, method.clone(), url, body).await;
+                    drop(permit);
                     let elapsed = started.elapsed();
                     let status = match &result {
                         Ok((status, _)) => Some(*status),

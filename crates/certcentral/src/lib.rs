@@ -86,7 +86,8 @@ pub mod types;
 pub use client::{CallRecord, Client, ClientConfig, Endpoint, Observer, RateWindow, RetryPolicy, SendGuard};
 pub use error::Error;
 pub use limiter::{
-    Admission, Lane, RateLimiter, SharedWindows, SharedWindowsError, TOKENS_PER_CHECK, WindowSpan, safety_margin,
+    Admission, COMPLETION_MARGIN, Lane, Permit, RateLimiter, SharedWindows, SharedWindowsError, TOKENS_PER_CHECK,
+    WindowSpan, safety_margin,
 };
 pub use listing::{DomainFilter, Listing, MAX_PAGE_SIZE, OrderFilter};
 pub use scope::{ValidationScope, base_domain};

@@ -8,13 +8,17 @@
 //! smoothed away (the earlier GCRA limiter spread 200 calls over a minute that DigiCert allowed
 //! at once).
 //!
-//! **Safety margin.** DigiCert counts a request when it arrives, we count it when we send it;
-//! latency differs from request to request (a busy host, a slow connection set-up), so two
-//! requests sent exactly T apart may arrive less than T apart. Each window is therefore enforced
-//! as `T + max(T/50, 250 ms)` (5.25 s for 5 s, 5 min 6 s for 5 minutes). A margin of T/50 alone
-//! (20 ms on a 1 s window) let 41 of 20,000 calls through too early in the 10,000-order benchmark
-//! on a loaded 2-core machine; 250 ms covers such jitter and costs 5 % of a 5 s window's
-//! throughput. Server clock skew does not matter: only intervals between requests count.
+//! **Counted until the answer.** DigiCert counts a request when it arrives; the limiter cannot
+//! see that instant, but it lies between the admission and the moment the answer came back (or
+//! the caller gave up). So a request holds its place in every window from its admission until
+//! its [`Permit`] is dropped, and for the window's length `T` plus [`COMPLETION_MARGIN`] after
+//! that: a new request is admitted only while fewer than N requests are in flight or completed
+//! within the last `T + margin`. Then no N + 1 requests can arrive at DigiCert within T, whatever
+//! the latency of each one (a busy host, a slow connection set-up, a loaded 2-core machine): a
+//! slow request simply holds its slot longer. On a fast link this costs the latency plus 20 ms
+//! per window instead of a fixed allowance (the earlier fixed margin, `max(T/50, 250 ms)`, cost
+//! 25 % of a 1 s window; a fixed T/50 let 41 of 20,000 calls through too early under load).
+//! Server clock skew does not matter: only intervals between requests count.
 //!
 //! **Lanes.** A call in [`Lane::Check`] (`check-dcv`, `validate-token`: the unit's records
 //! already propagated, so DigiCert's answer ends the unit) goes before calls in [`Lane::Token`]
@@ -37,6 +41,9 @@
 //! ledger's "ask again in" holds for every lane, so nobody asks before then. A ledger that fails
 //! (database unreachable) is asked again after a backoff (100 ms doubling to 5 s); meanwhile
 //! nobody is admitted: the limit is never bypassed. One WARN per outage, one INFO when it ends.
+//!
+//! The ledger cannot see other processes' answers, so it keeps a fixed margin
+//! ([`safety_margin`], `max(T/50, 250 ms)`) on the admission instants it records.
 //!
 //! The limiter runs on tokio's clock (`tokio::time::Instant`), so it works under
 //! `tokio::time::pause()`. Clones share one state. A caller dropped while waiting takes nothing
@@ -124,37 +131,54 @@ impl Lane {
     }
 }
 
-/// The safety margin added to a window's length (see the module documentation).
+/// The margin the shared ledger adds to a window's length, on admission instants (see the
+/// module documentation).
 pub fn safety_margin(per: Duration) -> Duration {
     (per / 50).max(Duration::from_millis(250))
 }
 
-/// One window: its limit and the instants of its last `requests` admissions, oldest first.
+/// Added to each window's length after a request's answer: timer granularity and the server's
+/// reading of its clock (the latency itself is covered by counting until the answer).
+pub const COMPLETION_MARGIN: Duration = Duration::from_millis(20);
+
+/// One window: its limit and when the latest `requests` completed requests completed.
 struct WindowLog {
-    window: WindowSpan,
-    admitted: VecDeque<Instant>,
+    requests: usize,
+    /// The window's length plus [`COMPLETION_MARGIN`].
+    span: Duration,
+    /// Completion instants, ascending; at most `requests` (older ones cannot decide anything).
+    completed: VecDeque<Instant>,
 }
 
 impl WindowLog {
-    /// The earliest instant at which this window admits one more request.
-    fn next_free(&self, now: Instant) -> Instant {
-        if self.admitted.len() < self.window.requests as usize {
-            return now;
+    /// The earliest instant at which this window admits one more request while `in_flight`
+    /// requests await their answer; `None` when only a completion can make room.
+    fn next_free(&self, now: Instant, in_flight: usize) -> Option<Instant> {
+        let first_live = self.completed.partition_point(|done| *done + self.span <= now);
+        let live_done = self.completed.len() - first_live;
+        let live = in_flight + live_done;
+        if live < self.requests {
+            return Some(now);
         }
-        // Full: the oldest of the last N must age out of the span.
-        self.admitted.front().map_or(now, |oldest| (*oldest + self.window.span).max(now))
+        // This many of the completed ones must age out, earliest first.
+        let expiring = live - self.requests + 1;
+        (expiring <= live_done).then(|| self.completed[first_live + expiring - 1] + self.span)
     }
 
-    fn record(&mut self, at: Instant) {
-        if self.admitted.len() == self.window.requests as usize {
-            self.admitted.pop_front();
+    fn record_completion(&mut self, at: Instant) {
+        // Answers come back nearly in order: the place is found from the back.
+        let at_index = self.completed.partition_point(|done| *done <= at);
+        self.completed.insert(at_index, at);
+        if self.completed.len() > self.requests {
+            self.completed.pop_front();
         }
-        self.admitted.push_back(at);
     }
 }
 
 struct State {
     windows: Vec<WindowLog>,
+    /// Admitted requests whose [`Permit`] is still alive (their answer has not come back).
+    in_flight: usize,
     /// Waiting tickets per lane, in arrival order.
     queues: [VecDeque<u64>; 2],
     next_ticket: u64,
@@ -186,9 +210,21 @@ impl State {
     }
 
     /// The earliest instant at which every window admits one more request (and the ledger may
-    /// be asked).
-    fn next_free(&self, now: Instant) -> Instant {
-        self.windows.iter().map(|w| w.next_free(now)).chain(self.ledger.not_before).max().unwrap_or(now).max(now)
+    /// be asked); `None` when a window waits for an answer to come back.
+    fn next_free(&self, now: Instant) -> Option<Instant> {
+        let mut free = self.ledger.not_before.unwrap_or(now).max(now);
+        for window in &self.windows {
+            free = free.max(window.next_free(now, self.in_flight)?);
+        }
+        Some(free)
+    }
+
+    /// An admitted request's answer came back (or its caller gave up) at `at`.
+    fn complete(&mut self, at: Instant) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        for window in &mut self.windows {
+            window.record_completion(at);
+        }
     }
 
     /// Takes the ledger's answer (the request is no longer in flight); returns whether it
@@ -225,11 +261,9 @@ impl State {
         false
     }
 
-    fn admit(&mut self, lane: Lane, now: Instant) {
+    fn admit(&mut self, lane: Lane) {
         self.queues[lane.index()].pop_front();
-        for window in &mut self.windows {
-            window.record(now);
-        }
+        self.in_flight += 1;
         match lane {
             Lane::Check if !self.queues[Lane::Token.index()].is_empty() => self.token_credits = TOKENS_PER_CHECK,
             Lane::Check => self.token_credits = 0,
@@ -292,6 +326,38 @@ impl Drop for Asking<'_> {
     }
 }
 
+/// One admitted request. It counts in every window until it is dropped, and for the window's
+/// length after that: drop it when the request's answer has come back (or the request was given
+/// up), not before.
+#[must_use = "the request counts in the windows until the permit is dropped"]
+pub struct Permit {
+    /// `None` for a limiter without windows.
+    shared: Option<Arc<Shared>>,
+    waited: Duration,
+}
+
+impl Permit {
+    /// How long the caller waited for the admission (zero when admitted at once).
+    pub fn waited(&self) -> Duration {
+        self.waited
+    }
+}
+
+impl std::fmt::Debug for Permit {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Permit").field("waited", &self.waited).finish_non_exhaustive()
+    }
+}
+
+impl Drop for Permit {
+    fn drop(&mut self) {
+        if let Some(shared) = self.shared.take() {
+            shared.lock().complete(Instant::now());
+            shared.turn.notify_waiters();
+        }
+    }
+}
+
 /// What the caller at the head does next.
 enum Step<'a> {
     /// Wait for a wake-up (an admission, a cancellation, an answer), or until this instant.
@@ -336,13 +402,15 @@ impl RateLimiter {
                 });
             }
             logs.push(WindowLog {
-                window: WindowSpan::of(spec),
-                admitted: VecDeque::with_capacity(spec.requests.min(4096) as usize),
+                requests: spec.requests as usize,
+                span: spec.per + COMPLETION_MARGIN,
+                completed: VecDeque::with_capacity(spec.requests.min(4096) as usize),
             });
         }
-        let spans = logs.iter().map(|log| log.window).collect();
+        let spans = windows.iter().map(|w| WindowSpan::of(*w)).collect();
         let state = State {
             windows: logs,
+            in_flight: 0,
             queues: Default::default(),
             next_ticket: 0,
             token_credits: 0,
@@ -369,18 +437,25 @@ impl RateLimiter {
         self.specs.to_vec()
     }
 
-    /// Waits in [`Lane::Token`] until one request may be sent under every window and admits it.
-    ///
-    /// Returns how long the caller waited (zero when admitted at once), for metrics. Dropping
-    /// the future while it waits takes no admission.
+    /// Waits in [`Lane::Token`] until one request may be sent under every window and admits it,
+    /// counting it as answered at once: for callers whose request takes no time (or that do not
+    /// send one). Returns how long the caller waited (zero when admitted at once). Dropping the
+    /// future while it waits takes no admission.
     pub async fn acquire(&self) -> Duration {
         self.acquire_in(Lane::Token).await
     }
 
     /// [`acquire`](Self::acquire) in `lane`.
     pub async fn acquire_in(&self, lane: Lane) -> Duration {
+        self.admit(lane).await.waited()
+    }
+
+    /// Waits in `lane` until one request may be sent under every window and admits it; the
+    /// request counts in the windows until the returned [`Permit`] is dropped (see the module
+    /// documentation). Dropping the future while it waits takes no admission.
+    pub async fn admit(&self, lane: Lane) -> Permit {
         if self.specs.is_empty() {
-            return Duration::ZERO;
+            return Permit { shared: None, waited: Duration::ZERO };
         }
         let started = Instant::now();
         let shared = &*self.shared;
@@ -403,8 +478,8 @@ impl RateLimiter {
                 if state.eligible() == Some(ticket) {
                     let now = Instant::now();
                     let free = state.next_free(now);
-                    if free > now {
-                        Step::Wait(Some(free))
+                    if free.is_none_or(|free| free > now) {
+                        Step::Wait(free)
                     } else if let Some(ledger) = self.ledger.as_deref() {
                         if state.ledger.asking {
                             // A caller that was at the head before this one (a token call before
@@ -415,11 +490,11 @@ impl RateLimiter {
                             Step::AskLedger(ledger)
                         }
                     } else {
-                        state.admit(lane, now);
+                        state.admit(lane);
                         waiting.admitted = true;
                         drop(state);
                         shared.turn.notify_waiters();
-                        return if waited { started.elapsed() } else { Duration::ZERO };
+                        return self.permit(waited.then(|| started.elapsed()));
                     }
                 } else {
                     Step::Wait(None)
@@ -436,13 +511,13 @@ impl RateLimiter {
                     let admitted = state.ledger_answered(answer, now);
                     if admitted {
                         // Still at the head of its lane: only heads are admitted or ask.
-                        state.admit(lane, now);
+                        state.admit(lane);
                         waiting.admitted = true;
                     }
                     drop(state);
                     shared.turn.notify_waiters();
                     if admitted {
-                        return if waited { started.elapsed() } else { Duration::ZERO };
+                        return self.permit(waited.then(|| started.elapsed()));
                     }
                     waited = true;
                     continue;
@@ -462,19 +537,39 @@ impl RateLimiter {
     }
 }
 
+impl RateLimiter {
+    fn permit(&self, waited: Option<Duration>) -> Permit {
+        Permit { shared: Some(self.shared.clone()), waited: waited.unwrap_or_default() }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    fn log(requests: usize, per: Duration) -> WindowLog {
+        WindowLog { requests, span: per + COMPLETION_MARGIN, completed: VecDeque::new() }
+    }
+
+    /// A request counts from its admission until its answer, and for the window after that.
     #[test]
-    fn a_full_window_frees_when_its_oldest_admission_ages_out() {
-        let now = Instant::now();
-        let mut log =
-            WindowLog { window: WindowSpan::of(RateWindow::new(2, Duration::from_secs(5))), admitted: VecDeque::new() };
-        log.record(now);
-        assert_eq!(log.next_free(now), now, "room for a second");
-        log.record(now + Duration::from_secs(1));
-        assert_eq!(log.next_free(now + Duration::from_secs(1)), now + Duration::from_millis(5250));
+    fn a_full_window_frees_a_window_after_its_earliest_answer() {
+        let t0 = Instant::now();
+        let ms = Duration::from_millis;
+        let mut log = log(2, Duration::from_secs(5));
+        assert_eq!(log.next_free(t0, 1), Some(t0), "room for a second");
+        assert_eq!(log.next_free(t0, 2), None, "two in flight: only an answer makes room");
+        // The first answer comes back after 300 ms: its slot frees 5.02 s after that.
+        log.record_completion(t0 + ms(300));
+        assert_eq!(log.next_free(t0 + ms(300), 1), Some(t0 + ms(5320)));
+        // Answers out of order: the earlier completion frees first.
+        log.record_completion(t0 + ms(100));
+        assert_eq!(log.next_free(t0 + ms(300), 0), Some(t0 + ms(5120)));
+        assert_eq!(log.next_free(t0 + ms(5120), 0), Some(t0 + ms(5120)));
+        assert_eq!(log.next_free(t0 + ms(5120), 1), Some(t0 + ms(5320)));
+        // Only the latest `requests` completions are kept.
+        log.record_completion(t0 + ms(400));
+        assert_eq!(log.completed, [t0 + ms(300), t0 + ms(400)]);
         assert_eq!(safety_margin(Duration::from_secs(300)), Duration::from_secs(6));
     }
 }

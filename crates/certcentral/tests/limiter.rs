@@ -11,8 +11,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use certcentral::{
-    Admission, Lane, RateLimiter, RateWindow, SharedWindows, SharedWindowsError, TOKENS_PER_CHECK, WindowSpan,
-    safety_margin,
+    Admission, COMPLETION_MARGIN, Lane, RateLimiter, RateWindow, SharedWindows, SharedWindowsError, TOKENS_PER_CHECK,
+    WindowSpan, safety_margin,
 };
 use tokio::time::Instant;
 
@@ -53,15 +53,20 @@ fn max_in_window(times: &[Instant], per: Duration) -> usize {
 }
 
 /// The least time `calls` admissions can take under all `windows` together: each call at the
-/// earliest instant at which every window (with its safety margin) has room, computed without
-/// the limiter. Any valid schedule is at least this long.
+/// earliest instant at which every window (with its margin, for requests answered at once) has
+/// room, computed without the limiter. Any valid schedule is at least this long.
 fn rolling_floor(windows: &[RateWindow], calls: usize) -> Duration {
+    rolling_floor_with(windows, calls, |_| COMPLETION_MARGIN)
+}
+
+/// [`rolling_floor`] with `margin` added to each window.
+fn rolling_floor_with(windows: &[RateWindow], calls: usize, margin: fn(Duration) -> Duration) -> Duration {
     let mut sent: Vec<Duration> = Vec::with_capacity(calls);
     for _ in 0..calls {
         let at = windows
             .iter()
             .filter(|w| sent.len() >= w.requests as usize)
-            .map(|w| sent[sent.len() - w.requests as usize] + w.per + safety_margin(w.per))
+            .map(|w| sent[sent.len() - w.requests as usize] + w.per + margin(w.per))
             .chain(sent.last().copied())
             .max()
             .unwrap_or_default();
@@ -131,7 +136,7 @@ async fn single_request_window_and_reported_wait() {
     let limiter = RateLimiter::new(&[RateWindow::new(1, Duration::from_secs(2))]).unwrap();
     assert_eq!(limiter.acquire().await, Duration::ZERO);
     let waited = limiter.acquire().await;
-    let span = Duration::from_secs(2) + safety_margin(Duration::from_secs(2));
+    let span = Duration::from_secs(2) + COMPLETION_MARGIN;
     assert!(waited >= span && waited <= span + Duration::from_millis(2), "{waited:?}");
 }
 
@@ -192,8 +197,63 @@ async fn a_cancelled_waiter_does_not_block_the_queue() {
     let start = Instant::now();
     limiter.acquire().await;
     let waited = Instant::now() - start;
-    let span = Duration::from_secs(1) + safety_margin(Duration::from_secs(1));
+    let span = Duration::from_secs(1) + COMPLETION_MARGIN;
     assert!(waited <= span + Duration::from_millis(5), "the aborted waiter held the queue: {waited:?}");
+}
+
+/// Requests take up to 400 ms to reach the server, each a different time (a loaded host, a slow
+/// connection set-up), and the limiter only learns when the answer is back. Whatever each one's
+/// delay, no window of T at the server ever holds more than N arrivals: a request counts from
+/// its admission until its permit is dropped. Arrivals are taken at the worst point each request
+/// allows (the latest for the earliest requests of a window), and the check is against the
+/// windows exactly, without the margin. Counting admissions alone (as the earlier fixed 250 ms
+/// margin did) fails this.
+#[tokio::test(start_paused = true)]
+async fn requests_count_until_their_answer_so_slow_ones_cannot_crowd_a_window() {
+    let windows = [RateWindow::new(10, Duration::from_secs(1)), RateWindow::new(30, Duration::from_secs(5))];
+    let limiter = RateLimiter::new(&windows).unwrap();
+    let start = Instant::now();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let mut tasks = Vec::new();
+    let mut seed = 0x5eed_u64;
+    for i in 0..200u64 {
+        // A small LCG: the test is the same every run.
+        seed = seed.wrapping_mul(6_364_136_223_846_793_005).wrapping_add(1_442_695_040_888_963_407);
+        let delivery = Duration::from_millis((seed >> 33) % 400);
+        let (limiter, log) = (limiter.clone(), log.clone());
+        tasks.push(tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(3) * i as u32).await;
+            let permit = limiter.admit(if i % 3 == 0 { Lane::Check } else { Lane::Token }).await;
+            let admitted = Instant::now();
+            tokio::time::sleep(delivery + Duration::from_millis(5)).await; // there, and the answer back
+            drop(permit);
+            log.lock().unwrap().push((admitted, delivery));
+        }));
+    }
+    for task in tasks {
+        task.await.expect("task ran");
+    }
+    let log = log.lock().unwrap();
+    assert_eq!(log.len(), 200);
+    for window in &windows {
+        // For each request j arriving at once (admission), the requests before it that arrive
+        // as late as they can: any of them arriving within T before j crowds j's window.
+        for &(admitted_j, _) in log.iter() {
+            let crowd = log
+                .iter()
+                .filter(|(admitted, delivery)| {
+                    *admitted <= admitted_j && *admitted + *delivery + window.per > admitted_j
+                })
+                .count();
+            assert!(
+                crowd <= window.requests as usize,
+                "{crowd} arrivals within {:?} at {:?} (limit {})",
+                window.per,
+                admitted_j - start,
+                window.requests
+            );
+        }
+    }
 }
 
 /// No windows: everything is admitted at once.
@@ -224,7 +284,7 @@ async fn client_reports_rate_limit_wait() {
     assert_eq!(records.len(), 2);
     assert_eq!(records[0].rate_limit_wait, Duration::ZERO);
     assert!(records[1].rate_limit_wait > Duration::ZERO, "{:?}", records[1]);
-    let span = Duration::from_millis(1500) + safety_margin(Duration::from_millis(1500));
+    let span = Duration::from_millis(1500) + COMPLETION_MARGIN;
     assert!(records[1].rate_limit_wait <= span + Duration::from_millis(100), "{:?}", records[1]);
 }
 
@@ -313,9 +373,10 @@ async fn independent_limiters_share_the_windows_through_a_ledger() {
     assert_eq!(first.admitted.lock().unwrap().len(), 200);
     assert_eq!((first.most_in_flight.load(SeqCst), second.most_in_flight.load(SeqCst)), (1, 1));
     assert!(first.requests.load(SeqCst) > 0 && second.requests.load(SeqCst) > 0, "one limiter did all the work");
-    // Together at the pace of one limiter alone: the floor, plus round trips.
+    // Together at the pace of one limiter alone: the floor with the ledger's margin, plus round
+    // trips.
     let total = *times.last().unwrap() - start;
-    let floor = rolling_floor(&windows, 200);
+    let floor = rolling_floor_with(&windows, 200, safety_margin);
     assert!(total <= floor + Duration::from_millis(500), "took {total:?}, rolling-window floor {floor:?}");
 }
 

@@ -77,17 +77,24 @@ pub(crate) const CLOUD_API_RETRY: RetryPolicy =
 /// adapter instance acting as that account. The adapter does not know the limit.
 #[async_trait]
 pub trait RequestGate: Send + Sync + fmt::Debug {
-    /// Returns when one more request may be sent.
-    async fn admit(&self);
+    /// Returns when one more request may be sent, with a pass the adapter holds until the
+    /// request's answer is read: the provider counts the request when it arrives, somewhere
+    /// before that, so the gate counts it until the pass is dropped.
+    async fn admit(&self) -> GatePass;
 }
+
+/// Held while an admitted request is on its way (see [`RequestGate::admit`]); whatever the gate
+/// needs to know when it ends.
+pub type GatePass = Box<dyn std::any::Any + Send>;
 
 /// A gate shared by adapters.
 pub type SharedGate = Arc<dyn RequestGate>;
 
-/// Awaits `gate` when there is one.
-pub(crate) async fn admit(gate: Option<&SharedGate>) {
-    if let Some(gate) = gate {
-        gate.admit().await;
+/// Awaits `gate` when there is one; hold the pass until the answer is read.
+pub(crate) async fn admit(gate: Option<&SharedGate>) -> Option<GatePass> {
+    match gate {
+        Some(gate) => Some(gate.admit().await),
+        None => None,
     }
 }
 

@@ -113,7 +113,7 @@ impl Rest {
         self.retry
             .run(
                 move |_| async move {
-                    crate::admit(gate.as_ref()).await;
+                    let _pass = crate::admit(gate.as_ref()).await;
                     let request = build(http.request(method.clone(), url));
                     let resp = match request.send().await {
                         // reqwest errors name the URL (never headers); keep messages short

@@ -249,14 +249,26 @@ fn settings_are_validated() {
 #[derive(Debug)]
 struct CountingGate {
     admitted: std::sync::atomic::AtomicUsize,
+    /// Passes dropped: the adapter gave them back once its request's answer was read.
+    returned: Arc<std::sync::atomic::AtomicUsize>,
     open: tokio::sync::Semaphore,
+}
+
+/// Counts itself returned when dropped.
+struct CountedPass(Arc<std::sync::atomic::AtomicUsize>);
+
+impl Drop for CountedPass {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 #[async_trait]
 impl dns_provider::RequestGate for CountingGate {
-    async fn admit(&self) {
+    async fn admit(&self) -> dns_provider::GatePass {
         self.open.acquire().await.expect("gate open").forget();
         self.admitted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::new(CountedPass(self.returned.clone()))
     }
 }
 
@@ -265,7 +277,11 @@ impl dns_provider::RequestGate for CountingGate {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_request_waits_at_the_gate() {
     let fake = CloudflareFake::start().await;
-    let gate = Arc::new(CountingGate { admitted: Default::default(), open: tokio::sync::Semaphore::new(0) });
+    let gate = Arc::new(CountingGate {
+        admitted: Default::default(),
+        returned: Default::default(),
+        open: tokio::sync::Semaphore::new(0),
+    });
     let mut settings = CloudflareSettings::new(vec![ZONE.into()], fake.token.clone().into());
     settings.base_url = fake.base_url.clone();
     settings.gate = Some(gate.clone());
@@ -283,4 +299,5 @@ async fn every_request_waits_at_the_gate() {
     let admitted = gate.admitted.load(std::sync::atomic::Ordering::SeqCst);
     assert!(fake.request_count() >= 3, "a 429, its retry and the write: {:?}", fake.requests());
     assert_eq!(admitted, fake.request_count(), "one admission per request, retries included");
+    assert_eq!(gate.returned.load(std::sync::atomic::Ordering::SeqCst), admitted, "every pass given back");
 }

@@ -304,8 +304,9 @@ struct CountingGate(std::sync::atomic::AtomicU64);
 
 #[async_trait]
 impl dns_provider::RequestGate for CountingGate {
-    async fn admit(&self) {
+    async fn admit(&self) -> dns_provider::GatePass {
         self.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Box::new(())
     }
 }
 

@@ -197,8 +197,8 @@ pub async fn build_with(
 
 /// The client-side limiter of one provider account: at most `requests` per `per` in any
 /// interval, shared by every provider section acting as that account in this process (and kept
-/// across reloads). The rolling-window limiter is CertCentral's (`certcentral::RateLimiter`),
-/// with the same safety margin.
+/// across reloads). The rolling-window limiter is CertCentral's (`certcentral::RateLimiter`): a
+/// request counts from its admission until its answer is read, and for the window after that.
 #[derive(Clone)]
 pub struct AccountLimiter {
     account: String,
@@ -221,9 +221,10 @@ impl fmt::Debug for AccountLimiter {
 
 #[async_trait]
 impl RequestGate for AccountLimiter {
-    async fn admit(&self) {
-        self.limiter.acquire().await;
+    async fn admit(&self) -> dns_provider::GatePass {
+        let permit = self.limiter.admit(certcentral::Lane::Token).await;
         self.admitted.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        Box::new(permit)
     }
 }
 

@@ -105,7 +105,7 @@ impl Http {
         crate::CLOUD_API_RETRY
             .run(
                 move |_| async move {
-                    crate::admit(gate.as_ref()).await;
+                    let _pass = crate::admit(gate.as_ref()).await;
                     // reqwest errors carry the URL (never a secret); drop it to keep messages short
                     let resp = build().send().await.map_err(|e| {
                         ApiError::Transient(format!("{what}: {}", crate::error_chain(&e.without_url())))

@@ -149,7 +149,7 @@ impl Api {
         crate::CLOUD_API_RETRY
             .run(
                 move |_| async move {
-                    crate::admit(this.gate.as_ref()).await;
+                    let _pass = crate::admit(this.gate.as_ref()).await;
                     let mut req = this.http.request(method.clone(), url.clone()).bearer_auth(this.token.expose_secret());
                     if let Some(b) = body {
                         req = req.json(b);

@@ -267,7 +267,7 @@ impl Api {
                         Ok(token) => token,
                         Err(e) => return Ok(Err(ApiError::Token(e))),
                     };
-                    crate::admit(this.gate.as_ref()).await;
+                    let _pass = crate::admit(this.gate.as_ref()).await;
                     let mut req = this.http.request(method.clone(), url.clone()).bearer_auth(token.expose_secret());
                     if let Some(b) = body {
                         req = req.json(b);

@@ -411,7 +411,7 @@ impl Route53Provider {
                     let attempt = f();
                     let gate = self.gate.clone();
                     async move {
-                        crate::admit(gate.as_ref()).await;
+                        let _pass = crate::admit(gate.as_ref()).await;
                         attempt.await.map_err(|err| classify(&err, op, zone, zone_id))
                     }
                 },
