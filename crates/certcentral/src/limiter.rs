@@ -8,17 +8,19 @@
 //! smoothed away (the earlier GCRA limiter spread 200 calls over a minute that DigiCert allowed
 //! at once).
 //!
-//! **Counted until the answer.** DigiCert counts a request when it arrives; the limiter cannot
-//! see that instant, but it lies between the admission and the moment the answer came back (or
-//! the caller gave up). So a request holds its place in every window from its admission until
-//! its [`Permit`] is dropped, and for the window's length `T` plus [`COMPLETION_MARGIN`] after
-//! that: a new request is admitted only while fewer than N requests are in flight or completed
-//! within the last `T + margin`. Then no N + 1 requests can arrive at DigiCert within T, whatever
-//! the latency of each one (a busy host, a slow connection set-up, a loaded 2-core machine): a
-//! slow request simply holds its slot longer. On a fast link this costs the latency plus 20 ms
-//! per window instead of a fixed allowance (the earlier fixed margin, `max(T/50, 250 ms)`, cost
-//! 25 % of a 1 s window; a fixed T/50 let 41 of 20,000 calls through too early under load).
-//! Server clock skew does not matter: only intervals between requests count.
+//! **Counted until it has arrived.** DigiCert counts a request when it arrives, which the limiter
+//! cannot see: it lies after the admission and before the answer comes back. So a request holds
+//! its place in every window from its admission until its [`Permit`] is dropped (the answer is
+//! read, or the caller gave up), but at most [`safety_margin`] (`max(T/50, 250 ms)`) past its
+//! admission: an answer slower than that is taken to be slow at the server (`check-dcv` looks
+//! the records up), not on its way, and a request still on its way after that long is the case
+//! the margin does not cover, as before. From that moment on the request counts for the window's
+//! length `T` plus [`COMPLETION_MARGIN`]. A new request is admitted only while fewer than N
+//! requests count. A fast answer (a few milliseconds on a good link) thus costs its latency plus
+//! 20 ms per window instead of the whole margin (which cost 25 % of a 1 s window), and a request
+//! slower on its way than its answer cannot crowd a window (a fixed T/50 let 41 of 20,000 calls
+//! through too early on a loaded machine). Server clock skew does not matter: only intervals
+//! between requests count.
 //!
 //! **Lanes.** A call in [`Lane::Check`] (`check-dcv`, `validate-token`: the unit's records
 //! already propagated, so DigiCert's answer ends the unit) goes before calls in [`Lane::Token`]
@@ -137,48 +139,73 @@ pub fn safety_margin(per: Duration) -> Duration {
     (per / 50).max(Duration::from_millis(250))
 }
 
-/// Added to each window's length after a request's answer: timer granularity and the server's
+/// Added to each window's length once a request has arrived: timer granularity and the server's
 /// reading of its clock (the latency itself is covered by counting until the answer).
 pub const COMPLETION_MARGIN: Duration = Duration::from_millis(20);
 
-/// One window: its limit and when the latest `requests` completed requests completed.
+/// One window: its limit and when the latest `requests` ended requests arrived at the latest.
 struct WindowLog {
     requests: usize,
     /// The window's length plus [`COMPLETION_MARGIN`].
     span: Duration,
-    /// Completion instants, ascending; at most `requests` (older ones cannot decide anything).
-    completed: VecDeque<Instant>,
+    /// The longest a request is taken to be on its way: [`safety_margin`].
+    on_the_way: Duration,
+    /// Latest arrival instants of ended requests, ascending; at most `requests` (older ones
+    /// cannot decide anything).
+    arrived: VecDeque<Instant>,
 }
 
 impl WindowLog {
-    /// The earliest instant at which this window admits one more request while `in_flight`
-    /// requests await their answer; `None` when only a completion can make room.
-    fn next_free(&self, now: Instant, in_flight: usize) -> Option<Instant> {
-        let first_live = self.completed.partition_point(|done| *done + self.span <= now);
-        let live_done = self.completed.len() - first_live;
-        let live = in_flight + live_done;
+    /// The earliest instant at which this window admits one more request while the requests
+    /// admitted at `in_flight` (ascending) await their answer.
+    fn next_free(&self, now: Instant, in_flight: &VecDeque<(u64, Instant)>) -> Instant {
+        let first_live = self.arrived.partition_point(|at| *at + self.span <= now);
+        // When each request still counting stops counting, ascending per source: for one in
+        // flight, the latest (its answer may come later; then it stops earlier, and wakes us).
+        let ended = self.arrived.range(first_live..).map(|at| *at + self.span);
+        let flying = in_flight.iter().map(|(_, admitted)| *admitted + self.on_the_way + self.span).filter(|e| *e > now);
+        let live = ended.len() + flying.clone().count();
         if live < self.requests {
-            return Some(now);
+            return now;
         }
-        // This many of the completed ones must age out, earliest first.
-        let expiring = live - self.requests + 1;
-        (expiring <= live_done).then(|| self.completed[first_live + expiring - 1] + self.span)
+        // The (live - N + 1)-th of them to stop counting makes room.
+        let mut expiries = merge_ascending(ended, flying);
+        expiries.nth(live - self.requests).unwrap_or(now).max(now)
     }
 
-    fn record_completion(&mut self, at: Instant) {
-        // Answers come back nearly in order: the place is found from the back.
-        let at_index = self.completed.partition_point(|done| *done <= at);
-        self.completed.insert(at_index, at);
-        if self.completed.len() > self.requests {
-            self.completed.pop_front();
+    /// A request admitted at `admitted` ended at `ended`: it counts from when it arrived at the
+    /// latest.
+    fn record_end(&mut self, admitted: Instant, ended: Instant) {
+        let at = ended.min(admitted + self.on_the_way);
+        // Requests end nearly in order: the place is found by bisection, inserted near the back.
+        let index = self.arrived.partition_point(|a| *a <= at);
+        self.arrived.insert(index, at);
+        if self.arrived.len() > self.requests {
+            self.arrived.pop_front();
         }
     }
+}
+
+/// Two ascending sequences as one.
+fn merge_ascending(
+    a: impl Iterator<Item = Instant>,
+    b: impl Iterator<Item = Instant>,
+) -> impl Iterator<Item = Instant> {
+    let (mut a, mut b) = (a.peekable(), b.peekable());
+    std::iter::from_fn(move || match (a.peek(), b.peek()) {
+        (Some(x), Some(y)) if x <= y => a.next(),
+        (Some(_), Some(_)) | (None, Some(_)) => b.next(),
+        (Some(_), None) => a.next(),
+        (None, None) => None,
+    })
 }
 
 struct State {
     windows: Vec<WindowLog>,
-    /// Admitted requests whose [`Permit`] is still alive (their answer has not come back).
-    in_flight: usize,
+    /// Admitted requests whose [`Permit`] is still alive (their answer has not come back): id
+    /// and admission instant, in admission order.
+    in_flight: VecDeque<(u64, Instant)>,
+    next_request: u64,
     /// Waiting tickets per lane, in arrival order.
     queues: [VecDeque<u64>; 2],
     next_ticket: u64,
@@ -210,20 +237,23 @@ impl State {
     }
 
     /// The earliest instant at which every window admits one more request (and the ledger may
-    /// be asked); `None` when a window waits for an answer to come back.
-    fn next_free(&self, now: Instant) -> Option<Instant> {
-        let mut free = self.ledger.not_before.unwrap_or(now).max(now);
-        for window in &self.windows {
-            free = free.max(window.next_free(now, self.in_flight)?);
-        }
-        Some(free)
+    /// be asked).
+    fn next_free(&self, now: Instant) -> Instant {
+        self.windows
+            .iter()
+            .map(|w| w.next_free(now, &self.in_flight))
+            .chain(self.ledger.not_before)
+            .max()
+            .unwrap_or(now)
+            .max(now)
     }
 
-    /// An admitted request's answer came back (or its caller gave up) at `at`.
-    fn complete(&mut self, at: Instant) {
-        self.in_flight = self.in_flight.saturating_sub(1);
+    /// The admitted request `id`'s answer came back (or its caller gave up) at `at`.
+    fn end(&mut self, id: u64, at: Instant) {
+        let Ok(index) = self.in_flight.binary_search_by_key(&id, |(id, _)| *id) else { return };
+        let (_, admitted) = self.in_flight.remove(index).expect("found");
         for window in &mut self.windows {
-            window.record_completion(at);
+            window.record_end(admitted, at);
         }
     }
 
@@ -261,14 +291,18 @@ impl State {
         false
     }
 
-    fn admit(&mut self, lane: Lane) {
+    /// Admits the head of `lane` at `now`; returns the request's id.
+    fn admit(&mut self, lane: Lane, now: Instant) -> u64 {
         self.queues[lane.index()].pop_front();
-        self.in_flight += 1;
+        let id = self.next_request;
+        self.next_request += 1;
+        self.in_flight.push_back((id, now));
         match lane {
             Lane::Check if !self.queues[Lane::Token.index()].is_empty() => self.token_credits = TOKENS_PER_CHECK,
             Lane::Check => self.token_credits = 0,
             Lane::Token => self.token_credits = self.token_credits.saturating_sub(1),
         }
+        id
     }
 
     fn remove(&mut self, lane: Lane, ticket: u64) -> bool {
@@ -331,8 +365,8 @@ impl Drop for Asking<'_> {
 /// up), not before.
 #[must_use = "the request counts in the windows until the permit is dropped"]
 pub struct Permit {
-    /// `None` for a limiter without windows.
-    shared: Option<Arc<Shared>>,
+    /// The limiter and the request's id; `None` for a limiter without windows.
+    request: Option<(Arc<Shared>, u64)>,
     waited: Duration,
 }
 
@@ -351,8 +385,8 @@ impl std::fmt::Debug for Permit {
 
 impl Drop for Permit {
     fn drop(&mut self) {
-        if let Some(shared) = self.shared.take() {
-            shared.lock().complete(Instant::now());
+        if let Some((shared, id)) = self.request.take() {
+            shared.lock().end(id, Instant::now());
             shared.turn.notify_waiters();
         }
     }
@@ -404,13 +438,15 @@ impl RateLimiter {
             logs.push(WindowLog {
                 requests: spec.requests as usize,
                 span: spec.per + COMPLETION_MARGIN,
-                completed: VecDeque::with_capacity(spec.requests.min(4096) as usize),
+                on_the_way: safety_margin(spec.per),
+                arrived: VecDeque::with_capacity(spec.requests.min(4096) as usize),
             });
         }
         let spans = windows.iter().map(|w| WindowSpan::of(*w)).collect();
         let state = State {
             windows: logs,
-            in_flight: 0,
+            in_flight: VecDeque::new(),
+            next_request: 0,
             queues: Default::default(),
             next_ticket: 0,
             token_credits: 0,
@@ -455,7 +491,7 @@ impl RateLimiter {
     /// documentation). Dropping the future while it waits takes no admission.
     pub async fn admit(&self, lane: Lane) -> Permit {
         if self.specs.is_empty() {
-            return Permit { shared: None, waited: Duration::ZERO };
+            return Permit { request: None, waited: Duration::ZERO };
         }
         let started = Instant::now();
         let shared = &*self.shared;
@@ -478,8 +514,8 @@ impl RateLimiter {
                 if state.eligible() == Some(ticket) {
                     let now = Instant::now();
                     let free = state.next_free(now);
-                    if free.is_none_or(|free| free > now) {
-                        Step::Wait(free)
+                    if free > now {
+                        Step::Wait(Some(free))
                     } else if let Some(ledger) = self.ledger.as_deref() {
                         if state.ledger.asking {
                             // A caller that was at the head before this one (a token call before
@@ -490,11 +526,11 @@ impl RateLimiter {
                             Step::AskLedger(ledger)
                         }
                     } else {
-                        state.admit(lane);
+                        let id = state.admit(lane, now);
                         waiting.admitted = true;
                         drop(state);
                         shared.turn.notify_waiters();
-                        return self.permit(waited.then(|| started.elapsed()));
+                        return self.permit(id, waited.then(|| started.elapsed()));
                     }
                 } else {
                     Step::Wait(None)
@@ -509,15 +545,15 @@ impl RateLimiter {
                     asking.answered = true;
                     let now = Instant::now();
                     let admitted = state.ledger_answered(answer, now);
+                    // Still at the head of its lane: only heads are admitted or ask.
+                    let id = admitted.then(|| state.admit(lane, now));
                     if admitted {
-                        // Still at the head of its lane: only heads are admitted or ask.
-                        state.admit(lane);
                         waiting.admitted = true;
                     }
                     drop(state);
                     shared.turn.notify_waiters();
-                    if admitted {
-                        return self.permit(waited.then(|| started.elapsed()));
+                    if let Some(id) = id {
+                        return self.permit(id, waited.then(|| started.elapsed()));
                     }
                     waited = true;
                     continue;
@@ -538,8 +574,8 @@ impl RateLimiter {
 }
 
 impl RateLimiter {
-    fn permit(&self, waited: Option<Duration>) -> Permit {
-        Permit { shared: Some(self.shared.clone()), waited: waited.unwrap_or_default() }
+    fn permit(&self, id: u64, waited: Option<Duration>) -> Permit {
+        Permit { request: Some((self.shared.clone(), id)), waited: waited.unwrap_or_default() }
     }
 }
 
@@ -548,28 +584,35 @@ mod tests {
     use super::*;
 
     fn log(requests: usize, per: Duration) -> WindowLog {
-        WindowLog { requests, span: per + COMPLETION_MARGIN, completed: VecDeque::new() }
+        WindowLog { requests, span: per + COMPLETION_MARGIN, on_the_way: safety_margin(per), arrived: VecDeque::new() }
     }
 
-    /// A request counts from its admission until its answer, and for the window after that.
+    /// A request counts from its admission until its answer (at most the margin past the
+    /// admission), and for the window after that.
     #[test]
-    fn a_full_window_frees_a_window_after_its_earliest_answer() {
+    fn a_full_window_frees_a_window_after_its_earliest_arrival() {
         let t0 = Instant::now();
         let ms = Duration::from_millis;
         let mut log = log(2, Duration::from_secs(5));
-        assert_eq!(log.next_free(t0, 1), Some(t0), "room for a second");
-        assert_eq!(log.next_free(t0, 2), None, "two in flight: only an answer makes room");
-        // The first answer comes back after 300 ms: its slot frees 5.02 s after that.
-        log.record_completion(t0 + ms(300));
-        assert_eq!(log.next_free(t0 + ms(300), 1), Some(t0 + ms(5320)));
-        // Answers out of order: the earlier completion frees first.
-        log.record_completion(t0 + ms(100));
-        assert_eq!(log.next_free(t0 + ms(300), 0), Some(t0 + ms(5120)));
-        assert_eq!(log.next_free(t0 + ms(5120), 0), Some(t0 + ms(5120)));
-        assert_eq!(log.next_free(t0 + ms(5120), 1), Some(t0 + ms(5320)));
-        // Only the latest `requests` completions are kept.
-        log.record_completion(t0 + ms(400));
-        assert_eq!(log.completed, [t0 + ms(300), t0 + ms(400)]);
+        let mut flying = VecDeque::from([(0, t0)]);
+        assert_eq!(log.next_free(t0, &flying), t0, "room for a second");
+        flying.push_back((1, t0 + ms(10)));
+        // Both in flight: they count at the latest until 250 ms past their admission.
+        assert_eq!(log.next_free(t0 + ms(10), &flying), t0 + ms(5270));
+        // The first answer comes back after 100 ms: its slot frees 5.02 s after that.
+        flying.pop_front();
+        log.record_end(t0, t0 + ms(100));
+        assert_eq!(log.next_free(t0 + ms(100), &flying), t0 + ms(5120));
+        // An answer after 2 s counts from 250 ms past the admission (slow at the server).
+        flying.pop_front();
+        log.record_end(t0 + ms(10), t0 + ms(2000));
+        assert_eq!(log.arrived, [t0 + ms(100), t0 + ms(260)]);
+        assert_eq!(log.next_free(t0 + ms(2000), &flying), t0 + ms(5120), "both still count");
+        flying.push_back((2, t0 + ms(5120)));
+        assert_eq!(log.next_free(t0 + ms(5120), &flying), t0 + ms(5280));
+        // Only the latest `requests` are kept.
+        log.record_end(t0 + ms(5120), t0 + ms(5121));
+        assert_eq!(log.arrived, [t0 + ms(260), t0 + ms(5121)]);
         assert_eq!(safety_margin(Duration::from_secs(300)), Duration::from_secs(6));
     }
 }
