@@ -134,6 +134,33 @@ async fn waiting_units_hold_a_timer_not_a_task() {
     finish(handle).await;
 }
 
+/// A unit that has its token publishes at once, although many token requests wait for
+/// DigiCert's rate limit and `max_concurrent` is small: with 2 tokens a second for 30 orders, the
+/// first order is valid while most tokens are still to come (a token request waiting for the
+/// limiter holds no slot that publishing needs).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn units_with_a_token_publish_while_token_requests_wait_for_the_rate_limit() {
+    let h = HARNESS.start_local(None).await;
+    let mut orders = String::new();
+    for id in 1..=30 {
+        let name = format!("o{id}.slots.test");
+        h.sim().add_order(NewOrder::new(id, &[name.as_str()]));
+        orders.push_str(&order(id, &format!("\"{name}\"")));
+    }
+    let text = h.config(h.dns_port, &format!("{}{orders}", mem(&h, "s1", &["slots.test"])));
+    let text = text
+        .replace("[certcentral]\n", "[certcentral]\nrate_limits = [{ requests = 2, per = \"1s\" }]\n")
+        .replace("[daemon]\n", "[daemon]\nmax_concurrent = 2\n");
+    let (tx, store, handle) = start(parse(&h, &text), Mode::Daemon);
+    let tokens = || (1..=30).map(|id| endpoint_calls(h.sim(), id, "dcv_random_value")).sum::<u64>();
+    let first_valid = |id| matches!(state(&store, id), UnitState::Valid | UnitState::CleanedUp);
+    eventually_sync(Duration::from_secs(30), "a first order valid", || (1..=30).any(first_valid)).await;
+    let fetched = tokens();
+    assert!(fetched <= 15, "the first order became valid only after {fetched} of 30 token requests");
+    tx.send(Control::Stop).await.unwrap();
+    finish(handle).await;
+}
+
 fn mem(h: &LocalSim, name: &str, zones: &[&str]) -> String {
     h.memory_provider(zones, 0).replace("[providers.mem]", &format!("[providers.{name}]"))
 }

@@ -263,7 +263,7 @@ pub struct Daemon {
     /// Cron expression (6 fields, tokio-cron-scheduler syntax) for re-reading order files and
     /// refreshing statuses; `None` when `rescan = "off"`.
     pub rescan: Option<String>,
-    /// Units processed at once (>= 1).
+    /// DNS provider calls in flight at once (>= 1).
     pub max_concurrent: usize,
     /// Remove published records once a unit is valid.
     pub cleanup: bool,

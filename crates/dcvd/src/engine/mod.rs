@@ -3,8 +3,8 @@
 //!
 //! Scheduling: a unit that has work runs as a task (at most [`MAX_LIVE_UNITS`] at once); a unit
 //! that waits for its next DigiCert check or a retry costs one timer entry, not a task, so an
-//! account's thousands of waiting units cost little memory. `max_concurrent` bounds the external
-//! operations in flight (API and provider calls), not the waits.
+//! account's thousands of waiting units cost little memory. `max_concurrent` bounds the DNS
+//! provider calls in flight, not the waits; CertCentral calls are paced by the rate limiter.
 
 mod account;
 mod caa;

@@ -407,7 +407,9 @@ impl Executor {
         {
             return Err(StepError::Fatal(Cause::Caa(reason)));
         }
-        let _permit = self.permit().await;
+        // No permit: DigiCert calls are paced by the rate limiter, and a unit waiting there must
+        // not hold a slot that a unit with its token needs to publish (with thousands of token
+        // requests queued, nothing would be published before the last token came).
         match self.unit.kind {
             UnitKind::Order => {
                 let mut domains = spec.domains.clone();
