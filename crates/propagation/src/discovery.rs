@@ -352,40 +352,72 @@ async fn load_zone(inner: &Arc<Inner>, zone: &Name, soa: Option<u32>) -> Result<
 
 /// See [`crate::Checker::caa`]: RFC 8659's relevant RRset, climbing from `name` towards the root.
 pub(crate) async fn caa(inner: &Arc<Inner>, name: &str) -> Result<Option<crate::CaaSet>, Error> {
-    let mut candidate = dns::parse_name(name).map_err(|message| Error::Resolve { name: name.to_string(), message })?;
+    let name = dns::parse_name(name).map_err(|message| Error::Resolve { name: name.to_string(), message })?;
+    let mut candidate = name.clone();
     while !candidate.is_root() {
-        let answer = inner.resolve(&candidate, RecordType::CAA).await;
-        let message = match answer {
-            Ok(Ok(m)) => m,
-            // REFUSED: the resolvers do not serve this part of the tree (an authoritative server
-            // used as resolver, above its zones): nothing is known there; climb on.
-            Ok(Err(_)) => {
-                candidate = candidate.base_name();
-                continue;
-            }
-            Err(why) => {
-                return Err(Error::Resolve {
-                    name: dns::show(&candidate),
-                    message: format!("CAA query failed: {why}"),
-                });
-            }
-        };
-        let records: Vec<crate::Caa> = message
-            .answers
-            .iter()
-            .filter_map(|r| match &r.data {
-                hickory_proto::rr::RData::CAA(caa) => Some(crate::Caa {
-                    critical: caa.issuer_critical,
-                    tag: caa.tag.to_ascii_lowercase(),
-                    value: String::from_utf8_lossy(&caa.value).into_owned(),
-                }),
-                _ => None,
-            })
-            .collect();
+        // The name itself is asked every time; its parents are shared by many names (a
+        // zone's apex by all of its names) and asked once per `CAA_CACHE_FOR`.
+        let records =
+            if candidate == name { caa_at(inner, &candidate).await? } else { parent_caa(inner, &candidate).await? };
         if !records.is_empty() {
             return Ok(Some(crate::CaaSet { owner: dns::show(&candidate), records }));
         }
         candidate = candidate.base_name();
     }
     Ok(None)
+}
+
+/// How long the CAA records of a parent name are reused: short, so a fixed record is seen soon.
+const CAA_CACHE_FOR: Duration = Duration::from_secs(30);
+
+/// The CAA records found at a parent name, and until when they are reused.
+#[derive(Debug)]
+pub(crate) struct CachedCaa {
+    records: Vec<crate::Caa>,
+    until: Instant,
+}
+
+/// [`caa_at`] for a parent name, through the checker's cache.
+async fn parent_caa(inner: &Arc<Inner>, name: &Name) -> Result<Vec<crate::Caa>, Error> {
+    let slot = inner
+        .caa_parents
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+        .entry(dns::show(name))
+        .or_default()
+        .clone();
+    let mut slot = slot.lock().await;
+    if let Some(cached) = slot.as_ref().filter(|cached| cached.until > Instant::now()) {
+        return Ok(cached.records.clone());
+    }
+    // A failed lookup is not kept: the next caller asks again.
+    let records = caa_at(inner, name).await?;
+    *slot = Some(CachedCaa { records: records.clone(), until: Instant::now() + CAA_CACHE_FOR });
+    Ok(records)
+}
+
+/// The CAA records at `name` itself (empty when there are none, or when the resolvers refuse to
+/// answer for that part of the tree).
+async fn caa_at(inner: &Arc<Inner>, name: &Name) -> Result<Vec<crate::Caa>, Error> {
+    let message = match inner.resolve(name, RecordType::CAA).await {
+        Ok(Ok(m)) => m,
+        // REFUSED: the resolvers do not serve this part of the tree (an authoritative server
+        // used as resolver, above its zones): nothing is known there; climb on.
+        Ok(Err(_)) => return Ok(Vec::new()),
+        Err(why) => {
+            return Err(Error::Resolve { name: dns::show(name), message: format!("CAA query failed: {why}") });
+        }
+    };
+    Ok(message
+        .answers
+        .iter()
+        .filter_map(|r| match &r.data {
+            hickory_proto::rr::RData::CAA(caa) => Some(crate::Caa {
+                critical: caa.issuer_critical,
+                tag: caa.tag.to_ascii_lowercase(),
+                value: String::from_utf8_lossy(&caa.value).into_owned(),
+            }),
+            _ => None,
+        })
+        .collect())
 }

@@ -303,6 +303,9 @@ struct Inner {
     /// Zone -> its name servers; one async lock per zone so 10,000 names of one zone trigger one
     /// NS lookup.
     zones: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<discovery::ZoneInfo>>>>>,
+    /// Parent name -> the CAA records there (empty: none, climb on), until the instant; one async
+    /// lock per name so that 10,000 names under one zone ask about the zone's apex once.
+    caa_parents: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<discovery::CachedCaa>>>>>,
     /// The shared poller's inbox, once the first wait started it.
     poller: Mutex<Option<tokio::sync::mpsc::UnboundedSender<poller::Request>>>,
 }
@@ -348,6 +351,7 @@ impl Checker {
                 queries: AtomicU64::new(0),
                 targets: Mutex::new(HashMap::new()),
                 zones: Mutex::new(HashMap::new()),
+                caa_parents: Mutex::new(HashMap::new()),
                 poller: Mutex::new(None),
             }),
         })

@@ -276,4 +276,18 @@ async fn caa_is_found_at_the_name_or_its_closest_parent() {
         vec![propagation::Caa { critical: true, tag: "issuewild".into(), value: "digicert.com; x=y".into() }]
     );
     assert_eq!(checker.caa("x.plain.test").await.expect("caa"), None);
+    // 100 names of one zone, looked at together: each name is asked, the zone's apex and the
+    // names above it once (a cache of parents), not 100 times.
+    let before = checker.queries_sent();
+    let names: Vec<String> = (0..100).map(|i| format!("n{i}.plain.test")).collect();
+    let mut lookups = tokio::task::JoinSet::new();
+    for name in names {
+        let checker = checker.clone();
+        lookups.spawn(async move { checker.caa(&name).await });
+    }
+    while let Some(set) = lookups.join_next().await {
+        assert!(matches!(set, Ok(Ok(None))), "{set:?}");
+    }
+    let asked = checker.queries_sent() - before;
+    assert!((100..=103).contains(&asked), "{asked} queries for 100 names of one zone");
 }
