@@ -208,22 +208,10 @@ async fn drive_in_span(env: Arc<Env>, unit: UnitId, cancel: CancellationToken) -
         };
         let decision = machine::decide(&row, outcome, &policy, now_millis(), rand::random::<f64>() * 0.1);
         executor.announce(&row, &decision);
-        // An outcome is kept until the store records it: performing the step again after an
-        // outage would repeat its calls (a second random value from DigiCert, a second check).
-        // Fencing still applies when the store answers, and a lost lease cancels the wait.
-        let committed = loop {
-            match executor.commit(&row, decision.clone()).await {
-                // Reported once for the instance by the lease renewal (ERROR, `/healthz`).
-                Err(e @ StoreError::Unavailable { .. }) => {
-                    tracing::debug!(state = row.state.as_str(), error = %e, "cannot record the unit's progress yet; keeping it");
-                    tokio::select! {
-                        biased;
-                        () = cancel.cancelled() => return Parked::Cancelled,
-                        () = tokio::time::sleep(LEASE_WAIT) => {}
-                    }
-                }
-                committed => break committed,
-            }
+        // Boxed: the commit's state (the decision, the store call, the retry timer) exists only
+        // while committing, not in every waiting unit's task.
+        let Some(committed) = Box::pin(executor.commit_kept(&row, decision, &cancel)).await else {
+            return Parked::Cancelled;
         };
         match committed {
             Ok(Wake::Now) => {}
@@ -313,8 +301,9 @@ impl Executor {
                 return Ok(Outcome::Removed(reason));
             }
             Effect::Stop | Effect::SleepUntil(_) => unreachable!("the driver handles {effect:?}"),
+            // Borrowed from the configuration this unit's environment holds (no copy per step).
             _ => match self.config_unit() {
-                Some(spec) => spec.clone(),
+                Some(spec) => spec,
                 // Synced out of the configuration between two reads: retire it.
                 None => {
                     self.remove_live_records().await?;
@@ -325,10 +314,10 @@ impl Executor {
         // Each effect boxed on its own: a unit waiting for propagation (thousands at once) then
         // holds the wait's state, not the size of the largest effect.
         match effect {
-            Effect::FetchToken => Box::pin(self.fetch_token(row, &spec)).await,
-            Effect::Publish => Box::pin(self.publish(row, &spec)).await,
+            Effect::FetchToken => Box::pin(self.fetch_token(row, spec)).await,
+            Effect::Publish => Box::pin(self.publish(row, spec)).await,
             Effect::AwaitPropagation => Box::pin(self.wait_propagated(row)).await,
-            Effect::Check => Box::pin(self.check(row, &spec)).await,
+            Effect::Check => Box::pin(self.check(row, spec)).await,
             Effect::Stop | Effect::SleepUntil(_) | Effect::RemoveRecords(_) => unreachable!("handled above"),
         }
     }
@@ -358,6 +347,32 @@ impl Executor {
                 warn!(renewal, max = self.env.config.daemon.max_renewals, "token expired, fetching a new one");
             }
             None => {}
+        }
+    }
+
+    /// Commits `decision`, keeping it while the store does not answer: performing the step again
+    /// after an outage would repeat its calls (a second random value from DigiCert, a second
+    /// check). Fencing still applies when the store answers; `None` when `cancel` fired (a lost
+    /// lease cancels the wait).
+    async fn commit_kept(
+        &self,
+        row: &UnitRow,
+        decision: Decision,
+        cancel: &CancellationToken,
+    ) -> Option<Result<Wake, StoreError>> {
+        loop {
+            match self.commit(row, decision.clone()).await {
+                // Reported once for the instance by the lease renewal (ERROR, `/healthz`).
+                Err(e @ StoreError::Unavailable { .. }) => {
+                    tracing::debug!(state = row.state.as_str(), error = %e, "cannot record the unit's progress yet; keeping it");
+                    tokio::select! {
+                        biased;
+                        () = cancel.cancelled() => return None,
+                        () = tokio::time::sleep(LEASE_WAIT) => {}
+                    }
+                }
+                committed => return Some(committed),
+            }
         }
     }
 
@@ -597,6 +612,8 @@ impl Executor {
                 self.env.checker.watch(&r.name, &expected, deadline)
             })
             .collect();
+        // The poller holds what it polls: thousands of units wait here at once, without their rows.
+        drop(recs);
         let mut negative_ttl = Duration::ZERO;
         while !waits.is_empty() {
             let (index, result) = std::future::poll_fn(|cx| {
