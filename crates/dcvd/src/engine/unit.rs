@@ -312,10 +312,28 @@ impl Executor {
             },
         };
         // Each effect boxed on its own: a unit waiting for propagation (thousands at once) then
-        // holds the wait's state, not the size of the largest effect.
+        // holds the wait's state, not the size of the largest effect. Likewise the waits for a
+        // permit (thousands of units queue for `max_concurrent` permits) happen between the boxed
+        // parts, so a queued unit holds the permit's future, not the call's.
         match effect {
-            Effect::FetchToken => Box::pin(self.fetch_token(row, spec)).await,
-            Effect::Publish => Box::pin(self.publish(row, spec)).await,
+            Effect::FetchToken => {
+                // CAA first: a unit whose names CAA forbids to DigiCert fails before any token is
+                // spent. Names learnt from DigiCert are not known yet; DigiCert's own check
+                // covers those.
+                if self.env.config.certcentral.caa_check
+                    && !spec.domains.is_empty()
+                    && let Some(reason) = Box::pin(super::caa::check_names(&self.env.checker, &spec.domains)).await
+                {
+                    return Err(StepError::Fatal(Cause::Caa(reason)));
+                }
+                let permit = self.permit().await;
+                Box::pin(self.fetch_token(row, spec, permit)).await
+            }
+            Effect::Publish => {
+                let intents = Box::pin(self.record_publish_intents(row, spec)).await?;
+                let permit = self.permit().await;
+                Box::pin(self.publish(intents, permit)).await
+            }
             Effect::AwaitPropagation => Box::pin(self.wait_propagated(row)).await,
             Effect::Check => Box::pin(self.check(row, spec)).await,
             Effect::Stop | Effect::SleepUntil(_) | Effect::RemoveRecords(_) => unreachable!("handled above"),
@@ -413,16 +431,13 @@ impl Executor {
 
     // ---- Pending -> TokenIssued ------------------------------------------------------------
 
-    async fn fetch_token(&self, row: &UnitRow, spec: &Unit) -> Result<Outcome, StepError> {
-        // CAA first: a unit whose names CAA forbids to DigiCert fails before any token is spent.
-        // Names learnt from DigiCert are not known yet; DigiCert's own check covers those.
-        if self.env.config.certcentral.caa_check
-            && !spec.domains.is_empty()
-            && let Some(reason) = super::caa::check_names(&self.env.checker, &spec.domains).await
-        {
-            return Err(StepError::Fatal(Cause::Caa(reason)));
-        }
-        let _permit = self.permit().await;
+    /// Asks DigiCert for the token, holding `_permit` (see `perform` for the CAA check before).
+    async fn fetch_token(
+        &self,
+        row: &UnitRow,
+        spec: &Unit,
+        _permit: tokio::sync::SemaphorePermit<'_>,
+    ) -> Result<Outcome, StepError> {
         match self.unit.kind {
             UnitKind::Order => {
                 let mut domains = spec.domains.clone();
@@ -478,7 +493,10 @@ impl Executor {
 
     // ---- TokenIssued -> Published ----------------------------------------------------------
 
-    async fn publish(&self, row: &UnitRow, spec: &Unit) -> Result<Outcome, StepError> {
+    /// Writes the intents of the unit's records (where the CNAMEs lead, which provider serves
+    /// them) before any provider call: if we crash after the call, the restart knows what may
+    /// exist. Returns the rows to publish.
+    async fn record_publish_intents(&self, row: &UnitRow, spec: &Unit) -> Result<Vec<RecordRow>, StepError> {
         let token = row.token.clone().ok_or_else(|| StepError::Retry(Cause::Other("no token stored".into())))?;
         let wanted = records::records_for(
             spec.method,
@@ -532,10 +550,17 @@ impl Executor {
                 ttl: record.ttl,
             });
         }
-        // Intent first: if we crash after the provider call, the restart knows what may exist.
         let unit = self.unit;
-        let rows = self.env.store.write(move |s| s.record_publish_intent(unit, &intents)).await?;
-        let _permit = self.permit().await;
+        Ok(self.env.store.write(move |s| s.record_publish_intent(unit, &intents)).await?)
+    }
+
+    /// Publishes the records whose intents `rows` are, holding `_permit`, and records that they
+    /// are published.
+    async fn publish(
+        &self,
+        rows: Vec<RecordRow>,
+        _permit: tokio::sync::SemaphorePermit<'_>,
+    ) -> Result<Outcome, StepError> {
         let mut confirmed: Vec<(i64, dns_provider::Published)> = Vec::with_capacity(rows.len());
         for ((provider, zone), group) in group_by_zone(rows.iter().filter(|r| r.status != RecordStatus::Removed)) {
             let p = self
