@@ -142,7 +142,8 @@ enum Done {
 
 #[derive(Default)]
 struct Poller {
-    waits: HashMap<WaitId, Wait>,
+    /// Boxed: the table keeps its largest size, which then costs a pointer per slot, not a wait.
+    waits: HashMap<WaitId, Box<Wait>>,
     /// Next round of each wait between rounds, earliest first.
     timers: BTreeSet<(Instant, WaitId)>,
     /// Queries of started rounds waiting for room under the query cap: (wait, server index).
@@ -203,7 +204,7 @@ impl Poller {
         let now = Instant::now();
         self.waits.insert(
             id,
-            Wait {
+            Box::new(Wait {
                 request,
                 started: now,
                 interval: poll_min,
@@ -213,7 +214,7 @@ impl Poller {
                 round: None,
                 last_lagging: usize::MAX,
                 last_report: now,
-            },
+            }),
         );
         self.timers.insert((now, id));
     }

@@ -259,7 +259,8 @@ impl Executor {
         // The probe slot is released however the effect ends, cancellation included (a reload
         // cancels units mid-call); after a success or a refusal the release changes nothing.
         let _probe = match &gate {
-            Some(gate) if gate.admit().await == Admission::Probe => Some(ReleaseProbe(gate.clone())),
+            // Boxed: the gate's wait exists only while the gate is closed, not in every unit.
+            Some(gate) if Box::pin(gate.admit()).await == Admission::Probe => Some(ReleaseProbe(gate.clone())),
             _ => None,
         };
         Ok(match self.perform(row, effect).await {
