@@ -125,7 +125,7 @@ struct Wait {
 
 /// One round of questions: where the record lives now and how many answers are still out.
 struct Round {
-    target: Target,
+    target: Arc<Target>,
     owner: Name,
     all: Vec<Server>,
     outstanding: usize,
@@ -181,7 +181,7 @@ async fn run(inner: Weak<Inner>, mut requests: mpsc::UnboundedReceiver<Request>)
                 match done {
                     Done::Target(id, found) => {
                         poller.discovering -= 1;
-                        poller.on_target(&inner, id, found);
+                        poller.on_target(&inner, id, found.map(Arc::new));
                     }
                     Done::Answer(id, index, status, count) => poller.on_answer(&inner, id, index, status, count),
                 }
@@ -283,7 +283,7 @@ impl Poller {
     }
 
     /// Discovery answered for wait `id`: queue the round's queries, or retry, or end the wait.
-    fn on_target(&mut self, inner: &Arc<Inner>, id: WaitId, found: Result<Target, Error>) {
+    fn on_target(&mut self, inner: &Arc<Inner>, id: WaitId, found: Result<Arc<Target>, Error>) {
         let Some(wait) = self.waits.get_mut(&id) else { return };
         let name = wait.request.name.as_str();
         match found {
@@ -346,7 +346,7 @@ impl Poller {
         let Some(wait) = self.waits.get_mut(&id) else { return };
         let Some(round) = wait.round.take() else { return };
         let Round { target, all, changed, .. } = *round;
-        let p = progress(target, &all, &wait.statuses, wait.queries);
+        let p = progress(Arc::unwrap_or_clone(target), &all, &wait.statuses, wait.queries);
         self.conclude(inner, id, p, changed);
     }
 
