@@ -523,7 +523,9 @@ impl Client {
                         });
                     }
                     let started = Instant::now();
-                    let result = this.attempt(endpoint, method.clone(), url, body).await;
+                    // Boxed: the exchange's state exists once the limiter admitted the call, not
+                    // in every caller waiting for its turn (thousands of units at once).
+                    let result = Box::pin(this.attempt(endpoint, method.clone(), url, body)).await;
                     drop(permit);
                     let elapsed = started.elapsed();
                     let status = match &result {

@@ -172,10 +172,17 @@ impl MemoryStore {
 
     /// Every record held, sorted by name, type and insertion order.
     pub fn snapshot(&self) -> Vec<StoredRecord> {
+        self.snapshot_of(|_| true)
+    }
+
+    /// [`snapshot`](Self::snapshot) of the names `wanted` keeps: the others are not copied (a
+    /// caller that samples a large store often needs only the few records it has not seen).
+    pub fn snapshot_of(&self, wanted: impl Fn(&str) -> bool) -> Vec<StoredRecord> {
         let inner = self.lock();
         inner
             .rrsets
             .iter()
+            .filter(|((name, _), _)| wanted(name))
             .flat_map(|((name, rtype), values)| {
                 values.iter().map(move |v| StoredRecord {
                     record: Record { name: name.clone(), rtype: *rtype, value: v.value.clone(), ttl: v.ttl },

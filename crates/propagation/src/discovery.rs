@@ -136,11 +136,11 @@ impl Inner {
 }
 
 /// Where `name` lives, when the cache knows it (no query): what [`target`] would answer at once.
-pub(crate) fn cached_target(inner: &Inner, name: &str, follow: bool) -> Option<Target> {
+pub(crate) fn cached_target(inner: &Inner, name: &str, follow: bool) -> Option<Arc<Target>> {
     cached(inner, &dns::parse_name(name).ok()?, follow)
 }
 
-fn cached(inner: &Inner, start: &Name, follow: bool) -> Option<Target> {
+fn cached(inner: &Inner, start: &Name, follow: bool) -> Option<Arc<Target>> {
     let targets = inner.targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let (t, until) = targets.get(&(dns::show(start), follow))?;
     (*until > Instant::now()).then(|| t.clone())
@@ -150,7 +150,7 @@ fn cached(inner: &Inner, start: &Name, follow: bool) -> Option<Target> {
 pub(crate) async fn target(inner: &Arc<Inner>, name: &str, follow: bool) -> Result<Target, Error> {
     let start = dns::parse_name(name).map_err(|message| Error::Resolve { name: name.to_string(), message })?;
     if let Some(t) = cached(inner, &start, follow) {
-        return Ok(t);
+        return Ok(Target::clone(&t));
     }
 
     let mut chain: Vec<String> = Vec::new();
@@ -208,7 +208,7 @@ pub(crate) async fn target(inner: &Arc<Inner>, name: &str, follow: bool) -> Resu
         .targets
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert((dns::show(&start), follow), (target.clone(), until));
+        .insert((dns::show(&start), follow), (Arc::new(target.clone()), until));
     tracing::debug!(name = %target.name, owner = %target.owner, zone = %target.zone, servers = target.nameservers.len(), "zone found");
     Ok(target)
 }

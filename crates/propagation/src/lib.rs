@@ -289,6 +289,10 @@ pub struct Checker {
     inner: Arc<Inner>,
 }
 
+/// A cached [`Target`] and until when it holds. Shared: the poller's rounds hold the cached
+/// target instead of a copy each.
+type CachedTarget = (Arc<Target>, tokio::time::Instant);
+
 #[derive(Debug)]
 struct Inner {
     config: CheckerConfig,
@@ -299,7 +303,7 @@ struct Inner {
     /// Every DNS query sent, discovery included.
     queries: AtomicU64,
     /// `(name, follow_cnames)` -> where it lives, until the instant.
-    targets: Mutex<HashMap<(String, bool), (Target, tokio::time::Instant)>>,
+    targets: Mutex<HashMap<(String, bool), CachedTarget>>,
     /// Zone -> its name servers; one async lock per zone so 10,000 names of one zone trigger one
     /// NS lookup.
     zones: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<discovery::ZoneInfo>>>>>,

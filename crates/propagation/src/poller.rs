@@ -5,7 +5,8 @@
 //! sends their queries only while the process-wide query cap has room (a backlog costs a queue
 //! entry, not a sleeping future), runs each query as a short task, and completes a wait's
 //! [`Watch`] when every server serves the value, on an error that will not pass, or at its
-//! deadline. Discovery is the cached [`crate::discovery::target`]; a cache miss runs as one task.
+//! deadline. Discovery is the cached [`crate::discovery::target`]; a cache miss runs as one task,
+//! [`MAX_DISCOVERIES`] at most at once.
 //!
 //! The schedule is the one documented on [`crate::Checker::wait_visible`]. The poller knows
 //! names, values, servers and time; it must not decide anything about what a record is for.
@@ -28,6 +29,13 @@ use crate::{Error, Expected, Inner, Progress, ServerStatus, Target, dns};
 
 /// How long after the last change the lagging servers are polled every `poll_min`.
 const PARTIAL_FAST: Duration = Duration::from_secs(30);
+
+/// Discoveries (cache misses) in flight at once; the other waits that need one queue for it.
+/// Every name of a zone misses at once when the zone's cached data expires: 10,000 tasks, each
+/// holding its query while it waits for the query cap (which admits them one by one anyway),
+/// cost megabytes; a queue entry costs a few bytes. At the default cap (3,000 queries/s) this
+/// many discoveries are about a tenth of a second of queries.
+const MAX_DISCOVERIES: usize = 256;
 
 /// How often, at most, a wait for a lagging name server says so at INFO: a minute, or four of
 /// the longest poll intervals when polls are faster (tests).
@@ -108,15 +116,16 @@ struct Wait {
     queries: u64,
     /// The last answer of every server asked so far (a server that served is not asked again).
     statuses: HashMap<Server, ServerStatus>,
-    /// The round in flight, if any.
-    round: Option<Round>,
+    /// The round in flight, if any (boxed: most waits are between rounds, and the map holds
+    /// every wait).
+    round: Option<Box<Round>>,
     last_lagging: usize,
     last_report: Instant,
 }
 
 /// One round of questions: where the record lives now and how many answers are still out.
 struct Round {
-    target: Target,
+    target: Arc<Target>,
     owner: Name,
     all: Vec<Server>,
     outstanding: usize,
@@ -133,11 +142,16 @@ enum Done {
 
 #[derive(Default)]
 struct Poller {
-    waits: HashMap<WaitId, Wait>,
+    /// Boxed: the table keeps its largest size, which then costs a pointer per slot, not a wait.
+    waits: HashMap<WaitId, Box<Wait>>,
     /// Next round of each wait between rounds, earliest first.
     timers: BTreeSet<(Instant, WaitId)>,
     /// Queries of started rounds waiting for room under the query cap: (wait, server index).
     ready: VecDeque<(WaitId, usize)>,
+    /// Waits whose round needs a discovery, waiting for one of [`MAX_DISCOVERIES`].
+    undiscovered: VecDeque<WaitId>,
+    /// Discovery tasks in flight.
+    discovering: usize,
     tasks: JoinSet<Done>,
     next_id: WaitId,
 }
@@ -150,6 +164,7 @@ async fn run(inner: Weak<Inner>, mut requests: mpsc::UnboundedReceiver<Request>)
             // Strong only for this step: dropping the last checker closes `requests`.
             let Some(inner) = inner.upgrade() else { return };
             poller.start_due(&inner);
+            poller.discover(&inner);
             poller.send_ready(&inner)
         };
         let wake = poller.timers.first().map(|(at, _)| *at).into_iter().chain(cap_frees_at).min();
@@ -164,7 +179,10 @@ async fn run(inner: Weak<Inner>, mut requests: mpsc::UnboundedReceiver<Request>)
                 let done = done.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()));
                 let Some(inner) = inner.upgrade() else { return };
                 match done {
-                    Done::Target(id, found) => poller.on_target(&inner, id, found),
+                    Done::Target(id, found) => {
+                        poller.discovering -= 1;
+                        poller.on_target(&inner, id, found.map(Arc::new));
+                    }
                     Done::Answer(id, index, status, count) => poller.on_answer(&inner, id, index, status, count),
                 }
             }
@@ -186,7 +204,7 @@ impl Poller {
         let now = Instant::now();
         self.waits.insert(
             id,
-            Wait {
+            Box::new(Wait {
                 request,
                 started: now,
                 interval: poll_min,
@@ -196,7 +214,7 @@ impl Poller {
                 round: None,
                 last_lagging: usize::MAX,
                 last_report: now,
-            },
+            }),
         );
         self.timers.insert((now, id));
     }
@@ -217,12 +235,23 @@ impl Poller {
             let (name, follow) = (&wait.request.name, follows(&wait.request.expected));
             match crate::discovery::cached_target(inner, name, follow) {
                 Some(target) => self.on_target(inner, id, Ok(target)),
-                None => {
-                    let (inner, name) = (Arc::clone(inner), name.clone());
-                    self.tasks
-                        .spawn(async move { Done::Target(id, crate::discovery::target(&inner, &name, follow).await) });
-                }
+                None => self.undiscovered.push_back(id),
             }
+        }
+    }
+
+    /// Starts the queued discoveries while fewer than [`MAX_DISCOVERIES`] run, earliest first.
+    fn discover(&mut self, inner: &Arc<Inner>) {
+        while self.discovering < MAX_DISCOVERIES {
+            let Some(id) = self.undiscovered.pop_front() else { return };
+            let Some(wait) = self.waits.get(&id) else { continue };
+            if wait.request.done.is_closed() {
+                self.waits.remove(&id);
+                continue;
+            }
+            let (inner, name, follow) = (Arc::clone(inner), wait.request.name.clone(), follows(&wait.request.expected));
+            self.discovering += 1;
+            self.tasks.spawn(async move { Done::Target(id, crate::discovery::target(&inner, &name, follow).await) });
         }
     }
 
@@ -254,7 +283,7 @@ impl Poller {
     }
 
     /// Discovery answered for wait `id`: queue the round's queries, or retry, or end the wait.
-    fn on_target(&mut self, inner: &Arc<Inner>, id: WaitId, found: Result<Target, Error>) {
+    fn on_target(&mut self, inner: &Arc<Inner>, id: WaitId, found: Result<Arc<Target>, Error>) {
         let Some(wait) = self.waits.get_mut(&id) else { return };
         let name = wait.request.name.as_str();
         match found {
@@ -269,7 +298,7 @@ impl Poller {
                 // A server that served the value keeps serving it (see the crate docs).
                 let todo: Vec<usize> =
                     (0..all.len()).filter(|i| wait.statuses.get(&all[*i]) != Some(&ServerStatus::Serving)).collect();
-                wait.round = Some(Round { target, owner, all, outstanding: todo.len(), changed: false });
+                wait.round = Some(Box::new(Round { target, owner, all, outstanding: todo.len(), changed: false }));
                 if todo.is_empty() {
                     return self.end_round(inner, id);
                 }
@@ -316,8 +345,9 @@ impl Poller {
     fn end_round(&mut self, inner: &Arc<Inner>, id: WaitId) {
         let Some(wait) = self.waits.get_mut(&id) else { return };
         let Some(round) = wait.round.take() else { return };
-        let p = progress(round.target, &round.all, &wait.statuses, wait.queries);
-        self.conclude(inner, id, p, round.changed);
+        let Round { target, all, changed, .. } = *round;
+        let p = progress(Arc::unwrap_or_clone(target), &all, &wait.statuses, wait.queries);
+        self.conclude(inner, id, p, changed);
     }
 
     /// A round ended with `p`: report it, end the wait when every server serves or the deadline

@@ -92,6 +92,9 @@ impl Transport for Fake {
         let qname = q.name().clone();
         let apex = name("f.test.");
         if server == addr(RESOLVER) {
+            if matches!(self.behaviour.lock().unwrap().get(&server), Some(Behaviour::Hangs)) {
+                return std::future::pending().await;
+            }
             resp.metadata.authoritative = true;
             match q.query_type() {
                 RecordType::SOA if qname == apex => {
@@ -392,4 +395,30 @@ async fn a_thousand_waits_share_one_task_and_dropped_watches_stop() {
     tokio::time::sleep(Duration::from_secs(60)).await;
     assert_eq!((txt(NS1), txt(NS2)), (2000, 2000), "no query for a dropped watch");
     assert_eq!(runtime.num_alive_tasks() - before, 1);
+}
+
+/// Names that miss the discovery cache all at once (every name of a zone when its cached data
+/// expires) queue for discovery: at most 256 run at a time, each one query, while the resolver
+/// does not answer; once it answers, every wait is discovered and polled.
+#[tokio::test(start_paused = true)]
+async fn discoveries_run_a_bounded_number_at_a_time() {
+    let fake = Fake::new(Behaviour::ServesFrom(Instant::now()), Behaviour::ServesFrom(Instant::now()));
+    fake.set(RESOLVER, Behaviour::Hangs);
+    let checker =
+        Checker::with_transport(CheckerConfig { max_queries_per_second: 1_000_000, ..config(1, 8) }, fake.clone())
+            .expect("checker");
+    let runtime = tokio::runtime::Handle::current().metrics();
+    let before = runtime.num_alive_tasks();
+    let deadline = Instant::now() + Duration::from_secs(3600);
+    let watches: Vec<_> = (0..1000).map(|i| checker.watch(&format!("r{i}.f.test"), &v(), deadline)).collect();
+    // Within the query timeout (2 s): the first 256 discoveries wait for their first answer.
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let resolver_queries = fake.log.lock().unwrap().iter().filter(|q| q.0 == addr(RESOLVER)).count();
+    assert_eq!(resolver_queries, 256, "one query per discovery in flight, 256 of them");
+    assert_eq!(runtime.num_alive_tasks() - before, 1 + 256, "the poller and 256 discoveries");
+    fake.behaviour.lock().unwrap().remove(&addr(RESOLVER));
+    for watch in watches {
+        let progress = tokio::time::timeout(Duration::from_secs(60), watch).await.expect("in time").expect("visible");
+        assert!(progress.all_serving());
+    }
 }

@@ -208,22 +208,10 @@ async fn drive_in_span(env: Arc<Env>, unit: UnitId, cancel: CancellationToken) -
         };
         let decision = machine::decide(&row, outcome, &policy, now_millis(), rand::random::<f64>() * 0.1);
         executor.announce(&row, &decision);
-        // An outcome is kept until the store records it: performing the step again after an
-        // outage would repeat its calls (a second random value from DigiCert, a second check).
-        // Fencing still applies when the store answers, and a lost lease cancels the wait.
-        let committed = loop {
-            match executor.commit(&row, decision.clone()).await {
-                // Reported once for the instance by the lease renewal (ERROR, `/healthz`).
-                Err(e @ StoreError::Unavailable { .. }) => {
-                    tracing::debug!(state = row.state.as_str(), error = %e, "cannot record the unit's progress yet; keeping it");
-                    tokio::select! {
-                        biased;
-                        () = cancel.cancelled() => return Parked::Cancelled,
-                        () = tokio::time::sleep(LEASE_WAIT) => {}
-                    }
-                }
-                committed => break committed,
-            }
+        // Boxed: the commit's state (the decision, the store call, the retry timer) exists only
+        // while committing, not in every waiting unit's task.
+        let Some(committed) = Box::pin(executor.commit_kept(&row, decision, &cancel)).await else {
+            return Parked::Cancelled;
         };
         match committed {
             Ok(Wake::Now) => {}
@@ -271,7 +259,8 @@ impl Executor {
         // The probe slot is released however the effect ends, cancellation included (a reload
         // cancels units mid-call); after a success or a refusal the release changes nothing.
         let _probe = match &gate {
-            Some(gate) if gate.admit().await == Admission::Probe => Some(ReleaseProbe(gate.clone())),
+            // Boxed: the gate's wait exists only while the gate is closed, not in every unit.
+            Some(gate) if Box::pin(gate.admit()).await == Admission::Probe => Some(ReleaseProbe(gate.clone())),
             _ => None,
         };
         Ok(match self.perform(row, effect).await {
@@ -313,8 +302,9 @@ impl Executor {
                 return Ok(Outcome::Removed(reason));
             }
             Effect::Stop | Effect::SleepUntil(_) => unreachable!("the driver handles {effect:?}"),
+            // Borrowed from the configuration this unit's environment holds (no copy per step).
             _ => match self.config_unit() {
-                Some(spec) => spec.clone(),
+                Some(spec) => spec,
                 // Synced out of the configuration between two reads: retire it.
                 None => {
                     self.remove_live_records().await?;
@@ -323,12 +313,29 @@ impl Executor {
             },
         };
         // Each effect boxed on its own: a unit waiting for propagation (thousands at once) then
-        // holds the wait's state, not the size of the largest effect.
+        // holds the wait's state, not the size of the largest effect. Likewise the waits for a
+        // permit (thousands of units queue for `max_concurrent` permits) happen between the boxed
+        // parts, so a queued unit holds the permit's future, not the call's.
         match effect {
-            Effect::FetchToken => Box::pin(self.fetch_token(row, &spec)).await,
-            Effect::Publish => Box::pin(self.publish(row, &spec)).await,
+            Effect::FetchToken => {
+                // CAA first: a unit whose names CAA forbids to DigiCert fails before any token is
+                // spent. Names learnt from DigiCert are not known yet; DigiCert's own check
+                // covers those.
+                if self.env.config.certcentral.caa_check
+                    && !spec.domains.is_empty()
+                    && let Some(reason) = Box::pin(super::caa::check_names(&self.env.checker, &spec.domains)).await
+                {
+                    return Err(StepError::Fatal(Cause::Caa(reason)));
+                }
+                Box::pin(self.fetch_token(row, spec)).await
+            }
+            Effect::Publish => {
+                let intents = Box::pin(self.record_publish_intents(row, spec)).await?;
+                let permit = self.permit().await;
+                Box::pin(self.publish(intents, permit)).await
+            }
             Effect::AwaitPropagation => Box::pin(self.wait_propagated(row)).await,
-            Effect::Check => Box::pin(self.check(row, &spec)).await,
+            Effect::Check => Box::pin(self.check(row, spec)).await,
             Effect::Stop | Effect::SleepUntil(_) | Effect::RemoveRecords(_) => unreachable!("handled above"),
         }
     }
@@ -358,6 +365,32 @@ impl Executor {
                 warn!(renewal, max = self.env.config.daemon.max_renewals, "token expired, fetching a new one");
             }
             None => {}
+        }
+    }
+
+    /// Commits `decision`, keeping it while the store does not answer: performing the step again
+    /// after an outage would repeat its calls (a second random value from DigiCert, a second
+    /// check). Fencing still applies when the store answers; `None` when `cancel` fired (a lost
+    /// lease cancels the wait).
+    async fn commit_kept(
+        &self,
+        row: &UnitRow,
+        decision: Decision,
+        cancel: &CancellationToken,
+    ) -> Option<Result<Wake, StoreError>> {
+        loop {
+            match self.commit(row, decision.clone()).await {
+                // Reported once for the instance by the lease renewal (ERROR, `/healthz`).
+                Err(e @ StoreError::Unavailable { .. }) => {
+                    tracing::debug!(state = row.state.as_str(), error = %e, "cannot record the unit's progress yet; keeping it");
+                    tokio::select! {
+                        biased;
+                        () = cancel.cancelled() => return None,
+                        () = tokio::time::sleep(LEASE_WAIT) => {}
+                    }
+                }
+                committed => return Some(committed),
+            }
         }
     }
 
@@ -398,18 +431,11 @@ impl Executor {
 
     // ---- Pending -> TokenIssued ------------------------------------------------------------
 
+    /// Asks DigiCert for the token (see `perform` for the CAA check before). No permit: DigiCert
+    /// calls are paced by the rate limiter, and a unit waiting there must not hold a slot that a
+    /// unit with its token needs to publish (with thousands of token requests queued, nothing
+    /// would be published before the last token came).
     async fn fetch_token(&self, row: &UnitRow, spec: &Unit) -> Result<Outcome, StepError> {
-        // CAA first: a unit whose names CAA forbids to DigiCert fails before any token is spent.
-        // Names learnt from DigiCert are not known yet; DigiCert's own check covers those.
-        if self.env.config.certcentral.caa_check
-            && !spec.domains.is_empty()
-            && let Some(reason) = super::caa::check_names(&self.env.checker, &spec.domains).await
-        {
-            return Err(StepError::Fatal(Cause::Caa(reason)));
-        }
-        // No permit: DigiCert calls are paced by the rate limiter, and a unit waiting there must
-        // not hold a slot that a unit with its token needs to publish (with thousands of token
-        // requests queued, nothing would be published before the last token came).
         match self.unit.kind {
             UnitKind::Order => {
                 let mut domains = spec.domains.clone();
@@ -465,7 +491,10 @@ impl Executor {
 
     // ---- TokenIssued -> Published ----------------------------------------------------------
 
-    async fn publish(&self, row: &UnitRow, spec: &Unit) -> Result<Outcome, StepError> {
+    /// Writes the intents of the unit's records (where the CNAMEs lead, which provider serves
+    /// them) before any provider call: if we crash after the call, the restart knows what may
+    /// exist. Returns the rows to publish.
+    async fn record_publish_intents(&self, row: &UnitRow, spec: &Unit) -> Result<Vec<RecordRow>, StepError> {
         let token = row.token.clone().ok_or_else(|| StepError::Retry(Cause::Other("no token stored".into())))?;
         let wanted = records::records_for(
             spec.method,
@@ -519,10 +548,17 @@ impl Executor {
                 ttl: record.ttl,
             });
         }
-        // Intent first: if we crash after the provider call, the restart knows what may exist.
         let unit = self.unit;
-        let rows = self.env.store.write(move |s| s.record_publish_intent(unit, &intents)).await?;
-        let _permit = self.permit().await;
+        Ok(self.env.store.write(move |s| s.record_publish_intent(unit, &intents)).await?)
+    }
+
+    /// Publishes the records whose intents `rows` are, holding `_permit`, and records that they
+    /// are published.
+    async fn publish(
+        &self,
+        rows: Vec<RecordRow>,
+        _permit: tokio::sync::SemaphorePermit<'_>,
+    ) -> Result<Outcome, StepError> {
         let mut confirmed: Vec<(i64, dns_provider::Published)> = Vec::with_capacity(rows.len());
         for ((provider, zone), group) in group_by_zone(rows.iter().filter(|r| r.status != RecordStatus::Removed)) {
             let p = self
@@ -599,6 +635,8 @@ impl Executor {
                 self.env.checker.watch(&r.name, &expected, deadline)
             })
             .collect();
+        // The poller holds what it polls: thousands of units wait here at once, without their rows.
+        drop(recs);
         let mut negative_ttl = Duration::ZERO;
         while !waits.is_empty() {
             let (index, result) = std::future::poll_fn(|cx| {
