@@ -250,12 +250,10 @@ async fn run_engine(
     // token lane for long (new candidates beyond the budget wait for the next scan).
     scanner.info_budget = Some(crate::discovery::RELOAD_INFO_BUDGET);
     let scanner = Arc::new(tokio::sync::Mutex::new(scanner));
-    let mut reloading: Option<tokio::task::JoinHandle<anyhow::Result<Arc<Env>>>> = None;
-    let mut queued_reload: Option<(Box<Config>, bool)> = None;
-    // The reload in flight (its configuration, and whether it came from SIGHUP, which retries
-    // failed units, or from the rescan), kept to run it again when the store did not answer.
-    let mut reloading_request: Option<(Box<Config>, bool)> = None;
-    let mut postponed_reload: Option<(Box<Config>, bool)> = None;
+    let mut reloading: Option<Reloading> = None;
+    let mut queued_reload: Option<ReloadRequest> = None;
+    // A reload that met a store outage, to run again when the store answers.
+    let mut postponed_reload: Option<ReloadRequest> = None;
     sync_in_thread(&store, &env.config, true, true).await?;
     let mut env = Arc::new(env);
     observer.ready();
@@ -315,17 +313,15 @@ async fn run_engine(
                     // One reload at a time, off the loop (its scan may take seconds of rate
                     // limit): a second one waits for the first; a third replaces the second.
                     if reloading.is_none() {
-                        reloading = Some(spawn_reload(&env, (*new).clone(), retry_failed, &scanner));
-                        reloading_request = Some((new, retry_failed));
+                        reloading = Some(spawn_reload(&env, (new, retry_failed), &scanner));
                     } else {
                         queued_reload = Some((new, retry_failed));
                     }
                 }
             },
-            reloaded = async { reloading.as_mut().expect("guarded").await }, if reloading.is_some() => {
-                reloading = None;
-                let request = reloading_request.take();
-                let retry_failed = request.as_ref().is_some_and(|(_, retry_failed)| *retry_failed);
+            reloaded = async { (&mut reloading.as_mut().expect("guarded").task).await }, if reloading.is_some() => {
+                let request = reloading.take().expect("guarded").request;
+                let retry_failed = request.1;
                 let trigger = if retry_failed { "sighup" } else { "rescan" };
                 match reloaded.unwrap_or_else(|e| Err(anyhow::anyhow!("reload task: {e}"))) {
                         Ok(new_env) => {
@@ -380,17 +376,16 @@ async fn run_engine(
                         Err(e) if is_store_outage(&e) => {
                             warn!(trigger, error = %format!("{e:#}"),
                                 "reload postponed: the state store does not answer; it runs once the store answers again");
-                            postponed_reload = request;
+                            postponed_reload = Some(request);
                         }
                         Err(e) => error!(trigger, error = %format!("{e:#}"),
                             "reload failed; the previous configuration keeps running"),
                 }
                 // The queued reload builds on what this one left running, and supersedes one
                 // postponed.
-                if let Some((new, queued_retry_failed)) = queued_reload.take() {
+                if let Some(queued) = queued_reload.take() {
                     postponed_reload = None;
-                    reloading = Some(spawn_reload(&env, (*new).clone(), queued_retry_failed, &scanner));
-                    reloading_request = Some((new, queued_retry_failed));
+                    reloading = Some(spawn_reload(&env, queued, &scanner));
                 }
             }
             _ = lease_tick.tick() => {
@@ -400,9 +395,8 @@ async fn run_engine(
                             metrics.set_store_unavailable(false);
                             info!("the state store answers again; units resume");
                         }
-                        if reloading.is_none() && let Some((new, retry_failed)) = postponed_reload.take() {
-                            reloading = Some(spawn_reload(&env, (*new).clone(), retry_failed, &scanner));
-                            reloading_request = Some((new, retry_failed));
+                        if reloading.is_none() && let Some(request) = postponed_reload.take() {
+                            reloading = Some(spawn_reload(&env, request, &scanner));
                         }
                         live.start_due(&env);
                     }
@@ -478,15 +472,26 @@ fn is_store_outage(e: &anyhow::Error) -> bool {
 /// Runs [`reload`] in a task of its own, so the control loop keeps starting due units meanwhile.
 fn spawn_reload(
     env: &Arc<Env>,
-    config: Config,
-    retry_failed: bool,
+    request: ReloadRequest,
     scanner: &Arc<tokio::sync::Mutex<crate::discovery::Scanner>>,
-) -> tokio::task::JoinHandle<anyhow::Result<Arc<Env>>> {
+) -> Reloading {
     let (env, scanner) = (env.clone(), scanner.clone());
-    tokio::spawn(tracing::Instrument::in_current_span(async move {
+    let (config, retry_failed) = ((*request.0).clone(), request.1);
+    let task = tokio::spawn(tracing::Instrument::in_current_span(async move {
         let mut scanner = scanner.lock().await;
         reload(&env, config, retry_failed, &mut scanner).await
-    }))
+    }));
+    Reloading { task, request }
+}
+
+/// A configuration to reload, and whether SIGHUP asked for it (it retries failed units; the
+/// rescan does not).
+type ReloadRequest = (Box<Config>, bool);
+
+/// The reload in flight, with its request (kept to run it again after a store outage).
+struct Reloading {
+    task: tokio::task::JoinHandle<anyhow::Result<Arc<Env>>>,
+    request: ReloadRequest,
 }
 
 async fn reload(
