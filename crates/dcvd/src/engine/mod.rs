@@ -40,10 +40,13 @@ use crate::store::{
 use timers::Timers;
 use unit::Parked;
 
-/// Units driven as tasks at the same time; more due units wait their turn in due order. A live
-/// unit is usually waiting for DNS propagation (a few KiB); the bound keeps a burst of due units
-/// from costing memory without limit.
-pub const MAX_LIVE_UNITS: usize = 10_000;
+/// Units driven as tasks at the same time; more due units wait their turn in due order, as timer
+/// entries. A live unit waits for DNS propagation or at the rate limiter (about 2 KiB of task and
+/// step each); a parked one costs a few bytes. The bound must stay above what keeps the rate
+/// limiter busy (the units in propagation plus the queue of checks and token requests): at
+/// 10,000 orders on scaled limits (docs/benchmarks.md) 4,000 keeps the wall at the unbounded
+/// figure with 14 MiB less peak RSS, while 2,000 starved the token lane (wall +5.7 %).
+pub const MAX_LIVE_UNITS: usize = 4_000;
 
 /// Units claimed at most at once.
 pub const CLAIM_BATCH: usize = 10_000;
