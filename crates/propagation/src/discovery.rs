@@ -204,24 +204,21 @@ pub(crate) async fn target(inner: &Arc<Inner>, name: &str, follow: bool) -> Resu
     };
     // The name stays in its zone as long as the zone's data and the CNAMEs on the way hold.
     let until = info.expires.min(Instant::now() + dns::cache_for(ttl));
-    inner
-        .targets
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .insert((dns::show(&start), follow), (Arc::new(target.clone()), until));
+    let key = (dns::show(&start), follow);
+    let mut targets = inner.targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !targets.contains_key(&key) {
+        let now = Instant::now();
+        sweep_when_grown(&mut targets, |(_, until)| *until <= now);
+    }
+    targets.insert(key, (Arc::new(target.clone()), until));
+    drop(targets);
     tracing::debug!(name = %target.name, owner = %target.owner, zone = %target.zone, servers = target.nameservers.len(), "zone found");
     Ok(target)
 }
 
 /// The zone's name servers (cached; one lookup at a time per zone).
 async fn zone_info(inner: &Arc<Inner>, zone: &Name, soa: Option<u32>) -> Result<ZoneInfo, Error> {
-    let cell = inner
-        .zones
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .entry(dns::show(zone))
-        .or_default()
-        .clone();
+    let cell = slot_of(&inner.zones, dns::show(zone), |info| info.expires);
     let mut slot = cell.lock().await;
     if let Some(info) = slot.as_ref()
         && info.expires > Instant::now()
@@ -379,13 +376,7 @@ pub(crate) struct CachedCaa {
 
 /// [`caa_at`] for a parent name, through the checker's cache.
 async fn parent_caa(inner: &Arc<Inner>, name: &Name) -> Result<Vec<crate::Caa>, Error> {
-    let slot = inner
-        .caa_parents
-        .lock()
-        .unwrap_or_else(std::sync::PoisonError::into_inner)
-        .entry(dns::show(name))
-        .or_default()
-        .clone();
+    let slot = slot_of(&inner.caa_parents, dns::show(name), |cached| cached.until);
     let mut slot = slot.lock().await;
     if let Some(cached) = slot.as_ref().filter(|cached| cached.until > Instant::now()) {
         return Ok(cached.records.clone());
@@ -420,4 +411,74 @@ async fn caa_at(inner: &Arc<Inner>, name: &Name) -> Result<Vec<crate::Caa>, Erro
             _ => None,
         })
         .collect())
+}
+
+/// A cache keyed by name grows with every name a long-running daemon ever looked at; this many
+/// entries are kept without looking at their age.
+const SWEEP_FROM: usize = 1024;
+
+/// Drops the entries `expired` says are stale, each time the map reaches a new power of two
+/// (from [`SWEEP_FROM`]) before a new key goes in: the map stays within twice its live entries,
+/// at an amortized constant cost per insertion.
+fn sweep_when_grown<K, V>(map: &mut std::collections::HashMap<K, V>, expired: impl Fn(&V) -> bool) {
+    if map.len() >= SWEEP_FROM && map.len().is_power_of_two() {
+        map.retain(|_, v| !expired(v));
+    }
+}
+
+/// A cache where one lookup per key runs at a time (each key's slot has an async lock).
+pub(crate) type Slots<T> = std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<Option<T>>>>>;
+
+/// The slot for `key`, made when missing; slots nobody uses whose value expired (`until`) or
+/// whose lookup failed are swept as the map grows.
+fn slot_of<T>(slots: &Slots<T>, key: String, until: impl Fn(&T) -> Instant) -> Arc<tokio::sync::Mutex<Option<T>>> {
+    let mut slots = slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    if !slots.contains_key(&key) {
+        let now = Instant::now();
+        sweep_when_grown(&mut slots, |slot| {
+            // Held elsewhere (a lookup under way, a caller about to lock it) or still valid: kept.
+            Arc::strong_count(slot) == 1
+                && slot.try_lock().is_ok_and(|value| value.as_ref().is_none_or(|v| until(v) <= now))
+        });
+    }
+    slots.entry(key).or_default().clone()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expired_entries_are_swept_once_the_map_reaches_a_power_of_two() {
+        let mut map: std::collections::HashMap<u32, bool> = (0..1000).map(|k| (k, k % 2 == 0)).collect();
+        // Below the threshold: nothing is looked at.
+        sweep_when_grown(&mut map, |expired| *expired);
+        assert_eq!(map.len(), 1000);
+        map.extend((1000..1024).map(|k| (k, true)));
+        sweep_when_grown(&mut map, |expired| *expired);
+        assert_eq!(map.len(), 500, "only the live half stays");
+        assert!(map.values().all(|expired| !expired));
+    }
+
+    #[tokio::test]
+    async fn slots_in_use_or_still_valid_survive_the_sweep() {
+        let slots: Slots<Instant> = std::sync::Mutex::new(std::collections::HashMap::new());
+        let now = Instant::now();
+        let later = now + Duration::from_secs(60);
+        // A lookup under way: its caller holds the slot, still empty.
+        let held = slot_of(&slots, "held".into(), |at| *at);
+        *slot_of(&slots, "valid".into(), |at| *at).lock().await = Some(later);
+        *slot_of(&slots, "expired".into(), |at| *at).lock().await = Some(now);
+        // A lookup that failed leaves its slot empty.
+        drop(slot_of(&slots, "failed".into(), |at| *at));
+        for k in 4..SWEEP_FROM {
+            *slot_of(&slots, format!("old{k}"), |at| *at).lock().await = Some(now);
+        }
+        assert_eq!(slots.lock().unwrap().len(), SWEEP_FROM);
+        drop(slot_of(&slots, "new".into(), |at| *at));
+        let mut kept: Vec<String> = slots.lock().unwrap().keys().cloned().collect();
+        kept.sort();
+        assert_eq!(kept, ["held", "new", "valid"]);
+        drop(held);
+    }
 }

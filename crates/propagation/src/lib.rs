@@ -302,14 +302,16 @@ struct Inner {
     pacer: pacer::Pacer,
     /// Every DNS query sent, discovery included.
     queries: AtomicU64,
-    /// `(name, follow_cnames)` -> where it lives, until the instant.
+    /// `(name, follow_cnames)` -> where it lives, until the instant. This and the two caches below
+    /// drop expired entries as they grow (`discovery::sweep_when_grown`): a daemon that runs for
+    /// months meets many names.
     targets: Mutex<HashMap<(String, bool), CachedTarget>>,
     /// Zone -> its name servers; one async lock per zone so 10,000 names of one zone trigger one
     /// NS lookup.
-    zones: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<discovery::ZoneInfo>>>>>,
+    zones: discovery::Slots<discovery::ZoneInfo>,
     /// Parent name -> the CAA records there (empty: none, climb on), until the instant; one async
     /// lock per name so that 10,000 names under one zone ask about the zone's apex once.
-    caa_parents: Mutex<HashMap<String, Arc<tokio::sync::Mutex<Option<discovery::CachedCaa>>>>>,
+    caa_parents: discovery::Slots<discovery::CachedCaa>,
     /// The shared poller's inbox, once the first wait started it.
     poller: Mutex<Option<tokio::sync::mpsc::UnboundedSender<poller::Request>>>,
 }
