@@ -417,9 +417,9 @@ async fn caa_at(inner: &Arc<Inner>, name: &Name) -> Result<Vec<crate::Caa>, Erro
 /// entries are kept without looking at their age.
 const SWEEP_FROM: usize = 1024;
 
-/// Drops the entries `expired` says are stale, each time the map reaches a new power of two
-/// (from [`SWEEP_FROM`]) before a new key goes in: the map stays within twice its live entries,
-/// at an amortized constant cost per insertion.
+/// Drops the entries `expired` says are stale whenever a new key is about to go into a map whose
+/// size is a power of two (from [`SWEEP_FROM`]): the map stays within about twice its live
+/// entries (or [`SWEEP_FROM`]), at an amortized constant cost per insertion.
 fn sweep_when_grown<K, V>(map: &mut std::collections::HashMap<K, V>, expired: impl Fn(&V) -> bool) {
     if map.len() >= SWEEP_FROM && map.len().is_power_of_two() {
         map.retain(|_, v| !expired(v));
