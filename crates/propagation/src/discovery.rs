@@ -4,7 +4,7 @@
 //! works too, since the zone is read from the SOA of the answer (apex) or of the authority
 //! section (NXDOMAIN/NODATA), usually in one query.
 
-use std::collections::HashSet;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -142,7 +142,7 @@ pub(crate) fn cached_target(inner: &Inner, name: &str, follow: bool) -> Option<A
 
 fn cached(inner: &Inner, start: &Name, follow: bool) -> Option<Arc<Target>> {
     let targets = inner.targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    let (t, until) = targets.get(&(dns::show(start), follow))?;
+    let (t, until) = targets.map.get(&(dns::show(start), follow))?;
     (*until > Instant::now()).then(|| t.clone())
 }
 
@@ -206,11 +206,11 @@ pub(crate) async fn target(inner: &Arc<Inner>, name: &str, follow: bool) -> Resu
     let until = info.expires.min(Instant::now() + dns::cache_for(ttl));
     let key = (dns::show(&start), follow);
     let mut targets = inner.targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !targets.contains_key(&key) {
+    if !targets.map.contains_key(&key) {
         let now = Instant::now();
-        sweep_when_grown(&mut targets, |(_, until)| *until <= now);
+        targets.make_room(|(_, until)| *until <= now);
     }
-    targets.insert(key, (Arc::new(target.clone()), until));
+    targets.map.insert(key, (Arc::new(target.clone()), until));
     drop(targets);
     tracing::debug!(name = %target.name, owner = %target.owner, zone = %target.zone, servers = target.nameservers.len(), "zone found");
     Ok(target)
@@ -417,31 +417,49 @@ async fn caa_at(inner: &Arc<Inner>, name: &Name) -> Result<Vec<crate::Caa>, Erro
 /// entries are kept without looking at their age.
 const SWEEP_FROM: usize = 1024;
 
-/// Drops the entries `expired` says are stale whenever a new key is about to go into a map whose
-/// size is a power of two (from [`SWEEP_FROM`]): the map stays within about twice its live
-/// entries (or [`SWEEP_FROM`]), at an amortized constant cost per insertion.
-fn sweep_when_grown<K, V>(map: &mut std::collections::HashMap<K, V>, expired: impl Fn(&V) -> bool) {
-    if map.len() >= SWEEP_FROM && map.len().is_power_of_two() {
-        map.retain(|_, v| !expired(v));
+/// A cache's map that drops its expired entries as it grows.
+#[derive(Debug)]
+pub(crate) struct Swept<K, V> {
+    pub(crate) map: HashMap<K, V>,
+    /// The size at which the next sweep runs.
+    sweep_at: usize,
+}
+
+impl<K, V> Default for Swept<K, V> {
+    fn default() -> Self {
+        Self { map: HashMap::new(), sweep_at: SWEEP_FROM }
+    }
+}
+
+impl<K: Eq + std::hash::Hash, V> Swept<K, V> {
+    /// Call before a new key goes in: once the map has grown to the next sweep's size, drops the
+    /// entries `expired` says are stale and sets the next sweep at twice what is left (at least
+    /// [`SWEEP_FROM`]). The map stays within about twice its live entries, and each sweep is paid
+    /// for by as many insertions as it reads entries.
+    pub(crate) fn make_room(&mut self, expired: impl Fn(&V) -> bool) {
+        if self.map.len() >= self.sweep_at {
+            self.map.retain(|_, v| !expired(v));
+            self.sweep_at = (2 * self.map.len()).max(SWEEP_FROM);
+        }
     }
 }
 
 /// A cache where one lookup per key runs at a time (each key's slot has an async lock).
-pub(crate) type Slots<T> = std::sync::Mutex<std::collections::HashMap<String, Arc<tokio::sync::Mutex<Option<T>>>>>;
+pub(crate) type Slots<T> = std::sync::Mutex<Swept<String, Arc<tokio::sync::Mutex<Option<T>>>>>;
 
 /// The slot for `key`, made when missing; slots nobody uses whose value expired (`until`) or
 /// whose lookup failed are swept as the map grows.
 fn slot_of<T>(slots: &Slots<T>, key: String, until: impl Fn(&T) -> Instant) -> Arc<tokio::sync::Mutex<Option<T>>> {
     let mut slots = slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !slots.contains_key(&key) {
+    if !slots.map.contains_key(&key) {
         let now = Instant::now();
-        sweep_when_grown(&mut slots, |slot| {
+        slots.make_room(|slot| {
             // Held elsewhere (a lookup under way, a caller about to lock it) or still valid: kept.
             Arc::strong_count(slot) == 1
                 && slot.try_lock().is_ok_and(|value| value.as_ref().is_none_or(|v| until(v) <= now))
         });
     }
-    slots.entry(key).or_default().clone()
+    slots.map.entry(key).or_default().clone()
 }
 
 #[cfg(test)]
@@ -449,20 +467,29 @@ mod tests {
     use super::*;
 
     #[test]
-    fn expired_entries_are_swept_once_the_map_reaches_a_power_of_two() {
-        let mut map: std::collections::HashMap<u32, bool> = (0..1000).map(|k| (k, k % 2 == 0)).collect();
-        // Below the threshold: nothing is looked at.
-        sweep_when_grown(&mut map, |expired| *expired);
-        assert_eq!(map.len(), 1000);
-        map.extend((1000..1024).map(|k| (k, true)));
-        sweep_when_grown(&mut map, |expired| *expired);
-        assert_eq!(map.len(), 500, "only the live half stays");
-        assert!(map.values().all(|expired| !expired));
+    fn expired_entries_are_swept_when_the_map_has_grown_to_the_next_sweep() {
+        let mut cache: Swept<u32, bool> = Swept::default();
+        cache.map.extend((0..1000).map(|k| (k, k % 2 == 0)));
+        // Below the first sweep's size: nothing is looked at.
+        cache.make_room(|expired| *expired);
+        assert_eq!(cache.map.len(), 1000);
+        cache.map.extend((1000..1024).map(|k| (k, true)));
+        cache.make_room(|expired| *expired);
+        assert_eq!(cache.map.len(), 500, "only the live half stays");
+        assert!(cache.map.values().all(|expired| !expired));
+        // The next sweep waits until the map has grown again (here to the floor, 1,024), so a map
+        // near a sweep's size is not read at every insertion.
+        cache.map.extend((2000..2523).map(|k| (k, true)));
+        cache.make_room(|expired| *expired);
+        assert_eq!(cache.map.len(), 1023);
+        cache.map.insert(3000, true);
+        cache.make_room(|expired| *expired);
+        assert_eq!(cache.map.len(), 500);
     }
 
     #[tokio::test]
     async fn slots_in_use_or_still_valid_survive_the_sweep() {
-        let slots: Slots<Instant> = std::sync::Mutex::new(std::collections::HashMap::new());
+        let slots: Slots<Instant> = std::sync::Mutex::default();
         let now = Instant::now();
         let later = now + Duration::from_secs(60);
         // A lookup under way: its caller holds the slot, still empty.
@@ -474,9 +501,9 @@ mod tests {
         for k in 4..SWEEP_FROM {
             *slot_of(&slots, format!("old{k}"), |at| *at).lock().await = Some(now);
         }
-        assert_eq!(slots.lock().unwrap().len(), SWEEP_FROM);
+        assert_eq!(slots.lock().unwrap().map.len(), SWEEP_FROM);
         drop(slot_of(&slots, "new".into(), |at| *at));
-        let mut kept: Vec<String> = slots.lock().unwrap().keys().cloned().collect();
+        let mut kept: Vec<String> = slots.lock().unwrap().map.keys().cloned().collect();
         kept.sort();
         assert_eq!(kept, ["held", "new", "valid"]);
         drop(held);

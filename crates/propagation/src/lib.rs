@@ -28,7 +28,6 @@
 //! - [`Checker::caa`], [`CaaSet`]: the CAA records that apply to a name (RFC 8659).
 //! - [`Error`]: what went wrong, naming the servers that lag.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -303,9 +302,9 @@ struct Inner {
     /// Every DNS query sent, discovery included.
     queries: AtomicU64,
     /// `(name, follow_cnames)` -> where it lives, until the instant. This and the two caches below
-    /// drop expired entries as they grow (`discovery::sweep_when_grown`): a daemon that runs for
+    /// drop expired entries as they grow (`discovery::Swept`): a daemon that runs for
     /// months meets many names.
-    targets: Mutex<HashMap<(String, bool), CachedTarget>>,
+    targets: Mutex<discovery::Swept<(String, bool), CachedTarget>>,
     /// Zone -> its name servers; one async lock per zone so 10,000 names of one zone trigger one
     /// NS lookup.
     zones: discovery::Slots<discovery::ZoneInfo>,
@@ -355,9 +354,9 @@ impl Checker {
                 resolvers,
                 transport,
                 queries: AtomicU64::new(0),
-                targets: Mutex::new(HashMap::new()),
-                zones: Mutex::new(HashMap::new()),
-                caa_parents: Mutex::new(HashMap::new()),
+                targets: Mutex::default(),
+                zones: Mutex::default(),
+                caa_parents: Mutex::default(),
                 poller: Mutex::new(None),
             }),
         })
