@@ -206,8 +206,8 @@ struct State {
     /// and admission instant, in admission order.
     in_flight: VecDeque<(u64, Instant)>,
     next_request: u64,
-    /// Waiting tickets per lane, in arrival order.
-    queues: [VecDeque<u64>; 2],
+    /// Waiting tickets per lane, in arrival order, each with its caller's wake-up.
+    queues: [VecDeque<(u64, Arc<Notify>)>; 2],
     next_ticket: u64,
     /// Token-lane admissions still owed to waiting token calls.
     token_credits: u32,
@@ -226,13 +226,22 @@ struct LedgerState {
 }
 
 impl State {
-    /// The ticket whose turn it is.
-    fn eligible(&self) -> Option<u64> {
-        let check = self.queues[Lane::Check.index()].front().copied();
-        let token = self.queues[Lane::Token.index()].front().copied();
+    /// The ticket whose turn it is, with its caller's wake-up.
+    fn eligible(&self) -> Option<&(u64, Arc<Notify>)> {
+        let check = self.queues[Lane::Check.index()].front();
+        let token = self.queues[Lane::Token.index()].front();
         match (check, token) {
             (Some(c), Some(t)) => Some(if self.token_credits > 0 { t } else { c }),
             (c, t) => c.or(t),
+        }
+    }
+
+    /// Wakes the caller whose turn it is (after an admission, a cancellation, an answer): only
+    /// that one can act, so the thousands waiting behind it stay asleep. A wake-up that comes
+    /// before the caller waits is kept for it (`notify_one`).
+    fn wake_eligible(&self) {
+        if let Some((_, wake)) = self.eligible() {
+            wake.notify_one();
         }
     }
 
@@ -307,7 +316,7 @@ impl State {
 
     fn remove(&mut self, lane: Lane, ticket: u64) -> bool {
         let queue = &mut self.queues[lane.index()];
-        match queue.iter().position(|t| *t == ticket) {
+        match queue.iter().position(|(t, _)| *t == ticket) {
             Some(i) => {
                 queue.remove(i);
                 true
@@ -319,8 +328,6 @@ impl State {
 
 struct Shared {
     state: Mutex<State>,
-    /// Woken after every admission and cancellation: the next caller may be eligible.
-    turn: Notify,
 }
 
 impl Shared {
@@ -339,8 +346,11 @@ struct Waiting<'a> {
 
 impl Drop for Waiting<'_> {
     fn drop(&mut self) {
-        if !self.admitted && self.shared.lock().remove(self.lane, self.ticket) {
-            self.shared.turn.notify_waiters();
+        if !self.admitted {
+            let mut state = self.shared.lock();
+            if state.remove(self.lane, self.ticket) {
+                state.wake_eligible();
+            }
         }
     }
 }
@@ -354,8 +364,9 @@ struct Asking<'a> {
 impl Drop for Asking<'_> {
     fn drop(&mut self) {
         if !self.answered {
-            self.shared.lock().ledger.asking = false;
-            self.shared.turn.notify_waiters();
+            let mut state = self.shared.lock();
+            state.ledger.asking = false;
+            state.wake_eligible();
         }
     }
 }
@@ -386,8 +397,9 @@ impl std::fmt::Debug for Permit {
 impl Drop for Permit {
     fn drop(&mut self) {
         if let Some((shared, id)) = self.request.take() {
-            shared.lock().end(id, Instant::now());
-            shared.turn.notify_waiters();
+            let mut state = shared.lock();
+            state.end(id, Instant::now());
+            state.wake_eligible();
         }
     }
 }
@@ -452,12 +464,7 @@ impl RateLimiter {
             token_credits: 0,
             ledger: LedgerState::default(),
         };
-        Ok(Self {
-            shared: Arc::new(Shared { state: Mutex::new(state), turn: Notify::new() }),
-            specs: windows.into(),
-            spans,
-            ledger: None,
-        })
+        Ok(Self { shared: Arc::new(Shared { state: Mutex::new(state) }), specs: windows.into(), spans, ledger: None })
     }
 
     /// A limiter enforcing `windows` over every process that shares `ledger` (see the module
@@ -495,23 +502,21 @@ impl RateLimiter {
         }
         let started = Instant::now();
         let shared = &*self.shared;
+        let wake = Arc::new(Notify::new());
         let ticket = {
             let mut state = shared.lock();
             let ticket = state.next_ticket;
             state.next_ticket += 1;
-            state.queues[lane.index()].push_back(ticket);
+            state.queues[lane.index()].push_back((ticket, wake.clone()));
             ticket
         };
         let mut waiting = Waiting { shared, lane, ticket, admitted: false };
         let mut waited = false;
         loop {
-            // Registered before the state is read, so an admission in between still wakes us.
-            let turn = shared.turn.notified();
-            tokio::pin!(turn);
-            turn.as_mut().enable();
+            // A wake-up sent between reading the state and waiting is kept (`notify_one`).
             let step = {
                 let mut state = shared.lock();
-                if state.eligible() == Some(ticket) {
+                if state.eligible().is_some_and(|(t, _)| *t == ticket) {
                     let now = Instant::now();
                     let free = state.next_free(now);
                     if free > now {
@@ -528,8 +533,8 @@ impl RateLimiter {
                     } else {
                         let id = state.admit(lane, now);
                         waiting.admitted = true;
+                        state.wake_eligible();
                         drop(state);
-                        shared.turn.notify_waiters();
                         return self.permit(id, waited.then(|| started.elapsed()));
                     }
                 } else {
@@ -550,8 +555,8 @@ impl RateLimiter {
                     if admitted {
                         waiting.admitted = true;
                     }
+                    state.wake_eligible();
                     drop(state);
-                    shared.turn.notify_waiters();
                     if let Some(id) = id {
                         return self.permit(id, waited.then(|| started.elapsed()));
                     }
@@ -564,10 +569,10 @@ impl RateLimiter {
                 Some(at) => {
                     tokio::select! {
                         () = tokio::time::sleep_until(at) => {}
-                        () = &mut turn => {}
+                        () = wake.notified() => {}
                     }
                 }
-                None => turn.await,
+                None => wake.notified().await,
             }
         }
     }

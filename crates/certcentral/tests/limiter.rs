@@ -182,6 +182,31 @@ async fn token_requests_are_not_starved_by_checks() {
     assert_eq!(order.iter().filter(|l| **l == Lane::Token).count(), 10);
 }
 
+/// A check that arrives while a token call already sleeps until the window frees takes its turn
+/// (only the caller whose turn it is is woken, so the token call must be woken again after the
+/// check): the check goes when the window frees, the token call one window later.
+#[tokio::test(start_paused = true)]
+async fn a_check_arriving_while_a_token_call_sleeps_goes_first_and_the_token_call_follows() {
+    let per = Duration::from_secs(1);
+    let limiter = RateLimiter::new(&[RateWindow::new(1, per)]).unwrap();
+    let start = Instant::now();
+    limiter.acquire().await;
+    let token = tokio::spawn({
+        let limiter = limiter.clone();
+        async move { (limiter.acquire_in(Lane::Token).await, Instant::now()) }
+    });
+    tokio::time::sleep(Duration::from_millis(300)).await; // the token call sleeps for the window
+    let check = tokio::spawn({
+        let limiter = limiter.clone();
+        async move { (limiter.acquire_in(Lane::Check).await, Instant::now()) }
+    });
+    let (_, check_at) = check.await.unwrap();
+    let (_, token_at) = tokio::time::timeout(per * 5, token).await.expect("the token call was never woken").unwrap();
+    let span = per + COMPLETION_MARGIN;
+    assert_eq!(check_at - start, span, "the check goes when the window frees");
+    assert_eq!(token_at - start, span * 2, "the token call one window later");
+}
+
 /// A caller that gives up while it waits (its future is dropped) leaves no hole: the next one in
 /// line is admitted as soon as the window allows.
 #[tokio::test(start_paused = true)]
