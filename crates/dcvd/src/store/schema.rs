@@ -91,6 +91,28 @@ pub(crate) const MIGRATIONS: &[&str] = &[
     ALTER TABLE units ADD COLUMN epoch INTEGER NOT NULL DEFAULT 0;
     ALTER TABLE units ADD COLUMN lease_expires_at INTEGER;          -- unix millis
     "#,
+    // 5: units per state, kept by triggers: the status line and the metrics read them every 5 s,
+    // and counting the units themselves grows with the account's history (100,000 finished
+    // units cost a scan of the index each time).
+    r#"
+    CREATE TABLE unit_counts (
+        state TEXT    NOT NULL PRIMARY KEY,
+        n     INTEGER NOT NULL CHECK (n >= 0)
+    ) WITHOUT ROWID;
+    INSERT INTO unit_counts (state, n) SELECT state, count(*) FROM units GROUP BY state;
+    CREATE TRIGGER unit_counts_insert AFTER INSERT ON units BEGIN
+        INSERT INTO unit_counts (state, n) VALUES (NEW.state, 1)
+            ON CONFLICT (state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER unit_counts_update AFTER UPDATE OF state ON units WHEN OLD.state <> NEW.state BEGIN
+        UPDATE unit_counts SET n = n - 1 WHERE state = OLD.state;
+        INSERT INTO unit_counts (state, n) VALUES (NEW.state, 1)
+            ON CONFLICT (state) DO UPDATE SET n = n + 1;
+    END;
+    CREATE TRIGGER unit_counts_delete AFTER DELETE ON units BEGIN
+        UPDATE unit_counts SET n = n - 1 WHERE state = OLD.state;
+    END;
+    "#,
 ];
 
 /// The schema version this build writes.
@@ -186,6 +208,46 @@ mod tests {
         assert_eq!(migrate(&mut conn, &steps, Path::new("t")).unwrap(), (1, 2));
         let row: (i64, String) = conn.query_row("SELECT x, y FROM a", [], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
         assert_eq!(row, (7, "new".to_owned()));
+    }
+
+    /// The counts per state (version 5) start from the units already stored and follow every
+    /// insertion, change of state and deletion.
+    #[test]
+    fn unit_counts_follow_the_units() {
+        let mut conn = memory();
+        migrate(&mut conn, &MIGRATIONS[..4], Path::new("t")).unwrap();
+        let insert = |conn: &Connection, id: i64, state: &str| {
+            conn.execute(
+                "INSERT INTO units (kind, id, state, method, domains, state_since, created_at, updated_at) \
+                 VALUES ('order', ?1, ?2, 'dns-txt-token', '[]', 0, 0, 0)",
+                rusqlite::params![id, state],
+            )
+            .unwrap();
+        };
+        for id in 1..=3 {
+            insert(&conn, id, "cleaned_up");
+        }
+        insert(&conn, 4, "pending");
+        migrate(&mut conn, MIGRATIONS, Path::new("t")).unwrap();
+        let counts = |conn: &Connection| -> Vec<(String, i64)> {
+            let mut stmt = conn.prepare("SELECT state, n FROM unit_counts WHERE n > 0 ORDER BY state").unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap()
+        };
+        let counted = |conn: &Connection| -> Vec<(String, i64)> {
+            let mut stmt = conn.prepare("SELECT state, count(*) FROM units GROUP BY state ORDER BY state").unwrap();
+            stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap().collect::<Result<_, _>>().unwrap()
+        };
+        assert_eq!(counts(&conn), [("cleaned_up".to_owned(), 3), ("pending".to_owned(), 1)]);
+        insert(&conn, 5, "pending");
+        conn.execute("UPDATE units SET state = 'token_issued' WHERE id = 4", []).unwrap();
+        // A write that keeps the state moves nothing.
+        conn.execute("UPDATE units SET state = 'pending', attempts = 1 WHERE id = 5", []).unwrap();
+        conn.execute("DELETE FROM units WHERE id = 1", []).unwrap();
+        assert_eq!(
+            counts(&conn),
+            [("cleaned_up".to_owned(), 2), ("pending".to_owned(), 1), ("token_issued".to_owned(), 1)]
+        );
+        assert_eq!(counts(&conn), counted(&conn));
     }
 
     /// Units stored before the `source` column existed (schema version 1) read as `config`.
