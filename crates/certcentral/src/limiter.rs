@@ -48,7 +48,9 @@
 //! ([`safety_margin`], `max(T/50, 250 ms)`) on the admission instants it records.
 //!
 //! The limiter runs on tokio's clock (`tokio::time::Instant`), so it works under
-//! `tokio::time::pause()`. Clones share one state. A caller dropped while waiting takes nothing
+//! `tokio::time::pause()`. Clones share one state. Only the caller whose turn it is is woken (by
+//! an admission, an answer, a cancellation or its own timer), so thousands of waiting callers
+//! cost no work per admission. A caller dropped while waiting takes nothing
 //! (dropped while its ledger request is in flight, it may leave one admission recorded in the
 //! ledger unused: the error is on the safe side).
 
