@@ -414,6 +414,20 @@ fn second_open_is_locked_until_first_is_dropped() {
     Store::open(dir.path()).unwrap();
 }
 
+/// A lock released while an open waits for it is taken (a process being spawned holds a copy of
+/// the lock's descriptor until its exec, so a lock just released can look held for a moment).
+#[test]
+fn an_open_waits_briefly_for_a_lock_being_released() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = Store::open(dir.path()).unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        drop(first);
+    });
+    Store::open(dir.path()).expect("the lock released 100 ms later is taken");
+    release.join().unwrap();
+}
+
 /// The lock holds against another process, and is released when that process dies without
 /// cleaning up (the stale lock file does not block a restart).
 #[test]

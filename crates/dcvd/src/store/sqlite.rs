@@ -26,6 +26,12 @@ use super::{
 /// How long a writer waits for another connection's lock (a `dcvd status` reader) before failing.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an open waits for the state directory's lock before reporting another process. A
+/// process that another thread of this one is spawning holds a copy of the lock's descriptor
+/// until its `exec` closes it, so a lock just released can still look held for a moment (seen in
+/// CI: a store closed and opened again while other tests started processes).
+const LOCK_WAIT: Duration = Duration::from_millis(500);
+
 /// The SQLite store: one connection, serialized.
 pub(crate) struct SqliteStore {
     conn: Mutex<Connection>,
@@ -54,13 +60,19 @@ impl SqliteStore {
             .mode(0o600)
             .open(&lock_path)
             .map_err(|source| StoreError::Io { path: lock_path.clone(), source })?;
-        match lock.try_lock() {
-            Ok(()) => {}
-            Err(TryLockError::WouldBlock) => {
-                return Err(StoreError::Locked { dir: state_dir.to_owned(), lock: lock_path });
-            }
-            Err(TryLockError::Error(source)) => {
-                return Err(StoreError::Io { path: lock_path, source });
+        let deadline = std::time::Instant::now() + LOCK_WAIT;
+        loop {
+            match lock.try_lock() {
+                Ok(()) => break,
+                Err(TryLockError::WouldBlock) if std::time::Instant::now() < deadline => {
+                    std::thread::sleep(Duration::from_millis(10));
+                }
+                Err(TryLockError::WouldBlock) => {
+                    return Err(StoreError::Locked { dir: state_dir.to_owned(), lock: lock_path });
+                }
+                Err(TryLockError::Error(source)) => {
+                    return Err(StoreError::Io { path: lock_path, source });
+                }
             }
         }
 
