@@ -45,6 +45,18 @@ async fn finish(handle: tokio::task::JoinHandle<anyhow::Result<Summary>>) -> Sum
 }
 
 /// The unit's state; `Pending` until the engine has synced the configuration into the store.
+/// Adds orders 1 to `count` to the simulator, each for one name under `zone` (`oN.zone`), and
+/// returns their configuration.
+fn orders_under(h: &LocalSim, count: u64, zone: &str) -> String {
+    let mut orders = String::new();
+    for id in 1..=count {
+        let name = format!("o{id}.{zone}");
+        h.sim().add_order(NewOrder::new(id, &[name.as_str()]));
+        orders.push_str(&order(id, &format!("\"{name}\"")));
+    }
+    orders
+}
+
 fn state(store: &Store, id: u64) -> UnitState {
     store.units().unwrap().into_iter().find(|u| u.unit.id == id).map_or(UnitState::Pending, |u| u.state)
 }
@@ -98,12 +110,7 @@ async fn waiting_units_hold_a_timer_not_a_task() {
     .await
     .unwrap();
     let h = HARNESS.start_local(Some(empty.addrs().to_vec())).await;
-    let mut orders = String::new();
-    for id in 1..=40 {
-        let name = format!("o{id}.park.test");
-        h.sim().add_order(NewOrder::new(id, &[name.as_str()]));
-        orders.push_str(&order(id, &format!("\"{name}\"")));
-    }
+    let orders = orders_under(&h, 40, "park.test");
     let text = h.config(h.dns_port, &format!("{}{orders}", mem(&h, "p1", &["park.test"])));
     let text = text
         .replace("min_interval = \"200ms\"", "min_interval = \"60s\"")
@@ -141,12 +148,7 @@ async fn waiting_units_hold_a_timer_not_a_task() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn units_with_a_token_publish_while_token_requests_wait_for_the_rate_limit() {
     let h = HARNESS.start_local(None).await;
-    let mut orders = String::new();
-    for id in 1..=30 {
-        let name = format!("o{id}.slots.test");
-        h.sim().add_order(NewOrder::new(id, &[name.as_str()]));
-        orders.push_str(&order(id, &format!("\"{name}\"")));
-    }
+    let orders = orders_under(&h, 30, "slots.test");
     let text = h.config(h.dns_port, &format!("{}{orders}", mem(&h, "s1", &["slots.test"])));
     let text = text
         .replace("[certcentral]\n", "[certcentral]\nrate_limits = [{ requests = 2, per = \"1s\" }]\n")

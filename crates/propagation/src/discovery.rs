@@ -206,10 +206,8 @@ pub(crate) async fn target(inner: &Arc<Inner>, name: &str, follow: bool) -> Resu
     let until = info.expires.min(Instant::now() + dns::cache_for(ttl));
     let key = (dns::show(&start), follow);
     let mut targets = inner.targets.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !targets.map.contains_key(&key) {
-        let now = Instant::now();
-        targets.make_room(|(_, until)| *until <= now);
-    }
+    let now = Instant::now();
+    targets.make_room_for(&key, |(_, until)| *until <= now);
     targets.map.insert(key, (Arc::new(target.clone()), until));
     drop(targets);
     tracing::debug!(name = %target.name, owner = %target.owner, zone = %target.zone, servers = target.nameservers.len(), "zone found");
@@ -432,12 +430,12 @@ impl<K, V> Default for Swept<K, V> {
 }
 
 impl<K: Eq + std::hash::Hash, V> Swept<K, V> {
-    /// Call before a new key goes in: once the map has grown to the next sweep's size, drops the
-    /// entries `expired` says are stale and sets the next sweep at twice what is left (at least
-    /// [`SWEEP_FROM`]). The map stays within about twice its live entries, and each sweep is paid
-    /// for by as many insertions as it reads entries.
-    pub(crate) fn make_room(&mut self, expired: impl Fn(&V) -> bool) {
-        if self.map.len() >= self.sweep_at {
+    /// Call before `key` goes in: when it is a new key and the map has grown to the next sweep's
+    /// size, drops the entries `expired` says are stale and sets the next sweep at twice what is
+    /// left (at least [`SWEEP_FROM`]). The map stays within about twice its live entries, and each
+    /// sweep is paid for by as many insertions as it reads entries.
+    pub(crate) fn make_room_for(&mut self, key: &K, expired: impl Fn(&V) -> bool) {
+        if self.map.len() >= self.sweep_at && !self.map.contains_key(key) {
             self.map.retain(|_, v| !expired(v));
             self.sweep_at = (2 * self.map.len()).max(SWEEP_FROM);
         }
@@ -451,14 +449,12 @@ pub(crate) type Slots<T> = std::sync::Mutex<Swept<String, Arc<tokio::sync::Mutex
 /// whose lookup failed are swept as the map grows.
 fn slot_of<T>(slots: &Slots<T>, key: String, until: impl Fn(&T) -> Instant) -> Arc<tokio::sync::Mutex<Option<T>>> {
     let mut slots = slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
-    if !slots.map.contains_key(&key) {
-        let now = Instant::now();
-        slots.make_room(|slot| {
-            // Held elsewhere (a lookup under way, a caller about to lock it) or still valid: kept.
-            Arc::strong_count(slot) == 1
-                && slot.try_lock().is_ok_and(|value| value.as_ref().is_none_or(|v| until(v) <= now))
-        });
-    }
+    let now = Instant::now();
+    slots.make_room_for(&key, |slot| {
+        // Held elsewhere (a lookup under way, a caller about to lock it) or still valid: kept.
+        Arc::strong_count(slot) == 1
+            && slot.try_lock().is_ok_and(|value| value.as_ref().is_none_or(|v| until(v) <= now))
+    });
     slots.map.entry(key).or_default().clone()
 }
 
@@ -471,19 +467,19 @@ mod tests {
         let mut cache: Swept<u32, bool> = Swept::default();
         cache.map.extend((0..1000).map(|k| (k, k % 2 == 0)));
         // Below the first sweep's size: nothing is looked at.
-        cache.make_room(|expired| *expired);
+        cache.make_room_for(&u32::MAX, |expired| *expired);
         assert_eq!(cache.map.len(), 1000);
         cache.map.extend((1000..1024).map(|k| (k, true)));
-        cache.make_room(|expired| *expired);
+        cache.make_room_for(&u32::MAX, |expired| *expired);
         assert_eq!(cache.map.len(), 500, "only the live half stays");
         assert!(cache.map.values().all(|expired| !expired));
         // The next sweep waits until the map has grown again (here to the floor, 1,024), so a map
         // near a sweep's size is not read at every insertion.
         cache.map.extend((2000..2523).map(|k| (k, true)));
-        cache.make_room(|expired| *expired);
+        cache.make_room_for(&u32::MAX, |expired| *expired);
         assert_eq!(cache.map.len(), 1023);
         cache.map.insert(3000, true);
-        cache.make_room(|expired| *expired);
+        cache.make_room_for(&u32::MAX, |expired| *expired);
         assert_eq!(cache.map.len(), 500);
     }
 

@@ -370,20 +370,26 @@ async fn global_query_cap_is_shared_by_all_waits() {
     }
 }
 
-/// Every wait of a checker is polled by one shared task, not a task each: with 1,000 records
-/// waiting, between two rounds the runtime holds the poller alone. Dropping the watches cancels
-/// them: no query for them after their next round is due.
-#[tokio::test(start_paused = true)]
-async fn a_thousand_waits_share_one_task_and_dropped_watches_stop() {
-    let fake = Fake::new(never(), never());
+/// A checker on `fake` with no query cap to speak of, the runtime's task count before any wait,
+/// and 1,000 waits on it (`rN.f.test`, an hour's deadline).
+fn thousand_waits(fake: &Arc<Fake>) -> (Checker, tokio::runtime::RuntimeMetrics, usize, Vec<propagation::Watch>) {
     let checker =
         Checker::with_transport(CheckerConfig { max_queries_per_second: 1_000_000, ..config(1, 8) }, fake.clone())
             .expect("checker");
     let runtime = tokio::runtime::Handle::current().metrics();
     let before = runtime.num_alive_tasks();
     let deadline = Instant::now() + Duration::from_secs(3600);
-    let watches: Vec<_> =
-        (0..1000).map(|i| checker.watch(&format!("r{i}.f.test"), &Expected::Txt("v".into()), deadline)).collect();
+    let watches = (0..1000).map(|i| checker.watch(&format!("r{i}.f.test"), &v(), deadline)).collect();
+    (checker, runtime, before, watches)
+}
+
+/// Every wait of a checker is polled by one shared task, not a task each: with 1,000 records
+/// waiting, between two rounds the runtime holds the poller alone. Dropping the watches cancels
+/// them: no query for them after their next round is due.
+#[tokio::test(start_paused = true)]
+async fn a_thousand_waits_share_one_task_and_dropped_watches_stop() {
+    let fake = Fake::new(never(), never());
+    let (_checker, runtime, before, watches) = thousand_waits(&fake);
     // First round at 0 s, the next one poll_min later: half-way, nothing is in flight.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let txt = |server| fake.txt_queries(server).len();
@@ -404,13 +410,7 @@ async fn a_thousand_waits_share_one_task_and_dropped_watches_stop() {
 async fn discoveries_run_a_bounded_number_at_a_time() {
     let fake = Fake::new(Behaviour::ServesFrom(Instant::now()), Behaviour::ServesFrom(Instant::now()));
     fake.set(RESOLVER, Behaviour::Hangs);
-    let checker =
-        Checker::with_transport(CheckerConfig { max_queries_per_second: 1_000_000, ..config(1, 8) }, fake.clone())
-            .expect("checker");
-    let runtime = tokio::runtime::Handle::current().metrics();
-    let before = runtime.num_alive_tasks();
-    let deadline = Instant::now() + Duration::from_secs(3600);
-    let watches: Vec<_> = (0..1000).map(|i| checker.watch(&format!("r{i}.f.test"), &v(), deadline)).collect();
+    let (_checker, runtime, before, watches) = thousand_waits(&fake);
     // Within the query timeout (2 s): the first 256 discoveries wait for their first answer.
     tokio::time::sleep(Duration::from_millis(500)).await;
     let resolver_queries = fake.log.lock().unwrap().iter().filter(|q| q.0 == addr(RESOLVER)).count();
